@@ -1,0 +1,189 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/llmgate/llmgate/internal/openai"
+	"github.com/llmgate/llmgate/node"
+)
+
+// openAIStyle serves /v1/{op}: the body's "model" names the route.
+func (a *API) openAIStyle(op openai.Operation) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		return a.modelCall(c, op, "")
+	}
+}
+
+// azureStyle serves /openai/deployments/{deployment}/{op}: the path names the route.
+func (a *API) azureStyle(op openai.Operation) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		return a.modelCall(c, op, c.Param("deployment"))
+	}
+}
+
+// modelCall is the whole data-plane path of one model request: authenticate,
+// read and validate the body, resolve the route, run the node's pipeline.
+func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) error {
+	start := a.now()
+	req, w := c.Request(), c.Response()
+	label := routeLabel{op: op.String(), route: "unknown"}
+	fail := func(e *openai.Error) error {
+		e.Write(w)
+		a.metrics.request(label, e.Status, "", a.now().Sub(start), 0)
+		return nil
+	}
+
+	consumer, aerr := a.gw.Authenticate(consumerKey(req.Header))
+	if aerr != nil {
+		return fail(aerr)
+	}
+	if deployment != "" && a.gw.HasRoute(deployment) {
+		label.route = deployment
+	}
+	body, aerr := a.readBody(w, req)
+	if aerr != nil {
+		return fail(aerr)
+	}
+	call := &node.Call{Op: op, Body: body, Consumer: consumer, RequestID: c.Get("request_id").(string)}
+	switch op {
+	case openai.OpChat:
+		r, perr := openai.ParseChat(body)
+		if perr != nil {
+			return fail(perr)
+		}
+		call.Route, call.Stream = r.Model, r.Stream
+	case openai.OpEmbeddings:
+		r, perr := openai.ParseEmbeddings(body)
+		if perr != nil {
+			return fail(perr)
+		}
+		call.Route = r.Model
+	}
+	if deployment != "" {
+		call.Route = deployment
+		call.APIVersion = req.URL.Query().Get("api-version")
+	} else if call.Route == "" {
+		return fail(openai.BadRequest("model", "Missing required parameter: 'model'."))
+	}
+	if !a.gw.HasRoute(call.Route) {
+		return fail(openai.ModelNotFound(call.Route))
+	}
+	label.route = call.Route
+
+	out := a.gw.Serve(req.Context(), w, call)
+	total := a.now().Sub(start)
+	a.metrics.request(label, out.Status, out.Backend, total, max(total-out.Upstream, 0))
+	if out.Status >= 500 || out.Aborted != "" {
+		a.log.Warn("request failed", "request_id", call.RequestID, "consumer", consumer.Name, "route", call.Route,
+			"status", out.Status, "backend", out.Backend, "attempts", out.Attempts, "aborted", out.Aborted, "duration", total)
+	} else {
+		a.log.Debug("request", "request_id", call.RequestID, "consumer", consumer.Name, "route", call.Route,
+			"status", out.Status, "backend", out.Backend, "attempts", out.Attempts, "duration", total)
+	}
+	return nil
+}
+
+// consumerKey finds the consumer key in any of the three headers clients use.
+func consumerKey(h http.Header) string {
+	if k := h.Get("api-key"); k != "" {
+		return k
+	}
+	if v := h.Get("Authorization"); v != "" {
+		if k, ok := cutPrefixFold(v, "Bearer "); ok {
+			return strings.TrimSpace(k)
+		}
+	}
+	return h.Get("Ocp-Apim-Subscription-Key")
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return "", false
+}
+
+// readBody reads the whole body within the size limit and the read deadline.
+func (a *API) readBody(w http.ResponseWriter, req *http.Request) ([]byte, *openai.Error) {
+	limit := a.opts.MaxBodyBytes
+	if req.ContentLength > limit {
+		return nil, openai.TooLarge(limit)
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(a.now().Add(a.opts.BodyReadTimeout))
+	defer rc.SetReadDeadline(time.Time{})
+	size := req.ContentLength
+	if size < 0 || size > limit {
+		size = 512
+	}
+	buf := make([]byte, 0, size+1)
+	body, err := readAllInto(buf, http.MaxBytesReader(w, req.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, openai.TooLarge(limit)
+		}
+		return nil, openai.BadRequest("", "Could not read the request body: "+err.Error())
+	}
+	return body, nil
+}
+
+func readAllInto(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				return b, nil
+			}
+			return b, err
+		}
+	}
+}
+
+// models lists the routes as OpenAI models.
+func (a *API) models(c echo.Context) error {
+	if _, e := a.gw.Authenticate(consumerKey(c.Request().Header)); e != nil {
+		e.Write(c.Response())
+		return nil
+	}
+	var sb strings.Builder
+	sb.WriteString(`{"object":"list","data":[`)
+	for i, name := range a.gw.Routes() {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(modelObject(name))
+	}
+	sb.WriteString("]}")
+	return c.JSONBlob(http.StatusOK, []byte(sb.String()))
+}
+
+// model describes one route as an OpenAI model.
+func (a *API) model(c echo.Context) error {
+	if _, e := a.gw.Authenticate(consumerKey(c.Request().Header)); e != nil {
+		e.Write(c.Response())
+		return nil
+	}
+	name := c.Param("model")
+	if !a.gw.HasRoute(name) {
+		openai.ModelNotFound(name).Write(c.Response())
+		return nil
+	}
+	return c.JSONBlob(http.StatusOK, []byte(modelObject(name)))
+}
+
+func modelObject(name string) string {
+	id, _ := json.Marshal(name)
+	return `{"id":` + string(id) + `,"object":"model","created":0,"owned_by":"llmgate"}`
+}

@@ -1,0 +1,365 @@
+package config
+
+import (
+	"encoding/base64"
+	"fmt"
+	"maps"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config is one node's configuration.
+type Config struct {
+	Node        Node             `yaml:"node"`
+	Listen      string           `yaml:"listen"`
+	AdminListen string           `yaml:"admin_listen"`
+	AdminToken  string           `yaml:"admin_token"`
+	Cluster     Cluster          `yaml:"cluster"`
+	Backends    []Backend        `yaml:"backends"`
+	Routes      map[string]Route `yaml:"routes"`
+	Consumers   []Consumer       `yaml:"consumers"`
+	Cache       Cache            `yaml:"cache"`
+	Server      Server           `yaml:"server"`
+	Upstream    Upstream         `yaml:"upstream"`
+	Log         Log              `yaml:"log"`
+}
+
+// Node names this node and its storage.
+type Node struct {
+	Name    string `yaml:"name"`
+	DataDir string `yaml:"data_dir"`
+}
+
+// Cluster is the gossip membership configuration.
+type Cluster struct {
+	Gossip    string   `yaml:"gossip"`
+	Join      []string `yaml:"join"`
+	SecretKey string   `yaml:"secret_key"`
+}
+
+// Backend is one model endpoint: an Azure OpenAI resource or an OpenAI-compatible API base.
+type Backend struct {
+	Name        string   `yaml:"name"`
+	Kind        string   `yaml:"kind"`
+	URL         string   `yaml:"url"`
+	APIKey      string   `yaml:"api_key"`
+	APIVersion  string   `yaml:"api_version"`
+	Deployments []string `yaml:"deployments"`
+	TPM         int64    `yaml:"tpm"`
+	// Weight spreads traffic within a priority group; 0 means 1.
+	Weight int `yaml:"weight"`
+}
+
+// Backend kinds.
+const (
+	KindAzure  = "azure"
+	KindOpenAI = "openai"
+)
+
+// Route maps what consumers call to ordered priority groups of backend names.
+type Route struct {
+	Pool [][]string `yaml:"pool"`
+}
+
+// Consumer is one calling team with its keys and limits.
+type Consumer struct {
+	Name  string   `yaml:"name"`
+	Keys  []string `yaml:"keys"`
+	TPM   int64    `yaml:"tpm"`
+	Quota Quota    `yaml:"quota"`
+}
+
+// Quota is a token budget per UTC calendar period.
+type Quota struct {
+	Tokens int64  `yaml:"tokens"`
+	Period string `yaml:"period"`
+}
+
+// Quota periods.
+var Periods = []string{"hourly", "daily", "weekly", "monthly", "yearly"}
+
+// Cache configures the semantic cache (SPEC §6).
+type Cache struct {
+	Enabled              bool          `yaml:"enabled"`
+	Embedder             string        `yaml:"embedder"`
+	ScoreThreshold       float64       `yaml:"score_threshold"`
+	IgnoreSystemMessages bool          `yaml:"ignore_system_messages"`
+	MaxMessageCount      int           `yaml:"max_message_count"`
+	VaryBy               []string      `yaml:"vary_by"`
+	Shared               bool          `yaml:"shared"`
+	TTL                  time.Duration `yaml:"ttl"`
+	MaxEntries           int           `yaml:"max_entries"`
+}
+
+// Server configures the data-plane HTTP server.
+type Server struct {
+	// MaxBodyBytes is the largest request body accepted (413 above). Default 4 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// ReadHeaderTimeout bounds reading request headers. Default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// BodyReadTimeout bounds reading one request body. Default 30s.
+	BodyReadTimeout time.Duration `yaml:"body_read_timeout"`
+	// IdleTimeout closes idle keep-alive connections. Default 120s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// ShutdownTimeout is how long in-flight requests may finish on shutdown. Default 30s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Upstream configures calls to backends.
+type Upstream struct {
+	// Timeout is the overall deadline of one client request, all attempts included. Default 300s.
+	Timeout time.Duration `yaml:"timeout"`
+	// ResponseHeaderTimeout bounds one attempt's wait for response headers; a backend
+	// that hangs past it counts as failed and the next one is tried. Default 120s.
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
+	// DialTimeout bounds connecting to a backend. Default 5s.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// BreakerFailures is the number of consecutive failures that open a backend's circuit. Default 3.
+	BreakerFailures int `yaml:"breaker_failures"`
+	// BreakerCooldown is how long an open circuit stays open when the backend gave no Retry-After. Default 10s.
+	BreakerCooldown time.Duration `yaml:"breaker_cooldown"`
+	// APIVersion is the Azure api-version used when neither backend nor client gives one.
+	APIVersion string `yaml:"api_version"`
+	// MaxIdleConnsPerBackend is the keep-alive pool size per backend. Default 256.
+	MaxIdleConnsPerBackend int `yaml:"max_idle_conns_per_backend"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error; default info
+	Format string `yaml:"format"` // json | text; default json
+}
+
+// DefaultAPIVersion is the Azure OpenAI api-version used when nobody names one.
+const DefaultAPIVersion = "2024-10-21"
+
+// ApplyDefaults fills zero values with their defaults.
+func (c *Config) ApplyDefaults() {
+	if c.Node.Name == "" {
+		c.Node.Name = "llmgate"
+	}
+	if c.Node.DataDir == "" {
+		c.Node.DataDir = "./data/" + c.Node.Name
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = "127.0.0.1:8081"
+	}
+	if c.Cluster.Gossip == "" {
+		c.Cluster.Gossip = "127.0.0.1:7946"
+	}
+	for i := range c.Backends {
+		if c.Backends[i].Weight == 0 {
+			c.Backends[i].Weight = 1
+		}
+	}
+	if c.Cache.Embedder == "" {
+		c.Cache.Embedder = "local"
+	}
+	if c.Cache.ScoreThreshold == 0 {
+		c.Cache.ScoreThreshold = 0.05
+	}
+	if c.Cache.MaxMessageCount == 0 {
+		c.Cache.MaxMessageCount = 10
+	}
+	if len(c.Cache.VaryBy) == 0 {
+		c.Cache.VaryBy = []string{"consumer"}
+	}
+	if c.Cache.TTL == 0 {
+		c.Cache.TTL = time.Hour
+	}
+	if c.Cache.MaxEntries == 0 {
+		c.Cache.MaxEntries = 1_000_000
+	}
+	s := &c.Server
+	if s.MaxBodyBytes == 0 {
+		s.MaxBodyBytes = 4 << 20
+	}
+	if s.ReadHeaderTimeout == 0 {
+		s.ReadHeaderTimeout = 10 * time.Second
+	}
+	if s.BodyReadTimeout == 0 {
+		s.BodyReadTimeout = 30 * time.Second
+	}
+	if s.IdleTimeout == 0 {
+		s.IdleTimeout = 120 * time.Second
+	}
+	if s.ShutdownTimeout == 0 {
+		s.ShutdownTimeout = 30 * time.Second
+	}
+	u := &c.Upstream
+	if u.Timeout == 0 {
+		u.Timeout = 300 * time.Second
+	}
+	if u.ResponseHeaderTimeout == 0 {
+		u.ResponseHeaderTimeout = 120 * time.Second
+	}
+	if u.DialTimeout == 0 {
+		u.DialTimeout = 5 * time.Second
+	}
+	if u.BreakerFailures == 0 {
+		u.BreakerFailures = 3
+	}
+	if u.BreakerCooldown == 0 {
+		u.BreakerCooldown = 10 * time.Second
+	}
+	if u.APIVersion == "" {
+		u.APIVersion = DefaultAPIVersion
+	}
+	if u.MaxIdleConnsPerBackend == 0 {
+		u.MaxIdleConnsPerBackend = 256
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+}
+
+// Validate checks the configuration and returns the first problem, named by its path.
+func (c *Config) Validate() error {
+	for _, a := range []struct{ path, addr string }{{"listen", c.Listen}, {"admin_listen", c.AdminListen}, {"cluster.gossip", c.Cluster.Gossip}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fmt.Errorf("%s: %q is not a host:port address", a.path, a.addr)
+		}
+	}
+	for i, j := range c.Cluster.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			return fmt.Errorf("cluster.join[%d]: %q is not a host:port address", i, j)
+		}
+	}
+	if c.Cluster.SecretKey != "" {
+		key, err := base64.StdEncoding.DecodeString(c.Cluster.SecretKey)
+		if err != nil {
+			return fmt.Errorf("cluster.secret_key: not base64: %w", err)
+		}
+		if n := len(key); n != 16 && n != 24 && n != 32 {
+			return fmt.Errorf("cluster.secret_key: decodes to %d bytes; AES needs 16, 24 or 32", n)
+		}
+	}
+	backends := map[string]*Backend{}
+	for i := range c.Backends {
+		b := &c.Backends[i]
+		p := fmt.Sprintf("backends[%d]", i)
+		if b.Name == "" {
+			return fmt.Errorf("%s.name: missing", p)
+		}
+		if backends[b.Name] != nil {
+			return fmt.Errorf("%s.name: duplicate backend %q", p, b.Name)
+		}
+		backends[b.Name] = b
+		if b.Kind != KindAzure && b.Kind != KindOpenAI {
+			return fmt.Errorf("%s.kind: %q is not azure or openai", p, b.Kind)
+		}
+		u, err := url.Parse(b.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%s.url: %q is not an http(s) URL", p, b.URL)
+		}
+		if b.TPM < 0 {
+			return fmt.Errorf("%s.tpm: must not be negative", p)
+		}
+		if b.Weight < 0 || b.Weight > 100 {
+			return fmt.Errorf("%s.weight: must be between 1 and 100", p)
+		}
+	}
+	if len(c.Routes) == 0 {
+		return fmt.Errorf("routes: at least one route is needed")
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Routes)) {
+		r := c.Routes[name]
+		if len(r.Pool) == 0 {
+			return fmt.Errorf("routes.%s.pool: empty", name)
+		}
+		for gi, group := range r.Pool {
+			if len(group) == 0 {
+				return fmt.Errorf("routes.%s.pool[%d]: empty priority group", name, gi)
+			}
+			for bi, bn := range group {
+				b := backends[bn]
+				if b == nil {
+					return fmt.Errorf("routes.%s.pool[%d][%d]: unknown backend %q", name, gi, bi, bn)
+				}
+				if len(b.Deployments) > 0 && !slices.Contains(b.Deployments, name) {
+					return fmt.Errorf("routes.%s.pool[%d][%d]: backend %q has no deployment %q", name, gi, bi, bn, name)
+				}
+			}
+		}
+	}
+	names := map[string]bool{}
+	keys := map[string]string{}
+	for i, cs := range c.Consumers {
+		p := fmt.Sprintf("consumers[%d]", i)
+		if cs.Name == "" {
+			return fmt.Errorf("%s.name: missing", p)
+		}
+		if strings.ContainsAny(cs.Name, "/ ") {
+			return fmt.Errorf("%s.name: %q must not contain '/' or spaces", p, cs.Name)
+		}
+		if names[cs.Name] {
+			return fmt.Errorf("%s.name: duplicate consumer %q", p, cs.Name)
+		}
+		names[cs.Name] = true
+		for _, k := range cs.Keys {
+			if k == "" {
+				continue // an unset ${VAR}: the key is unusable, not an error (see UsableKeys)
+			}
+			if other, dup := keys[k]; dup {
+				return fmt.Errorf("%s.keys: a key is shared with consumer %q", p, other)
+			}
+			keys[k] = cs.Name
+		}
+		if cs.TPM < 0 {
+			return fmt.Errorf("%s.tpm: must not be negative", p)
+		}
+		if cs.Quota.Tokens < 0 {
+			return fmt.Errorf("%s.quota.tokens: must not be negative", p)
+		}
+		if cs.Quota.Tokens > 0 && !slices.Contains(Periods, cs.Quota.Period) {
+			return fmt.Errorf("%s.quota.period: %q is not one of %s", p, cs.Quota.Period, strings.Join(Periods, ", "))
+		}
+	}
+	ch := c.Cache
+	if ch.ScoreThreshold < 0 || ch.ScoreThreshold > 2 {
+		return fmt.Errorf("cache.score_threshold: %v is outside 0..2", ch.ScoreThreshold)
+	}
+	if ch.MaxMessageCount < 0 || ch.MaxEntries < 0 || ch.TTL < 0 {
+		return fmt.Errorf("cache: max_message_count, max_entries and ttl must not be negative")
+	}
+	if ch.Embedder != "local" {
+		if _, ok := c.Routes[ch.Embedder]; !ok {
+			return fmt.Errorf("cache.embedder: %q is neither local nor a route", ch.Embedder)
+		}
+	}
+	if c.Server.MaxBodyBytes < 1024 {
+		return fmt.Errorf("server.max_body_bytes: %d is below 1024", c.Server.MaxBodyBytes)
+	}
+	if c.Upstream.BreakerFailures < 1 {
+		return fmt.Errorf("upstream.breaker_failures: must be at least 1")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		return fmt.Errorf("log.format: %q is not json or text", c.Log.Format)
+	}
+	return nil
+}
+
+// UsableKeys returns the consumer's non-empty keys.
+func (c Consumer) UsableKeys() []string {
+	out := make([]string, 0, len(c.Keys))
+	for _, k := range c.Keys {
+		if k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
+}

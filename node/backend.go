@@ -1,0 +1,193 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/openai"
+)
+
+// backend is one model endpoint and its health.
+type backend struct {
+	name       string
+	kind       string
+	base       string // URL without trailing slash
+	apiKey     string
+	apiVersion string
+	weight     int
+	breaker    *breaker
+}
+
+func newBackend(b config.Backend, up config.Upstream) *backend {
+	return &backend{
+		name:       b.Name,
+		kind:       b.Kind,
+		base:       strings.TrimRight(b.URL, "/"),
+		apiKey:     b.APIKey,
+		apiVersion: b.APIVersion,
+		weight:     max(b.Weight, 1),
+		breaker:    newBreaker(up.BreakerFailures, up.BreakerCooldown),
+	}
+}
+
+// newRequest builds the upstream request for call. The body reader is fresh
+// each time, so a retry on another backend resends the same bytes.
+func (b *backend) newRequest(ctx context.Context, call *Call, defaultAPIVersion string) (*http.Request, error) {
+	var target string
+	body := call.Body
+	switch b.kind {
+	case config.KindAzure:
+		v := b.apiVersion
+		if v == "" {
+			v = call.APIVersion
+		}
+		if v == "" {
+			v = defaultAPIVersion
+		}
+		target = b.base + "/openai/deployments/" + url.PathEscape(call.Route) + "/" + call.Op.Path() + "?api-version=" + url.QueryEscape(v)
+	default:
+		target = b.base + "/" + call.Op.Path()
+		body = withModel(body, call.Route)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("building request to backend %s: %w", b.name, err)
+	}
+	req.ContentLength = int64(len(body))
+	h := req.Header
+	h.Set("Content-Type", "application/json")
+	if call.Stream {
+		h.Set("Accept", "text/event-stream")
+	} else {
+		h.Set("Accept", "application/json")
+	}
+	h.Set("User-Agent", "llmgate")
+	if call.RequestID != "" {
+		h.Set("x-ms-client-request-id", call.RequestID)
+		h.Set("x-request-id", call.RequestID)
+	}
+	if b.apiKey != "" {
+		if b.kind == config.KindAzure {
+			h.Set("api-key", b.apiKey)
+		} else {
+			h.Set("Authorization", "Bearer "+b.apiKey)
+		}
+	}
+	return req, nil
+}
+
+// withModel returns body with its top-level "model" set to model. OpenAI-style
+// backends route on it; Azure-style clients leave it out. The common case (it is
+// already right) returns body unchanged, byte for byte.
+func withModel(body []byte, model string) []byte {
+	if openai.PeekModel(body) == model {
+		return body
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(body, &obj) != nil {
+		return body
+	}
+	m, _ := json.Marshal(model)
+	if _, had := obj["model"]; !had {
+		// Insert in front, leaving the client's bytes after it untouched.
+		i := bytes.IndexByte(body, '{')
+		out := make([]byte, 0, len(body)+len(m)+10)
+		out = append(out, body[:i+1]...)
+		out = append(out, `"model":`...)
+		out = append(out, m...)
+		if len(obj) > 0 {
+			out = append(out, ',')
+		}
+		return append(out, body[i+1:]...)
+	}
+	obj["model"] = m
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return body
+	}
+	return out
+}
+
+// retryAfter reads a backend's retry hint: retry-after-ms (Azure), then
+// Retry-After in seconds or as an HTTP date.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	if v := h.Get("retry-after-ms"); v != "" {
+		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
+			return time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	if v := h.Get("Retry-After"); v != "" {
+		if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 {
+			return time.Duration(s * float64(time.Second))
+		}
+		if t, err := http.ParseTime(v); err == nil && t.After(now) {
+			return t.Sub(now)
+		}
+	}
+	return 0
+}
+
+// group is one priority group of a route: backends that share its traffic.
+type group struct {
+	// ring lists each backend weight times, interleaved, so a rotating start
+	// index spreads requests in proportion to the weights.
+	ring []*backend
+	size int // distinct backends
+	next atomic.Uint64
+}
+
+func newGroup(members []*backend) *group {
+	g := &group{size: len(members)}
+	left := make([]int, len(members))
+	total := 0
+	for i, b := range members {
+		left[i] = b.weight
+		total += b.weight
+	}
+	for len(g.ring) < total {
+		for i, b := range members {
+			if left[i] > 0 {
+				g.ring = append(g.ring, b)
+				left[i]--
+			}
+		}
+	}
+	return g
+}
+
+// order returns the group's distinct backends in the order this request tries them.
+func (g *group) order(buf []*backend) []*backend {
+	if g.size == 1 {
+		return append(buf, g.ring[0])
+	}
+	start := int(g.next.Add(1) % uint64(len(g.ring)))
+	for i := 0; i < len(g.ring) && len(buf) < g.size; i++ {
+		b := g.ring[(start+i)%len(g.ring)]
+		seen := false
+		for _, o := range buf {
+			if o == b {
+				seen = true
+				break
+			}
+		}
+		if !seen {
+			buf = append(buf, b)
+		}
+	}
+	return buf
+}
+
+// route is what consumers call: a name and its ordered priority groups.
+type route struct {
+	name   string
+	groups []*group
+}

@@ -1,0 +1,21 @@
+// Package node owns one gateway node's request pipeline: for each model call it
+// runs the stages authenticate → admit → look up → forward → settle → store, and
+// it owns the backends those calls go to (priority groups, spreading, failover,
+// circuit breakers).
+//
+// What it owns:
+//   - the consumer table (key → consumer), immutable once built;
+//   - the routes and their backends; each backend's health is a lock-free
+//     breaker (atomics) written only by the attempts made against it;
+//   - the data-plane metrics.
+//
+// The admit/settle stages call a Limiter and the look-up/store stages a Cache;
+// both are small interfaces defined here and implemented by the quota and index
+// packages, which own their state in actors. With none configured a node proxies
+// without limits or cache. node speaks HTTP to backends but knows nothing of the
+// front end's routing: package api parses client requests into Calls.
+//
+// Invariants: a client request is retried on another backend only before any
+// byte of the answer reached the client; the client's key is never sent
+// upstream; every upstream call carries a deadline.
+package node

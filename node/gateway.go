@@ -1,0 +1,443 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/openai"
+)
+
+// Response headers the gateway adds (SPEC §4).
+const (
+	HeaderRequestID = "x-request-id"
+	HeaderCache     = "x-llmgate-cache"
+	HeaderBackend   = "x-llmgate-backend"
+)
+
+// maxResponseBytes bounds a buffered (non-streaming) upstream answer.
+const maxResponseBytes = 64 << 20
+
+// Consumer is an authenticated caller.
+type Consumer struct {
+	Name string
+}
+
+// Call is one authenticated model call, parsed by the front end.
+type Call struct {
+	Op       openai.Operation
+	Route    string
+	Body     []byte // the client's body, forwarded byte for byte
+	Stream   bool
+	Consumer *Consumer
+	// APIVersion is the client's Azure api-version, if it sent one.
+	APIVersion string
+	RequestID  string
+}
+
+// Outcome says how a call ended, for the front end's metrics and logs.
+type Outcome struct {
+	Status   int
+	Backend  string
+	Attempts int
+	// Upstream is the time spent waiting on backends (all attempts, bodies included).
+	Upstream time.Duration
+	// Aborted is set when a stream ended early: "client" or "upstream".
+	Aborted string
+}
+
+// Options are a Gateway's collaborators; zero fields get defaults.
+type Options struct {
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	Now      func() time.Time
+	// Transport overrides the HTTP transport to backends (tests).
+	Transport http.RoundTripper
+}
+
+// Gateway runs the request pipeline of one node.
+type Gateway struct {
+	log     *slog.Logger
+	now     func() time.Time
+	client  *http.Client
+	up      config.Upstream
+	keys    map[[32]byte]*Consumer
+	routes  map[string]*route
+	names   []string // route names, sorted
+	backs   []*backend
+	metrics *metrics
+}
+
+// New builds a gateway from a validated configuration.
+func New(cfg *config.Config, opts Options) (*Gateway, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	g := &Gateway{
+		log:    opts.Logger,
+		now:    opts.Now,
+		up:     cfg.Upstream,
+		keys:   map[[32]byte]*Consumer{},
+		routes: map[string]*route{},
+	}
+	rt := opts.Transport
+	if rt == nil {
+		rt = newTransport(cfg.Upstream, len(cfg.Backends))
+	}
+	// No client-wide Timeout: it would cut long streams. Each call gets a context deadline.
+	g.client = &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+	byName := map[string]*backend{}
+	for _, bc := range cfg.Backends {
+		b := newBackend(bc, cfg.Upstream)
+		byName[b.name] = b
+		g.backs = append(g.backs, b)
+	}
+	for name, rc := range cfg.Routes {
+		r := &route{name: name}
+		for gi, names := range rc.Pool {
+			members := make([]*backend, 0, len(names))
+			for _, n := range names {
+				b, ok := byName[n]
+				if !ok {
+					return nil, fmt.Errorf("routes.%s.pool[%d]: unknown backend %q", name, gi, n)
+				}
+				members = append(members, b)
+			}
+			r.groups = append(r.groups, newGroup(members))
+		}
+		g.routes[name] = r
+		g.names = append(g.names, name)
+	}
+	slices.Sort(g.names)
+	for _, cc := range cfg.Consumers {
+		c := &Consumer{Name: cc.Name}
+		keys := cc.UsableKeys()
+		if len(keys) == 0 {
+			g.log.Warn("consumer has no usable key (unset environment variable?)", "consumer", cc.Name)
+		}
+		for _, k := range keys {
+			g.keys[sha256.Sum256([]byte(k))] = c
+		}
+	}
+	m, err := newMetrics(opts.Registry, g.backs, g.now)
+	if err != nil {
+		return nil, err
+	}
+	g.metrics = m
+	return g, nil
+}
+
+func newTransport(up config.Upstream, backends int) *http.Transport {
+	d := &net.Dialer{Timeout: up.DialTimeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          up.MaxIdleConnsPerBackend * max(backends, 1),
+		MaxIdleConnsPerHost:   up.MaxIdleConnsPerBackend,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   up.DialTimeout,
+		ResponseHeaderTimeout: up.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		// Bytes go to the client as the backend sent them; SSE must not sit in a gzip window.
+		DisableCompression: true,
+	}
+}
+
+// Authenticate returns the consumer owning key.
+func (g *Gateway) Authenticate(key string) (*Consumer, *openai.Error) {
+	if key == "" {
+		return nil, openai.InvalidKey("Missing API key: send it in the api-key, Authorization: Bearer or Ocp-Apim-Subscription-Key header.")
+	}
+	// Looked up by hash: the map's timing then says nothing about the key's bytes.
+	c, ok := g.keys[sha256.Sum256([]byte(key))]
+	if !ok {
+		return nil, openai.InvalidKey("Incorrect API key provided.")
+	}
+	return c, nil
+}
+
+// HasRoute reports whether name is a route (model or deployment) of this gateway.
+func (g *Gateway) HasRoute(name string) bool {
+	_, ok := g.routes[name]
+	return ok
+}
+
+// Routes returns the route names, sorted.
+func (g *Gateway) Routes() []string { return g.names }
+
+// Close releases idle upstream connections.
+func (g *Gateway) Close() { g.client.CloseIdleConnections() }
+
+// Serve runs the pipeline for one authenticated call and writes the answer to w.
+//
+// Stages: admit (reserve tokens) → look up (cache) → forward → settle (charge
+// actual usage) → store (cache the answer). This node has neither limiter nor
+// cache yet, so admit and settle charge nothing and look-up reports "off".
+func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) Outcome {
+	rt, ok := g.routes[call.Route]
+	if !ok {
+		e := openai.ModelNotFound(call.Route)
+		e.Write(w)
+		return Outcome{Status: e.Status}
+	}
+	w.Header().Set(HeaderCache, "off")
+	ctx, cancel := context.WithTimeout(ctx, g.up.Timeout)
+	defer cancel()
+	return g.forward(ctx, w, call, rt)
+}
+
+// forward tries the route's backends, group by group, until one answers with
+// something the client should see, then relays it.
+func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call, rt *route) Outcome {
+	var (
+		out       Outcome
+		failures  []string
+		soonest   time.Time // earliest moment an open breaker admits traffic again
+		order     [8]*backend
+		lastThrot time.Duration
+	)
+	for _, grp := range rt.groups {
+		for _, b := range grp.order(order[:0]) {
+			now := g.now()
+			if open, until := b.breaker.open(now); open {
+				failures = append(failures, b.name+": circuit open")
+				if soonest.IsZero() || until.Before(soonest) {
+					soonest = until
+				}
+				continue
+			}
+			out.Attempts++
+			res := g.attempt(ctx, w, call, b)
+			out.Upstream += res.upstream
+			if res.done {
+				out.Status, out.Backend, out.Aborted = res.status, b.name, res.aborted
+				return out
+			}
+			if ctx.Err() != nil {
+				// The client left or the overall deadline passed: no point trying others.
+				return g.giveUp(w, out, ctx, failures)
+			}
+			failures = append(failures, b.name+": "+res.reason)
+			if res.retryIn > lastThrot {
+				lastThrot = res.retryIn
+			}
+		}
+	}
+	e := openai.Unavailable("No backend of route '" + call.Route + "' could serve the request (" + strings.Join(failures, "; ") + ").")
+	wait := lastThrot
+	if !soonest.IsZero() {
+		if d := soonest.Sub(g.now()); d > wait {
+			wait = d
+		}
+	}
+	if wait > 0 {
+		e.Header = http.Header{"Retry-After": {strconv.Itoa(int((wait + time.Second - 1) / time.Second))}}
+	}
+	e.Write(w)
+	out.Status = e.Status
+	return out
+}
+
+func (g *Gateway) giveUp(w http.ResponseWriter, out Outcome, ctx context.Context, failures []string) Outcome {
+	if errors.Is(context.Cause(ctx), context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		e := &openai.Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: openai.CodeBackendUnavailable,
+			Message: "The backends did not answer within the gateway's deadline (" + strings.Join(failures, "; ") + ")."}
+		e.Write(w)
+		out.Status = e.Status
+		return out
+	}
+	// The client went away; nobody reads this status, but logs and metrics do.
+	out.Status = 499
+	out.Aborted = "client"
+	return out
+}
+
+// attemptResult is what one backend attempt came to.
+type attemptResult struct {
+	done     bool // the answer went (or started going) to the client
+	status   int
+	aborted  string
+	upstream time.Duration
+	reason   string        // why the attempt failed, when !done
+	retryIn  time.Duration // the backend's retry hint, when it refused
+}
+
+// attempt sends call to b. A failure that the client has not seen yet (connect
+// error, timeout, 5xx, 429, a body cut short) returns done=false so the caller
+// can try the next backend; anything else is relayed to the client.
+func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call, b *backend) attemptResult {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := b.newRequest(actx, call, g.up.APIVersion)
+	if err != nil {
+		return attemptResult{reason: err.Error()}
+	}
+	start := g.now()
+	resp, err := g.client.Do(req)
+	if err != nil {
+		d := g.now().Sub(start)
+		if ctx.Err() == nil {
+			b.breaker.failure(g.now())
+			g.metrics.attempt(b.name, "error", d)
+			g.log.Warn("backend attempt failed", "backend", b.name, "route", call.Route, "request_id", call.RequestID, "err", err)
+		}
+		return attemptResult{upstream: d, reason: describe(err)}
+	}
+	defer resp.Body.Close()
+
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		hint := retryAfter(resp.Header, g.now())
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
+		d := g.now().Sub(start)
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			b.breaker.throttled(g.now(), hint)
+		} else {
+			b.breaker.failure(g.now())
+		}
+		g.metrics.attempt(b.name, strconv.Itoa(resp.StatusCode), d)
+		g.log.Warn("backend refused", "backend", b.name, "route", call.Route, "status", resp.StatusCode, "request_id", call.RequestID)
+		return attemptResult{upstream: d, reason: "HTTP " + strconv.Itoa(resp.StatusCode), retryIn: hint}
+	}
+
+	if call.Stream && resp.StatusCode == http.StatusOK && isEventStream(resp.Header) {
+		b.breaker.success()
+		copyHeaders(w.Header(), resp.Header)
+		w.Header().Set(HeaderBackend, b.name)
+		w.Header().Del("Content-Length")
+		w.WriteHeader(resp.StatusCode)
+		aborted := g.relayStream(ctx, w, resp.Body, cancel)
+		d := g.now().Sub(start)
+		g.metrics.attempt(b.name, "200", d)
+		return attemptResult{done: true, status: resp.StatusCode, aborted: aborted, upstream: d}
+	}
+
+	// A whole body: buffer it, so a backend that breaks off mid-body is retried
+	// like one that never answered.
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	d := g.now().Sub(start)
+	if err != nil || len(body) > maxResponseBytes {
+		if ctx.Err() == nil {
+			b.breaker.failure(g.now())
+			g.metrics.attempt(b.name, "error", d)
+		}
+		reason := "response body exceeds the limit"
+		if err != nil {
+			reason = "reading response: " + describe(err)
+		}
+		return attemptResult{upstream: d, reason: reason}
+	}
+	b.breaker.success()
+	g.metrics.attempt(b.name, strconv.Itoa(resp.StatusCode), d)
+	copyHeaders(w.Header(), resp.Header)
+	w.Header().Set(HeaderBackend, b.name)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(body)
+	return attemptResult{done: true, status: resp.StatusCode, upstream: d}
+}
+
+// relayStream copies a Server-Sent Events stream event by event, flushing
+// whenever no further event is already buffered. It returns "" for a complete
+// stream, "client" if the client went away and "upstream" if the backend broke
+// off or stalled (after telling the client in an error event).
+func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, body io.Reader, cancel context.CancelFunc) string {
+	rc := http.NewResponseController(w)
+	_ = rc.Flush() // headers out now: the client sees the stream start
+	er := openai.NewEventReader(body)
+	stalled := time.AfterFunc(g.up.ResponseHeaderTimeout, cancel)
+	defer stalled.Stop()
+	sawDone := false
+	for {
+		ev, err := er.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) && sawDone {
+				return ""
+			}
+			if errors.Is(ctx.Err(), context.Canceled) {
+				g.metrics.streamAborted("client")
+				return "client"
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // ended without [DONE]
+			}
+			g.metrics.streamAborted("upstream")
+			msg := "The backend stream ended before completion: " + describe(err)
+			_, _ = w.Write(openai.WriteDataEvent(nil, (&openai.Error{Type: "server_error", Code: "stream_interrupted", Message: msg}).Body()))
+			_ = rc.Flush()
+			return "upstream"
+		}
+		stalled.Reset(g.up.ResponseHeaderTimeout)
+		if ev.Done() {
+			sawDone = true
+		}
+		if _, err := w.Write(ev.Raw); err != nil {
+			g.metrics.streamAborted("client")
+			return "client"
+		}
+		if er.Buffered() == 0 {
+			if err := rc.Flush(); err != nil {
+				g.metrics.streamAborted("client")
+				return "client"
+			}
+		}
+	}
+}
+
+func isEventStream(h http.Header) bool {
+	return strings.HasPrefix(h.Get("Content-Type"), "text/event-stream")
+}
+
+// hopHeaders are not forwarded; upstream rate-limit headers describe the
+// backend's capacity, not the consumer's, and are replaced by the gateway's.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true, "Proxy-Connection": true,
+	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
+	"Set-Cookie": true, "X-Request-Id": true,
+}
+
+func copyHeaders(dst, src http.Header) {
+	for k, vs := range src {
+		if hopHeaders[k] || strings.HasPrefix(k, "X-Ratelimit-") {
+			continue
+		}
+		dst[k] = vs
+	}
+}
+
+func describe(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed mid-response"
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return oe.Op + ": " + oe.Err.Error()
+	}
+	return err.Error()
+}
