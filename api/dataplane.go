@@ -58,13 +58,13 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 		if perr != nil {
 			return fail(perr)
 		}
-		call.Route, call.Stream = r.Model, r.Stream
+		call.Route, call.Model, call.Stream = r.Model, r.Model, r.Stream
 	case openai.OpEmbeddings:
 		r, perr := openai.ParseEmbeddings(body)
 		if perr != nil {
 			return fail(perr)
 		}
-		call.Route = r.Model
+		call.Route, call.Model = r.Model, r.Model
 	}
 	if deployment != "" {
 		call.Route = deployment
@@ -114,11 +114,11 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 func (a *API) readBody(w http.ResponseWriter, req *http.Request) ([]byte, *openai.Error) {
 	limit := a.opts.MaxBodyBytes
 	if req.ContentLength > limit {
+		w.Header().Set("Connection", "close")
 		return nil, openai.TooLarge(limit)
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(a.now().Add(a.opts.BodyReadTimeout))
-	defer rc.SetReadDeadline(time.Time{})
 	size := req.ContentLength
 	if size < 0 || size > limit {
 		size = 512
@@ -126,12 +126,16 @@ func (a *API) readBody(w http.ResponseWriter, req *http.Request) ([]byte, *opena
 	buf := make([]byte, 0, size+1)
 	body, err := readAllInto(buf, http.MaxBytesReader(w, req.Body, limit))
 	if err != nil {
+		// Leave the deadline expired and drop the connection: the server must
+		// not wait to drain the rest of a body that is too slow or too large.
+		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return nil, openai.TooLarge(limit)
 		}
 		return nil, openai.BadRequest("", "Could not read the request body: "+err.Error())
 	}
+	_ = rc.SetReadDeadline(time.Time{})
 	return body, nil
 }
 

@@ -111,7 +111,7 @@ func newGateway(t *testing.T, s setup) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(gw, Options{Registry: reg, Gatherer: reg, MaxBodyBytes: cfg.Server.MaxBodyBytes, AdminToken: cfg.AdminToken, NodeName: "gw-test", GossipAddr: "127.0.0.1:7946"})
+	a, err := New(gw, Options{Registry: reg, Gatherer: reg, MaxBodyBytes: cfg.Server.MaxBodyBytes, BodyReadTimeout: cfg.Server.BodyReadTimeout, AdminToken: cfg.AdminToken, NodeName: "gw-test", GossipAddr: "127.0.0.1:7946"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/llmgate/llmgate/internal/config"
-	"github.com/llmgate/llmgate/internal/openai"
 )
 
 // backend is one model endpoint and its health.
@@ -56,7 +55,9 @@ func (b *backend) newRequest(ctx context.Context, call *Call, defaultAPIVersion 
 		target = b.base + "/openai/deployments/" + url.PathEscape(call.Route) + "/" + call.Op.Path() + "?api-version=" + url.QueryEscape(v)
 	default:
 		target = b.base + "/" + call.Op.Path()
-		body = withModel(body, call.Route)
+		if call.Model != call.Route {
+			body = withModel(body, call.Route)
+		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
@@ -86,12 +87,8 @@ func (b *backend) newRequest(ctx context.Context, call *Call, defaultAPIVersion 
 }
 
 // withModel returns body with its top-level "model" set to model. OpenAI-style
-// backends route on it; Azure-style clients leave it out. The common case (it is
-// already right) returns body unchanged, byte for byte.
+// backends route on it; Azure-style clients leave it out.
 func withModel(body []byte, model string) []byte {
-	if openai.PeekModel(body) == model {
-		return body
-	}
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(body, &obj) != nil {
 		return body

@@ -37,8 +37,11 @@ type Consumer struct {
 
 // Call is one authenticated model call, parsed by the front end.
 type Call struct {
-	Op       openai.Operation
-	Route    string
+	Op    openai.Operation
+	Route string
+	// Model is the body's own "model" field ("" if absent); an OpenAI-style
+	// backend needs it to equal Route.
+	Model    string
 	Body     []byte // the client's body, forwarded byte for byte
 	Stream   bool
 	Consumer *Consumer

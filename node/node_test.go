@@ -103,7 +103,6 @@ func TestGroupSpreadsByWeight(t *testing.T) {
 
 func TestWithModel(t *testing.T) {
 	tests := []struct{ body, model, want string }{
-		{`{"model":"gpt-4o","messages":[]}`, "gpt-4o", `{"model":"gpt-4o","messages":[]}`},
 		{`{"messages":[]}`, "gpt-4o", `{"model":"gpt-4o","messages":[]}`},
 		{`{}`, "m", `{"model":"m"}`},
 		{` {"a":1}`, "m", ` {"model":"m","a":1}`},

@@ -1,0 +1,646 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Target names used in the overhead report.
+const (
+	TargetDirect       = "direct"        // the mock upstream itself
+	TargetGateway      = "llmgate"       // one llmgate node in front of the mock
+	TargetReverseProxy = "reverse-proxy" // a bare httputil.ReverseProxy in front of the mock
+)
+
+// Overhead request: what every load run sends, to every target.
+const (
+	overheadPath     = "/v1/chat/completions"
+	overheadBody     = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark."}],"max_tokens":16}`
+	overheadKey      = "sk-bench"
+	overheadConsumer = "bench"
+)
+
+// OverheadOptions configures the overhead benchmark. Zero fields take the
+// defaults of DefaultOverheadOptions.
+type OverheadOptions struct {
+	// Executable is the llmgate binary started for the mock upstream, the
+	// gateway node and the bare reverse proxy. Default: the running binary.
+	Executable string
+	// Rates are the open-loop request rates, requests per second. Default 500, 1000.
+	Rates []int
+	// Duration is the length of one open-loop run (one target, one rate, one
+	// round). Default 5s.
+	Duration time.Duration
+	// Rounds is how many times every target is measured at every rate and
+	// for throughput; the report gives medians across rounds. Default 3.
+	Rounds int
+	// Concurrency is the number of closed-loop workers of the throughput
+	// runs. Default 64.
+	Concurrency int
+	// ThroughputDuration is the length of one closed-loop run. Default 5s.
+	ThroughputDuration time.Duration
+	// Warmup is the length of the closed-loop warm-up each target gets before
+	// anything is measured. Default 1s.
+	Warmup time.Duration
+	// StartTimeout bounds how long a child process may take to come up.
+	// Default 30s.
+	StartTimeout time.Duration
+	// Progress receives one line per run as the benchmark goes. Nil: silent.
+	Progress io.Writer
+}
+
+// DefaultOverheadOptions returns the defaults: rates 500 and 1000 req/s,
+// 3 rounds of 5s per target and rate, 64 closed-loop workers for 5s. A whole
+// run takes about two and a half minutes.
+func DefaultOverheadOptions() OverheadOptions {
+	return OverheadOptions{
+		Rates:              []int{500, 1000},
+		Duration:           5 * time.Second,
+		Rounds:             3,
+		Concurrency:        64,
+		ThroughputDuration: 5 * time.Second,
+		Warmup:             time.Second,
+		StartTimeout:       30 * time.Second,
+	}
+}
+
+func (o OverheadOptions) withDefaults() (OverheadOptions, error) {
+	def := DefaultOverheadOptions()
+	if o.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return o, fmt.Errorf("finding the llmgate binary: %w", err)
+		}
+		o.Executable = exe
+	}
+	if len(o.Rates) == 0 {
+		o.Rates = def.Rates
+	}
+	for _, r := range o.Rates {
+		if r <= 0 {
+			return o, fmt.Errorf("rate %d is not positive", r)
+		}
+	}
+	if o.Duration == 0 {
+		o.Duration = def.Duration
+	}
+	if o.Rounds == 0 {
+		o.Rounds = def.Rounds
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = def.Concurrency
+	}
+	if o.ThroughputDuration == 0 {
+		o.ThroughputDuration = def.ThroughputDuration
+	}
+	if o.Warmup == 0 {
+		o.Warmup = def.Warmup
+	}
+	if o.StartTimeout == 0 {
+		o.StartTimeout = def.StartTimeout
+	}
+	switch {
+	case o.Duration < 0, o.ThroughputDuration < 0, o.Warmup < 0, o.StartTimeout < 0:
+		return o, fmt.Errorf("durations must be positive")
+	case o.Rounds < 0:
+		return o, fmt.Errorf("rounds %d is negative", o.Rounds)
+	case o.Concurrency < 0:
+		return o, fmt.Errorf("concurrency %d is negative", o.Concurrency)
+	}
+	for _, r := range o.Rates {
+		if float64(r)*o.Duration.Seconds() < 1 {
+			return o, fmt.Errorf("%v at %d req/s schedules no request", o.Duration, r)
+		}
+	}
+	return o, nil
+}
+
+// OverheadReport is the result of the overhead benchmark. Latencies are in
+// milliseconds; every figure is the median across rounds.
+type OverheadReport struct {
+	StartedAt          time.Time `json:"started_at"`
+	ElapsedSeconds     float64   `json:"elapsed_s"`
+	CPUs               int       `json:"cpus"`
+	Rates              []int     `json:"rates"`
+	Duration           string    `json:"duration"`
+	Rounds             int       `json:"rounds"`
+	Concurrency        int       `json:"concurrency"`
+	ThroughputDuration string    `json:"throughput_duration"`
+
+	// Latency has one row per rate and target (direct, llmgate, reverse-proxy).
+	Latency []LatencyRow `json:"latency"`
+	// Throughput has one row per target.
+	Throughput []ThroughputRow `json:"throughput"`
+	// Memory has one row per measured process (llmgate, reverse-proxy).
+	Memory []MemoryRow `json:"memory"`
+}
+
+// LatencyRow is one target's open-loop latency at one rate.
+type LatencyRow struct {
+	Target string `json:"target"`
+	Rate   int    `json:"rate"`
+	// Sent and Errors are totals over all rounds. An error is any answer
+	// other than 200, a transport error or a timeout.
+	Sent       int    `json:"sent"`
+	Errors     int    `json:"errors"`
+	FirstError string `json:"first_error,omitempty"`
+	// P50Ms, P90Ms and P99Ms are the medians across rounds of each round's
+	// percentile, measured from the scheduled send time.
+	P50Ms float64 `json:"p50_ms"`
+	P90Ms float64 `json:"p90_ms"`
+	P99Ms float64 `json:"p99_ms"`
+	// AddedP50Ms, AddedP90Ms and AddedP99Ms are the medians across rounds of
+	// (this target's percentile - direct's percentile) in the same round and
+	// rate. Absent for the direct target.
+	AddedP50Ms *float64 `json:"added_p50_ms,omitempty"`
+	AddedP90Ms *float64 `json:"added_p90_ms,omitempty"`
+	AddedP99Ms *float64 `json:"added_p99_ms,omitempty"`
+	// GeneratorLagP99Ms is the median across rounds of the 99th percentile of
+	// how late the load generator sent requests; it is included in the
+	// latencies and, being common to all targets, cancels out of the added
+	// latency on average.
+	GeneratorLagP99Ms float64 `json:"generator_lag_p99_ms"`
+	// Rounds are the raw per-round figures.
+	Rounds []LatencyRound `json:"rounds"`
+}
+
+// LatencyRound is one open-loop run.
+type LatencyRound struct {
+	Sent   int     `json:"sent"`
+	Errors int     `json:"errors"`
+	P50Ms  float64 `json:"p50_ms"`
+	P90Ms  float64 `json:"p90_ms"`
+	P99Ms  float64 `json:"p99_ms"`
+	MaxMs  float64 `json:"max_ms"`
+}
+
+// ThroughputRow is one target's closed-loop throughput.
+type ThroughputRow struct {
+	Target  string `json:"target"`
+	Workers int    `json:"workers"`
+	// RPS is the median across rounds of completed (200) requests per second.
+	RPS float64 `json:"rps"`
+	// VsReverseProxy is RPS divided by the reverse proxy's RPS.
+	VsReverseProxy float64 `json:"vs_reverse_proxy"`
+	// Errors is the total over all rounds.
+	Errors     int       `json:"errors"`
+	FirstError string    `json:"first_error,omitempty"`
+	RoundsRPS  []float64 `json:"rounds_rps"`
+}
+
+// MemoryRow is one process's resident memory (Linux /proc; zero elsewhere).
+type MemoryRow struct {
+	Process string `json:"process"`
+	// IdleRSSBytes is VmRSS after start-up and warm-up, before any load.
+	IdleRSSBytes int64 `json:"idle_rss_bytes"`
+	// LoadedRSSBytes is VmRSS after all load runs.
+	LoadedRSSBytes int64 `json:"loaded_rss_bytes"`
+	// PeakRSSBytes is VmHWM after all load runs: the largest RSS seen.
+	PeakRSSBytes int64 `json:"peak_rss_bytes"`
+}
+
+// overheadTarget is one of the three things loaded.
+type overheadTarget struct {
+	name string
+	req  *Request
+	proc *process // nil for direct: the mock's memory is not reported
+}
+
+// Overhead measures what an llmgate node adds to a request. It starts a mock
+// upstream (no latency), an llmgate node in front of it and a bare reverse
+// proxy in front of it, all from opts.Executable on 127.0.0.1, then, round
+// after round, sends the same open-loop load at each rate directly to the
+// mock, through the node and through the proxy (in an order that rotates
+// each round), and measures each target's closed-loop throughput. It writes
+// the report as a table to w and returns it.
+//
+// Every child process is stopped and the temporary directory removed before
+// Overhead returns, also on error and when ctx is cancelled.
+func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*OverheadReport, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("overhead: %w", err)
+	}
+	progress := opts.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	started := time.Now()
+
+	dir, err := os.MkdirTemp("", "llmgate-bench-overhead-*")
+	if err != nil {
+		return nil, fmt.Errorf("overhead: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	var procs []*process
+	defer func() {
+		for _, p := range procs {
+			p.Stop()
+		}
+	}()
+
+	mock, err := startProcess(ctx, "mock-upstream", opts.Executable,
+		"mock-upstream", "--listen", "127.0.0.1:0", "--latency", "0")
+	if err != nil {
+		return nil, fmt.Errorf("overhead: %w", err)
+	}
+	procs = append(procs, mock)
+	mockAddr, err := mock.waitListening(ctx, "mock-upstream listening on", opts.StartTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("overhead: %w", err)
+	}
+
+	proxy, err := startProcess(ctx, "reverse-proxy", opts.Executable,
+		"bench", "reverse-proxy", "--listen", "127.0.0.1:0", "--upstream", "http://"+mockAddr)
+	if err != nil {
+		return nil, fmt.Errorf("overhead: %w", err)
+	}
+	procs = append(procs, proxy)
+	proxyAddr, err := proxy.waitListening(ctx, "reverse-proxy listening on", opts.StartTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("overhead: %w", err)
+	}
+
+	gw, gwAddr, err := startGateway(ctx, opts, dir, mockAddr)
+	if err != nil {
+		return nil, fmt.Errorf("overhead: %w", err)
+	}
+	procs = append(procs, gw)
+	fmt.Fprintf(progress, "mock upstream %s, llmgate %s (pid %d), reverse proxy %s (pid %d)\n",
+		mockAddr, gwAddr, gw.PID(), proxyAddr, proxy.PID())
+
+	targets := []overheadTarget{
+		{name: TargetDirect, req: overheadRequest(mockAddr)},
+		{name: TargetGateway, req: overheadRequest(gwAddr), proc: gw},
+		{name: TargetReverseProxy, req: overheadRequest(proxyAddr), proc: proxy},
+	}
+	client := NewLoadClient(max(opts.Concurrency, 1024))
+	defer client.CloseIdleConnections()
+
+	// Fail fast on a target that does not answer 200, then warm every target
+	// up (connections, lazily loaded tokenizers, GC heap) before measuring.
+	for _, t := range targets {
+		if o := t.req.do(ctx, client, time.Now()); o.err != "" {
+			return nil, fmt.Errorf("overhead: probing %s: %s", t.name, o.err)
+		}
+	}
+	for _, t := range targets {
+		if _, err := ClosedLoop(ctx, client, t.req, 4, opts.Warmup); err != nil {
+			return nil, fmt.Errorf("overhead: warming up %s: %w", t.name, err)
+		}
+	}
+	idle := make(map[string]Memory)
+	for _, t := range targets {
+		if t.proc != nil {
+			idle[t.name] = memoryOf(t.proc, progress)
+		}
+	}
+
+	type key struct {
+		target string
+		rate   int
+	}
+	lat := make(map[key][]*LatencyResult)
+	tput := make(map[string][]*ThroughputResult)
+	pause := func() error {
+		// Let the previous run's connections and garbage settle.
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("overhead: %w", ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+			return nil
+		}
+	}
+	for round := range opts.Rounds {
+		order := rotate(targets, round)
+		for _, rate := range opts.Rates {
+			for _, t := range order {
+				if err := pause(); err != nil {
+					return nil, err
+				}
+				res, err := OpenLoop(ctx, client, t.req, float64(rate), opts.Duration)
+				if err != nil {
+					return nil, fmt.Errorf("overhead: %s at %d/s: %w", t.name, rate, err)
+				}
+				lat[key{t.name, rate}] = append(lat[key{t.name, rate}], res)
+				fmt.Fprintf(progress, "round %d/%d  %-13s %5d/s  p50 %s  p90 %s  p99 %s  errors %d%s\n",
+					round+1, opts.Rounds, t.name, rate, fmtMs(ms(res.Latency.P50)), fmtMs(ms(res.Latency.P90)),
+					fmtMs(ms(res.Latency.P99)), res.Errors, firstErrorNote(res.FirstError))
+			}
+		}
+		for _, t := range order {
+			if err := pause(); err != nil {
+				return nil, err
+			}
+			res, err := ClosedLoop(ctx, client, t.req, opts.Concurrency, opts.ThroughputDuration)
+			if err != nil {
+				return nil, fmt.Errorf("overhead: throughput of %s: %w", t.name, err)
+			}
+			tput[t.name] = append(tput[t.name], res)
+			fmt.Fprintf(progress, "round %d/%d  %-13s closed loop x%d  %.0f req/s  errors %d%s\n",
+				round+1, opts.Rounds, t.name, opts.Concurrency, res.RPS, res.Errors, firstErrorNote(res.FirstError))
+		}
+	}
+
+	rep := &OverheadReport{
+		StartedAt:          started.UTC(),
+		CPUs:               runtime.NumCPU(),
+		Rates:              opts.Rates,
+		Duration:           opts.Duration.String(),
+		Rounds:             opts.Rounds,
+		Concurrency:        opts.Concurrency,
+		ThroughputDuration: opts.ThroughputDuration.String(),
+	}
+	for _, t := range targets {
+		if t.proc == nil {
+			continue
+		}
+		loaded := memoryOf(t.proc, progress)
+		rep.Memory = append(rep.Memory, MemoryRow{
+			Process:        t.name,
+			IdleRSSBytes:   idle[t.name].RSS,
+			LoadedRSSBytes: loaded.RSS,
+			PeakRSSBytes:   loaded.PeakRSS,
+		})
+	}
+	for _, rate := range opts.Rates {
+		direct := lat[key{TargetDirect, rate}]
+		for _, t := range targets {
+			rep.Latency = append(rep.Latency, latencyRow(t.name, rate, lat[key{t.name, rate}], direct))
+		}
+	}
+	var floor float64
+	for _, t := range targets {
+		row := throughputRow(t.name, opts.Concurrency, tput[t.name])
+		if t.name == TargetReverseProxy {
+			floor = row.RPS
+		}
+		rep.Throughput = append(rep.Throughput, row)
+	}
+	for i := range rep.Throughput {
+		if floor > 0 {
+			rep.Throughput[i].VsReverseProxy = rep.Throughput[i].RPS / floor
+		}
+	}
+	rep.ElapsedSeconds = time.Since(started).Seconds()
+
+	if err := rep.WriteTable(w); err != nil {
+		return rep, fmt.Errorf("overhead: writing table: %w", err)
+	}
+	return rep, nil
+}
+
+// startGateway starts `llmgate serve` against the mock at mockAddr and waits
+// until it is ready. The node's addresses are fixed in its config, so ports
+// are picked free beforehand; if the node exits before it is ready (most
+// likely because a port was taken in between) it is retried with new ports.
+func startGateway(ctx context.Context, opts OverheadOptions, dir, mockAddr string) (*process, string, error) {
+	const attempts = 3
+	var lastErr error
+	for attempt := range attempts {
+		var ports [3]int
+		for i := range ports {
+			p, err := freeLoopbackPort()
+			if err != nil {
+				return nil, "", err
+			}
+			ports[i] = p
+		}
+		listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+		cfgPath := filepath.Join(dir, fmt.Sprintf("llmgate-%d.yaml", attempt))
+		cfg := gatewayConfig(filepath.Join(dir, fmt.Sprintf("data-%d", attempt)), listen,
+			net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
+			net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2])), mockAddr)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			return nil, "", fmt.Errorf("writing gateway config: %w", err)
+		}
+		gw, err := startProcess(ctx, "llmgate serve", opts.Executable, "serve", "--config", cfgPath)
+		if err != nil {
+			return nil, "", err
+		}
+		err = gw.waitReady(ctx, "http://"+listen+"/readyz", opts.StartTimeout)
+		if err == nil {
+			return gw, listen, nil
+		}
+		gone, _ := gw.exited()
+		gw.Stop()
+		if !gone || ctx.Err() != nil {
+			return nil, "", err // not a port race: retrying will not help
+		}
+		lastErr = err
+	}
+	return nil, "", fmt.Errorf("gateway did not start in %d attempts: %w", attempts, lastErr)
+}
+
+// gatewayConfig returns the YAML config of the benchmarked node: one openai
+// backend (the mock), one route, one consumer without limits, no cache.
+func gatewayConfig(dataDir, listen, adminListen, gossip, mockAddr string) string {
+	return fmt.Sprintf(`node: {name: bench-1, data_dir: %q}
+listen: %s
+admin_listen: %s
+cluster: {gossip: %s}
+log: {level: warn}
+backends:
+  - {name: mock, kind: openai, url: "http://%s/v1", deployments: [gpt-4o-mini]}
+routes:
+  gpt-4o-mini: {pool: [[mock]]}
+consumers:
+  - {name: %s, keys: [%s]}
+`, dataDir, listen, adminListen, gossip, mockAddr, overheadConsumer, overheadKey)
+}
+
+// overheadRequest is the request every run sends to the target at addr. The
+// consumer key is ignored by the mock and the bare proxy; the cache is
+// bypassed explicitly so the node's proxying path is what gets measured even
+// if caching were on by default.
+func overheadRequest(addr string) *Request {
+	h := make(http.Header)
+	h.Set("Content-Type", "application/json")
+	h.Set("api-key", overheadKey)
+	h.Set("x-llmgate-cache", "off")
+	return &Request{
+		Method: http.MethodPost,
+		URL:    "http://" + addr + overheadPath,
+		Header: h,
+		Body:   []byte(overheadBody),
+	}
+}
+
+// rotate returns ts rotated left by n, so each round starts with a different
+// target and no target always runs right after another.
+func rotate[T any](ts []T, n int) []T {
+	out := make([]T, 0, len(ts))
+	for i := range ts {
+		out = append(out, ts[(i+n)%len(ts)])
+	}
+	return out
+}
+
+// memoryOf reads p's memory; a failure (not Linux, process gone) is noted on
+// progress and reported as zeros rather than failing the whole run.
+func memoryOf(p *process, progress io.Writer) Memory {
+	m, err := readMemory(p.PID())
+	if err != nil {
+		fmt.Fprintf(progress, "%s: %v\n", p.name, err)
+	}
+	return m
+}
+
+// latencyRow folds the rounds of one target at one rate into a report row;
+// direct holds the same rounds of the direct target, for the added latency.
+func latencyRow(target string, rate int, rounds, direct []*LatencyResult) LatencyRow {
+	row := LatencyRow{Target: target, Rate: rate}
+	var p50, p90, p99, lag, d50, d90, d99 []float64
+	for i, r := range rounds {
+		row.Sent += r.Sent
+		row.Errors += r.Errors
+		if row.FirstError == "" {
+			row.FirstError = r.FirstError
+		}
+		row.Rounds = append(row.Rounds, LatencyRound{
+			Sent: r.Sent, Errors: r.Errors,
+			P50Ms: ms(r.Latency.P50), P90Ms: ms(r.Latency.P90), P99Ms: ms(r.Latency.P99), MaxMs: ms(r.Latency.Max),
+		})
+		p50 = append(p50, ms(r.Latency.P50))
+		p90 = append(p90, ms(r.Latency.P90))
+		p99 = append(p99, ms(r.Latency.P99))
+		lag = append(lag, ms(r.LagP99))
+		if target != TargetDirect && i < len(direct) {
+			d := direct[i].Latency
+			d50 = append(d50, ms(r.Latency.P50-d.P50))
+			d90 = append(d90, ms(r.Latency.P90-d.P90))
+			d99 = append(d99, ms(r.Latency.P99-d.P99))
+		}
+	}
+	row.P50Ms, row.P90Ms, row.P99Ms = Median(p50), Median(p90), Median(p99)
+	row.GeneratorLagP99Ms = Median(lag)
+	if target != TargetDirect && len(d50) > 0 {
+		a50, a90, a99 := Median(d50), Median(d90), Median(d99)
+		row.AddedP50Ms, row.AddedP90Ms, row.AddedP99Ms = &a50, &a90, &a99
+	}
+	return row
+}
+
+// throughputRow folds the closed-loop rounds of one target into a report row.
+func throughputRow(target string, workers int, rounds []*ThroughputResult) ThroughputRow {
+	row := ThroughputRow{Target: target, Workers: workers}
+	for _, r := range rounds {
+		row.Errors += r.Errors
+		if row.FirstError == "" {
+			row.FirstError = r.FirstError
+		}
+		row.RoundsRPS = append(row.RoundsRPS, r.RPS)
+	}
+	row.RPS = Median(row.RoundsRPS)
+	return row
+}
+
+// WriteTable writes the report as aligned text tables.
+func (r *OverheadReport) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "llmgate bench overhead: %d round(s), %s per target and rate, medians across rounds, %d CPU(s)\n\n",
+		r.Rounds, r.Duration, r.CPUs)
+	// tabwriter right-aligns every column; names are padded to one width per
+	// section so that they read left-aligned.
+	pad := func(title string, names ...string) func(string) string {
+		n := len(title)
+		for _, s := range names {
+			n = max(n, len(s))
+		}
+		return func(s string) string { return fmt.Sprintf("%-*s", n, s) }
+	}
+	var names []string
+	for _, l := range r.Latency {
+		names = append(names, l.Target)
+	}
+	name := pad("open loop", names...)
+	fmt.Fprintf(tw, "%s\trate/s\tp50\tp90\tp99\t+p50\t+p90\t+p99\tsent\terrors\t\n", name("open loop"))
+	for _, l := range r.Latency {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t\n", name(l.Target), l.Rate,
+			fmtMs(l.P50Ms), fmtMs(l.P90Ms), fmtMs(l.P99Ms),
+			fmtAdded(l.AddedP50Ms), fmtAdded(l.AddedP90Ms), fmtAdded(l.AddedP99Ms), l.Sent, l.Errors)
+	}
+	title := fmt.Sprintf("closed loop (%d workers, %s)", r.Concurrency, r.ThroughputDuration)
+	names = names[:0]
+	for _, t := range r.Throughput {
+		names = append(names, t.Target)
+	}
+	name = pad(title, names...)
+	fmt.Fprintf(tw, "\n%s\treq/s\tvs reverse-proxy\terrors\t\n", name(title))
+	for _, t := range r.Throughput {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2fx\t%d\t\n", name(t.Target), t.RPS, t.VsReverseProxy, t.Errors)
+	}
+	names = names[:0]
+	for _, m := range r.Memory {
+		names = append(names, m.Process)
+	}
+	name = pad("memory (VmRSS)", names...)
+	fmt.Fprintf(tw, "\n%s\tidle\tafter load\tpeak\t\n", name("memory (VmRSS)"))
+	for _, m := range r.Memory {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", name(m.Process), fmtBytes(m.IdleRSSBytes), fmtBytes(m.LoadedRSSBytes), fmtBytes(m.PeakRSSBytes))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var notes []string
+	for _, l := range r.Latency {
+		if l.FirstError != "" {
+			notes = append(notes, fmt.Sprintf("%s at %d/s: %s", l.Target, l.Rate, l.FirstError))
+		}
+	}
+	for _, t := range r.Throughput {
+		if t.FirstError != "" {
+			notes = append(notes, fmt.Sprintf("%s closed loop: %s", t.Target, t.FirstError))
+		}
+	}
+	var lag float64
+	for _, l := range r.Latency {
+		lag = max(lag, l.GeneratorLagP99Ms)
+	}
+	if _, err := fmt.Fprintf(w, "\n+pN: latency added versus direct (difference of the percentiles within a round, median across rounds).\n"+
+		"Latencies count from the scheduled send time; the load generator's own lag (p99 %s) is in all of them alike.\n", fmtMs(lag)); err != nil {
+		return err
+	}
+	if len(notes) > 0 {
+		if _, err := fmt.Fprintf(w, "first errors:\n  %s\n", strings.Join(notes, "\n  ")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func fmtMs(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) + "ms" }
+
+func fmtAdded(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%+.3fms", *v)
+}
+
+func fmtBytes(b int64) string {
+	if b == 0 {
+		return "n/a"
+	}
+	return strconv.FormatFloat(float64(b)/(1<<20), 'f', 1, 64) + " MiB"
+}
+
+func firstErrorNote(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " (first: " + s + ")"
+}

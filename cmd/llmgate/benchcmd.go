@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/llmgate/llmgate/bench"
+)
+
+// benchScenario is one scenario of `llmgate bench`.
+type benchScenario struct {
+	name string
+	help string
+	run  func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// benchScenarios lists the scenarios of `llmgate bench`, in help order.
+func benchScenarios() []benchScenario {
+	return []benchScenario{
+		{"overhead", "latency and throughput added by a node, versus direct and a bare reverse proxy", runBenchOverhead},
+		{"reverse-proxy", "run the bare httputil.ReverseProxy the overhead scenario compares with", runBenchReverseProxy},
+	}
+}
+
+// runBench runs `llmgate bench SCENARIO [flags]`; args[0] is the scenario.
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	scenarios := benchScenarios()
+	known := make([]string, 0, len(scenarios))
+	for _, s := range scenarios {
+		known = append(known, s.name)
+	}
+	if len(args) == 0 {
+		writeBenchUsage(stderr)
+		return fmt.Errorf("bench: missing scenario (known: %s)", strings.Join(known, ", "))
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		writeBenchUsage(stdout)
+		return flag.ErrHelp
+	}
+	for _, s := range scenarios {
+		if s.name == args[0] {
+			return s.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	return fmt.Errorf("bench: unknown scenario %q (known: %s)", args[0], strings.Join(known, ", "))
+}
+
+func writeBenchUsage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: llmgate bench SCENARIO [flags]\n\nScenarios:")
+	for _, s := range benchScenarios() {
+		fmt.Fprintf(w, "  %-15s %s\n", s.name, s.help)
+	}
+	fmt.Fprintln(w, "\nRun 'llmgate bench SCENARIO --help' for a scenario's flags.")
+}
+
+// runBenchOverhead runs `llmgate bench overhead`: progress goes to stderr,
+// the table to stdout, and the JSON report to --out.
+func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	def := bench.DefaultOverheadOptions()
+	fs := flag.NewFlagSet("llmgate bench overhead", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	rates := fs.String("rates", joinInts(def.Rates), "open-loop request rates, requests/s, comma separated")
+	duration := fs.Duration("duration", def.Duration, "length of one open-loop run (per target, rate and round)")
+	rounds := fs.Int("rounds", def.Rounds, "rounds; every figure is the median across rounds")
+	concurrency := fs.Int("concurrency", def.Concurrency, "closed-loop workers for the throughput runs")
+	tputDuration := fs.Duration("throughput-duration", def.ThroughputDuration, "length of one closed-loop throughput run")
+	out := fs.String("out", "", "also write the report as JSON to `FILE`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench overhead: unexpected argument %q", fs.Arg(0))
+	}
+	opts := def
+	var err error
+	if opts.Rates, err = parseBenchRates(*rates); err != nil {
+		return fmt.Errorf("bench overhead: --rates: %w", err)
+	}
+	if *duration <= 0 {
+		return errors.New("bench overhead: --duration must be positive")
+	}
+	if *tputDuration <= 0 {
+		return errors.New("bench overhead: --throughput-duration must be positive")
+	}
+	if *rounds < 1 {
+		return errors.New("bench overhead: --rounds must be at least 1")
+	}
+	if *concurrency < 1 {
+		return errors.New("bench overhead: --concurrency must be at least 1")
+	}
+	opts.Duration, opts.Rounds, opts.Concurrency, opts.ThroughputDuration = *duration, *rounds, *concurrency, *tputDuration
+	opts.Progress = stderr
+
+	rep, err := bench.Overhead(ctx, opts, stdout)
+	if err != nil {
+		return err
+	}
+	if *out != "" {
+		if err := writeBenchJSON(*out, rep); err != nil {
+			return fmt.Errorf("bench overhead: %w", err)
+		}
+	}
+	return nil
+}
+
+// runBenchReverseProxy runs `llmgate bench reverse-proxy`, the overhead
+// scenario's floor, until ctx is cancelled.
+func runBenchReverseProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("llmgate bench reverse-proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "listen `ADDR` (port 0 picks a free port)")
+	upstream := fs.String("upstream", "", "upstream base `URL`, e.g. http://127.0.0.1:9000")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench reverse-proxy: unexpected argument %q", fs.Arg(0))
+	}
+	if *upstream == "" {
+		return errors.New("bench reverse-proxy: --upstream is required")
+	}
+	return bench.ServeReverseProxy(ctx, *listen, *upstream, stdout)
+}
+
+// parseBenchRates parses "500,1000" into positive integers.
+func parseBenchRates(s string) ([]int, error) {
+	var rates []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		r, err := strconv.Atoi(f)
+		if err != nil || r <= 0 {
+			return nil, fmt.Errorf("%q is not a positive whole number of requests per second", f)
+		}
+		rates = append(rates, r)
+	}
+	if len(rates) == 0 {
+		return nil, errors.New("no rate given")
+	}
+	return rates, nil
+}
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}
+
+// writeBenchJSON writes v as indented JSON to path.
+func writeBenchJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding report: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing report: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/mock"
+)
+
+const demoKey = "sk-demo-team-a"
+
+// demoStep is one scripted request and what the report expects of it.
+type demoStep struct {
+	title      string
+	method     string
+	path       string
+	body       string
+	key        string
+	wantStatus int
+	before     func() // changes the world before the request (e.g. fail a backend)
+	stream     bool
+}
+
+type demoRow struct {
+	step            demoStep
+	node            string
+	status          int
+	latency         time.Duration
+	backend, cache  string
+	detail          string
+	ok              bool
+	firstEventAfter time.Duration
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	verbose := fs.Bool("v", false, "print the node's logs")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	east := mock.New(mock.Options{Name: "east", Latency: 20 * time.Millisecond, TokenRate: 400})
+	west := mock.New(mock.Options{Name: "west", Latency: 20 * time.Millisecond, TokenRate: 400})
+	eastURL, stopEast, err := serveLoopback(east)
+	if err != nil {
+		return err
+	}
+	defer stopEast()
+	westURL, stopWest, err := serveLoopback(west)
+	if err != nil {
+		return err
+	}
+	defer stopWest()
+
+	dir, err := os.MkdirTemp("", "llmgate-demo-")
+	if err != nil {
+		return fmt.Errorf("creating the demo data directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	cfg := demoConfig(eastURL, westURL, dir)
+	logw := io.Discard
+	if *verbose {
+		logw = stderr
+	}
+	logger := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	n, err := startNode(cfg, logger)
+	if err != nil {
+		return fmt.Errorf("starting the demo node: %w", err)
+	}
+	defer n.stop(context.Background())
+
+	fmt.Fprintf(stdout, "llmgate demo: mock upstreams east (primary) %s and west (secondary) %s; node %s on %s\n\n",
+		eastURL, westURL, cfg.Node.Name, n.dataAddr)
+
+	chat := func(model, content string) string {
+		return `{"model":"` + model + `","messages":[{"role":"user","content":"` + content + `"}],"max_tokens":24}`
+	}
+	steps := []demoStep{
+		{title: "chat, OpenAI style", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "What is a token bucket?"), key: demoKey, wantStatus: 200},
+		{title: "chat, Azure style", method: "POST", path: "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", body: `{"messages":[{"role":"user","content":"Hello from an Azure SDK"}]}`, key: demoKey, wantStatus: 200},
+		{title: "streaming chat (SSE, relayed event by event)", method: "POST", path: "/v1/chat/completions", body: `{"model":"gpt-4o-mini","stream":true,"max_tokens":40,"messages":[{"role":"user","content":"Stream me a story"}]}`, key: demoKey, wantStatus: 200, stream: true},
+		{title: "embeddings", method: "POST", path: "/v1/embeddings", body: `{"model":"text-embedding-3-small","input":["alpha","beta"]}`, key: demoKey, wantStatus: 200},
+		{title: "list models", method: "GET", path: "/v1/models", key: demoKey, wantStatus: 200},
+		{title: "wrong key", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "hi"), key: "sk-wrong", wantStatus: 401},
+		{title: "unknown model", method: "POST", path: "/v1/chat/completions", body: chat("gpt-9", "hi"), key: demoKey, wantStatus: 404},
+		{title: "malformed JSON", method: "POST", path: "/v1/chat/completions", body: `{"model":"gpt-4o","messages":[`, key: demoKey, wantStatus: 400},
+		{title: "primary fails (HTTP 500): failover to secondary", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "Are you there?"), key: demoKey, wantStatus: 200,
+			before: func() { east.SetFailRate(1) }},
+		{title: "primary's circuit is open: straight to secondary", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "Still there?"), key: demoKey, wantStatus: 200},
+		{title: "primary recovers after the cooldown", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "Welcome back"), key: demoKey, wantStatus: 200,
+			before: func() { east.SetFailRate(0); time.Sleep(cfg.Upstream.BreakerCooldown + 100*time.Millisecond) }},
+	}
+
+	client := &http.Client{Timeout: 30 * time.Second}
+	var rows []demoRow
+	failed := 0
+	for _, s := range steps {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if s.before != nil {
+			s.before()
+		}
+		row := playStep(ctx, client, "http://"+n.dataAddr, s)
+		row.node = cfg.Node.Name
+		if !row.ok {
+			failed++
+		}
+		rows = append(rows, row)
+	}
+	printDemo(stdout, rows)
+	fmt.Fprintf(stdout, "\nbackend calls: east %d, west %d\n", east.Requests(), west.Requests())
+	if failed > 0 {
+		return fmt.Errorf("demo: %d step(s) did not behave as expected", failed)
+	}
+	fmt.Fprintln(stdout, "demo: every step behaved as expected")
+	return nil
+}
+
+func demoConfig(eastURL, westURL, dir string) *config.Config {
+	cfg := &config.Config{
+		Node:        config.Node{Name: "gw-1", DataDir: dir + "/gw-1"},
+		Listen:      "127.0.0.1:0",
+		AdminListen: "127.0.0.1:0",
+		Backends: []config.Backend{
+			{Name: "east", Kind: config.KindAzure, URL: eastURL, APIKey: "east-upstream-key"},
+			{Name: "west", Kind: config.KindOpenAI, URL: westURL + "/v1", APIKey: "west-upstream-key"},
+		},
+		Routes: map[string]config.Route{
+			"gpt-4o":                 {Pool: [][]string{{"east"}, {"west"}}},
+			"gpt-4o-mini":            {Pool: [][]string{{"east", "west"}}},
+			"text-embedding-3-small": {Pool: [][]string{{"east"}}},
+		},
+		Consumers: []config.Consumer{{Name: "team-a", Keys: []string{demoKey}}},
+	}
+	cfg.Upstream.BreakerFailures = 1
+	cfg.Upstream.BreakerCooldown = time.Second
+	cfg.ApplyDefaults()
+	return cfg
+}
+
+func playStep(ctx context.Context, client *http.Client, base string, s demoStep) demoRow {
+	row := demoRow{step: s}
+	req, err := http.NewRequestWithContext(ctx, s.method, base+s.path, strings.NewReader(s.body))
+	if err != nil {
+		row.detail = err.Error()
+		return row
+	}
+	if s.key != "" {
+		req.Header.Set("api-key", s.key)
+	}
+	if s.body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	start := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		row.detail = err.Error()
+		return row
+	}
+	defer resp.Body.Close()
+	row.status = resp.StatusCode
+	row.backend = resp.Header.Get("x-llmgate-backend")
+	row.cache = resp.Header.Get("x-llmgate-cache")
+	if s.stream && resp.StatusCode == 200 {
+		events, done := 0, false
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.HasPrefix(line, "data:") {
+				if events == 0 {
+					row.firstEventAfter = time.Since(start)
+				}
+				events++
+				done = done || strings.TrimSpace(strings.TrimPrefix(line, "data:")) == "[DONE]"
+			}
+		}
+		row.detail = fmt.Sprintf("%d events, first after %s, [DONE]=%v", events, row.firstEventAfter.Round(time.Millisecond), done)
+		row.latency = time.Since(start)
+		row.ok = done && s.wantStatus == resp.StatusCode
+		return row
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	row.latency = time.Since(start)
+	row.detail = summarize(body)
+	row.ok = resp.StatusCode == s.wantStatus
+	return row
+}
+
+// summarize shortens a body for the report: the error code, or the reply's text.
+func summarize(body []byte) string {
+	s := string(body)
+	if i := strings.Index(s, `"code":"`); i >= 0 && strings.Contains(s, `"error"`) {
+		rest := s[i+8:]
+		if j := strings.IndexByte(rest, '"'); j >= 0 {
+			return "error " + rest[:j]
+		}
+	}
+	if i := strings.Index(s, `"content":"`); i >= 0 {
+		rest := s[i+11:]
+		if j := strings.IndexByte(rest, '"'); j >= 0 {
+			rest = rest[:j]
+		}
+		if len(rest) > 40 {
+			rest = rest[:40] + "…"
+		}
+		return "“" + rest + "”"
+	}
+	if strings.Contains(s, `"embedding"`) {
+		return fmt.Sprintf("%d embeddings", strings.Count(s, `"object":"embedding"`))
+	}
+	if strings.Contains(s, `"object":"list"`) {
+		return fmt.Sprintf("%d models", strings.Count(s, `"object":"model"`))
+	}
+	if len(s) > 40 {
+		s = s[:40] + "…"
+	}
+	return s
+}
+
+func printDemo(w io.Writer, rows []demoRow) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tstep\tnode\tstatus\tlatency\tbackend\tcache\tresult\tas expected")
+	for i, r := range rows {
+		ok := "yes"
+		if !r.ok {
+			ok = fmt.Sprintf("NO (want %d)", r.step.wantStatus)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", i+1, r.step.title, r.node, r.status,
+			r.latency.Round(10*time.Microsecond), dash(r.backend), dash(r.cache), r.detail, ok)
+	}
+	_ = tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// serveLoopback serves h on a random loopback port.
+func serveLoopback(h http.Handler) (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("listening on loopback: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("demo server stopped", "err", err)
+		}
+	}()
+	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
+}

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/llmgate/llmgate/api"
+	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/mock"
+	"github.com/llmgate/llmgate/node"
+)
+
+// devKey is the consumer key of the built-in configuration (no --config), for
+// trying the gateway on one machine. LLMGATE_DEV_KEY overrides it.
+const devKey = "sk-llmgate-dev"
+
+type serveFlags struct {
+	config, listen, adminListen, gossip, join, dataDir, nodeName, upstream string
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f serveFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "config", "", "configuration file (YAML); without it, built-in defaults")
+	fs.StringVar(&f.listen, "listen", "", "data-plane address host:port (overrides listen)")
+	fs.StringVar(&f.adminListen, "admin-listen", "", "admin address host:port (overrides admin_listen)")
+	fs.StringVar(&f.gossip, "gossip", "", "gossip bind address host:port (overrides cluster.gossip)")
+	fs.StringVar(&f.join, "join", "", "comma-separated seed gossip addresses (overrides cluster.join)")
+	fs.StringVar(&f.dataDir, "data-dir", "", "data directory (overrides node.data_dir)")
+	fs.StringVar(&f.nodeName, "node-name", "", "unique node name (overrides node.name)")
+	fs.StringVar(&f.upstream, "upstream", "", "without --config: the backend URL (a path ending in /v1 means an OpenAI-style API, else Azure)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+
+	cfg, err := serveConfig(f)
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	if f.config == "" && f.upstream == "" {
+		stopMock, url, err := startBuiltinMock()
+		if err != nil {
+			return err
+		}
+		defer stopMock()
+		cfg.Backends[0].URL = url
+		logger.Info("no --config and no --upstream: serving the built-in mock upstream", "url", url, "consumer_key", cfg.Consumers[0].Keys[0])
+	}
+
+	n, err := startNode(cfg, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("llmgate node serving", "node", cfg.Node.Name, "listen", n.dataAddr, "admin_listen", n.adminAddr, "data_dir", cfg.Node.DataDir, "version", version)
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "node", cfg.Node.Name)
+	case err := <-n.errc:
+		_ = n.stop(context.Background())
+		return fmt.Errorf("serving: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	defer cancel()
+	return n.stop(sctx)
+}
+
+// serveConfig loads the file (or the built-in defaults), applies the flags,
+// fills defaults and validates.
+func serveConfig(f serveFlags) (*config.Config, error) {
+	var cfg *config.Config
+	if f.config != "" {
+		c, err := config.Load(f.config)
+		if err != nil {
+			return nil, err
+		}
+		if f.upstream != "" {
+			return nil, errors.New("--upstream applies only without --config (backends come from the file)")
+		}
+		cfg = c
+	} else {
+		cfg = builtinConfig(f.upstream)
+	}
+	if f.listen != "" {
+		cfg.Listen = f.listen
+	}
+	if f.adminListen != "" {
+		cfg.AdminListen = f.adminListen
+	}
+	if f.gossip != "" {
+		cfg.Cluster.Gossip = f.gossip
+	}
+	if f.join != "" {
+		cfg.Cluster.Join = strings.Split(f.join, ",")
+	}
+	if f.dataDir != "" {
+		cfg.Node.DataDir = f.dataDir
+	}
+	if f.nodeName != "" {
+		cfg.Node.Name = f.nodeName
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		if f.config != "" {
+			return nil, fmt.Errorf("config %s: %w", f.config, err)
+		}
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// builtinConfig is the configuration used without --config: one backend
+// serving the usual deployments and one consumer with the development key.
+func builtinConfig(upstream string) *config.Config {
+	kind := config.KindAzure
+	if strings.HasSuffix(strings.TrimRight(upstream, "/"), "/v1") {
+		kind = config.KindOpenAI
+	}
+	if upstream == "" {
+		kind = config.KindOpenAI // the built-in mock, filled in once it listens
+		upstream = "http://127.0.0.1:1/v1"
+	}
+	key := devKey
+	if k := os.Getenv("LLMGATE_DEV_KEY"); k != "" {
+		key = k
+	}
+	deployments := []string{"gpt-4o", "gpt-4o-mini", "text-embedding-3-small"}
+	routes := map[string]config.Route{}
+	for _, d := range deployments {
+		routes[d] = config.Route{Pool: [][]string{{"upstream"}}}
+	}
+	return &config.Config{
+		Backends:  []config.Backend{{Name: "upstream", Kind: kind, URL: upstream, Deployments: deployments}},
+		Routes:    routes,
+		Consumers: []config.Consumer{{Name: "dev", Keys: []string{key}}},
+	}
+}
+
+func startBuiltinMock() (stop func(), url string, err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", fmt.Errorf("starting the built-in mock upstream: %w", err)
+	}
+	srv := &http.Server{Handler: mock.New(mock.Options{Latency: 20 * time.Millisecond, Name: "builtin-mock"}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }, "http://" + ln.Addr().String() + "/v1", nil
+}
+
+func newLogger(lc config.Log, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(lc.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if lc.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}
+
+// runningNode is one gateway node with its listeners and servers.
+type runningNode struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	gw        *node.Gateway
+	api       *api.API
+	data      *http.Server
+	admin     *http.Server
+	dataAddr  string
+	adminAddr string
+	unlock    func()
+	errc      chan error
+	stopOnce  sync.Once
+}
+
+// startNode opens the data directory, binds both listeners and starts serving.
+// Any failure leaves nothing running.
+func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err error) {
+	unlock, err := lockDataDir(cfg.Node.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			unlock()
+		}
+	}()
+	dataLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	defer func() {
+		if err != nil {
+			dataLn.Close()
+		}
+	}()
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		return nil, fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
+	}
+	defer func() {
+		if err != nil {
+			adminLn.Close()
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gw, err := node.New(cfg, node.Options{Logger: logger, Registry: reg})
+	if err != nil {
+		return nil, fmt.Errorf("building the gateway: %w", err)
+	}
+	front, err := api.New(gw, api.Options{
+		Logger: logger, Registry: reg, Gatherer: reg,
+		MaxBodyBytes: cfg.Server.MaxBodyBytes, BodyReadTimeout: cfg.Server.BodyReadTimeout,
+		AdminToken: cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cfg.Cluster.Gossip,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building the HTTP front: %w", err)
+	}
+	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+	newServer := func(h http.Handler) *http.Server {
+		// No WriteTimeout: it would cut live streams. Bodies are bounded by the
+		// front's own read deadline, headers by ReadHeaderTimeout.
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
+			IdleTimeout:       cfg.Server.IdleTimeout,
+			MaxHeaderBytes:    1 << 20,
+			ErrorLog:          errLog,
+		}
+	}
+	n := &runningNode{
+		cfg: cfg, log: logger, gw: gw, api: front,
+		data: newServer(front.DataHandler()), admin: newServer(front.AdminHandler()),
+		dataAddr: dataLn.Addr().String(), adminAddr: adminLn.Addr().String(),
+		unlock: unlock, errc: make(chan error, 2),
+	}
+	for _, s := range []struct {
+		srv *http.Server
+		ln  net.Listener
+	}{{n.data, dataLn}, {n.admin, adminLn}} {
+		go func() {
+			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				n.errc <- err
+			}
+		}()
+	}
+	return n, nil
+}
+
+// stop drains the node: not ready first, then in-flight requests finish
+// (streams included) until ctx ends, then everything closes.
+func (n *runningNode) stop(ctx context.Context) error {
+	var err error
+	n.stopOnce.Do(func() {
+		n.api.SetReady(false)
+		err = errors.Join(n.data.Shutdown(ctx), n.admin.Shutdown(ctx))
+		if err != nil {
+			_ = n.data.Close()
+			_ = n.admin.Close()
+		}
+		n.gw.Close()
+		n.unlock()
+	})
+	return err
+}
+
+// lockDataDir creates the data directory and takes an exclusive lock on it:
+// two nodes must never share one directory.
+func lockDataDir(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "llmgate.lock")
+	fh, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(fh.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		fh.Close()
+		return nil, fmt.Errorf("data directory %s is in use by another process: %w", dir, err)
+	}
+	return func() {
+		_ = syscall.Flock(int(fh.Fd()), syscall.LOCK_UN)
+		fh.Close()
+	}, nil
+}

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is llmgate built once for the tests that run real processes.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "llmgate-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "llmgate")
+	// Child processes inherit these; the test config references them.
+	os.Setenv("TEST_ADMIN_TOKEN", "admin-t")
+	os.Setenv("TEST_TEAM_KEY", "sk-from-env")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building llmgate: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a child llmgate process, always stopped when the test ends.
+type proc struct {
+	cmd    *exec.Cmd
+	stdout *bytes.Buffer
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(binary, args...), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+// wait returns the exit error, or fails after d.
+func (p *proc) wait(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err // let the cleanup's receive finish
+		return err
+	case <-time.After(d):
+		t.Fatalf("process still running after %v; stderr:\n%s", d, p.stderr)
+		return nil
+	}
+}
+
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s not ready within 15s", url)
+}
+
+// startMock runs `llmgate mock-upstream` and returns its base URL.
+func startMock(t *testing.T) string {
+	t.Helper()
+	p := exec.Command(binary, "mock-upstream", "--listen", "127.0.0.1:0", "--latency", "0", "--name", "mock-proc")
+	out, err := p.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Process.Kill(); _ = p.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("mock-upstream printed no address: %v", err)
+	}
+	addr := strings.TrimSpace(line[strings.LastIndexByte(strings.TrimSpace(line), ' ')+1:])
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	return "http://" + addr
+}
+
+func writeConfig(t *testing.T, dir, mockURL, listen, admin string) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`node: {name: gw-t, data_dir: %s/data}
+listen: %s
+admin_listen: %s
+cluster: {gossip: 127.0.0.1:7946}
+admin_token: ${TEST_ADMIN_TOKEN}
+backends:
+  - {name: m, kind: openai, url: %s/v1, deployments: [gpt-4o]}
+routes:
+  gpt-4o: {pool: [[m]]}
+consumers:
+  - {name: team-a, keys: ["${TEST_TEAM_KEY}"]}
+`, dir, listen, admin, mockURL)
+	path := filepath.Join(dir, "llmgate.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestServeRealProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes")
+	}
+	dir := t.TempDir()
+	mockURL := startMock(t)
+	listen, admin := freeAddr(t), freeAddr(t)
+	path := writeConfig(t, dir, mockURL, listen, admin)
+	p := start(t, "serve", "--config", path)
+	waitReady(t, "http://"+listen+"/readyz")
+
+	req, _ := http.NewRequest("POST", "http://"+listen+"/v1/chat/completions",
+		strings.NewReader(`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":5}`))
+	req.Header.Set("Authorization", "Bearer sk-from-env")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("x-llmgate-backend") != "m" || !strings.Contains(string(body), `"completion_tokens":5`) {
+		t.Fatalf("through a real node: %d %v %s\nstderr: %s", resp.StatusCode, resp.Header, body, p.stderr)
+	}
+	resp, err = http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("admin with a token configured must refuse an anonymous client: %d", resp.StatusCode)
+	}
+	req, _ = http.NewRequest("GET", "http://"+admin+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer admin-t")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `llmgate_requests_total{backend="m",code="200",op="chat",route="gpt-4o"} 1`) {
+		t.Fatalf("/metrics with the admin token:\n%s", metrics)
+	}
+
+	// Graceful stop on SIGTERM: exit 0, JSON logs on stderr.
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("SIGTERM exit: %v\n%s", err, p.stderr)
+	}
+	first, _, _ := strings.Cut(p.stderr.String(), "\n")
+	if !strings.HasPrefix(first, `{"time":`) {
+		t.Fatalf("serve logs JSON lines, got %q", first)
+	}
+
+	// kill -9 leaves the directory lock to the kernel: a restart on the same data dir works.
+	p2 := start(t, "serve", "--config", path)
+	waitReady(t, "http://"+listen+"/readyz")
+	_ = p2.cmd.Process.Kill()
+	_ = p2.wait(t, 10*time.Second)
+	p3 := start(t, "serve", "--config", path)
+	waitReady(t, "http://"+listen+"/readyz")
+	_ = p3.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p3.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("restart after kill -9: %v\n%s", err, p3.stderr)
+	}
+}
+
+func TestServeStartupErrors(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes")
+	}
+	dir := t.TempDir()
+	listen, admin := freeAddr(t), freeAddr(t)
+	good := writeConfig(t, dir, "http://127.0.0.1:9", listen, admin)
+	bad := filepath.Join(dir, "bad.yaml")
+	_ = os.WriteFile(bad, []byte("listen: 127.0.0.1:1\nbakends: []\n"), 0o600)
+	fileAsDir := filepath.Join(dir, "file")
+	_ = os.WriteFile(fileAsDir, nil, 0o600)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad flag", []string{"serve", "--lisen", "x"}, "flag provided but not defined"},
+		{"missing config", []string{"serve", "--config", filepath.Join(dir, "nope.yaml")}, "no such file"},
+		{"unknown key", []string{"serve", "--config", bad}, `line 2: unknown key "bakends"`},
+		{"bad address", []string{"serve", "--config", good, "--listen", "nonsense"}, "listen:"},
+		{"port in use", []string{"serve", "--config", good, "--listen", busy.Addr().String()}, "address already in use"},
+		{"data dir is a file", []string{"serve", "--config", good, "--data-dir", fileAsDir}, "data directory"},
+		{"unknown command", []string{"serv"}, "unknown command"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := start(t, tc.args...)
+			err := p.wait(t, 10*time.Second)
+			if err == nil {
+				t.Fatalf("exit 0; stderr:\n%s", p.stderr)
+			}
+			if !strings.Contains(p.stderr.String(), tc.want) {
+				t.Fatalf("stderr does not say %q:\n%s", tc.want, p.stderr)
+			}
+		})
+	}
+
+	// A data directory held by a running node is refused by a second one.
+	start(t, "serve", "--config", good)
+	waitReady(t, "http://"+listen+"/readyz")
+	p2 := start(t, "serve", "--config", good, "--listen", freeAddr(t), "--admin-listen", freeAddr(t))
+	if err := p2.wait(t, 10*time.Second); err == nil || !strings.Contains(p2.stderr.String(), "in use by another process") {
+		t.Fatalf("second node on the same data dir: %v\n%s", err, p2.stderr)
+	}
+}

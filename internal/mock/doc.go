@@ -1,0 +1,42 @@
+// Package mock is a simulated Azure OpenAI / OpenAI backend (SPEC §10): the
+// upstream that the demo, the tests and the benchmarks run the gateway
+// against, and what `llmgate mock-upstream` serves.
+//
+// A Server is an http.Handler that answers the Azure routes
+// (/openai/deployments/{deployment}/chat/completions and …/embeddings, with a
+// required api-version) and the OpenAI routes (/v1/chat/completions,
+// /v1/embeddings, /v1/models) the way the real services do, closely enough
+// for a gateway to be exercised end to end:
+//
+//   - chat answers are deterministic English text, the same for the same
+//     messages, exactly max_tokens (or max_completion_tokens) tokens long
+//     with finish_reason "length", else DefaultCompletionTokens tokens with
+//     finish_reason "stop"; n choices; streamed as Server-Sent Events when
+//     asked, with the usage chunk only when stream_options.include_usage;
+//   - usage holds real counts from package tokens: prompt_tokens by OpenAI's
+//     chat rule, completion_tokens of the generated text;
+//   - embeddings are deterministic feature-hashed vectors of words and
+//     character trigrams, L2-normalised, DefaultDimensions long unless the
+//     request names its dimensions;
+//   - its own tokens-per-minute limit over a sliding 60-second window, with
+//     Azure's 429 (retry-after-ms, Retry-After) and x-ratelimit-remaining-*
+//     headers; a configurable share of 500s; time to first token and a token
+//     rate; an optional API key.
+//
+// Every answer carries x-mock-backend (the server's name, so a test sees who
+// served it) and a fresh apim-request-id / x-request-id.
+//
+// # State and concurrency
+//
+// A Server is safe for concurrent use. Its configuration is fixed at New
+// except the fail rate and latency, which are atomics so a demo can fail a
+// backend at run time. The only shared mutable state is the TPM window and
+// the fail-rate random source, each behind its own mutex and touched for a
+// few hundred nanoseconds per request; nothing is global. This is test
+// infrastructure: simple locking is preferred here over the actor pattern
+// the gateway's own components use.
+//
+// Clocks: the injectable Options.Now drives the TPM window and the created
+// timestamps, so tests move time without sleeping; latency and token pacing
+// use real timers, since they exist to be felt by a client.
+package mock
