@@ -308,3 +308,23 @@ func grep(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestBodyCutShortFailsOver(t *testing.T) {
+	noLeaks(t)
+	east := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "500")
+		w.WriteHeader(200)
+		_, _ = io.WriteString(w, `{"id":"chatcmpl-1","choi`)
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	})
+	west := newUpstream(t, okChat("west"))
+	g := newGateway(t, twoBackends(east, west))
+	a := do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatBody)
+	if a.status != 200 || a.header.Get("x-llmgate-backend") != "secondary" || !strings.Contains(string(a.body), "hello from west") {
+		t.Fatalf("a body cut short must be retried on the next backend: %d %s", a.status, a.body)
+	}
+}

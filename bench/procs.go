@@ -45,6 +45,7 @@ func startProcess(ctx context.Context, name, exe string, args ...string) (*proce
 	cmd := exec.CommandContext(pctx, exe, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = stopGrace
+	cmd.SysProcAttr = childAttr()
 	p := &process{
 		name:   name,
 		cmd:    cmd,
