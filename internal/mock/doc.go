@@ -21,7 +21,8 @@
 //   - its own tokens-per-minute limit over a sliding 60-second window, with
 //     Azure's 429 (retry-after-ms, Retry-After) and x-ratelimit-remaining-*
 //     headers; a configurable share of 500s; time to first token and a token
-//     rate; an optional API key.
+//     rate; an optional API key. Errors have Azure's body on Azure routes and
+//     OpenAI's on OpenAI routes.
 //
 // Every answer carries x-mock-backend (the server's name, so a test sees who
 // served it) and a fresh apim-request-id / x-request-id.

@@ -67,8 +67,8 @@ type Options struct {
 	// are sent.
 	TPM int64
 
-	// FailRate is the share of requests, from 0 to 1, answered 500 with an
-	// Azure error body. Values outside [0, 1] are clamped.
+	// FailRate is the share of requests, from 0 to 1, answered 500 (checked
+	// after the API key, before routing). Values outside [0, 1] are clamped.
 	FailRate float64
 
 	// APIKey, if set, must arrive in the api-key header or as
@@ -164,7 +164,11 @@ func (s *Server) SetLatency(d time.Duration) {
 func (s *Server) Requests() int64 { return s.requests.Load() }
 
 // ServeHTTP answers one request: identity headers, then the API key, then
-// the injected failures, then the route.
+// the injected failures, then the route. Errors take the shape of the route's
+// dialect: Azure's {"error":{"code","message"}} on /openai/ routes, OpenAI's
+// {"error":{"message","type","param","code"}} on the others; both carry
+// error.code and error.message. Request validation errors are OpenAI's on
+// both, as Azure OpenAI's are.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
 	id := newRequestID()
@@ -184,8 +188,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.shouldFail() {
-		writeAzureError(w, http.StatusInternalServerError, "InternalServerError",
-			"The server had an error while processing your request. Sorry about that!", nil)
+		const msg = "The server had an error while processing your request. Sorry about that!"
+		if st == azureStyle {
+			writeAzureError(w, http.StatusInternalServerError, "InternalServerError", msg, nil)
+			return
+		}
+		(&openai.Error{Status: http.StatusInternalServerError, Type: "server_error", Code: openai.CodeInternal, Message: msg}).Write(w)
 		return
 	}
 	s.mux.ServeHTTP(w, r)

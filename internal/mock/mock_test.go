@@ -576,6 +576,10 @@ func TestFailRate(t *testing.T) {
 			t.Fatalf("x-mock-backend = %q on a failure, want %q", resp.Header.Get("x-mock-backend"), DefaultName)
 		}
 	}
+	resp, b := post(t, ts, "/v1/chat/completions", `{"model":"gpt-4o","messages":`+testMessagesJSON+`}`)
+	if e := decode[errorBody](t, b); resp.StatusCode != http.StatusInternalServerError || e.Error.Type != "server_error" {
+		t.Fatalf("FailRate 1 on the OpenAI route: status %d body %s, want 500 with an OpenAI server_error", resp.StatusCode, b)
+	}
 	s.SetFailRate(0)
 	if resp, b := post(t, ts, azureChat, `{"messages":`+testMessagesJSON+`}`); resp.StatusCode != http.StatusOK {
 		t.Fatalf("FailRate set to 0: status %d: %s", resp.StatusCode, b)
@@ -590,8 +594,8 @@ func TestFailRate(t *testing.T) {
 	if failed < 60 || failed > 140 {
 		t.Errorf("FailRate 0.5 failed %d of 200", failed)
 	}
-	if got := s.Requests(); got != 20+1+200 {
-		t.Errorf("Requests() = %d, want 221", got)
+	if got := s.Requests(); got != 20+1+1+200 {
+		t.Errorf("Requests() = %d, want 222", got)
 	}
 }
 
