@@ -34,6 +34,7 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	start := a.now()
 	req, w := c.Request(), c.Response()
 	label := routeLabel{op: op.String(), route: "unknown"}
+	w.Header().Set(node.HeaderCache, "off") // the node's look-up stage overrides it when it has a cache
 	fail := func(e *openai.Error) error {
 		e.Write(w)
 		a.metrics.request(label, e.Status, "", a.now().Sub(start), 0)

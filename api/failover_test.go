@@ -143,8 +143,8 @@ func TestOverallDeadline(t *testing.T) {
 	s.mutate = func(c *config.Config) { c.Upstream.Timeout = 300 * time.Millisecond }
 	g := newGateway(t, s)
 	a := do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatBody)
-	if a.status != 504 || a.errorCode(t) != "backend_unavailable" {
-		t.Fatalf("want 504 backend_unavailable, got %d %s", a.status, a.body)
+	if a.status != 503 || a.errorCode(t) != "backend_unavailable" {
+		t.Fatalf("want 503 backend_unavailable, got %d %s", a.status, a.body)
 	}
 }
 

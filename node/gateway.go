@@ -195,7 +195,8 @@ func (g *Gateway) Close() { g.client.CloseIdleConnections() }
 //
 // Stages: admit (reserve tokens) → look up (cache) → forward → settle (charge
 // actual usage) → store (cache the answer). This node has neither limiter nor
-// cache yet, so admit and settle charge nothing and look-up reports "off".
+// cache yet, so admit and settle charge nothing and the front end's default
+// x-llmgate-cache: off stands.
 func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) Outcome {
 	rt, ok := g.routes[call.Route]
 	if !ok {
@@ -203,7 +204,6 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 		e.Write(w)
 		return Outcome{Status: e.Status}
 	}
-	w.Header().Set(HeaderCache, "off")
 	ctx, cancel := context.WithTimeout(ctx, g.up.Timeout)
 	defer cancel()
 	return g.forward(ctx, w, call, rt)
@@ -262,9 +262,12 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call
 }
 
 func (g *Gateway) giveUp(w http.ResponseWriter, out Outcome, ctx context.Context, failures []string) Outcome {
-	if errors.Is(context.Cause(ctx), context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		e := &openai.Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: openai.CodeBackendUnavailable,
-			Message: "The backends did not answer within the gateway's deadline (" + strings.Join(failures, "; ") + ")."}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		msg := "The backends did not answer within the gateway's deadline"
+		if len(failures) > 0 {
+			msg += " (" + strings.Join(failures, "; ") + ")"
+		}
+		e := openai.Unavailable(msg + ".")
 		e.Write(w)
 		out.Status = e.Status
 		return out
