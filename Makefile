@@ -36,6 +36,7 @@ fuzz:
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzParseEmbeddings -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzEventReader -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/tokens -run '^$$' -fuzz FuzzCountIsExact -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin bench-*.json
