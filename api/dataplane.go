@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -84,7 +85,7 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	if out.Status >= 500 || out.Aborted != "" {
 		a.log.Warn("request failed", "request_id", call.RequestID, "consumer", consumer.Name, "route", call.Route,
 			"status", out.Status, "backend", out.Backend, "attempts", out.Attempts, "aborted", out.Aborted, "duration", total)
-	} else {
+	} else if a.log.Enabled(req.Context(), slog.LevelDebug) {
 		a.log.Debug("request", "request_id", call.RequestID, "consumer", consumer.Name, "route", call.Route,
 			"status", out.Status, "backend", out.Backend, "attempts", out.Attempts, "duration", total)
 	}

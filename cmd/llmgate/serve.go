@@ -198,33 +198,29 @@ type runningNode struct {
 // startNode opens the data directory, binds both listeners and starts serving.
 // Any failure leaves nothing running.
 func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err error) {
+	var undo []func() // releases what was acquired, if a later step fails
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
 	unlock, err := lockDataDir(cfg.Node.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			unlock()
-		}
-	}()
+	undo = append(undo, unlock)
 	dataLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	defer func() {
-		if err != nil {
-			dataLn.Close()
-		}
-	}()
+	undo = append(undo, func() { dataLn.Close() })
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		return nil, fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
 	}
-	defer func() {
-		if err != nil {
-			adminLn.Close()
-		}
-	}()
+	undo = append(undo, func() { adminLn.Close() })
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
