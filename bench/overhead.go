@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -91,24 +92,12 @@ func (o OverheadOptions) withDefaults() (OverheadOptions, error) {
 			return o, fmt.Errorf("rate %d is not positive", r)
 		}
 	}
-	if o.Duration == 0 {
-		o.Duration = def.Duration
-	}
-	if o.Rounds == 0 {
-		o.Rounds = def.Rounds
-	}
-	if o.Concurrency == 0 {
-		o.Concurrency = def.Concurrency
-	}
-	if o.ThroughputDuration == 0 {
-		o.ThroughputDuration = def.ThroughputDuration
-	}
-	if o.Warmup == 0 {
-		o.Warmup = def.Warmup
-	}
-	if o.StartTimeout == 0 {
-		o.StartTimeout = def.StartTimeout
-	}
+	o.Duration = cmp.Or(o.Duration, def.Duration)
+	o.Rounds = cmp.Or(o.Rounds, def.Rounds)
+	o.Concurrency = cmp.Or(o.Concurrency, def.Concurrency)
+	o.ThroughputDuration = cmp.Or(o.ThroughputDuration, def.ThroughputDuration)
+	o.Warmup = cmp.Or(o.Warmup, def.Warmup)
+	o.StartTimeout = cmp.Or(o.StartTimeout, def.StartTimeout)
 	switch {
 	case o.Duration < 0, o.ThroughputDuration < 0, o.Warmup < 0, o.StartTimeout < 0:
 		return o, fmt.Errorf("durations must be positive")
@@ -505,9 +494,7 @@ func latencyRow(target string, rate int, rounds, direct []*LatencyResult) Latenc
 	for i, r := range rounds {
 		row.Sent += r.Sent
 		row.Errors += r.Errors
-		if row.FirstError == "" {
-			row.FirstError = r.FirstError
-		}
+		row.FirstError = cmp.Or(row.FirstError, r.FirstError)
 		row.Rounds = append(row.Rounds, LatencyRound{
 			Sent: r.Sent, Errors: r.Errors,
 			P50Ms: ms(r.Latency.P50), P90Ms: ms(r.Latency.P90), P99Ms: ms(r.Latency.P99), MaxMs: ms(r.Latency.Max),
@@ -537,9 +524,7 @@ func throughputRow(target string, workers int, rounds []*ThroughputResult) Throu
 	row := ThroughputRow{Target: target, Workers: workers}
 	for _, r := range rounds {
 		row.Errors += r.Errors
-		if row.FirstError == "" {
-			row.FirstError = r.FirstError
-		}
+		row.FirstError = cmp.Or(row.FirstError, r.FirstError)
 		row.RoundsRPS = append(row.RoundsRPS, r.RPS)
 	}
 	row.RPS = Median(row.RoundsRPS)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"encoding/base64"
 	"fmt"
 	"maps"
@@ -138,88 +139,38 @@ const DefaultAPIVersion = "2024-10-21"
 
 // ApplyDefaults fills zero values with their defaults.
 func (c *Config) ApplyDefaults() {
-	if c.Node.Name == "" {
-		c.Node.Name = "llmgate"
-	}
-	if c.Node.DataDir == "" {
-		c.Node.DataDir = "./data/" + c.Node.Name
-	}
-	if c.Listen == "" {
-		c.Listen = "127.0.0.1:8080"
-	}
-	if c.AdminListen == "" {
-		c.AdminListen = "127.0.0.1:8081"
-	}
-	if c.Cluster.Gossip == "" {
-		c.Cluster.Gossip = "127.0.0.1:7946"
-	}
+	c.Node.Name = cmp.Or(c.Node.Name, "llmgate")
+	c.Node.DataDir = cmp.Or(c.Node.DataDir, "./data/"+c.Node.Name)
+	c.Listen = cmp.Or(c.Listen, "127.0.0.1:8080")
+	c.AdminListen = cmp.Or(c.AdminListen, "127.0.0.1:8081")
+	c.Cluster.Gossip = cmp.Or(c.Cluster.Gossip, "127.0.0.1:7946")
 	for i := range c.Backends {
-		if c.Backends[i].Weight == 0 {
-			c.Backends[i].Weight = 1
-		}
+		c.Backends[i].Weight = cmp.Or(c.Backends[i].Weight, 1)
 	}
-	if c.Cache.Embedder == "" {
-		c.Cache.Embedder = "local"
-	}
-	if c.Cache.ScoreThreshold == 0 {
-		c.Cache.ScoreThreshold = 0.05
-	}
-	if c.Cache.MaxMessageCount == 0 {
-		c.Cache.MaxMessageCount = 10
-	}
+	c.Cache.Embedder = cmp.Or(c.Cache.Embedder, "local")
+	c.Cache.ScoreThreshold = cmp.Or(c.Cache.ScoreThreshold, 0.05)
+	c.Cache.MaxMessageCount = cmp.Or(c.Cache.MaxMessageCount, 10)
 	if len(c.Cache.VaryBy) == 0 {
 		c.Cache.VaryBy = []string{"consumer"}
 	}
-	if c.Cache.TTL == 0 {
-		c.Cache.TTL = time.Hour
-	}
-	if c.Cache.MaxEntries == 0 {
-		c.Cache.MaxEntries = 1_000_000
-	}
+	c.Cache.TTL = cmp.Or(c.Cache.TTL, time.Hour)
+	c.Cache.MaxEntries = cmp.Or(c.Cache.MaxEntries, 1_000_000)
 	s := &c.Server
-	if s.MaxBodyBytes == 0 {
-		s.MaxBodyBytes = 4 << 20
-	}
-	if s.ReadHeaderTimeout == 0 {
-		s.ReadHeaderTimeout = 10 * time.Second
-	}
-	if s.BodyReadTimeout == 0 {
-		s.BodyReadTimeout = 30 * time.Second
-	}
-	if s.IdleTimeout == 0 {
-		s.IdleTimeout = 120 * time.Second
-	}
-	if s.ShutdownTimeout == 0 {
-		s.ShutdownTimeout = 30 * time.Second
-	}
+	s.MaxBodyBytes = cmp.Or(s.MaxBodyBytes, 4<<20)
+	s.ReadHeaderTimeout = cmp.Or(s.ReadHeaderTimeout, 10*time.Second)
+	s.BodyReadTimeout = cmp.Or(s.BodyReadTimeout, 30*time.Second)
+	s.IdleTimeout = cmp.Or(s.IdleTimeout, 120*time.Second)
+	s.ShutdownTimeout = cmp.Or(s.ShutdownTimeout, 30*time.Second)
 	u := &c.Upstream
-	if u.Timeout == 0 {
-		u.Timeout = 300 * time.Second
-	}
-	if u.ResponseHeaderTimeout == 0 {
-		u.ResponseHeaderTimeout = 120 * time.Second
-	}
-	if u.DialTimeout == 0 {
-		u.DialTimeout = 5 * time.Second
-	}
-	if u.BreakerFailures == 0 {
-		u.BreakerFailures = 3
-	}
-	if u.BreakerCooldown == 0 {
-		u.BreakerCooldown = 10 * time.Second
-	}
-	if u.APIVersion == "" {
-		u.APIVersion = DefaultAPIVersion
-	}
-	if u.MaxIdleConnsPerBackend == 0 {
-		u.MaxIdleConnsPerBackend = 256
-	}
-	if c.Log.Level == "" {
-		c.Log.Level = "info"
-	}
-	if c.Log.Format == "" {
-		c.Log.Format = "json"
-	}
+	u.Timeout = cmp.Or(u.Timeout, 300*time.Second)
+	u.ResponseHeaderTimeout = cmp.Or(u.ResponseHeaderTimeout, 120*time.Second)
+	u.DialTimeout = cmp.Or(u.DialTimeout, 5*time.Second)
+	u.BreakerFailures = cmp.Or(u.BreakerFailures, 3)
+	u.BreakerCooldown = cmp.Or(u.BreakerCooldown, 10*time.Second)
+	u.APIVersion = cmp.Or(u.APIVersion, DefaultAPIVersion)
+	u.MaxIdleConnsPerBackend = cmp.Or(u.MaxIdleConnsPerBackend, 256)
+	c.Log.Level = cmp.Or(c.Log.Level, "info")
+	c.Log.Format = cmp.Or(c.Log.Format, "json")
 }
 
 // Validate checks the configuration and returns the first problem, named by its path.

@@ -150,24 +150,11 @@ type answer struct {
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
-	rt, ok := routeOf(w, r)
+	c, ok := decodeCall(w, r, openai.ParseChat, func(q *openai.ChatRequest) string { return q.Model })
 	if !ok {
 		return
 	}
-	body, ok := readBody(w, r)
-	if !ok {
-		return
-	}
-	req, perr := openai.ParseChat(body)
-	if perr != nil {
-		perr.Write(w)
-		return
-	}
-	model, perr := rt.model(req.Model)
-	if perr != nil {
-		perr.Write(w)
-		return
-	}
+	rt, req, model := c.rt, c.req, c.model
 	length, finish := DefaultCompletionTokens, "stop"
 	if a := req.CompletionAllowance(); a > 0 {
 		if a > MaxCompletionTokens {

@@ -1,7 +1,6 @@
 package mock
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -41,24 +40,11 @@ type (
 )
 
 func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
-	rt, ok := routeOf(w, r)
+	c, ok := decodeCall(w, r, openai.ParseEmbeddings, func(q *openai.EmbeddingsRequest) string { return q.Model })
 	if !ok {
 		return
 	}
-	body, ok := readBody(w, r)
-	if !ok {
-		return
-	}
-	req, perr := openai.ParseEmbeddings(body)
-	if perr != nil {
-		perr.Write(w)
-		return
-	}
-	model, perr := rt.model(req.Model)
-	if perr != nil {
-		perr.Write(w)
-		return
-	}
+	rt, body, req, model := c.rt, c.body, c.req, c.model
 	var opts embeddingOptions
 	if err := json.Unmarshal(body, &opts); err != nil {
 		openai.BadRequest("", "Invalid embeddings options: "+err.Error()).Write(w)
@@ -79,16 +65,11 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	inputs, perr := openai.EmbeddingInputs(req.Input)
-	if perr != nil {
-		perr.Write(w)
-		return
-	}
-	texts := embeddingTexts(req.Input, inputs)
+	texts := embeddingTexts(req.Inputs)
 	prompt := 0
-	for i, in := range inputs {
-		if in.Tokens > 0 {
-			prompt += in.Tokens
+	for i, in := range req.Inputs {
+		if in.Tokens != nil {
+			prompt += len(in.Tokens)
 		} else {
 			prompt += s.counter.Count(model, texts[i])
 		}
@@ -116,28 +97,15 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 // embeddingTexts returns the text to embed for each input: the string
 // itself, or for a pre-tokenized input its token array as JSON, so equal
 // token arrays embed equally.
-func embeddingTexts(raw json.RawMessage, inputs []openai.EmbeddingInput) []string {
+func embeddingTexts(inputs []openai.EmbeddingInput) []string {
 	texts := make([]string, len(inputs))
-	var tokenArrays []json.RawMessage
 	for i, in := range inputs {
-		if in.Tokens == 0 {
+		if in.Tokens == nil {
 			texts[i] = in.Text
 			continue
 		}
-		if tokenArrays == nil {
-			// Either one array of integers (one input) or an array of them.
-			trimmed := bytes.TrimSpace(raw)
-			if len(inputs) == 1 && json.Unmarshal(trimmed, new([]int64)) == nil {
-				tokenArrays = []json.RawMessage{trimmed}
-			} else if json.Unmarshal(trimmed, &tokenArrays) != nil || len(tokenArrays) != len(inputs) {
-				tokenArrays = make([]json.RawMessage, len(inputs))
-			}
-		}
-		var b bytes.Buffer
-		if json.Compact(&b, tokenArrays[i]) != nil {
-			b.Reset()
-		}
-		texts[i] = "\x00tokens:" + b.String()
+		b, _ := json.Marshal(in.Tokens)
+		texts[i] = "\x00tokens:" + string(b)
 	}
 	return texts
 }

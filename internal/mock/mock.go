@@ -273,6 +273,38 @@ func (rt route) model(bodyModel string) (string, *openai.Error) {
 	return bodyModel, nil
 }
 
+// modelCall is one validated model request.
+type modelCall[T any] struct {
+	rt    route
+	body  []byte
+	req   T
+	model string // the deployment (Azure style) or the body's model
+}
+
+// decodeCall reads and validates a model request with parse; bodyModel names
+// the model field of the parsed request. It writes the error and returns
+// false if there is one.
+func decodeCall[T any](w http.ResponseWriter, r *http.Request, parse func([]byte) (T, *openai.Error), bodyModel func(T) string) (modelCall[T], bool) {
+	var c modelCall[T]
+	var ok bool
+	if c.rt, ok = routeOf(w, r); !ok {
+		return c, false
+	}
+	if c.body, ok = readBody(w, r); !ok {
+		return c, false
+	}
+	var perr *openai.Error
+	if c.req, perr = parse(c.body); perr != nil {
+		perr.Write(w)
+		return c, false
+	}
+	if c.model, perr = c.rt.model(bodyModel(c.req)); perr != nil {
+		perr.Write(w)
+		return c, false
+	}
+	return c, true
+}
+
 // readBody reads a request body, writing a 413 or 400 if it cannot.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))

@@ -80,6 +80,8 @@ func (r *ChatRequest) CompletionAllowance() int64 {
 type EmbeddingsRequest struct {
 	Model string          `json:"model"`
 	Input json.RawMessage `json:"input"`
+	// Inputs is Input decoded, filled by ParseEmbeddings.
+	Inputs []EmbeddingInput `json:"-"`
 }
 
 // MaxMessages bounds the messages of one chat request: far above any real dialog,
@@ -141,15 +143,15 @@ func ParseEmbeddings(body []byte) (*EmbeddingsRequest, *Error) {
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, decodeError(err)
 	}
-	if _, err := EmbeddingInputs(r.Input); err != nil {
-		return nil, err
+	inputs, perr := EmbeddingInputs(r.Input)
+	if perr != nil {
+		return nil, perr
 	}
+	r.Inputs = inputs
 	return &r, nil
 }
 
-// EmbeddingInputs returns the inputs of an embeddings request: strings as they
-// are, token arrays as nil entries with their length in the returned counts.
-// Valid shapes are a string, an array of strings, an array of integers and an
+// EmbeddingInputs decodes the input of an embeddings request. Valid shapes are a string, an array of strings, an array of integers and an
 // array of integer arrays, none empty.
 func EmbeddingInputs(raw json.RawMessage) ([]EmbeddingInput, *Error) {
 	raw = bytes.TrimSpace(raw)
@@ -170,7 +172,7 @@ func EmbeddingInputs(raw json.RawMessage) ([]EmbeddingInput, *Error) {
 	}
 	var ints []int64
 	if json.Unmarshal(raw, &ints) == nil && len(ints) > 0 {
-		return []EmbeddingInput{{Tokens: len(ints)}}, nil
+		return []EmbeddingInput{{Tokens: ints}}, nil
 	}
 	var nested [][]int64
 	if json.Unmarshal(raw, &nested) == nil && len(nested) > 0 {
@@ -179,17 +181,17 @@ func EmbeddingInputs(raw json.RawMessage) ([]EmbeddingInput, *Error) {
 			if len(t) == 0 {
 				return nil, BadRequest("input", "'input' must not contain an empty token array.")
 			}
-			out[i] = EmbeddingInput{Tokens: len(t)}
+			out[i] = EmbeddingInput{Tokens: t}
 		}
 		return out, nil
 	}
 	return nil, BadRequest("input", "'input' must be a string, an array of strings, an array of integers or an array of integer arrays, and not empty.")
 }
 
-// EmbeddingInput is one embeddings input: Text, or a pre-tokenized input of Tokens tokens.
+// EmbeddingInput is one embeddings input: Text, or a pre-tokenized input (Tokens non-nil).
 type EmbeddingInput struct {
 	Text   string
-	Tokens int
+	Tokens []int64
 }
 
 // PeekModel returns the top-level "model" string of a JSON object body, or "".
@@ -231,7 +233,10 @@ func checkContent(param string, raw json.RawMessage) *Error {
 	case '"', 'n':
 		return nil
 	case '[':
-		var parts []map[string]json.RawMessage
+		// Only the shape is checked: an array of objects whose type is a string.
+		var parts []struct {
+			Type string `json:"type"`
+		}
 		if json.Unmarshal(raw, &parts) != nil {
 			return BadRequest(param, "'"+param+"' must be a string or an array of content parts.")
 		}
