@@ -1,0 +1,11 @@
+// Package graph holds the nearest-neighbour indexes behind the semantic cache:
+// HNSW (the default; a correct implementation of Malkov & Yashunin's
+// algorithm), an adapter over github.com/coder/hnsw (selectable, and the
+// reference in `bench cache`), and Flat, the exact brute-force search that
+// recall is measured against.
+//
+// Vectors are unit length and compared by cosine distance (1 - dot product).
+// No implementation is safe for concurrent use: each is owned by one actor
+// (a shard of the cache in package index) that serialises every call.
+// Implementations copy the vectors they are given; callers may reuse them.
+package graph

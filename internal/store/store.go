@@ -1,0 +1,119 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Key prefixes, one per owner of persisted state.
+const (
+	PrefixCache  = "c/" // index: cache entries
+	PrefixQuota  = "q/" // quota: window and period counters
+	PrefixLimits = "l/" // quota: run-time limit changes
+)
+
+// Options tune the database; zero fields get defaults.
+type Options struct {
+	Logger *slog.Logger
+	// InMemory keeps everything in memory (tests); Dir is ignored.
+	InMemory bool
+	// GCInterval is how often value-log GC runs (default 1 minute).
+	GCInterval time.Duration
+}
+
+// DB is the node's open database.
+type DB struct {
+	*badger.DB
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+// Open opens (or creates) the database in dir. A locked or corrupt directory
+// is an error: the node must not start empty by accident.
+func Open(dir string, opts Options) (*DB, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.GCInterval <= 0 {
+		opts.GCInterval = time.Minute
+	}
+	bo := badger.DefaultOptions(dir).
+		WithInMemory(opts.InMemory).
+		WithLogger(badgerLogger{opts.Logger}).
+		WithLoggingLevel(badger.WARNING).
+		// Sized for a gateway, not a database server: Badger's defaults
+		// (5 × 64 MB memtables, 256 MB block cache) would dwarf the node.
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithValueThreshold(1 << 10).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithNumCompactors(2).
+		WithDetectConflicts(false)
+	if opts.InMemory {
+		bo.Dir, bo.ValueDir = "", ""
+	}
+	bdb, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("opening database in %s: %w", dir, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	db := &DB{DB: bdb, log: opts.Logger, cancel: cancel}
+	if !opts.InMemory {
+		db.done.Add(1)
+		go db.gcLoop(ctx, opts.GCInterval)
+	}
+	return db, nil
+}
+
+// gcLoop reclaims value-log space: TTL expiry and deletes hide keys at once,
+// but disk space returns only through GC.
+func (db *DB) gcLoop(ctx context.Context, every time.Duration) {
+	defer db.done.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for ctx.Err() == nil {
+				err := db.RunValueLogGC(0.5)
+				if err != nil {
+					if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+						db.log.Warn("value-log GC failed", "err", err)
+					}
+					break
+				}
+			}
+		}
+	}
+}
+
+// Close stops GC and closes the database, flushing what is buffered.
+func (db *DB) Close() error {
+	db.cancel()
+	db.done.Wait()
+	if err := db.DB.Close(); err != nil {
+		return fmt.Errorf("closing database: %w", err)
+	}
+	return nil
+}
+
+// badgerLogger routes Badger's messages to slog.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error(fmt.Sprintf(f, a...), "component", "badger") }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(fmt.Sprintf(f, a...), "component", "badger") }
+func (b badgerLogger) Infof(f string, a ...any)    { b.l.Info(fmt.Sprintf(f, a...), "component", "badger") }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debug(fmt.Sprintf(f, a...), "component", "badger") }
