@@ -23,6 +23,7 @@ type Config struct {
 	Routes      map[string]Route `yaml:"routes"`
 	Consumers   []Consumer       `yaml:"consumers"`
 	Cache       Cache            `yaml:"cache"`
+	Limits      Limits           `yaml:"limits"`
 	Server      Server           `yaml:"server"`
 	Upstream    Upstream         `yaml:"upstream"`
 	Log         Log              `yaml:"log"`
@@ -71,6 +72,26 @@ type Consumer struct {
 	Keys  []string `yaml:"keys"`
 	TPM   int64    `yaml:"tpm"`
 	Quota Quota    `yaml:"quota"`
+	// CounterKey says what the TPM and quota count: the consumer as a whole
+	// (default), each route separately, or each end user (limits.user_header).
+	CounterKey string `yaml:"counter_key"`
+}
+
+// Counter keys.
+const (
+	CounterConsumer = "consumer"
+	CounterRoute    = "route"
+	CounterUser     = "user"
+)
+
+// Limits configures token accounting (SPEC §5).
+type Limits struct {
+	// DefaultCompletionTokens is the completion allowance reserved for a chat
+	// request that names no max_tokens. Default 1024.
+	DefaultCompletionTokens int64 `yaml:"default_completion_tokens"`
+	// UserHeader names the request header that identifies the end user for
+	// counter_key: user and cache vary_by: user. Default x-user-id.
+	UserHeader string `yaml:"user_header"`
 }
 
 // Quota is a token budget per UTC calendar period.
@@ -93,7 +114,20 @@ type Cache struct {
 	Shared               bool          `yaml:"shared"`
 	TTL                  time.Duration `yaml:"ttl"`
 	MaxEntries           int           `yaml:"max_entries"`
+	// Index is the nearest-neighbour graph: hnsw (default, the project's own)
+	// or coder-hnsw (github.com/coder/hnsw; see the README for why it is not
+	// the default).
+	Index string `yaml:"index"`
+	// EmbedTimeout bounds one embedding call; past it the request goes to the
+	// backend uncached. Default 2s.
+	EmbedTimeout time.Duration `yaml:"embed_timeout"`
 }
+
+// Cache index implementations.
+const (
+	IndexHNSW      = "hnsw"
+	IndexCoderHNSW = "coder-hnsw"
+)
 
 // Server configures the data-plane HTTP server.
 type Server struct {
@@ -155,6 +189,13 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.Cache.TTL = cmp.Or(c.Cache.TTL, time.Hour)
 	c.Cache.MaxEntries = cmp.Or(c.Cache.MaxEntries, 1_000_000)
+	c.Cache.Index = cmp.Or(c.Cache.Index, IndexHNSW)
+	c.Cache.EmbedTimeout = cmp.Or(c.Cache.EmbedTimeout, 2*time.Second)
+	c.Limits.DefaultCompletionTokens = cmp.Or(c.Limits.DefaultCompletionTokens, 1024)
+	c.Limits.UserHeader = cmp.Or(c.Limits.UserHeader, "x-user-id")
+	for i := range c.Consumers {
+		c.Consumers[i].CounterKey = cmp.Or(c.Consumers[i].CounterKey, CounterConsumer)
+	}
 	s := &c.Server
 	s.MaxBodyBytes = cmp.Or(s.MaxBodyBytes, 4<<20)
 	s.ReadHeaderTimeout = cmp.Or(s.ReadHeaderTimeout, 10*time.Second)
@@ -274,6 +315,11 @@ func (c *Config) Validate() error {
 		if cs.Quota.Tokens > 0 && !slices.Contains(Periods, cs.Quota.Period) {
 			return fmt.Errorf("%s.quota.period: %q is not one of %s", p, cs.Quota.Period, strings.Join(Periods, ", "))
 		}
+		switch cs.CounterKey {
+		case CounterConsumer, CounterRoute, CounterUser:
+		default:
+			return fmt.Errorf("%s.counter_key: %q is not consumer, route or user", p, cs.CounterKey)
+		}
 	}
 	ch := c.Cache
 	if ch.ScoreThreshold < 0 || ch.ScoreThreshold > 2 {
@@ -281,6 +327,17 @@ func (c *Config) Validate() error {
 	}
 	if ch.MaxMessageCount < 0 || ch.MaxEntries < 0 || ch.TTL < 0 {
 		return fmt.Errorf("cache: max_message_count, max_entries and ttl must not be negative")
+	}
+	if ch.Index != IndexHNSW && ch.Index != IndexCoderHNSW {
+		return fmt.Errorf("cache.index: %q is not hnsw or coder-hnsw", ch.Index)
+	}
+	for i, v := range ch.VaryBy {
+		if v != "consumer" && v != "route" && v != "user" && !strings.HasPrefix(v, "header:") {
+			return fmt.Errorf("cache.vary_by[%d]: %q is not consumer, route, user or header:NAME", i, v)
+		}
+	}
+	if c.Limits.DefaultCompletionTokens < 0 {
+		return fmt.Errorf("limits.default_completion_tokens: must not be negative")
 	}
 	if ch.Embedder != "local" {
 		if _, ok := c.Routes[ch.Embedder]; !ok {

@@ -122,6 +122,9 @@ func TestValidate(t *testing.T) {
 		{"bad embedder", func(c *Config) { c.Cache.Embedder = "nope" }, "cache.embedder"},
 		{"bad threshold", func(c *Config) { c.Cache.ScoreThreshold = 3 }, "score_threshold"},
 		{"bad log level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
+		{"bad counter key", func(c *Config) { c.Consumers[0].CounterKey = "team" }, "consumers[0].counter_key"},
+		{"bad index", func(c *Config) { c.Cache.Index = "faiss" }, "cache.index"},
+		{"bad vary_by", func(c *Config) { c.Cache.VaryBy = []string{"consumer", "colour"} }, "cache.vary_by[1]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,297 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/llmgate/llmgate/internal/store"
+)
+
+func openDB(t testing.TB, dir string) *store.DB {
+	t.Helper()
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func openWithDB(t testing.TB, db *store.DB, c *clock, limits map[string]Limits, interval time.Duration) *Limiter {
+	t.Helper()
+	l, err := Open(Options{DB: db.DB, Now: c.now, NodeName: "n1", SnapshotInterval: interval}, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+var persistLimits = map[string]Limits{"a": {TPM: 1000, QuotaTokens: 10000, Period: Daily}}
+
+func TestReopenRestoresCounters(t *testing.T) {
+	dir := t.TempDir()
+	c := newClock(t0)
+	db := openDB(t, dir)
+	l := openWithDB(t, db, c, persistLimits, time.Hour) // only Close snapshots
+	reserve(t, l, "a", "", 300)
+	r, _ := reserve(t, l, "a", "a/user:bob", 200)
+	l.Settle(context.Background(), r, 150)
+	if err := l.Merge(context.Background(), "n2", "a", "", t0, 50); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	c.add(20 * time.Second)
+	db = openDB(t, dir)
+	defer db.Close()
+	l = openWithDB(t, db, c, persistLimits, time.Hour)
+	defer l.Close()
+	st := status(t, l, "a")
+	if st.TPMUsed != 350 || st.QuotaUsed != 350 || st.ByNode["n1"] != 300 || st.ByNode["n2"] != 50 {
+		t.Fatalf("restored status: %+v, want used 350 (n1 300, n2 50), quota 350", st)
+	}
+	if len(st.Keys) != 1 || st.Keys[0].TPMUsed != 150 || st.Keys[0].QuotaUsed != 150 {
+		t.Fatalf("restored keys: %+v", st.Keys)
+	}
+	// The restored window still refuses and slides like the original.
+	if _, d := reserve(t, l, "a", "", 700); d.Allowed || d.RetryAfter != 41*time.Second {
+		t.Fatalf("reserve 700 after restart: %+v, want refused for 41s", d)
+	}
+}
+
+func TestRestartDropsStaleBucketsAndPeriods(t *testing.T) {
+	dir := t.TempDir()
+	c := newClock(time.Date(2025, 6, 11, 23, 58, 0, 0, time.UTC))
+	db := openDB(t, dir)
+	l := openWithDB(t, db, c, persistLimits, time.Hour)
+	reserve(t, l, "a", "", 300)
+	l.Close()
+	db.Close()
+
+	c.add(time.Minute + 30*time.Second) // 23:59:30: window gone, same day
+	db = openDB(t, dir)
+	l = openWithDB(t, db, c, persistLimits, time.Hour)
+	if st := status(t, l, "a"); st.TPMUsed != 0 || st.QuotaUsed != 300 {
+		t.Fatalf("same day, window passed: %+v", st)
+	}
+	l.Close()
+	db.Close()
+
+	c.add(time.Minute) // next day
+	db = openDB(t, dir)
+	defer db.Close()
+	l = openWithDB(t, db, c, persistLimits, time.Hour)
+	if st := status(t, l, "a"); st.TPMUsed != 0 || st.QuotaUsed != 0 {
+		t.Fatalf("next day: %+v", st)
+	}
+	// The idle counter is deleted at the next snapshot.
+	l.Close()
+	if n := countKeys(t, db, prefixQuota); n != 0 {
+		t.Fatalf("%d counters left in the database, want 0", n)
+	}
+}
+
+func countKeys(t testing.TB, db *store.DB, prefix string) int {
+	t.Helper()
+	n := 0
+	err := db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestCrashKeepsLastSnapshot simulates kill -9: the data directory is copied
+// while the Limiter and database are still open (what a crashed process
+// leaves behind), and a new Limiter opens the copy.
+func TestCrashKeepsLastSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	c := newClock(t0)
+	db := openDB(t, dir)
+	defer db.Close()
+	l := openWithDB(t, db, c, persistLimits, 20*time.Millisecond)
+	defer l.Close()
+	reserve(t, l, "a", "", 400)
+
+	// Wait (bounded) for a snapshot to hold the reservation.
+	deadline := time.Now().Add(5 * time.Second)
+	for countKeys(t, db, prefixQuota) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no snapshot written within 5s at a 20ms interval")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	crashed := t.TempDir()
+	copyDir(t, dir, crashed)
+
+	db2 := openDB(t, crashed)
+	defer db2.Close()
+	l2 := openWithDB(t, db2, c, persistLimits, time.Hour)
+	defer l2.Close()
+	if st := status(t, l2, "a"); st.TPMUsed != 400 || st.QuotaUsed != 400 {
+		t.Fatalf("after crash: %+v, want 400 used", st)
+	}
+}
+
+func copyDir(t testing.TB, from, to string) {
+	t.Helper()
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() || e.Name() == "LOCK" {
+			continue
+		}
+		src, err := os.Open(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst, err := os.Create(filepath.Join(to, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(dst, src); err != nil {
+			t.Fatal(err)
+		}
+		src.Close()
+		if err := dst.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestSetLimitsPersists(t *testing.T) {
+	dir := t.TempDir()
+	c := newClock(t0)
+	ctx := context.Background()
+	db := openDB(t, dir)
+	l := openWithDB(t, db, c, persistLimits, time.Hour)
+	if _, err := l.SetLimits(ctx, "a", ptr(50), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.SetLimits(ctx, "a", nil, ptr(70)); err != nil {
+		t.Fatal(err)
+	}
+	// Persisted synchronously: visible before any snapshot or Close.
+	if n := countKeys(t, db, prefixLimits); n != 1 {
+		t.Fatalf("%d limit records, want 1", n)
+	}
+	l.Close()
+	db.Close()
+
+	// The configuration changes its TPM and quota; the run-time changes win.
+	db = openDB(t, dir)
+	defer db.Close()
+	l = openWithDB(t, db, c, map[string]Limits{"a": {TPM: 9999, QuotaTokens: 9999, Period: Daily}, "b": {}}, time.Hour)
+	defer l.Close()
+	st := status(t, l, "a")
+	if st.TPMLimit != 50 || st.QuotaLimit != 70 {
+		t.Fatalf("after restart: tpm %d quota %d, want 50, 70", st.TPMLimit, st.QuotaLimit)
+	}
+	if _, d := reserve(t, l, "a", "", 51); d.Reason != ReasonTooLarge {
+		t.Fatalf("51 tokens against a persisted TPM of 50: %+v", d)
+	}
+}
+
+func TestSetLimitsOverridesOnlyWhatItSet(t *testing.T) {
+	dir := t.TempDir()
+	c := newClock(t0)
+	db := openDB(t, dir)
+	l := openWithDB(t, db, c, persistLimits, time.Hour)
+	if _, err := l.SetLimits(context.Background(), "a", ptr(50), nil); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	db.Close()
+	db = openDB(t, dir)
+	defer db.Close()
+	l = openWithDB(t, db, c, map[string]Limits{"a": {TPM: 9999, QuotaTokens: 1234, Period: Daily}}, time.Hour)
+	defer l.Close()
+	if st := status(t, l, "a"); st.TPMLimit != 50 || st.QuotaLimit != 1234 {
+		t.Fatalf("tpm %d quota %d, want 50 (run-time) and 1234 (configuration)", st.TPMLimit, st.QuotaLimit)
+	}
+}
+
+func TestCorruptCounterIsAStartupError(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	defer db.Close()
+	err := db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte(counterDBKey("a", "")), []byte{counterVersion, 0xff})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(Options{DB: db.DB}, persistLimits)
+	if err == nil || !errors.Is(err, errCorrupt) || !strings.Contains(err.Error(), "loading counters") {
+		t.Fatalf("Open over a corrupt counter: err = %v", err)
+	}
+}
+
+func TestEncodeRoundTrip(t *testing.T) {
+	c := newCounter("a", "k", "n1")
+	c.periodStart = 1700000000
+	base := bucketOf(t0)
+	c.origins[0].w.advance(base)
+	c.origins[0].w.v[base&ringMask] = 42
+	c.origins[0].w.v[(base-63)&ringMask] = 7
+	c.origins[0].period = 49
+	o := &c.origins[c.origin("n2")]
+	o.w.advance(base + 2)
+	o.w.v[(base+2)&ringMask] = 5
+	o.period = 5
+	got, err := decodeCounter("a", "k", "n1", c.encode(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.periodStart != c.periodStart || len(got.origins) != 2 || got.windowSum(base) != 47 || got.periodSum() != 54 ||
+		got.origins[0].w.at(base-63) != 7 || got.origins[1].name != "n2" {
+		t.Fatalf("round trip lost data: %+v", got)
+	}
+	// Written under another node name: the old local usage becomes a remote origin.
+	renamed, err := decodeCounter("a", "k", "n9", c.encode(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renamed.origins[0].name != "n9" || renamed.windowSum(base) != 47 || len(renamed.origins) != 3 {
+		t.Fatalf("renamed node: %+v", renamed.origins)
+	}
+}
+
+func FuzzDecodeCounter(f *testing.F) {
+	c := newCounter("a", "", "n1")
+	c.origins[0].w.advance(100)
+	c.origins[0].w.v[100&ringMask] = 3
+	f.Add(c.encode(nil))
+	f.Add([]byte{counterVersion})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		got, err := decodeCounter("a", "", "n1", v)
+		if err != nil {
+			return
+		}
+		again, err := decodeCounter("a", "", "n1", got.encode(nil))
+		if err != nil {
+			t.Fatalf("re-decoding an encoded counter: %v", err)
+		}
+		if again.periodSum() != got.periodSum() || again.windowSum(got.origins[0].w.head) != got.windowSum(got.origins[0].w.head) {
+			t.Fatal("encode/decode not stable")
+		}
+	})
+}
