@@ -23,6 +23,7 @@ func (a *API) AdminHandler() http.Handler {
 	metrics := promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})
 	e.GET("/metrics", echo.WrapHandler(metrics))
 	e.GET("/admin/cluster", a.cluster)
+	a.adminStateRoutes(e)
 	return e
 }
 

@@ -32,6 +32,10 @@ type Options struct {
 	NodeName   string
 	GossipAddr string
 	Now        func() time.Time
+	// Cache and Quota back the admin routes for cache and quota; nil when the
+	// node runs without them.
+	Cache CacheAdmin
+	Quota QuotaAdmin
 }
 
 // API serves one node's HTTP routes.

@@ -53,20 +53,20 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	if aerr != nil {
 		return fail(aerr)
 	}
-	call := &node.Call{Op: op, Body: body, Consumer: consumer, RequestID: c.Get("request_id").(string)}
+	call := &node.Call{Op: op, Body: body, Consumer: consumer, RequestID: c.Get("request_id").(string), Header: req.Header}
 	switch op {
 	case openai.OpChat:
 		r, perr := openai.ParseChat(body)
 		if perr != nil {
 			return fail(perr)
 		}
-		call.Route, call.Model, call.Stream = r.Model, r.Model, r.Stream
+		call.Route, call.Model, call.Stream, call.Chat = r.Model, r.Model, r.Stream, r
 	case openai.OpEmbeddings:
 		r, perr := openai.ParseEmbeddings(body)
 		if perr != nil {
 			return fail(perr)
 		}
-		call.Route, call.Model = r.Model, r.Model
+		call.Route, call.Model, call.Embeddings = r.Model, r.Model, r
 	}
 	if deployment != "" {
 		call.Route = deployment

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,8 +15,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/llmgate/llmgate/index"
+	"github.com/llmgate/llmgate/index/guard"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/node"
+	"github.com/llmgate/llmgate/quota"
 )
 
 const (
@@ -85,6 +89,11 @@ type setup struct {
 	backends []config.Backend
 	routes   map[string]config.Route
 	mutate   func(*config.Config)
+	// limits and cache start an in-memory limiter and cache for the node.
+	limits   bool
+	cache    bool
+	embedder node.Embedder
+	now      func() time.Time
 }
 
 func newGateway(t *testing.T, s setup) *gateway {
@@ -107,11 +116,37 @@ func newGateway(t *testing.T, s setup) *gateway {
 		t.Fatalf("test config invalid: %v", err)
 	}
 	reg := prometheus.NewRegistry()
-	gw, err := node.New(cfg, node.Options{Registry: reg})
+	nopts := node.Options{Registry: reg, Embedder: s.embedder, Now: s.now}
+	aopts := Options{Registry: reg, Gatherer: reg, MaxBodyBytes: cfg.Server.MaxBodyBytes, BodyReadTimeout: cfg.Server.BodyReadTimeout, AdminToken: cfg.AdminToken, NodeName: "gw-test", GossipAddr: "127.0.0.1:7946"}
+	if s.limits {
+		limits := map[string]quota.Limits{}
+		for _, c := range cfg.Consumers {
+			limits[c.Name] = quota.Limits{TPM: c.TPM, QuotaTokens: c.Quota.Tokens, Period: quota.Period(c.Quota.Period)}
+		}
+		l, err := quota.Open(quota.Options{Now: s.now, NodeName: "gw-test"}, limits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		nopts.Limiter, aopts.Quota = l, l
+	}
+	if s.cache {
+		cfg.Cache.Enabled = true
+		c, err := index.Open(context.Background(), index.Options{Now: s.now, Check: guard.Check})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for !c.Ready() {
+			time.Sleep(time.Millisecond)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		nopts.Cache, aopts.Cache = c, c
+	}
+	gw, err := node.New(cfg, nopts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(gw, Options{Registry: reg, Gatherer: reg, MaxBodyBytes: cfg.Server.MaxBodyBytes, BodyReadTimeout: cfg.Server.BodyReadTimeout, AdminToken: cfg.AdminToken, NodeName: "gw-test", GossipAddr: "127.0.0.1:7946"})
+	a, err := New(gw, aopts)
 	if err != nil {
 		t.Fatal(err)
 	}

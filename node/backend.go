@@ -24,6 +24,7 @@ type backend struct {
 	apiVersion string
 	weight     int
 	breaker    *breaker
+	capacity   *capacity
 }
 
 func newBackend(b config.Backend, up config.Upstream) *backend {
@@ -35,6 +36,7 @@ func newBackend(b config.Backend, up config.Upstream) *backend {
 		apiVersion: b.APIVersion,
 		weight:     max(b.Weight, 1),
 		breaker:    newBreaker(up.BreakerFailures, up.BreakerCooldown),
+		capacity:   newCapacity(b.TPM),
 	}
 }
 
@@ -43,6 +45,7 @@ func newBackend(b config.Backend, up config.Upstream) *backend {
 func (b *backend) newRequest(ctx context.Context, call *Call, defaultAPIVersion string) (*http.Request, error) {
 	var target string
 	body := call.Body
+	usageOK := true
 	switch b.kind {
 	case config.KindAzure:
 		v := b.apiVersion
@@ -53,11 +56,19 @@ func (b *backend) newRequest(ctx context.Context, call *Call, defaultAPIVersion 
 			v = defaultAPIVersion
 		}
 		target = b.base + "/openai/deployments/" + url.PathEscape(call.Route) + "/" + call.Op.Path() + "?api-version=" + url.QueryEscape(v)
+		// Azure takes stream_options from api-version 2024-09-01(-preview) on;
+		// dates compare as strings.
+		usageOK = v >= "2024-09-01"
 	default:
 		target = b.base + "/" + call.Op.Path()
 		if call.Model != call.Route {
 			body = withModel(body, call.Route)
 		}
+	}
+	if call.Stream && call.Chat != nil && usageOK && (call.Chat.StreamOptions == nil || !call.Chat.StreamOptions.IncludeUsage) {
+		// Ask for the usage chunk so the stream settles exactly; the relay
+		// hides it from this client, which did not ask for it.
+		body = withStreamUsage(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {

@@ -17,7 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/embed"
 	"github.com/llmgate/llmgate/internal/openai"
+	"github.com/llmgate/llmgate/internal/tokens"
 )
 
 // Response headers the gateway adds (SPEC §4).
@@ -25,6 +27,12 @@ const (
 	HeaderRequestID = "x-request-id"
 	HeaderCache     = "x-llmgate-cache"
 	HeaderBackend   = "x-llmgate-backend"
+	// HeaderTokensConsumed is what the request was charged; a trailer on streams.
+	HeaderTokensConsumed = "x-llmgate-tokens-consumed"
+	HeaderCacheDistance  = "x-llmgate-cache-distance"
+	HeaderCacheTTL       = "x-llmgate-cache-ttl"
+	HeaderLimitTokens    = "x-ratelimit-limit-tokens"
+	HeaderRemainTokens   = "x-ratelimit-remaining-tokens"
 )
 
 // maxResponseBytes bounds a buffered (non-streaming) upstream answer.
@@ -33,6 +41,8 @@ const maxResponseBytes = 64 << 20
 // Consumer is an authenticated caller.
 type Consumer struct {
 	Name string
+	// CounterKey is what its limits count: config.CounterConsumer, CounterRoute or CounterUser.
+	CounterKey string
 }
 
 // Call is one authenticated model call, parsed by the front end.
@@ -48,6 +58,11 @@ type Call struct {
 	// APIVersion is the client's Azure api-version, if it sent one.
 	APIVersion string
 	RequestID  string
+	// Chat and Embeddings are the parsed body, per Op (the other is nil).
+	Chat       *openai.ChatRequest
+	Embeddings *openai.EmbeddingsRequest
+	// Header is the client's request header (cache control, end-user id).
+	Header http.Header
 }
 
 // Outcome says how a call ended, for the front end's metrics and logs.
@@ -59,6 +74,10 @@ type Outcome struct {
 	Upstream time.Duration
 	// Aborted is set when a stream ended early: "client" or "upstream".
 	Aborted string
+	// Cache is the x-llmgate-cache value: hit, miss, bypass or off.
+	Cache string
+	// Tokens is what the call was charged (0 for hits and failures).
+	Tokens int64
 }
 
 // Options are a Gateway's collaborators; zero fields get defaults.
@@ -68,6 +87,15 @@ type Options struct {
 	Now      func() time.Time
 	// Transport overrides the HTTP transport to backends (tests).
 	Transport http.RoundTripper
+	// Limiter enforces TPM and quotas (admit and settle); nil = no limits.
+	Limiter Limiter
+	// Cache answers repeated and similar prompts (look up and store); nil = no cache.
+	Cache Cache
+	// Embedder embeds prompts for the cache's semantic tier; nil with a Cache
+	// set means the route embedder named by cfg.Cache.Embedder, or the local one.
+	Embedder Embedder
+	// Counter counts prompt tokens; nil = a new one.
+	Counter *tokens.Counter
 }
 
 // Gateway runs the request pipeline of one node.
@@ -81,6 +109,13 @@ type Gateway struct {
 	names   []string // route names, sorted
 	backs   []*backend
 	metrics *metrics
+
+	counter  *tokens.Counter
+	limits   config.Limits
+	limiter  Limiter
+	cache    Cache
+	cacheCfg config.Cache
+	embedder Embedder
 }
 
 // New builds a gateway from a validated configuration.
@@ -95,11 +130,23 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	g := &Gateway{
-		log:    opts.Logger,
-		now:    opts.Now,
-		up:     cfg.Upstream,
-		keys:   map[[32]byte]*Consumer{},
-		routes: map[string]*route{},
+		log:      opts.Logger,
+		now:      opts.Now,
+		up:       cfg.Upstream,
+		keys:     map[[32]byte]*Consumer{},
+		routes:   map[string]*route{},
+		counter:  opts.Counter,
+		limits:   cfg.Limits,
+		limiter:  opts.Limiter,
+		cache:    opts.Cache,
+		cacheCfg: cfg.Cache,
+		embedder: opts.Embedder,
+	}
+	if g.counter == nil {
+		g.counter = tokens.NewCounter()
+	}
+	if g.cache != nil && !cfg.Cache.Enabled {
+		g.cache = nil
 	}
 	rt := opts.Transport
 	if rt == nil {
@@ -132,7 +179,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}
 	slices.Sort(g.names)
 	for _, cc := range cfg.Consumers {
-		c := &Consumer{Name: cc.Name}
+		c := &Consumer{Name: cc.Name, CounterKey: cc.CounterKey}
 		keys := cc.UsableKeys()
 		if len(keys) == 0 {
 			g.log.Warn("consumer has no usable key (unset environment variable?)", "consumer", cc.Name)
@@ -146,6 +193,18 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.metrics = m
+	if g.cache != nil {
+		if err := registerCacheGauges(opts.Registry, g.cache); err != nil {
+			return nil, err
+		}
+	}
+	if g.cache != nil && g.embedder == nil {
+		if cfg.Cache.Embedder == "local" || cfg.Cache.Embedder == "" {
+			g.embedder = LocalEmbedder{embed.NewLocal()}
+		} else {
+			g.embedder = &RouteEmbedder{g: g, Route: cfg.Cache.Embedder}
+		}
+	}
 	return g, nil
 }
 
@@ -193,10 +252,10 @@ func (g *Gateway) Close() { g.client.CloseIdleConnections() }
 
 // Serve runs the pipeline for one authenticated call and writes the answer to w.
 //
-// Stages: admit (reserve tokens) → look up (cache) → forward → settle (charge
-// actual usage) → store (cache the answer). This node has neither limiter nor
-// cache yet, so admit and settle charge nothing and the front end's default
-// x-llmgate-cache: off stands.
+// Stages: look up (cache: a hit answers at once and charges nothing) → admit
+// (reserve the estimate against the consumer's TPM and quota) → forward →
+// settle (charge the reply's usage) → store (cache a complete success).
+// A failing cache or limiter degrades to plain proxying, never to an error.
 func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) Outcome {
 	rt, ok := g.routes[call.Route]
 	if !ok {
@@ -206,12 +265,57 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.up.Timeout)
 	defer cancel()
-	return g.forward(ctx, w, call, rt)
+
+	cp := g.planCache(call)
+	w.Header().Set(HeaderCache, cp.state)
+	g.metrics.cacheState(cp.state)
+	if cp.state == cacheMiss {
+		if out, hit := g.lookup(ctx, w, call, &cp); hit {
+			return out
+		}
+	}
+
+	adm, e := g.admit(ctx, call)
+	adm.setHeaders(w.Header())
+	if e != nil {
+		e.Write(w)
+		return Outcome{Status: e.Status, Cache: cp.state}
+	}
+
+	x := &exchange{call: call, adm: adm, cache: cp}
+	out := g.forward(ctx, w, call, rt, x)
+	out.Cache = cp.state
+	if x.reply != nil {
+		// A whole (buffered) answer: settle first so the headers carry the charge.
+		out.Tokens = g.settle(ctx, x, g.replyUsage(x))
+		x.adm.setHeaders(x.reply.header)
+		x.reply.header.Set(HeaderTokensConsumed, strconv.FormatInt(out.Tokens, 10))
+		if cp.state == cacheMiss && x.reply.status == http.StatusOK {
+			// Stored before the client has the answer, so its next request hits.
+			g.store(ctx, call, cp, x.reply.body, x.reply.completion)
+		}
+		x.reply.writeTo(w)
+		return out
+	}
+	if x.stream != nil {
+		out.Tokens = g.settle(ctx, x, x.stream.usage(g, x))
+		// Declared as a trailer before the stream started.
+		w.Header().Set(HeaderTokensConsumed, strconv.FormatInt(out.Tokens, 10))
+		if cp.state == cacheMiss && out.Aborted == "" {
+			if body, comp := x.stream.completion(); body != nil {
+				g.store(ctx, call, cp, body, comp)
+			}
+		}
+		return out
+	}
+	g.settle(ctx, x, nil) // nothing reached a backend that charges: release the reservation
+	return out
 }
 
 // forward tries the route's backends, group by group, until one answers with
-// something the client should see, then relays it.
-func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call, rt *route) Outcome {
+// something the client should see. A streamed answer is relayed as it
+// arrives; a whole answer is left in x.reply for Serve to write.
+func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call, rt *route, x *exchange) Outcome {
 	var (
 		out       Outcome
 		failures  []string
@@ -219,8 +323,10 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call
 		order     [8]*backend
 		lastThrot time.Duration
 	)
+	need := x.adm.tokens
 	for _, grp := range rt.groups {
-		for _, b := range grp.order(order[:0]) {
+		now := g.now()
+		for _, b := range deferFull(grp.order(order[:0]), need, now) {
 			now := g.now()
 			if open, until := b.breaker.open(now); open {
 				failures = append(failures, b.name+": circuit open")
@@ -230,7 +336,7 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call
 				continue
 			}
 			out.Attempts++
-			res := g.attempt(ctx, w, call, b)
+			res := g.attempt(ctx, w, call, b, x)
 			out.Upstream += res.upstream
 			if res.done {
 				out.Status, out.Backend, out.Aborted = res.status, b.name, res.aborted
@@ -290,8 +396,9 @@ type attemptResult struct {
 
 // attempt sends call to b. A failure that the client has not seen yet (connect
 // error, timeout, 5xx, 429, a body cut short) returns done=false so the caller
-// can try the next backend; anything else is relayed to the client.
-func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call, b *backend) attemptResult {
+// can try the next backend; a stream is relayed to the client, and any other
+// answer is buffered into x.reply.
+func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call, b *backend, x *exchange) attemptResult {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req, err := b.newRequest(actx, call, g.up.APIVersion)
@@ -299,6 +406,7 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 		return attemptResult{reason: err.Error()}
 	}
 	start := g.now()
+	b.capacity.sent(x.adm.tokens, start)
 	resp, err := g.client.Do(req)
 	if err != nil {
 		d := g.now().Sub(start)
@@ -310,6 +418,7 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 		return attemptResult{upstream: d, reason: describe(err)}
 	}
 	defer resp.Body.Close()
+	b.capacity.observe(resp.Header, g.now())
 
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
@@ -331,8 +440,10 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 		copyHeaders(w.Header(), resp.Header)
 		w.Header().Set(HeaderBackend, b.name)
 		w.Header().Del("Content-Length")
+		w.Header().Set("Trailer", HeaderTokensConsumed)
 		w.WriteHeader(resp.StatusCode)
-		aborted := g.relayStream(ctx, w, resp.Body, cancel)
+		x.stream = newStreamTap(call, x.cache.state == cacheMiss)
+		aborted := g.relayStream(ctx, w, resp.Body, cancel, x.stream)
 		d := g.now().Sub(start)
 		g.metrics.attempt(b.name, "200", d)
 		return attemptResult{done: true, status: resp.StatusCode, aborted: aborted, upstream: d}
@@ -355,11 +466,10 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 	}
 	b.breaker.success()
 	g.metrics.attempt(b.name, strconv.Itoa(resp.StatusCode), d)
-	copyHeaders(w.Header(), resp.Header)
-	w.Header().Set(HeaderBackend, b.name)
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(resp.StatusCode)
-	_, _ = w.Write(body)
+	h := w.Header()
+	copyHeaders(h, resp.Header)
+	h.Set(HeaderBackend, b.name)
+	x.reply = newReply(call, resp.StatusCode, h, body)
 	return attemptResult{done: true, status: resp.StatusCode, upstream: d}
 }
 
@@ -367,7 +477,7 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 // whenever no further event is already buffered. It returns "" for a complete
 // stream, "client" if the client went away and "upstream" if the backend broke
 // off or stalled (after telling the client in an error event).
-func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, body io.Reader, cancel context.CancelFunc) string {
+func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, body io.Reader, cancel context.CancelFunc, tap *streamTap) string {
 	rc := http.NewResponseController(w)
 	_ = rc.Flush() // headers out now: the client sees the stream start
 	er := openai.NewEventReader(body)
@@ -396,6 +506,12 @@ func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, body i
 		stalled.Reset(g.up.ResponseHeaderTimeout)
 		if ev.Done() {
 			sawDone = true
+		} else if !tap.see(ev.Data) {
+			// The usage chunk the gateway asked for and the client did not.
+			if er.Buffered() == 0 {
+				_ = rc.Flush()
+			}
+			continue
 		}
 		if _, err := w.Write(ev.Raw); err != nil {
 			g.metrics.streamAborted("client")

@@ -12,6 +12,13 @@ type metrics struct {
 	attempts *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	aborted  *prometheus.CounterVec
+
+	tokensUsed *prometheus.CounterVec
+	rejections *prometheus.CounterVec
+	cacheReqs  *prometheus.CounterVec
+	cacheTime  *prometheus.HistogramVec
+	embedTime  *prometheus.HistogramVec
+	storeErrs  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, backs []*backend, now func() time.Time) (*metrics, error) {
@@ -30,7 +37,34 @@ func newMetrics(reg prometheus.Registerer, backs []*backend, now func() time.Tim
 			Help: "Streams that ended early, by who ended them (client or upstream).",
 		}, []string{"by"}),
 	}
-	cs := []prometheus.Collector{m.attempts, m.latency, m.aborted}
+	fast := []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05, .25, 1}
+	m.tokensUsed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "llmgate_tokens_total",
+		Help: "Tokens charged, by consumer, route and kind (prompt or completion).",
+	}, []string{"consumer", "route", "kind"})
+	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "llmgate_limit_rejections_total",
+		Help: "Requests refused by token limits, by reason (tpm, quota, too_large).",
+	}, []string{"reason"})
+	m.cacheReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "llmgate_cache_requests_total",
+		Help: "Chat requests by cache result: hit_exact, hit_semantic, miss, bypass, off.",
+	}, []string{"result"})
+	m.cacheTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "llmgate_cache_lookup_duration_seconds",
+		Help:    "Time of one cache look-up (index search and guard), by tier that answered (exact, semantic, miss).",
+		Buckets: fast,
+	}, []string{"tier"})
+	m.embedTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "llmgate_cache_embed_duration_seconds",
+		Help:    "Time to embed one prompt for the semantic tier, by result (ok, error).",
+		Buckets: fast,
+	}, []string{"result"})
+	m.storeErrs = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "llmgate_cache_store_failures_total",
+		Help: "Answers that could not be stored in the cache.",
+	})
+	cs := []prometheus.Collector{m.attempts, m.latency, m.aborted, m.tokensUsed, m.rejections, m.cacheReqs, m.cacheTime, m.embedTime, m.storeErrs}
 	for _, b := range backs {
 		b := b
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -58,3 +92,61 @@ func (m *metrics) attempt(backend, result string, d time.Duration) {
 }
 
 func (m *metrics) streamAborted(by string) { m.aborted.WithLabelValues(by).Inc() }
+
+func (m *metrics) rejected(reason string) { m.rejections.WithLabelValues(reason).Inc() }
+
+func (m *metrics) tokens(c *Consumer, route string, prompt, completion int64) {
+	name := ""
+	if c != nil {
+		name = c.Name
+	}
+	if prompt > 0 {
+		m.tokensUsed.WithLabelValues(name, route, "prompt").Add(float64(prompt))
+	}
+	if completion > 0 {
+		m.tokensUsed.WithLabelValues(name, route, "completion").Add(float64(completion))
+	}
+}
+
+// cacheState counts a request's cache plan; misses are counted at look-up.
+func (m *metrics) cacheState(state string) {
+	if state != cacheMiss {
+		m.cacheReqs.WithLabelValues(state).Inc()
+	}
+}
+
+func (m *metrics) lookup(tier string, d time.Duration) {
+	m.cacheTime.WithLabelValues(tier).Observe(d.Seconds())
+	switch tier {
+	case "exact", "semantic":
+		m.cacheReqs.WithLabelValues("hit_" + tier).Inc()
+	default:
+		m.cacheReqs.WithLabelValues("miss").Inc()
+	}
+}
+
+func (m *metrics) embedded(err error, d time.Duration) {
+	if err != nil {
+		m.embedTime.WithLabelValues("error").Observe(d.Seconds())
+		m.cacheReqs.WithLabelValues("miss").Inc()
+		return
+	}
+	m.embedTime.WithLabelValues("ok").Observe(d.Seconds())
+}
+
+func (m *metrics) storeFailed() { m.storeErrs.Inc() }
+
+// registerCacheGauges exports the cache's size; read from its actors at scrape time.
+func registerCacheGauges(reg prometheus.Registerer, c Cache) error {
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llmgate_cache_entries", Help: "Entries in the semantic cache."},
+			func() float64 { return float64(c.Stats().Entries) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llmgate_cache_bytes", Help: "Bytes held by cache entries (responses, prompts, vectors)."},
+			func() float64 { return float64(c.Stats().Bytes) }),
+	} {
+		if err := reg.Register(g); err != nil {
+			return fmt.Errorf("registering cache metrics: %w", err)
+		}
+	}
+	return nil
+}

@@ -191,6 +191,7 @@ type runningNode struct {
 	dataAddr  string
 	adminAddr string
 	unlock    func()
+	state     *state
 	errc      chan error
 	stopOnce  sync.Once
 }
@@ -211,6 +212,11 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		return nil, err
 	}
 	undo = append(undo, unlock)
+	st, err := openState(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = st.close() })
 	dataLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
@@ -224,7 +230,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gw, err := node.New(cfg, node.Options{Logger: logger, Registry: reg})
+	gw, err := node.New(cfg, node.Options{Logger: logger, Registry: reg, Limiter: st.limiter, Cache: st.nodeCache()})
 	if err != nil {
 		return nil, fmt.Errorf("building the gateway: %w", err)
 	}
@@ -232,6 +238,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		Logger: logger, Registry: reg, Gatherer: reg,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, BodyReadTimeout: cfg.Server.BodyReadTimeout,
 		AdminToken: cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cfg.Cluster.Gossip,
+		Quota: st.limiter, Cache: st.adminCache(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building the HTTP front: %w", err)
@@ -252,7 +259,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		cfg: cfg, log: logger, gw: gw, api: front,
 		data: newServer(front.DataHandler()), admin: newServer(front.AdminHandler()),
 		dataAddr: dataLn.Addr().String(), adminAddr: adminLn.Addr().String(),
-		unlock: unlock, errc: make(chan error, 2),
+		unlock: unlock, state: st, errc: make(chan error, 2),
 	}
 	for _, s := range []struct {
 		srv *http.Server
@@ -279,6 +286,11 @@ func (n *runningNode) stop(ctx context.Context) error {
 			_ = n.admin.Close()
 		}
 		n.gw.Close()
+		// In-flight requests are done: counters and entries are final.
+		if cerr := n.state.close(); cerr != nil {
+			n.log.Error("closing storage", "err", cerr)
+			err = errors.Join(err, cerr)
+		}
 		n.unlock()
 	})
 	return err

@@ -42,7 +42,7 @@ func (f *Flat) Delete(id uint64) {
 
 // Search implements Index.
 func (f *Flat) Search(q []float32, k int) []Match {
-	if k <= 0 {
+	if k <= 0 || len(f.ids) == 0 {
 		return nil
 	}
 	out := make([]Match, 0, k+1)

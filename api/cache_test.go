@@ -1,0 +1,212 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func cached(t *testing.T, up *upstream, mutate ...func(*setup)) *gateway {
+	t.Helper()
+	s := twoBackends(up, up)
+	s.cache = true
+	for _, m := range mutate {
+		m(&s)
+	}
+	return newGateway(t, s)
+}
+
+func chatAbout(text string) string {
+	b, _ := json.Marshal(text)
+	return `{"model":"gpt-4o","messages":[{"role":"user","content":` + string(b) + `}]}`
+}
+
+func TestCacheTiers(t *testing.T) {
+	noLeaks(t)
+	up := newUpstream(t, okChat("east"))
+	g := cached(t, up)
+	url := g.data.URL + "/v1/chat/completions"
+	steps := []struct {
+		name, key, body string
+		headers         []string
+		want            string // x-llmgate-cache
+		upstream        bool   // whether the backend is called
+	}{
+		{"cold miss", keyA, chatAbout("What is the capital of France?"), nil, "miss", true},
+		{"same prompt is an exact hit", keyA, chatAbout("What is the capital of France?"), nil, "hit", false},
+		{"reordered keys and whitespace are the same request", keyA, `{ "messages" : [ {"content":"What is the capital of France?", "role":"user"} ], "model":"gpt-4o" }`, nil, "hit", false},
+		{"paraphrase is a semantic hit", keyA, chatAbout("What's the capital of France?"), nil, "hit", false},
+		{"negation is a miss", keyA, chatAbout("What is not the capital of France?"), nil, "miss", true},
+		{"changed entity is a miss", keyA, chatAbout("What is the capital of Germany?"), nil, "miss", true},
+		{"other tenant is a miss", keyB, chatAbout("What is the capital of France?"), nil, "miss", true},
+		{"other answer-shaping parameters are a miss", keyA, `{"model":"gpt-4o","temperature":1.5,"messages":[{"role":"user","content":"What is the capital of France?"}]}`, nil, "miss", true},
+		{"cache off bypasses look-up", keyA, chatAbout("What is the capital of France?"), []string{"x-llmgate-cache", "off"}, "off", true},
+	}
+	for _, st := range steps {
+		before := up.calls.Load()
+		a := do(t, "POST", url, st.key, st.body, st.headers...)
+		if a.status != 200 {
+			t.Fatalf("%s: %d %s", st.name, a.status, a.body)
+		}
+		if got := a.header.Get("x-llmgate-cache"); got != st.want {
+			t.Errorf("%s: x-llmgate-cache = %q, want %q", st.name, got, st.want)
+		}
+		if called := up.calls.Load() > before; called != st.upstream {
+			t.Errorf("%s: backend called = %v, want %v", st.name, called, st.upstream)
+		}
+		if st.want == "hit" {
+			if a.header.Get("x-llmgate-cache-distance") == "" || a.header.Get("x-llmgate-backend") != "" {
+				t.Errorf("%s: a hit carries a distance and no backend: %v", st.name, a.header)
+			}
+			if !strings.Contains(string(a.body), "hello from east") {
+				t.Errorf("%s: body %s", st.name, a.body)
+			}
+		}
+	}
+}
+
+func TestCacheStoresOnlySuccesses(t *testing.T) {
+	up := newUpstream(t, status(400))
+	g := cached(t, up)
+	url := g.data.URL + "/v1/chat/completions"
+	do(t, "POST", url, keyA, chatAbout("tell me a story"))
+	up.set(okChat("east"))
+	if a := do(t, "POST", url, keyA, chatAbout("tell me a story")); a.header.Get("x-llmgate-cache") != "miss" {
+		t.Errorf("an error answer was cached: %v", a.header)
+	}
+	up.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"..."},"finish_reason":"content_filter"}]}`)
+	})
+	do(t, "POST", url, keyA, chatAbout("something filtered"))
+	if a := do(t, "POST", url, keyA, chatAbout("something filtered")); a.header.Get("x-llmgate-cache") != "miss" {
+		t.Errorf("a content-filtered answer was cached")
+	}
+}
+
+func TestCachedStreamRoundTrip(t *testing.T) {
+	noLeaks(t)
+	var saw bool
+	up := newUpstream(t, streamingUpstream(t, &saw))
+	g := cached(t, up)
+	url := g.data.URL + "/v1/chat/completions"
+	stream := `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"greet me"}]}`
+	first, _ := streamRequest(t, url, keyA, stream)
+	calls := up.calls.Load()
+	replayed, _ := streamRequest(t, url, keyA, stream)
+	if up.calls.Load() != calls {
+		t.Fatal("the second stream went to the backend")
+	}
+	if len(replayed) < 4 || replayed[len(replayed)-1] != "[DONE]" {
+		t.Fatalf("replay is not a well-formed stream: %q", replayed)
+	}
+	text := func(events []string) string {
+		var sb strings.Builder
+		for _, e := range events {
+			var c struct {
+				Choices []struct {
+					Delta struct{ Content string } `json:"delta"`
+				} `json:"choices"`
+			}
+			if e != "[DONE]" && json.Unmarshal([]byte(e), &c) == nil && len(c.Choices) > 0 {
+				sb.WriteString(c.Choices[0].Delta.Content)
+			}
+		}
+		return sb.String()
+	}
+	if text(first) != "Hi there" || text(replayed) != "Hi there" {
+		t.Errorf("content: first %q, replayed %q", text(first), text(replayed))
+	}
+	// The streamed answer also serves a non-streaming client, as JSON.
+	a := do(t, "POST", url, keyA, `{"model":"gpt-4o","messages":[{"role":"user","content":"greet me"}]}`)
+	var body struct {
+		Object  string `json:"object"`
+		Choices []struct {
+			Message struct{ Content string } `json:"message"`
+		} `json:"choices"`
+	}
+	if a.header.Get("x-llmgate-cache") != "hit" || json.Unmarshal(a.body, &body) != nil || body.Object != "chat.completion" || body.Choices[0].Message.Content != "Hi there" {
+		t.Errorf("JSON replay: %v %s", a.header.Get("x-llmgate-cache"), a.body)
+	}
+}
+
+type failingEmbedder struct{}
+
+func (failingEmbedder) Embed(context.Context, string) ([]float32, error) {
+	return nil, errors.New("embedder down")
+}
+
+func TestEmbedderFailureGoesUncached(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	g := cached(t, up, func(s *setup) { s.embedder = failingEmbedder{} })
+	url := g.data.URL + "/v1/chat/completions"
+	for i := range 2 {
+		a := do(t, "POST", url, keyA, chatAbout("hello there"))
+		if a.status != 200 {
+			t.Fatalf("request %d failed: %d", i, a.status)
+		}
+	}
+	// The exact tier needs no embedding: the second identical request hits.
+	if up.calls.Load() != 1 {
+		t.Errorf("backend calls = %d, want 1 (exact tier still works)", up.calls.Load())
+	}
+	if a := do(t, "POST", url, keyA, chatAbout("hello there, friend")); a.status != 200 || a.header.Get("x-llmgate-cache") != "miss" {
+		t.Errorf("paraphrase with a failing embedder: %d %s", a.status, a.header.Get("x-llmgate-cache"))
+	}
+}
+
+func TestCacheAdmin(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	g := cached(t, up)
+	url := g.data.URL + "/v1/chat/completions"
+	for _, p := range []string{"What is the capital of France?", "How tall is Mount Everest?"} {
+		do(t, "POST", url, keyA, chatAbout(p))
+	}
+	do(t, "POST", url, keyB, chatAbout("What is the capital of France?"))
+
+	var stats map[string]float64
+	a := do(t, "GET", g.admin.URL+"/admin/cache/stats", "", "")
+	if json.Unmarshal(a.body, &stats) != nil || stats["entries"] != 3 {
+		t.Fatalf("stats: %s", a.body)
+	}
+	for _, f := range []string{"hits", "misses", "exact_hits", "semantic_hits", "bytes"} {
+		if _, ok := stats[f]; !ok {
+			t.Errorf("stats lacks %q", f)
+		}
+	}
+	var list struct {
+		Entries []struct {
+			ID, Route, Partition, Prompt string
+		} `json:"entries"`
+		NextCursor *string `json:"next_cursor"`
+	}
+	a = do(t, "GET", g.admin.URL+"/admin/cache/entries?partition=team-a&limit=10", "", "")
+	if json.Unmarshal(a.body, &list) != nil || len(list.Entries) != 2 || list.NextCursor == nil {
+		t.Fatalf("list: %s", a.body)
+	}
+	id := list.Entries[0].ID
+	if a := do(t, "GET", g.admin.URL+"/admin/cache/entries/"+id, "", ""); a.status != 200 || !strings.Contains(string(a.body), `"response"`) {
+		t.Errorf("get: %d %s", a.status, a.body)
+	}
+	a = do(t, "POST", g.admin.URL+"/admin/cache/search", "", `{"route":"gpt-4o","partition":"team-a","messages":[{"role":"user","content":"What's the capital of France?"}]}`)
+	if a.status != 200 || !strings.Contains(string(a.body), `"distance"`) {
+		t.Errorf("search: %d %s", a.status, a.body)
+	}
+	if a := do(t, "DELETE", g.admin.URL+"/admin/cache/entries/"+id, "", ""); a.status != 204 {
+		t.Errorf("delete: %d", a.status)
+	}
+	if a := do(t, "GET", g.admin.URL+"/admin/cache/entries/"+id, "", ""); a.status != 404 {
+		t.Errorf("get after delete: %d", a.status)
+	}
+	a = do(t, "DELETE", g.admin.URL+"/admin/cache?partition=team-a", "", "")
+	if a.status != 200 || !strings.Contains(string(a.body), `"deleted":1`) {
+		t.Errorf("purge: %d %s", a.status, a.body)
+	}
+	if a := do(t, "GET", g.admin.URL+"/admin/cache/stats", "", ""); !strings.Contains(string(a.body), `"entries":1`) {
+		t.Errorf("after purge: %s", a.body)
+	}
+}

@@ -1,0 +1,251 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/llmgate/llmgate/internal/config"
+)
+
+// limited is a node whose team-a has the given TPM and daily quota.
+func limited(t *testing.T, up *upstream, tpm, quotaTokens int64) *gateway {
+	t.Helper()
+	s := twoBackends(up, up)
+	s.limits = true
+	s.mutate = func(c *config.Config) {
+		c.Consumers[0].TPM = tpm
+		if quotaTokens > 0 {
+			c.Consumers[0].Quota = config.Quota{Tokens: quotaTokens, Period: "daily"}
+		}
+	}
+	return newGateway(t, s)
+}
+
+func chatWithMax(max int) string {
+	return `{"model":"gpt-4o","max_tokens":` + strconv.Itoa(max) + `,"messages":[{"role":"user","content":"hello"}]}`
+}
+
+func TestTPMReservesThenSettles(t *testing.T) {
+	noLeaks(t)
+	up := newUpstream(t, okChat("east")) // usage: 8 tokens
+	g := limited(t, up, 100, 0)
+	url := g.data.URL + "/v1/chat/completions"
+
+	a := do(t, "POST", url, keyA, chatWithMax(80))
+	if a.status != 200 {
+		t.Fatalf("first request: %d %s", a.status, a.body)
+	}
+	if got := a.header.Get("x-llmgate-tokens-consumed"); got != "8" {
+		t.Errorf("x-llmgate-tokens-consumed = %q, want the reply's usage 8", got)
+	}
+	if got := a.header.Get("x-ratelimit-limit-tokens"); got != "100" {
+		t.Errorf("x-ratelimit-limit-tokens = %q, want 100", got)
+	}
+	if got := a.header.Get("x-ratelimit-remaining-tokens"); got != "92" {
+		t.Errorf("x-ratelimit-remaining-tokens = %q, want 92 after settling to 8", got)
+	}
+	// 8 used + (prompt 8 + 90 allowance) > 100: refused before any backend call.
+	calls := up.calls.Load()
+	a = do(t, "POST", url, keyA, chatWithMax(90))
+	if a.status != http.StatusTooManyRequests || a.errorCode(t) != "rate_limit_exceeded" {
+		t.Fatalf("over the window: %d %s", a.status, a.body)
+	}
+	ra, err := strconv.Atoi(a.header.Get("Retry-After"))
+	if err != nil || ra < 1 || ra > 61 {
+		t.Errorf("Retry-After = %q, want whole seconds within the window", a.header.Get("Retry-After"))
+	}
+	ms, err := strconv.Atoi(a.header.Get("retry-after-ms"))
+	if err != nil || ms < 1 || ms > 61000 || (ms+999)/1000 != ra {
+		t.Errorf("retry-after-ms = %q does not round up to Retry-After %d", a.header.Get("retry-after-ms"), ra)
+	}
+	if up.calls.Load() != calls {
+		t.Error("a refused request reached the backend")
+	}
+	// Another consumer has its own (unlimited) counter.
+	if a := do(t, "POST", url, keyB, chatWithMax(90)); a.status != 200 {
+		t.Errorf("team-b: %d", a.status)
+	}
+}
+
+func TestTooLargeIsRefusedAtOnce(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	g := limited(t, up, 100, 0)
+	a := do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatWithMax(5000))
+	if a.status != http.StatusTooManyRequests || a.errorCode(t) != "rate_limit_exceeded" {
+		t.Fatalf("got %d %s", a.status, a.body)
+	}
+	if !bytes.Contains(a.body, []byte("never")) {
+		t.Errorf("the message must say the request can never fit: %s", a.body)
+	}
+	if up.calls.Load() != 0 {
+		t.Error("reached the backend")
+	}
+}
+
+func TestQuotaExhaustedIs403(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	g := limited(t, up, 0, 20)
+	url := g.data.URL + "/v1/chat/completions"
+	if a := do(t, "POST", url, keyA, chatWithMax(5)); a.status != 200 {
+		t.Fatalf("first: %d %s", a.status, a.body)
+	}
+	a := do(t, "POST", url, keyA, chatWithMax(5))
+	if a.status != http.StatusForbidden || a.errorCode(t) != "quota_exceeded" {
+		t.Fatalf("second: %d %s", a.status, a.body)
+	}
+	if ra, err := strconv.Atoi(a.header.Get("Retry-After")); err != nil || ra < 1 || ra > 86400 {
+		t.Errorf("Retry-After = %q, want seconds to the day's end", a.header.Get("Retry-After"))
+	}
+}
+
+// streamingUpstream streams two content chunks, then the usage chunk when
+// the request asked for it, then [DONE].
+func streamingUpstream(t *testing.T, sawUsageOption *bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req struct {
+			StreamOptions *struct {
+				IncludeUsage bool `json:"include_usage"`
+			} `json:"stream_options"`
+		}
+		_ = json.Unmarshal(body, &req)
+		*sawUsageOption = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, c := range []string{
+			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi "},"finish_reason":null}]}`,
+			`{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"there"},"finish_reason":"stop"}]}`,
+		} {
+			_, _ = io.WriteString(w, "data: "+c+"\n\n")
+		}
+		if *sawUsageOption {
+			_, _ = io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}`+"\n\n")
+		}
+		_, _ = io.WriteString(w, "data: [DONE]\n\n")
+	}
+}
+
+func streamRequest(t *testing.T, url, key, body string) (events []string, trailer http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("api-key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("stream: %d %s", resp.StatusCode, b)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			events = append(events, d)
+		}
+	}
+	return events, resp.Trailer
+}
+
+func TestStreamSettlesFromUsageChunk(t *testing.T) {
+	noLeaks(t)
+	var saw bool
+	up := newUpstream(t, streamingUpstream(t, &saw))
+	g := limited(t, up, 5000, 0)
+	url := g.data.URL + "/v1/chat/completions"
+
+	tests := []struct {
+		name      string
+		body      string
+		wantUsage bool
+	}{
+		{"client without include_usage does not see the usage chunk", `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`, false},
+		{"client with include_usage sees it", `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			events, trailer := streamRequest(t, url, keyA, tc.body)
+			if !saw {
+				t.Error("the gateway did not ask the backend for usage")
+			}
+			gotUsage := false
+			for _, e := range events {
+				gotUsage = gotUsage || strings.Contains(e, `"usage"`)
+			}
+			if gotUsage != tc.wantUsage {
+				t.Errorf("usage chunk relayed = %v, want %v: %q", gotUsage, tc.wantUsage, events)
+			}
+			if len(events) == 0 || events[len(events)-1] != "[DONE]" {
+				t.Errorf("stream must end with [DONE]: %q", events)
+			}
+			if got := trailer.Get("x-llmgate-tokens-consumed"); got != "11" {
+				t.Errorf("trailer x-llmgate-tokens-consumed = %q, want 11", got)
+			}
+		})
+	}
+}
+
+func TestStreamWithoutUsageCountsText(t *testing.T) {
+	// An older Azure api-version gets no stream_options; the charge is the
+	// prompt estimate plus the streamed text counted.
+	var saw bool
+	up := newUpstream(t, streamingUpstream(t, &saw))
+	g := limited(t, up, 5000, 0)
+	events, trailer := streamRequest(t, g.data.URL+"/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01", keyA,
+		`{"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	if saw {
+		t.Error("stream_options sent to an api-version that does not know it")
+	}
+	if len(events) != 3 {
+		t.Errorf("events: %q", events)
+	}
+	n, err := strconv.Atoi(trailer.Get("x-llmgate-tokens-consumed"))
+	// prompt "hi" = 8 by the chat rule, "Hi there" = 2 tokens.
+	if err != nil || n != 10 {
+		t.Errorf("charged %q, want 10 (prompt estimate 8 + 2 counted)", trailer.Get("x-llmgate-tokens-consumed"))
+	}
+}
+
+func TestQuotaAdmin(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	g := limited(t, up, 100, 1000)
+	if a := do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatWithMax(10)); a.status != 200 {
+		t.Fatal(a.status)
+	}
+	a := do(t, "GET", g.admin.URL+"/admin/quota/team-a", "", "")
+	var s map[string]any
+	if err := json.Unmarshal(a.body, &s); err != nil || a.status != 200 {
+		t.Fatalf("%d %s", a.status, a.body)
+	}
+	for _, f := range []string{"consumer", "tpm_limit", "tpm_used", "tpm_remaining", "quota_limit", "quota_period", "quota_used", "quota_resets_at", "by_node"} {
+		if _, ok := s[f]; !ok {
+			t.Errorf("field %q missing: %s", f, a.body)
+		}
+	}
+	if s["tpm_used"].(float64) != 8 || s["quota_used"].(float64) != 8 {
+		t.Errorf("used: %s", a.body)
+	}
+	a = do(t, "PUT", g.admin.URL+"/admin/quota/team-a", "", `{"tpm":5}`)
+	if a.status != 200 || !bytes.Contains(a.body, []byte(`"tpm_limit":5`)) {
+		t.Fatalf("PUT: %d %s", a.status, a.body)
+	}
+	if a := do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatWithMax(10)); a.status != 429 {
+		t.Errorf("after lowering the limit: %d", a.status)
+	}
+	for _, tc := range []struct{ body, want string }{{`{"tpm":-1}`, "400"}, {`{"colour":1}`, "400"}, {`{}`, "400"}} {
+		if a := do(t, "PUT", g.admin.URL+"/admin/quota/team-a", "", tc.body); strconv.Itoa(a.status) != tc.want {
+			t.Errorf("PUT %s: %d", tc.body, a.status)
+		}
+	}
+	if a := do(t, "PUT", g.admin.URL+"/admin/quota/nobody", "", `{"tpm":1}`); a.status != 404 {
+		t.Errorf("unknown consumer: %d", a.status)
+	}
+	if a := do(t, "GET", g.admin.URL+"/admin/quota", "", ""); a.status != 200 || !bytes.Contains(a.body, []byte(`"consumers"`)) {
+		t.Errorf("list: %d %s", a.status, a.body)
+	}
+}

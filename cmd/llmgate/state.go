@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/llmgate/llmgate/api"
+	"github.com/llmgate/llmgate/index"
+	"github.com/llmgate/llmgate/index/graph"
+	"github.com/llmgate/llmgate/index/guard"
+	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/store"
+	"github.com/llmgate/llmgate/node"
+	"github.com/llmgate/llmgate/quota"
+)
+
+// state is what a node persists: its database, token accounting and cache.
+type state struct {
+	db      *store.DB
+	limiter *quota.Limiter
+	cache   *index.Cache // nil when the cache is disabled
+}
+
+// openState opens the database in the data directory and starts the limiter
+// and the cache on it. A database that cannot be opened (corrupt, locked) is
+// an error: a node must not start with its counters silently reset.
+func openState(cfg *config.Config, logger *slog.Logger) (_ *state, err error) {
+	st := &state{}
+	defer func() {
+		if err != nil {
+			_ = st.close()
+		}
+	}()
+	st.db, err = store.Open(filepath.Join(cfg.Node.DataDir, "db"), store.Options{Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", cfg.Node.DataDir, err)
+	}
+	limits := make(map[string]quota.Limits, len(cfg.Consumers))
+	for _, c := range cfg.Consumers {
+		limits[c.Name] = quota.Limits{TPM: c.TPM, QuotaTokens: c.Quota.Tokens, Period: quota.Period(c.Quota.Period)}
+	}
+	st.limiter, err = quota.Open(quota.Options{DB: st.db.DB, Logger: logger, NodeName: cfg.Node.Name}, limits)
+	if err != nil {
+		return nil, fmt.Errorf("starting token accounting: %w", err)
+	}
+	if cfg.Cache.Enabled {
+		newGraph := func() graph.Index { return graph.NewHNSW(graph.Params{}) }
+		if cfg.Cache.Index == config.IndexCoderHNSW {
+			newGraph = func() graph.Index { return graph.NewCoder(graph.Params{}) }
+		}
+		st.cache, err = index.Open(context.Background(), index.Options{
+			DB: st.db.DB, Logger: logger, NewGraph: newGraph,
+			TTL: cfg.Cache.TTL, MaxEntries: cfg.Cache.MaxEntries, Check: guard.Check,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("starting the cache: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// nodeCache and adminCache return the cache as the node and the admin API
+// see it, or a nil interface when there is none.
+func (st *state) nodeCache() node.Cache {
+	if st.cache == nil {
+		return nil
+	}
+	return st.cache
+}
+
+func (st *state) adminCache() api.CacheAdmin {
+	if st.cache == nil {
+		return nil
+	}
+	return st.cache
+}
+
+// close stops the cache and the limiter (writing their final state) and
+// closes the database. Safe on a partly opened state.
+func (st *state) close() error {
+	var errs []error
+	if st.cache != nil {
+		errs = append(errs, st.cache.Close())
+		st.cache = nil
+	}
+	if st.limiter != nil {
+		errs = append(errs, st.limiter.Close())
+		st.limiter = nil
+	}
+	if st.db != nil {
+		errs = append(errs, st.db.Close())
+		st.db = nil
+	}
+	return errors.Join(errs...)
+}

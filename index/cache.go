@@ -1,0 +1,634 @@
+package index
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/llmgate/llmgate/index/graph"
+)
+
+// ErrClosed is returned by calls made after (or racing with) Close.
+var ErrClosed = errors.New("index: cache closed")
+
+// Options configure a Cache. Zero fields get the defaults named on them.
+type Options struct {
+	// DB persists entries under store.PrefixCache. nil keeps the cache in
+	// memory only. The caller owns it and must Close the Cache before the DB.
+	DB *badger.DB
+	// Now is the clock for creation and expiry (default time.Now). Sweeps run
+	// on a real ticker, but every expiry decision reads Now.
+	Now func() time.Time
+	// Logger receives load and disk errors (default: discard).
+	Logger *slog.Logger
+	// NewGraph makes the nearest-neighbour index of one Space (default
+	// graph.NewFlat). Each graph is owned by one shard actor: it is never
+	// called concurrently.
+	NewGraph func() graph.Index
+	// Shards is the number of actors (default 4). A Space maps to one shard
+	// by hash, so all of one Space's entries live in one actor.
+	Shards int
+	// TTL is the lifetime of a stored entry whose ExpiresAt is zero
+	// (default 1h).
+	TTL time.Duration
+	// MaxEntries bounds the entries across all shards; 0 = unbounded. Beyond
+	// it, Store evicts the entry that expires soonest (ties: the lower ID),
+	// from the graph, the maps and the disk, before it returns.
+	MaxEntries int
+	// Check guards semantic hits: called with the query's prompt and a
+	// candidate's, from the caller's goroutine of LookupSemantic (never from
+	// an actor), it may veto a near-miss. nil accepts every candidate.
+	Check func(query, candidate string) (ok bool, reason string)
+	// Candidates is how many nearest neighbours a semantic lookup examines
+	// (default 4).
+	Candidates int
+	// SweepInterval is how often expired entries are removed (default 1s).
+	SweepInterval time.Duration
+
+	// beforeLoad, when set (tests only), runs in the loader goroutine before
+	// it reads the database.
+	beforeLoad func()
+}
+
+// Space names where entries may match each other: nothing ever matches
+// across Spaces, by the exact tier or the semantic tier.
+type Space struct {
+	Partition string // admin-visible partition name: vary_by values joined by "/"
+	Route     string
+	Shape     string // opaque hash of the answer-shaping request parameters
+}
+
+// Entry is one cached answer.
+//
+// Entries handed out by the Cache are copies: the caller may change the
+// struct's fields, but its slices (Vector, Response) are shared with the
+// cache and must be treated as read-only.
+type Entry struct {
+	// ID is 16 lowercase hex digits of a uint64 (also the graph id). Store
+	// assigns a random one when empty.
+	ID     string
+	Space  Space
+	Exact  [32]byte  // CanonicalHash of the request; zero = no exact tier
+	Prompt string    // retained dialog text, for the guard and the admin API
+	Vector []float32 // unit-length embedding; nil = exact tier only
+	// Response is the answer as a JSON chat.completion body.
+	Response  []byte
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	Hits      uint64
+}
+
+func (e *Entry) size() int64 {
+	return int64(len(e.Response) + len(e.Prompt) + 4*len(e.Vector))
+}
+
+// clone copies e and its slices.
+func (e *Entry) clone() *Entry {
+	cp := *e
+	cp.Vector = slices.Clone(e.Vector)
+	cp.Response = slices.Clone(e.Response)
+	return &cp
+}
+
+// SearchMatch is one result of Search.
+type SearchMatch struct {
+	ID       string  `json:"id"`
+	Distance float32 `json:"distance"`
+	Prompt   string  `json:"prompt"`
+}
+
+// Stats are the cache's counters since Open. Entries and Bytes are current
+// values; the others only grow.
+type Stats struct {
+	Entries      int64 `json:"entries"`
+	Hits         int64 `json:"hits"`
+	Misses       int64 `json:"misses"`
+	ExactHits    int64 `json:"exact_hits"`
+	SemanticHits int64 `json:"semantic_hits"`
+	Bytes        int64 `json:"bytes"` // prompt + response + 4 × vector length, summed
+}
+
+// Cache is the semantic cache's state. Its methods are safe for concurrent
+// use; they talk to the shard actors by message and may block until the
+// actor answers or ctx ends.
+type Cache struct {
+	opts   Options
+	log    *slog.Logger
+	shards []*shard
+
+	ctx     context.Context // ends at Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // actors, sweeper, loader
+	closing sync.Once
+
+	ready atomic.Bool
+
+	// Counters: written by actors (entries, bytes) and callers (the rest),
+	// read by Stats. They are not state an actor decides on.
+	entries, bytes                   atomic.Int64
+	hits, misses, exactHits, semHits atomic.Int64
+
+	// evictMu serialises eviction passes so that two Stores never both evict
+	// for the same excess entry. It guards no data.
+	evictMu sync.Mutex
+}
+
+// Open starts the shard actors and the sweeper. With a DB it loads the
+// persisted entries in the background: until Ready, lookups miss (and never
+// fail) while Store, Delete and Purge work and persist as usual.
+func Open(ctx context.Context, opts Options) (*Cache, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.NewGraph == nil {
+		opts.NewGraph = func() graph.Index { return graph.NewFlat() }
+	}
+	if opts.Shards <= 0 {
+		opts.Shards = 4
+	}
+	if opts.TTL <= 0 {
+		opts.TTL = time.Hour
+	}
+	if opts.MaxEntries < 0 {
+		return nil, fmt.Errorf("index: max entries %d is negative", opts.MaxEntries)
+	}
+	if opts.Candidates <= 0 {
+		opts.Candidates = 4
+	}
+	if opts.SweepInterval <= 0 {
+		opts.SweepInterval = time.Second
+	}
+	c := &Cache{opts: opts, log: opts.Logger}
+	// The cache outlives the ctx of the call that opened it only through
+	// Close; ctx's values (not its cancellation) carry over.
+	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	for range opts.Shards {
+		s := newShard(c)
+		c.shards = append(c.shards, s)
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			s.run(c.ctx)
+		}()
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.sweepLoop()
+	}()
+	if opts.DB == nil {
+		c.ready.Store(true)
+		return c, nil
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.load()
+	}()
+	return c, nil
+}
+
+// Ready reports whether the persisted entries have been loaded. Until then
+// lookups miss.
+func (c *Cache) Ready() bool { return c.ready.Load() }
+
+// Close stops the actors, the sweeper and a load in progress, and waits for
+// them. It does not close the DB. Calls after Close fail with ErrClosed or
+// miss.
+func (c *Cache) Close() error {
+	c.closing.Do(func() {
+		c.cancel()
+		c.wg.Wait()
+	})
+	return nil
+}
+
+// shardOf maps a Space to its shard (FNV-1a over its fields). Spaces that
+// share a shard still never share a graph or an exact hit.
+func (c *Cache) shardOf(sp Space) *shard {
+	const prime = 1099511628211
+	h := uint64(14695981039346656037)
+	for _, f := range [...]string{sp.Partition, sp.Route, sp.Shape} {
+		for i := range len(f) {
+			h = (h ^ uint64(f[i])) * prime
+		}
+		h = (h ^ 0xff) * prime // field separator
+	}
+	return c.shards[h%uint64(len(c.shards))]
+}
+
+// call runs f on s's actor and waits for it. On error f may still run later
+// (or not at all): the caller must not read what f writes.
+func (c *Cache) call(ctx context.Context, s *shard, f func(*shard)) error {
+	done := make(chan struct{}, 1) // buffered(1): the actor never waits for us
+	op := func(s *shard) {
+		f(s)
+		done <- struct{}{}
+	}
+	select {
+	case s.inbox <- op:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.ctx.Done():
+		return ErrClosed
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.ctx.Done():
+		return ErrClosed
+	}
+}
+
+// each runs f on every shard's actor in parallel and waits for all; f gets
+// the shard's index so that it can write to its own result slot.
+func (c *Cache) each(ctx context.Context, f func(i int, s *shard)) error {
+	done := make(chan struct{}, len(c.shards))
+	sent := 0
+	var err error
+	for i, s := range c.shards {
+		op := func(s *shard) {
+			f(i, s)
+			done <- struct{}{}
+		}
+		select {
+		case s.inbox <- op:
+			sent++
+			continue
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-c.ctx.Done():
+			err = ErrClosed
+		}
+		break
+	}
+	for range sent {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.ctx.Done():
+			return ErrClosed
+		}
+	}
+	return err
+}
+
+// newID returns a random entry id.
+func newID() uint64 { return rand.Uint64() }
+
+func formatID(id uint64) string { return fmt.Sprintf("%016x", id) }
+
+// parseID accepts exactly 16 lowercase hex digits.
+func parseID(s string) (uint64, bool) {
+	if len(s) != 16 {
+		return 0, false
+	}
+	for i := range len(s) {
+		if ch := s[i]; (ch < '0' || ch > '9') && (ch < 'a' || ch > 'f') {
+			return 0, false
+		}
+	}
+	id, err := strconv.ParseUint(s, 16, 64)
+	return id, err == nil
+}
+
+// LookupExact returns the live entry stored under the request hash h in
+// Space sp, counting a hit. A miss is not counted: the caller goes on to
+// LookupSemantic (or Miss), which counts it. While loading, it misses.
+func (c *Cache) LookupExact(ctx context.Context, sp Space, h [32]byte) (*Entry, bool) {
+	if !c.Ready() || h == ([32]byte{}) {
+		return nil, false
+	}
+	var e *Entry
+	if c.call(ctx, c.shardOf(sp), func(s *shard) { e = s.lookupExact(sp, h) }) != nil || e == nil {
+		return nil, false
+	}
+	c.hits.Add(1)
+	c.exactHits.Add(1)
+	return e, true
+}
+
+// LookupSemantic examines the Candidates nearest entries to vec in sp's
+// graph and returns the nearest one within threshold (cosine distance) that
+// Check accepts, counting a hit; otherwise it counts a miss. Check runs in
+// the caller's goroutine. While loading, it misses.
+func (c *Cache) LookupSemantic(ctx context.Context, sp Space, vec []float32, prompt string, threshold float32) (*Entry, float32, bool) {
+	if !c.Ready() || len(vec) == 0 {
+		c.misses.Add(1)
+		return nil, 0, false
+	}
+	s := c.shardOf(sp)
+	var cands []candidate
+	if c.call(ctx, s, func(s *shard) { cands = s.nearest(sp, vec, threshold) }) != nil {
+		c.misses.Add(1)
+		return nil, 0, false
+	}
+	for _, cd := range cands {
+		if c.opts.Check != nil {
+			if ok, reason := c.opts.Check(prompt, cd.e.Prompt); !ok {
+				c.log.Debug("cache guard vetoed a semantic match", "id", cd.e.ID, "distance", cd.d, "reason", reason)
+				continue
+			}
+		}
+		// Count the hit on the record; no need to wait for the actor.
+		select {
+		case s.inbox <- func(s *shard) { s.hit(cd.id) }:
+		case <-ctx.Done():
+		case <-c.ctx.Done():
+		}
+		cd.e.Hits++
+		c.hits.Add(1)
+		c.semHits.Add(1)
+		return cd.e, cd.d, true
+	}
+	c.misses.Add(1)
+	return nil, 0, false
+}
+
+// Miss counts a miss for a request that looked up the exact tier but not
+// the semantic tier (no embedding, embedder failed). With LookupExact and
+// LookupSemantic it makes every looked-up request count exactly once.
+func (c *Cache) Miss() { c.misses.Add(1) }
+
+// Store adds e: persisted (Badger commit) before it returns, replacing any
+// entry with the same Exact hash in e.Space (or the same ID). It fills e.ID
+// when empty, sets e.CreatedAt to Now and e.ExpiresAt to Now+TTL when zero,
+// then keeps a copy: the caller keeps ownership of e and its slices. An
+// entry already expired is not stored.
+func (c *Cache) Store(ctx context.Context, e *Entry) error {
+	now := c.opts.Now()
+	if e.ID == "" {
+		e.ID = formatID(newID())
+	}
+	e.CreatedAt = now
+	if e.ExpiresAt.IsZero() {
+		e.ExpiresAt = now.Add(c.opts.TTL)
+	}
+	return c.add(ctx, e, false)
+}
+
+// Insert adds e as given (ID and CreatedAt kept; ExpiresAt from TTL when
+// zero), for entries replicated from other nodes. It is idempotent on ID:
+// an entry whose ID is present is left as it is. Of two entries with the
+// same Exact hash the later (CreatedAt, then ID) wins, so that nodes agree.
+func (c *Cache) Insert(ctx context.Context, e *Entry) error {
+	if e.CreatedAt.IsZero() {
+		e.CreatedAt = c.opts.Now()
+	}
+	if e.ExpiresAt.IsZero() {
+		e.ExpiresAt = e.CreatedAt.Add(c.opts.TTL)
+	}
+	return c.add(ctx, e, true)
+}
+
+func (c *Cache) add(ctx context.Context, in *Entry, replica bool) error {
+	id, ok := parseID(in.ID)
+	if !ok {
+		return fmt.Errorf("index: entry id %q is not 16 lowercase hex digits", in.ID)
+	}
+	if !in.ExpiresAt.After(c.opts.Now()) {
+		return nil
+	}
+	e := in.clone()
+	e.Hits = 0
+	if replica {
+		e.Hits = in.Hits
+	}
+	s := c.shardOf(e.Space)
+	if replica {
+		var present bool
+		if err := c.call(ctx, s, func(s *shard) { _, present = s.entries[id] }); err != nil {
+			return err
+		}
+		if present {
+			return nil
+		}
+	}
+	if err := c.persist(e); err != nil {
+		return err
+	}
+	var stale []string
+	if err := c.call(ctx, s, func(s *shard) { stale = s.add(id, e, replica, false) }); err != nil {
+		return err
+	}
+	if err := c.deleteKeys(stale); err != nil {
+		return err
+	}
+	return c.evict(ctx)
+}
+
+// evict removes soonest-expiring entries until at most MaxEntries remain.
+func (c *Cache) evict(ctx context.Context) error {
+	limit := int64(c.opts.MaxEntries)
+	if limit == 0 || c.entries.Load() <= limit {
+		return nil
+	}
+	c.evictMu.Lock()
+	defer c.evictMu.Unlock()
+	for c.entries.Load() > limit {
+		tops := make([]expiry, len(c.shards))
+		found := make([]bool, len(c.shards))
+		if err := c.each(ctx, func(i int, s *shard) { tops[i], found[i] = s.soonest() }); err != nil {
+			return err
+		}
+		best := -1
+		for i, x := range tops {
+			if found[i] && (best < 0 || x.before(tops[best])) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return nil
+		}
+		id := tops[best].id
+		var gone *Entry
+		if err := c.call(ctx, c.shards[best], func(s *shard) { gone = s.remove(id) }); err != nil {
+			return err
+		}
+		if gone != nil {
+			c.log.Debug("cache entry evicted", "id", gone.ID, "max_entries", limit)
+			if err := c.deleteKeys([]string{gone.ID}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Get returns the live entry with the given ID (no hit counted).
+func (c *Cache) Get(ctx context.Context, id string) (*Entry, bool) {
+	n, ok := parseID(id)
+	if !ok {
+		return nil, false
+	}
+	found := make([]*Entry, len(c.shards))
+	if c.each(ctx, func(i int, s *shard) { found[i] = s.get(n) }) != nil {
+		return nil, false
+	}
+	for _, e := range found {
+		if e != nil {
+			return e, true
+		}
+	}
+	return nil, false
+}
+
+// Delete removes the entry with the given ID from memory and disk and
+// reports whether it was present in memory. While loading, an entry not yet
+// loaded is deleted from disk and will not be loaded.
+func (c *Cache) Delete(ctx context.Context, id string) (bool, error) {
+	n, ok := parseID(id)
+	if !ok {
+		return false, nil
+	}
+	found := make([]bool, len(c.shards))
+	if err := c.each(ctx, func(i int, s *shard) { found[i] = s.delete(n) }); err != nil {
+		return false, err
+	}
+	if err := c.deleteKeys([]string{id}); err != nil {
+		return false, err
+	}
+	return slices.Contains(found, true), nil
+}
+
+// Purge removes every entry of partition and route ("" matches all) from
+// memory and disk and returns how many it removed from memory. While
+// loading, matching entries created before the purge are not loaded.
+func (c *Cache) Purge(ctx context.Context, partition, route string) (int, error) {
+	f := filter{partition: partition, route: route, before: c.opts.Now()}
+	gone := make([][]string, len(c.shards))
+	if err := c.each(ctx, func(i int, s *shard) { gone[i] = s.purge(f) }); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, ids := range gone {
+		n += len(ids)
+		if err := c.deleteKeys(ids); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// List returns up to limit live entries of partition and route ("" matches
+// all) with IDs after cursor, in ID order, and the cursor of the next page
+// ("" at the end). limit ≤ 0 means 100.
+func (c *Cache) List(ctx context.Context, partition, route string, limit int, cursor string) ([]*Entry, string, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	after, hasAfter := uint64(0), false
+	if cursor != "" {
+		n, ok := parseID(cursor)
+		if !ok {
+			return nil, "", fmt.Errorf("index: bad cursor %q", cursor)
+		}
+		after, hasAfter = n, true
+	}
+	f := filter{partition: partition, route: route}
+	pages := make([][]*Entry, len(c.shards))
+	more := make([]bool, len(c.shards))
+	if err := c.each(ctx, func(i int, s *shard) { pages[i], more[i] = s.list(f, after, hasAfter, limit) }); err != nil {
+		return nil, "", err
+	}
+	var out []*Entry
+	for _, p := range pages {
+		out = append(out, p...)
+	}
+	slices.SortFunc(out, func(a, b *Entry) int { return cmp.Compare(a.ID, b.ID) })
+	next := ""
+	if len(out) > limit || slices.Contains(more, true) {
+		out = out[:min(limit, len(out))]
+		next = out[len(out)-1].ID
+	}
+	return out, next, nil
+}
+
+// Search returns the k (default 10) nearest live entries to vec in sp, or,
+// when sp.Shape is "", in every Space of sp.Partition and sp.Route. The
+// guard is not applied: this is for the admin API.
+func (c *Cache) Search(ctx context.Context, sp Space, vec []float32, k int) []SearchMatch {
+	if k <= 0 {
+		k = 10
+	}
+	if len(vec) == 0 {
+		return nil
+	}
+	var out []SearchMatch
+	if sp.Shape != "" {
+		if c.call(ctx, c.shardOf(sp), func(s *shard) { out = s.search(sp, vec, k) }) != nil {
+			return nil
+		}
+		return out
+	}
+	found := make([][]SearchMatch, len(c.shards))
+	if c.each(ctx, func(i int, s *shard) { found[i] = s.search(sp, vec, k) }) != nil {
+		return nil
+	}
+	for _, f := range found {
+		out = append(out, f...)
+	}
+	slices.SortStableFunc(out, func(a, b SearchMatch) int {
+		return cmp.Or(cmp.Compare(a.Distance, b.Distance), cmp.Compare(a.ID, b.ID))
+	})
+	return out[:min(k, len(out))]
+}
+
+// Stats returns the counters. It does not talk to the actors.
+func (c *Cache) Stats() Stats {
+	return Stats{
+		Entries:      c.entries.Load(),
+		Hits:         c.hits.Load(),
+		Misses:       c.misses.Load(),
+		ExactHits:    c.exactHits.Load(),
+		SemanticHits: c.semHits.Load(),
+		Bytes:        c.bytes.Load(),
+	}
+}
+
+// sweepLoop removes expired entries every SweepInterval.
+func (c *Cache) sweepLoop() {
+	t := time.NewTicker(c.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+			if err := c.sweep(c.ctx); err != nil && c.ctx.Err() == nil {
+				c.log.Warn("cache sweep failed", "err", err)
+			}
+		}
+	}
+}
+
+// sweep removes the entries expired by Now from every shard, then from disk.
+func (c *Cache) sweep(ctx context.Context) error {
+	now := c.opts.Now()
+	gone := make([][]string, len(c.shards))
+	if err := c.each(ctx, func(i int, s *shard) { gone[i] = s.expire(now) }); err != nil {
+		return err
+	}
+	for _, ids := range gone {
+		if err := c.deleteKeys(ids); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,249 @@
+package index
+
+import (
+	"bytes"
+	"encoding/json"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestCanonicalHash(t *testing.T) {
+	base := `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":0.2}`
+	tests := []struct {
+		name  string
+		other string
+		sp    Space
+		same  bool
+	}{
+		{"identical", base, teamA, true},
+		{"keys reordered", `{"temperature":0.2,"messages":[{"content":"hi","role":"user"}],"model":"gpt-4o"}`, teamA, true},
+		{"whitespace", " {\n\t\"model\" : \"gpt-4o\",\r\n \"messages\":[ {\"role\":\"user\", \"content\":\"hi\"} ] , \"temperature\": 0.2 }\n", teamA, true},
+		{"non-ASCII escaped or not", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"x":"\u00e9\u2028<"}`, teamA, false},
+		{"string escapes", `{"model":"gpt\u002d4o","messages":[{"role":"user","content":"h\u0069"}],"temperature":0.2}`, teamA, true},
+		{"stream ignored", `{"stream":true,"stream_options":{"include_usage":true},"user":"bob","model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":0.2}`, teamA, true},
+		{"other content", `{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}],"temperature":0.2}`, teamA, false},
+		{"other number", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":0.3}`, teamA, false},
+		{"number spelled otherwise", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":0.20}`, teamA, false},
+		{"string instead of number", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":"0.2"}`, teamA, false},
+		{"extra key", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"n":2}`, teamA, false},
+		{"nested user kept", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi","user":"x"}],"temperature":0.2}`, teamA, false},
+		{"array order kept", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"},{"role":"user","content":"ho"}],"temperature":0.2}`, teamA, false},
+		{"other partition", base, Space{"team-b", teamA.Route, teamA.Shape}, false},
+		{"other route", base, Space{teamA.Partition, "gpt-4", teamA.Shape}, false},
+		{"other shape", base, Space{teamA.Partition, teamA.Route, "s2"}, false},
+		{"field boundary shift", base, Space{"team-ag", "pt-4o", teamA.Shape}, false},
+	}
+	want, err := CanonicalHash(teamA, []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := CanonicalHash(tt.sp, []byte(tt.other))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (got == want) != tt.same {
+				t.Fatalf("hash equal = %v, want %v", got == want, tt.same)
+			}
+		})
+	}
+	for _, bad := range []string{``, `{`, `{"a":}`, `{"a":1}{}`, `{"a":1} x`, `[1,]`, `{1:2}`, `nul`} {
+		if _, err := CanonicalHash(teamA, []byte(bad)); err == nil {
+			t.Errorf("invalid JSON %q hashed without error", bad)
+		}
+	}
+	deep := strings.Repeat("[", 1000) + strings.Repeat("]", 1000)
+	if _, err := CanonicalHash(teamA, []byte(deep)); err == nil {
+		t.Error("1000-deep nesting accepted")
+	}
+	ok := strings.Repeat(`{"a":`, maxDepth) + "1" + strings.Repeat("}", maxDepth)
+	if _, err := CanonicalHash(teamA, []byte(ok)); err != nil {
+		t.Errorf("%d-deep nesting rejected: %v", maxDepth, err)
+	}
+}
+
+// FuzzCanonicalHash checks CanonicalHash against encoding/json: it never
+// panics, accepts only valid JSON, equals json.Marshal's sorted output (for
+// bodies without duplicate keys), ignores key order and whitespace, and
+// changes when a value changes.
+func FuzzCanonicalHash(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
+		`{"b":1,"a":[true,false,null,"x\u00e9<&>"],"stream":true,"user":"u"}`,
+		`[1, 2.50, -3e10]`, `"s"`, `{}`, `{"a":{"a":{"a":1}}}`, `{"a":1,"a":2}`, "\"\xff\"",
+		`{" ":"","":[{"":"","0":"0"}]}`, `{"<":1,"=":2,"\u003c":3}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		canon, err := canonicalJSON([]byte(s))
+		h, herr := CanonicalHash(teamA, []byte(s))
+		if (err == nil) != (herr == nil) {
+			t.Fatal("CanonicalHash and canonicalJSON disagree on validity")
+		}
+		if err != nil {
+			return
+		}
+		if !json.Valid([]byte(s)) {
+			t.Fatalf("accepted invalid JSON %q", s)
+		}
+		if again, err := canonicalJSON(canon); err != nil || !bytes.Equal(again, canon) {
+			t.Fatalf("canonical form %q is not a fixed point: %q, %v", canon, again, err)
+		}
+		if dupKeys(s) {
+			return
+		}
+		v := decodeNumbers(t, s)
+		if m, ok := v.(map[string]any); ok {
+			delete(m, "stream")
+			delete(m, "stream_options")
+			delete(m, "user")
+		}
+		want, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(canon, want) {
+			t.Fatalf("canonical form\n %q\nwant (json.Marshal)\n %q", canon, want)
+		}
+		var shuffled bytes.Buffer
+		writeReversed(&shuffled, v)
+		if h2, err := CanonicalHash(teamA, shuffled.Bytes()); err != nil || h2 != h {
+			t.Fatalf("reordered keys and whitespace changed the hash: %q vs %q (%v)", shuffled.Bytes(), s, err)
+		}
+		if m, ok := v.(map[string]any); ok && len(m) > 0 {
+			for k := range m {
+				m[k] = []any{m[k]}
+				break
+			}
+			changed, _ := json.Marshal(m)
+			if h3, err := CanonicalHash(teamA, changed); err != nil || h3 == h {
+				t.Fatalf("a changed value kept the hash: %q vs %q", changed, s)
+			}
+		}
+		if other, _ := CanonicalHash(Space{"x", teamA.Route, teamA.Shape}, []byte(s)); other == h {
+			t.Fatal("partition did not change the hash")
+		}
+	})
+}
+
+func decodeNumbers(t *testing.T, s string) any {
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		t.Fatalf("encoding/json rejects %q: %v", s, err)
+	}
+	return v
+}
+
+// dupKeys reports whether some object in s repeats a key.
+func dupKeys(s string) bool {
+	dec := json.NewDecoder(strings.NewReader(s))
+	type frame struct {
+		keys  map[string]bool
+		isObj bool
+		onKey bool
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{', '[':
+				if top != nil && top.isObj {
+					top.onKey = true
+				}
+				stack = append(stack, &frame{keys: map[string]bool{}, isObj: d == '{', onKey: true})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		}
+		if top != nil && top.isObj {
+			if top.onKey {
+				k := tok.(string)
+				if top.keys[k] {
+					return true
+				}
+				top.keys[k] = true
+			}
+			top.onKey = !top.onKey
+		}
+	}
+}
+
+// writeReversed encodes v with object keys in reverse order and extra
+// whitespace.
+func writeReversed(b *bytes.Buffer, v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		keys := slices.Sorted(maps.Keys(v))
+		slices.Reverse(keys)
+		b.WriteString("{ ")
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteString(" ,\n")
+			}
+			kb, _ := json.Marshal(k)
+			b.Write(kb)
+			b.WriteString(" :\t")
+			writeReversed(b, v[k])
+		}
+		b.WriteString(" }")
+	case []any:
+		b.WriteString("[ ")
+		for i, x := range v {
+			if i > 0 {
+				b.WriteString(",  ")
+			}
+			writeReversed(b, x)
+		}
+		b.WriteString("\r\n]")
+	default:
+		x, _ := json.Marshal(v)
+		b.Write(x)
+	}
+}
+
+func TestCanonicalJSONEscapes(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`"é"`, `"é"`},
+		{`"\u00e9"`, `"é"`},
+		{"\"\u2028\"", `"\u2028"`},
+		{`"<a&b>"`, `"\u003ca\u0026b\u003e"`},
+		{`"\/\t"`, `"/\t"`},
+		{"\"\xff\"", "\"\ufffd\""},
+		{"\"\ufffd\"", "\"\ufffd\""},
+		{` { "stream" : true , "b" : [ 1 , 2.50 ] , "a" : { "user" : 1 } } `, `{"a":{"user":1},"b":[1,2.50]}`},
+		{`{"str\u0065am":true,"a":1}`, `{"a":1}`},
+		{`{"a":2,"a":1}`, `{"a":1,"a":2}`},
+	}
+	for _, tt := range tests {
+		got, err := canonicalJSON([]byte(tt.in))
+		if err != nil || string(got) != tt.want {
+			t.Errorf("canonicalJSON(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func BenchmarkCanonicalHash(b *testing.B) {
+	body := []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"You are helpful."},{"role":"user","content":[{"type":"text","text":"describe"},{"type":"image_url","image_url":{"url":"data:image/png;base64,` +
+		strings.Repeat("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg", 4000) + `"}}]}],"temperature":0.2,"stream":true}`)
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := CanonicalHash(teamA, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

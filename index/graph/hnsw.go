@@ -1,0 +1,501 @@
+package graph
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// maxLevel caps node levels. With M ≥ 2 a level above 16 has probability
+// below 2^-16 per node at M = 2 and is astronomically rare at M = 16; the cap
+// only guards the uint8 level field against a pathological random draw.
+const maxLevel = 16
+
+// HNSW is a hierarchical navigable small world graph (Malkov & Yashunin,
+// "Efficient and robust approximate nearest neighbor search using
+// Hierarchical Navigable Small World graphs", 2016/2018).
+//
+// Layout: a node lives in an internal slot (uint32). Slot s owns the vector
+// vecs[s*dim:(s+1)*dim] of one contiguous slab, its external id ids[s], its
+// level, a fixed block of 1+2M links on layer 0 (count first) and, only when
+// its level is above 0, a block of level*(1+M) links in the small upper slab.
+// External ids map to slots through one map. This keeps the per-entry
+// overhead beyond the vector itself near 8 bytes per layer-0 link, instead of
+// the pointers and per-node maps of a node-object design.
+//
+// Invariants:
+//   - every live id has exactly one live slot, and slot[ids[s]] == s for it;
+//   - links point to existing slots (live or tombstoned), never to the node
+//     itself, without duplicates, at most M per upper layer and 2M on layer 0;
+//   - entry is a slot whose level is top; it may be tombstoned: tombstones
+//     stay in the graph and are walked through, so the graph stays connected,
+//     but they are never returned;
+//   - tombstones are at most a quarter of the slots after every call: past
+//     that the graph is rebuilt from the live slots (see compact), and an
+//     index whose last live entry is deleted is emptied at once.
+//
+// Determinism: levels come from a PCG generator seeded with Params.Seed, and
+// nothing iterates a map, so the same calls give the same graph and results.
+//
+// Not safe for concurrent use, not even Search with Search: searches share
+// scratch buffers. The owner (one actor) serialises every call.
+type HNSW struct {
+	p   Params
+	m0  int     // link capacity on layer 0: 2*M
+	ml  float64 // level multiplier 1/ln(M)
+	rng *rand.Rand
+
+	dim    int       // vector length, fixed by the first Add of an empty index
+	vecs   []float32 // slot s: vecs[s*dim : (s+1)*dim]
+	ids    []uint64  // slot → external id
+	levels []uint8   // slot → top layer of the node
+	links0 []uint32  // slot s: links0[s*(m0+1)] is the count, then m0 slots
+	upOff  []uint32  // slot → offset in up of its layer-1 block (if level > 0)
+	up     []uint32  // blocks of 1+M per upper layer, count first
+	dead   []uint64  // bitset of tombstoned slots
+	slot   map[uint64]uint32
+	tombs  int
+	entry  uint32
+	top    int // level of entry; -1 when the graph is empty
+
+	// Search scratch, reused so that a search allocates only its result.
+	mark  []uint32 // visit epoch per slot
+	epoch uint32
+	cand  heap // nearest-first candidates
+	res   heap // farthest-first results (distances negated, see searchLayer)
+	found []item
+	pick  []item
+}
+
+// item is a slot with its distance to the current query (or base node).
+type item struct {
+	d float32
+	s uint32
+}
+
+// NewHNSW returns an empty graph. Zero fields of p take their defaults.
+func NewHNSW(p Params) *HNSW {
+	p = p.withDefaults()
+	seed := uint64(p.Seed)
+	return &HNSW{
+		p:    p,
+		m0:   2 * p.M,
+		ml:   1 / math.Log(float64(p.M)),
+		rng:  rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		slot: map[uint64]uint32{},
+		top:  -1,
+	}
+}
+
+// Len implements Index.
+func (h *HNSW) Len() int { return len(h.slot) }
+
+// Add implements Index. A re-added id is tombstoned under its old slot and
+// inserted afresh, so a stale vector can never be found under the id and no
+// link is rewritten in place. vec is copied. Add panics when vec is empty or
+// its length differs from the vectors already held: a caller bug that would
+// otherwise silently corrupt distances.
+func (h *HNSW) Add(id uint64, vec []float32) {
+	if len(vec) == 0 {
+		panic("graph: HNSW.Add of an empty vector")
+	}
+	if len(h.ids) == 0 {
+		h.dim = len(vec)
+	} else if len(vec) != h.dim {
+		panic(fmt.Sprintf("graph: HNSW.Add of a %d-dim vector into a %d-dim index", len(vec), h.dim))
+	}
+	if old, ok := h.slot[id]; ok {
+		h.kill(old)
+	}
+	s := h.newSlot(id, vec, h.randomLevel())
+	h.insert(s)
+	h.maybeCompact()
+}
+
+// Delete implements Index. The slot stays in the graph as a tombstone.
+func (h *HNSW) Delete(id uint64) {
+	s, ok := h.slot[id]
+	if !ok {
+		return
+	}
+	delete(h.slot, id)
+	h.kill(s)
+	h.maybeCompact()
+}
+
+// Search implements Index. It descends the upper layers greedily (a beam of
+// one) and searches layer 0 with a beam of max(EfSearch, k). A query whose
+// length differs from the index's vectors matches nothing.
+func (h *HNSW) Search(q []float32, k int) []Match {
+	if k <= 0 || len(h.slot) == 0 || len(q) != h.dim {
+		return nil
+	}
+	ep := h.descend(q, 0)
+	found := h.searchLayer(q, []item{ep}, max(h.p.EfSearch, k), 0, true)
+	out := make([]Match, 0, min(k, len(found)))
+	for _, it := range found[:min(k, len(found))] {
+		out = append(out, Match{ID: h.ids[it.s], Distance: it.d})
+	}
+	return out
+}
+
+// kill tombstones slot s. The caller has already unmapped or remapped its id.
+func (h *HNSW) kill(s uint32) {
+	h.dead[s/64] |= 1 << (s % 64)
+	h.tombs++
+}
+
+func (h *HNSW) isDead(s uint32) bool { return h.dead[s/64]&(1<<(s%64)) != 0 }
+
+func (h *HNSW) vec(s uint32) []float32 {
+	i := int(s) * h.dim
+	return h.vecs[i : i+h.dim : i+h.dim]
+}
+
+// dist is the cosine distance of q to slot s. A zero vector on either side
+// has dot product 0 and so distance 1, never NaN.
+func (h *HNSW) dist(q []float32, s uint32) float32 { return 1 - Dot(q, h.vec(s)) }
+
+// links returns the link block of slot s on layer l: count first, then the
+// capacity (2M on layer 0, M above).
+func (h *HNSW) links(s uint32, l int) []uint32 {
+	if l == 0 {
+		w := h.m0 + 1
+		return h.links0[int(s)*w : int(s+1)*w]
+	}
+	w := h.p.M + 1
+	off := int(h.upOff[s]) + (l-1)*w
+	return h.up[off : off+w]
+}
+
+func (h *HNSW) randomLevel() int {
+	// 1-Float64() is in (0, 1], so the logarithm is finite.
+	l := int(-math.Log(1-h.rng.Float64()) * h.ml)
+	return min(l, maxLevel)
+}
+
+// newSlot appends a node without links and maps id to it.
+func (h *HNSW) newSlot(id uint64, vec []float32, level int) uint32 {
+	if len(h.ids) >= math.MaxUint32 {
+		panic("graph: HNSW is full (2^32-1 slots)")
+	}
+	s := uint32(len(h.ids))
+	h.vecs = append(h.vecs, vec...)
+	h.ids = append(h.ids, id)
+	h.levels = append(h.levels, uint8(level))
+	h.links0 = append(h.links0, make([]uint32, h.m0+1)...)
+	h.upOff = append(h.upOff, 0)
+	h.mark = append(h.mark, 0)
+	if int(s)/64 >= len(h.dead) {
+		h.dead = append(h.dead, 0)
+	}
+	h.dead[s/64] &^= 1 << (s % 64)
+	h.allocUpper(s)
+	h.slot[id] = s
+	return s
+}
+
+func (h *HNSW) allocUpper(s uint32) {
+	if h.levels[s] == 0 {
+		return
+	}
+	h.upOff[s] = uint32(len(h.up))
+	h.up = append(h.up, make([]uint32, int(h.levels[s])*(h.p.M+1))...)
+}
+
+// insert links slot s into the graph (the paper's Algorithm 1).
+func (h *HNSW) insert(s uint32) {
+	level := int(h.levels[s])
+	if h.top < 0 {
+		h.entry, h.top = s, level
+		return
+	}
+	q := h.vec(s)
+	ep := h.descend(q, level+1)
+	eps := []item{ep}
+	for l := min(level, h.top); l >= 0; l-- {
+		// Tombstones count in the construction beam (they are walked
+		// through), but links go to live nodes when there are any: a link
+		// to a tombstone is dropped at the next compaction.
+		found := h.searchLayer(q, eps, h.p.EfConstruction, l, false)
+		h.found = append(h.found[:0], found...)
+		h.pick = h.pick[:0]
+		for _, it := range h.found {
+			if !h.isDead(it.s) {
+				h.pick = append(h.pick, it)
+			}
+		}
+		if len(h.pick) == 0 {
+			h.pick = append(h.pick, h.found...)
+		}
+		sel := h.selectNeighbours(h.pick, h.p.M)
+		b := h.links(s, l)
+		b[0] = uint32(len(sel))
+		for i, it := range sel {
+			b[1+i] = it.s
+		}
+		for _, it := range sel {
+			h.link(it.s, s, it.d, l)
+		}
+		eps = h.found
+	}
+	if level > h.top {
+		h.entry, h.top = s, level
+	}
+}
+
+// descend walks greedily (beam of one) from the entry point down to layer
+// stop, tombstones included, and returns the closest node found.
+func (h *HNSW) descend(q []float32, stop int) item {
+	cur := item{h.dist(q, h.entry), h.entry}
+	for l := h.top; l >= stop; l-- {
+		for changed := true; changed; {
+			changed = false
+			b := h.links(cur.s, l)
+			for _, n := range b[1 : 1+b[0]] {
+				if d := h.dist(q, n); d < cur.d {
+					cur, changed = item{d, n}, true
+				}
+			}
+		}
+	}
+	return cur
+}
+
+// searchLayer is the paper's Algorithm 2: a best-first beam search on layer l
+// from eps, keeping the ef nearest nodes found. With liveOnly, tombstones are
+// expanded (they keep the graph navigable) but not kept as results. It
+// returns the results nearest first, in a scratch slice valid until the next
+// search.
+//
+// The result heap is a max-heap built from the min-heap by negating
+// distances: its root is the farthest kept result, the one to beat.
+func (h *HNSW) searchLayer(q []float32, eps []item, ef, l int, liveOnly bool) []item {
+	h.epoch++
+	if h.epoch == 0 { // wrapped: old marks could collide with new epochs
+		clear(h.mark)
+		h.epoch = 1
+	}
+	h.cand.reset()
+	h.res.reset()
+	for _, ep := range eps {
+		if h.mark[ep.s] == h.epoch {
+			continue
+		}
+		h.mark[ep.s] = h.epoch
+		h.cand.push(ep)
+		if !liveOnly || !h.isDead(ep.s) {
+			h.res.push(item{-ep.d, ep.s})
+			if h.res.len() > ef {
+				h.res.pop()
+			}
+		}
+	}
+	for h.cand.len() > 0 {
+		c := h.cand.pop()
+		if h.res.len() >= ef && c.d > -h.res.top().d {
+			break // nearest candidate is beyond the farthest result
+		}
+		b := h.links(c.s, l)
+		for _, n := range b[1 : 1+b[0]] {
+			if h.mark[n] == h.epoch {
+				continue
+			}
+			h.mark[n] = h.epoch
+			d := h.dist(q, n)
+			if h.res.len() >= ef && d >= -h.res.top().d {
+				continue
+			}
+			h.cand.push(item{d, n})
+			if !liveOnly || !h.isDead(n) {
+				h.res.push(item{-d, n})
+				if h.res.len() > ef {
+					h.res.pop()
+				}
+			}
+		}
+	}
+	// Popping the max-heap yields farthest first: fill from the back.
+	out := slices.Grow(h.pick[:0], h.res.len())[:h.res.len()]
+	for i := len(out) - 1; i >= 0; i-- {
+		it := h.res.pop()
+		out[i] = item{-it.d, it.s}
+	}
+	h.pick = out
+	return out
+}
+
+// selectNeighbours is the paper's Algorithm 4 without extending or keeping
+// pruned candidates (as hnswlib does): walking the candidates nearest first,
+// keep one only if it is closer to the base than to every node already kept.
+// This spreads links across directions instead of spending them all inside
+// one cluster, which is what keeps clustered data navigable. cands must be
+// sorted nearest first; the result reuses its backing array.
+func (h *HNSW) selectNeighbours(cands []item, m int) []item {
+	if len(cands) <= m {
+		return cands
+	}
+	kept := cands[:0]
+	for _, c := range cands {
+		if len(kept) >= m {
+			break
+		}
+		good := true
+		cv := h.vec(c.s)
+		for _, k := range kept {
+			if h.dist(cv, k.s) < c.d {
+				good = false
+				break
+			}
+		}
+		if good {
+			kept = append(kept, c)
+		}
+	}
+	return kept
+}
+
+// link adds the edge from → to on layer l, d being their distance. A full
+// list is re-selected with the heuristic among its live links plus the new
+// one, so a node's links stay diverse and tombstones lose their links first.
+func (h *HNSW) link(from, to uint32, d float32, l int) {
+	b := h.links(from, l)
+	capacity := len(b) - 1
+	n := int(b[0])
+	if n < capacity {
+		b[1+n] = to
+		b[0]++
+		return
+	}
+	base := h.vec(from)
+	cands := make([]item, 0, capacity+1)
+	cands = append(cands, item{d, to})
+	for _, o := range b[1 : 1+n] {
+		if !h.isDead(o) {
+			cands = append(cands, item{h.dist(base, o), o})
+		}
+	}
+	slices.SortFunc(cands, cmpItem)
+	sel := h.selectNeighbours(cands, capacity)
+	b[0] = uint32(len(sel))
+	for i, it := range sel {
+		b[1+i] = it.s
+	}
+}
+
+func cmpItem(a, b item) int {
+	switch {
+	case a.d < b.d:
+		return -1
+	case a.d > b.d:
+		return 1
+	}
+	return int(a.s) - int(b.s)
+}
+
+// maybeCompact empties the index when nothing is live, and rebuilds it from
+// the live slots when tombstones pass a quarter of all slots. Tombstones cost
+// memory and search time (they are walked but not returned) and their links
+// age as the graph changes around them; the quarter bounds both, and a
+// rebuild after N/3 deletes of N live entries costs about three inserts per
+// delete, amortised.
+func (h *HNSW) maybeCompact() {
+	switch {
+	case len(h.slot) == 0:
+		h.reset()
+	case h.tombs*4 > len(h.ids):
+		h.compact()
+	}
+}
+
+// reset drops every slot but keeps the parameters and the random stream.
+func (h *HNSW) reset() {
+	h.dim, h.tombs, h.top, h.entry, h.epoch = 0, 0, -1, 0, 0
+	h.vecs, h.ids, h.levels, h.links0, h.upOff, h.up, h.dead, h.mark = nil, nil, nil, nil, nil, nil, nil, nil
+	h.slot = map[uint64]uint32{}
+}
+
+// compact moves the live slots down over the tombstones, in slot order, and
+// re-inserts them into an empty graph with their old levels. It works in
+// place (a slot only ever moves to a lower index), so it needs no second
+// copy of the vectors; the pause is that of building the live set anew, which
+// the owner should bound by keeping shards small enough.
+func (h *HNSW) compact() {
+	n := uint32(0)
+	for s := range uint32(len(h.ids)) {
+		if h.isDead(s) {
+			continue
+		}
+		if n != s {
+			copy(h.vec(n), h.vec(s))
+			h.ids[n], h.levels[n] = h.ids[s], h.levels[s]
+			h.slot[h.ids[n]] = n
+		}
+		n++
+	}
+	h.vecs = h.vecs[:int(n)*h.dim]
+	h.ids, h.levels = h.ids[:n], h.levels[:n]
+	h.links0 = h.links0[:int(n)*(h.m0+1)]
+	clear(h.links0)
+	h.upOff, h.mark = h.upOff[:n], h.mark[:n]
+	clear(h.mark)
+	h.epoch = 0
+	h.dead = h.dead[:(n+63)/64]
+	clear(h.dead)
+	h.up = h.up[:0]
+	h.tombs, h.top = 0, -1
+	for s := range n {
+		h.allocUpper(s)
+		h.insert(s)
+	}
+}
+
+// heap is a binary min-heap of items by distance, written out rather than
+// through container/heap to avoid interface calls on the hot path.
+type heap struct{ a []item }
+
+func (x *heap) reset()    { x.a = x.a[:0] }
+func (x *heap) len() int  { return len(x.a) }
+func (x *heap) top() item { return x.a[0] }
+
+func (x *heap) push(it item) {
+	x.a = append(x.a, it)
+	i := len(x.a) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if x.a[p].d <= it.d {
+			break
+		}
+		x.a[i] = x.a[p]
+		i = p
+	}
+	x.a[i] = it
+}
+
+func (x *heap) pop() item {
+	root := x.a[0]
+	last := x.a[len(x.a)-1]
+	x.a = x.a[:len(x.a)-1]
+	n := len(x.a)
+	if n == 0 {
+		return root
+	}
+	i := 0
+	for {
+		c := 2*i + 1
+		if c >= n {
+			break
+		}
+		if c+1 < n && x.a[c+1].d < x.a[c].d {
+			c++
+		}
+		if last.d <= x.a[c].d {
+			break
+		}
+		x.a[i] = x.a[c]
+		i = c
+	}
+	x.a[i] = last
+	return root
+}

@@ -1,0 +1,268 @@
+package graph
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// recallAt1 queries x and the exact ref with near duplicates of stored
+// vectors and returns the fraction of queries whose top result agrees.
+func recallAt1(x Index, ref *Flat, queries [][]float32) float64 {
+	hit := 0
+	for _, q := range queries {
+		want := ref.Search(q, 1)
+		got := x.Search(q, 1)
+		if len(got) > 0 && len(want) > 0 && got[0].ID == want[0].ID {
+			hit++
+		}
+	}
+	return float64(hit) / float64(len(queries))
+}
+
+// TestHNSWRecallRandom384: the cache's workload in its hardest form. Random
+// 384-d unit vectors have no structure to navigate by, and a cache lookup is
+// a near duplicate of one stored entry; top-1 must agree with exact search.
+func TestHNSWRecallRandom384(t *testing.T) {
+	n := 20_000
+	if raceEnabled || testing.Short() {
+		n = 3_000
+	}
+	r := rand.New(rand.NewPCG(10, 10))
+	x, ref := NewHNSW(Params{Seed: 3}), NewFlat()
+	vecs := make([][]float32, n)
+	for i := range vecs {
+		vecs[i] = randUnit(r, 384)
+		x.Add(uint64(i), vecs[i])
+		ref.Add(uint64(i), vecs[i])
+	}
+	queries := make([][]float32, 500)
+	for i := range queries {
+		queries[i] = nearDup(r, vecs[r.IntN(n)], 0.5)
+	}
+	if got := recallAt1(x, ref, queries); got < 0.99 {
+		t.Fatalf("top-1 recall at %d entries = %.3f, want >= 0.99", n, got)
+	}
+}
+
+// TestHNSWRecallClustered: tight clusters are where a graph without the
+// selection heuristic loses its way (all links stay inside one cluster).
+func TestHNSWRecallClustered(t *testing.T) {
+	const dim, clusters = 64, 50
+	per := 200
+	if raceEnabled || testing.Short() {
+		per = 40
+	}
+	r := rand.New(rand.NewPCG(11, 11))
+	x, ref := NewHNSW(Params{Seed: 4}), NewFlat()
+	centres := make([][]float32, clusters)
+	for i := range centres {
+		centres[i] = randUnit(r, dim)
+	}
+	var vecs [][]float32
+	for i := range clusters * per {
+		v := nearDup(r, centres[i%clusters], 0.3)
+		vecs = append(vecs, v)
+		x.Add(uint64(i), v)
+		ref.Add(uint64(i), v)
+	}
+	queries := make([][]float32, 500)
+	for i := range queries {
+		queries[i] = nearDup(r, vecs[r.IntN(len(vecs))], 0.05)
+	}
+	if got := recallAt1(x, ref, queries); got < 0.99 {
+		t.Fatalf("clustered top-1 recall = %.3f, want >= 0.99", got)
+	}
+}
+
+// TestHNSWRecallAfterChurn: compaction rebuilds the graph in place; recall
+// must survive many rebuilds and the tombstones between them.
+func TestHNSWRecallAfterChurn(t *testing.T) {
+	const dim = 128
+	n := 4000
+	if raceEnabled || testing.Short() {
+		n = 1000
+	}
+	r := rand.New(rand.NewPCG(12, 12))
+	x, ref := NewHNSW(Params{Seed: 5}), NewFlat()
+	live := map[uint64][]float32{}
+	next := uint64(0)
+	for range 3 * n {
+		v := randUnit(r, dim)
+		x.Add(next, v)
+		ref.Add(next, v)
+		live[next] = v
+		next++
+		if len(live) > n {
+			// Evict roughly the oldest, as an LRU cache would.
+			for id := next - uint64(len(live)); ; id++ {
+				if _, ok := live[id]; ok {
+					x.Delete(id)
+					ref.Delete(id)
+					delete(live, id)
+					break
+				}
+			}
+		}
+	}
+	checkInvariants(t, x)
+	var queries [][]float32
+	for id := next - uint64(n); id < next; id += 7 {
+		queries = append(queries, nearDup(r, live[id], 0.5))
+	}
+	if got := recallAt1(x, ref, queries); got < 0.99 {
+		t.Fatalf("top-1 recall after churn = %.3f, want >= 0.99", got)
+	}
+}
+
+func TestHNSWCompactsAndStaysValid(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 13))
+	x := NewHNSW(Params{M: 4, Seed: 6})
+	for id := range uint64(400) {
+		x.Add(id, randUnit(r, 16))
+	}
+	entryID := x.ids[x.entry]
+	x.Delete(entryID) // the entry point: still walked as a tombstone
+	checkInvariants(t, x)
+	if x.tombs != 1 {
+		t.Fatalf("tombstones = %d after one delete, want 1", x.tombs)
+	}
+	for id := range uint64(400) {
+		if id != entryID && id%3 != 0 {
+			x.Delete(id)
+		}
+		if x.tombs*4 > len(x.ids) {
+			t.Fatalf("after deleting %d: %d tombstones in %d slots, above a quarter", id, x.tombs, len(x.ids))
+		}
+	}
+	checkInvariants(t, x)
+	if len(x.ids) >= 400 {
+		t.Fatalf("%d slots after deleting two thirds: no compaction happened", len(x.ids))
+	}
+	for id := uint64(0); id < 400; id += 3 {
+		if id == entryID {
+			continue
+		}
+		v := x.vec(x.slot[id])
+		if got := x.Search(v, 1); len(got) != 1 || got[0].ID != id {
+			t.Fatalf("after compaction, Search for id %d = %v", id, got)
+		}
+	}
+}
+
+func TestHNSWIsDeterministic(t *testing.T) {
+	build := func() *HNSW {
+		r := rand.New(rand.NewPCG(14, 14))
+		x := NewHNSW(Params{Seed: 7})
+		for id := range uint64(1500) {
+			x.Add(id%1000, randUnit(r, 24)) // includes re-adds and a compaction
+			if id%5 == 0 {
+				x.Delete(id / 2)
+			}
+		}
+		return x
+	}
+	a, b := build(), build()
+	if !slices.Equal(a.links0, b.links0) || !slices.Equal(a.up, b.up) || a.entry != b.entry {
+		t.Fatal("two graphs built with the same seed and calls differ")
+	}
+}
+
+// checkInvariants asserts the structural invariants stated on HNSW.
+func checkInvariants(t *testing.T, x *HNSW) {
+	t.Helper()
+	n := len(x.ids)
+	if len(x.vecs) != n*x.dim || len(x.levels) != n || len(x.links0) != n*(x.m0+1) || len(x.mark) != n {
+		t.Fatalf("slabs disagree on the slot count %d", n)
+	}
+	live := 0
+	for s := range uint32(n) {
+		if x.isDead(s) {
+			continue
+		}
+		live++
+		if got, ok := x.slot[x.ids[s]]; !ok || got != s {
+			t.Fatalf("live slot %d (id %d) is not the slot its id maps to (%d)", s, x.ids[s], got)
+		}
+	}
+	if live != len(x.slot) || n-live != x.tombs {
+		t.Fatalf("%d live slots, %d tombstones counted; map holds %d ids, tombs = %d", live, n-live, len(x.slot), x.tombs)
+	}
+	if n > 0 && int(x.levels[x.entry]) != x.top {
+		t.Fatalf("entry %d has level %d, top is %d", x.entry, x.levels[x.entry], x.top)
+	}
+	for s := range uint32(n) {
+		if int(x.levels[s]) > x.top {
+			t.Fatalf("slot %d has level %d above the top %d", s, x.levels[s], x.top)
+		}
+		for l := 0; l <= int(x.levels[s]); l++ {
+			b := x.links(s, l)
+			if int(b[0]) > len(b)-1 {
+				t.Fatalf("slot %d layer %d: %d links, capacity %d", s, l, b[0], len(b)-1)
+			}
+			seen := map[uint32]bool{}
+			for _, o := range b[1 : 1+b[0]] {
+				switch {
+				case o == s:
+					t.Fatalf("slot %d links to itself on layer %d", s, l)
+				case int(o) >= n:
+					t.Fatalf("slot %d links to slot %d of %d on layer %d", s, o, n, l)
+				case int(x.levels[o]) < l:
+					t.Fatalf("slot %d links on layer %d to slot %d of level %d", s, l, o, x.levels[o])
+				case seen[o]:
+					t.Fatalf("slot %d links twice to %d on layer %d", s, o, l)
+				}
+				seen[o] = true
+			}
+		}
+	}
+}
+
+func TestHNSWInvariantsUnderChurn(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 15))
+	x := NewHNSW(Params{M: 6, EfConstruction: 40, Seed: 8})
+	for op := range 5000 {
+		id := uint64(r.IntN(800))
+		if r.IntN(3) == 0 {
+			x.Delete(id)
+		} else {
+			x.Add(id, randUnit(r, 12))
+		}
+		if op%500 == 0 {
+			checkInvariants(t, x)
+		}
+	}
+	checkInvariants(t, x)
+}
+
+// BenchmarkSearch measures one k=1 near-duplicate lookup at a few sizes.
+func BenchmarkSearch(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		for _, im := range []struct {
+			name string
+			new  func() Index
+		}{
+			{"hnsw", func() Index { return NewHNSW(Params{Seed: 1}) }},
+			{"coder", func() Index { return NewCoder(Params{Seed: 1}) }},
+		} {
+			b.Run(fmt.Sprintf("%s/n=%d", im.name, n), func(b *testing.B) {
+				r := rand.New(rand.NewPCG(16, 16))
+				x := im.new()
+				vecs := make([][]float32, n)
+				for i := range vecs {
+					vecs[i] = randUnit(r, 384)
+					x.Add(uint64(i), vecs[i])
+				}
+				queries := make([][]float32, 1000)
+				for i := range queries {
+					queries[i] = nearDup(r, vecs[r.IntN(n)], 0.5)
+				}
+				b.ResetTimer()
+				for i := 0; b.Loop(); i++ {
+					x.Search(queries[i%len(queries)], 1)
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,30 @@
+// Package guard owns the match guard of the semantic cache: the check, run
+// after the nearest-neighbour step, that refuses a cached answer whose prompt
+// is close in embedding space but asks something else (SPEC §6 "hard
+// negatives"). Embeddings of bag-of-words features cannot tell "convert USD
+// to EUR" from "convert EUR to USD", "is it safe" from "is it not safe", or
+// "who is Obama" from "who is Trump"; Check compares the surface facts that
+// decide such prompts.
+//
+// Check refuses a pair of dialog texts when they differ in
+//   - a number: digits (1,000 / 3.5 / 11th) or number words (one … twenty,
+//     thirty … ninety, hundred, thousand, million, ordinals), compared as the
+//     sequence of values (so a changed, added, removed or reordered number
+//     refuses);
+//   - a negation: the count of not, no, never, n't, without, none, nobody,
+//     nothing, neither, nor, cannot, …;
+//   - a named entity: a capitalised word not at a sentence start (or at one
+//     when it is not a common sentence opener), an acronym, a word with
+//     digits, an email or URL, or a quoted string. Every entity of one text
+//     must occur (case-insensitively) in the other, and the entities both
+//     share must come in the same order;
+//   - a comparative or direction word (before/after, more/less, max/min,
+//     first/last, increase/decrease, …): the set present must be equal.
+//
+// Invariants: Check is a pure function of its two arguments (deterministic,
+// symmetric in what it refuses), keeps no state and is safe for concurrent
+// use. It allocates nothing for texts up to a few hundred words.
+//
+// The reasons it returns are stable strings: ReasonNumber, ReasonNegation,
+// ReasonEntity, ReasonComparative.
+package guard

@@ -1,0 +1,71 @@
+package guard
+
+import "testing"
+
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name       string
+		query, hit string
+		ok         bool
+		reason     string
+	}{
+		{"paraphrase passes", "How do I reset my password?", "How can I reset my password?", true, ""},
+		{"identical text passes", "Explain the Raft consensus algorithm.", "Explain the Raft consensus algorithm.", true, ""},
+		{"case of a name does not matter", "what is the capital of France?", "What is the capital of france", true, ""},
+		{"name at a sentence start matches the same name inside", "Paris is in which country?", "Which country is Paris in?", true, ""},
+		{"negation is a miss", "Is it safe to eat raw eggs?", "Is it not safe to eat raw eggs?", false, ReasonNegation},
+		{"n't is a negation", "Why does my code compile?", "Why doesn't my code compile?", false, ReasonNegation},
+		{"without is a negation", "Make pancakes with eggs", "Make pancakes without eggs", false, ReasonNegation},
+		{"changed number is a miss", "Write a poem of 4 lines", "Write a poem of 5 lines", false, ReasonNumber},
+		{"added number is a miss", "List the largest cities", "List the 10 largest cities", false, ReasonNumber},
+		{"number word equals digits", "Give me three ideas for a party", "Give me 3 ideas for a party", true, ""},
+		{"number words compose", "twenty one thousand people", "21,000 people", true, ""},
+		{"scale word after digits", "a budget of 5 million dollars", "a budget of 5,000,000 dollars", true, ""},
+		{"ordinal word equals digits", "who was the eleventh president", "who was the 11th president", true, ""},
+		{"ordinal is not a cardinal", "the 3rd item", "the 3 item", false, ReasonNumber},
+		{"decimal differs", "Python 3.11 features", "Python 3.12 features", false, ReasonNumber},
+		{"swapped numbers are a miss", "from 5 to 10", "from 10 to 5", false, ReasonNumber},
+		{"negative number", "what is -5 squared", "what is 5 squared", false, ReasonNumber},
+		{"different person is a miss", "Who is Barack Obama?", "Who is Donald Trump?", false, ReasonEntity},
+		{"follow-up in another conversation is a miss", "Who is Barack Obama?\nHow old is he?", "Who is Donald Trump?\nHow old is he?", false, ReasonEntity},
+		{"swapped entities are a miss", "Convert USD to EUR", "Convert EUR to USD", false, ReasonEntity},
+		{"acronym differs", "What does HTTP stand for", "What does FTP stand for", false, ReasonEntity},
+		{"model name with digits", "Compare gpt4o and llama", "Compare gpt4 and llama", false, ReasonEntity},
+		{"quoted string differs", `Translate "good morning" to Spanish`, `Translate "good night" to Spanish`, false, ReasonEntity},
+		{"backtick code differs", "What does `ls -la` do?", "What does `ls -l` do?", false, ReasonEntity},
+		{"email differs", "Send it to bob@example.com", "Send it to alice@example.com", false, ReasonEntity},
+		{"url differs", "Summarise https://example.com/a", "Summarise https://example.com/b", false, ReasonEntity},
+		{"comparative flip is a miss", "Sort the list in ascending order", "Sort the list in descending order", false, ReasonComparative},
+		{"before and after", "What happened before the war?", "What happened after the war?", false, ReasonComparative},
+		{"max and min", "Find the max of the array", "Find the min of the array", false, ReasonComparative},
+		{"empty texts pass", "", "", true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ok, reason := Check(tt.query, tt.hit)
+			if ok != tt.ok || reason != tt.reason {
+				t.Errorf("Check(%q, %q) = %v %q, want %v %q", tt.query, tt.hit, ok, reason, tt.ok, tt.reason)
+			}
+			ok2, reason2 := Check(tt.hit, tt.query)
+			if ok2 != ok || reason2 != reason {
+				t.Errorf("Check is not symmetric: reversed gives %v %q", ok2, reason2)
+			}
+		})
+	}
+}
+
+const benchQuery = "I am planning a trip to Japan in April with my family of four. We would like to visit Tokyo, Kyoto and Osaka, and we are interested in temples, food markets and day trips that are not too tiring for small children. Could you suggest a seven day itinerary with train connections, rough costs in yen, and tips for travelling with a stroller? We do not speak Japanese."
+
+func BenchmarkCheck(b *testing.B) {
+	cand := benchQuery[:len(benchQuery)-1] + ", sadly."
+	b.ReportAllocs()
+	for b.Loop() {
+		Check(benchQuery, cand)
+	}
+}
+
+func TestCheckAllocs(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { Check(benchQuery, benchQuery) }); n != 0 {
+		t.Errorf("Check allocates %v times for a 70-word prompt, want 0", n)
+	}
+}

@@ -1,0 +1,296 @@
+package embed
+
+import (
+	"math"
+	"slices"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Dim is the length of every vector Local returns: 384 float32s, so a million
+// cached prompts take 1.5 GB of vectors.
+const Dim = 384
+
+// config holds the weights of the features. Fixed at construction.
+type config struct {
+	hashDims int     // dimensions given to hashed features; the rest hold word vectors
+	wordW    float32 // weight of a word feature
+	bigramW  float32 // weight of a word-bigram feature
+	charW    float32 // total weight of one word's character n-grams
+	minN     int     // shortest character n-gram, in bytes, of the space-padded word
+	maxN     int     // longest
+	sifA     float32 // SIF smoothing, in ranks: weight(rank) = rank / (rank + sifA)
+	vecW     float32 // share of the norm given to the word-vector block, 0..1
+}
+
+// defaultConfig is the configuration of NewLocal, chosen on the labelled
+// pairs of bench cache (see bench/cache_quality.go).
+var defaultConfig = config{
+	hashDims: Dim - wordVecDim,
+	wordW:    1,
+	bigramW:  0.7,
+	charW:    1,
+	minN:     3,
+	maxN:     5,
+	sifA:     100,
+	vecW:     0.5,
+}
+
+// Local is the built-in embedder. It is immutable after construction and
+// safe for concurrent use; constructing one is cheap (it aliases the embedded
+// word-vector table), so callers may make one per use or share one.
+type Local struct {
+	cfg config
+	wv  table
+}
+
+// NewLocal returns the default embedder: feature-hashed words, word bigrams
+// and character 3–5-grams in 284 dimensions, joined with the SIF-weighted
+// average of the GloVe vectors of the words in 100 dimensions.
+func NewLocal() *Local { return newLocal(defaultConfig) }
+
+// NewHashed returns the feature-hashing half of NewLocal alone, spread over
+// all Dim dimensions and without word vectors. It exists to measure what
+// the word vectors add (bench cache).
+func NewHashed() *Local {
+	c := defaultConfig
+	c.hashDims, c.vecW = Dim, 0
+	return newLocal(c)
+}
+
+func newLocal(c config) *Local {
+	l := &Local{cfg: c}
+	if c.vecW > 0 {
+		l.wv, _ = parseTable(wordvecBin)
+	}
+	if l.wv.n == 0 {
+		l.cfg.hashDims, l.cfg.vecW = Dim, 0
+	}
+	return l
+}
+
+// Dim is the length of the vectors Embed returns: always Dim.
+func (l *Local) Dim() int { return Dim }
+
+// word is one token of the text being embedded.
+type word struct {
+	start, end int     // bytes of the lowered text
+	hash       uint64  // FNV-1a of the lowered bytes
+	vec        int     // index in the word-vector table, or -1
+	weight     float32 // SIF weight from the word's frequency rank; 1 when unknown
+}
+
+// Embed returns the unit-length embedding of text, Dim long. Equal texts
+// give equal vectors on every platform. Text without letters or digits gets
+// a fixed unit vector.
+func (l *Local) Embed(text string) []float32 {
+	var lowBuf [1024]byte
+	var wordBuf [128]word
+	low, words := l.tokenize(text, lowBuf[:0], wordBuf[:0])
+
+	var hacc [Dim]float32
+	var vacc [wordVecDim]float32
+	hd := l.cfg.hashDims
+	h := hacc[:hd]
+
+	// Word features, once per distinct word with sublinear tf: sort word
+	// indices by hash so equal words are adjacent.
+	var orderBuf [128]int32
+	order := orderBuf[:0]
+	for i := range words {
+		order = append(order, int32(i))
+	}
+	slices.SortFunc(order, func(a, b int32) int {
+		ha, hb := words[a].hash, words[b].hash
+		switch {
+		case ha < hb:
+			return -1
+		case ha > hb:
+			return 1
+		}
+		return int(a - b)
+	})
+	for i := 0; i < len(order); {
+		j := i + 1
+		for j < len(order) && words[order[j]].hash == words[order[i]].hash {
+			j++
+		}
+		w := &words[order[i]]
+		tf := float32(1)
+		if j-i > 1 {
+			tf = 1 + float32(math.Log(float64(j-i)))
+		}
+		wt := w.weight * tf
+		addHashed(h, mix(w.hash, 'w'), l.cfg.wordW*wt)
+		l.addCharGrams(h, low[w.start:w.end], l.cfg.charW*wt)
+		i = j
+	}
+	for i := 0; i+1 < len(words); i++ {
+		a, b := &words[i], &words[i+1]
+		addHashed(h, mix(a.hash*31+b.hash, 'b'), l.cfg.bigramW*0.5*(a.weight+b.weight))
+	}
+	vecs := 0
+	if l.cfg.vecW > 0 {
+		for i := range words {
+			if w := &words[i]; w.vec >= 0 {
+				l.wv.addVec(&vacc, w.vec, w.weight)
+				vecs++
+			}
+		}
+	}
+
+	out := make([]float32, Dim)
+	hn := norm(h)
+	vn := norm(vacc[:])
+	if hn == 0 && vn == 0 {
+		out[0] = 1
+		return out
+	}
+	hw, vw := float32(1), float32(0)
+	if vecs > 0 && vn > 0 {
+		vw = l.cfg.vecW
+		hw = float32(math.Sqrt(float64(1 - vw*vw)))
+	}
+	if hn == 0 {
+		hw, vw = 0, 1
+	}
+	if hw > 0 {
+		s := hw / hn
+		for k, x := range h {
+			out[k] = x * s
+		}
+	}
+	if vw > 0 {
+		s := vw / vn
+		for k, x := range vacc {
+			out[hd+k] = x * s
+		}
+	}
+	return out
+}
+
+// tokenize appends to low the lower-cased words of text (letters and digits;
+// everything else separates words) and to words their spans, hashes and
+// weights.
+func (l *Local) tokenize(text string, low []byte, words []word) ([]byte, []word) {
+	start := -1
+	flush := func() {
+		if start < 0 {
+			return
+		}
+		w := word{start: start, end: len(low), hash: wordHash(low[start:]), vec: -1, weight: 1}
+		if i := l.wv.lookup(w.hash); i >= 0 {
+			w.vec = i
+			r := float32(l.wv.rank(i))
+			w.weight = (r + 1) / (r + 1 + l.cfg.sifA)
+		}
+		words = append(words, w)
+		start = -1
+	}
+	for i := 0; i < len(text); {
+		c := text[i]
+		if c < utf8.RuneSelf {
+			i++
+			switch {
+			case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+			case 'A' <= c && c <= 'Z':
+				c += 'a' - 'A'
+			default:
+				flush()
+				continue
+			}
+			if start < 0 {
+				start = len(low)
+			}
+			low = append(low, c)
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(text[i:])
+		i += size
+		if !unicode.IsLetter(r) && !unicode.IsNumber(r) {
+			flush()
+			continue
+		}
+		if start < 0 {
+			start = len(low)
+		}
+		low = utf8.AppendRune(low, unicode.ToLower(r))
+	}
+	flush()
+	return low, words
+}
+
+// addCharGrams adds the character n-grams of the space-padded word w, with
+// total weight about wt (each of the k grams gets wt/√k).
+func (l *Local) addCharGrams(h []float32, w []byte, wt float32) {
+	n := len(w) + 2
+	count := 0
+	for g := l.cfg.minN; g <= l.cfg.maxN; g++ {
+		if n >= g {
+			count += n - g + 1
+		}
+	}
+	if count == 0 || wt == 0 {
+		return
+	}
+	wt /= float32(math.Sqrt(float64(count)))
+	at := func(i int) byte {
+		if i == 0 || i == n-1 {
+			return ' '
+		}
+		return w[i-1]
+	}
+	for s := 0; s+l.cfg.minN <= n; s++ {
+		f := uint64(fnvOffset)
+		for k := 0; k < l.cfg.maxN && s+k < n; k++ {
+			f = (f ^ uint64(at(s+k))) * fnvPrime
+			if k+1 >= l.cfg.minN {
+				addHashed(h, mix(f, byte('0'+k+1)), wt)
+			}
+		}
+	}
+}
+
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+// wordHash is FNV-1a 64 of b. It must stay identical to hash in gen/main.go,
+// which keys the word-vector table with it.
+func wordHash(b []byte) uint64 {
+	h := uint64(fnvOffset)
+	for _, c := range b {
+		h = (h ^ uint64(c)) * fnvPrime
+	}
+	return h
+}
+
+// mix scrambles h with a feature kind (a finaliser from SplitMix64), so
+// words, bigrams and n-grams of each length hash independently.
+func mix(h uint64, kind byte) uint64 {
+	h ^= uint64(kind) * 0x9e3779b97f4a7c15
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return h
+}
+
+// addHashed adds wt to the dimension f selects, signed by f's lowest bit.
+func addHashed(h []float32, f uint64, wt float32) {
+	d := (f >> 32) * uint64(len(h)) >> 32
+	if f&1 == 1 {
+		wt = -wt
+	}
+	h[d] += wt
+}
+
+func norm(v []float32) float32 {
+	var s float32
+	for _, x := range v {
+		s += x * x
+	}
+	return float32(math.Sqrt(float64(s)))
+}

@@ -1,0 +1,313 @@
+// Package quality measures how well an embedder and the match guard serve a
+// semantic cache, on labelled prompt pairs (PAWS and GPTCache, see
+// shared/data/README.md and index/testdata/README.md): how many paraphrases
+// hit the right entry, and how many hits are wrong, at each cosine-distance
+// threshold. bench cache and the quality-floor test in index/guard use it.
+//
+// Method. Pairs are grouped into clusters: two pairs belong together when
+// they share a text or the same bag of words (PAWS builds several pairs from
+// one source sentence by swapping words). Every other cluster, in order of
+// first appearance, is cached: side a of each of its pairs is stored (once per
+// text). Then
+//   - side b of each pair of a cached cluster is a query: label 1 (every
+//     GPTCache pair) should hit, label 0 (a PAWS hard negative) must miss;
+//     queries whose text is itself stored are skipped (the exact tier serves
+//     them);
+//   - both sides of every pair of an uncached cluster are queries that must
+//     miss (related prompts whose own entry is absent).
+//
+// Each query's nearest entry (exact search) is a hit when its distance is at
+// most the threshold and, with the guard on, guard.Check accepts it. A hit
+// is right when the data labels the two texts a paraphrase, wrong when it
+// labels them different or they are in different clusters, and unknown (not
+// counted) when they share a cluster without a label.
+//
+// Everything is deterministic; nothing is shared between calls.
+package quality
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/llmgate/llmgate/index/graph"
+	"github.com/llmgate/llmgate/index/guard"
+)
+
+// Data sets.
+const (
+	PAWS     = "paws"
+	GPTCache = "gptcache"
+)
+
+// Pair is one labelled pair of prompts.
+type Pair struct {
+	Set  string // PAWS or GPTCache
+	A, B string
+	Same bool // label: the two mean the same
+}
+
+// LoadPAWS reads a PAWS TSV file (id, sentence1, sentence2, label, with a
+// header line). limit > 0 keeps the first limit rows.
+func LoadPAWS(path string, limit int) ([]Pair, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	var out []Pair
+	for line := 0; sc.Scan(); line++ {
+		if line == 0 {
+			continue
+		}
+		x := strings.Split(sc.Text(), "\t")
+		if len(x) != 4 || (x[3] != "0" && x[3] != "1") {
+			return nil, fmt.Errorf("%s:%d: want id, sentence1, sentence2, label", path, line+1)
+		}
+		out = append(out, Pair{Set: PAWS, A: x[1], B: x[2], Same: x[3] == "1"})
+		if limit > 0 && len(out) == limit {
+			break
+		}
+	}
+	return out, sc.Err()
+}
+
+// LoadGPTCache reads GPTCache's JSON list of {origin, similar}; every pair
+// is a paraphrase. limit > 0 keeps the first limit pairs.
+func LoadGPTCache(path string, limit int) ([]Pair, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var raw []struct{ Origin, Similar string }
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if limit > 0 && len(raw) > limit {
+		raw = raw[:limit]
+	}
+	out := make([]Pair, len(raw))
+	for i, r := range raw {
+		out[i] = Pair{Set: GPTCache, A: r.Origin, B: r.Similar, Same: true}
+	}
+	return out, nil
+}
+
+// LoadDir loads both data sets from dir, which holds the files named by
+// pawsFile and gptcacheFile.
+func LoadDir(dir, pawsFile, gptcacheFile string) ([]Pair, error) {
+	p, err := LoadPAWS(filepath.Join(dir, pawsFile), 0)
+	if err != nil {
+		return nil, err
+	}
+	g, err := LoadGPTCache(filepath.Join(dir, gptcacheFile), 0)
+	if err != nil {
+		return nil, err
+	}
+	return append(p, g...), nil
+}
+
+// Outcome is one query's nearest entry.
+type Outcome struct {
+	Query    string
+	Entry    string // the nearest stored text; "" when nothing is stored
+	Set      string
+	Positive bool    // the query should hit (its own paraphrase is stored)
+	Distance float32 // cosine distance to the nearest entry
+	Verdict  int     // Right, Wrong or Unknown: what a hit on that entry would be
+	GuardOK  bool    // guard.Check accepts the entry for the query
+	Reason   string  // guard.Check's reason when it refuses
+}
+
+// Verdicts of a hit.
+const (
+	Right = iota
+	Wrong
+	Unknown
+)
+
+// Run embeds the entries and queries built from pairs (see the package
+// comment) and returns each query's outcome.
+func Run(pairs []Pair, embed func(string) []float32) []Outcome {
+	cl := clusters(pairs)
+	labels := map[[2]string]bool{}
+	for _, p := range pairs {
+		labels[[2]string{p.A, p.B}] = p.Same
+		labels[[2]string{p.B, p.A}] = p.Same
+	}
+	clusterOf := map[string]int{}
+	for i, p := range pairs {
+		clusterOf[p.A], clusterOf[p.B] = cl[i], cl[i]
+	}
+	// Cache every other cluster in order of first appearance.
+	order := map[int]int{}
+	for _, c := range cl {
+		if _, ok := order[c]; !ok {
+			order[c] = len(order)
+		}
+	}
+	cached := func(i int) bool { return order[cl[i]]%2 == 0 }
+
+	idx := graph.NewFlat()
+	var texts []string
+	stored := map[string]bool{}
+	for i, p := range pairs {
+		if cached(i) && !stored[p.A] {
+			stored[p.A] = true
+			idx.Add(uint64(len(texts)), embed(p.A))
+			texts = append(texts, p.A)
+		}
+	}
+	type query struct {
+		set      string
+		text     string
+		positive bool
+	}
+	var queries []query
+	asked := map[string]bool{}
+	for i, p := range pairs {
+		if cached(i) {
+			if !stored[p.B] && !asked[p.B] {
+				asked[p.B] = true
+				queries = append(queries, query{p.Set, p.B, p.Same})
+			}
+			continue
+		}
+		for _, t := range []string{p.A, p.B} {
+			if !stored[t] && !asked[t] {
+				asked[t] = true
+				queries = append(queries, query{p.Set, t, false})
+			}
+		}
+	}
+	out := make([]Outcome, len(queries))
+	for i, q := range queries {
+		m := idx.Search(embed(q.text), 1)
+		o := Outcome{Query: q.text, Set: q.set, Positive: q.positive, Distance: 2, Verdict: Wrong}
+		if len(m) == 1 {
+			e := texts[m[0].ID]
+			o.Entry = e
+			o.Distance = m[0].Distance
+			same, labelled := labels[[2]string{q.text, e}]
+			switch {
+			case labelled && same:
+				o.Verdict = Right
+			case labelled || clusterOf[q.text] != clusterOf[e]:
+				o.Verdict = Wrong
+			default:
+				o.Verdict = Unknown
+			}
+			o.GuardOK, o.Reason = guard.Check(q.text, e)
+		}
+		out[i] = o
+	}
+	return out
+}
+
+// Score is what a threshold gives on a set of outcomes.
+type Score struct {
+	Positives int // queries that should hit
+	Negatives int // queries that must miss
+	Right     int // hits on a right entry (a labelled paraphrase of the query)
+	Wrong     int // hits on a wrong entry
+	Unknown   int // hits of unknown verdict (not in Precision)
+	// PositiveHits are the Right hits of queries that should hit. (A query
+	// that must miss its own pair's entry may still rightly hit another
+	// entry the data labels its paraphrase.)
+	PositiveHits int
+	HitRate      float64 // PositiveHits / Positives
+	Precision    float64 // Right / (Right + Wrong); 1 with no hits
+	FalseHits    float64 // Wrong / (Positives + Negatives)
+}
+
+// Evaluate scores outcomes of the given set ("" for all) at threshold, with
+// or without the guard.
+func Evaluate(outs []Outcome, set string, threshold float64, useGuard bool) Score {
+	var s Score
+	for _, o := range outs {
+		if set != "" && o.Set != set {
+			continue
+		}
+		if o.Positive {
+			s.Positives++
+		} else {
+			s.Negatives++
+		}
+		if float64(o.Distance) > threshold || (useGuard && !o.GuardOK) {
+			continue
+		}
+		switch o.Verdict {
+		case Unknown:
+			s.Unknown++
+		case Right:
+			s.Right++
+			if o.Positive {
+				s.PositiveHits++
+			}
+		default:
+			s.Wrong++
+		}
+	}
+	if s.Positives > 0 {
+		s.HitRate = float64(s.PositiveHits) / float64(s.Positives)
+	}
+	s.Precision = 1
+	if s.Right+s.Wrong > 0 {
+		s.Precision = float64(s.Right) / float64(s.Right+s.Wrong)
+	}
+	if n := s.Positives + s.Negatives; n > 0 {
+		s.FalseHits = float64(s.Wrong) / float64(n)
+	}
+	return s
+}
+
+// clusters returns a cluster number per pair: pairs sharing a text or a bag
+// of words are in one cluster.
+func clusters(pairs []Pair) []int {
+	parent := make([]int, len(pairs))
+	for i := range parent {
+		parent[i] = i
+	}
+	var find func(int) int
+	find = func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	first := map[string]int{}
+	link := func(key string, i int) {
+		if j, ok := first[key]; ok {
+			parent[find(i)] = find(j)
+		} else {
+			first[key] = i
+		}
+	}
+	for i, p := range pairs {
+		for _, t := range []string{p.A, p.B} {
+			link("t\x00"+t, i)
+			link("b\x00"+bag(t), i)
+		}
+	}
+	out := make([]int, len(pairs))
+	for i := range pairs {
+		out[i] = find(i)
+	}
+	return out
+}
+
+// bag is the sorted multiset of the lower-cased words of t.
+func bag(t string) string {
+	w := strings.FieldsFunc(strings.ToLower(t), func(r rune) bool {
+		return !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r > 127)
+	})
+	slices.Sort(w)
+	return strings.Join(w, " ")
+}

@@ -1,0 +1,163 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/openai"
+	"github.com/llmgate/llmgate/quota"
+)
+
+// Limiter is what the admit and settle stages need from token accounting.
+// Implemented by *quota.Limiter; both calls may block briefly (they are
+// messages to the limiter's actors) and honour ctx.
+type Limiter interface {
+	// Reserve charges tokens to the consumer's counter key before the call
+	// is forwarded; Decision says whether it was admitted.
+	Reserve(ctx context.Context, consumer, key string, tokens int64) (quota.Reservation, quota.Decision, error)
+	// Settle replaces a reservation by the actual charge, exactly once.
+	Settle(ctx context.Context, r quota.Reservation, actual int64) quota.Decision
+}
+
+// maxAllowance caps a completion allowance so an absurd max_tokens cannot
+// overflow the estimate; any such request is refused as larger than the limit.
+const maxAllowance = 1 << 40
+
+// admission is the admit stage's result for one call.
+type admission struct {
+	tokens   int64 // reserved: prompt estimate + completion allowance
+	prompt   int64 // the prompt estimate alone
+	res      quota.Reservation
+	reserved bool
+	limit    int64 // TPM, 0 = none
+	remain   int64
+}
+
+// setHeaders writes the consumer's TPM headers (SPEC §4) when it has a limit.
+func (a *admission) setHeaders(h http.Header) {
+	if a.limit <= 0 {
+		return
+	}
+	h.Set(HeaderLimitTokens, strconv.FormatInt(a.limit, 10))
+	h.Set(HeaderRemainTokens, strconv.FormatInt(max(a.remain, 0), 10))
+}
+
+// counterKey names the counter the consumer's limits apply to for this call.
+func (g *Gateway) counterKey(call *Call) string {
+	c := call.Consumer
+	switch c.CounterKey {
+	case config.CounterRoute:
+		return c.Name + "/route:" + call.Route
+	case config.CounterUser:
+		if u := call.Header.Get(g.limits.UserHeader); u != "" {
+			return c.Name + "/user:" + u
+		}
+	}
+	return ""
+}
+
+// estimate returns the prompt estimate and the total reservation for call.
+func (g *Gateway) estimate(call *Call) (prompt, total int64) {
+	switch {
+	case call.Chat != nil:
+		r := call.Chat
+		prompt = int64(g.counter.CountChat(call.Route, r.Messages))
+		allowance := r.CompletionAllowance()
+		if allowance <= 0 {
+			allowance = g.limits.DefaultCompletionTokens
+		}
+		n := int64(1)
+		if r.N != nil {
+			n = *r.N
+		}
+		return prompt, prompt + min(allowance, maxAllowance)*n
+	case call.Embeddings != nil:
+		for _, in := range call.Embeddings.Inputs {
+			if in.Tokens != nil {
+				prompt += int64(len(in.Tokens))
+			} else {
+				prompt += int64(g.counter.Count(call.Route, in.Text))
+			}
+		}
+		return prompt, prompt
+	}
+	return 0, 0
+}
+
+// admit reserves the call's estimate. A refusal is returned as the error to
+// answer with; a limiter failure admits the call unlimited (and is logged).
+func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Error) {
+	var a admission
+	if g.limiter == nil || call.Consumer == nil {
+		return a, nil
+	}
+	a.prompt, a.tokens = g.estimate(call)
+	res, d, err := g.limiter.Reserve(ctx, call.Consumer.Name, g.counterKey(call), a.tokens)
+	if err != nil {
+		g.log.Warn("quota reservation failed; admitting without limits", "consumer", call.Consumer.Name, "request_id", call.RequestID, "err", err)
+		return a, nil
+	}
+	a.limit, a.remain = d.Limit, d.Remaining
+	if d.Allowed {
+		a.res, a.reserved = res, true
+		return a, nil
+	}
+	g.metrics.rejected(d.Reason)
+	return a, refusal(call, a.tokens, d, g.now())
+}
+
+// refusal is the OpenAI-format answer to a denied reservation.
+func refusal(call *Call, need int64, d quota.Decision, now time.Time) *openai.Error {
+	who := call.Consumer.Name
+	switch d.Reason {
+	case quota.ReasonTooLarge:
+		return &openai.Error{Status: http.StatusTooManyRequests, Type: "tokens", Code: openai.CodeRateLimitExceeded,
+			Message: fmt.Sprintf("This request needs an estimated %d tokens (prompt plus max_tokens), more than consumer '%s' may use in a whole minute or period (%d tokens per minute); it can never be admitted. Shorten the prompt or lower max_tokens.", need, who, d.Limit)}
+	case quota.ReasonQuota:
+		wait := d.RetryAfter
+		if !d.QuotaResetsAt.IsZero() {
+			wait = d.QuotaResetsAt.Sub(now)
+		}
+		e := &openai.Error{Status: http.StatusForbidden, Type: "insufficient_quota", Code: openai.CodeQuotaExceeded,
+			Message: fmt.Sprintf("Consumer '%s' has used its token quota for this period; it resets at %s.", who, d.QuotaResetsAt.UTC().Format(time.RFC3339))}
+		e.Header = retryHeaders(wait)
+		return e
+	default:
+		e := &openai.Error{Status: http.StatusTooManyRequests, Type: "tokens", Code: openai.CodeRateLimitExceeded,
+			Message: fmt.Sprintf("Rate limit of %d tokens per minute exceeded for consumer '%s': this request needs an estimated %d tokens. Retry after %.1f seconds.", d.Limit, who, need, d.RetryAfter.Seconds())}
+		e.Header = retryHeaders(d.RetryAfter)
+		return e
+	}
+}
+
+// retryHeaders gives Retry-After in whole seconds rounded up and, as Azure
+// does, retry-after-ms.
+func retryHeaders(wait time.Duration) http.Header {
+	wait = max(wait, time.Millisecond)
+	return http.Header{
+		"Retry-After":    {strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10)},
+		"Retry-After-Ms": {strconv.FormatInt(int64((wait+time.Millisecond-1)/time.Millisecond), 10)},
+	}
+}
+
+// settle charges the call's actual usage (nil: nothing was consumed) and
+// returns the charge.
+func (g *Gateway) settle(ctx context.Context, x *exchange, u *usage) int64 {
+	var actual int64
+	if u != nil {
+		actual = u.total()
+		g.metrics.tokens(x.call.Consumer, x.call.Route, u.Prompt, u.Completion)
+	}
+	if !x.adm.reserved {
+		return actual
+	}
+	// Settling must happen even when the client has gone: the tokens were spent.
+	d := g.limiter.Settle(context.WithoutCancel(ctx), x.adm.res, actual)
+	x.adm.res, x.adm.reserved = quota.Reservation{}, false
+	x.adm.limit, x.adm.remain = d.Limit, d.Remaining
+	return actual
+}

@@ -1,0 +1,425 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/llmgate/llmgate/index"
+	"github.com/llmgate/llmgate/internal/openai"
+)
+
+// Cache is what the look-up and store stages need from the semantic cache.
+// Implemented by *index.Cache; every call is a message to its actors and
+// honours ctx. Returned entries are immutable.
+type Cache interface {
+	// Ready is false while persisted entries are still being loaded; look-ups
+	// then miss (stores still work).
+	Ready() bool
+	LookupExact(ctx context.Context, sp index.Space, h [32]byte) (*index.Entry, bool)
+	LookupSemantic(ctx context.Context, sp index.Space, vec []float32, prompt string, threshold float32) (*index.Entry, float32, bool)
+	Store(ctx context.Context, e *index.Entry) error
+	Stats() index.Stats
+	// Miss counts a look-up that ended before the semantic tier (nothing to
+	// embed, embedder failed, cache still loading).
+	Miss()
+	// Search lists the k nearest entries of a partition and route (all
+	// shapes when sp.Shape is empty), guard not applied: for the admin API.
+	Search(ctx context.Context, sp index.Space, vec []float32, k int) []index.SearchMatch
+}
+
+// x-llmgate-cache values (SPEC §4).
+const (
+	cacheHit    = "hit"
+	cacheMiss   = "miss"
+	cacheBypass = "bypass" // this request cannot be cached
+	cacheOff    = "off"    // no cache, or the client turned it off
+)
+
+// maxSemanticPrompt bounds the dialog text that is embedded; longer dialogs
+// use the exact tier only.
+const maxSemanticPrompt = 32 << 10
+
+// cachePlan is what the cache stages know about one call.
+type cachePlan struct {
+	state  string
+	space  index.Space
+	exact  [32]byte
+	prompt string        // retained dialog text
+	ttl    time.Duration // 0 = the cache's default
+	vec    []float32     // embedding, once computed
+}
+
+// answerShaping are the chat parameters that do not change the answer and so
+// stay out of a cache partition's shape; every other top-level field is in it.
+var answerNeutral = map[string]bool{
+	"model": true, "messages": true, "stream": true, "stream_options": true,
+	"user": true, "metadata": true, "store": true, "service_tier": true,
+}
+
+// planCache decides whether call may use the cache and where its entries live.
+func (g *Gateway) planCache(call *Call) cachePlan {
+	if g.cache == nil || strings.EqualFold(call.Header.Get(HeaderCache), "off") {
+		return cachePlan{state: cacheOff}
+	}
+	bypass := cachePlan{state: cacheBypass}
+	r := call.Chat
+	if r == nil || len(r.Messages) > g.cacheCfg.MaxMessageCount {
+		return bypass
+	}
+	cp := cachePlan{state: cacheMiss}
+	if v := call.Header.Get(HeaderCacheTTL); v != "" {
+		secs, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || secs <= 0 {
+			return bypass // a TTL of nothing: do not store
+		}
+		cp.ttl = time.Duration(min(secs, 1<<30)) * time.Second
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(call.Body, &top) != nil {
+		return bypass
+	}
+	shape := map[string]any{}
+	for k, v := range top {
+		if answerNeutral[k] {
+			continue
+		}
+		shape[k] = v
+	}
+	if r.Temperature != nil {
+		shape["temperature"] = temperatureBucket(*r.Temperature)
+	}
+	var roles, system []string
+	var sb strings.Builder
+	for _, m := range r.Messages {
+		text, ok := messageText(m.Content)
+		if !ok {
+			return bypass // images, audio: the embedding cannot see them
+		}
+		if m.Role == "system" || m.Role == "developer" {
+			if !g.cacheCfg.IgnoreSystemMessages {
+				system = append(system, text)
+			}
+			continue
+		}
+		roles = append(roles, m.Role+":"+m.Name)
+		if sb.Len() > 0 {
+			sb.WriteByte('\n')
+		}
+		sb.WriteString(text)
+	}
+	shape["·roles"] = roles
+	shape["·system"] = system
+	sj, err := json.Marshal(shape)
+	if err != nil {
+		return bypass
+	}
+	sh, err := index.CanonicalHash(index.Space{}, sj)
+	if err != nil {
+		return bypass
+	}
+	cp.space = index.Space{Partition: g.partition(call), Route: call.Route, Shape: hex.EncodeToString(sh[:8])}
+	cp.exact, err = index.CanonicalHash(cp.space, call.Body)
+	if err != nil {
+		return bypass
+	}
+	cp.prompt = sb.String()
+	return cp
+}
+
+// partition names the call's cache partition: its vary_by values joined by
+// "/" (SPEC §6), the consumer first unless the cache is shared.
+func (g *Gateway) partition(call *Call) string {
+	var parts []string
+	vary := g.cacheCfg.VaryBy
+	hasConsumer := false
+	for _, v := range vary {
+		hasConsumer = hasConsumer || v == "consumer"
+	}
+	if !g.cacheCfg.Shared && !hasConsumer {
+		parts = append(parts, call.Consumer.Name)
+	}
+	for _, v := range vary {
+		var val string
+		switch {
+		case v == "consumer":
+			if g.cacheCfg.Shared {
+				continue
+			}
+			val = call.Consumer.Name
+		case v == "route":
+			val = call.Route
+		case v == "user":
+			val = call.Header.Get(g.limits.UserHeader)
+		case strings.HasPrefix(v, "header:"):
+			val = call.Header.Get(strings.TrimPrefix(v, "header:"))
+		}
+		parts = append(parts, cmpOr(strings.ReplaceAll(val, "/", "%2F"), "-"))
+	}
+	if len(parts) == 0 {
+		return "shared"
+	}
+	return strings.Join(parts, "/")
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// temperatureBucket groups temperatures that give answers of the same kind:
+// deterministic, focused, balanced, creative.
+func temperatureBucket(t float64) string {
+	switch {
+	case t == 0:
+		return "0"
+	case t <= 0.3:
+		return "low"
+	case t <= 1:
+		return "mid"
+	}
+	return "high"
+}
+
+// messageText returns a message content's text: a string, null, or text parts.
+func messageText(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return "", true
+	}
+	if raw[0] == '"' {
+		var s string
+		return s, json.Unmarshal(raw, &s) == nil
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if json.Unmarshal(raw, &parts) != nil {
+		return "", false
+	}
+	var sb strings.Builder
+	for _, p := range parts {
+		if p.Type != "text" {
+			return "", false
+		}
+		sb.WriteString(p.Text)
+	}
+	return sb.String(), true
+}
+
+// lookup tries the exact tier, then embeds the prompt and tries the semantic
+// tier. On a hit it answers the client and returns true. Any cache or
+// embedder failure is a miss.
+func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call, cp *cachePlan) (Outcome, bool) {
+	ready := g.cache.Ready()
+	start := g.now()
+	if ready {
+		if e, ok := g.cache.LookupExact(ctx, cp.space, cp.exact); ok && g.replayable(call, e) {
+			g.metrics.lookup("exact", g.now().Sub(start))
+			return g.serveHit(ctx, w, call, e, 0), true
+		}
+	}
+	if cp.prompt == "" || len(cp.prompt) > maxSemanticPrompt {
+		g.cache.Miss()
+		g.metrics.lookup("miss", g.now().Sub(start))
+		return Outcome{}, false
+	}
+	ectx, cancel := context.WithTimeout(ctx, g.cacheCfg.EmbedTimeout)
+	vec, err := g.embedder.Embed(ectx, cp.prompt)
+	cancel()
+	g.metrics.embedded(err, g.now().Sub(start))
+	if err != nil {
+		g.cache.Miss()
+		g.log.Warn("embedding failed; request goes uncached", "route", call.Route, "request_id", call.RequestID, "err", err)
+		return Outcome{}, false
+	}
+	cp.vec = vec
+	if !ready {
+		g.cache.Miss()
+		g.metrics.lookup("miss", g.now().Sub(start))
+		return Outcome{}, false
+	}
+	lstart := g.now()
+	e, d, ok := g.cache.LookupSemantic(ctx, cp.space, vec, cp.prompt, float32(g.cacheCfg.ScoreThreshold))
+	if ok && g.replayable(call, e) {
+		g.metrics.lookup("semantic", g.now().Sub(lstart))
+		return g.serveHit(ctx, w, call, e, d), true
+	}
+	g.metrics.lookup("miss", g.now().Sub(lstart))
+	return Outcome{}, false
+}
+
+// replayable reports whether e can answer call: tool calls are only
+// replayed to non-streaming clients.
+func (g *Gateway) replayable(call *Call, e *index.Entry) bool {
+	return !call.Stream || !bytes.Contains(e.Response, []byte(`"tool_calls"`))
+}
+
+// serveHit answers call from the cached entry e at distance d.
+func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Call, e *index.Entry, d float32) Outcome {
+	h := w.Header()
+	h.Set(HeaderCache, cacheHit)
+	h.Set(HeaderCacheDistance, strconv.FormatFloat(float64(max(d, 0)), 'f', 4, 32))
+	h.Set(HeaderTokensConsumed, "0")
+	if g.limiter != nil {
+		// A hit costs no tokens; reserving nothing reads the consumer's headroom.
+		if res, dec, err := g.limiter.Reserve(ctx, call.Consumer.Name, g.counterKey(call), 0); err == nil {
+			g.limiter.Settle(context.WithoutCancel(ctx), res, 0)
+			(&admission{limit: dec.Limit, remain: dec.Remaining}).setHeaders(h)
+		}
+	}
+	if call.Stream {
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(replayStream(e.Response, call.Chat.StreamOptions != nil && call.Chat.StreamOptions.IncludeUsage))
+		_ = http.NewResponseController(w).Flush()
+	} else {
+		h.Set("Content-Type", "application/json")
+		h.Set("Content-Length", strconv.Itoa(len(e.Response)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(e.Response)
+	}
+	return Outcome{Status: http.StatusOK, Cache: cacheHit}
+}
+
+// store caches a complete, successful answer. Failures are logged, never
+// returned: the client has its answer either way.
+func (g *Gateway) store(ctx context.Context, call *Call, cp cachePlan, body []byte, c *completion) {
+	if c == nil || !c.cacheable(body) {
+		return
+	}
+	e := &index.Entry{Space: cp.space, Exact: cp.exact, Prompt: cp.prompt, Vector: cp.vec, Response: body}
+	if cp.ttl > 0 {
+		e.ExpiresAt = g.now().Add(cp.ttl)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := g.cache.Store(sctx, e); err != nil {
+		g.metrics.storeFailed()
+		g.log.Warn("cache store failed", "route", call.Route, "request_id", call.RequestID, "err", err)
+	}
+}
+
+// replayStream renders a stored chat.completion as the SSE stream a backend
+// would have sent: a role chunk, the content in word-sized pieces, a finish
+// chunk per choice, the usage chunk when asked for, then [DONE].
+func replayStream(body []byte, withUsage bool) []byte {
+	var c struct {
+		ID                string `json:"id"`
+		Created           int64  `json:"created"`
+		Model             string `json:"model"`
+		SystemFingerprint string `json:"system_fingerprint,omitempty"`
+		Choices           []struct {
+			Index   int `json:"index"`
+			Message struct {
+				Role    string `json:"role"`
+				Content string `json:"content"`
+			} `json:"message"`
+			FinishReason string `json:"finish_reason"`
+		} `json:"choices"`
+		Usage json.RawMessage `json:"usage"`
+	}
+	_ = json.Unmarshal(body, &c)
+	type delta struct {
+		Role    string  `json:"role,omitempty"`
+		Content *string `json:"content,omitempty"`
+	}
+	type choice struct {
+		Index        int     `json:"index"`
+		Delta        delta   `json:"delta"`
+		FinishReason *string `json:"finish_reason"`
+	}
+	type chunk struct {
+		ID                string          `json:"id"`
+		Object            string          `json:"object"`
+		Created           int64           `json:"created"`
+		Model             string          `json:"model"`
+		SystemFingerprint string          `json:"system_fingerprint,omitempty"`
+		Choices           []choice        `json:"choices"`
+		Usage             json.RawMessage `json:"usage,omitempty"`
+	}
+	var out []byte
+	emit := func(ch chunk) {
+		ch.ID, ch.Object, ch.Created, ch.Model, ch.SystemFingerprint = c.ID, "chat.completion.chunk", c.Created, c.Model, c.SystemFingerprint
+		if ch.Choices == nil {
+			ch.Choices = []choice{}
+		}
+		b, _ := json.Marshal(ch)
+		out = openai.WriteDataEvent(out, b)
+	}
+	for _, ch := range c.Choices {
+		empty := ""
+		emit(chunk{Choices: []choice{{Index: ch.Index, Delta: delta{Role: cmpOr(ch.Message.Role, "assistant"), Content: &empty}}}})
+		for _, piece := range pieces(ch.Message.Content) {
+			emit(chunk{Choices: []choice{{Index: ch.Index, Delta: delta{Content: &piece}}}})
+		}
+		fr := ch.FinishReason
+		emit(chunk{Choices: []choice{{Index: ch.Index, FinishReason: &fr}}})
+	}
+	if withUsage && len(c.Usage) > 0 && !bytes.Equal(c.Usage, []byte("null")) {
+		emit(chunk{Usage: c.Usage})
+	}
+	return openai.WriteDataEvent(out, []byte("[DONE]"))
+}
+
+// pieces cuts text into chunks of a few words, as a model streams it.
+func pieces(text string) []string {
+	const size = 24
+	var out []string
+	for len(text) > size {
+		cut := strings.IndexByte(text[size:], ' ')
+		if cut < 0 {
+			break
+		}
+		out = append(out, text[:size+cut])
+		text = text[size+cut:]
+	}
+	if text != "" {
+		out = append(out, text)
+	}
+	return out
+}
+
+// SearchCache embeds messages as a chat request's look-up would and lists
+// the k nearest entries of partition and route with their distances, for
+// the admin API. The match guard is not applied: this shows what the index sees.
+func (g *Gateway) SearchCache(ctx context.Context, route, partition string, msgs []openai.Message, k int) ([]index.SearchMatch, error) {
+	if g.cache == nil {
+		return nil, errors.New("the cache is not enabled")
+	}
+	var sb strings.Builder
+	for i, m := range msgs {
+		text, ok := messageText(m.Content)
+		if !ok {
+			return nil, fmt.Errorf("messages[%d].content: only text can be searched", i)
+		}
+		if m.Role == "system" || m.Role == "developer" {
+			continue
+		}
+		if sb.Len() > 0 {
+			sb.WriteByte('\n')
+		}
+		sb.WriteString(text)
+	}
+	if sb.Len() == 0 {
+		return nil, errors.New("messages hold no user or assistant text")
+	}
+	ectx, cancel := context.WithTimeout(ctx, g.cacheCfg.EmbedTimeout)
+	defer cancel()
+	vec, err := g.embedder.Embed(ectx, sb.String())
+	if err != nil {
+		return nil, fmt.Errorf("embedding the messages: %w", err)
+	}
+	return g.cache.Search(ctx, index.Space{Partition: partition, Route: route}, vec, k), nil
+}

@@ -1,0 +1,101 @@
+package node
+
+import (
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// headerRemainingTTL is how long a backend's x-ratelimit-remaining-tokens
+// reading is trusted: Azure's window is a minute, and a backend that is not
+// tried produces no fresher reading, so it gets traffic again after this.
+const headerRemainingTTL = 5 * time.Second
+
+// capacity tracks how close a backend is to its own TPM, from what this node
+// sent it (when its tpm is configured) and from the remaining-tokens header
+// it last answered with. It steers requests to another backend of the same
+// priority group before the backend starts refusing. Lock-free: written by
+// attempts, read by every request choosing a backend.
+type capacity struct {
+	tpm int64
+	// sentBuckets holds tokens sent per second over the last minute; slot i
+	// belongs to the second in stamps[i].
+	sentBuckets [60]atomic.Int64
+	stamps      [60]atomic.Int64
+
+	remaining atomic.Int64 // from the last answer's header; -1 = none
+	readAt    atomic.Int64 // unix nanoseconds of that reading
+}
+
+func newCapacity(tpm int64) *capacity {
+	c := &capacity{tpm: tpm}
+	c.remaining.Store(-1)
+	return c
+}
+
+// sent records a request of tokens sent at now.
+func (c *capacity) sent(tokens int64, now time.Time) {
+	if c.tpm <= 0 || tokens <= 0 {
+		return
+	}
+	sec := now.Unix()
+	i := sec % 60
+	if old := c.stamps[i].Load(); old != sec && c.stamps[i].CompareAndSwap(old, sec) {
+		c.sentBuckets[i].Store(0)
+	}
+	c.sentBuckets[i].Add(tokens)
+}
+
+// observe reads the backend's remaining-tokens header, if any.
+func (c *capacity) observe(h http.Header, now time.Time) {
+	v := h.Get("x-ratelimit-remaining-tokens")
+	if v == "" {
+		return
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return
+	}
+	c.remaining.Store(n)
+	c.readAt.Store(now.UnixNano())
+}
+
+// room reports whether the backend can likely take tokens more at now.
+func (c *capacity) room(tokens int64, now time.Time) bool {
+	if r := c.remaining.Load(); r >= 0 && now.UnixNano()-c.readAt.Load() < int64(headerRemainingTTL) && r < tokens {
+		return false
+	}
+	if c.tpm <= 0 {
+		return true
+	}
+	sec := now.Unix()
+	var used int64
+	for i := range c.stamps {
+		if s := c.stamps[i].Load(); s > sec-60 && s <= sec {
+			used += c.sentBuckets[i].Load()
+		}
+	}
+	return used+tokens <= c.tpm
+}
+
+// deferFull moves backends without room for tokens to the end of order, in
+// place: they are still tried, but only after the others of their group.
+func deferFull(order []*backend, tokens int64, now time.Time) []*backend {
+	if len(order) < 2 {
+		return order
+	}
+	var full [8]*backend
+	fulls := full[:0]
+	k := 0
+	for _, b := range order {
+		if b.capacity.room(tokens, now) {
+			order[k] = b
+			k++
+		} else {
+			fulls = append(fulls, b)
+		}
+	}
+	copy(order[k:], fulls)
+	return order
+}

@@ -1,0 +1,116 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// exchange carries one call through the pipeline's stages.
+type exchange struct {
+	call  *Call
+	adm   admission
+	cache cachePlan
+	// Exactly one of reply and stream is set once a backend answered.
+	reply  *reply
+	stream *streamTap
+}
+
+// usage is a reply's token usage.
+type usage struct {
+	Prompt     int64 `json:"prompt_tokens"`
+	Completion int64 `json:"completion_tokens"`
+	Total      int64 `json:"total_tokens"`
+}
+
+func (u *usage) total() int64 {
+	return max(u.Total, u.Prompt+u.Completion)
+}
+
+// completion is the part of a chat.completion (or embeddings list) body the
+// settle and store stages read.
+type completion struct {
+	Usage   *usage `json:"usage"`
+	Choices []struct {
+		FinishReason *string `json:"finish_reason"`
+		Message      struct {
+			Content *string `json:"content"`
+		} `json:"message"`
+	} `json:"choices"`
+}
+
+// cacheable reports whether the answer is a complete success worth storing:
+// every choice finished normally and nothing was content-filtered.
+func (c *completion) cacheable(body []byte) bool {
+	if len(c.Choices) == 0 {
+		return false
+	}
+	for _, ch := range c.Choices {
+		if ch.FinishReason == nil {
+			return false
+		}
+		switch *ch.FinishReason {
+		case "stop", "length", "tool_calls", "function_call":
+		default:
+			return false // content_filter, or something this gateway does not know
+		}
+	}
+	// Azure marks filtered prompts and completions in *_filter_results.
+	return !bytes.Contains(body, []byte(`"filtered":true`))
+}
+
+// reply is a whole (non-streamed) backend answer, buffered until settled.
+type reply struct {
+	status     int
+	header     http.Header
+	body       []byte
+	completion *completion // nil unless a 200 with a JSON body
+}
+
+func newReply(call *Call, status int, h http.Header, body []byte) *reply {
+	r := &reply{status: status, header: h, body: body}
+	if status == http.StatusOK {
+		var c completion
+		if json.Unmarshal(body, &c) == nil {
+			r.completion = &c
+		}
+	}
+	return r
+}
+
+// replyUsage is what a whole reply consumed: its own usage; for a success
+// without usage, the prompt estimate plus the counted answer; nothing for an
+// error (backends do not charge for refused requests).
+func (g *Gateway) replyUsage(x *exchange) *usage {
+	r := x.reply
+	if r.status != http.StatusOK || r.completion == nil {
+		return nil
+	}
+	if u := r.completion.Usage; u != nil {
+		return u
+	}
+	return &usage{Prompt: x.adm.prompt, Completion: int64(g.counter.Count(x.call.Route, r.completion.text()))}
+}
+
+func (r *reply) writeTo(w http.ResponseWriter) {
+	h := w.Header()
+	for k, vs := range r.header {
+		h[k] = vs
+	}
+	h.Set("Content-Length", strconv.Itoa(len(r.body)))
+	w.WriteHeader(r.status)
+	_, _ = w.Write(r.body)
+}
+
+// text joins the answer's message contents, for counting when usage is absent.
+func (c *completion) text() string {
+	var sb strings.Builder
+	for _, ch := range c.Choices {
+		if ch.Message.Content != nil {
+			sb.WriteString(*ch.Message.Content)
+		}
+	}
+	return sb.String()
+}
