@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,7 +20,12 @@ import (
 	"github.com/llmgate/llmgate/internal/mock"
 )
 
-const demoKey = "sk-demo-team-a"
+const (
+	demoKey  = "sk-demo-team-a"
+	demoKeyB = "sk-demo-team-b"
+	demoKeyC = "sk-demo-team-c" // a small TPM, driven past it
+	demoTPM  = 400
+)
 
 // demoStep is one scripted request and what the report expects of it.
 type demoStep struct {
@@ -30,7 +36,10 @@ type demoStep struct {
 	key        string
 	wantStatus int
 	before     func() // changes the world before the request (e.g. fail a backend)
+	after      func(http.Header)
 	stream     bool
+	wantCache  string // expected x-llmgate-cache, when set
+	headers    []string
 }
 
 type demoRow struct {
@@ -42,6 +51,8 @@ type demoRow struct {
 	detail          string
 	ok              bool
 	firstEventAfter time.Duration
+	header          http.Header
+	quota           string // remaining tokens, or the Retry-After of a refusal
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -89,7 +100,31 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	chat := func(model, content string) string {
 		return `{"model":"` + model + `","messages":[{"role":"user","content":"` + content + `"}],"max_tokens":24}`
 	}
+	var retryAt time.Time
+	// The TPM steps come first: honouring the Retry-After means waiting for
+	// the oldest tokens to leave the 60-second window, and the other steps
+	// run meanwhile.
+	const driveBody = `{"model":"gpt-4o-mini","max_tokens":120,"messages":[{"role":"user","content":"Summarise our meeting notes"}]}`
+	noCache := []string{"x-llmgate-cache", "off"}
+	drive := func(n int) demoStep {
+		return demoStep{title: fmt.Sprintf("team-c (TPM %d) request %d, 120 tokens", demoTPM, n), method: "POST", path: "/v1/chat/completions",
+			body: driveBody, key: demoKeyC, wantStatus: 200, headers: noCache}
+	}
 	steps := []demoStep{
+		drive(1), drive(2), drive(3),
+		{title: "team-c past its TPM: 429 with Retry-After", method: "POST", path: "/v1/chat/completions",
+			body: driveBody, key: demoKeyC, wantStatus: 429, headers: noCache,
+			after: func(h http.Header) {
+				if ms, err := strconv.Atoi(h.Get("retry-after-ms")); err == nil {
+					retryAt = time.Now().Add(time.Duration(ms) * time.Millisecond)
+				}
+			}},
+		{title: "cache: cold miss", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "miss"},
+		{title: "cache: same prompt (exact hit)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "hit"},
+		{title: "cache: paraphrase (semantic hit)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "how can I rotate the api key of my Azure OpenAI resource"), key: demoKey, wantStatus: 200, wantCache: "hit"},
+		{title: "cache: negation (guard: miss)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I not rotate the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "miss"},
+		{title: "cache: other tenant (miss)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key of my Azure OpenAI resource?"), key: demoKeyB, wantStatus: 200, wantCache: "miss"},
+		{title: "cache: stream replayed from the cache", method: "POST", path: "/v1/chat/completions", body: `{"model":"gpt-4o","stream":true,"max_tokens":24,"messages":[{"role":"user","content":"How do I rotate the API key of my Azure OpenAI resource?"}]}`, key: demoKey, wantStatus: 200, stream: true, wantCache: "hit"},
 		{title: "chat, OpenAI style", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "What is a token bucket?"), key: demoKey, wantStatus: 200},
 		{title: "chat, Azure style", method: "POST", path: "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", body: `{"messages":[{"role":"user","content":"Hello from an Azure SDK"}]}`, key: demoKey, wantStatus: 200},
 		{title: "streaming chat (SSE, relayed event by event)", method: "POST", path: "/v1/chat/completions", body: `{"model":"gpt-4o-mini","stream":true,"max_tokens":40,"messages":[{"role":"user","content":"Stream me a story"}]}`, key: demoKey, wantStatus: 200, stream: true},
@@ -103,6 +138,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		{title: "primary's circuit is open: straight to secondary", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "Still there?"), key: demoKey, wantStatus: 200},
 		{title: "primary recovers after the cooldown", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "Welcome back"), key: demoKey, wantStatus: 200,
 			before: func() { east.SetFailRate(0); time.Sleep(cfg.Upstream.BreakerCooldown + 100*time.Millisecond) }},
+		{title: "team-c honours Retry-After: admitted", method: "POST", path: "/v1/chat/completions",
+			body: driveBody, key: demoKeyC, wantStatus: 200, headers: noCache,
+			before: func() {
+				if wait := time.Until(retryAt); wait > 0 {
+					fmt.Fprintf(stdout, "waiting %s, as team-c's Retry-After said…\n", wait.Round(time.Second))
+					time.Sleep(wait)
+				}
+			}},
 	}
 
 	client := &http.Client{Timeout: 30 * time.Second}
@@ -116,6 +159,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			s.before()
 		}
 		row := playStep(ctx, client, "http://"+n.dataAddr, s)
+		if s.after != nil {
+			s.after(row.header)
+		}
 		row.node = cfg.Node.Name
 		if !row.ok {
 			failed++
@@ -145,8 +191,13 @@ func demoConfig(eastURL, westURL, dir string) *config.Config {
 			"gpt-4o-mini":            {Pool: [][]string{{"east", "west"}}},
 			"text-embedding-3-small": {Pool: [][]string{{"east"}}},
 		},
-		Consumers: []config.Consumer{{Name: "team-a", Keys: []string{demoKey}}},
+		Consumers: []config.Consumer{
+			{Name: "team-a", Keys: []string{demoKey}},
+			{Name: "team-b", Keys: []string{demoKeyB}},
+			{Name: "team-c", Keys: []string{demoKeyC}, TPM: demoTPM},
+		},
 	}
+	cfg.Cache.Enabled = true
 	cfg.Upstream.BreakerFailures = 1
 	cfg.Upstream.BreakerCooldown = time.Second
 	cfg.ApplyDefaults()
@@ -166,6 +217,9 @@ func playStep(ctx context.Context, client *http.Client, base string, s demoStep)
 	if s.body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	for i := 0; i+1 < len(s.headers); i += 2 {
+		req.Header.Set(s.headers[i], s.headers[i+1])
+	}
 	start := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
@@ -174,8 +228,18 @@ func playStep(ctx context.Context, client *http.Client, base string, s demoStep)
 	}
 	defer resp.Body.Close()
 	row.status = resp.StatusCode
+	row.header = resp.Header
 	row.backend = resp.Header.Get("x-llmgate-backend")
 	row.cache = resp.Header.Get("x-llmgate-cache")
+	if d := resp.Header.Get("x-llmgate-cache-distance"); d != "" && row.cache == "hit" {
+		row.cache += " d=" + d
+	}
+	if ra := resp.Header.Get("Retry-After"); ra != "" && resp.StatusCode == http.StatusTooManyRequests {
+		row.quota = "retry in " + ra + "s"
+	} else if rem := resp.Header.Get("x-ratelimit-remaining-tokens"); rem != "" {
+		row.quota = rem + "/" + resp.Header.Get("x-ratelimit-limit-tokens") + " left"
+	}
+	cacheOK := s.wantCache == "" || resp.Header.Get("x-llmgate-cache") == s.wantCache
 	if s.stream && resp.StatusCode == 200 {
 		events, done := 0, false
 		sc := bufio.NewScanner(resp.Body)
@@ -191,13 +255,13 @@ func playStep(ctx context.Context, client *http.Client, base string, s demoStep)
 		}
 		row.detail = fmt.Sprintf("%d events, first after %s, [DONE]=%v", events, row.firstEventAfter.Round(time.Millisecond), done)
 		row.latency = time.Since(start)
-		row.ok = done && s.wantStatus == resp.StatusCode
+		row.ok = done && s.wantStatus == resp.StatusCode && cacheOK
 		return row
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	row.latency = time.Since(start)
 	row.detail = summarize(body)
-	row.ok = resp.StatusCode == s.wantStatus
+	row.ok = resp.StatusCode == s.wantStatus && cacheOK
 	return row
 }
 
@@ -234,14 +298,18 @@ func summarize(body []byte) string {
 
 func printDemo(w io.Writer, rows []demoRow) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tstep\tnode\tstatus\tlatency\tbackend\tcache\tresult\tas expected")
+	fmt.Fprintln(tw, "#\tstep\tnode\tstatus\tlatency\tbackend\tcache\tquota\tresult\tas expected")
 	for i, r := range rows {
 		ok := "yes"
 		if !r.ok {
-			ok = fmt.Sprintf("NO (want %d)", r.step.wantStatus)
+			ok = fmt.Sprintf("NO (want %d", r.step.wantStatus)
+			if r.step.wantCache != "" {
+				ok += ", cache " + r.step.wantCache
+			}
+			ok += ")"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", i+1, r.step.title, r.node, r.status,
-			r.latency.Round(10*time.Microsecond), dash(r.backend), dash(r.cache), r.detail, ok)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, r.step.title, r.node, r.status,
+			r.latency.Round(10*time.Microsecond), dash(r.backend), dash(r.cache), dash(r.quota), r.detail, ok)
 	}
 	_ = tw.Flush()
 }
