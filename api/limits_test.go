@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/llmgate/llmgate/internal/config"
 )
@@ -247,5 +248,40 @@ func TestQuotaAdmin(t *testing.T) {
 	}
 	if a := do(t, "GET", g.admin.URL+"/admin/quota", "", ""); a.status != 200 || !bytes.Contains(a.body, []byte(`"consumers"`)) {
 		t.Errorf("list: %d %s", a.status, a.body)
+	}
+}
+
+func TestHostileInputsAnsweredQuickly(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	g := limited(t, up, 10000, 0)
+	url := g.data.URL + "/v1/chat/completions"
+	manyMessages := `{"model":"gpt-4o","messages":[` + strings.Repeat(`{"role":"user","content":"x"},`, 50000) + `{"role":"user","content":"x"}]}`
+	whitespace, _ := json.Marshal(strings.Repeat("\n \n", 700_000)) // 2.1 MB, quadratic for a naive tokenizer
+	tests := []struct {
+		name   string
+		body   string
+		status int
+		code   string
+	}{
+		{"50k messages", manyMessages, 400, "invalid_request_error"},
+		{"negative max_tokens", chatWithMax(-5), 400, "invalid_request_error"},
+		{"absurd max_tokens", `{"model":"gpt-4o","max_tokens":1000000000000000,"messages":[{"role":"user","content":"hi"}]}`, 429, "rate_limit_exceeded"},
+		{"huge whitespace run", `{"model":"gpt-4o","messages":[{"role":"user","content":` + string(whitespace) + `}]}`, 429, "rate_limit_exceeded"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			a := do(t, "POST", url, keyA, tc.body)
+			if a.status != tc.status || a.errorCode(t) != tc.code {
+				t.Fatalf("got %d %s", a.status, a.body)
+			}
+			// Generous bound for a shared, -race machine: the point is "not minutes".
+			if d := time.Since(start); d > 20*time.Second {
+				t.Errorf("took %v", d)
+			}
+		})
+	}
+	if up.calls.Load() != 0 {
+		t.Error("a hostile request reached the backend")
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -258,5 +259,98 @@ func TestServeStartupErrors(t *testing.T) {
 	p2 := start(t, "serve", "--config", good, "--listen", freeAddr(t), "--admin-listen", freeAddr(t))
 	if err := p2.wait(t, 10*time.Second); err == nil || !strings.Contains(p2.stderr.String(), "in use by another process") {
 		t.Fatalf("second node on the same data dir: %v\n%s", err, p2.stderr)
+	}
+}
+
+// TestStateSurvivesKill9 shows that quota counts (within the snapshot
+// interval), run-time limit changes and acknowledged cache entries outlive a
+// kill -9 of a real node.
+func TestStateSurvivesKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes")
+	}
+	dir := t.TempDir()
+	mockURL := startMock(t)
+	listen, admin := freeAddr(t), freeAddr(t)
+	path := writeConfig(t, dir, mockURL, listen, admin)
+	cfg, _ := os.ReadFile(path)
+	cfg = bytes.Replace(cfg, []byte(`keys: ["${TEST_TEAM_KEY}"]}`), []byte(`keys: ["${TEST_TEAM_KEY}"], tpm: 100000, quota: {tokens: 1000000, period: daily}}
+cache: {enabled: true}`), 1)
+	if err := os.WriteFile(path, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	call := func(method, url, body string, bearer string) (int, http.Header, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+bearer)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, url, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(b)
+	}
+	chat := func(i int) string {
+		return fmt.Sprintf(`{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"user","content":"Question number %d about Kubernetes ingress"}]}`, i)
+	}
+	quotaUsed := func() (tpm, period float64) {
+		t.Helper()
+		_, _, body := call("GET", "http://"+admin+"/admin/quota/team-a", "", "admin-t")
+		var s struct {
+			TPMUsed   float64 `json:"tpm_used"`
+			QuotaUsed float64 `json:"quota_used"`
+			TPMLimit  float64 `json:"tpm_limit"`
+		}
+		if err := json.Unmarshal([]byte(body), &s); err != nil {
+			t.Fatalf("quota status: %v: %s", err, body)
+		}
+		return s.TPMUsed, s.QuotaUsed
+	}
+
+	p := start(t, "serve", "--config", path)
+	waitReady(t, "http://"+listen+"/readyz")
+	for i := range 3 {
+		if code, h, body := call("POST", "http://"+listen+"/v1/chat/completions", chat(i), "sk-from-env"); code != 200 || h.Get("x-llmgate-cache") != "miss" {
+			t.Fatalf("request %d: %d %s %s\n%s", i, code, h.Get("x-llmgate-cache"), body, p.stderr)
+		}
+	}
+	if code, _, body := call("PUT", "http://"+admin+"/admin/quota/team-a", `{"tpm":90000}`, "admin-t"); code != 200 {
+		t.Fatalf("PUT limits: %d %s", code, body)
+	}
+	tpm, period := quotaUsed()
+	if tpm == 0 || period != tpm {
+		t.Fatalf("before the kill: tpm_used %v, quota_used %v", tpm, period)
+	}
+	time.Sleep(1500 * time.Millisecond) // one snapshot interval and more
+	_ = p.cmd.Process.Kill()
+	_ = p.wait(t, 10*time.Second)
+
+	p2 := start(t, "serve", "--config", path)
+	waitReady(t, "http://"+listen+"/readyz")
+	if tpm2, period2 := quotaUsed(); tpm2 != tpm || period2 != period {
+		t.Errorf("after kill -9: tpm_used %v quota_used %v, want %v and %v", tpm2, period2, tpm, period)
+	}
+	if _, _, body := call("GET", "http://"+admin+"/admin/quota/team-a", "", "admin-t"); !strings.Contains(body, `"tpm_limit":90000`) {
+		t.Errorf("the run-time limit change was lost: %s", body)
+	}
+	// Entries load in the background; until then requests go uncached, never fail.
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		code, h, _ := call("POST", "http://"+listen+"/v1/chat/completions", chat(i%3), "sk-from-env")
+		if code != 200 {
+			t.Fatalf("request after restart: %d", code)
+		}
+		if h.Get("x-llmgate-cache") == "hit" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no cache hit after kill -9 and restart\n%s", p2.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = p2.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p2.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("stop: %v\n%s", err, p2.stderr)
 	}
 }
