@@ -7,7 +7,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/config"
 )
 
 func cached(t *testing.T, up *upstream, mutate ...func(*setup)) *gateway {
@@ -208,5 +212,58 @@ func TestCacheAdmin(t *testing.T) {
 	}
 	if a := do(t, "GET", g.admin.URL+"/admin/cache/stats", "", ""); !strings.Contains(string(a.body), `"entries":1`) {
 		t.Errorf("after purge: %s", a.body)
+	}
+}
+
+func TestCacheTTLHeader(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	now := time.Unix(1_700_000_000, 0)
+	var clock atomic.Int64
+	clock.Store(now.UnixNano())
+	g := cached(t, up, func(s *setup) { s.now = func() time.Time { return time.Unix(0, clock.Load()) } })
+	url := g.data.URL + "/v1/chat/completions"
+	do(t, "POST", url, keyA, chatAbout("short lived"), "x-llmgate-cache-ttl", "5")
+	if a := do(t, "POST", url, keyA, chatAbout("short lived")); a.header.Get("x-llmgate-cache") != "hit" {
+		t.Fatalf("within its TTL: %s", a.header.Get("x-llmgate-cache"))
+	}
+	clock.Add(int64(6 * time.Second))
+	if a := do(t, "POST", url, keyA, chatAbout("short lived")); a.header.Get("x-llmgate-cache") != "miss" {
+		t.Errorf("after its 5 s TTL: %s", a.header.Get("x-llmgate-cache"))
+	}
+	if a := do(t, "POST", url, keyA, chatAbout("never stored"), "x-llmgate-cache-ttl", "0"); a.header.Get("x-llmgate-cache") != "bypass" {
+		t.Errorf("ttl 0: %s", a.header.Get("x-llmgate-cache"))
+	}
+}
+
+func TestRouteEmbedder(t *testing.T) {
+	// The embedder is the gateway's own embeddings route, served by the fake
+	// upstream with a fixed vector per text length: equal lengths match.
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/embeddings") {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[1,0,0]}]}`)
+			return
+		}
+		okChat("east")(w, r)
+	})
+	g := cached(t, up, func(s *setup) {
+		s.mutate = func(c *config.Config) { c.Cache.Embedder = "text-embedding-3-small"; c.Cache.ScoreThreshold = 0.1 }
+	})
+	url := g.data.URL + "/v1/chat/completions"
+	do(t, "POST", url, keyA, chatAbout("what is a vector"))
+	a := do(t, "POST", url, keyA, chatAbout("What is a vector?"))
+	if a.header.Get("x-llmgate-cache") != "hit" || a.header.Get("x-llmgate-cache-distance") != "0.0000" {
+		t.Errorf("same vector from the route: %s d=%s", a.header.Get("x-llmgate-cache"), a.header.Get("x-llmgate-cache-distance"))
+	}
+	// The embedding route fails: requests go uncached, never fail.
+	up.set(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/embeddings") {
+			status(500)(w, r)
+			return
+		}
+		okChat("east")(w, r)
+	})
+	if a := do(t, "POST", url, keyA, chatAbout("a brand new question")); a.status != 200 || a.header.Get("x-llmgate-cache") != "miss" {
+		t.Errorf("with the embedder down: %d %s", a.status, a.header.Get("x-llmgate-cache"))
 	}
 }

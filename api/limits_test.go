@@ -285,3 +285,59 @@ func TestHostileInputsAnsweredQuickly(t *testing.T) {
 		t.Error("a hostile request reached the backend")
 	}
 }
+
+func TestCounterKeyPerUser(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	s := twoBackends(up, up)
+	s.limits = true
+	s.mutate = func(c *config.Config) {
+		c.Consumers[0].TPM = 100
+		c.Consumers[0].CounterKey = config.CounterUser
+	}
+	g := newGateway(t, s)
+	url := g.data.URL + "/v1/chat/completions"
+	if a := do(t, "POST", url, keyA, chatWithMax(80), "x-user-id", "alice"); a.status != 200 {
+		t.Fatalf("alice: %d", a.status)
+	}
+	if a := do(t, "POST", url, keyA, chatWithMax(90), "x-user-id", "alice"); a.status != 429 {
+		t.Errorf("alice over her own window: %d", a.status)
+	}
+	if a := do(t, "POST", url, keyA, chatWithMax(90), "x-user-id", "bob"); a.status != 200 {
+		t.Errorf("bob has his own window: %d %s", a.status, a.body)
+	}
+}
+
+func TestTokenMetrics(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	g := limited(t, up, 100, 0)
+	do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatWithMax(10))
+	do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatWithMax(5000))
+	a := do(t, "GET", g.admin.URL+"/metrics", "", "")
+	for _, want := range []string{
+		`llmgate_tokens_total{consumer="team-a",kind="prompt",route="gpt-4o"} 5`,
+		`llmgate_tokens_total{consumer="team-a",kind="completion",route="gpt-4o"} 3`,
+		`llmgate_limit_rejections_total{reason="too_large"} 1`,
+	} {
+		if !strings.Contains(string(a.body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func TestBackendCapacitySteers(t *testing.T) {
+	// primary and secondary share gpt-4o-mini's one group; primary's own TPM
+	// is tiny, so once this node sent it that much, the secondary goes first.
+	primary, secondary := newUpstream(t, okChat("primary")), newUpstream(t, okChat("secondary"))
+	s := twoBackends(primary, secondary)
+	s.backends[0].TPM = 150
+	g := newGateway(t, s)
+	body := `{"model":"gpt-4o-mini","max_tokens":100,"messages":[{"role":"user","content":"hello"}]}`
+	served := map[string]int{}
+	for range 6 {
+		a := do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, body)
+		served[a.header.Get("x-llmgate-backend")]++
+	}
+	if served["primary"] != 1 || served["secondary"] != 5 {
+		t.Errorf("served = %v, want primary once (its 150 TPM holds one 108-token request)", served)
+	}
+}

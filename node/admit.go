@@ -93,6 +93,10 @@ func (g *Gateway) estimate(call *Call) (prompt, total int64) {
 func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Error) {
 	var a admission
 	if g.limiter == nil || call.Consumer == nil {
+		if rt := g.routes[call.Route]; rt != nil && rt.metered {
+			// Only the backends' capacity steering needs the estimate.
+			a.prompt, a.tokens = g.estimate(call)
+		}
 		return a, nil
 	}
 	a.prompt, a.tokens = g.estimate(call)

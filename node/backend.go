@@ -198,4 +198,7 @@ func (g *group) order(buf []*backend) []*backend {
 type route struct {
 	name   string
 	groups []*group
+	// metered is set when a backend of the route has a configured tpm: its
+	// capacity steering needs each request's token estimate.
+	metered bool
 }

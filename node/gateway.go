@@ -171,6 +171,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 					return nil, fmt.Errorf("routes.%s.pool[%d]: unknown backend %q", name, gi, n)
 				}
 				members = append(members, b)
+				r.metered = r.metered || b.capacity.tpm > 0
 			}
 			r.groups = append(r.groups, newGroup(members))
 		}
