@@ -21,8 +21,10 @@ test-short:
 demo: build
 	./$(BIN) demo
 
+# Every scenario; quota alone takes about five minutes (two modes of 150s).
 bench: build
 	./$(BIN) bench overhead --out bench-overhead.json
+	./$(BIN) bench quota --out bench-quota.json
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

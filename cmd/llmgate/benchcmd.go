@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -25,6 +26,7 @@ type benchScenario struct {
 func benchScenarios() []benchScenario {
 	return []benchScenario{
 		{"overhead", "latency and throughput added by a node, versus direct and a bare reverse proxy", runBenchOverhead},
+		{"quota", "the most tokens one consumer gets admitted in any sliding minute, as a ratio to its TPM", runBenchQuota},
 		{"reverse-proxy", "run the bare httputil.ReverseProxy the overhead scenario compares with", runBenchReverseProxy},
 	}
 }
@@ -109,6 +111,81 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 		}
 	}
 	return nil
+}
+
+// runBenchQuota runs `llmgate bench quota`: progress goes to stderr, the
+// table to stdout, and the JSON report to --out.
+func runBenchQuota(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	def := bench.DefaultQuotaOptions()
+	fs := flag.NewFlagSet("llmgate bench quota", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	tpm := fs.Int64("tpm", def.TPM, "the consumer's tokens-per-minute limit")
+	clients := fs.Int("clients", def.Clients, "concurrent closed-loop clients of the consumer")
+	duration := fs.Duration("duration", def.Duration, "length of the run of each mode (over 60s for a full sliding window)")
+	modes := fs.String("modes", joinQuotaModes(def.Modes), "modes to run, comma separated: "+joinQuotaModes(bench.QuotaModes))
+	out := fs.String("out", "", "also write the report as JSON to `FILE`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench quota: unexpected argument %q", fs.Arg(0))
+	}
+	opts := def
+	var err error
+	if opts.Modes, err = parseQuotaModes(*modes); err != nil {
+		return fmt.Errorf("bench quota: --modes: %w", err)
+	}
+	if *tpm < 1 {
+		return errors.New("bench quota: --tpm must be at least 1")
+	}
+	if *clients < 1 {
+		return errors.New("bench quota: --clients must be at least 1")
+	}
+	if *duration <= 0 {
+		return errors.New("bench quota: --duration must be positive")
+	}
+	opts.TPM, opts.Clients, opts.Duration = *tpm, *clients, *duration
+	opts.Progress = stderr
+
+	rep, err := bench.Quota(ctx, opts, stdout)
+	if err != nil {
+		return err
+	}
+	if *out != "" {
+		if err := writeBenchJSON(*out, rep); err != nil {
+			return fmt.Errorf("bench quota: %w", err)
+		}
+	}
+	return nil
+}
+
+// parseQuotaModes parses "max_tokens,no_max_tokens" into known modes.
+func parseQuotaModes(s string) ([]bench.QuotaMode, error) {
+	var modes []bench.QuotaMode
+	for f := range strings.SplitSeq(s, ",") {
+		m := bench.QuotaMode(strings.TrimSpace(f))
+		switch {
+		case m == "":
+			continue
+		case !slices.Contains(bench.QuotaModes, m):
+			return nil, fmt.Errorf("unknown mode %q (known: %s)", m, joinQuotaModes(bench.QuotaModes))
+		case slices.Contains(modes, m):
+			return nil, fmt.Errorf("mode %q given twice", m)
+		}
+		modes = append(modes, m)
+	}
+	if len(modes) == 0 {
+		return nil, errors.New("no mode given")
+	}
+	return modes, nil
+}
+
+func joinQuotaModes(ms []bench.QuotaMode) string {
+	s := make([]string, len(ms))
+	for i, m := range ms {
+		s[i] = string(m)
+	}
+	return strings.Join(s, ",")
 }
 
 // runBenchReverseProxy runs `llmgate bench reverse-proxy`, the overhead
