@@ -17,8 +17,9 @@ const (
 
 // Check reports whether the cached candidate may answer query: ok is false,
 // with a reason, when the two dialog texts (the retained messages' contents
-// joined with "\n") differ in a number, a negation, a named entity or a
-// comparative word (see the package comment). It is cheap (a few µs for
+// joined with "\n") differ in a number, a negation, a named entity, a
+// comparative word, the order of their shared words or a qualifier (see the
+// package comment). It is cheap (a few µs for
 // prompts of a hundred words) and deterministic.
 func Check(query, candidate string) (ok bool, reason string) {
 	var a, b facts
@@ -108,7 +109,9 @@ func (f facts) scan(text string) facts {
 				h := hashLower(trimPunct(text[i:end]))
 				f.toks = append(f.toks, h)
 				f.ents = append(f.ents, h)
-				f = f.endRun()
+				if f.run {
+					f = f.endRun()
+				}
 				f.lastDigits = false
 				start = false
 				i = end
@@ -146,12 +149,16 @@ func (f facts) scan(text string) facts {
 			if r != '.' || i+1 >= len(text) || !isDigitByte(text[i+1]) {
 				start = true
 			}
-			f = f.endRun()
+			if f.run {
+				f = f.endRun()
+			}
 			i += size
 			continue
 		case !unicode.IsLetter(r) && !unicode.IsNumber(r):
 			if r != '-' && r != ' ' {
-				f = f.endRun()
+				if f.run {
+					f = f.endRun()
+				}
 			}
 			i += size
 			continue
@@ -254,7 +261,9 @@ func (f facts) scan(text string) facts {
 		case kindComparative:
 			f.comp[0] |= 1 << uint(val)
 		}
-		f = f.endRun()
+		if f.run {
+			f = f.endRun()
+		}
 		f.lastDigits = false
 		if kind == kindOther || kind == kindOpener || kind == kindComparative {
 			f.content = append(f.content, h)
@@ -271,7 +280,9 @@ func (f facts) scan(text string) facts {
 // digitWord records a word with digits: a number (1,000, 3.5, 11th, 10k), and
 // when it mixes in other letters (gpt4o, 5kg) also an entity.
 func (f facts) digitWord(word string, letters int, neg bool, h uint64) facts {
-	f = f.endRun()
+	if f.run {
+		f = f.endRun()
+	}
 	// leading digits
 	var v, scale float64 = 0, 0
 	k := 0
@@ -378,37 +389,24 @@ func (f *facts) sameEntities(g *facts) bool {
 		return false
 	}
 	// Order: the first occurrences of the entities both name, as entities.
-	i, j := 0, 0
-	for {
-		i = nextShared(f.ents, g.ents, i)
-		j = nextShared(g.ents, f.ents, j)
-		if i == len(f.ents) || j == len(g.ents) {
-			return i == len(f.ents) && j == len(g.ents)
-		}
-		if f.ents[i] != g.ents[j] {
+	var sa, sb [64]uint64
+	x, y := shared(sa[:0], f.ents, g.ents), shared(sb[:0], g.ents, f.ents)
+	if len(x) != len(y) { // cannot happen: both are the distinct shared entities
+		return false
+	}
+	for k := range x {
+		if x[k] != y[k] {
 			return false
 		}
-		i++
-		j++
 	}
-}
-
-// nextShared returns the index, from i on, of the next entity of a that is
-// also in b and not earlier in a; len(a) when there is none.
-func nextShared(a, b []uint64, i int) int {
-	for ; i < len(a); i++ {
-		if indexOf(a[:i], a[i]) < 0 && indexOf(b, a[i]) >= 0 {
-			return i
-		}
-	}
-	return i
+	return true
 }
 
 // sameOrder reports whether the content words a and b share come in the
-// same order, allowing one move of a block ("the capital of France" /
-// "France's capital", a clause moved to the front) but not a swap of two
-// words with others between them ("directed by A … produced by B" /
-// "produced by A … directed by B"). Only first occurrences count.
+// same order, allowing one swap of two adjacent ones ("the capital of
+// France" / "France's capital") but not a swap across other words
+// ("directed by A … produced by B" / "produced by A … directed by B") or a
+// moved clause. Only first occurrences count.
 func sameOrder(a, b []uint64) bool {
 	var sa, sb [64]uint64
 	s, t := shared(sa[:0], a, b), shared(sb[:0], b, a)
@@ -421,27 +419,24 @@ func sameOrder(a, b []uint64) bool {
 	for len(s) > 0 && s[len(s)-1] == t[len(t)-1] {
 		s, t = s[:len(s)-1], t[:len(t)-1]
 	}
-	if len(s) == 0 {
-		return true
-	}
-	if len(s) > 2 {
-		return false
-	}
-	// t must be a rotation of s: s = X Y, t = Y X.
-	k := indexOf(s, t[0])
-	for i := range t {
-		if t[i] != s[(k+i)%len(s)] {
-			return false
-		}
-	}
-	return true
+	return len(s) == 0 || len(s) == 2 && s[0] == t[1] && s[1] == t[0]
 }
 
 // shared appends to dst the distinct words of a, in order of first
 // occurrence, that also occur in b.
 func shared(dst, a, b []uint64) []uint64 {
-	for i, x := range a {
-		if indexOf(a[:i], x) < 0 && indexOf(b, x) >= 0 {
+	if len(a) <= small && len(b) <= small {
+		for i, x := range a {
+			if indexOf(a[:i], x) < 0 && indexOf(b, x) >= 0 {
+				dst = append(dst, x)
+			}
+		}
+		return dst
+	}
+	var bb, sb [4 * small]uint64
+	inB, seen := newSet(bb[:], len(b), b), newSet(sb[:], len(a), nil)
+	for _, x := range a {
+		if inB.has(x) && seen.add(x) {
 			dst = append(dst, x)
 		}
 	}
@@ -456,13 +451,90 @@ func qualified(a, b []uint64) bool {
 	return aInB != bInA
 }
 
+// contains reports whether every one of items is in set.
 func contains(set, items []uint64) bool {
+	if len(set) > small && len(items) > 1 {
+		var buf [4 * small]uint64
+		h := newSet(buf[:], len(set), set)
+		for _, x := range items {
+			if !h.has(x) {
+				return false
+			}
+		}
+		return true
+	}
 	for _, x := range items {
 		if indexOf(set, x) < 0 {
 			return false
 		}
 	}
 	return true
+}
+
+// small is the length up to which lists are searched linearly; longer
+// ones go through a hashSet (texts of thousands of words stay linear time).
+const small = 64
+
+// hashSet is an open-addressing set of word hashes. The hashes are FNV
+// values, so their low bits index it directly; 0 marks an empty slot (a
+// real 0 is stored as zeroKey).
+type hashSet struct {
+	slots []uint64
+	mask  uint64
+}
+
+const zeroKey = 0x9e3779b97f4a7c15
+
+// newSet returns a set holding items with room for n items in all, in buf
+// when it is large enough (at least twice n, rounded up to a power of two),
+// else on the heap.
+func newSet(buf []uint64, n int, items []uint64) hashSet {
+	size := len(buf)
+	for size < 2*n {
+		size *= 2
+	}
+	var slots []uint64
+	if size == len(buf) {
+		slots = buf
+		clear(slots)
+	} else {
+		slots = make([]uint64, size)
+	}
+	h := hashSet{slots: slots, mask: uint64(size - 1)}
+	for _, x := range items {
+		h.add(x)
+	}
+	return h
+}
+
+// add inserts x and reports whether it was new.
+func (h hashSet) add(x uint64) bool {
+	if x == 0 {
+		x = zeroKey
+	}
+	for i := x & h.mask; ; i = (i + 1) & h.mask {
+		switch h.slots[i] {
+		case x:
+			return false
+		case 0:
+			h.slots[i] = x
+			return true
+		}
+	}
+}
+
+func (h hashSet) has(x uint64) bool {
+	if x == 0 {
+		x = zeroKey
+	}
+	for i := x & h.mask; ; i = (i + 1) & h.mask {
+		switch h.slots[i] {
+		case x:
+			return true
+		case 0:
+			return false
+		}
+	}
 }
 
 func indexOf(s []uint64, x uint64) int {

@@ -38,6 +38,11 @@ func TestCheck(t *testing.T) {
 		{"comparative flip is a miss", "Sort the list in ascending order", "Sort the list in descending order", false, ReasonComparative},
 		{"before and after", "What happened before the war?", "What happened after the war?", false, ReasonComparative},
 		{"max and min", "Find the max of the array", "Find the min of the array", false, ReasonComparative},
+		{"adjacent words may swap", "What is the capital of France?", "What is France's capital?", true, ""},
+		{"swapped words are a miss", "Omitting the engines would increase complexity and reduce payload", "Omitting the engines would reduce complexity and increase payload", false, ReasonOrder},
+		{"swapped roles are a miss", "the dog chased the cat across the garden", "the cat chased the dog across the garden", false, ReasonOrder},
+		{"added qualifier is a miss", "Can I share my dataset with my team?", "Can I share my audio dataset with my team?", false, ReasonQualifier},
+		{"synonym substitution passes", "How do I delete a file in Linux?", "How do I remove a file in Linux?", true, ""},
 		{"empty texts pass", "", "", true, ""},
 	}
 	for _, tt := range tests {

@@ -15,9 +15,10 @@
 //     asked, with the usage chunk only when stream_options.include_usage;
 //   - usage holds real counts from package tokens: prompt_tokens by OpenAI's
 //     chat rule, completion_tokens of the generated text;
-//   - embeddings are deterministic feature-hashed vectors of words and
-//     character trigrams, L2-normalised, DefaultDimensions long unless the
-//     request names its dimensions;
+//   - embeddings come from the gateway's own local embedder (package embed),
+//     so a cache configured with an embeddings route behaves like the
+//     built-in one; DefaultDimensions long, shorter when the request names
+//     fewer dimensions (truncated and renormalised);
 //   - its own tokens-per-minute limit over a sliding 60-second window, with
 //     Azure's 429 (retry-after-ms, Retry-After) and x-ratelimit-remaining-*
 //     headers; a configurable share of 500s; time to first token and a token

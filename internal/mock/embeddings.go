@@ -7,10 +7,9 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"strings"
 	"time"
-	"unicode"
 
+	"github.com/llmgate/llmgate/internal/embed"
 	"github.com/llmgate/llmgate/internal/openai"
 )
 
@@ -80,8 +79,9 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 
 	out := embeddingList{Object: "list", Data: make([]embeddingItem, len(texts)), Model: model,
 		Usage: embeddingUsage{PromptTokens: prompt, TotalTokens: prompt}}
+	local := embed.NewLocal() // cheap: it reads the embedded table in place
 	for i, text := range texts {
-		v := embed(text, dims)
+		v := embedText(local, text, dims)
 		item := embeddingItem{Object: "embedding", Index: i, Embedding: v}
 		if opts.EncodingFormat == "base64" {
 			item.Embedding = encodeBase64(v)
@@ -110,58 +110,30 @@ func embeddingTexts(inputs []openai.EmbeddingInput) []string {
 	return texts
 }
 
-// embed returns a deterministic unit vector of dims dimensions for text by
-// feature hashing: each lower-cased word (weight 1) and each character
-// trigram of the space-padded word (weight 0.5) adds its weight, with a sign,
-// to the dimension its hash selects. Texts that share words and spellings
-// point in similar directions. Text without words gets a fixed unit vector.
-func embed(text string, dims int) []float32 {
-	acc := make([]float64, dims)
-	fields := strings.FieldsFunc(strings.ToLower(text), func(r rune) bool {
-		return !unicode.IsLetter(r) && !unicode.IsNumber(r)
-	})
-	var runes []rune
-	for _, word := range fields {
-		addFeature(acc, 'w', word, 1)
-		runes = append(runes[:0], ' ')
-		runes = append(runes, []rune(word)...)
-		runes = append(runes, ' ')
-		for i := 0; i+3 <= len(runes); i++ {
-			addFeature(acc, 'c', string(runes[i:i+3]), 0.5)
-		}
+// embedText returns the embedding of text by the gateway's built-in local
+// embedder (package embed), dims long: the first dims of its embed.Dim
+// values renormalised to unit length when dims is smaller, all of them when
+// dims is larger. Texts that share words, spellings or meaning point in
+// similar directions; text without words gets a fixed unit vector.
+func embedText(local *embed.Local, text string, dims int) []float32 {
+	v := local.Embed(text)
+	if dims >= len(v) {
+		return v
 	}
+	v = v[:dims]
 	var norm float64
-	for _, x := range acc {
-		norm += x * x
+	for _, x := range v {
+		norm += float64(x) * float64(x)
 	}
-	v := make([]float32, dims)
 	if norm == 0 {
 		v[0] = 1
 		return v
 	}
-	norm = math.Sqrt(norm)
-	for i, x := range acc {
-		v[i] = float32(x / norm)
+	scale := 1 / math.Sqrt(norm)
+	for i, x := range v {
+		v[i] = float32(float64(x) * scale)
 	}
 	return v
-}
-
-// addFeature adds weight to the dimension feature hashes to, with the sign of
-// the hash's top bit (signed hashing keeps collisions from only adding up).
-func addFeature(acc []float64, kind byte, feature string, weight float64) {
-	const (
-		offset = 14695981039346656037
-		prime  = 1099511628211
-	)
-	h := uint64(offset)
-	h = (h ^ uint64(kind)) * prime
-	for i := 0; i < len(feature); i++ {
-		h = (h ^ uint64(feature[i])) * prime
-	}
-	if h>>63 == 1 {
-		weight = -weight
-	}
-	acc[h%uint64(len(acc))] += weight
 }
 
 // encodeBase64 is the OpenAI base64 encoding of an embedding: the

@@ -33,7 +33,7 @@ const (
 
 	// DefaultDimensions is the length of an embedding when the request does
 	// not set dimensions.
-	DefaultDimensions = 256
+	DefaultDimensions = 384
 
 	// MaxDimensions is the largest dimensions an embeddings request may ask for.
 	MaxDimensions = 3072

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tiktoken-go/tokenizer"
 
+	"github.com/llmgate/llmgate/internal/embed"
 	"github.com/llmgate/llmgate/internal/openai"
 	"github.com/llmgate/llmgate/internal/tokens"
 )
@@ -760,6 +761,20 @@ func TestEmbeddings(t *testing.T) {
 			if v1[i] != v2[i] {
 				t.Fatalf("float and base64 answers differ at %d: %v vs %v", i, v1[i], v2[i])
 			}
+		}
+	})
+
+	t.Run("dimensions beyond the local embedder's give all of them", func(t *testing.T) {
+		resp, b := post(t, ts, "/v1/embeddings", `{"model":"e","input":"hello world","dimensions":1024}`)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d: %s", resp.StatusCode, b)
+		}
+		v := decode[embeddingsAnswer](t, b).vectors(t)[0]
+		if len(v) != embed.Dim {
+			t.Errorf("dimensions 1024 gave %d, want embed.Dim = %d", len(v), embed.Dim)
+		}
+		if n := cosine(v, v); math.Abs(n-1) > 1e-5 {
+			t.Errorf("not a valid vector (self-cosine %v)", n)
 		}
 	})
 

@@ -254,4 +254,3 @@ func encode(words []entry, vecs map[string][]float64) []byte {
 	}
 	return b
 }
-

@@ -1,28 +1,3 @@
-// Package quality measures how well an embedder and the match guard serve a
-// semantic cache, on labelled prompt pairs (PAWS and GPTCache, see
-// shared/data/README.md and index/testdata/README.md): how many paraphrases
-// hit the right entry, and how many hits are wrong, at each cosine-distance
-// threshold. bench cache and the quality-floor test in index/guard use it.
-//
-// Method. Pairs are grouped into clusters: two pairs belong together when
-// they share a text or the same bag of words (PAWS builds several pairs from
-// one source sentence by swapping words). Every other cluster, in order of
-// first appearance, is cached: side a of each of its pairs is stored (once per
-// text). Then
-//   - side b of each pair of a cached cluster is a query: label 1 (every
-//     GPTCache pair) should hit, label 0 (a PAWS hard negative) must miss;
-//     queries whose text is itself stored are skipped (the exact tier serves
-//     them);
-//   - both sides of every pair of an uncached cluster are queries that must
-//     miss (related prompts whose own entry is absent).
-//
-// Each query's nearest entry (exact search) is a hit when its distance is at
-// most the threshold and, with the guard on, guard.Check accepts it. A hit
-// is right when the data labels the two texts a paraphrase, wrong when it
-// labels them different or they are in different clusters, and unknown (not
-// counted) when they share a cluster without a label.
-//
-// Everything is deterministic; nothing is shared between calls.
 package quality
 
 import (
@@ -212,18 +187,18 @@ func Run(pairs []Pair, embed func(string) []float32) []Outcome {
 
 // Score is what a threshold gives on a set of outcomes.
 type Score struct {
-	Positives int // queries that should hit
-	Negatives int // queries that must miss
-	Right     int // hits on a right entry (a labelled paraphrase of the query)
-	Wrong     int // hits on a wrong entry
-	Unknown   int // hits of unknown verdict (not in Precision)
+	Positives int `json:"positives"` // queries that should hit
+	Negatives int `json:"negatives"` // queries that must miss
+	Right     int `json:"right"`     // hits on a right entry (a labelled paraphrase of the query)
+	Wrong     int `json:"wrong"`     // hits on a wrong entry
+	Unknown   int `json:"unknown"`   // hits of unknown verdict (not in Precision)
 	// PositiveHits are the Right hits of queries that should hit. (A query
 	// that must miss its own pair's entry may still rightly hit another
 	// entry the data labels its paraphrase.)
-	PositiveHits int
-	HitRate      float64 // PositiveHits / Positives
-	Precision    float64 // Right / (Right + Wrong); 1 with no hits
-	FalseHits    float64 // Wrong / (Positives + Negatives)
+	PositiveHits int     `json:"positive_hits"`
+	HitRate      float64 `json:"hit_rate"`   // PositiveHits / Positives
+	Precision    float64 `json:"precision"`  // Right / (Right + Wrong); 1 with no hits
+	FalseHits    float64 `json:"false_hits"` // Wrong / (Positives + Negatives)
 }
 
 // Evaluate scores outcomes of the given set ("" for all) at threshold, with
