@@ -5,10 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -390,46 +388,15 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 	return rep, nil
 }
 
-// startGateway starts `llmgate serve` against the mock at mockAddr and waits
-// until it is ready. The node's addresses are fixed in its config, so ports
-// are picked free beforehand; if the node exits before it is ready (most
-// likely because a port was taken in between) it is retried with new ports.
+// startGateway starts the benchmarked node against the mock at mockAddr.
 func startGateway(ctx context.Context, opts OverheadOptions, dir, mockAddr string) (*process, string, error) {
-	const attempts = 3
-	var lastErr error
-	for attempt := range attempts {
-		var ports [3]int
-		for i := range ports {
-			p, err := freeLoopbackPort()
-			if err != nil {
-				return nil, "", err
-			}
-			ports[i] = p
-		}
-		listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-		cfgPath := filepath.Join(dir, fmt.Sprintf("llmgate-%d.yaml", attempt))
-		cfg := gatewayConfig(filepath.Join(dir, fmt.Sprintf("data-%d", attempt)), listen,
-			net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
-			net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2])), mockAddr)
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-			return nil, "", fmt.Errorf("writing gateway config: %w", err)
-		}
-		gw, err := startProcess(ctx, "llmgate serve", opts.Executable, "serve", "--config", cfgPath)
-		if err != nil {
-			return nil, "", err
-		}
-		err = gw.waitReady(ctx, "http://"+listen+"/readyz", opts.StartTimeout)
-		if err == nil {
-			return gw, listen, nil
-		}
-		gone, _ := gw.exited()
-		gw.Stop()
-		if !gone || ctx.Err() != nil {
-			return nil, "", err // not a port race: retrying will not help
-		}
-		lastErr = err
+	n, err := startNode(ctx, opts.Executable, opts.StartTimeout, dir, "bench-1", func(dataDir string, n *benchNode) string {
+		return gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr)
+	})
+	if err != nil {
+		return nil, "", err
 	}
-	return nil, "", fmt.Errorf("gateway did not start in %d attempts: %w", attempts, lastErr)
+	return n.proc, n.listen, nil
 }
 
 // gatewayConfig returns the YAML config of the benchmarked node: one openai

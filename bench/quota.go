@@ -10,7 +10,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -240,14 +239,6 @@ type QuotaNodeStatus struct {
 	Error        string           `json:"error,omitempty"`
 }
 
-// quotaNode is one running gateway node of the scenario.
-type quotaNode struct {
-	name   string
-	listen string // data plane host:port
-	admin  string // admin host:port
-	gossip string // gossip host:port, for later nodes to join
-	proc   *process
-}
 
 // Quota measures how exactly a node holds one consumer to its TPM limit. For
 // each mode it starts a mock upstream (5ms latency, instant generation) and a
@@ -324,7 +315,7 @@ func Quota(ctx context.Context, opts QuotaOptions, w io.Writer) (*QuotaReport, e
 	return rep, nil
 }
 
-func nodeAddrs(nodes []*quotaNode) string {
+func nodeAddrs(nodes []*benchNode) string {
 	s := make([]string, len(nodes))
 	for i, n := range nodes {
 		s[i] = fmt.Sprintf("%s=%s (pid %d)", n.name, n.listen, n.proc.PID())
@@ -335,14 +326,17 @@ func nodeAddrs(nodes []*quotaNode) string {
 // startQuotaNodes starts count gateway nodes under dir against the mock and
 // waits until each is ready. Node i > 0 joins node 0's gossip address; with
 // one node that is unused (multi-node runs come with the cluster work).
-func startQuotaNodes(ctx context.Context, opts QuotaOptions, dir, mockAddr string, count int) ([]*quotaNode, error) {
-	var nodes []*quotaNode
+func startQuotaNodes(ctx context.Context, opts QuotaOptions, dir, mockAddr string, count int) ([]*benchNode, error) {
+	var nodes []*benchNode
 	for i := range count {
 		var join []string
 		if i > 0 {
 			join = []string{nodes[0].gossip}
 		}
-		n, err := startQuotaNode(ctx, opts, dir, fmt.Sprintf("bench-%d", i+1), mockAddr, join)
+		name := fmt.Sprintf("bench-%d", i+1)
+		n, err := startNode(ctx, opts.Executable, opts.StartTimeout, dir, name, func(dataDir string, n *benchNode) string {
+			return quotaConfig(name, dataDir, n, join, mockAddr, opts.TPM)
+		})
 		if err != nil {
 			for _, m := range nodes {
 				m.proc.Stop()
@@ -354,54 +348,11 @@ func startQuotaNodes(ctx context.Context, opts QuotaOptions, dir, mockAddr strin
 	return nodes, nil
 }
 
-// startQuotaNode starts one `llmgate serve` with quotaConfig and waits until
-// it is ready, retrying with new ports if it exits first (most likely a port
-// taken between picking and binding it).
-func startQuotaNode(ctx context.Context, opts QuotaOptions, dir, name, mockAddr string, join []string) (*quotaNode, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	const attempts = 3
-	var lastErr error
-	for attempt := range attempts {
-		var addrs [3]string
-		for i := range addrs {
-			p, err := freeLoopbackPort()
-			if err != nil {
-				return nil, err
-			}
-			addrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-		}
-		n := &quotaNode{name: name, listen: addrs[0], admin: addrs[1], gossip: addrs[2]}
-		cfgPath := filepath.Join(dir, fmt.Sprintf("%s-%d.yaml", name, attempt))
-		cfg := quotaConfig(name, filepath.Join(dir, fmt.Sprintf("%s-data-%d", name, attempt)), n, join, mockAddr, opts.TPM)
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-			return nil, fmt.Errorf("writing node config: %w", err)
-		}
-		proc, err := startProcess(ctx, "llmgate serve "+name, opts.Executable, "serve", "--config", cfgPath)
-		if err != nil {
-			return nil, err
-		}
-		err = proc.waitReady(ctx, "http://"+n.listen+"/readyz", opts.StartTimeout)
-		if err == nil {
-			n.proc = proc
-			return n, nil
-		}
-		gone, _ := proc.exited()
-		proc.Stop()
-		if !gone || ctx.Err() != nil {
-			return nil, err
-		}
-		lastErr = err
-	}
-	return nil, fmt.Errorf("node %s did not start in %d attempts: %w", name, attempts, lastErr)
-}
-
 // quotaConfig returns the YAML config of a quota node: the mock as the one
 // backend, one route, one consumer with the TPM limit, no cache (no cache
 // key), the admin API open on loopback (no admin_token), and an explicit
 // default completion allowance.
-func quotaConfig(name, dataDir string, n *quotaNode, join []string, mockAddr string, tpm int64) string {
+func quotaConfig(name, dataDir string, n *benchNode, join []string, mockAddr string, tpm int64) string {
 	cluster := fmt.Sprintf("{gossip: %s}", n.gossip)
 	if len(join) > 0 {
 		cluster = fmt.Sprintf("{gossip: %s, join: [%s]}", n.gossip, strings.Join(join, ", "))
@@ -440,7 +391,7 @@ type quotaClientResult struct {
 
 // runQuotaMode runs opts.Clients clients against nodes for opts.Duration and
 // folds what they saw into a QuotaRun.
-func runQuotaMode(ctx context.Context, opts QuotaOptions, mode QuotaMode, nodes []*quotaNode, counter *tokens.Counter, progress io.Writer) (*QuotaRun, error) {
+func runQuotaMode(ctx context.Context, opts QuotaOptions, mode QuotaMode, nodes []*benchNode, counter *tokens.Counter, progress io.Writer) (*QuotaRun, error) {
 	client := NewLoadClient(opts.Clients)
 	defer client.CloseIdleConnections()
 
@@ -557,7 +508,7 @@ func (l *quotaLive) report(ctx context.Context, w io.Writer, start time.Time, tp
 type quotaClient struct {
 	id      int
 	mode    QuotaMode
-	node    *quotaNode
+	node    *benchNode
 	http    *http.Client
 	counter *tokens.Counter
 	rng     *rand.Rand
@@ -763,7 +714,7 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 }
 
 // fetchQuotaStatus reads GET /admin/quota/{consumer} from n's admin port.
-func fetchQuotaStatus(ctx context.Context, c *http.Client, n *quotaNode) QuotaNodeStatus {
+func fetchQuotaStatus(ctx context.Context, c *http.Client, n *benchNode) QuotaNodeStatus {
 	st := QuotaNodeStatus{Node: n.name}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ type benchScenario struct {
 func benchScenarios() []benchScenario {
 	return []benchScenario{
 		{"overhead", "latency and throughput added by a node, versus direct and a bare reverse proxy", runBenchOverhead},
+		{"cache", "index recall, latency and memory at 10k/100k/1M entries; hit quality by threshold; cache hits end to end", runBenchCache},
 		{"quota", "the most tokens one consumer gets admitted in any sliding minute, as a ratio to its TPM", runBenchQuota},
 		{"reverse-proxy", "run the bare httputil.ReverseProxy the overhead scenario compares with", runBenchReverseProxy},
 	}
@@ -243,6 +245,67 @@ func writeBenchJSON(path string, v any) error {
 	}
 	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("writing report: %w", err)
+	}
+	return nil
+}
+
+// CacheReport is what `llmgate bench cache --out` writes: its three parts.
+type cacheReport struct {
+	Index   *bench.CacheIndexReport   `json:"index,omitempty"`
+	Quality *bench.CacheQualityReport `json:"quality,omitempty"`
+	Hit     *bench.CacheHitReport     `json:"end_to_end,omitempty"`
+}
+
+// runBenchCache runs `llmgate bench cache`: the index part (both graph
+// implementations against exact search), the hit-quality part on the
+// labelled pairs, and cache hits end to end through a node.
+func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	idef := bench.DefaultCacheIndexOptions()
+	fs := flag.NewFlagSet("llmgate bench cache", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	parts := fs.String("parts", "index,quality,hit", "parts to run, comma separated: index, quality, hit")
+	sizes := fs.String("sizes", joinInts(idef.Sizes), "index sizes, comma separated (1M takes tens of minutes and about 4 GB)")
+	queries := fs.Int("queries", idef.Queries, "look-ups timed per index")
+	data := fs.String("data", "../shared/data", "`DIR` with paws_dev.tsv and gptcache_mock_data.json (index/testdata holds a 300-pair subset)")
+	rate := fs.Int("rate", 500, "open-loop rate of the end-to-end part, requests/s")
+	out := fs.String("out", "", "also write the report as JSON to `FILE`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench cache: unexpected argument %q", fs.Arg(0))
+	}
+	var rep cacheReport
+	for part := range strings.SplitSeq(*parts, ",") {
+		var err error
+		switch strings.TrimSpace(part) {
+		case "index":
+			o := idef
+			if o.Sizes, err = parseBenchRates(*sizes); err != nil {
+				return fmt.Errorf("bench cache: --sizes: %w", err)
+			}
+			o.Queries, o.Progress = *queries, stderr
+			rep.Index, err = bench.CacheIndex(ctx, o, stdout)
+		case "quality":
+			o := bench.CacheQualityOptions{DataDir: *data}
+			if _, serr := os.Stat(filepath.Join(*data, bench.PAWSFile)); serr != nil {
+				o = bench.CacheQualityOptions{DataDir: filepath.Join("index", "testdata"), PAWSFile: "paws_dev_300.tsv", GPTCacheFile: "gptcache_300.json"}
+				fmt.Fprintf(stderr, "%s not found: measuring on the subset in %s\n", *data, o.DataDir)
+			}
+			rep.Quality, err = bench.CacheQuality(ctx, o, stdout)
+		case "hit":
+			rep.Hit, err = bench.CacheHit(ctx, bench.CacheHitOptions{Rate: *rate, Progress: stderr}, stdout)
+		default:
+			return fmt.Errorf("bench cache: unknown part %q (index, quality, hit)", part)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if *out != "" {
+		if err := writeBenchJSON(*out, rep); err != nil {
+			return fmt.Errorf("bench cache: %w", err)
+		}
 	}
 	return nil
 }

@@ -8,4 +8,11 @@
 // No implementation is safe for concurrent use: each is owned by one actor
 // (a shard of the cache in package index) that serialises every call.
 // Implementations copy the vectors they are given; callers may reuse them.
+//
+// Deletes in the graph indexes are tombstones: a deleted entry is never
+// returned but stays in the graph as a waypoint until tombstones pass a
+// quarter of the entries, when the graph is rebuilt from the live entries
+// (in place for HNSW). Removing nodes from a navigable graph one at a time is
+// what corrupts coder/hnsw v0.6.1 under churn; a rebuild cannot leave
+// dangling links.
 package graph

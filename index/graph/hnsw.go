@@ -66,6 +66,7 @@ type HNSW struct {
 	res   heap // farthest-first results (distances negated, see searchLayer)
 	found []item
 	pick  []item
+	prune []item // candidates of link's re-selection
 }
 
 // item is a slot with its distance to the current query (or base node).
@@ -369,14 +370,14 @@ func (h *HNSW) link(from, to uint32, d float32, l int) {
 		return
 	}
 	base := h.vec(from)
-	cands := make([]item, 0, capacity+1)
-	cands = append(cands, item{d, to})
+	cands := append(h.prune[:0], item{d, to})
 	for _, o := range b[1 : 1+n] {
 		if !h.isDead(o) {
 			cands = append(cands, item{h.dist(base, o), o})
 		}
 	}
 	slices.SortFunc(cands, cmpItem)
+	h.prune = cands
 	sel := h.selectNeighbours(cands, capacity)
 	b[0] = uint32(len(sel))
 	for i, it := range sel {

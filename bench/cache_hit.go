@@ -1,0 +1,239 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// CacheHitOptions configures the end-to-end cache-hit benchmark: HTTP in,
+// embedding, look-up, guard and response out, through a real node.
+type CacheHitOptions struct {
+	// Executable is the llmgate binary. Default: the running binary.
+	Executable string
+	// Entries is how many answers are cached before measuring. Default 2000.
+	Entries int
+	// Rate is the open-loop request rate, requests per second. Default 500.
+	Rate int
+	// Duration is one measured run. Default 5s.
+	Duration time.Duration
+	// Rounds per kind of hit; the report gives medians. Default 3.
+	Rounds int
+	// StartTimeout bounds a child process's start. Default 30s.
+	StartTimeout time.Duration
+	// Progress receives one line per run. Nil: silent.
+	Progress io.Writer
+}
+
+func (o CacheHitOptions) withDefaults() (CacheHitOptions, error) {
+	if o.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return o, fmt.Errorf("finding the llmgate executable: %w", err)
+		}
+		o.Executable = exe
+	}
+	o.Entries = max(o.Entries, 0)
+	if o.Entries == 0 {
+		o.Entries = 2000
+	}
+	if o.Rate <= 0 {
+		o.Rate = 500
+	}
+	if o.Duration <= 0 {
+		o.Duration = 5 * time.Second
+	}
+	if o.Rounds <= 0 {
+		o.Rounds = 3
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = 30 * time.Second
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	return o, nil
+}
+
+// CacheHitRow is one kind of request at the benchmark's rate.
+type CacheHitRow struct {
+	Kind   string  `json:"kind"` // exact hit, semantic hit, miss (upstream), floor
+	Sent   int     `json:"sent"`
+	Errors int     `json:"errors"`
+	P50Ms  float64 `json:"p50_ms"`
+	P90Ms  float64 `json:"p90_ms"`
+	P99Ms  float64 `json:"p99_ms"`
+}
+
+// CacheHitReport is the result of the end-to-end cache-hit benchmark.
+type CacheHitReport struct {
+	Entries  int           `json:"entries"`
+	Rate     int           `json:"rate"`
+	Duration string        `json:"duration"`
+	Rounds   int           `json:"rounds"`
+	Rows     []CacheHitRow `json:"rows"`
+}
+
+const cacheHitKey = "sk-bench-cache"
+
+// CacheHit starts a mock upstream (20 ms to first token) and a node with the
+// cache on, fills the cache with opts.Entries answers, then sends open-loop
+// load of one cached prompt verbatim (exact tier), of the same prompt
+// lower-cased without punctuation (semantic tier: embedding, HNSW look-up,
+// guard), and of uncached prompts (a miss) for comparison.
+func CacheHit(ctx context.Context, opts CacheHitOptions, w io.Writer) (*CacheHitReport, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("cache hit: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "llmgate-bench-cache-*")
+	if err != nil {
+		return nil, fmt.Errorf("cache hit: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	mock, err := startProcess(ctx, "mock-upstream", opts.Executable, "mock-upstream", "--listen", "127.0.0.1:0", "--latency", "20ms")
+	if err != nil {
+		return nil, fmt.Errorf("cache hit: %w", err)
+	}
+	defer mock.Stop()
+	mockAddr, err := mock.waitListening(ctx, "mock-upstream listening on", opts.StartTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("cache hit: %w", err)
+	}
+	n, err := startNode(ctx, opts.Executable, opts.StartTimeout, dir, "bench-cache", func(dataDir string, n *benchNode) string {
+		return fmt.Sprintf(`node: {name: bench-cache, data_dir: %q}
+listen: %s
+admin_listen: %s
+cluster: {gossip: %s}
+log: {level: warn}
+backends:
+  - {name: mock, kind: openai, url: "http://%s/v1", deployments: [gpt-4o-mini]}
+routes:
+  gpt-4o-mini: {pool: [[mock]]}
+consumers:
+  - {name: bench, keys: [%s]}
+cache: {enabled: true}
+`, dataDir, n.listen, n.admin, n.gossip, mockAddr, cacheHitKey)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache hit: %w", err)
+	}
+	defer n.proc.Stop()
+	// The floor: a mock answering at once, so the table separates what the
+	// node's hit path costs from what HTTP on this machine costs anyway.
+	floor, err := startProcess(ctx, "mock-upstream (floor)", opts.Executable, "mock-upstream", "--listen", "127.0.0.1:0", "--latency", "0")
+	if err != nil {
+		return nil, fmt.Errorf("cache hit: %w", err)
+	}
+	defer floor.Stop()
+	floorAddr, err := floor.waitListening(ctx, "mock-upstream listening on", opts.StartTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("cache hit: %w", err)
+	}
+
+	client := NewLoadClient(256)
+	defer client.CloseIdleConnections()
+	url := "http://" + n.listen + "/v1/chat/completions"
+	fill := &Request{URL: url, Header: cacheHitHeader(), Timeout: 30 * time.Second}
+	for i := range opts.Entries {
+		fill.Body = cacheHitBody(cacheHitPrompt(i))
+		if o := fill.do(ctx, client, time.Now()); o.err != "" {
+			return nil, fmt.Errorf("cache hit: filling entry %d: %s", i, o.err)
+		}
+	}
+	fmt.Fprintf(opts.Progress, "cached %d answers on %s\n", opts.Entries, n.listen)
+
+	probe := cacheHitPrompt(opts.Entries / 2)
+	kinds := []struct {
+		name, want string
+		req        *Request
+	}{
+		{"exact hit", "hit", &Request{URL: url, Header: cacheHitHeader(), Body: cacheHitBody(probe)}},
+		{"semantic hit", "hit", &Request{URL: url, Header: cacheHitHeader(), Body: cacheHitBody(strings.ToLower(strings.TrimSuffix(probe, "?")))}},
+		{"miss (cache off, 20 ms upstream)", "off", &Request{URL: url, Header: cacheHitHeader("x-llmgate-cache", "off"), Body: cacheHitBody(probe)}},
+		{"floor: mock answering at once, direct", "", &Request{URL: "http://" + floorAddr + "/v1/chat/completions", Header: cacheHitHeader(), Body: cacheHitBody(probe)}},
+	}
+	for _, k := range kinds {
+		if got, err := cacheState(ctx, client, k.req); err != nil || got != k.want {
+			return nil, fmt.Errorf("cache hit: probing %s: x-llmgate-cache %q (want %q), %v", k.name, got, k.want, err)
+		}
+	}
+	rep := &CacheHitReport{Entries: opts.Entries, Rate: opts.Rate, Duration: opts.Duration.String(), Rounds: opts.Rounds}
+	for _, k := range kinds {
+		row := CacheHitRow{Kind: k.name}
+		var p50, p90, p99 []float64
+		for round := range opts.Rounds {
+			res, err := OpenLoop(ctx, client, k.req, float64(opts.Rate), opts.Duration)
+			if err != nil {
+				return nil, fmt.Errorf("cache hit: %s: %w", k.name, err)
+			}
+			row.Sent += res.Sent
+			row.Errors += res.Errors
+			p50, p90, p99 = append(p50, ms(res.Latency.P50)), append(p90, ms(res.Latency.P90)), append(p99, ms(res.Latency.P99))
+			fmt.Fprintf(opts.Progress, "round %d/%d  %-34s p50 %s  p99 %s  errors %d\n", round+1, opts.Rounds, k.name,
+				fmtMs(ms(res.Latency.P50)), fmtMs(ms(res.Latency.P99)), res.Errors)
+		}
+		row.P50Ms, row.P90Ms, row.P99Ms = Median(p50), Median(p90), Median(p99)
+		rep.Rows = append(rep.Rows, row)
+	}
+	if err := rep.WriteTable(w); err != nil {
+		return rep, fmt.Errorf("cache hit: writing table: %w", err)
+	}
+	return rep, nil
+}
+
+func cacheHitHeader(kv ...string) http.Header {
+	h := http.Header{"Content-Type": {"application/json"}, "Api-Key": {cacheHitKey}}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Set(kv[i], kv[i+1])
+	}
+	return h
+}
+
+func cacheHitBody(prompt string) []byte {
+	return fmt.Appendf(nil, `{"model":"gpt-4o-mini","max_tokens":64,"messages":[{"role":"user","content":%q}]}`, prompt)
+}
+
+// cacheHitPrompt is the i-th distinct prompt: realistic length, distinct words.
+func cacheHitPrompt(i int) string {
+	verbs := []string{"configure", "monitor", "rotate", "scale", "debug", "secure", "migrate", "back up"}
+	things := []string{"retry policy", "connection pool", "access keys", "deployment quota", "log pipeline", "alert rules", "network rules", "token budget"}
+	owners := []string{"billing service", "search cluster", "data warehouse", "mobile backend", "payments gateway", "analytics jobs", "identity provider", "chat assistant"}
+	return fmt.Sprintf("How should our team %s the %s of the %s in region %d when traffic doubles during the quarterly launch?",
+		verbs[i%len(verbs)], things[(i/len(verbs))%len(things)], owners[(i/(len(verbs)*len(things)))%len(owners)], i)
+}
+
+// cacheState sends req once and returns its x-llmgate-cache header.
+func cacheState(ctx context.Context, c *http.Client, r *Request) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, strings.NewReader(string(r.Body)))
+	if err != nil {
+		return "", err
+	}
+	req.Header = r.Header.Clone()
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return resp.Header.Get("x-llmgate-cache"), nil
+}
+
+// WriteTable writes the report as an aligned text table.
+func (r *CacheHitReport) WriteTable(w io.Writer) error {
+	fmt.Fprintf(w, "\nend to end through a node (%d entries cached; open loop %d/s, %s × %d rounds, medians)\n", r.Entries, r.Rate, r.Duration, r.Rounds)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "request\tp50\tp90\tp99\tsent\terrors\t")
+	for _, row := range r.Rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t\n", row.Kind, fmtMs(row.P50Ms), fmtMs(row.P90Ms), fmtMs(row.P99Ms), row.Sent, row.Errors)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,51 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestCacheIndexMeasuresBothAndSkipsCoderAboveItsCap(t *testing.T) {
+	var out bytes.Buffer
+	rep, err := CacheIndex(context.Background(), CacheIndexOptions{
+		Sizes: []int{600, 300}, Dim: 16, Queries: 50, MaxCoder: 400, Seed: 1,
+	}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 4 {
+		t.Fatalf("%d rows, want 4 (2 sizes × 2 impls): %+v", len(rep.Rows), rep.Rows)
+	}
+	if r := rep.Rows[0]; r.Size != 300 || r.Impl != ImplHNSW {
+		t.Fatalf("first row is %s at %d; want sizes ascending, hnsw first", r.Impl, r.Size)
+	}
+	for _, r := range rep.Rows {
+		switch {
+		case r.Impl == ImplCoder && r.Size == 600:
+			if r.Skipped == "" {
+				t.Fatalf("coder at 600 entries was measured despite MaxCoder 400")
+			}
+		case r.Skipped != "":
+			t.Fatalf("%s at %d skipped: %s", r.Impl, r.Size, r.Skipped)
+		case r.BuildSeconds <= 0 || r.P50K1Micros <= 0 || r.VectorBytesPerEntry != 64:
+			t.Fatalf("%s at %d: figures missing: %+v", r.Impl, r.Size, r)
+		case r.Impl == ImplHNSW && r.RecallAt1 < 0.95:
+			t.Fatalf("hnsw at %d: recall@1 %.3f on a tiny set", r.Size, r.RecallAt1)
+		}
+	}
+	if !strings.Contains(out.String(), "skipped") || !strings.Contains(out.String(), "recall@1") {
+		t.Fatalf("table lacks the skipped row or the header:\n%s", out.String())
+	}
+	if _, err := json.Marshal(rep); err != nil {
+		t.Fatalf("report does not marshal: %v", err)
+	}
+}
+
+func TestCacheIndexRejectsUnknownImpl(t *testing.T) {
+	if _, err := CacheIndex(context.Background(), CacheIndexOptions{Impls: []string{"faiss"}}, nil); err == nil {
+		t.Fatal("unknown index name accepted")
+	}
+}
