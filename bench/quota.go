@@ -239,7 +239,6 @@ type QuotaNodeStatus struct {
 	Error        string           `json:"error,omitempty"`
 }
 
-
 // Quota measures how exactly a node holds one consumer to its TPM limit. For
 // each mode it starts a mock upstream (5ms latency, instant generation) and a
 // fresh gateway node whose one consumer has opts.TPM, then runs opts.Clients
