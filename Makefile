@@ -31,7 +31,7 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Short fuzzing of the wire parsers (FUZZTIME=30s make fuzz for longer).
+# Short fuzzing of the wire parsers and decoders (FUZZTIME=30s make fuzz for longer).
 FUZZTIME ?= 10s
 fuzz:
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzParseChat -fuzztime $(FUZZTIME)
@@ -39,6 +39,11 @@ fuzz:
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzEventReader -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/tokens -run '^$$' -fuzz FuzzCountIsExact -fuzztime $(FUZZTIME)
+	$(GO) test ./node -run '^$$' -fuzz FuzzStreamTap -fuzztime $(FUZZTIME)
+	$(GO) test ./index -run '^$$' -fuzz FuzzCanonicalHash -fuzztime $(FUZZTIME)
+	$(GO) test ./index -run '^$$' -fuzz FuzzDecodeEntry -fuzztime $(FUZZTIME)
+	$(GO) test ./index/guard -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
+	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeCounter -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin bench-*.json
