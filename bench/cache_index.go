@@ -10,10 +10,18 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/llmgate/llmgate/index/graph"
+	"github.com/llmgate/llmgate/internal/embed"
+)
+
+// Data sets of CacheIndex.
+const (
+	DataPrompts = "prompts" // the local embedder's vectors of generated prompts
+	DataRandom  = "random"  // random unit vectors (see Latent)
 )
 
 // Index implementations measured by CacheIndex.
@@ -42,6 +50,19 @@ type CacheIndexOptions struct {
 	// make a query (the sum is renormalised). 0.3 gives cosine ≈ 0.96 to the
 	// source, a near duplicate; random pairs sit near cosine 0. Default 0.3.
 	Noise float64
+	// Latent, when positive, draws the stored vectors near a random
+	// Latent-dimensional subspace (a Gaussian mix of Latent random directions
+	// plus noise of norm 0.3) instead of uniformly on the sphere. Real
+	// sentence embeddings have such low intrinsic dimension, and a graph
+	// index navigates them far better: at 100k entries HNSW's recall@1 is
+	// 1.000 with Latent 24 from EfSearch 16 up, against 0.88 at EfSearch 64
+	// on uniform data. Default 0: uniform, the worst case.
+	Latent int
+	// Data is what the vectors are: DataPrompts (default) embeds generated
+	// prompts with the cache's own local embedder, queries being prompts
+	// with one word dropped and their case and punctuation changed;
+	// DataRandom uses random unit vectors (Latent, Noise) instead.
+	Data string
 	// Params configures both implementations; zero fields take
 	// graph.DefaultParams.
 	Params graph.Params
@@ -52,8 +73,9 @@ type CacheIndexOptions struct {
 }
 
 // DefaultCacheIndexOptions returns the defaults. A full default run builds a
-// 1M-entry HNSW, which takes tens of minutes on a small machine (about 1-2 ms
-// per insert at that size in pure Go), and needs about 3.5 GB of memory.
+// 1M-entry HNSW of uniform vectors, which takes over an hour on a 2-CPU
+// machine (inserts already cost about 3 ms each at 100k) and needs about
+// 4 GB of memory; pass smaller Sizes for a quick look.
 func DefaultCacheIndexOptions() CacheIndexOptions {
 	return CacheIndexOptions{
 		Sizes:    []int{10_000, 100_000, 1_000_000},
@@ -90,8 +112,17 @@ func (o CacheIndexOptions) withDefaults() (CacheIndexOptions, error) {
 			return o, fmt.Errorf("size %d is not positive", n)
 		}
 	}
-	if o.Dim < 0 || o.Queries < 0 || o.MaxCoder < 0 || o.Noise < 0 {
-		return o, fmt.Errorf("dim, queries, max coder and noise must not be negative")
+	if o.Data == "" {
+		o.Data = DataPrompts
+	}
+	if o.Data != DataPrompts && o.Data != DataRandom {
+		return o, fmt.Errorf("unknown data %q (want %s or %s)", o.Data, DataPrompts, DataRandom)
+	}
+	if o.Data == DataPrompts {
+		o.Dim = embed.Dim
+	}
+	if o.Dim < 0 || o.Queries < 0 || o.MaxCoder < 0 || o.Noise < 0 || o.Latent < 0 {
+		return o, fmt.Errorf("dim, queries, max coder, noise and latent must not be negative")
 	}
 	for _, im := range o.Impls {
 		if im != ImplHNSW && im != ImplCoder {
@@ -110,6 +141,8 @@ type CacheIndexReport struct {
 	Dim            int          `json:"dim"`
 	Queries        int          `json:"queries"`
 	Noise          float64      `json:"noise"`
+	Latent         int          `json:"latent"`
+	Data           string       `json:"data"`
 	Params         graph.Params `json:"params"`
 	// Rows has one row per size and implementation, sizes ascending.
 	Rows []CacheIndexRow `json:"rows"`
@@ -164,18 +197,29 @@ func CacheIndex(ctx context.Context, o CacheIndexOptions, w io.Writer) (*CacheIn
 		Dim:       o.Dim,
 		Queries:   o.Queries,
 		Noise:     o.Noise,
+		Latent:    o.Latent,
+		Data:      o.Data,
 		Params:    o.Params,
+	}
+	var emb *embed.Local
+	if o.Data == DataPrompts {
+		emb = embed.NewLocal()
 	}
 	sizes := slices.Clone(o.Sizes)
 	slices.Sort(sizes)
 	for _, n := range sizes {
 		r := rand.New(rand.NewPCG(o.Seed, uint64(n)))
 		fmt.Fprintf(progress, "cache index: %d entries: generating vectors and exact answers\n", n)
-		data := randomUnitSlab(r, n, o.Dim)
+		var data []float32
 		queries := make([][]float32, o.Queries)
-		for i := range queries {
-			src := r.IntN(n)
-			queries[i] = nearDuplicateOf(r, data[src*o.Dim:(src+1)*o.Dim], o.Noise)
+		if emb != nil {
+			data, queries = promptSlab(r, emb, n, o.Queries)
+		} else {
+			data = randomUnitSlab(r, n, o.Dim, o.Latent)
+			for i := range queries {
+				src := r.IntN(n)
+				queries[i] = nearDuplicateOf(r, data[src*o.Dim:(src+1)*o.Dim], o.Noise)
+			}
 		}
 		truth, err := exactNearestIDs(ctx, data, o.Dim, queries)
 		if err != nil {
@@ -274,18 +318,87 @@ func liveHeapBytes() uint64 {
 
 func durMicros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-// randomUnitSlab returns n random unit vectors of length dim, back to back.
-func randomUnitSlab(r *rand.Rand, n, dim int) []float32 {
+// randomUnitSlab returns n random unit vectors of length dim, back to back:
+// uniform on the sphere, or near a random latent-dimensional subspace when
+// latent > 0 (see CacheIndexOptions.Latent).
+func randomUnitSlab(r *rand.Rand, n, dim, latent int) []float32 {
+	basis := make([]float32, latent*dim)
+	for j := range basis {
+		basis[j] = float32(r.NormFloat64())
+	}
 	data := make([]float32, n*dim)
 	for i := range n {
 		v := data[i*dim : (i+1)*dim]
-		for j := range v {
-			v[j] = float32(r.NormFloat64())
+		if latent == 0 {
+			for j := range v {
+				v[j] = float32(r.NormFloat64())
+			}
+			normaliseInPlace(v)
+			continue
 		}
-		normaliseInPlace(v)
+		for b := range latent {
+			z := float32(r.NormFloat64())
+			for j, x := range basis[b*dim : (b+1)*dim] {
+				v[j] += z * x
+			}
+		}
+		copy(v, nearDuplicateOf(r, normaliseInPlace(v), 0.3))
 	}
 	return data
 }
+
+// promptSlab embeds n generated prompts and, for queries of them picked at
+// random, a near duplicate: one word dropped, lower case, no question mark.
+func promptSlab(r *rand.Rand, emb *embed.Local, n, queries int) ([]float32, [][]float32) {
+	dim := emb.Dim()
+	data := make([]float32, 0, n*dim)
+	prompts := make([][]string, n)
+	vocab := strings.Fields(promptVocabulary)
+	for i := range n {
+		words := generatedPrompt(r, vocab)
+		prompts[i] = words
+		data = append(data, emb.Embed(strings.Join(words, " ")+"?")...)
+	}
+	qs := make([][]float32, queries)
+	for i := range qs {
+		words := slices.Clone(prompts[r.IntN(n)])
+		drop := r.IntN(len(words))
+		words = append(words[:drop], words[drop+1:]...)
+		qs[i] = emb.Embed(strings.ToLower(strings.Join(words, " ")))
+	}
+	return data, qs
+}
+
+// generatedPrompt is 8 to 24 words drawn with a Zipf-like skew from a list
+// of common words, plus a number: distinct prompts with the word statistics
+// of real text, so many share their frequent words.
+func generatedPrompt(r *rand.Rand, vocab []string) []string {
+	n := 8 + r.IntN(17)
+	words := make([]string, 0, n+1)
+	for range n {
+		i := int(math.Floor(math.Pow(r.Float64(), 2.5) * float64(len(vocab))))
+		words = append(words, vocab[i])
+	}
+	return append(words, strconv.Itoa(r.IntN(1000)))
+}
+
+// promptVocabulary is common English and technical words, most frequent first.
+const promptVocabulary = `the to of and a in is it you that for on with how what can be this are do
+my i your not from at have or by as an if was will we about which when there their use more one all
+they so get would what's make like time just know take people into year good some could them see other
+than then now look only come its over think also back after work first well way even new want because
+any these give day most us data service cluster deploy key token model request error timeout retry
+cache memory latency region quota limit user team account password email file database table query
+index server client network proxy gateway container image build test release version update upgrade
+install configure monitor alert log metric trace debug scale backup restore migrate secure encrypt
+rotate policy role permission access group project budget cost invoice payment order customer product
+price discount shipping delivery store search report dashboard chart export import schedule job queue
+stream batch event message topic channel webhook api endpoint route header body status code response
+python java go rust javascript typescript sql linux windows kubernetes docker azure openai cloud storage
+bucket disk cpu gpu node pod namespace secret certificate domain dns load balancer firewall vpn
+explain summarise translate write compare list describe fix improve optimise review check convert
+why where who which should would might must best fastest cheapest simple short long large small
+morning evening weekly monthly today tomorrow yesterday hour minute second week month quarter`
 
 // nearDuplicateOf returns v plus Gaussian noise of expected norm noise,
 // renormalised.
@@ -346,8 +459,18 @@ func exactNearestIDs(ctx context.Context, data []float32, dim int, queries [][]f
 // WriteTable writes the report as an aligned text table.
 func (r *CacheIndexReport) WriteTable(w io.Writer) error {
 	p := r.Params
-	fmt.Fprintf(w, "llmgate bench cache (index): %d-d random unit vectors, %d near-duplicate queries (noise %.2f), %d CPU(s)\n",
-		r.Dim, r.Queries, r.Noise, r.CPUs)
+	switch {
+	case r.Data == DataPrompts:
+		fmt.Fprintf(w, "llmgate bench cache (index): %d-d local-embedder vectors of generated prompts, %d near-duplicate queries (a word dropped, lower case), %d CPU(s)\n",
+			r.Dim, r.Queries, r.CPUs)
+	default:
+		data := "uniform on the sphere"
+		if r.Latent > 0 {
+			data = fmt.Sprintf("near a random %d-d subspace", r.Latent)
+		}
+		fmt.Fprintf(w, "llmgate bench cache (index): %d-d unit vectors %s, %d near-duplicate queries (noise %.2f), %d CPU(s)\n",
+			r.Dim, data, r.Queries, r.Noise, r.CPUs)
+	}
 	fmt.Fprintf(w, "params (0 = default): M %d, EfConstruction %d, EfSearch %d\n\n", p.M, p.EfConstruction, p.EfSearch)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "index\tentries\tbuild\tinsert\tp50 k=1\tp99 k=1\tp50 k=4\tp99 k=4\trecall@1\tbytes/entry\tvector\t\n")

@@ -11,7 +11,7 @@ import (
 func TestCacheIndexMeasuresBothAndSkipsCoderAboveItsCap(t *testing.T) {
 	var out bytes.Buffer
 	rep, err := CacheIndex(context.Background(), CacheIndexOptions{
-		Sizes: []int{600, 300}, Dim: 16, Queries: 50, MaxCoder: 400, Seed: 1,
+		Sizes: []int{600, 300}, Dim: 16, Queries: 50, MaxCoder: 400, Seed: 1, Latent: 4,
 	}, &out)
 	if err != nil {
 		t.Fatal(err)

@@ -266,6 +266,10 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 	parts := fs.String("parts", "index,quality,hit", "parts to run, comma separated: index, quality, hit")
 	sizes := fs.String("sizes", joinInts(idef.Sizes), "index sizes, comma separated (1M takes tens of minutes and about 4 GB)")
 	queries := fs.Int("queries", idef.Queries, "look-ups timed per index")
+	vectors := fs.String("vectors", bench.DataPrompts, "index data: prompts (the local embedder on generated prompts) or random (unit vectors)")
+	impls := fs.String("impls", strings.Join(idef.Impls, ","), "graph implementations: hnsw, coder-hnsw")
+	efSearch := fs.Int("ef-search", 0, "HNSW search beam (0 = the default)")
+	efConstruction := fs.Int("ef-construction", 0, "HNSW construction beam (0 = the default)")
 	data := fs.String("data", "../shared/data", "`DIR` with paws_dev.tsv and gptcache_mock_data.json (index/testdata holds a 300-pair subset)")
 	rate := fs.Int("rate", 500, "open-loop rate of the end-to-end part, requests/s")
 	out := fs.String("out", "", "also write the report as JSON to `FILE`")
@@ -284,7 +288,9 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 			if o.Sizes, err = parseBenchRates(*sizes); err != nil {
 				return fmt.Errorf("bench cache: --sizes: %w", err)
 			}
-			o.Queries, o.Progress = *queries, stderr
+			o.Queries, o.Progress, o.Data = *queries, stderr, *vectors
+			o.Impls = strings.Split(*impls, ",")
+			o.Params.EfSearch, o.Params.EfConstruction = *efSearch, *efConstruction
 			rep.Index, err = bench.CacheIndex(ctx, o, stdout)
 		case "quality":
 			o := bench.CacheQualityOptions{DataDir: *data}

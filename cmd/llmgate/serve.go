@@ -151,11 +151,13 @@ func builtinConfig(upstream string) *config.Config {
 	for _, d := range deployments {
 		routes[d] = config.Route{Pool: [][]string{{"upstream"}}}
 	}
-	return &config.Config{
+	cfg := &config.Config{
 		Backends:  []config.Backend{{Name: "upstream", Kind: kind, URL: upstream, Deployments: deployments}},
 		Routes:    routes,
 		Consumers: []config.Consumer{{Name: "dev", Keys: []string{key}}},
 	}
+	cfg.Cache.Enabled = true
+	return cfg
 }
 
 func startBuiltinMock() (stop func(), url string, err error) {
