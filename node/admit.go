@@ -23,6 +23,11 @@ type Limiter interface {
 	Settle(ctx context.Context, r quota.Reservation, actual int64) quota.Decision
 }
 
+// admitTimeout bounds a call to the limiter: a reservation takes
+// microseconds, and a limiter that cannot answer in this time is treated as
+// failed (the call is admitted without limits) rather than holding requests.
+const admitTimeout = 250 * time.Millisecond
+
 // maxAllowance caps a completion allowance so an absurd max_tokens cannot
 // overflow the estimate; any such request is refused as larger than the limit.
 const maxAllowance = 1 << 40
@@ -100,7 +105,9 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Err
 		return a, nil
 	}
 	a.prompt, a.tokens = g.estimate(call)
-	res, d, err := g.limiter.Reserve(ctx, call.Consumer.Name, g.counterKey(call), a.tokens)
+	rctx, cancel := context.WithTimeout(ctx, admitTimeout)
+	res, d, err := g.limiter.Reserve(rctx, call.Consumer.Name, g.counterKey(call), a.tokens)
+	cancel()
 	if err != nil {
 		g.log.Warn("quota reservation failed; admitting without limits", "consumer", call.Consumer.Name, "request_id", call.RequestID, "err", err)
 		return a, nil
@@ -119,8 +126,12 @@ func refusal(call *Call, need int64, d quota.Decision, now time.Time) *openai.Er
 	who := call.Consumer.Name
 	switch d.Reason {
 	case quota.ReasonTooLarge:
+		limit := "its whole token quota for the period"
+		if d.Limit > 0 && need > d.Limit {
+			limit = fmt.Sprintf("its limit of %d tokens per minute", d.Limit)
+		}
 		return &openai.Error{Status: http.StatusTooManyRequests, Type: "tokens", Code: openai.CodeRateLimitExceeded,
-			Message: fmt.Sprintf("This request needs an estimated %d tokens (prompt plus max_tokens), more than consumer '%s' may use in a whole minute or period (%d tokens per minute); it can never be admitted. Shorten the prompt or lower max_tokens.", need, who, d.Limit)}
+			Message: fmt.Sprintf("This request needs an estimated %d tokens (prompt plus max_tokens), more than %s allows consumer '%s'; it can never be admitted. Shorten the prompt or lower max_tokens.", need, limit, who)}
 	case quota.ReasonQuota:
 		wait := d.RetryAfter
 		if !d.QuotaResetsAt.IsZero() {
@@ -138,14 +149,18 @@ func refusal(call *Call, need int64, d quota.Decision, now time.Time) *openai.Er
 	}
 }
 
-// retryHeaders gives Retry-After in whole seconds rounded up and, as Azure
-// does, retry-after-ms.
+// retryHeaders gives Retry-After and, as Azure does, retry-after-ms.
 func retryHeaders(wait time.Duration) http.Header {
 	wait = max(wait, time.Millisecond)
 	return http.Header{
-		"Retry-After":    {strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10)},
+		"Retry-After":    {retryAfterSeconds(wait)},
 		"Retry-After-Ms": {strconv.FormatInt(int64((wait+time.Millisecond-1)/time.Millisecond), 10)},
 	}
+}
+
+// retryAfterSeconds is a wait in whole seconds, rounded up.
+func retryAfterSeconds(wait time.Duration) string {
+	return strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10)
 }
 
 // settle charges the call's actual usage (nil: nothing was consumed) and
@@ -159,8 +174,12 @@ func (g *Gateway) settle(ctx context.Context, x *exchange, u *usage) int64 {
 	if !x.adm.reserved {
 		return actual
 	}
-	// Settling must happen even when the client has gone: the tokens were spent.
-	d := g.limiter.Settle(context.WithoutCancel(ctx), x.adm.res, actual)
+	// Settling must happen even when the client has gone: the tokens were
+	// spent. The limiter queues it regardless; the deadline bounds the wait
+	// for the new headroom only.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), admitTimeout)
+	d := g.limiter.Settle(sctx, x.adm.res, actual)
+	cancel()
 	x.adm.res, x.adm.reserved = quota.Reservation{}, false
 	x.adm.limit, x.adm.remain = d.Limit, d.Remaining
 	return actual

@@ -2,12 +2,14 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +45,14 @@ const (
 	cacheOff    = "off"    // no cache, or the client turned it off
 )
 
+// Deadlines of the cache's stages. A stuck or slow cache must cost a request
+// at most this much, never its answer.
+const (
+	lookupTimeout = 250 * time.Millisecond
+	storeWait     = 20 * time.Millisecond // what a request waits for its store
+	storeTimeout  = 5 * time.Second       // what a store may take in the background
+)
+
 // maxSemanticPrompt bounds the dialog text that is embedded; longer dialogs
 // use the exact tier only.
 const maxSemanticPrompt = 32 << 10
@@ -57,11 +67,15 @@ type cachePlan struct {
 	vec    []float32     // embedding, once computed
 }
 
-// answerShaping are the chat parameters that do not change the answer and so
-// stay out of a cache partition's shape; every other top-level field is in it.
-var answerNeutral = map[string]bool{
-	"model": true, "messages": true, "stream": true, "stream_options": true,
-	"user": true, "metadata": true, "store": true, "service_tier": true,
+// answerNeutral reports whether a top-level chat parameter leaves the answer
+// as it is, and so stays out of a cache partition's shape; every other
+// top-level field is part of the shape.
+func answerNeutral(key string) bool {
+	switch key {
+	case "model", "messages", "stream", "stream_options", "user", "metadata", "store", "service_tier":
+		return true
+	}
+	return false
 }
 
 // planCache decides whether call may use the cache and where its entries live.
@@ -88,7 +102,7 @@ func (g *Gateway) planCache(call *Call) cachePlan {
 	}
 	shape := map[string]any{}
 	for k, v := range top {
-		if answerNeutral[k] {
+		if answerNeutral(k) {
 			continue
 		}
 		shape[k] = v
@@ -96,27 +110,14 @@ func (g *Gateway) planCache(call *Call) cachePlan {
 	if r.Temperature != nil {
 		shape["temperature"] = temperatureBucket(*r.Temperature)
 	}
-	var roles, system []string
-	var sb strings.Builder
-	for _, m := range r.Messages {
-		text, ok := messageText(m.Content)
-		if !ok {
-			return bypass // images, audio: the embedding cannot see them
-		}
-		if m.Role == "system" || m.Role == "developer" {
-			if !g.cacheCfg.IgnoreSystemMessages {
-				system = append(system, text)
-			}
-			continue
-		}
-		roles = append(roles, m.Role+":"+m.Name)
-		if sb.Len() > 0 {
-			sb.WriteByte('\n')
-		}
-		sb.WriteString(text)
+	d, ok := retainedDialog(r.Messages)
+	if !ok {
+		return bypass // images, audio: the embedding cannot see them
 	}
-	shape["·roles"] = roles
-	shape["·system"] = system
+	shape["·roles"] = d.roles
+	if !g.cacheCfg.IgnoreSystemMessages {
+		shape["·system"] = d.system
+	}
 	sj, err := json.Marshal(shape)
 	if err != nil {
 		return bypass
@@ -130,8 +131,46 @@ func (g *Gateway) planCache(call *Call) cachePlan {
 	if err != nil {
 		return bypass
 	}
-	cp.prompt = sb.String()
+	if !d.toolTurns {
+		// A tool's output is read by the model with the call that asked for
+		// it, which the dialog text does not show: such dialogs match exactly
+		// or not at all.
+		cp.prompt = d.text
+	}
 	return cp
+}
+
+// dialog is what the cache keeps of a chat's messages.
+type dialog struct {
+	text      string   // non-system contents, one per line: what is embedded
+	roles     []string // role:name of each non-system turn
+	system    []string // system and developer contents
+	toolTurns bool     // a tool result or tool call is part of the dialog
+}
+
+// retainedDialog reads msgs; ok is false when a content is not text.
+func retainedDialog(msgs []openai.Message) (d dialog, ok bool) {
+	var sb strings.Builder
+	for _, m := range msgs {
+		text, ok := messageText(m.Content)
+		if !ok {
+			return d, false
+		}
+		switch m.Role {
+		case "system", "developer":
+			d.system = append(d.system, text)
+			continue
+		case "tool", "function":
+			d.toolTurns = true
+		}
+		d.roles = append(d.roles, m.Role+":"+m.Name)
+		if sb.Len() > 0 {
+			sb.WriteByte('\n')
+		}
+		sb.WriteString(text)
+	}
+	d.text = sb.String()
+	return d, true
 }
 
 // partition names the call's cache partition: its vary_by values joined by
@@ -144,7 +183,7 @@ func (g *Gateway) partition(call *Call) string {
 		hasConsumer = hasConsumer || v == "consumer"
 	}
 	if !g.cacheCfg.Shared && !hasConsumer {
-		parts = append(parts, call.Consumer.Name)
+		parts = append(parts, partitionSegment(call.Consumer.Name))
 	}
 	for _, v := range vary {
 		var val string
@@ -161,7 +200,7 @@ func (g *Gateway) partition(call *Call) string {
 		case strings.HasPrefix(v, "header:"):
 			val = call.Header.Get(strings.TrimPrefix(v, "header:"))
 		}
-		parts = append(parts, cmpOr(strings.ReplaceAll(val, "/", "%2F"), "-"))
+		parts = append(parts, partitionSegment(val))
 	}
 	if len(parts) == 0 {
 		return "shared"
@@ -169,11 +208,17 @@ func (g *Gateway) partition(call *Call) string {
 	return strings.Join(parts, "/")
 }
 
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
+// partitionSegment escapes one vary_by value so that distinct values never
+// name the same partition: "/" and "%" are escaped, and a missing value is
+// "-", which a present value "-" can never become.
+func partitionSegment(v string) string {
+	switch v {
+	case "":
+		return "-"
+	case "-":
+		return "%2D"
 	}
-	return s
+	return url.PathEscape(v)
 }
 
 // temperatureBucket groups temperatures that give answers of the same kind:
@@ -224,7 +269,10 @@ func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call,
 	ready := g.cache.Ready()
 	start := g.now()
 	if ready {
-		if e, ok := g.cache.LookupExact(ctx, cp.space, cp.exact); ok && g.replayable(call, e) {
+		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		e, ok := g.cache.LookupExact(lctx, cp.space, cp.exact)
+		cancel()
+		if ok && g.replayable(call, e) {
 			g.metrics.lookup("exact", g.now().Sub(start))
 			return g.serveHit(ctx, w, call, e, 0), true
 		}
@@ -250,7 +298,9 @@ func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call,
 		return Outcome{}, false
 	}
 	lstart := g.now()
-	e, d, ok := g.cache.LookupSemantic(ctx, cp.space, vec, cp.prompt, float32(g.cacheCfg.ScoreThreshold))
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	e, d, ok := g.cache.LookupSemantic(lctx, cp.space, vec, cp.prompt, float32(g.cacheCfg.ScoreThreshold))
+	cancel()
 	if ok && g.replayable(call, e) {
 		g.metrics.lookup("semantic", g.now().Sub(lstart))
 		return g.serveHit(ctx, w, call, e, d), true
@@ -273,10 +323,12 @@ func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Cal
 	h.Set(HeaderTokensConsumed, "0")
 	if g.limiter != nil {
 		// A hit costs no tokens; reserving nothing reads the consumer's headroom.
-		if res, dec, err := g.limiter.Reserve(ctx, call.Consumer.Name, g.counterKey(call), 0); err == nil {
-			g.limiter.Settle(context.WithoutCancel(ctx), res, 0)
+		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		if res, dec, err := g.limiter.Reserve(lctx, call.Consumer.Name, g.counterKey(call), 0); err == nil {
+			g.limiter.Settle(lctx, res, 0)
 			(&admission{limit: dec.Limit, remain: dec.Remaining}).setHeaders(h)
 		}
+		cancel()
 	}
 	if call.Stream {
 		h.Set("Content-Type", "text/event-stream")
@@ -303,11 +355,25 @@ func (g *Gateway) store(ctx context.Context, call *Call, cp cachePlan, body []by
 	if cp.ttl > 0 {
 		e.ExpiresAt = g.now().Add(cp.ttl)
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := g.cache.Store(sctx, e); err != nil {
-		g.metrics.storeFailed()
-		g.log.Warn("cache store failed", "route", call.Route, "request_id", call.RequestID, "err", err)
+	done := make(chan struct{})
+	g.stores.Add(1)
+	go func() {
+		defer g.stores.Done()
+		defer close(done)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+		defer cancel()
+		if err := g.cache.Store(sctx, e); err != nil {
+			g.metrics.storeFailed()
+			g.log.Warn("cache store failed", "route", call.Route, "request_id", call.RequestID, "err", err)
+		}
+	}()
+	// Wait a little, so that the client's next request usually finds the
+	// entry; a slow disk or an eviction finishes in the background.
+	t := time.NewTimer(storeWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
 	}
 }
 
@@ -360,7 +426,7 @@ func replayStream(body []byte, withUsage bool) []byte {
 	}
 	for _, ch := range c.Choices {
 		empty := ""
-		emit(chunk{Choices: []choice{{Index: ch.Index, Delta: delta{Role: cmpOr(ch.Message.Role, "assistant"), Content: &empty}}}})
+		emit(chunk{Choices: []choice{{Index: ch.Index, Delta: delta{Role: cmp.Or(ch.Message.Role, "assistant"), Content: &empty}}}})
 		for _, piece := range pieces(ch.Message.Content) {
 			emit(chunk{Choices: []choice{{Index: ch.Index, Delta: delta{Content: &piece}}}})
 		}
@@ -398,26 +464,16 @@ func (g *Gateway) SearchCache(ctx context.Context, route, partition string, msgs
 	if g.cache == nil {
 		return nil, errors.New("the cache is not enabled")
 	}
-	var sb strings.Builder
-	for i, m := range msgs {
-		text, ok := messageText(m.Content)
-		if !ok {
-			return nil, fmt.Errorf("messages[%d].content: only text can be searched", i)
-		}
-		if m.Role == "system" || m.Role == "developer" {
-			continue
-		}
-		if sb.Len() > 0 {
-			sb.WriteByte('\n')
-		}
-		sb.WriteString(text)
+	d, ok := retainedDialog(msgs)
+	if !ok {
+		return nil, errors.New("messages: only text contents can be searched")
 	}
-	if sb.Len() == 0 {
+	if d.text == "" {
 		return nil, errors.New("messages hold no user or assistant text")
 	}
 	ectx, cancel := context.WithTimeout(ctx, g.cacheCfg.EmbedTimeout)
 	defer cancel()
-	vec, err := g.embedder.Embed(ectx, sb.String())
+	vec, err := g.embedder.Embed(ectx, d.text)
 	if err != nil {
 		return nil, fmt.Errorf("embedding the messages: %w", err)
 	}

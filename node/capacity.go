@@ -3,6 +3,7 @@ package node
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -15,14 +16,16 @@ const headerRemainingTTL = 5 * time.Second
 // capacity tracks how close a backend is to its own TPM, from what this node
 // sent it (when its tpm is configured) and from the remaining-tokens header
 // it last answered with. It steers requests to another backend of the same
-// priority group before the backend starts refusing. Lock-free: written by
-// attempts, read by every request choosing a backend.
+// priority group before the backend starts refusing. The header reading is
+// lock-free; the per-second ring has a mutex held for a few additions.
 type capacity struct {
 	tpm int64
-	// sentBuckets holds tokens sent per second over the last minute; slot i
-	// belongs to the second in stamps[i].
-	sentBuckets [60]atomic.Int64
-	stamps      [60]atomic.Int64
+	// mu guards the ring of tokens sent per second over the last minute
+	// (slot i belongs to the second in stamps[i]); only backends with a
+	// configured tpm use it.
+	mu          sync.Mutex
+	sentBuckets [60]int64
+	stamps      [60]int64
 
 	remaining atomic.Int64 // from the last answer's header; -1 = none
 	readAt    atomic.Int64 // unix nanoseconds of that reading
@@ -41,10 +44,12 @@ func (c *capacity) sent(tokens int64, now time.Time) {
 	}
 	sec := now.Unix()
 	i := sec % 60
-	if old := c.stamps[i].Load(); old != sec && c.stamps[i].CompareAndSwap(old, sec) {
-		c.sentBuckets[i].Store(0)
+	c.mu.Lock()
+	if c.stamps[i] != sec {
+		c.stamps[i], c.sentBuckets[i] = sec, 0
 	}
-	c.sentBuckets[i].Add(tokens)
+	c.sentBuckets[i] += tokens
+	c.mu.Unlock()
 }
 
 // observe reads the backend's remaining-tokens header, if any.
@@ -71,11 +76,13 @@ func (c *capacity) room(tokens int64, now time.Time) bool {
 	}
 	sec := now.Unix()
 	var used int64
-	for i := range c.stamps {
-		if s := c.stamps[i].Load(); s > sec-60 && s <= sec {
-			used += c.sentBuckets[i].Load()
+	c.mu.Lock()
+	for i, s := range c.stamps {
+		if s > sec-60 && s <= sec {
+			used += c.sentBuckets[i]
 		}
 	}
+	c.mu.Unlock()
 	return used+tokens <= c.tpm
 }
 

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/llmgate/llmgate/quota"
 )
 
 // exchange carries one call through the pipeline's stages.
@@ -25,8 +27,10 @@ type usage struct {
 	Total      int64 `json:"total_tokens"`
 }
 
+// total is the charge: the larger of total_tokens and the parts' sum, within
+// what the limiter counts (a backend's absurd usage must not wrap counters).
 func (u *usage) total() int64 {
-	return max(u.Total, u.Prompt+u.Completion)
+	return min(max(u.Total, u.Prompt+u.Completion, 0), quota.MaxTokens)
 }
 
 // completion is the part of a chat.completion (or embeddings list) body the
@@ -57,8 +61,46 @@ func (c *completion) cacheable(body []byte) bool {
 			return false // content_filter, or something this gateway does not know
 		}
 	}
-	// Azure marks filtered prompts and completions in *_filter_results.
-	return !bytes.Contains(body, []byte(`"filtered":true`))
+	return !contentFiltered(body)
+}
+
+// contentFiltered reports whether Azure's content filter results in body
+// (prompt_filter_results, content_filter_results, in answers and in stream
+// chunks) mark anything as filtered. Only bodies that mention "filtered" are
+// decoded.
+func contentFiltered(body []byte) bool {
+	if !bytes.Contains(body, []byte(`"filtered"`)) {
+		return false
+	}
+	var v any
+	if json.Unmarshal(body, &v) != nil {
+		return true // cannot tell: do not cache
+	}
+	return anyFiltered(v, 0)
+}
+
+func anyFiltered(v any, depth int) bool {
+	if depth > 32 {
+		return true
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if b, ok := e.(bool); ok && b && k == "filtered" {
+				return true
+			}
+			if anyFiltered(e, depth+1) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if anyFiltered(e, depth+1) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // reply is a whole (non-streamed) backend answer, buffered until settled.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -116,6 +117,7 @@ type Gateway struct {
 	cache    Cache
 	cacheCfg config.Cache
 	embedder Embedder
+	stores   sync.WaitGroup // cache stores finishing in the background
 }
 
 // New builds a gateway from a validated configuration.
@@ -152,7 +154,8 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if rt == nil {
 		rt = newTransport(cfg.Upstream, len(cfg.Backends))
 	}
-	// No client-wide Timeout: it would cut long streams. Each call gets a context deadline.
+	// No client-wide Timeout: each call gets its deadline from its context,
+	// upstream.timeout for the whole request (a stream included).
 	g.client = &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 	byName := map[string]*backend{}
@@ -248,8 +251,12 @@ func (g *Gateway) HasRoute(name string) bool {
 // Routes returns the route names, sorted.
 func (g *Gateway) Routes() []string { return g.names }
 
-// Close releases idle upstream connections.
-func (g *Gateway) Close() { g.client.CloseIdleConnections() }
+// Close waits for cache stores still running and releases idle upstream
+// connections. Call it after the servers have stopped, before the cache closes.
+func (g *Gateway) Close() {
+	g.stores.Wait()
+	g.client.CloseIdleConnections()
+}
 
 // Serve runs the pipeline for one authenticated call and writes the answer to w.
 //
@@ -345,7 +352,7 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call
 			}
 			if ctx.Err() != nil {
 				// The client left or the overall deadline passed: no point trying others.
-				return g.giveUp(w, out, ctx, failures)
+				return g.giveUp(ctx, w, out, failures)
 			}
 			failures = append(failures, b.name+": "+res.reason)
 			if res.retryIn > lastThrot {
@@ -361,14 +368,14 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call
 		}
 	}
 	if wait > 0 {
-		e.Header = http.Header{"Retry-After": {strconv.Itoa(int((wait + time.Second - 1) / time.Second))}}
+		e.Header = http.Header{"Retry-After": {retryAfterSeconds(wait)}}
 	}
 	e.Write(w)
 	out.Status = e.Status
 	return out
 }
 
-func (g *Gateway) giveUp(w http.ResponseWriter, out Outcome, ctx context.Context, failures []string) Outcome {
+func (g *Gateway) giveUp(ctx context.Context, w http.ResponseWriter, out Outcome, failures []string) Outcome {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		msg := "The backends did not answer within the gateway's deadline"
 		if len(failures) > 0 {
@@ -531,17 +538,21 @@ func isEventStream(h http.Header) bool {
 	return strings.HasPrefix(h.Get("Content-Type"), "text/event-stream")
 }
 
-// hopHeaders are not forwarded; upstream rate-limit headers describe the
-// backend's capacity, not the consumer's, and are replaced by the gateway's.
-var hopHeaders = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true, "Proxy-Connection": true,
-	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
-	"Set-Cookie": true, "X-Request-Id": true,
+// hopHeader reports whether a backend's response header stays behind: hop
+// by hop, or the gateway's own to set. Upstream rate-limit headers (see
+// copyHeaders) describe the backend's capacity, not the consumer's.
+func hopHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Connection", "Te", "Trailer",
+		"Transfer-Encoding", "Upgrade", "Content-Length", "Set-Cookie", "X-Request-Id":
+		return true
+	}
+	return false
 }
 
 func copyHeaders(dst, src http.Header) {
 	for k, vs := range src {
-		if hopHeaders[k] || strings.HasPrefix(k, "X-Ratelimit-") {
+		if hopHeader(k) || strings.HasPrefix(k, "X-Ratelimit-") {
 			continue
 		}
 		dst[k] = vs

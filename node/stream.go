@@ -63,6 +63,9 @@ func (t *streamTap) see(data []byte) bool {
 		t.capture = false // not a chunk we understand: relay it, never cache
 		return true
 	}
+	if t.capture && contentFiltered(data) {
+		t.capture = false
+	}
 	if c.Usage != nil {
 		t.u = c.Usage
 		if !t.clientUsage && len(c.Choices) == 0 {

@@ -255,6 +255,11 @@ func (l *Limiter) release(s *shard, ch chan result) {
 	}
 }
 
+// MaxTokens is the most one Reserve, Settle or Merge counts; larger numbers
+// (an absurd max_tokens, a backend reporting absurd usage) are clamped to it,
+// so sums over a window and a period can never overflow and wrap to zero.
+const MaxTokens = 1 << 40
+
 // Reserve charges tokens to the counter key of consumer (key "" is the
 // consumer itself; other keys get the consumer's limits separately) if its
 // TPM window and period quota allow them. A consumer that is not configured
@@ -265,7 +270,7 @@ func (l *Limiter) Reserve(ctx context.Context, consumer, key string, tokens int6
 	if tokens < 0 {
 		return Reservation{}, Decision{}, fmt.Errorf("quota: reserve %d tokens: must not be negative", tokens)
 	}
-	r, err := l.call(ctx, l.shardOf(consumer, key), message{kind: msgReserve, consumer: consumer, key: key, tokens: tokens}, false)
+	r, err := l.call(ctx, l.shardOf(consumer, key), message{kind: msgReserve, consumer: consumer, key: key, tokens: min(tokens, MaxTokens)}, false)
 	if err != nil {
 		return Reservation{}, Decision{}, fmt.Errorf("quota: reserve for %q: %w", consumer, err)
 	}
@@ -283,6 +288,7 @@ func (l *Limiter) Settle(ctx context.Context, r Reservation, actual int64) Decis
 	if !r.Valid() {
 		return Decision{}
 	}
+	actual = min(max(actual, 0), MaxTokens)
 	res, err := l.call(ctx, l.shardOf(r.consumer, r.key), message{kind: msgSettle, consumer: r.consumer, key: r.key, id: r.id, tokens: actual}, true)
 	if err != nil {
 		return Decision{}
@@ -298,7 +304,7 @@ func (l *Limiter) Settle(ctx context.Context, r Reservation, actual int64) Decis
 // than about 61 s old or more than 2 s ahead of this node's clock are ignored.
 func (l *Limiter) Merge(ctx context.Context, origin, consumer, key string, bucketStart time.Time, tokens int64) error {
 	_, err := l.call(ctx, l.shardOf(consumer, key), message{
-		kind: msgMerge, origin: origin, consumer: consumer, key: key, bucket: bucketOf(bucketStart), tokens: tokens,
+		kind: msgMerge, origin: origin, consumer: consumer, key: key, bucket: bucketOf(bucketStart), tokens: min(tokens, MaxTokens),
 	}, false)
 	if err != nil {
 		return fmt.Errorf("quota: merge from %q: %w", origin, err)
@@ -429,7 +435,8 @@ func (l *Limiter) SetLimits(ctx context.Context, consumer string, tpm, quotaToke
 			return Status{}, fmt.Errorf("quota: set limits of %q: %w", consumer, err)
 		}
 	}
-	st, ok := l.Status(ctx, consumer)
+	// The change is stored and applied: report it even if the caller's ctx ended.
+	st, ok := l.Status(context.WithoutCancel(ctx), consumer)
 	if !ok {
 		return Status{}, fmt.Errorf("quota: set limits of %q: status: %w", consumer, cmp.Or(ctx.Err(), ErrClosed))
 	}

@@ -3,6 +3,7 @@ package quota
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -619,5 +620,33 @@ func TestUnsettledReservationIsForgottenAfterAnHour(t *testing.T) {
 	l.Settle(context.Background(), r2, 0)
 	if st := status(t, l, "a"); st.QuotaUsed != 500 {
 		t.Fatalf("QuotaUsed = %d, want 500 after settling a 59-minute-old reservation to 0", st.QuotaUsed)
+	}
+}
+
+func TestAbsurdCountsCannotWrapTheWindow(t *testing.T) {
+	t0 := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	clk := newClock(t0)
+	l := open(t, clk, map[string]Limits{"a": {TPM: 1000, QuotaTokens: 1 << 50, Period: Daily}})
+	ctx := context.Background()
+	var rs []Reservation
+	for range 2 {
+		r, d := reserve(t, l, "a", "", 10)
+		if !d.Allowed {
+			t.Fatal("first reservations must fit")
+		}
+		rs = append(rs, r)
+	}
+	for _, r := range rs {
+		l.Settle(ctx, r, math.MaxInt64/2+10)
+	}
+	if err := l.Merge(ctx, "other", "a", "", t0, math.MaxInt64/2+10); err != nil {
+		t.Fatal(err)
+	}
+	if _, d := reserve(t, l, "a", "", 1000); d.Allowed {
+		t.Fatalf("after absurd usage a full-TPM request was admitted: %+v", d)
+	}
+	s, _ := l.Status(ctx, "a")
+	if s.TPMUsed <= 0 || s.QuotaUsed <= 0 {
+		t.Errorf("usage wrapped: %+v", s)
 	}
 }

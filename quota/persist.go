@@ -175,10 +175,11 @@ func (l *Limiter) persist() {
 	for {
 		select {
 		case <-t.C:
-			failed = l.snapshot(failed)
+			failed, _ = l.snapshot(failed)
 		case <-l.persistStop:
-			if failed = l.snapshot(failed); len(failed) > 0 {
-				l.closeErr = fmt.Errorf("quota: final snapshot: %d counters not written", len(failed))
+			var err error
+			if failed, err = l.snapshot(failed); len(failed) > 0 {
+				l.closeErr = fmt.Errorf("quota: final snapshot: %d counters not written: %w", len(failed), err)
 			}
 			return
 		}
@@ -186,15 +187,15 @@ func (l *Limiter) persist() {
 }
 
 // snapshot collects every shard's changes and writes them with the earlier
-// failed ones in one WriteBatch; it returns what could not be written.
-func (l *Limiter) snapshot(failed []kv) []kv {
+// failed ones in one WriteBatch; it returns what could not be written, and why.
+func (l *Limiter) snapshot(failed []kv) ([]kv, error) {
 	encode := l.db != nil
 	writes := failed
 	for _, s := range l.shards {
 		writes = append(writes, l.ask(s, message{kind: msgFlush, encode: encode}).snapshot...)
 	}
 	if !encode || len(writes) == 0 {
-		return nil
+		return nil, nil
 	}
 	// Later writes of a key replace earlier ones.
 	last := make(map[string]int, len(writes))
@@ -225,7 +226,7 @@ func (l *Limiter) snapshot(failed []kv) []kv {
 	}
 	if err != nil {
 		l.log.Warn("quota snapshot failed; retrying with the next one", "counters", len(deduped), "err", err)
-		return deduped
+		return deduped, err
 	}
-	return nil
+	return nil, nil
 }

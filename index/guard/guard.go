@@ -55,6 +55,9 @@ func Check(query, candidate string) (ok bool, reason string) {
 type number struct {
 	val     float64
 	ordinal bool
+	// digits identifies a number too long for a float64 to hold exactly
+	// (over 15 digits): a hash of its digits and decimal point; 0 otherwise.
+	digits uint64
 }
 
 // facts are what Check compares of one text. Check starts the slices on
@@ -285,9 +288,16 @@ func (f facts) digitWord(word string, letters int, neg bool, h uint64) facts {
 	}
 	// leading digits
 	var v, scale float64 = 0, 0
+	var digits, ndigits uint64 = fnvOffset, 0
 	k := 0
 	for ; k < len(word); k++ {
 		c := word[k]
+		if isDigitByte(c) || c == '.' {
+			digits = (digits ^ uint64(c)) * fnvPrime
+			if c != '.' {
+				ndigits++
+			}
+		}
 		switch {
 		case isDigitByte(c):
 			if scale == 0 {
@@ -314,6 +324,9 @@ done:
 	}
 	suffix := word[k:]
 	n := number{val: v}
+	if ndigits > 15 {
+		n.digits = digits
+	}
 	switch {
 	case suffix == "":
 	case equalFold(suffix, "st") || equalFold(suffix, "nd") || equalFold(suffix, "rd") || equalFold(suffix, "th"):

@@ -74,3 +74,17 @@ func TestCheckAllocs(t *testing.T) {
 		t.Errorf("Check allocates %v times for a 70-word prompt, want 0", n)
 	}
 }
+
+func TestLongNumbersCompareExactly(t *testing.T) {
+	for _, tc := range [][2]string{
+		{"status of order 12345678901234567", "status of order 12345678901234568"},
+		{"is 0.30000000000000001 equal to it", "is 0.3 equal to it"},
+	} {
+		if ok, _ := Check(tc[0], tc[1]); ok {
+			t.Errorf("%q and %q passed the guard", tc[0], tc[1])
+		}
+	}
+	if ok, why := Check("order 12345678901234567 status", "order 12345678901234567 status"); !ok {
+		t.Errorf("the same long number was refused: %s", why)
+	}
+}

@@ -37,7 +37,7 @@ func parseTable(b []byte) (t table, ok bool) {
 	}
 	le := binary.LittleEndian
 	version, n, dim, slots := le.Uint32(b[4:]), int(le.Uint32(b[8:])), le.Uint32(b[12:]), int(le.Uint32(b[16:]))
-	if version != 1 || dim != wordVecDim || slots&(slots-1) != 0 || slots < n || n >= 1<<16 {
+	if version != 1 || dim != wordVecDim || slots&(slots-1) != 0 || slots <= n || n >= 1<<16 {
 		return table{}, false
 	}
 	b = b[20:]
