@@ -9,8 +9,8 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"sync"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
