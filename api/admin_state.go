@@ -202,7 +202,11 @@ func (a *API) quotaList(c echo.Context) error {
 	if a.noQuota(c) {
 		return nil
 	}
-	return c.JSON(http.StatusOK, map[string][]quota.Status{"consumers": a.opts.Quota.List(c.Request().Context())})
+	list := a.opts.Quota.List(c.Request().Context())
+	if list == nil {
+		list = []quota.Status{}
+	}
+	return c.JSON(http.StatusOK, map[string][]quota.Status{"consumers": list})
 }
 
 func (a *API) quotaGet(c echo.Context) error {
