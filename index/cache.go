@@ -80,7 +80,7 @@ type Entry struct {
 	Space  Space
 	Exact  [32]byte  // CanonicalHash of the request; zero = no exact tier
 	Prompt string    // retained dialog text, for the guard and the admin API
-	Vector []float32 // unit-length embedding; nil = exact tier only
+	Vector []float32 // unit-length embedding; nil = exact tier only. Entries handed out (lookups, Get, List) carry none: in memory the graph holds the only copy, on disk the entry keeps it
 	// Response is the answer as a JSON chat.completion body.
 	Response  []byte
 	CreatedAt time.Time

@@ -32,7 +32,9 @@ type shard struct {
 // the actor.
 type record struct {
 	id   uint64
-	e    *Entry
+	e    *Entry // without its Vector: the graph holds the only copy in memory
+	dim  int    // the vector's length, naming its graph; 0 = exact tier only
+	size int64  // e's bytes, vector included, for Stats
 	hits uint64
 	at   int // index in the expiry heap
 }
@@ -180,20 +182,26 @@ func (s *shard) add(id uint64, e *Entry, replica, loaded bool) (stale []string) 
 		}
 		s.exact[e.Exact] = id
 	}
-	r := &record{id: id, e: e, hits: e.Hits}
+	r := &record{id: id, e: e, hits: e.Hits, size: e.size()}
 	s.entries[id] = r
 	if len(e.Vector) > 0 {
-		k := graphKey{e.Space, len(e.Vector)}
+		r.dim = len(e.Vector)
+		k := graphKey{e.Space, r.dim}
 		g := s.graphs[k]
 		if g == nil {
 			g = s.c.opts.NewGraph()
 			s.graphs[k] = g
 		}
 		g.Add(id, e.Vector)
+		// The graph copied the vector; a second copy per entry would double
+		// the cache's largest cost. Disk keeps it for restarts and peers.
+		slim := *e
+		slim.Vector = nil
+		r.e = &slim
 	}
 	heap.Push(&s.expiry, r)
 	s.c.entries.Add(1)
-	s.c.bytes.Add(e.size())
+	s.c.bytes.Add(r.size)
 	return stale
 }
 
@@ -208,8 +216,8 @@ func (s *shard) remove(id uint64) *Entry {
 	if cur, ok := s.exact[r.e.Exact]; ok && cur == id {
 		delete(s.exact, r.e.Exact)
 	}
-	if len(r.e.Vector) > 0 {
-		k := graphKey{r.e.Space, len(r.e.Vector)}
+	if r.dim > 0 {
+		k := graphKey{r.e.Space, r.dim}
 		if g := s.graphs[k]; g != nil {
 			g.Delete(id)
 			if g.Len() == 0 {
@@ -219,7 +227,7 @@ func (s *shard) remove(id uint64) *Entry {
 	}
 	heap.Remove(&s.expiry, r.at)
 	s.c.entries.Add(-1)
-	s.c.bytes.Add(-r.e.size())
+	s.c.bytes.Add(-r.size)
 	return view(r)
 }
 
