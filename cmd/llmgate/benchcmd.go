@@ -252,6 +252,7 @@ func writeBenchJSON(path string, v any) error {
 // CacheReport is what `llmgate bench cache --out` writes: its three parts.
 type cacheReport struct {
 	Index   *bench.CacheIndexReport   `json:"index,omitempty"`
+	Memory  *bench.CacheMemoryReport  `json:"memory,omitempty"`
 	Quality *bench.CacheQualityReport `json:"quality,omitempty"`
 	Hit     *bench.CacheHitReport     `json:"end_to_end,omitempty"`
 }
@@ -263,7 +264,8 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 	idef := bench.DefaultCacheIndexOptions()
 	fs := flag.NewFlagSet("llmgate bench cache", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	parts := fs.String("parts", "index,quality,hit", "parts to run, comma separated: index, quality, hit")
+	parts := fs.String("parts", "index,memory,quality,hit", "parts to run, comma separated: index, memory, quality, hit")
+	memEntries := fs.Int("memory-entries", 20000, "entries of the memory part")
 	sizes := fs.String("sizes", joinInts(idef.Sizes), "index sizes, comma separated (1M takes tens of minutes and about 4 GB)")
 	queries := fs.Int("queries", idef.Queries, "look-ups timed per index")
 	vectors := fs.String("vectors", bench.DataPrompts, "index data: prompts (the local embedder on generated prompts) or random (unit vectors)")
@@ -299,10 +301,12 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 				fmt.Fprintf(stderr, "%s not found: measuring on the subset in %s\n", *data, o.DataDir)
 			}
 			rep.Quality, err = bench.CacheQuality(ctx, o, stdout)
+		case "memory":
+			rep.Memory, err = bench.CacheMemory(ctx, *memEntries, stdout)
 		case "hit":
 			rep.Hit, err = bench.CacheHit(ctx, bench.CacheHitOptions{Rate: *rate, Progress: stderr}, stdout)
 		default:
-			return fmt.Errorf("bench cache: unknown part %q (index, quality, hit)", part)
+			return fmt.Errorf("bench cache: unknown part %q (index, memory, quality, hit)", part)
 		}
 		if err != nil {
 			return err
