@@ -106,19 +106,7 @@ func CacheHit(ctx context.Context, opts CacheHitOptions, w io.Writer) (*CacheHit
 		return nil, fmt.Errorf("cache hit: %w", err)
 	}
 	n, err := startNode(ctx, opts.Executable, opts.StartTimeout, dir, "bench-cache", func(dataDir string, n *benchNode) string {
-		return fmt.Sprintf(`node: {name: bench-cache, data_dir: %q}
-listen: %s
-admin_listen: %s
-cluster: {gossip: %s}
-log: {level: warn}
-backends:
-  - {name: mock, kind: openai, url: "http://%s/v1", deployments: [gpt-4o-mini]}
-routes:
-  gpt-4o-mini: {pool: [[mock]]}
-consumers:
-  - {name: bench, keys: [%s]}
-cache: {enabled: true}
-`, dataDir, n.listen, n.admin, n.gossip, mockAddr, cacheHitKey)
+		return gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr, cacheHitKey, "cache: {enabled: true}\n")
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cache hit: %w", err)

@@ -11,7 +11,7 @@ import (
 func TestCacheIndexMeasuresBothAndSkipsCoderAboveItsCap(t *testing.T) {
 	var out bytes.Buffer
 	rep, err := CacheIndex(context.Background(), CacheIndexOptions{
-		Sizes: []int{600, 300}, Dim: 16, Queries: 50, MaxCoder: 400, Seed: 1, Latent: 4,
+		Sizes: []int{600, 300}, Dim: 16, Queries: 50, MaxCoder: 400, Seed: 1, Latent: 4, Data: DataRandom,
 	}, &out)
 	if err != nil {
 		t.Fatal(err)
@@ -47,5 +47,16 @@ func TestCacheIndexMeasuresBothAndSkipsCoderAboveItsCap(t *testing.T) {
 func TestCacheIndexRejectsUnknownImpl(t *testing.T) {
 	if _, err := CacheIndex(context.Background(), CacheIndexOptions{Impls: []string{"faiss"}}, nil); err == nil {
 		t.Fatal("unknown index name accepted")
+	}
+}
+
+func TestCacheIndexOnEmbeddedPrompts(t *testing.T) {
+	rep, err := CacheIndex(context.Background(), CacheIndexOptions{Sizes: []int{500}, Queries: 50, Impls: []string{ImplHNSW}, Seed: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Rows[0]
+	if rep.Data != DataPrompts || rep.Dim != 384 || r.RecallAt1 < 0.95 {
+		t.Fatalf("data %s dim %d recall %.3f", rep.Data, rep.Dim, r.RecallAt1)
 	}
 }

@@ -230,10 +230,10 @@ func TestClosedLoopCountsCompletedRequests(t *testing.T) {
 }
 
 func TestGatewayConfigNamesEveryAddress(t *testing.T) {
-	cfg := gatewayConfig("/tmp/x/data", "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4")
+	cfg := gatewayConfig("/tmp/x/data", "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4", "sk-bench", "cache: {enabled: true}\n")
 	for _, want := range []string{
 		`data_dir: "/tmp/x/data"`, "listen: 127.0.0.1:1", "admin_listen: 127.0.0.1:2",
-		"gossip: 127.0.0.1:3", `url: "http://127.0.0.1:4/v1"`, "keys: [sk-bench]",
+		"gossip: 127.0.0.1:3", `url: "http://127.0.0.1:4/v1"`, "keys: [sk-bench]", "\ncache: {enabled: true}\n",
 	} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("config lacks %q:\n%s", want, cfg)

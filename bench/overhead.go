@@ -391,7 +391,7 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 // startGateway starts the benchmarked node against the mock at mockAddr.
 func startGateway(ctx context.Context, opts OverheadOptions, dir, mockAddr string) (*process, string, error) {
 	n, err := startNode(ctx, opts.Executable, opts.StartTimeout, dir, "bench-1", func(dataDir string, n *benchNode) string {
-		return gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr)
+		return gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr, overheadKey, "")
 	})
 	if err != nil {
 		return nil, "", err
@@ -399,9 +399,11 @@ func startGateway(ctx context.Context, opts OverheadOptions, dir, mockAddr strin
 	return n.proc, n.listen, nil
 }
 
-// gatewayConfig returns the YAML config of the benchmarked node: one openai
-// backend (the mock), one route, one consumer without limits, no cache.
-func gatewayConfig(dataDir, listen, adminListen, gossip, mockAddr string) string {
+// gatewayConfig returns the YAML config of a benchmarked node: one openai
+// backend (the mock), one route, one consumer without limits whose key is
+// key, and whatever extra top-level YAML the scenario adds (no cache unless
+// extra turns it on).
+func gatewayConfig(dataDir, listen, adminListen, gossip, mockAddr, key, extra string) string {
 	return fmt.Sprintf(`node: {name: bench-1, data_dir: %q}
 listen: %s
 admin_listen: %s
@@ -413,7 +415,7 @@ routes:
   gpt-4o-mini: {pool: [[mock]]}
 consumers:
   - {name: %s, keys: [%s]}
-`, dataDir, listen, adminListen, gossip, mockAddr, overheadConsumer, overheadKey)
+`, dataDir, listen, adminListen, gossip, mockAddr, overheadConsumer, key) + extra
 }
 
 // overheadRequest is the request every run sends to the target at addr. The
