@@ -116,7 +116,9 @@ func newGateway(t *testing.T, s setup) *gateway {
 		t.Fatalf("test config invalid: %v", err)
 	}
 	reg := prometheus.NewRegistry()
-	nopts := node.Options{Registry: reg, Embedder: s.embedder, Now: s.now}
+	// Stores complete before the answer goes out, so a test's next request
+	// finds them however slow the machine.
+	nopts := node.Options{Registry: reg, Embedder: s.embedder, Now: s.now, StoreWait: time.Minute}
 	aopts := Options{Registry: reg, Gatherer: reg, MaxBodyBytes: cfg.Server.MaxBodyBytes, BodyReadTimeout: cfg.Server.BodyReadTimeout, AdminToken: cfg.AdminToken, NodeName: "gw-test", GossipAddr: "127.0.0.1:7946"}
 	if s.limits {
 		limits := map[string]quota.Limits{}

@@ -49,8 +49,7 @@ const (
 // at most this much, never its answer.
 const (
 	lookupTimeout = 250 * time.Millisecond
-	storeWait     = 20 * time.Millisecond // what a request waits for its store
-	storeTimeout  = 5 * time.Second       // what a store may take in the background
+	storeTimeout  = 5 * time.Second // what a store may take in the background
 )
 
 // maxSemanticPrompt bounds the dialog text that is embedded; longer dialogs
@@ -369,7 +368,7 @@ func (g *Gateway) store(ctx context.Context, call *Call, cp cachePlan, body []by
 	}()
 	// Wait a little, so that the client's next request usually finds the
 	// entry; a slow disk or an eviction finishes in the background.
-	t := time.NewTimer(storeWait)
+	t := time.NewTimer(g.storeWait)
 	defer t.Stop()
 	select {
 	case <-done:

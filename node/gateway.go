@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -97,6 +98,11 @@ type Options struct {
 	Embedder Embedder
 	// Counter counts prompt tokens; nil = a new one.
 	Counter *tokens.Counter
+	// StoreWait is how long a request waits for its answer to be stored in
+	// the cache before it is written out (the store goes on in the
+	// background after). Default 20ms: the client's next request usually
+	// finds the entry, and a slow disk never holds an answer back for long.
+	StoreWait time.Duration
 }
 
 // Gateway runs the request pipeline of one node.
@@ -111,13 +117,14 @@ type Gateway struct {
 	backs   []*backend
 	metrics *metrics
 
-	counter  *tokens.Counter
-	limits   config.Limits
-	limiter  Limiter
-	cache    Cache
-	cacheCfg config.Cache
-	embedder Embedder
-	stores   sync.WaitGroup // cache stores finishing in the background
+	counter   *tokens.Counter
+	limits    config.Limits
+	limiter   Limiter
+	cache     Cache
+	cacheCfg  config.Cache
+	embedder  Embedder
+	stores    sync.WaitGroup // cache stores finishing in the background
+	storeWait time.Duration
 }
 
 // New builds a gateway from a validated configuration.
@@ -132,17 +139,18 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	g := &Gateway{
-		log:      opts.Logger,
-		now:      opts.Now,
-		up:       cfg.Upstream,
-		keys:     map[[32]byte]*Consumer{},
-		routes:   map[string]*route{},
-		counter:  opts.Counter,
-		limits:   cfg.Limits,
-		limiter:  opts.Limiter,
-		cache:    opts.Cache,
-		cacheCfg: cfg.Cache,
-		embedder: opts.Embedder,
+		log:       opts.Logger,
+		now:       opts.Now,
+		up:        cfg.Upstream,
+		keys:      map[[32]byte]*Consumer{},
+		routes:    map[string]*route{},
+		counter:   opts.Counter,
+		limits:    cfg.Limits,
+		limiter:   opts.Limiter,
+		cache:     opts.Cache,
+		cacheCfg:  cfg.Cache,
+		embedder:  opts.Embedder,
+		storeWait: cmp.Or(opts.StoreWait, 20*time.Millisecond),
 	}
 	if g.counter == nil {
 		g.counter = tokens.NewCounter()
