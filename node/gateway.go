@@ -98,10 +98,7 @@ type Options struct {
 	Embedder Embedder
 	// Counter counts prompt tokens; nil = a new one.
 	Counter *tokens.Counter
-	// StoreWait is how long a request waits for its answer to be stored in
-	// the cache before it is written out (the store goes on in the
-	// background after). Default 20ms: the client's next request usually
-	// finds the entry, and a slow disk never holds an answer back for long.
+	// StoreWait overrides cfg.Cache.StoreWait (tests).
 	StoreWait time.Duration
 }
 
@@ -150,7 +147,9 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		cache:     opts.Cache,
 		cacheCfg:  cfg.Cache,
 		embedder:  opts.Embedder,
-		storeWait: cmp.Or(opts.StoreWait, 20*time.Millisecond),
+		// Waiting a little for a store means the client's next request
+		// usually finds the entry; a slow disk never holds an answer long.
+		storeWait: cmp.Or(opts.StoreWait, cfg.Cache.StoreWait, 20*time.Millisecond),
 	}
 	if g.counter == nil {
 		g.counter = tokens.NewCounter()

@@ -198,6 +198,7 @@ func demoConfig(eastURL, westURL, dir string) *config.Config {
 		},
 	}
 	cfg.Cache.Enabled = true
+	cfg.Cache.StoreWait = time.Second // the next step must find the entry, however slow the machine
 	cfg.Upstream.BreakerFailures = 1
 	cfg.Upstream.BreakerCooldown = time.Second
 	cfg.ApplyDefaults()

@@ -123,6 +123,10 @@ type Cache struct {
 	// EmbedTimeout bounds one embedding call; past it the request goes to the
 	// backend uncached. Default 2s.
 	EmbedTimeout time.Duration `yaml:"embed_timeout"`
+	// StoreWait is how long a request waits for its answer to be stored
+	// before the answer goes out; the store finishes in the background after
+	// it. Default 20ms.
+	StoreWait time.Duration `yaml:"store_wait"`
 }
 
 // Cache index implementations.
@@ -195,6 +199,7 @@ func (c *Config) ApplyDefaults() {
 	c.Cache.MaxEntries = cmp.Or(c.Cache.MaxEntries, 1_000_000)
 	c.Cache.Index = cmp.Or(c.Cache.Index, IndexHNSW)
 	c.Cache.EmbedTimeout = cmp.Or(c.Cache.EmbedTimeout, 2*time.Second)
+	c.Cache.StoreWait = cmp.Or(c.Cache.StoreWait, 20*time.Millisecond)
 	c.Limits.DefaultCompletionTokens = cmp.Or(c.Limits.DefaultCompletionTokens, 1024)
 	c.Limits.UserHeader = cmp.Or(c.Limits.UserHeader, "x-user-id")
 	for i := range c.Consumers {
@@ -329,8 +334,8 @@ func (c *Config) Validate() error {
 	if ch.ScoreThreshold < 0 || ch.ScoreThreshold > 2 {
 		return fmt.Errorf("cache.score_threshold: %v is outside 0..2", ch.ScoreThreshold)
 	}
-	if ch.MaxMessageCount < 0 || ch.MaxEntries < 0 || ch.TTL < 0 {
-		return fmt.Errorf("cache: max_message_count, max_entries and ttl must not be negative")
+	if ch.MaxMessageCount < 0 || ch.MaxEntries < 0 || ch.TTL < 0 || ch.EmbedTimeout < 0 || ch.StoreWait < 0 {
+		return fmt.Errorf("cache: max_message_count, max_entries, ttl, embed_timeout and store_wait must not be negative")
 	}
 	if ch.Index != IndexHNSW && ch.Index != IndexCoderHNSW {
 		return fmt.Errorf("cache.index: %q is not hnsw or coder-hnsw", ch.Index)
