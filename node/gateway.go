@@ -136,17 +136,17 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	g := &Gateway{
-		log:       opts.Logger,
-		now:       opts.Now,
-		up:        cfg.Upstream,
-		keys:      map[[32]byte]*Consumer{},
-		routes:    map[string]*route{},
-		counter:   opts.Counter,
-		limits:    cfg.Limits,
-		limiter:   opts.Limiter,
-		cache:     opts.Cache,
-		cacheCfg:  cfg.Cache,
-		embedder:  opts.Embedder,
+		log:      opts.Logger,
+		now:      opts.Now,
+		up:       cfg.Upstream,
+		keys:     map[[32]byte]*Consumer{},
+		routes:   map[string]*route{},
+		counter:  opts.Counter,
+		limits:   cfg.Limits,
+		limiter:  opts.Limiter,
+		cache:    opts.Cache,
+		cacheCfg: cfg.Cache,
+		embedder: opts.Embedder,
 		// Waiting a little for a store means the client's next request
 		// usually finds the entry; a slow disk never holds an answer long.
 		storeWait: cmp.Or(opts.StoreWait, cfg.Cache.StoreWait, 20*time.Millisecond),
