@@ -306,7 +306,8 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 		x.adm.setHeaders(x.reply.header)
 		x.reply.header.Set(HeaderTokensConsumed, strconv.FormatInt(out.Tokens, 10))
 		if cp.state == cacheMiss && x.reply.status == http.StatusOK {
-			// Stored before the client has the answer, so its next request hits.
+			// Stored (for up to store_wait) before the client has the answer,
+			// so that its next request finds it.
 			g.store(ctx, call, cp, x.reply.body, x.reply.completion)
 		}
 		x.reply.writeTo(w)
