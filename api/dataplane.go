@@ -159,6 +159,7 @@ func readAllInto(b []byte, r io.Reader) ([]byte, error) {
 
 // models lists the routes as OpenAI models.
 func (a *API) models(c echo.Context) error {
+	c.Response().Header().Set(node.HeaderCache, "bypass") // listings are never cached
 	if _, e := a.gw.Authenticate(consumerKey(c.Request().Header)); e != nil {
 		e.Write(c.Response())
 		return nil
@@ -177,6 +178,7 @@ func (a *API) models(c echo.Context) error {
 
 // model describes one route as an OpenAI model.
 func (a *API) model(c echo.Context) error {
+	c.Response().Header().Set(node.HeaderCache, "bypass")
 	if _, e := a.gw.Authenticate(consumerKey(c.Request().Header)); e != nil {
 		e.Write(c.Response())
 		return nil
