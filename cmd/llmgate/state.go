@@ -47,9 +47,10 @@ func openState(cfg *config.Config, logger *slog.Logger) (_ *state, err error) {
 		return nil, fmt.Errorf("starting token accounting: %w", err)
 	}
 	if cfg.Cache.Enabled {
-		newGraph := func() graph.Index { return graph.NewHNSW(graph.Params{}) }
+		params := graph.Params{EfSearch: cfg.Cache.EfSearch}
+		newGraph := func() graph.Index { return graph.NewHNSW(params) }
 		if cfg.Cache.Index == config.IndexCoderHNSW {
-			newGraph = func() graph.Index { return graph.NewCoder(graph.Params{}) }
+			newGraph = func() graph.Index { return graph.NewCoder(params) }
 		}
 		st.cache, err = index.Open(context.Background(), index.Options{
 			DB: st.db.DB, Logger: logger, NewGraph: newGraph,

@@ -120,6 +120,10 @@ type Cache struct {
 	// or coder-hnsw (github.com/coder/hnsw; see the README for why it is not
 	// the default).
 	Index string `yaml:"index"`
+	// EfSearch is the graph's search beam: higher finds the nearest entry
+	// more surely in very large partitions, at proportionally more time.
+	// 0 = the index's default (32; see index/graph.Params).
+	EfSearch int `yaml:"ef_search"`
 	// EmbedTimeout bounds one embedding call; past it the request goes to the
 	// backend uncached. Default 2s.
 	EmbedTimeout time.Duration `yaml:"embed_timeout"`
@@ -336,6 +340,9 @@ func (c *Config) Validate() error {
 	}
 	if ch.MaxMessageCount < 0 || ch.MaxEntries < 0 || ch.TTL < 0 || ch.EmbedTimeout < 0 || ch.StoreWait < 0 {
 		return fmt.Errorf("cache: max_message_count, max_entries, ttl, embed_timeout and store_wait must not be negative")
+	}
+	if ch.EfSearch < 0 || ch.EfSearch > 4096 {
+		return fmt.Errorf("cache.ef_search: %d is outside 0..4096", ch.EfSearch)
 	}
 	if ch.Index != IndexHNSW && ch.Index != IndexCoderHNSW {
 		return fmt.Errorf("cache.index: %q is not hnsw or coder-hnsw", ch.Index)
