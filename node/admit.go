@@ -21,6 +21,8 @@ type Limiter interface {
 	Reserve(ctx context.Context, consumer, key string, tokens int64) (quota.Reservation, quota.Decision, error)
 	// Settle replaces a reservation by the actual charge, exactly once.
 	Settle(ctx context.Context, r quota.Reservation, actual int64) quota.Decision
+	// Headroom reads the counter key's TPM limit and what is left, charging nothing.
+	Headroom(ctx context.Context, consumer, key string) (quota.Decision, error)
 }
 
 // admitTimeout bounds a call to the limiter: a reservation takes

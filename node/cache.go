@@ -321,10 +321,9 @@ func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Cal
 	h.Set(HeaderCacheDistance, strconv.FormatFloat(float64(max(d, 0)), 'f', 4, 32))
 	h.Set(HeaderTokensConsumed, "0")
 	if g.limiter != nil {
-		// A hit costs no tokens; reserving nothing reads the consumer's headroom.
+		// A hit costs no tokens: it only reports the consumer's headroom.
 		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-		if res, dec, err := g.limiter.Reserve(lctx, call.Consumer.Name, g.counterKey(call), 0); err == nil {
-			g.limiter.Settle(lctx, res, 0)
+		if dec, err := g.limiter.Headroom(lctx, call.Consumer.Name, g.counterKey(call)); err == nil {
 			(&admission{limit: dec.Limit, remain: dec.Remaining}).setHeaders(h)
 		}
 		cancel()

@@ -37,12 +37,14 @@ func (u *usage) total() int64 {
 // settle and store stages read.
 type completion struct {
 	Usage   *usage `json:"usage"`
-	Choices []struct {
-		FinishReason *string `json:"finish_reason"`
-		Message      struct {
-			Content *string `json:"content"`
-		} `json:"message"`
-	} `json:"choices"`
+	Choices []completionChoice `json:"choices"`
+}
+
+type completionChoice struct {
+	FinishReason *string `json:"finish_reason"`
+	Message      struct {
+		Content *string `json:"content"`
+	} `json:"message"`
 }
 
 // cacheable reports whether the answer is a complete success worth storing:
@@ -104,15 +106,15 @@ func anyFiltered(v any, depth int) bool {
 }
 
 // reply is a whole (non-streamed) backend answer, buffered until settled.
+// Its headers are already in the client's ResponseWriter, not yet written.
 type reply struct {
 	status     int
-	header     http.Header
 	body       []byte
 	completion *completion // nil unless a 200 with a JSON body
 }
 
-func newReply(call *Call, status int, h http.Header, body []byte) *reply {
-	r := &reply{status: status, header: h, body: body}
+func newReply(status int, body []byte) *reply {
+	r := &reply{status: status, body: body}
 	if status == http.StatusOK {
 		var c completion
 		if json.Unmarshal(body, &c) == nil {
@@ -137,11 +139,7 @@ func (g *Gateway) replyUsage(x *exchange) *usage {
 }
 
 func (r *reply) writeTo(w http.ResponseWriter) {
-	h := w.Header()
-	for k, vs := range r.header {
-		h[k] = vs
-	}
-	h.Set("Content-Length", strconv.Itoa(len(r.body)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(r.body)))
 	w.WriteHeader(r.status)
 	_, _ = w.Write(r.body)
 }

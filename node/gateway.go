@@ -303,8 +303,8 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 	if x.reply != nil {
 		// A whole (buffered) answer: settle first so the headers carry the charge.
 		out.Tokens = g.settle(ctx, x, g.replyUsage(x))
-		x.adm.setHeaders(x.reply.header)
-		x.reply.header.Set(HeaderTokensConsumed, strconv.FormatInt(out.Tokens, 10))
+		x.adm.setHeaders(w.Header())
+		w.Header().Set(HeaderTokensConsumed, strconv.FormatInt(out.Tokens, 10))
 		if cp.state == cacheMiss && x.reply.status == http.StatusOK {
 			// Stored (for up to store_wait) before the client has the answer,
 			// so that its next request finds it.
@@ -485,7 +485,7 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 	h := w.Header()
 	copyHeaders(h, resp.Header)
 	h.Set(HeaderBackend, b.name)
-	x.reply = newReply(call, resp.StatusCode, h, body)
+	x.reply = newReply(resp.StatusCode, body)
 	return attemptResult{done: true, status: resp.StatusCode, upstream: d}
 }
 

@@ -152,11 +152,15 @@ func (t *streamTap) completion() ([]byte, *completion) {
 	if err != nil {
 		return nil, nil
 	}
-	var c completion
-	if json.Unmarshal(body, &c) != nil || !c.cacheable(body) {
+	// What the store stage reads of it, built directly rather than decoded.
+	c := &completion{Usage: t.u, Choices: make([]completionChoice, len(out.Choices))}
+	for i := range out.Choices {
+		c.Choices[i].FinishReason = &out.Choices[i].FinishReason
+	}
+	if !c.cacheable(body) {
 		return nil, nil
 	}
-	return body, &c
+	return body, c
 }
 
 // withStreamUsage returns a chat body whose stream_options ask for the usage

@@ -277,6 +277,17 @@ func (l *Limiter) Reserve(ctx context.Context, consumer, key string, tokens int6
 	return r.res, r.dec, nil
 }
 
+// Headroom returns the TPM limit and what is left of it for the counter key
+// of consumer, charging nothing: what a request that needs no tokens (a cache
+// hit) reports in its headers.
+func (l *Limiter) Headroom(ctx context.Context, consumer, key string) (Decision, error) {
+	r, err := l.call(ctx, l.shardOf(consumer, key), message{kind: msgHeadroom, consumer: consumer, key: key}, false)
+	if err != nil {
+		return Decision{}, fmt.Errorf("quota: headroom of %q: %w", consumer, err)
+	}
+	return r.dec, nil
+}
+
 // Settle replaces r's estimate by the actual tokens used: in the window
 // bucket where r was charged (unless that bucket has left the window) and in
 // the period counter (unless the period has ended since). It counts once per

@@ -650,3 +650,19 @@ func TestAbsurdCountsCannotWrapTheWindow(t *testing.T) {
 		t.Errorf("usage wrapped: %+v", s)
 	}
 }
+
+func TestHeadroomChargesNothing(t *testing.T) {
+	t0 := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	l := open(t, newClock(t0), map[string]Limits{"a": {TPM: 100}})
+	ctx := context.Background()
+	reserve(t, l, "a", "", 30)
+	for range 3 {
+		d, err := l.Headroom(ctx, "a", "")
+		if err != nil || d.Limit != 100 || d.Remaining != 70 {
+			t.Fatalf("headroom = %+v, %v; want limit 100, remaining 70", d, err)
+		}
+	}
+	if s, _ := l.Status(ctx, "a"); s.TPMUsed != 30 {
+		t.Errorf("tpm_used %d after reading headroom, want 30", s.TPMUsed)
+	}
+}

@@ -14,6 +14,7 @@ type msgKind uint8
 
 const (
 	msgReserve msgKind = iota
+	msgHeadroom
 	msgSettle
 	msgMerge
 	msgSetLimits
@@ -111,6 +112,12 @@ func (s *shard) handle(m *message) result {
 	switch m.kind {
 	case msgReserve:
 		return s.reserve(m, now)
+	case msgHeadroom:
+		lim := s.limits[m.consumer]
+		c := s.counter(m.consumer, m.key)
+		d := decision(lim, c, c.windowSum(s.prepare(c, lim, now)))
+		d.Allowed = true
+		return result{dec: d}
 	case msgSettle:
 		return result{dec: s.settle(m, now)}
 	case msgMerge:
