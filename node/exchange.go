@@ -36,7 +36,7 @@ func (u *usage) total() int64 {
 // completion is the part of a chat.completion (or embeddings list) body the
 // settle and store stages read.
 type completion struct {
-	Usage   *usage `json:"usage"`
+	Usage   *usage             `json:"usage"`
 	Choices []completionChoice `json:"choices"`
 }
 
