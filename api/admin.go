@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/llmgate/llmgate/cluster"
 	"github.com/llmgate/llmgate/internal/openai"
 )
 
@@ -58,20 +59,15 @@ func loopback(remoteAddr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-type member struct {
-	Name  string `json:"name"`
-	Addr  string `json:"addr"`
-	State string `json:"state"`
-}
-
-// cluster reports the membership as this node sees it. Until nodes gossip,
-// a node's cluster is itself.
+// cluster reports the membership as this node sees it; without a cluster
+// (tests building the front alone) a node's cluster is itself.
 func (a *API) cluster(c echo.Context) error {
+	members := []cluster.Member{{Name: a.opts.NodeName, Addr: a.opts.GossipAddr, State: "alive"}}
+	if a.opts.Cluster != nil {
+		members = a.opts.Cluster.Members()
+	}
 	return c.JSON(http.StatusOK, struct {
-		Node    string   `json:"node"`
-		Members []member `json:"members"`
-	}{
-		Node:    a.opts.NodeName,
-		Members: []member{{Name: a.opts.NodeName, Addr: a.opts.GossipAddr, State: "alive"}},
-	})
+		Node    string           `json:"node"`
+		Members []cluster.Member `json:"members"`
+	}{Node: a.opts.NodeName, Members: members})
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/llmgate/llmgate/cluster"
+
 	"github.com/llmgate/llmgate/internal/openai"
 	"github.com/llmgate/llmgate/node"
 )
@@ -36,6 +38,13 @@ type Options struct {
 	// node runs without them.
 	Cache CacheAdmin
 	Quota QuotaAdmin
+	// Cluster lists the members on /admin/cluster; nil = this node alone.
+	Cluster ClusterView
+}
+
+// ClusterView is what /admin/cluster needs: implemented by *cluster.Cluster.
+type ClusterView interface {
+	Members() []cluster.Member
 }
 
 // API serves one node's HTTP routes.

@@ -1,7 +1,8 @@
 // Package bench drives the benchmarks of SPEC §12 against real processes: it
-// starts llmgate child processes from the running binary (a mock upstream, a
-// gateway node, a bare reverse proxy), loads them over loopback HTTP, and
-// reports latency, throughput and memory.
+// starts llmgate child processes from the running binary (a mock upstream,
+// gateway nodes, alone or clustered, a bare reverse proxy), loads them over
+// loopback HTTP, and reports latency, throughput, memory, how exactly a
+// cluster holds a TPM limit and how fast it shares its cache.
 //
 // The benchmarks are run by `llmgate bench SCENARIO` (and `make bench`), never
 // by `make test`: they take minutes, need free loopback ports and a quiet
@@ -10,7 +11,7 @@
 // schedulers against an in-process server) and finish in about a second.
 //
 // What it owns: the child processes it starts and their temporary
-// directories. Every process started is stopped (interrupt, then kill after a
+// directories. Every process started is stopped (SIGTERM, then kill after a
 // grace period) and waited for, and every temporary directory is removed,
 // whether the run succeeds, fails or is cancelled through its context.
 //

@@ -18,7 +18,7 @@ import (
 )
 
 const (
-	// stopGrace is how long a child gets to exit after an interrupt before it
+	// stopGrace is how long a child gets to exit after stopSignal before it
 	// is killed.
 	stopGrace = 5 * time.Second
 	// tailBytes is how much of a child's latest output is kept for error messages.
@@ -38,12 +38,12 @@ type process struct {
 }
 
 // startProcess starts exe with args as a child named name (for messages).
-// The child is interrupted, and killed stopGrace later, when ctx is cancelled
-// or Stop is called.
+// The child is sent stopSignal, and killed stopGrace later, when ctx is
+// cancelled or Stop is called.
 func startProcess(ctx context.Context, name, exe string, args ...string) (*process, error) {
 	pctx, cancel := context.WithCancel(ctx)
 	cmd := exec.CommandContext(pctx, exe, args...)
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.Cancel = func() error { return cmd.Process.Signal(stopSignal) }
 	cmd.WaitDelay = stopGrace
 	cmd.SysProcAttr = childAttr()
 	p := &process{
@@ -70,8 +70,9 @@ func startProcess(ctx context.Context, name, exe string, args ...string) (*proce
 // PID returns the child's process id.
 func (p *process) PID() int { return p.cmd.Process.Pid }
 
-// Stop interrupts the child, kills it if it has not exited after a grace
-// period, and waits for it. It is safe to call more than once.
+// Stop asks the child to exit (stopSignal: a graceful shutdown, as a service
+// manager would ask), kills it if it has not exited after a grace period, and
+// waits for it. It is safe to call more than once.
 func (p *process) Stop() {
 	p.cancel()
 	<-p.done
@@ -85,6 +86,17 @@ func (p *process) exited() (bool, error) {
 	default:
 		return false, nil
 	}
+}
+
+// unclean returns how an exited child ended unless it exited with status
+// 0: "exit status 1", "signal: killed". Wait's own error is no guide, since
+// it reports a stop through Stop as the context's cancellation even when
+// the child then shut down cleanly. Empty while the child runs.
+func (p *process) unclean() string {
+	if gone, _ := p.exited(); !gone || p.cmd.ProcessState == nil || p.cmd.ProcessState.Success() {
+		return ""
+	}
+	return p.cmd.ProcessState.String()
 }
 
 // failure describes why the child failed to come up: its exit status, if it
@@ -210,16 +222,38 @@ func (w *outputWatcher) Tail() string {
 	return string(w.tail)
 }
 
-// freeLoopbackPort returns a TCP port on 127.0.0.1 that was free a moment
-// ago. Another process may take it before the caller binds it: callers retry
-// on a bind failure.
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
+// freeLoopbackPorts returns n distinct ports on 127.0.0.1 that were free a
+// moment ago for both TCP and UDP: a node's gossip port takes both
+// (memberlist gossips over UDP and syncs state over TCP), and a port free for
+// one protocol may be held in the other. All n are held until all are found,
+// so the kernel cannot hand out the same port twice. Another process may
+// still take one before the caller binds it: callers retry on a bind failure.
+func freeLoopbackPorts(n int) ([]int, error) {
+	var held []io.Closer
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for attempts := 0; len(ports) < n; attempts++ {
+		if attempts == 100*n {
+			return nil, fmt.Errorf("finding %d free loopback ports: none free for both TCP and UDP after %d attempts", n, attempts)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("finding a free port: %w", err)
+		}
+		held = append(held, l)
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue // taken for UDP: keep the TCP port held and try another
+		}
+		held = append(held, u)
+		ports = append(ports, port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 // Memory is a process's resident memory as the kernel reports it.

@@ -107,8 +107,12 @@ func TestQuotaSmoke(t *testing.T) {
 	opts.TPM = 3000
 	opts.Clients = 8
 	opts.Duration = 4 * time.Second
+	opts.ReplicationSamples = 20
+	opts.CatchupEntries = 300
+	opts.CatchupSmallEntries = 20
+	opts.CatchupTimeout = time.Minute
 	var out bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rep, err := Quota(ctx, opts, &out)
 	if err != nil {
@@ -125,11 +129,27 @@ func TestQuotaSmoke(t *testing.T) {
 		if r.Errors > 0 {
 			t.Errorf("%s: %d errors (first: %s)", r.Mode, r.Errors, r.FirstError)
 		}
-		if r.MaxWindowRatio > 1 {
+		if r.MaxWindowRatio > 1.02 {
 			t.Errorf("%s: %d tokens admitted in a minute, over the TPM of %d", r.Mode, r.MaxWindowTokens, opts.TPM)
 		}
+		if len(r.PerNode) != 2 || r.PerNode[0].Admitted == 0 || r.PerNode[1].Admitted == 0 {
+			t.Errorf("%s: per node %+v; want admissions on both nodes", r.Mode, r.PerNode)
+		}
 	}
-	if !strings.Contains(out.String(), "sliding 60s") {
-		t.Errorf("table lacks the sliding-minute row:\n%s", out.String())
+	if rep.Replication == nil || rep.Replication.Found != opts.ReplicationSamples {
+		t.Errorf("replication: %+v; want every sample found", rep.Replication)
+	}
+	if rep.Catchup == nil || len(rep.Catchup.Rounds) != 2 {
+		t.Fatalf("catch-up: %+v; want two rounds", rep.Catchup)
+	}
+	for _, r := range rep.Catchup.Rounds {
+		if !r.Converged {
+			t.Errorf("catch-up %s: node 1 did not catch up: %+v", r.Name, r)
+		}
+	}
+	for _, want := range []string{"sliding 60s", "early refusals", "replication:", "catch-up:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("tables lack %q:\n%s", want, out.String())
+		}
 	}
 }

@@ -21,6 +21,11 @@ import (
 // ErrClosed is returned by calls made after (or racing with) Close.
 var ErrClosed = errors.New("index: cache closed")
 
+// ErrNotReady is returned by Digest and Versions until the persisted
+// entries are loaded: a partial digest would make peers ship what is on
+// disk already.
+var ErrNotReady = errors.New("index: cache still loading")
+
 // Options configure a Cache. Zero fields get the defaults named on them.
 type Options struct {
 	// DB persists entries under store.PrefixCache. nil keeps the cache in
@@ -52,8 +57,17 @@ type Options struct {
 	// Candidates is how many nearest neighbours a semantic lookup examines
 	// (default 4).
 	Candidates int
-	// SweepInterval is how often expired entries are removed (default 1s).
+	// SweepInterval is how often expired entries, tombstones and purge
+	// records are removed (default 1s).
 	SweepInterval time.Duration
+	// OnChange, when set, is told of every local change to replicate: a
+	// Store (after it is persisted; the Entry carries its Vector), a Delete
+	// that removed or tombstoned something, a Purge. It runs in the
+	// caller's goroutine, so it must not block: hand the change to a queue.
+	// Changes made by Apply are not reported (they came from a peer), nor
+	// are evictions by MaxEntries and TTL expiry, which every node does on
+	// its own.
+	OnChange func(Change)
 
 	// beforeLoad, when set (tests only), runs in the loader goroutine before
 	// it reads the database.
@@ -172,12 +186,20 @@ func Open(ctx context.Context, opts Options) (*Cache, error) {
 		opts.SweepInterval = time.Second
 	}
 	c := &Cache{opts: opts, log: opts.Logger}
+	for i := range opts.Shards {
+		c.shards = append(c.shards, newShard(c, i))
+	}
+	// Tombstones load before anything can be stored or applied, so that no
+	// deleted entry slips back in meanwhile; they are few and small.
+	if opts.DB != nil {
+		if err := c.loadTombstones(); err != nil {
+			return nil, err
+		}
+	}
 	// The cache outlives the ctx of the call that opened it only through
 	// Close; ctx's values (not its cancellation) carry over.
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	for range opts.Shards {
-		s := newShard(c)
-		c.shards = append(c.shards, s)
+	for _, s := range c.shards {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -216,18 +238,25 @@ func (c *Cache) Close() error {
 	return nil
 }
 
-// shardOf maps a Space to its shard (FNV-1a over its fields). Spaces that
-// share a shard still never share a graph or an exact hit.
-func (c *Cache) shardOf(sp Space) *shard {
+// shardOf maps a Space to its shard. Spaces that share a shard still never
+// share a graph or an exact hit.
+func (c *Cache) shardOf(sp Space) *shard { return c.shards[spaceHash(sp)%uint64(len(c.shards))] }
+
+// spaceHash is FNV-1a over the Space's fields. It is persisted with
+// tombstones, so it must not change.
+func spaceHash(sp Space) uint64 { return fnv(sp.Partition, sp.Route, sp.Shape) }
+
+// fnv is FNV-1a over fields, each followed by a separator byte.
+func fnv(fields ...string) uint64 {
 	const prime = 1099511628211
 	h := uint64(14695981039346656037)
-	for _, f := range [...]string{sp.Partition, sp.Route, sp.Shape} {
+	for _, f := range fields {
 		for i := range len(f) {
 			h = (h ^ uint64(f[i])) * prime
 		}
-		h = (h ^ 0xff) * prime // field separator
+		h = (h ^ 0xff) * prime
 	}
-	return c.shards[h%uint64(len(c.shards))]
+	return h
 }
 
 // call runs f on s's actor and waits for it. On error f may still run later
@@ -292,7 +321,16 @@ func (c *Cache) each(ctx context.Context, f func(i int, s *shard)) error {
 // newID returns a random entry id.
 func newID() uint64 { return rand.Uint64() }
 
-func formatID(id uint64) string { return fmt.Sprintf("%016x", id) }
+// formatID is id as 16 lowercase hex digits.
+func formatID(id uint64) string {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[id&0xf]
+		id >>= 4
+	}
+	return string(b[:])
+}
 
 // parseID accepts exactly 16 lowercase hex digits.
 func parseID(s string) (uint64, bool) {
@@ -370,7 +408,8 @@ func (c *Cache) Miss() { c.misses.Add(1) }
 // entry with the same Exact hash in e.Space (or the same ID). It fills e.ID
 // when empty, sets e.CreatedAt to Now and e.ExpiresAt to Now+TTL when zero,
 // then keeps a copy: the caller keeps ownership of e and its slices. An
-// entry already expired is not stored.
+// entry already expired is not stored; an entry whose ID was deleted is an
+// error. A stored entry is reported to Options.OnChange.
 func (c *Cache) Store(ctx context.Context, e *Entry) error {
 	now := c.opts.Now()
 	if e.ID == "" {
@@ -380,13 +419,21 @@ func (c *Cache) Store(ctx context.Context, e *Entry) error {
 	if e.ExpiresAt.IsZero() {
 		e.ExpiresAt = now.Add(c.opts.TTL)
 	}
-	return c.add(ctx, e, false)
+	in, err := c.add(ctx, e, false)
+	if in != nil && c.opts.OnChange != nil {
+		cp := *in // the shard may hold in itself
+		c.opts.OnChange(Change{Kind: ChangeStored, Entry: &cp, At: cp.CreatedAt})
+	}
+	return err
 }
 
 // Insert adds e as given (ID and CreatedAt kept; ExpiresAt from TTL when
-// zero), for entries replicated from other nodes. It is idempotent on ID:
-// an entry whose ID is present is left as it is. Of two entries with the
-// same Exact hash the later (CreatedAt, then ID) wins, so that nodes agree.
+// zero), for entries replicated from other nodes; it is Apply of a
+// ChangeStored that fills e's zero times. It is idempotent on ID: an entry
+// whose ID is present is left as it is. Of two entries with the same Exact
+// hash the later (CreatedAt, then ID) wins, so that nodes agree. An entry
+// whose ID is tombstoned, or created before a purge that covers it, is
+// dropped.
 func (c *Cache) Insert(ctx context.Context, e *Entry) error {
 	if e.CreatedAt.IsZero() {
 		e.CreatedAt = c.opts.Now()
@@ -394,16 +441,20 @@ func (c *Cache) Insert(ctx context.Context, e *Entry) error {
 	if e.ExpiresAt.IsZero() {
 		e.ExpiresAt = e.CreatedAt.Add(c.opts.TTL)
 	}
-	return c.add(ctx, e, true)
+	_, err := c.add(ctx, e, true)
+	return err
 }
 
-func (c *Cache) add(ctx context.Context, in *Entry, replica bool) error {
+// add stores a copy of in and returns it (with its Vector) when it went
+// in; nil when it was expired, held already, refused or lost to a newer
+// entry. A local store of a tombstoned ID is an error; a replica's is not.
+func (c *Cache) add(ctx context.Context, in *Entry, replica bool) (*Entry, error) {
 	id, ok := parseID(in.ID)
 	if !ok {
-		return fmt.Errorf("index: entry id %q is not 16 lowercase hex digits", in.ID)
+		return nil, fmt.Errorf("index: entry id %q is not 16 lowercase hex digits", in.ID)
 	}
 	if !in.ExpiresAt.After(c.opts.Now()) {
-		return nil
+		return nil, nil
 	}
 	e := in.clone()
 	e.Hits = 0
@@ -411,26 +462,38 @@ func (c *Cache) add(ctx context.Context, in *Entry, replica bool) error {
 		e.Hits = in.Hits
 	}
 	s := c.shardOf(e.Space)
-	if replica {
-		var present bool
-		if err := c.call(ctx, s, func(s *shard) { _, present = s.entries[id] }); err != nil {
-			return err
+	// Check first, so that a refused entry costs no disk write; the actor
+	// checks again when adding.
+	why, k := admitted, (*killed)(nil)
+	if err := c.call(ctx, s, func(s *shard) { why, k = s.refuse(id, e, replica) }); err != nil {
+		return nil, err
+	}
+	added := false
+	if why == admitted {
+		if err := c.persist(e); err != nil {
+			return nil, err
 		}
-		if present {
-			return nil
+		var stale []string
+		if err := c.call(ctx, s, func(s *shard) { stale, k, added = s.add(id, e, replica, false) }); err != nil {
+			return nil, err
+		}
+		if err := c.deleteKeys(stale); err != nil {
+			return nil, err
 		}
 	}
-	if err := c.persist(e); err != nil {
-		return err
+	if k != nil {
+		if err := c.settle(ctx, []killed{*k}); err != nil {
+			return nil, err
+		}
 	}
-	var stale []string
-	if err := c.call(ctx, s, func(s *shard) { stale = s.add(id, e, replica, false) }); err != nil {
-		return err
+	switch {
+	case added:
+		return e, c.evict(ctx)
+	case !replica:
+		// A local store loses only to a tombstone.
+		return nil, fmt.Errorf("index: entry id %s was deleted", in.ID)
 	}
-	if err := c.deleteKeys(stale); err != nil {
-		return err
-	}
-	return c.evict(ctx)
+	return nil, nil
 }
 
 // evict removes soonest-expiring entries until at most MaxEntries remain.
@@ -489,41 +552,95 @@ func (c *Cache) Get(ctx context.Context, id string) (*Entry, bool) {
 	return nil, false
 }
 
-// Delete removes the entry with the given ID from memory and disk and
-// reports whether it was present in memory. While loading, an entry not yet
-// loaded is deleted from disk and will not be loaded.
+// Delete removes the entry with the given ID from memory and disk,
+// tombstones the ID so that no replica brings it back, and reports whether
+// the entry was present in memory. While loading, an entry not yet loaded
+// is deleted from disk and will not be loaded. A Delete that removed an
+// entry or tombstoned a new ID is reported to Options.OnChange.
 func (c *Cache) Delete(ctx context.Context, id string) (bool, error) {
+	at := c.opts.Now()
+	found, fresh, err := c.deleteID(ctx, id, at)
+	if (found || fresh) && c.opts.OnChange != nil {
+		c.opts.OnChange(Change{Kind: ChangeDeleted, ID: id, At: at})
+	}
+	return found, err
+}
+
+// deleteID removes id's entry and tombstones it as of at. It reports
+// whether an entry was removed and whether the tombstone is new; an
+// invalid id is neither.
+func (c *Cache) deleteID(ctx context.Context, id string, at time.Time) (found, fresh bool, err error) {
 	n, ok := parseID(id)
 	if !ok {
-		return false, nil
+		return false, false, nil
 	}
-	found := make([]bool, len(c.shards))
-	if err := c.each(ctx, func(i int, s *shard) { found[i] = s.delete(n) }); err != nil {
-		return false, err
+	ats := at.UnixNano()
+	held := make([]*killed, len(c.shards))
+	had := make([]bool, len(c.shards))
+	if err := c.each(ctx, func(i int, s *shard) { held[i], had[i] = s.deleteID(n, ats) }); err != nil {
+		return false, false, err
 	}
-	if err := c.deleteKeys([]string{id}); err != nil {
-		return false, err
+	for _, k := range held {
+		if k != nil {
+			// The holder recorded its copy; the counting shard needs one.
+			return true, true, c.settle(ctx, []killed{*k})
+		}
 	}
-	return slices.Contains(found, true), nil
+	if slices.Contains(had, true) {
+		return false, false, c.deleteKeys([]string{id}) // deleted before
+	}
+	// No shard holds the entry, so its Space is unknown: every shard gets a
+	// copy, and removes an entry with that ID that raced in meanwhile.
+	k := killed{id: n, at: ats, until: ats + int64(c.opts.TTL)}
+	gone := make([]string, len(c.shards))
+	news := make([]bool, len(c.shards))
+	if err := c.each(ctx, func(i int, s *shard) { gone[i], news[i] = s.tombstone(k) }); err != nil {
+		return false, false, err
+	}
+	found = slices.ContainsFunc(gone, func(id string) bool { return id != "" })
+	fresh = news[n%uint64(len(c.shards))]
+	if k.until <= c.opts.Now().UnixNano() {
+		return found, fresh, c.deleteKeys([]string{id})
+	}
+	return found, fresh, c.writeTombs([]killed{k}, []string{id})
 }
 
 // Purge removes every entry of partition and route ("" matches all) from
-// memory and disk and returns how many it removed from memory. While
-// loading, matching entries created before the purge are not loaded.
+// memory and disk, tombstoning each, and returns how many it removed from
+// memory. It keeps a purge record for TTL, so that replicas of the
+// partition and route created before now are refused. While loading,
+// matching entries created before the purge are not loaded. Every Purge is
+// reported to Options.OnChange.
 func (c *Cache) Purge(ctx context.Context, partition, route string) (int, error) {
-	f := filter{partition: partition, route: route, before: c.opts.Now()}
-	gone := make([][]string, len(c.shards))
-	if err := c.each(ctx, func(i int, s *shard) { gone[i] = s.purge(f) }); err != nil {
+	at := c.opts.Now()
+	n, err := c.purge(ctx, partition, route, at, true)
+	if c.opts.OnChange != nil {
+		c.opts.OnChange(Change{Kind: ChangePurged, Partition: partition, Route: route, At: at})
+	}
+	return n, err
+}
+
+// purge removes the entries of partition and route, all of them or those
+// created at or before at, and records the purge.
+func (c *Cache) purge(ctx context.Context, partition, route string, at time.Time, all bool) (int, error) {
+	p := purgeRec{
+		f:     filter{partition: partition, route: route, before: at},
+		until: at.Add(c.opts.TTL).UnixNano(),
+	}
+	killedBy := make([][]killed, len(c.shards))
+	if err := c.each(ctx, func(i int, s *shard) { killedBy[i] = s.purge(p, all) }); err != nil {
 		return 0, err
 	}
-	n := 0
-	for _, ids := range gone {
-		n += len(ids)
-		if err := c.deleteKeys(ids); err != nil {
-			return n, err
+	var ks []killed
+	for _, k := range killedBy {
+		ks = append(ks, k...)
+	}
+	if p.until > c.opts.Now().UnixNano() {
+		if err := c.writePurge(p); err != nil {
+			return len(ks), err
 		}
 	}
-	return n, nil
+	return len(ks), c.settle(ctx, ks)
 }
 
 // List returns up to limit live entries of partition and route ("" matches
@@ -618,17 +735,23 @@ func (c *Cache) sweepLoop() {
 	}
 }
 
-// sweep removes the entries expired by Now from every shard, then from disk.
+// sweep removes the entries expired by Now, and the tombstones and purge
+// records past, from every shard, then from disk.
 func (c *Cache) sweep(ctx context.Context) error {
 	now := c.opts.Now()
-	gone := make([][]string, len(c.shards))
+	gone := make([]swept, len(c.shards))
 	if err := c.each(ctx, func(i int, s *shard) { gone[i] = s.expire(now) }); err != nil {
 		return err
 	}
-	for _, ids := range gone {
-		if err := c.deleteKeys(ids); err != nil {
-			return err
+	var keys [][]byte
+	for _, g := range gone {
+		for _, id := range g.entries {
+			keys = append(keys, diskKey(id))
 		}
+		for _, id := range g.tombs {
+			keys = append(keys, tombKey(id))
+		}
+		keys = append(keys, g.purges...)
 	}
-	return nil
+	return c.write(nil, keys)
 }

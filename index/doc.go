@@ -1,13 +1,29 @@
 // Package index owns the semantic cache's state: the entries, the exact tier
 // (canonical request hash → entry), the semantic tier (one nearest-neighbour
 // graph per Space), TTL expiry, max_entries eviction, persistence under
-// Badger's "c/" prefix, and the queries of the admin API (Get, List, Delete,
-// Purge, Search, Stats).
+// Badger's "c/" prefix (tombstones under "t/"), the queries of the admin API
+// (Get, List, Delete, Purge, Search, Stats) and the hooks of replication.
 //
 // It knows nothing of HTTP, embeddings or gossip: the node computes the
 // request's Space, its CanonicalHash and its embedding and calls LookupExact,
-// LookupSemantic and Store; the cluster package will carry entries between
-// nodes with Insert, Delete and Purge.
+// LookupSemantic and Store.
+//
+// # Replication
+//
+// Options.OnChange reports each local Store, Delete and Purge as a Change;
+// AppendChange and DecodeChange put Changes on the wire; a peer applies them
+// with Apply. A stored entry travels with its embedding, so no node embeds it
+// again. Deletes and purges leave tombstones (an ID deleted, persisted with
+// its expiry) and purge records (a partition and route purged before a time,
+// kept for TTL), so that an entry on its way from a third node, or loaded
+// from disk, never comes back. A purge tombstones every entry it removes,
+// which lets anti-entropy carry it to a node that missed it.
+//
+// Anti-entropy: nodes compare Digests (256 buckets by ID, each the XOR of a
+// mix of every live entry's ID and CreatedAt and every tombstone's ID, kept
+// up to date by the shards), list the Versions of the buckets that differ,
+// fetch what they lack with Export and Apply it. Unchanged buckets cost
+// nothing, so a node back from a short absence fetches only what it missed.
 //
 // # Actor model
 //
@@ -22,7 +38,7 @@
 // Search, eviction) message every shard in parallel.
 //
 // Actors do no I/O. Disk writes happen in the calling goroutine (Store,
-// Delete, Purge, eviction) or in the sweeper and loader goroutines, using
+// Delete, Purge, Apply, eviction) or in the sweeper and loader goroutines, using
 // what the actor returned (stale IDs), never by reading its maps. The guard
 // (Options.Check) also runs in the caller's goroutine. Stats are atomics
 // the actors update; reading them sends no message.
@@ -46,6 +62,14 @@
 //     written; an entry's stored fields never change after it is added (only
 //     its hit count, which lives beside it).
 //   - Until the background load of persisted entries ends (Ready), lookups
-//     miss; Store, Delete and Purge work, and what they remove is not
-//     brought back by the load.
+//     miss and Digest and Versions fail; Store, Delete, Purge and Apply
+//     work, and what they remove is not brought back by the load.
+//     Tombstones and purge records are loaded by Open itself.
+//   - A tombstoned ID holds no entry. Each shard keeps a copy of the
+//     tombstones of IDs that may land in it (by the deleted entry's Space,
+//     or all of them when the Space is unknown), so it refuses a returning
+//     entry on its own; the copy in the ID's counting shard (ID mod shards)
+//     is the one counted in the Digest, listed by Versions and persisted.
+//   - Changes made by Apply are never reported to OnChange: replication does
+//     not loop.
 package index

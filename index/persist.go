@@ -1,10 +1,12 @@
 package index
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -23,14 +25,55 @@ const diskGrace = time.Minute
 // lookups and stores interleave with a long load.
 const loadBatch = 256
 
+// tombFormat is the first byte of every persisted tombstone and purge
+// record.
+const tombFormat = 1
+
+// writeBatch bounds the operations of one write transaction.
+const writeBatch = 1000
+
+// diskKey is c/<id>, where an entry lives.
 func diskKey(id string) []byte { return []byte(store.PrefixCache + id) }
+
+// tombKey is t/d/<id>, where a tombstone lives.
+func tombKey(id string) []byte { return []byte(store.PrefixTombstone + "d/" + id) }
+
+// purgeKey is t/p/<at><hash>, where a purge record lives: at (Unix
+// nanoseconds) and a hash of its partition and route, each as 16 hex
+// digits, so that replaying a purge rewrites the same key.
+func purgeKey(p purgeRec) []byte {
+	return []byte(store.PrefixTombstone + "p/" + formatID(uint64(p.f.before.UnixNano())) + formatID(fnv(p.f.partition, p.f.route)))
+}
 
 // encodeEntry is the value stored under c/<id>: a format byte, then Space,
 // Exact, Prompt, Vector (float32 little endian), Response, CreatedAt and
 // ExpiresAt (Unix nanoseconds) and Hits. Strings and byte slices are
 // length-prefixed (uvarint).
 func encodeEntry(e *Entry) []byte {
-	b := make([]byte, 0, 64+len(e.Space.Partition)+len(e.Space.Route)+len(e.Space.Shape)+32+int(e.size()))
+	return appendEntry(make([]byte, 0, entryLen(e)), e)
+}
+
+// entryLen is the length of e's encoding.
+func entryLen(e *Entry) int {
+	n := 1 + strLen(e.Space.Partition) + strLen(e.Space.Route) + strLen(e.Space.Shape) + 32 + strLen(e.Prompt)
+	n += uvarintLen(uint64(len(e.Vector))) + 4*len(e.Vector) + uvarintLen(uint64(len(e.Response))) + len(e.Response)
+	var buf [binary.MaxVarintLen64]byte
+	n += binary.PutVarint(buf[:], e.CreatedAt.UnixNano()) + binary.PutVarint(buf[:], e.ExpiresAt.UnixNano())
+	return n + uvarintLen(e.Hits)
+}
+
+func strLen(s string) int { return uvarintLen(uint64(len(s))) + len(s) }
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
+}
+
+// appendEntry appends encodeEntry's output to b.
+func appendEntry(b []byte, e *Entry) []byte {
 	b = append(b, entryFormat)
 	for _, s := range []string{e.Space.Partition, e.Space.Route, e.Space.Shape} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
@@ -145,6 +188,74 @@ func (d *decoder) bytes() []byte {
 	return d.take(int(n))
 }
 
+// encodeTomb is the value stored under t/d/<id>: a format byte, at and
+// until (Unix nanoseconds, varint), then 1 and the Space hash (8 bytes,
+// little endian) when the Space is known, else 0.
+func encodeTomb(k killed) []byte {
+	b := make([]byte, 0, 1+2*binary.MaxVarintLen64+9)
+	b = append(b, tombFormat)
+	b = binary.AppendVarint(b, k.at)
+	b = binary.AppendVarint(b, k.until)
+	if !k.hasSpace {
+		return append(b, 0)
+	}
+	b = append(b, 1)
+	return binary.LittleEndian.AppendUint64(b, k.space)
+}
+
+func decodeTomb(id uint64, b []byte) (killed, error) {
+	d := decoder{b: b}
+	if d.byte() != tombFormat {
+		return killed{}, fmt.Errorf("%w: unknown tombstone format", errCorrupt)
+	}
+	k := killed{id: id, at: d.varint(), until: d.varint()}
+	switch d.byte() {
+	case 0:
+	case 1:
+		k.space, k.hasSpace = binary.LittleEndian.Uint64(d.take(8)), true
+	default:
+		d.err = cmp.Or(d.err, fmt.Errorf("%w: bad tombstone space flag", errCorrupt))
+	}
+	return k, d.done()
+}
+
+// encodePurge is the value stored under t/p/…: a format byte, partition
+// and route (length-prefixed), at and until (Unix nanoseconds, varint).
+func encodePurge(p purgeRec) []byte {
+	b := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(p.f.partition)+len(p.f.route)+2*binary.MaxVarintLen64)
+	b = append(b, tombFormat)
+	b = appendString(b, p.f.partition)
+	b = appendString(b, p.f.route)
+	b = binary.AppendVarint(b, p.f.before.UnixNano())
+	return binary.AppendVarint(b, p.until)
+}
+
+func decodePurge(b []byte) (purgeRec, error) {
+	d := decoder{b: b}
+	if d.byte() != tombFormat {
+		return purgeRec{}, fmt.Errorf("%w: unknown purge format", errCorrupt)
+	}
+	var p purgeRec
+	p.f.partition = string(d.bytes())
+	p.f.route = string(d.bytes())
+	p.f.before = time.Unix(0, d.varint())
+	p.until = d.varint()
+	return p, d.done()
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// done is the decoder's error, or one for trailing bytes.
+func (d *decoder) done() error {
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(d.b))
+	}
+	return d.err
+}
+
 // persist commits e to the database (nothing without one). Badger's TTL is
 // a safety net behind the sweep.
 func (c *Cache) persist(e *Entry) error {
@@ -161,28 +272,154 @@ func (c *Cache) persist(e *Entry) error {
 	return nil
 }
 
-// deleteKeys removes the entries' keys from the database, in transactions
-// of bounded size.
+// deleteKeys removes the entries' keys from the database.
 func (c *Cache) deleteKeys(ids []string) error {
+	if c.opts.DB == nil || len(ids) == 0 {
+		return nil
+	}
+	keys := make([][]byte, len(ids))
+	for i, id := range ids {
+		keys[i] = diskKey(id)
+	}
+	return c.write(nil, keys)
+}
+
+// diskSet is a key to set, with Badger's TTL as a safety net.
+type diskSet struct {
+	key, val []byte
+	ttl      time.Duration
+}
+
+// write sets, then deletes, keys in transactions of bounded size. Sets go
+// first so that a crash between them leaves a tombstone with its entry
+// (which the load then drops), never an entry gone without its tombstone.
+func (c *Cache) write(sets []diskSet, dels [][]byte) error {
 	if c.opts.DB == nil {
 		return nil
 	}
-	for len(ids) > 0 {
-		n := min(len(ids), 1000)
+	for len(sets)+len(dels) > 0 {
+		ns := min(len(sets), writeBatch)
+		nd := min(len(dels), writeBatch-ns)
 		err := c.opts.DB.Update(func(txn *badger.Txn) error {
-			for _, id := range ids[:n] {
-				if err := txn.Delete(diskKey(id)); err != nil {
+			for _, s := range sets[:ns] {
+				if err := txn.SetEntry(badger.NewEntry(s.key, s.val).WithTTL(s.ttl)); err != nil {
+					return err
+				}
+			}
+			for _, k := range dels[:nd] {
+				if err := txn.Delete(k); err != nil {
 					return err
 				}
 			}
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("index: deleting %d entries: %w", n, err)
+			return fmt.Errorf("index: writing %d keys, deleting %d: %w", ns, nd, err)
 		}
-		ids = ids[n:]
+		sets, dels = sets[ns:], dels[nd:]
 	}
 	return nil
+}
+
+// writeTombs persists the tombstones that are not past and deletes their
+// entries' keys, and those of ids.
+func (c *Cache) writeTombs(ks []killed, ids []string) error {
+	if c.opts.DB == nil {
+		return nil
+	}
+	now := c.opts.Now().UnixNano()
+	sets := make([]diskSet, 0, len(ks))
+	dels := make([][]byte, 0, len(ks)+len(ids))
+	for _, k := range ks {
+		id := formatID(k.id)
+		if k.until > now {
+			ttl := time.Duration(k.until-now) + diskGrace
+			sets = append(sets, diskSet{tombKey(id), encodeTomb(k), ttl})
+		}
+		dels = append(dels, diskKey(id))
+	}
+	for _, id := range ids {
+		dels = append(dels, diskKey(id))
+	}
+	return c.write(sets, dels)
+}
+
+// writePurge persists a purge record.
+func (c *Cache) writePurge(p purgeRec) error {
+	ttl := time.Duration(p.until-c.opts.Now().UnixNano()) + diskGrace
+	return c.write([]diskSet{{purgeKey(p), encodePurge(p), ttl}}, nil)
+}
+
+// loadTombstones reads the tombstones and purge records not yet past into
+// the shards, before their actors start. Unreadable values are logged and
+// skipped, as entries are; a failing database is an error.
+func (c *Cache) loadTombstones() error {
+	now := c.opts.Now().UnixNano()
+	prefix := []byte(store.PrefixTombstone)
+	tombs, purges := 0, 0
+	err := c.opts.DB.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: prefix})
+		defer it.Close()
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			key := string(item.Key()[len(prefix):])
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			switch {
+			case strings.HasPrefix(key, "d/"):
+				id, ok := parseID(key[2:])
+				k, err := decodeTomb(id, v)
+				if !ok || err != nil {
+					c.log.Warn("cache tombstone unreadable, skipped", "key", string(item.Key()), "err", err)
+					continue
+				}
+				if k.until > now {
+					c.place(k, now)
+					tombs++
+				}
+			case strings.HasPrefix(key, "p/"):
+				p, err := decodePurge(v)
+				if err != nil {
+					c.log.Warn("cache purge record unreadable, skipped", "key", string(item.Key()), "err", err)
+					continue
+				}
+				if p.until > now {
+					for _, s := range c.shards {
+						s.addPurge(p)
+					}
+					purges++
+				}
+			default:
+				c.log.Warn("unknown cache tombstone key skipped", "key", string(item.Key()))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("index: loading tombstones: %w", err)
+	}
+	if tombs+purges > 0 {
+		c.log.Info("cache tombstones loaded", "tombstones", tombs, "purges", purges)
+	}
+	return nil
+}
+
+// place records k's copies directly (the actors are not running): in the
+// shard of its Space, or in every shard when the Space is unknown, and in
+// its counting shard.
+func (c *Cache) place(k killed, now int64) {
+	n := uint64(len(c.shards))
+	t := tomb{k.at, k.until}
+	if !k.hasSpace {
+		for _, s := range c.shards {
+			s.bury(k.id, t, now)
+		}
+		return
+	}
+	c.shards[k.space%n].bury(k.id, t, now)
+	c.shards[k.id%n].bury(k.id, t, now)
 }
 
 // load brings the persisted entries into the shards, skipping expired ones,
@@ -213,17 +450,25 @@ func (c *Cache) load() {
 			return nil
 		}
 		var stale []string
+		var ks []killed
 		err := c.call(c.ctx, c.shards[i], func(s *shard) {
 			for _, e := range batch {
 				id, _ := parseID(e.ID)
-				stale = append(stale, s.add(id, e, false, true)...)
+				st, k, _ := s.add(id, e, false, true)
+				stale = append(stale, st...)
+				if k != nil {
+					ks = append(ks, *k)
+				}
 			}
 		})
 		if err != nil {
 			return err
 		}
 		loaded += len(batch)
-		return c.deleteKeys(stale)
+		if err := c.deleteKeys(stale); err != nil {
+			return err
+		}
+		return c.settle(c.ctx, ks)
 	}
 	prefix := []byte(store.PrefixCache)
 	err := c.opts.DB.View(func(txn *badger.Txn) error {
@@ -276,9 +521,6 @@ func (c *Cache) load() {
 		c.log.Error("loading the cache failed; serving what was loaded", "err", err, "loaded", loaded)
 	}
 	c.ready.Store(true)
-	if err := c.each(c.ctx, func(_ int, s *shard) { s.loaded() }); err != nil {
-		return
-	}
 	if err := c.evict(c.ctx); err != nil {
 		c.log.Warn("evicting after load failed", "err", err)
 	}

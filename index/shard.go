@@ -14,6 +14,7 @@ import (
 // goroutine touches its fields; everyone else sends it closures.
 type shard struct {
 	c     *Cache
+	idx   int // position in Cache.shards
 	inbox chan func(*shard)
 
 	entries map[uint64]*record       // id → record
@@ -21,10 +22,39 @@ type shard struct {
 	graphs  map[graphKey]graph.Index // one graph per Space and vector length
 	expiry  expiryHeap               // every record, soonest ExpiresAt first
 
-	// While the cache loads (not Ready), deletes and purges are remembered
-	// so that the loader does not bring back what they removed.
-	tombstones map[uint64]struct{}
-	purges     []filter
+	// tombs holds a copy of every tombstone whose ID may land here: the
+	// shard of the deleted entry's Space, or every shard when the Space is
+	// unknown. The shard that decides whether an entry comes back thus
+	// decides alone, without asking another actor. Of an ID's copies, the
+	// one in its counting shard (id mod shards) is the one in the digest,
+	// in Versions and on disk.
+	tombs  map[uint64]tomb
+	tombQ  tombHeap   // every copy, soonest until first; stale items are skipped
+	purges []purgeRec // every shard holds every live purge record
+
+	// digest is the XOR of liveMix over the entries held and of tombMix
+	// over the tombstones counted here, per bucket.
+	digest Digest
+}
+
+// tomb is a tombstone: the ID was deleted at at and must not come back
+// until until (Unix nanoseconds).
+type tomb struct{ at, until int64 }
+
+// purgeRec remembers a purge: entries of f created at or before f.before
+// are refused until until.
+type purgeRec struct {
+	f     filter
+	until int64
+}
+
+// killed is a tombstone a shard recorded for an entry it removed or
+// refused, for the caller to finish: the counting shard's copy, the disk.
+type killed struct {
+	id        uint64
+	at, until int64
+	space     uint64 // spaceHash of the entry, when hasSpace
+	hasSpace  bool
 }
 
 // record is one entry as the shard holds it. e is never changed after the
@@ -76,14 +106,15 @@ func (f filter) match(sp Space) bool {
 	return (f.partition == "" || f.partition == sp.Partition) && (f.route == "" || f.route == sp.Route)
 }
 
-func newShard(c *Cache) *shard {
+func newShard(c *Cache, idx int) *shard {
 	return &shard{
-		c:          c,
-		inbox:      make(chan func(*shard), 64),
-		entries:    map[uint64]*record{},
-		exact:      map[[32]byte]uint64{},
-		graphs:     map[graphKey]graph.Index{},
-		tombstones: map[uint64]struct{}{},
+		c:       c,
+		idx:     idx,
+		inbox:   make(chan func(*shard), 64),
+		entries: map[uint64]*record{},
+		exact:   map[[32]byte]uint64{},
+		graphs:  map[graphKey]graph.Index{},
+		tombs:   map[uint64]tomb{},
 	}
 }
 
@@ -149,33 +180,57 @@ func (s *shard) hit(id uint64) {
 	}
 }
 
-// add inserts e (owned by the shard from now on) under id and returns the
-// IDs whose disk keys are now stale: entries it replaced, or e's own when e
-// lost. Store (neither replica nor loaded) always wins; replicated and
-// loaded entries are idempotent on id and, against an entry with the same
-// Exact hash, the later (CreatedAt, id) wins.
-func (s *shard) add(id uint64, e *Entry, replica, loaded bool) (stale []string) {
-	if loaded {
-		if _, ok := s.tombstones[id]; ok {
-			return []string{e.ID}
-		}
-		for _, f := range s.purges {
-			if f.match(e.Space) && !e.CreatedAt.After(f.before) {
-				return []string{e.ID}
-			}
+// Why add refuses an entry.
+const (
+	admitted = iota
+	present  // replica or loaded entry whose ID is held: idempotent
+	dead     // tombstoned, or covered by a purge record
+)
+
+// refuse tells whether add would refuse e. Local stores are only refused a
+// tombstoned ID; replicated and loaded entries also an ID already held and
+// an entry created before a purge that covers it, which is then tombstoned
+// here (the returned killed is for the caller to finish).
+func (s *shard) refuse(id uint64, e *Entry, replica bool) (int, *killed) {
+	if _, ok := s.entries[id]; ok && replica {
+		return present, nil
+	}
+	if _, ok := s.tombs[id]; ok {
+		return dead, nil
+	}
+	if !replica {
+		return admitted, nil
+	}
+	for _, p := range s.purges {
+		if p.f.match(e.Space) && !e.CreatedAt.After(p.f.before) {
+			k := s.kill(id, e, p.f.before.UnixNano())
+			return dead, k
 		}
 	}
+	return admitted, nil
+}
+
+// add inserts e (owned by the shard from now on) under id and returns the
+// IDs whose disk keys are now stale (entries it replaced, or e's own when e
+// lost or was refused), a tombstone to finish when a purge record refused
+// e, and whether e is in. Store (neither replica nor loaded) always wins
+// unless its ID is tombstoned; replicated and loaded entries are idempotent
+// on id and, against an entry with the same Exact hash, the later
+// (CreatedAt, id) wins.
+func (s *shard) add(id uint64, e *Entry, replica, loaded bool) (stale []string, k *killed, ok bool) {
+	if why, dk := s.refuse(id, e, replica || loaded); why == present {
+		return nil, nil, false
+	} else if why == dead {
+		return []string{e.ID}, dk, false
+	}
 	if _, ok := s.entries[id]; ok {
-		if replica || loaded {
-			return nil
-		}
 		s.remove(id) // same key, rewritten by the caller: not stale
 	}
 	if e.Exact != ([32]byte{}) {
 		if old, ok := s.exact[e.Exact]; ok {
 			o := s.entries[old].e
 			if (replica || loaded) && cmp.Or(e.CreatedAt.Compare(o.CreatedAt), cmp.Compare(id, old)) < 0 {
-				return []string{e.ID}
+				return []string{e.ID}, nil, false
 			}
 			s.remove(old)
 			stale = append(stale, o.ID)
@@ -200,9 +255,10 @@ func (s *shard) add(id uint64, e *Entry, replica, loaded bool) (stale []string) 
 		r.e = &slim
 	}
 	heap.Push(&s.expiry, r)
+	s.digest[byte(id)] ^= liveMix(id, e.CreatedAt.UnixNano())
 	s.c.entries.Add(1)
 	s.c.bytes.Add(r.size)
-	return stale
+	return stale, nil, true
 }
 
 // remove takes id out of the maps, its graph and the heap; it returns the
@@ -226,6 +282,7 @@ func (s *shard) remove(id uint64) *Entry {
 		}
 	}
 	heap.Remove(&s.expiry, r.at)
+	s.digest[byte(id)] ^= liveMix(id, r.e.CreatedAt.UnixNano())
 	s.c.entries.Add(-1)
 	s.c.bytes.Add(-r.size)
 	return view(r)
@@ -240,13 +297,42 @@ func (s *shard) soonest() (expiry, bool) {
 	return expiry{r.e.ExpiresAt, r.id}, true
 }
 
-// expire removes the entries expired at now and returns their IDs.
-func (s *shard) expire(now time.Time) []string {
-	var ids []string
+// swept is what a sweep removed from a shard, for the disk.
+type swept struct {
+	entries []string // IDs of expired entries
+	tombs   []string // IDs of the tombstones this shard counted
+	purges  [][]byte // keys of purge records (reported by shard 0 only)
+}
+
+// expire removes the entries expired at now, and the tombstones and purge
+// records past their until.
+func (s *shard) expire(now time.Time) swept {
+	var out swept
 	for len(s.expiry) > 0 && !live(s.expiry[0], now) {
-		ids = append(ids, s.remove(s.expiry[0].id).ID)
+		out.entries = append(out.entries, s.remove(s.expiry[0].id).ID)
 	}
-	return ids
+	ns := now.UnixNano()
+	for len(s.tombQ) > 0 && s.tombQ[0].until <= ns {
+		q := heap.Pop(&s.tombQ).(tombAt)
+		if t, ok := s.tombs[q.id]; !ok || t.until != q.until {
+			continue // a copy recorded again after an earlier one was swept
+		}
+		delete(s.tombs, q.id)
+		if s.counts(q.id) {
+			s.digest[byte(q.id)] ^= tombMix(q.id)
+			out.tombs = append(out.tombs, formatID(q.id))
+		}
+	}
+	s.purges = slices.DeleteFunc(s.purges, func(p purgeRec) bool {
+		if p.until > ns {
+			return false
+		}
+		if s.idx == 0 {
+			out.purges = append(out.purges, purgeKey(p))
+		}
+		return true
+	})
+	return out
 }
 
 func (s *shard) get(id uint64) *Entry {
@@ -257,30 +343,131 @@ func (s *shard) get(id uint64) *Entry {
 	return view(r)
 }
 
-func (s *shard) delete(id uint64) bool {
-	if !s.c.Ready() {
-		s.tombstones[id] = struct{}{}
+// counts reports whether this shard is id's counting shard.
+func (s *shard) counts(id uint64) bool { return id%uint64(len(s.c.shards)) == uint64(s.idx) }
+
+// bury records a copy of id's tombstone unless one is held or it is past
+// (now and until in Unix nanoseconds); it reports whether it recorded one.
+// The first copy wins: a repeated delete does not extend a tombstone.
+func (s *shard) bury(id uint64, t tomb, now int64) bool {
+	if t.until <= now {
+		return false
 	}
-	return s.remove(id) != nil
+	if _, ok := s.tombs[id]; ok {
+		return false
+	}
+	s.tombs[id] = t
+	heap.Push(&s.tombQ, tombAt{t.until, id})
+	if s.counts(id) {
+		s.digest[byte(id)] ^= tombMix(id)
+	}
+	return true
 }
 
-func (s *shard) purge(f filter) []string {
-	if !s.c.Ready() {
-		s.purges = append(s.purges, f)
+// kill tombstones the entry e (already removed, or refused) as of at. The
+// tombstone lasts as long as the entry could live anywhere, and at least
+// TTL after at, the span a node that never held e gives it.
+func (s *shard) kill(id uint64, e *Entry, at int64) *killed {
+	k := &killed{
+		id:       id,
+		at:       at,
+		until:    max(at+int64(s.c.opts.TTL), e.ExpiresAt.UnixNano()),
+		space:    spaceHash(e.Space),
+		hasSpace: true,
 	}
-	var ids []string
+	s.bury(id, tomb{k.at, k.until}, s.now().UnixNano())
+	return k
+}
+
+// deleteID removes id's entry, if held, and tombstones it as of at. It
+// reports whether it held a tombstone for id already.
+func (s *shard) deleteID(id uint64, at int64) (k *killed, had bool) {
+	_, had = s.tombs[id]
+	if _, ok := s.entries[id]; !ok {
+		return nil, had
+	}
+	return s.kill(id, s.remove(id), at), had
+}
+
+// tombstone records k's copy here and removes an entry with its ID that
+// raced in; it returns that entry's ID ("" if none) and whether the copy
+// is new.
+func (s *shard) tombstone(k killed) (gone string, fresh bool) {
+	if e := s.remove(k.id); e != nil {
+		gone = e.ID
+	}
+	return gone, s.bury(k.id, tomb{k.at, k.until}, s.now().UnixNano())
+}
+
+// purge records p (unless past) and removes the matching entries, all of
+// them or those created at or before the purge, tombstoning each.
+func (s *shard) purge(p purgeRec, all bool) []killed {
+	if p.until > s.now().UnixNano() {
+		s.addPurge(p)
+	}
+	at := p.f.before.UnixNano()
+	var out []killed
 	for id, r := range s.entries {
-		if f.match(r.e.Space) {
-			ids = append(ids, s.remove(id).ID)
+		if p.f.match(r.e.Space) && (all || !r.e.CreatedAt.After(p.f.before)) {
+			out = append(out, *s.kill(id, s.remove(id), at))
 		}
 	}
-	return ids
+	return out
 }
 
-// loaded forgets the deletes and purges remembered while loading.
-func (s *shard) loaded() {
-	clear(s.tombstones)
-	s.purges = nil
+// addPurge keeps p, unless a record of the same partition and route at or
+// after it is held; a later one replaces an earlier one, so repeated purges
+// do not pile up.
+func (s *shard) addPurge(p purgeRec) {
+	for i, q := range s.purges {
+		if q.f.partition == p.f.partition && q.f.route == p.f.route {
+			if p.f.before.After(q.f.before) {
+				s.purges[i] = p
+			}
+			return
+		}
+	}
+	s.purges = append(s.purges, p)
+}
+
+// versions lists the live entries and the counted, unexpired tombstones in
+// the buckets of want.
+func (s *shard) versions(want *[256]bool) []Version {
+	now := s.now()
+	var out []Version
+	for id, r := range s.entries {
+		if want[byte(id)] && live(r, now) {
+			out = append(out, Version{ID: r.e.ID, CreatedAt: r.e.CreatedAt.UnixNano()})
+		}
+	}
+	ns := now.UnixNano()
+	for id, t := range s.tombs {
+		if want[byte(id)] && s.counts(id) && t.until > ns {
+			out = append(out, Version{ID: formatID(id), CreatedAt: t.at, Deleted: true})
+		}
+	}
+	return out
+}
+
+// export returns copies of the live entries among ids, with their vectors
+// from the graph when vectors is set.
+func (s *shard) export(ids []uint64, vectors bool) []*Entry {
+	now := s.now()
+	var out []*Entry
+	for _, id := range ids {
+		r, ok := s.entries[id]
+		if !ok || !live(r, now) {
+			continue
+		}
+		e := view(r)
+		if vectors && r.dim > 0 {
+			if g := s.graphs[graphKey{r.e.Space, r.dim}]; g != nil {
+				e.Vector, _ = g.Vector(id)
+			}
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // list returns the first limit live entries matching f with id > after (when
@@ -347,4 +534,28 @@ func (h *expiryHeap) Pop() any {
 	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
 	return r
+}
+
+// tombAt is an item of the tombstone heap.
+type tombAt struct {
+	until int64
+	id    uint64
+}
+
+// tombHeap is a min-heap of tombstone copies by until. Items are never
+// removed but by popping; a popped item whose copy has since changed is
+// skipped.
+type tombHeap []tombAt
+
+func (h tombHeap) Len() int { return len(h) }
+func (h tombHeap) Less(i, j int) bool {
+	return cmp.Or(cmp.Compare(h[i].until, h[j].until), cmp.Compare(h[i].id, h[j].id)) < 0
+}
+func (h tombHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *tombHeap) Push(x any)   { *h = append(*h, x.(tombAt)) }
+func (h *tombHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }

@@ -143,6 +143,11 @@ func refusal(call *Call, need int64, d quota.Decision, now time.Time) *openai.Er
 			Message: fmt.Sprintf("Consumer '%s' has used its token quota for this period; it resets at %s.", who, d.QuotaResetsAt.UTC().Format(time.RFC3339))}
 		e.Header = retryHeaders(wait)
 		return e
+	case quota.ReasonShare:
+		e := &openai.Error{Status: http.StatusTooManyRequests, Type: "tokens", Code: openai.CodeRateLimitExceeded,
+			Message: fmt.Sprintf("Consumer '%s' is close to its limit across the gateway's nodes and this node's part of what remains is in use: this request needs an estimated %d tokens. Retry after %.2f seconds.", who, need, d.RetryAfter.Seconds())}
+		e.Header = retryHeaders(d.RetryAfter)
+		return e
 	default:
 		e := &openai.Error{Status: http.StatusTooManyRequests, Type: "tokens", Code: openai.CodeRateLimitExceeded,
 			Message: fmt.Sprintf("Rate limit of %d tokens per minute exceeded for consumer '%s': this request needs an estimated %d tokens. Retry after %.1f seconds.", d.Limit, who, need, d.RetryAfter.Seconds())}

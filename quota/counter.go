@@ -19,8 +19,9 @@ const (
 	// with room for merges of slightly future buckets from skewed clocks).
 	ringSize = 64
 	ringMask = ringSize - 1
-	// maxFuture is how many buckets ahead of the local clock a merged bucket
-	// may be (clock skew between nodes); later ones are ignored.
+	// maxFuture is how many buckets (seconds) ahead of the local clock a
+	// merged bucket or period start may be (clock skew between nodes); later
+	// ones are ignored.
 	maxFuture = 2
 	// mergeBack is how many buckets before the current one a merge may name:
 	// all of them are still held by the ring (head ≤ cur+maxFuture).
@@ -28,6 +29,15 @@ const (
 	// maxBucket bounds stored bucket indexes (year ~36000) so ring arithmetic
 	// cannot overflow on a corrupt value.
 	maxBucket = 1 << 40
+	// periodCap bounds each grow-only period total. A period total sums a
+	// whole year of usage, so it may pass MaxTokens; summed over maxOrigins
+	// origins it still cannot overflow.
+	periodCap = 1 << 52
+	// maxOrigins bounds the remote origins one counter holds, so a confused
+	// or hostile peer naming endless origins cannot grow memory or overflow
+	// sums (64 buckets × maxOrigins × MaxTokens < 2^63). Clusters are far
+	// smaller; usage of origins past the bound is ignored.
+	maxOrigins = 256
 )
 
 // bucketOf returns the index of the bucket that holds t.
@@ -40,14 +50,43 @@ func bucketOf(t time.Time) int64 {
 	return b
 }
 
-// bucketTime returns the start of bucket b.
-func bucketTime(b int64) time.Time { return time.Unix(0, b*bucketNanos).UTC() }
+// pn is the usage of one origin in one bucket (or one period) as two
+// grow-only totals: what was added (reservations, settlements above the
+// estimate) and what was removed (settlements below it). A node only ever
+// raises its own totals, so merging a copy from elsewhere takes the larger of
+// each: a copy seen twice, late or out of order counts once, and a refund
+// that arrives before its reservation cannot be lost. The usage is the
+// difference, never below zero.
+type pn struct{ added, removed int64 }
+
+func (p pn) value() int64 { return max(p.added-p.removed, 0) }
+
+func (p pn) isZero() bool { return p.added == 0 && p.removed == 0 }
+
+// join raises p to q per component and reports whether p changed.
+func (p *pn) join(q pn) bool {
+	if q.added <= p.added && q.removed <= p.removed {
+		return false
+	}
+	p.added, p.removed = max(p.added, q.added), max(p.removed, q.removed)
+	return true
+}
+
+// charge records delta tokens (negative: a refund), each total capped at
+// limit.
+func (p *pn) charge(delta, limit int64) {
+	if delta >= 0 {
+		p.added = min(p.added+delta, limit)
+	} else {
+		p.removed = min(p.removed-delta, limit)
+	}
+}
 
 // ring holds the per-bucket totals of one origin for the buckets
 // head-ringSize+1 .. head. Slots of buckets outside that range are stale.
 type ring struct {
 	head int64
-	v    [ringSize]int64
+	v    [ringSize]pn
 }
 
 // advance moves head forward to b, zeroing the slots it reuses.
@@ -59,7 +98,7 @@ func (r *ring) advance(b int64) {
 		clear(r.v[:])
 	} else {
 		for i := r.head + 1; i <= b; i++ {
-			r.v[i&ringMask] = 0
+			r.v[i&ringMask] = pn{}
 		}
 	}
 	r.head = b
@@ -68,29 +107,49 @@ func (r *ring) advance(b int64) {
 // holds reports whether bucket b is in the ring.
 func (r *ring) holds(b int64) bool { return b <= r.head && b > r.head-ringSize }
 
-// at returns bucket b's total (0 if not held).
-func (r *ring) at(b int64) int64 {
+// at returns bucket b's totals (zero if not held).
+func (r *ring) at(b int64) pn {
 	if !r.holds(b) {
-		return 0
+		return pn{}
 	}
 	return r.v[b&ringMask]
 }
 
-// sumFrom returns the total of the held buckets from lo to head.
+// sumFrom returns the usage in the held buckets from lo to head.
 func (r *ring) sumFrom(lo int64) int64 {
 	lo = max(lo, r.head-ringSize+1)
 	var s int64
 	for b := lo; b <= r.head; b++ {
-		s += r.v[b&ringMask]
+		s += r.v[b&ringMask].value()
 	}
 	return s
 }
 
+// anyFrom reports whether a held bucket from lo to head has a non-zero total.
+func (r *ring) anyFrom(lo int64) bool {
+	lo = max(lo, r.head-ringSize+1)
+	for b := lo; b <= r.head; b++ {
+		if !r.v[b&ringMask].isZero() {
+			return true
+		}
+	}
+	return false
+}
+
 // origin is one node's contribution to a counter.
 type origin struct {
-	name   string
-	w      ring
-	period int64 // tokens in the counter's current period
+	name string
+	w    ring
+	// period is the origin's usage in the period starting at periodStart
+	// (Unix seconds; 0 = none). It counts only while that is the counter's
+	// current period: a remote node that rolled over first already reports
+	// the next one.
+	periodStart int64
+	period      pn
+	// demand is a remote origin's last reported demand (tokens per second),
+	// received at demandAt (Unix nanoseconds); it decays from then on.
+	demand   float64
+	demandAt int64
 }
 
 // counter is the usage of one (consumer, key). Owned by one shard.
@@ -105,6 +164,17 @@ type counter struct {
 	pending                int  // outstanding reservations
 	dirty                  bool // changed since the last snapshot
 	stored                 bool // a snapshot of it is in the database
+
+	// Gossip of this node's own usage (origins[0]): the Outgoing round that
+	// first carries the latest change of each ring slot, and of the counter
+	// as a whole (buckets or period); see shard.outgoing.
+	slotRound [ringSize]uint64
+	round     uint64
+	// sent holds the demands recently sent to peers.
+	sent published
+
+	demand rate     // this node's requests, tokens per second
+	flight inflight // this node's recent reservations, unseen by peers
 }
 
 func newCounter(consumer, key, node string) *counter {
@@ -116,12 +186,11 @@ func newCounter(consumer, key, node string) *counter {
 	}
 }
 
-// roll moves the counter into the period that holds now, resetting the
-// period totals when it changed.
+// roll moves the counter into the period that holds now.
 func (c *counter) roll(now time.Time, p Period) {
 	if p == NoPeriod {
 		if c.periodStart != 0 || c.periodEnd != 0 {
-			c.resetPeriod(0, 0)
+			c.setPeriod(0, 0)
 		}
 		return
 	}
@@ -131,18 +200,33 @@ func (c *counter) roll(now time.Time, p Period) {
 	}
 	start, end := p.Bounds(now)
 	if s := start.Unix(); s != c.periodStart {
-		c.resetPeriod(s, end.Unix())
+		c.setPeriod(s, end.Unix())
 		return
 	}
 	c.periodEnd = end.Unix()
 }
 
-func (c *counter) resetPeriod(start, end int64) {
+// setPeriod makes [start, end) the current period (0, 0: none). This node's
+// total starts again from zero; a remote origin's record is kept if it is
+// for the new period or a later one (that origin rolled over first) and
+// dropped if older.
+func (c *counter) setPeriod(start, end int64) {
 	c.periodStart, c.periodEnd = start, end
 	for i := range c.origins {
-		if c.origins[i].period != 0 {
-			c.origins[i].period = 0
+		o := &c.origins[i]
+		keep := i > 0 && start != 0 && o.periodStart >= start
+		if i == 0 && o.periodStart == start {
+			keep = true
+		}
+		if keep {
+			continue
+		}
+		if o.periodStart != 0 || !o.period.isZero() {
 			c.dirty = true
+		}
+		o.periodStart, o.period = 0, pn{}
+		if i == 0 {
+			o.periodStart = start
 		}
 	}
 }
@@ -158,9 +242,14 @@ func (c *counter) windowSum(cur int64) int64 {
 
 // periodSum returns the tokens charged in the current period.
 func (c *counter) periodSum() int64 {
+	if c.periodStart == 0 {
+		return 0
+	}
 	var s int64
 	for i := range c.origins {
-		s += c.origins[i].period
+		if o := &c.origins[i]; o.periodStart == c.periodStart {
+			s += o.period.value()
+		}
 	}
 	return s
 }
@@ -176,7 +265,7 @@ func (c *counter) retryAfter(now time.Time, cur, over int64) time.Duration {
 	b := cur - windowBack
 	for ; b < hi; b++ {
 		for i := range c.origins {
-			freed += c.origins[i].w.at(b)
+			freed += c.origins[i].w.at(b).value()
 		}
 		if freed >= over {
 			break
@@ -186,26 +275,39 @@ func (c *counter) retryAfter(now time.Time, cur, over int64) time.Duration {
 	return time.Unix(0, (b+windowBack+1)*bucketNanos).Sub(now)
 }
 
-// origin returns the index of the named origin, adding it if new.
+// origin returns the index of the named origin, adding it if new; -1 if it
+// is new and the counter already holds maxOrigins remote origins.
 func (c *counter) origin(name string) int {
 	for i := range c.origins {
 		if c.origins[i].name == name {
 			return i
 		}
 	}
+	if len(c.origins) > maxOrigins {
+		return -1
+	}
 	c.origins = append(c.origins, origin{name: name})
 	return len(c.origins) - 1
 }
 
-// idle reports whether the counter holds nothing worth keeping at bucket cur:
-// no outstanding reservation, no period usage, and no bucket a Merge could
-// still name (so forgetting it cannot make a replayed merge count twice).
-func (c *counter) idle(cur int64) bool {
-	if c.pending > 0 || c.periodSum() != 0 {
+// markChanged records that this node's bucket b (and so the counter) changed
+// and must go out with Outgoing round next.
+func (c *counter) markChanged(b int64, next uint64) {
+	c.slotRound[b&ringMask] = next
+	c.round = next
+}
+
+// idle reports whether the counter holds nothing worth keeping at bucket cur
+// (now, in Unix ns): no outstanding reservation, no period totals, no bucket
+// a merge could still name (so forgetting it cannot make a replayed merge
+// count twice), nothing in flight and no demand worth reporting.
+func (c *counter) idle(cur, now int64, halfLife time.Duration) bool {
+	if c.pending > 0 || c.flight.sum != 0 || c.demand.at(now, halfLife) >= 0.5 {
 		return false
 	}
 	for i := range c.origins {
-		if c.origins[i].w.sumFrom(cur-mergeBack) != 0 {
+		o := &c.origins[i]
+		if !o.period.isZero() || o.w.anyFrom(cur-mergeBack) || decay(o.demand, now-o.demandAt, halfLife) >= 0.5 {
 			return false
 		}
 	}
@@ -231,18 +333,24 @@ func parseCounterDBKey(k []byte) (consumer, key string, ok bool) {
 	return "", "", false
 }
 
-// counterVersion is the first byte of an encoded counter.
-const counterVersion = 1
+// Versions of the encoded counter (its first byte). Version 1 held one net
+// total per bucket and period; version 2 holds the grow-only pair.
+const (
+	counterVersion1 = 1
+	counterVersion  = 2
+)
 
 // encode returns the counter's snapshot value:
 //
-//	version byte
+//	version byte (2)
 //	varint  periodStart (Unix seconds, 0 = none)
 //	uvarint number of origins, then per origin:
 //	  uvarint name length, name
-//	  varint  period tokens
-//	  uvarint number of buckets, then per bucket: varint bucket index
-//	          (Unix seconds), varint tokens
+//	  varint  start of the origin's period record (0 = none), and unless 0:
+//	          uvarint added, uvarint removed
+//	  uvarint number of buckets, then per bucket: the bucket index (Unix
+//	          seconds; the first as a varint, the others as a uvarint
+//	          increase over the previous one), uvarint added, uvarint removed
 //
 // Only non-zero buckets are written; bucket indexes let a reader drop the
 // stale ones.
@@ -254,19 +362,32 @@ func (c *counter) encode(buf []byte) []byte {
 		o := &c.origins[i]
 		buf = binary.AppendUvarint(buf, uint64(len(o.name)))
 		buf = append(buf, o.name...)
-		buf = binary.AppendVarint(buf, o.period)
+		buf = binary.AppendVarint(buf, o.periodStart)
+		if o.periodStart != 0 {
+			buf = binary.AppendUvarint(buf, uint64(o.period.added))
+			buf = binary.AppendUvarint(buf, uint64(o.period.removed))
+		}
 		n := 0
 		for b := o.w.head - ringSize + 1; b <= o.w.head; b++ {
-			if o.w.v[b&ringMask] != 0 {
+			if !o.w.v[b&ringMask].isZero() {
 				n++
 			}
 		}
 		buf = binary.AppendUvarint(buf, uint64(n))
+		prev := int64(0)
 		for b := o.w.head - ringSize + 1; b <= o.w.head; b++ {
-			if v := o.w.v[b&ringMask]; v != 0 {
-				buf = binary.AppendVarint(buf, b)
-				buf = binary.AppendVarint(buf, v)
+			v := o.w.v[b&ringMask]
+			if v.isZero() {
+				continue
 			}
+			if prev == 0 {
+				buf = binary.AppendVarint(buf, b)
+			} else {
+				buf = binary.AppendUvarint(buf, uint64(b-prev))
+			}
+			prev = b
+			buf = binary.AppendUvarint(buf, uint64(v.added))
+			buf = binary.AppendUvarint(buf, uint64(v.removed))
 		}
 	}
 	return buf
@@ -274,76 +395,159 @@ func (c *counter) encode(buf []byte) []byte {
 
 var errCorrupt = errors.New("corrupt counter value")
 
-// decodeCounter rebuilds a counter from encode's output. The local origin is
-// named node; it is first even if the snapshot was written under another name.
+// reader decodes the varints of one value; the first error sticks, and
+// wraps base.
+type reader struct {
+	v    []byte
+	err  error
+	base error
+}
+
+func (r *reader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: "+format, append([]any{r.base}, args...)...)
+	}
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	x, n := binary.Varint(r.v)
+	if n <= 0 {
+		r.fail("bad varint")
+		return 0
+	}
+	r.v = r.v[n:]
+	return x
+}
+
+// uvarint reads a uvarint no larger than limit.
+func (r *reader) uvarint(limit uint64) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	x, n := binary.Uvarint(r.v)
+	if n <= 0 {
+		r.fail("bad uvarint")
+		return 0
+	}
+	if x > limit {
+		r.fail("%d out of range", x)
+		return 0
+	}
+	r.v = r.v[n:]
+	return x
+}
+
+// count reads an int64 total in [0, limit].
+func (r *reader) count(limit int64) int64 { return int64(r.uvarint(uint64(limit))) }
+
+// net reads a version 1 net total: a varint, clamped to [0, limit] (version
+// 1 did not bound bucket totals).
+func (r *reader) net(limit int64) int64 {
+	x := r.varint()
+	if x < 0 {
+		r.fail("negative total %d", x)
+	}
+	return min(x, limit)
+}
+
+// str reads a uvarint length and that many bytes.
+func (r *reader) str() string {
+	n := r.uvarint(uint64(len(r.v)))
+	return r.bytes(n)
+}
+
+// bytes reads n bytes as a string.
+func (r *reader) bytes(n uint64) string {
+	if r.err != nil {
+		return ""
+	}
+	if n > uint64(len(r.v)) {
+		r.fail("%d bytes past the end", n-uint64(len(r.v)))
+		return ""
+	}
+	s := string(r.v[:n])
+	r.v = r.v[n:]
+	return s
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.v) == 0 {
+		r.fail("truncated")
+		return 0
+	}
+	b := r.v[0]
+	r.v = r.v[1:]
+	return b
+}
+
+// decodeCounter rebuilds a counter from encode's output, or from a version 1
+// value (whose net totals become added totals). The local origin is named
+// node; it is first even if the snapshot was written under another name.
 func decodeCounter(consumer, key, node string, v []byte) (*counter, error) {
 	c := newCounter(consumer, key, node)
-	if len(v) == 0 || v[0] != counterVersion {
+	r := &reader{v: v, base: errCorrupt}
+	version := r.byte()
+	if r.err != nil || (version != counterVersion && version != counterVersion1) {
 		return nil, fmt.Errorf("%w: unknown version", errCorrupt)
 	}
-	v = v[1:]
-	varint := func() (int64, error) {
-		x, n := binary.Varint(v)
-		if n <= 0 {
-			return 0, errCorrupt
-		}
-		v = v[n:]
-		return x, nil
-	}
-	uvarint := func(limit uint64) (uint64, error) {
-		x, n := binary.Uvarint(v)
-		if n <= 0 || x > limit {
-			return 0, errCorrupt
-		}
-		v = v[n:]
-		return x, nil
-	}
-	var err error
-	if c.periodStart, err = varint(); err != nil {
-		return nil, err
-	}
-	nOrigins, err := uvarint(1 << 16)
-	if err != nil {
-		return nil, err
-	}
+	c.periodStart = r.varint()
+	nOrigins := r.uvarint(1 << 16)
 	for range nOrigins {
-		nameLen, err := uvarint(1 << 16)
-		if err != nil {
-			return nil, err
+		name := r.str()
+		if r.err != nil {
+			return nil, r.err
 		}
-		if nameLen > uint64(len(v)) {
-			return nil, fmt.Errorf("%w: origin name longer than the value", errCorrupt)
+		i := c.origin(name)
+		if i < 0 {
+			return nil, fmt.Errorf("%w: more than %d origins", errCorrupt, maxOrigins)
 		}
-		name := string(v[:nameLen])
-		v = v[nameLen:]
-		o := &c.origins[c.origin(name)]
-		if o.period, err = varint(); err != nil {
-			return nil, err
-		}
-		nb, err := uvarint(ringSize)
-		if err != nil {
-			return nil, err
-		}
-		for range nb {
-			b, err := varint()
-			if err != nil {
-				return nil, err
+		o := &c.origins[i]
+		if version == counterVersion1 {
+			tokens := r.net(periodCap)
+			if c.periodStart != 0 && tokens != 0 {
+				o.periodStart, o.period = c.periodStart, pn{added: tokens}
 			}
-			tok, err := varint()
-			if err != nil {
-				return nil, err
+		} else if o.periodStart = r.varint(); o.periodStart != 0 {
+			o.period = pn{added: r.count(periodCap), removed: r.count(periodCap)}
+		}
+		nb := r.uvarint(ringSize)
+		b := int64(0)
+		for j := range nb {
+			var v pn
+			if version == counterVersion1 {
+				b = r.varint()
+				v.added = r.net(MaxTokens)
+			} else {
+				if j == 0 {
+					b = r.varint()
+				} else {
+					b += int64(r.uvarint(maxBucket))
+				}
+				v = pn{added: r.count(MaxTokens), removed: r.count(MaxTokens)}
+			}
+			if r.err != nil {
+				return nil, r.err
 			}
 			if b < 0 || b > maxBucket {
 				return nil, fmt.Errorf("%w: bucket %d out of range", errCorrupt, b)
 			}
 			o.w.advance(b)
 			if o.w.holds(b) {
-				o.w.v[b&ringMask] = tok
+				o.w.v[b&ringMask] = v
 			}
 		}
 	}
-	if len(v) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(v))
+	if r.err != nil {
+		return nil, r.err
+	}
+	if len(r.v) != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(r.v))
 	}
 	return c, nil
 }

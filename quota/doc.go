@@ -1,9 +1,12 @@
 // Package quota owns token accounting per consumer: sliding 60-second TPM
 // windows and fixed UTC calendar-period quotas, held in sharded actors and
-// snapshotted to Badger. It knows nothing of HTTP, tokenizers or gossip: the
-// node reserves an estimate before forwarding a call (Reserve) and settles it
-// from the reply's usage (Settle); a future cluster package feeds remote nodes'
-// usage in through Merge; the admin API reads Status/List and calls SetLimits.
+// snapshotted to Badger. It knows nothing of HTTP, tokenizers or networking:
+// the node reserves an estimate before forwarding a call (Reserve) and
+// settles it from the reply's usage (Settle); the admin API reads
+// Status/List and calls SetLimits; the cluster transport carries what
+// Outgoing returns to the other nodes (EncodeUsages, EncodeLimitRecords),
+// hands what they sent to MergeUsage and ApplyLimits, and names the live
+// nodes with SetPeers.
 //
 // # What it owns
 //
@@ -12,10 +15,12 @@
 //     separate counter to which the consumer's limits apply independently, as
 //     APIM's counter-key does.
 //   - In each counter, usage per origin node per one-second bucket (the last
-//     64 buckets) and per origin per calendar period. This node's own usage is
-//     origin Options.NodeName; remote origins arrive through Merge.
+//     64 buckets) and per origin per calendar period, each as two grow-only
+//     totals (added, removed). This node's own usage is origin
+//     Options.NodeName; remote origins arrive through MergeUsage.
 //   - The effective limits of every configured consumer: configuration,
-//     overridden by run-time changes persisted under store.PrefixLimits.
+//     overridden by run-time changes (with versions) persisted under
+//     store.PrefixLimits.
 //   - Its keys in the node database: store.PrefixQuota (counters) and
 //     store.PrefixLimits (run-time limit changes). Nothing else.
 //
@@ -25,31 +30,43 @@
 //     shard's table of outstanding reservations, so a second Settle (or a copy
 //     of the Reservation) is a no-op. A reservation never settled keeps its
 //     estimate charged; it is forgotten after an hour.
-//   - TPM never over-admits: admission at bucket b counts every bucket from
-//     b-60 to b inclusive (61 one-second buckets cover any 60 s interval that
-//     ends in bucket b), so the reservations admitted in any true 60-second
-//     interval, counted at their reservation time, never sum to more than the
-//     TPM limit. Settling with more than the estimate may exceed it; that is
-//     reported (Remaining clamps at 0) and delays later admissions.
+//   - TPM never over-admits on one node: admission at bucket b counts every
+//     bucket from b-60 to b inclusive (61 one-second buckets cover any
+//     60-second interval that ends in bucket b), so the reservations admitted
+//     in any true 60-second interval, counted at their reservation time, never
+//     sum to more than the TPM limit. Settling with more than the estimate may
+//     exceed it; that is reported (Remaining clamps at 0) and delays later
+//     admissions.
+//   - Across nodes, each node also keeps what its peers have not seen yet
+//     within its share of the budget they have not claimed together (see
+//     share.go), so the cluster stays within each limit while the gossip lag
+//     stays within Options.PeerLag. A node alone never applies that rule.
 //   - A request larger than the TPM limit or the whole period quota is refused
 //     at once (ReasonTooLarge) and never charged.
-//   - Merge is a max per (origin, bucket): replayed, duplicated or reordered
-//     merges never double-count. A merge for a bucket older than the 64 held
-//     buckets, or more than a few seconds in the future, is ignored.
+//   - Merging takes the larger of each grow-only total per (origin, bucket)
+//     and per (origin, period): replayed, duplicated or reordered records
+//     never double-count, and a refund that arrives before its reservation is
+//     not lost. This node's own origin is never merged from remote. A record
+//     for a bucket older than the 64 held buckets, or more than 2 s in the
+//     future, is ignored.
+//   - Run-time limit changes are last-writer-wins per field, by (Unix ns of
+//     the change, origin node), so every node ends with the same limits.
 //   - Quota periods are UTC calendar periods; weeks start on Monday.
 //
 // # Concurrency model
 //
 // Counters are sharded by a hash of (consumer, key) over Options.Shards actor
 // goroutines. A shard's goroutine is the only one that touches its counters,
-// its copy of the limits and its outstanding reservations; callers send it a
-// message and wait on a buffered(1) reply channel, so a caller that gives up
-// (context done) never blocks the actor. A Reserve whose caller gave up after
-// the message was sent is released (settled to 0) by a helper goroutine.
+// its copy of the limits and peers, and its outstanding reservations; callers
+// send it a message and wait on a buffered(1) reply channel, so a caller that
+// gives up (context done) never blocks the actor. A Reserve whose caller gave
+// up after the message was sent is released (settled to 0) by a helper
+// goroutine.
 //
 // A persister goroutine asks every shard, once per Options.SnapshotInterval,
 // for encoded copies of its changed counters and writes them in one Badger
 // WriteBatch; Close writes a final snapshot. A kill -9 thus loses at most one
-// interval (default 1 s) of counts. SetLimits is serialised by a mutex, writes
-// its Badger record synchronously and then updates every shard's copy.
+// interval (default 1 s) of counts. SetLimits and ApplyLimits are serialised
+// by a mutex that also guards the versioned records; they write Badger
+// synchronously and then update every shard's copy.
 package quota

@@ -58,3 +58,16 @@ func status(t testing.TB, l *Limiter, consumer string) Status {
 }
 
 func ptr(v int64) *int64 { return &v }
+
+// mergeUsage calls MergeUsage and fails the test on error.
+func mergeUsage(t testing.TB, l *Limiter, us ...Usage) {
+	t.Helper()
+	if err := l.MergeUsage(context.Background(), us); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bucketAt is the totals of the bucket that holds at.
+func bucketAt(at time.Time, added, removed int64) BucketUsage {
+	return BucketUsage{Bucket: bucketOf(at), Added: added, Removed: removed}
+}

@@ -19,6 +19,10 @@ const (
 	ReasonTPM      = "tpm"       // the sliding-minute window is full; retry after RetryAfter
 	ReasonQuota    = "quota"     // the period quota is used up; retry when it resets
 	ReasonTooLarge = "too_large" // the request alone exceeds the TPM limit or the whole quota
+	// ReasonShare: the cluster still has room, but this node's share of what
+	// remains is in flight (not yet seen by its peers); retry in well under
+	// a second. Only with peers.
+	ReasonShare = "share"
 )
 
 var (
@@ -51,6 +55,15 @@ type Options struct {
 	// NodeName names this node's own usage (Status.ByNode, and the origin a
 	// cluster merges it under elsewhere). Default "local".
 	NodeName string
+	// PeerLag bounds how long peers take to learn of this node's usage (an
+	// exchange interval plus delivery). Reservations younger than that are
+	// in flight, and with peers (SetPeers) in-flight tokens are limited to
+	// this node's share of the budget left, so that the nodes together stay
+	// within each limit. Default 250ms.
+	PeerLag time.Duration
+	// DemandHalfLife is the half-life of the demand (requested tokens per
+	// second) that sets this node's share. Default 2s.
+	DemandHalfLife time.Duration
 }
 
 // Decision is the answer to a Reserve (or the state after a Settle).
@@ -104,6 +117,12 @@ type Status struct {
 	ByNode map[string]int64 `json:"by_node"`
 	// Keys are the consumer's other counter keys with usage, sorted by key.
 	Keys []KeyStatus `json:"keys,omitempty"`
+	// ShareRefusals counts the reservations of any of the consumer's
+	// counters that this node refused since it started because its share
+	// of the cluster's remaining budget was too small, although its view of
+	// the window and quota had room (see SetPeers). Always 0 for a node
+	// alone.
+	ShareRefusals int64 `json:"share_refusals,omitempty"`
 }
 
 // KeyStatus is the usage of one counter key of a consumer.
@@ -123,11 +142,19 @@ type Limiter struct {
 	db       *badger.DB
 	node     string
 	interval time.Duration
-	known    map[string]bool // configured consumers; immutable
+	known    map[string]bool   // configured consumers; immutable
+	config   map[string]Limits // configured limits; immutable
 	shards   []*shard
 	replies  sync.Pool // of chan result, buffered(1)
 
-	setMu sync.Mutex // serialises SetLimits (read, persist, broadcast)
+	// setMu serialises limit changes (SetLimits, ApplyLimits: merge,
+	// persist, broadcast) and guards the fields below.
+	setMu sync.Mutex
+	// records are the run-time limit changes by consumer, with versions.
+	records map[string]LimitRecord
+	// limitsOut counts, by consumer, the Outgoing(false) calls that still
+	// carry a change made here by SetLimits.
+	limitsOut map[string]int
 
 	closing     chan struct{} // closed first by Close: no new calls
 	persistStop chan struct{} // closed by Close: persister writes its last snapshot
@@ -150,6 +177,9 @@ func Open(opts Options, limits map[string]Limits) (*Limiter, error) {
 		node:        cmp.Or(opts.NodeName, "local"),
 		interval:    cmp.Or(opts.SnapshotInterval, time.Second),
 		known:       make(map[string]bool, len(limits)),
+		config:      make(map[string]Limits, len(limits)),
+		records:     map[string]LimitRecord{},
+		limitsOut:   map[string]int{},
 		closing:     make(chan struct{}),
 		persistStop: make(chan struct{}),
 		persistDone: make(chan struct{}),
@@ -161,6 +191,11 @@ func Open(opts Options, limits map[string]Limits) (*Limiter, error) {
 	if opts.Shards < 0 {
 		return nil, fmt.Errorf("quota: shards %d: must not be negative", opts.Shards)
 	}
+	if opts.PeerLag < 0 || opts.DemandHalfLife < 0 {
+		return nil, fmt.Errorf("quota: peer lag %v, demand half-life %v: must not be negative", opts.PeerLag, opts.DemandHalfLife)
+	}
+	lag := cmp.Or(opts.PeerLag, 250*time.Millisecond)
+	halfLife := cmp.Or(opts.DemandHalfLife, 2*time.Second)
 	nShards := cmp.Or(opts.Shards, 8)
 	l.replies.New = func() any { return make(chan result, 1) }
 	effective := make(map[string]Limits, len(limits))
@@ -169,6 +204,7 @@ func Open(opts Options, limits map[string]Limits) (*Limiter, error) {
 			return nil, fmt.Errorf("quota: consumer %q: %w", name, err)
 		}
 		l.known[name] = true
+		l.config[name] = lim
 		effective[name] = lim
 	}
 	if err := l.loadLimits(effective); err != nil {
@@ -176,7 +212,7 @@ func Open(opts Options, limits map[string]Limits) (*Limiter, error) {
 	}
 	l.shards = make([]*shard, nShards)
 	for i := range l.shards {
-		l.shards[i] = newShard(l.node, l.now, effective)
+		l.shards[i] = newShard(l.node, l.now, lag, halfLife, effective)
 	}
 	if err := l.loadCounters(); err != nil {
 		return nil, err
@@ -192,8 +228,24 @@ func Open(opts Options, limits map[string]Limits) (*Limiter, error) {
 	return l, nil
 }
 
-// shardOf returns the shard that owns (consumer, key): FNV-1a over both.
+// usable returns ctx's error, or ErrClosed after Close.
+func (l *Limiter) usable(ctx context.Context) error {
+	select {
+	case <-l.closing:
+		return ErrClosed
+	default:
+		return ctx.Err()
+	}
+}
+
+// shardOf returns the shard that owns (consumer, key).
 func (l *Limiter) shardOf(consumer, key string) *shard {
+	return l.shards[l.shardIndex(consumer, key)]
+}
+
+// shardIndex returns the index of the shard that owns (consumer, key):
+// FNV-1a over both.
+func (l *Limiter) shardIndex(consumer, key string) int {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(consumer); i++ {
 		h = (h ^ uint64(consumer[i])) * 1099511628211
@@ -202,7 +254,7 @@ func (l *Limiter) shardOf(consumer, key string) *shard {
 	for i := 0; i < len(key); i++ {
 		h = (h ^ uint64(key[i])) * 1099511628211
 	}
-	return l.shards[h%uint64(len(l.shards))]
+	return int(h % uint64(len(l.shards)))
 }
 
 // call sends m to s and waits for its result. ctx bounds the wait; a Reserve
@@ -307,38 +359,31 @@ func (l *Limiter) Settle(ctx context.Context, r Reservation, actual int64) Decis
 	return res.dec
 }
 
-// Merge records that node origin charged tokens in total to (consumer, key)
-// in the one-second bucket starting at bucketStart. Merging keeps the maximum
-// per (origin, bucket), so duplicated or reordered deliveries of the same or
-// older totals never double-count. The tokens count in this node's window and
-// period like local ones. Merges of this node's own origin, of buckets more
-// than about 61 s old or more than 2 s ahead of this node's clock are ignored.
-func (l *Limiter) Merge(ctx context.Context, origin, consumer, key string, bucketStart time.Time, tokens int64) error {
-	_, err := l.call(ctx, l.shardOf(consumer, key), message{
-		kind: msgMerge, origin: origin, consumer: consumer, key: key, bucket: bucketOf(bucketStart), tokens: min(tokens, MaxTokens),
-	}, false)
-	if err != nil {
-		return fmt.Errorf("quota: merge from %q: %w", origin, err)
-	}
-	return nil
+// collected is what collect gathers from the shards.
+type collected struct {
+	views    []keyView
+	limits   map[string]Limits // as shard 0 holds them
+	refusals map[string]int64  // summed over the shards
 }
 
-// collect gathers views of consumer's counters ("" = all) from every shard,
-// and the limits as shard 0 holds them.
-func (l *Limiter) collect(ctx context.Context, consumer string) ([]keyView, map[string]Limits, error) {
-	var views []keyView
-	var limits map[string]Limits
+// collect gathers views of consumer's counters ("" = all), the limits and
+// the share refusals from every shard.
+func (l *Limiter) collect(ctx context.Context, consumer string) (collected, error) {
+	all := collected{refusals: map[string]int64{}}
 	for i, s := range l.shards {
 		r, err := l.call(ctx, s, message{kind: msgCollect, consumer: consumer}, false)
 		if err != nil {
-			return nil, nil, err
+			return collected{}, err
 		}
-		views = append(views, r.views...)
+		all.views = append(all.views, r.views...)
 		if i == 0 {
-			limits = r.limits
+			all.limits = r.limits
+		}
+		for k, n := range r.refusals {
+			all.refusals[k] += n
 		}
 	}
-	return views, limits, nil
+	return all, nil
 }
 
 // status builds a consumer's Status from its limits and counter views.
@@ -365,11 +410,11 @@ func (l *Limiter) status(consumer string, lim Limits, views []keyView, now time.
 			continue
 		}
 		if v.key == "" {
-			st.TPMUsed, st.QuotaUsed = max(v.used, 0), v.quotaUsed
+			st.TPMUsed, st.QuotaUsed = v.used, v.quotaUsed
 			maps.Copy(st.ByNode, v.byNode)
 			continue
 		}
-		st.Keys = append(st.Keys, KeyStatus{Key: v.key, TPMUsed: max(v.used, 0), TPMRemaining: remaining(v.used), QuotaUsed: v.quotaUsed})
+		st.Keys = append(st.Keys, KeyStatus{Key: v.key, TPMUsed: v.used, TPMRemaining: remaining(v.used), QuotaUsed: v.quotaUsed})
 	}
 	st.TPMRemaining = remaining(st.TPMUsed)
 	slices.SortFunc(st.Keys, func(a, b KeyStatus) int { return cmp.Compare(a.Key, b.Key) })
@@ -382,29 +427,33 @@ func (l *Limiter) Status(ctx context.Context, consumer string) (Status, bool) {
 	if !l.known[consumer] {
 		return Status{}, false
 	}
-	views, limits, err := l.collect(ctx, consumer)
+	all, err := l.collect(ctx, consumer)
 	if err != nil {
 		return Status{}, false
 	}
-	return l.status(consumer, limits[consumer], views, l.now()), true
+	st := l.status(consumer, all.limits[consumer], all.views, l.now())
+	st.ShareRefusals = all.refusals[consumer]
+	return st, true
 }
 
 // List returns the Status of every configured consumer, sorted by name (nil
 // if ctx is done or the Limiter is closed).
 func (l *Limiter) List(ctx context.Context) []Status {
-	views, limits, err := l.collect(ctx, "")
+	all, err := l.collect(ctx, "")
 	if err != nil {
 		return nil
 	}
 	byConsumer := map[string][]keyView{}
-	for _, v := range views {
+	for _, v := range all.views {
 		byConsumer[v.consumer] = append(byConsumer[v.consumer], v)
 	}
 	now := l.now()
 	names := slices.Sorted(maps.Keys(l.known))
 	out := make([]Status, 0, len(names))
 	for _, name := range names {
-		out = append(out, l.status(name, limits[name], byConsumer[name], now))
+		st := l.status(name, all.limits[name], byConsumer[name], now)
+		st.ShareRefusals = all.refusals[name]
+		out = append(out, st)
 	}
 	return out
 }
@@ -412,39 +461,44 @@ func (l *Limiter) List(ctx context.Context) []Status {
 // SetLimits changes a configured consumer's TPM limit and/or quota tokens
 // (nil = unchanged; 0 = unlimited) at run time. The change is written to the
 // database before SetLimits returns and outlives restarts, taking precedence
-// over the configuration for the fields it set. The consumer's period cannot
-// be changed here. Errors wrap ErrUnknownConsumer for a consumer that is not
-// configured and ErrInvalidLimits for negative values or a quota for a
-// consumer without a period; others are database or context failures.
+// over the configuration for the fields it set. Each field set is stamped
+// with the time and this node's name, so that the change, carried to peers
+// by Outgoing, wins over older ones everywhere (ApplyLimits). The consumer's
+// period cannot be changed here. Errors wrap ErrUnknownConsumer for a
+// consumer that is not configured and ErrInvalidLimits for negative values
+// or a quota for a consumer without a period; others are database or
+// context failures.
 func (l *Limiter) SetLimits(ctx context.Context, consumer string, tpm, quotaTokens *int64) (Status, error) {
 	if !l.known[consumer] {
 		return Status{}, fmt.Errorf("quota: set limits of %q: %w", consumer, ErrUnknownConsumer)
 	}
-	l.setMu.Lock()
-	defer l.setMu.Unlock()
-	r, err := l.call(ctx, l.shards[0], message{kind: msgCollect, consumer: consumer}, false)
-	if err != nil {
+	if err := l.usable(ctx); err != nil {
 		return Status{}, fmt.Errorf("quota: set limits of %q: %w", consumer, err)
 	}
-	lim := r.limits[consumer]
+	l.setMu.Lock()
+	defer l.setMu.Unlock()
+	rec := l.records[consumer].clone()
+	rec.Consumer = consumer
+	// Later than any version seen, even if this node's clock is behind the
+	// one that made the current value: a change made here must win.
+	now := l.now().UnixNano()
 	if tpm != nil {
-		lim.TPM = *tpm
+		rec.TPM, rec.TPMAt, rec.TPMOrigin = ptrTo(*tpm), max(now, rec.TPMAt+1), l.node
 	}
 	if quotaTokens != nil {
-		lim.QuotaTokens = *quotaTokens
+		rec.QuotaTokens, rec.QuotaAt, rec.QuotaOrigin = ptrTo(*quotaTokens), max(now, rec.QuotaAt+1), l.node
 	}
+	lim := rec.apply(l.config[consumer])
 	if err := lim.validate(); err != nil {
 		return Status{}, fmt.Errorf("quota: set limits of %q: %w: %w", consumer, ErrInvalidLimits, err)
 	}
-	if err := l.storeLimits(consumer, tpm, quotaTokens); err != nil {
+	if err := l.storeLimits([]LimitRecord{rec}); err != nil {
 		return Status{}, fmt.Errorf("quota: set limits of %q: %w", consumer, err)
 	}
-	for _, s := range l.shards {
-		// Queued even if ctx is done: the change is already persisted and
-		// every shard must see it.
-		if _, err := l.call(context.WithoutCancel(ctx), s, message{kind: msgSetLimits, consumer: consumer, limits: lim}, true); err != nil {
-			return Status{}, fmt.Errorf("quota: set limits of %q: %w", consumer, err)
-		}
+	l.records[consumer] = rec
+	l.limitsOut[consumer] = resendRounds
+	if err := l.broadcastLimits(ctx, map[string]Limits{consumer: lim}); err != nil {
+		return Status{}, fmt.Errorf("quota: set limits of %q: %w", consumer, err)
 	}
 	// The change is stored and applied: report it even if the caller's ctx ended.
 	st, ok := l.Status(context.WithoutCancel(ctx), consumer)
@@ -452,6 +506,18 @@ func (l *Limiter) SetLimits(ctx context.Context, consumer string, tpm, quotaToke
 		return Status{}, fmt.Errorf("quota: set limits of %q: status: %w", consumer, cmp.Or(ctx.Err(), ErrClosed))
 	}
 	return st, nil
+}
+
+// broadcastLimits gives every shard the changed effective limits. The
+// messages are queued even if ctx is done: the change is already persisted
+// and every shard must see it.
+func (l *Limiter) broadcastLimits(ctx context.Context, changed map[string]Limits) error {
+	for _, s := range l.shards {
+		if _, err := l.call(context.WithoutCancel(ctx), s, message{kind: msgSetLimits, limits: changed}, true); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close stops the actors after writing a final snapshot. Calls made after

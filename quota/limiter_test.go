@@ -408,24 +408,24 @@ func TestNoSixtySecondIntervalOverAdmits(t *testing.T) {
 }
 
 func TestMergeIsIdempotent(t *testing.T) {
-	ctx := context.Background()
 	c := newClock(t0)
 	l := open(t, c, map[string]Limits{"a": {TPM: 1000, QuotaTokens: 5000, Period: Daily}})
-	merge := func(origin string, at time.Duration, tokens int64) {
+	day := time.Date(2025, 6, 11, 0, 0, 0, 0, time.UTC).Unix()
+	// merge merges origin's totals: one bucket, and its period total.
+	merge := func(origin string, at time.Duration, tokens, period int64) {
 		t.Helper()
-		if err := l.Merge(ctx, origin, "a", "", t0.Add(at), tokens); err != nil {
-			t.Fatal(err)
-		}
+		mergeUsage(t, l, Usage{Origin: origin, Consumer: "a", PeriodStart: day, PeriodAdded: period, Demand: -1,
+			Buckets: []BucketUsage{bucketAt(t0.Add(at), tokens, 0)}})
 	}
-	merge("n2", 0, 300)
-	merge("n2", 0, 300)                     // duplicate
-	merge("n2", 0, 200)                     // older total, arriving late
-	merge("n2", time.Second, 100)           // next bucket
-	merge("n2", 1500*time.Millisecond, 100) // same bucket, named by another instant in it
-	merge("n3", 0, 300)
-	merge("n1", 0, 999)              // this node's own origin: ignored
-	merge("n2", -2*time.Minute, 999) // too old
-	merge("n2", 10*time.Second, 999) // too far in the future
+	merge("n2", 0, 300, 300)
+	merge("n2", 0, 300, 300)                     // duplicate
+	merge("n2", 0, 200, 200)                     // older totals, arriving late
+	merge("n2", time.Second, 100, 400)           // next bucket
+	merge("n2", 1500*time.Millisecond, 100, 400) // same bucket, named by another instant in it
+	merge("n3", 0, 300, 300)
+	merge("n1", 0, 999, 999)              // this node's own origin: ignored
+	merge("n2", -2*time.Minute, 999, 400) // too old
+	merge("n2", 10*time.Second, 999, 400) // too far in the future
 	st := status(t, l, "a")
 	if st.TPMUsed != 700 || st.QuotaUsed != 700 {
 		t.Fatalf("used %d quota %d, want 700, 700", st.TPMUsed, st.QuotaUsed)
@@ -441,14 +441,14 @@ func TestMergeIsIdempotent(t *testing.T) {
 	// Replays while the bucket is still held do not count again, even after
 	// a snapshot pass that forgets idle counters.
 	l.snapshot(nil)
-	merge("n2", 0, 300)
+	merge("n2", 0, 300, 300)
 	if st := status(t, l, "a"); st.QuotaUsed != 700 {
 		t.Fatalf("quota after replay = %d, want 700", st.QuotaUsed)
 	}
 	// Once the window has passed, a replay is too old to count.
 	c.add(40 * time.Second)
 	l.snapshot(nil)
-	merge("n2", 0, 300)
+	merge("n2", 0, 300, 300)
 	if st := status(t, l, "a"); st.QuotaUsed != 700 || st.TPMUsed != 0 {
 		t.Fatalf("after the window: quota %d used %d, want 700, 0", st.QuotaUsed, st.TPMUsed)
 	}
@@ -456,9 +456,7 @@ func TestMergeIsIdempotent(t *testing.T) {
 
 func TestMergeRejectsBadInput(t *testing.T) {
 	l := open(t, newClock(t0), map[string]Limits{"a": {TPM: 1000}})
-	if err := l.Merge(context.Background(), "n2", "a", "", t0, -5); err != nil {
-		t.Fatal(err)
-	}
+	mergeUsage(t, l, Usage{Origin: "n2", Consumer: "a", Buckets: []BucketUsage{bucketAt(t0, -5, -3)}})
 	if st := status(t, l, "a"); st.TPMUsed != 0 {
 		t.Fatalf("negative merge counted: %+v", st)
 	}
@@ -639,9 +637,8 @@ func TestAbsurdCountsCannotWrapTheWindow(t *testing.T) {
 	for _, r := range rs {
 		l.Settle(ctx, r, math.MaxInt64/2+10)
 	}
-	if err := l.Merge(ctx, "other", "a", "", t0, math.MaxInt64/2+10); err != nil {
-		t.Fatal(err)
-	}
+	mergeUsage(t, l, Usage{Origin: "other", Consumer: "a", Buckets: []BucketUsage{bucketAt(t0, math.MaxInt64/2+10, 0)},
+		PeriodStart: time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC).Unix(), PeriodAdded: math.MaxInt64/2 + 10})
 	if _, d := reserve(t, l, "a", "", 1000); d.Allowed {
 		t.Fatalf("after absurd usage a full-TPM request was admitted: %+v", d)
 	}

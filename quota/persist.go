@@ -2,7 +2,6 @@ package quota
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -18,14 +17,22 @@ const (
 )
 
 // limitsRecord is a consumer's run-time limit changes as stored (JSON); a
-// nil field was never changed and follows the configuration.
+// nil field was never changed and follows the configuration. Versions (Unix
+// ns of the change, and the node that made it) decide which change wins when
+// nodes exchange them; records written before versions existed load as
+// version 0, older than any change made since.
 type limitsRecord struct {
 	TPM         *int64 `json:"tpm,omitempty"`
 	QuotaTokens *int64 `json:"quota_tokens,omitempty"`
+	TPMAt       int64  `json:"tpm_at,omitempty"`
+	TPMOrigin   string `json:"tpm_origin,omitempty"`
+	QuotaAt     int64  `json:"quota_at,omitempty"`
+	QuotaOrigin string `json:"quota_origin,omitempty"`
 }
 
-// loadLimits applies the persisted limit changes to limits. Records of
-// consumers no longer configured are ignored.
+// loadLimits reads the persisted limit changes into l.records and applies
+// them to limits. Records of consumers no longer configured, and records the
+// configuration now makes invalid, are ignored.
 func (l *Limiter) loadLimits(limits map[string]Limits) error {
 	if l.db == nil {
 		return nil
@@ -36,8 +43,8 @@ func (l *Limiter) loadLimits(limits map[string]Limits) error {
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
 			name := strings.TrimPrefix(string(item.Key()), prefixLimits)
-			var rec limitsRecord
-			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &rec) }); err != nil {
+			var stored limitsRecord
+			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &stored) }); err != nil {
 				return fmt.Errorf("limits of %q: %w", name, err)
 			}
 			lim, ok := limits[name]
@@ -45,17 +52,18 @@ func (l *Limiter) loadLimits(limits map[string]Limits) error {
 				l.log.Info("ignoring stored limits of a consumer no longer configured", "consumer", name)
 				continue
 			}
-			if rec.TPM != nil {
-				lim.TPM = *rec.TPM
+			rec := LimitRecord{
+				Consumer: name,
+				TPM:      stored.TPM, TPMAt: stored.TPMAt, TPMOrigin: stored.TPMOrigin,
+				QuotaTokens: stored.QuotaTokens, QuotaAt: stored.QuotaAt, QuotaOrigin: stored.QuotaOrigin,
 			}
-			if rec.QuotaTokens != nil {
-				lim.QuotaTokens = *rec.QuotaTokens
-			}
+			lim = rec.apply(lim)
 			if err := lim.validate(); err != nil {
 				l.log.Warn("ignoring stored limits", "consumer", name, "err", err)
 				continue
 			}
 			limits[name] = lim
+			l.records[name] = rec
 		}
 		return nil
 	})
@@ -65,38 +73,28 @@ func (l *Limiter) loadLimits(limits map[string]Limits) error {
 	return nil
 }
 
-// storeLimits merges the changed fields into the consumer's stored record,
-// synchronously.
-func (l *Limiter) storeLimits(consumer string, tpm, quotaTokens *int64) error {
+// storeLimits writes the consumers' whole records and waits until they are
+// written. A WriteBatch, not a transaction: a full exchange may carry more
+// records than one transaction holds, and each record stands alone.
+func (l *Limiter) storeLimits(recs []LimitRecord) error {
 	if l.db == nil {
 		return nil
 	}
-	key := []byte(prefixLimits + consumer)
-	err := l.db.Update(func(txn *badger.Txn) error {
-		var rec limitsRecord
-		item, err := txn.Get(key)
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-		case err != nil:
-			return err
-		default:
-			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &rec) }); err != nil {
-				return fmt.Errorf("stored record: %w", err)
-			}
-		}
-		if tpm != nil {
-			rec.TPM = tpm
-		}
-		if quotaTokens != nil {
-			rec.QuotaTokens = quotaTokens
-		}
-		v, err := json.Marshal(rec)
+	wb := l.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, rec := range recs {
+		v, err := json.Marshal(limitsRecord{
+			TPM: rec.TPM, TPMAt: rec.TPMAt, TPMOrigin: rec.TPMOrigin,
+			QuotaTokens: rec.QuotaTokens, QuotaAt: rec.QuotaAt, QuotaOrigin: rec.QuotaOrigin,
+		})
 		if err != nil {
-			return err
+			return fmt.Errorf("storing limits: %w", err)
 		}
-		return txn.Set(key, v)
-	})
-	if err != nil {
+		if err := wb.Set([]byte(prefixLimits+rec.Consumer), v); err != nil {
+			return fmt.Errorf("storing limits: %w", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("storing limits: %w", err)
 	}
 	return nil
@@ -129,20 +127,13 @@ func (l *Limiter) loadCounters() error {
 				return fmt.Errorf("counter %q: %w", item.Key(), err)
 			}
 			s := l.shardOf(consumer, key)
-			lim := s.limits[consumer]
-			// The stored period start is kept only if it is still the
-			// current period of the consumer's (possibly changed) period.
-			stored := c.periodStart
-			c.periodStart, c.periodEnd = 0, 0
-			if lim.Period != NoPeriod {
-				start, end := lim.Period.Bounds(now)
-				if start.Unix() == stored {
-					c.periodStart, c.periodEnd = stored, end.Unix()
-				} else {
-					c.resetPeriod(start.Unix(), end.Unix())
-				}
+			// Period records count only if they are for the current period
+			// of the consumer's (possibly changed) period.
+			start, end := s.limits[consumer].Period.Bounds(now)
+			if start.IsZero() {
+				c.setPeriod(0, 0)
 			} else {
-				c.resetPeriod(0, 0)
+				c.setPeriod(start.Unix(), end.Unix())
 			}
 			c.stored, c.dirty = true, false
 			s.counters[counterKey{consumer, key}] = c
@@ -192,7 +183,7 @@ func (l *Limiter) snapshot(failed []kv) ([]kv, error) {
 	encode := l.db != nil
 	writes := failed
 	for _, s := range l.shards {
-		writes = append(writes, l.ask(s, message{kind: msgFlush, encode: encode}).snapshot...)
+		writes = append(writes, l.ask(s, message{kind: msgFlush, flag: encode}).snapshot...)
 	}
 	if !encode || len(writes) == 0 {
 		return nil, nil

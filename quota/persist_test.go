@@ -2,6 +2,7 @@ package quota
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -43,9 +44,8 @@ func TestReopenRestoresCounters(t *testing.T) {
 	reserve(t, l, "a", "", 300)
 	r, _ := reserve(t, l, "a", "a/user:bob", 200)
 	l.Settle(context.Background(), r, 150)
-	if err := l.Merge(context.Background(), "n2", "a", "", t0, 50); err != nil {
-		t.Fatal(err)
-	}
+	mergeUsage(t, l, Usage{Origin: "n2", Consumer: "a", Buckets: []BucketUsage{bucketAt(t0, 50, 0)},
+		PeriodStart: time.Date(2025, 6, 11, 0, 0, 0, 0, time.UTC).Unix(), PeriodAdded: 50})
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -250,19 +250,20 @@ func TestEncodeRoundTrip(t *testing.T) {
 	c.periodStart = 1700000000
 	base := bucketOf(t0)
 	c.origins[0].w.advance(base)
-	c.origins[0].w.v[base&ringMask] = 42
-	c.origins[0].w.v[(base-63)&ringMask] = 7
-	c.origins[0].period = 49
+	c.origins[0].w.v[base&ringMask] = pn{added: 50, removed: 8}
+	c.origins[0].w.v[(base-63)&ringMask] = pn{added: 7}
+	c.origins[0].periodStart, c.origins[0].period = c.periodStart, pn{added: 60, removed: 11}
 	o := &c.origins[c.origin("n2")]
 	o.w.advance(base + 2)
-	o.w.v[(base+2)&ringMask] = 5
-	o.period = 5
+	o.w.v[(base+2)&ringMask] = pn{added: 5}
+	o.periodStart, o.period = c.periodStart, pn{added: 5}
 	got, err := decodeCounter("a", "k", "n1", c.encode(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.periodStart != c.periodStart || len(got.origins) != 2 || got.windowSum(base) != 47 || got.periodSum() != 54 ||
-		got.origins[0].w.at(base-63) != 7 || got.origins[1].name != "n2" {
+		got.origins[0].w.at(base-63) != (pn{added: 7}) || got.origins[0].w.at(base) != (pn{added: 50, removed: 8}) ||
+		got.origins[1].name != "n2" || got.origins[0].period != (pn{added: 60, removed: 11}) {
 		t.Fatalf("round trip lost data: %+v", got)
 	}
 	// Written under another node name: the old local usage becomes a remote origin.
@@ -278,7 +279,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 func FuzzDecodeCounter(f *testing.F) {
 	c := newCounter("a", "", "n1")
 	c.origins[0].w.advance(100)
-	c.origins[0].w.v[100&ringMask] = 3
+	c.origins[0].w.v[100&ringMask] = pn{added: 3, removed: 1}
 	f.Add(c.encode(nil))
 	f.Add([]byte{counterVersion})
 	f.Fuzz(func(t *testing.T, v []byte) {
@@ -294,4 +295,121 @@ func FuzzDecodeCounter(f *testing.F) {
 			t.Fatal("encode/decode not stable")
 		}
 	})
+}
+
+func TestReopenRestoresGrowOnlyTotalsAndRemoteOrigins(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	c := newClock(t0)
+	db := openDB(t, dir)
+	l := openWithDB(t, db, c, persistLimits, time.Hour)
+	r, _ := reserve(t, l, "a", "", 800)
+	l.Settle(ctx, r, 300)
+	mergeUsage(t, l, Usage{Origin: "n2", Consumer: "a", Buckets: []BucketUsage{bucketAt(t0, 1024, 724)},
+		PeriodStart: day0, PeriodAdded: 1024, PeriodRemoved: 724, Demand: 9})
+	before, _, err := l.Outgoing(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db = openDB(t, dir)
+	defer db.Close()
+	l = openWithDB(t, db, c, persistLimits, time.Hour)
+	defer l.Close()
+	if st := status(t, l, "a"); st.TPMUsed != 600 || st.QuotaUsed != 600 || st.ByNode["n1"] != 300 || st.ByNode["n2"] != 300 {
+		t.Fatalf("restored status: %+v", st)
+	}
+	after, _, err := l.Outgoing(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Demand is not persisted: compare totals only.
+	for i := range before {
+		before[i].Demand = -1
+	}
+	for i := range after {
+		after[i].Demand = -1
+	}
+	sameUsages(t, after, before)
+	// Replaying what the peer sent before the restart changes nothing.
+	mergeUsage(t, l, Usage{Origin: "n2", Consumer: "a", Buckets: []BucketUsage{bucketAt(t0, 1024, 0)}, PeriodStart: day0, PeriodAdded: 1024})
+	if st := status(t, l, "a"); st.TPMUsed != 600 || st.QuotaUsed != 600 {
+		t.Fatalf("after a replay: %+v", st)
+	}
+}
+
+// encodeV1 writes a counter as version 1 did: a net total per bucket and a
+// net period total per origin.
+func encodeV1(periodStart int64, origins ...v1Origin) []byte {
+	buf := []byte{counterVersion1}
+	buf = binary.AppendVarint(buf, periodStart)
+	buf = binary.AppendUvarint(buf, uint64(len(origins)))
+	for _, o := range origins {
+		buf = binary.AppendUvarint(buf, uint64(len(o.name)))
+		buf = append(buf, o.name...)
+		buf = binary.AppendVarint(buf, o.period)
+		buf = binary.AppendUvarint(buf, uint64(len(o.buckets)))
+		for _, b := range o.buckets {
+			buf = binary.AppendVarint(buf, b[0])
+			buf = binary.AppendVarint(buf, b[1])
+		}
+	}
+	return buf
+}
+
+type v1Origin struct {
+	name    string
+	period  int64
+	buckets [][2]int64 // bucket, tokens
+}
+
+func TestVersion1SnapshotStillLoads(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	defer db.Close()
+	b := bucketOf(t0)
+	v := encodeV1(day0,
+		v1Origin{"n1", 500, [][2]int64{{b - 10, 200}, {b, 300}}},
+		v1Origin{"n2", 70, [][2]int64{{b - 1, 70}}},
+	)
+	err := db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(counterDBKey("a", "")), v) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := openWithDB(t, db, newClock(t0.Add(time.Second)), persistLimits, time.Hour)
+	if st := status(t, l, "a"); st.TPMUsed != 570 || st.QuotaUsed != 570 || st.ByNode["n1"] != 500 || st.ByNode["n2"] != 70 {
+		t.Fatalf("status from a version 1 snapshot: %+v", st)
+	}
+	// Settling below what version 1 counted works on the grow-only totals.
+	r, _ := reserve(t, l, "a", "", 100)
+	l.Settle(context.Background(), r, 40)
+	if st := status(t, l, "a"); st.TPMUsed != 610 || st.QuotaUsed != 610 {
+		t.Fatalf("after a settlement: %+v", st)
+	}
+	// The final snapshot is written in the current version.
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err = db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(counterDBKey("a", "")))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if v[0] != counterVersion {
+				t.Errorf("snapshot version %d, want %d", v[0], counterVersion)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Negative net totals were never written: such a value is corrupt.
+	if _, err := decodeCounter("a", "", "n1", encodeV1(0, v1Origin{"n1", -1, nil})); !errors.Is(err, errCorrupt) {
+		t.Fatalf("negative version 1 total: err = %v", err)
+	}
 }

@@ -2,6 +2,7 @@ package quota
 
 import (
 	"maps"
+	"math"
 	"sort"
 	"time"
 )
@@ -9,6 +10,11 @@ import (
 // maxPendingAge is how long an outstanding reservation is remembered; one
 // never settled in that time keeps its estimate charged.
 const maxPendingAge = time.Hour
+
+// resendRounds is how many consecutive Outgoing(false) calls carry each
+// change of this node's usage, so that a lost packet is repaired by one of
+// the next ones without waiting for a full exchange.
+const resendRounds = 3
 
 type msgKind uint8
 
@@ -18,8 +24,10 @@ const (
 	msgSettle
 	msgMerge
 	msgSetLimits
+	msgSetPeers
 	msgCollect
 	msgFlush
+	msgOutgoing
 )
 
 // message is a request to one shard. reply is buffered(1) and receives
@@ -27,12 +35,12 @@ const (
 type message struct {
 	kind          msgKind
 	consumer, key string
-	tokens        int64  // reserve: estimate; settle: actual; merge: bucket total
-	id            uint64 // settle
-	bucket        int64  // merge
-	origin        string // merge
-	limits        Limits // setLimits
-	encode        bool   // flush: return encoded snapshots
+	tokens        int64             // reserve: estimate; settle: actual
+	id            uint64            // settle
+	usages        []Usage           // merge; read only
+	limits        map[string]Limits // setLimits: the consumers whose limits changed
+	peers         []string          // setPeers
+	flag          bool              // flush: return encoded snapshots; outgoing: full
 	reply         chan result
 }
 
@@ -42,7 +50,9 @@ type result struct {
 	dec      Decision
 	views    []keyView         // collect
 	limits   map[string]Limits // collect
+	refusals map[string]int64  // collect: share refusals by consumer
 	snapshot []kv              // flush
+	usages   []Usage           // outgoing
 }
 
 // kv is one database write of a snapshot; a nil val deletes key.
@@ -57,7 +67,7 @@ type pending struct {
 	bucket      int64 // where the estimate was charged
 	periodStart int64 // the period it was charged to (0 = none)
 	tokens      int64
-	created     int64 // Unix seconds
+	at          int64 // Unix ns
 }
 
 // keyView is a read-only copy of one counter's state for Status.
@@ -77,21 +87,33 @@ type shard struct {
 	inbox      chan message
 	now        func() time.Time
 	node       string
+	lag        time.Duration     // Options.PeerLag
+	halfLife   time.Duration     // Options.DemandHalfLife
 	limits     map[string]Limits // every configured consumer's effective limits
 	counters   map[counterKey]*counter
 	pending    map[uint64]pending
 	nextID     uint64
 	tombstones []string // database keys of forgotten counters, deleted at the next flush
+	// peers are the other live nodes; empty: this node is alone and the
+	// share rule is off.
+	peers []string
+	// round counts Outgoing(false) calls; a change is stamped round+1, the
+	// call that first carries it.
+	round    uint64
+	refusals map[string]int64 // share-rule refusals by consumer
 }
 
-func newShard(node string, now func() time.Time, limits map[string]Limits) *shard {
+func newShard(node string, now func() time.Time, lag, halfLife time.Duration, limits map[string]Limits) *shard {
 	return &shard{
 		inbox:    make(chan message, 256),
 		now:      now,
 		node:     node,
+		lag:      lag,
+		halfLife: halfLife,
 		limits:   maps.Clone(limits),
 		counters: map[counterKey]*counter{},
 		pending:  map[uint64]pending{},
+		refusals: map[string]int64{},
 	}
 }
 
@@ -121,13 +143,17 @@ func (s *shard) handle(m *message) result {
 	case msgSettle:
 		return result{dec: s.settle(m, now)}
 	case msgMerge:
-		s.merge(m, now)
+		s.merge(m.usages, now)
 	case msgSetLimits:
-		s.limits[m.consumer] = m.limits
+		maps.Copy(s.limits, m.limits)
+	case msgSetPeers:
+		s.peers = m.peers
 	case msgCollect:
 		return s.collect(m.consumer, now)
 	case msgFlush:
-		return result{snapshot: s.flush(now, m.encode)}
+		return result{snapshot: s.flush(now, m.flag)}
+	case msgOutgoing:
+		return result{usages: s.outgoing(m.flag, now)}
 	}
 	return result{}
 }
@@ -168,10 +194,18 @@ func (s *shard) reserve(m *message, now time.Time) result {
 	cur := s.prepare(c, lim, now)
 	used := c.windowSum(cur)
 	d := decision(lim, c, used)
-	switch {
-	case lim.TPM > 0 && m.tokens > lim.TPM, lim.QuotaTokens > 0 && m.tokens > lim.QuotaTokens:
+	if lim.TPM > 0 && m.tokens > lim.TPM || lim.QuotaTokens > 0 && m.tokens > lim.QuotaTokens {
 		d.Reason = ReasonTooLarge
 		return result{dec: d}
+	}
+	ns := now.UnixNano()
+	limited := lim.TPM > 0 || lim.QuotaTokens > 0
+	if limited {
+		// Refused requests are demand too: a node whose clients wait needs
+		// a larger share.
+		c.demand.add(ns, m.tokens, s.halfLife)
+	}
+	switch {
 	case lim.QuotaTokens > 0 && c.periodSum()+m.tokens > lim.QuotaTokens:
 		d.Reason = ReasonQuota
 		d.RetryAfter = d.QuotaResetsAt.Sub(now)
@@ -181,16 +215,25 @@ func (s *shard) reserve(m *message, now time.Time) result {
 		d.RetryAfter = c.retryAfter(now, cur, used+m.tokens-lim.TPM)
 		return result{dec: d}
 	}
+	if limited && len(s.peers) > 0 {
+		if refused, retry := s.shareRefusal(c, lim, used, m.tokens, now, cur); refused {
+			d.Reason, d.RetryAfter = ReasonShare, retry
+			s.refusals[m.consumer]++
+			return result{dec: d}
+		}
+		c.flight.add(ns, m.tokens, s.lag)
+	}
 	local := &c.origins[0]
 	b := local.w.head // cur, or later if the clock stepped back
-	local.w.v[b&ringMask] += m.tokens
+	local.w.v[b&ringMask].charge(m.tokens, MaxTokens)
 	if c.periodStart != 0 {
-		local.period += m.tokens
+		local.period.charge(m.tokens, periodCap)
 	}
+	c.markChanged(b, s.round+1)
 	c.dirty = true
 	c.pending++
 	s.nextID++
-	s.pending[s.nextID] = pending{c: c, bucket: b, periodStart: c.periodStart, tokens: m.tokens, created: now.Unix()}
+	s.pending[s.nextID] = pending{c: c, bucket: b, periodStart: c.periodStart, tokens: m.tokens, at: ns}
 	d.Allowed = true
 	if lim.TPM > 0 {
 		d.Remaining = max(lim.TPM-used-m.tokens, 0)
@@ -213,14 +256,23 @@ func (s *shard) settle(m *message, now time.Time) Decision {
 	}
 	lim := s.limits[c.consumer]
 	cur := s.prepare(c, lim, now)
-	if ok {
-		delta := max(m.tokens, 0) - p.tokens
+	if delta := max(m.tokens, 0) - p.tokens; ok && delta != 0 {
 		local := &c.origins[0]
 		if p.bucket >= cur-windowBack && local.w.holds(p.bucket) {
-			local.w.v[p.bucket&ringMask] = max(local.w.v[p.bucket&ringMask]+delta, 0)
+			local.w.v[p.bucket&ringMask].charge(delta, MaxTokens)
+			c.markChanged(p.bucket, s.round+1)
 		}
 		if p.periodStart != 0 && p.periodStart == c.periodStart {
-			local.period = max(local.period+delta, 0)
+			local.period.charge(delta, periodCap)
+			c.round = s.round + 1
+		}
+		if len(s.peers) > 0 {
+			ns := now.UnixNano()
+			if delta > 0 {
+				c.flight.add(ns, delta, s.lag)
+			} else {
+				c.flight.refund(p.at, -delta, ns, s.lag)
+			}
 		}
 		c.dirty = true
 	}
@@ -229,32 +281,117 @@ func (s *shard) settle(m *message, now time.Time) Decision {
 	return d
 }
 
-func (s *shard) merge(m *message, now time.Time) {
-	if m.origin == s.node || m.tokens <= 0 {
-		return
+// merge joins remote origins' usage into the counters (see MergeUsage).
+func (s *shard) merge(us []Usage, now time.Time) {
+	cur, sec, ns := bucketOf(now), now.Unix(), now.UnixNano()
+	for i := range us {
+		u := &us[i]
+		lim, known := s.limits[u.Consumer]
+		if u.Origin == s.node || u.Origin == "" || !known {
+			continue
+		}
+		c := s.counter(u.Consumer, u.Key)
+		s.prepare(c, lim, now)
+		oi := c.origin(u.Origin)
+		if oi < 0 {
+			continue
+		}
+		o := &c.origins[oi]
+		for _, bu := range u.Buckets {
+			if bu.Bucket < cur-mergeBack || bu.Bucket > cur+maxFuture {
+				continue
+			}
+			v := pn{min(max(bu.Added, 0), MaxTokens), min(max(bu.Removed, 0), MaxTokens)}
+			if v.isZero() {
+				continue
+			}
+			o.w.advance(bu.Bucket)
+			if o.w.holds(bu.Bucket) && o.w.v[bu.Bucket&ringMask].join(v) {
+				c.dirty = true
+			}
+		}
+		// A record for an older period than the current one is stale; one
+		// for a later period (its node rolled over first) replaces the
+		// origin's record and counts once this node rolls over too.
+		if ps := u.PeriodStart; c.periodStart != 0 && ps >= c.periodStart && ps <= sec+maxFuture && ps >= o.periodStart {
+			v := pn{min(max(u.PeriodAdded, 0), periodCap), min(max(u.PeriodRemoved, 0), periodCap)}
+			if ps > o.periodStart {
+				o.periodStart, o.period = ps, v
+				c.dirty = true
+			} else if o.period.join(v) {
+				c.dirty = true
+			}
+		}
+		if u.Demand >= 0 {
+			o.demand, o.demandAt = float64(u.Demand), ns
+		}
 	}
-	cur := bucketOf(now)
-	if m.bucket < cur-mergeBack || m.bucket > cur+maxFuture {
-		return
-	}
-	lim := s.limits[m.consumer]
-	c := s.counter(m.consumer, m.key)
-	s.prepare(c, lim, now)
-	o := &c.origins[c.origin(m.origin)]
-	o.w.advance(m.bucket)
-	old := o.w.at(m.bucket)
-	if m.tokens <= old {
-		return
-	}
-	o.w.v[m.bucket&ringMask] = m.tokens
-	if sec := bucketTime(m.bucket).Unix(); c.periodStart != 0 && sec >= c.periodStart && sec < c.periodEnd {
-		o.period += m.tokens - old
-	}
-	c.dirty = true
 }
 
-// collect returns views of the counters of consumer ("" = every consumer)
-// and a copy of the limits.
+// outgoing returns this node's usage to tell peers (see Limiter.Outgoing).
+func (s *shard) outgoing(full bool, now time.Time) []Usage {
+	ns := now.UnixNano()
+	if !full {
+		s.round++
+	}
+	var out []Usage
+	for _, c := range s.counters {
+		lim, known := s.limits[c.consumer]
+		if !known {
+			continue // unlimited everywhere: nothing to enforce together
+		}
+		lo := s.prepare(c, lim, now) - mergeBack
+		demand := int64(math.Round(c.demand.at(ns, s.halfLife)))
+		if full {
+			for i := range c.origins {
+				d := int64(-1) // a relayed origin's demand is not fresh
+				if i == 0 {
+					d = demand
+				}
+				if u := c.usage(i, lo, 0, d); len(u.Buckets) > 0 || u.PeriodStart != 0 || u.Demand > 0 {
+					out = append(out, u)
+					if i == 0 {
+						c.sent.add(ns, float64(demand), s.lag)
+					}
+				}
+			}
+			continue
+		}
+		// Peers decay the demand they were sent; send it again only when
+		// it has moved away from what they now assume.
+		had := c.sent.last(ns, s.halfLife)
+		moved := math.Abs(float64(demand)-had) >= 1 && math.Abs(float64(demand)-had) > 0.1*max(float64(demand), had)
+		since := s.round + 1 - min(s.round, resendRounds)
+		if c.round < since && !moved {
+			continue
+		}
+		out = append(out, c.usage(0, lo, since, demand))
+		c.sent.add(ns, float64(demand), s.lag)
+	}
+	return out
+}
+
+// usage returns origin i's part of c: its non-zero buckets from lo on (only
+// those of this node stamped round since or later, unless since is 0), its
+// period record and the given demand.
+func (c *counter) usage(i int, lo int64, since uint64, demand int64) Usage {
+	o := &c.origins[i]
+	u := Usage{Origin: o.name, Consumer: c.consumer, Key: c.key, Demand: demand}
+	if o.periodStart != 0 && (i > 0 || !o.period.isZero()) {
+		u.PeriodStart, u.PeriodAdded, u.PeriodRemoved = o.periodStart, o.period.added, o.period.removed
+	}
+	for b := max(lo, o.w.head-ringSize+1); b <= o.w.head; b++ {
+		v := o.w.v[b&ringMask]
+		if v.isZero() || since != 0 && c.slotRound[b&ringMask] < since {
+			continue
+		}
+		u.Buckets = append(u.Buckets, BucketUsage{Bucket: b, Added: v.added, Removed: v.removed})
+	}
+	return u
+}
+
+// collect returns views of the counters of consumer ("" = every consumer),
+// a copy of the limits and the share refusals.
 func (s *shard) collect(consumer string, now time.Time) result {
 	var r result
 	for _, c := range s.counters {
@@ -262,7 +399,7 @@ func (s *shard) collect(consumer string, now time.Time) result {
 			continue
 		}
 		cur := s.prepare(c, s.limits[c.consumer], now)
-		v := keyView{consumer: c.consumer, key: c.key, quotaUsed: max(c.periodSum(), 0), byNode: map[string]int64{}}
+		v := keyView{consumer: c.consumer, key: c.key, quotaUsed: c.periodSum(), byNode: map[string]int64{}}
 		for i := range c.origins {
 			n := c.origins[i].w.sumFrom(cur - windowBack)
 			v.used += n
@@ -275,8 +412,12 @@ func (s *shard) collect(consumer string, now time.Time) result {
 	sort.Slice(r.views, func(i, j int) bool { return r.views[i].key < r.views[j].key })
 	if consumer == "" {
 		r.limits = maps.Clone(s.limits)
-	} else if lim, ok := s.limits[consumer]; ok {
-		r.limits = map[string]Limits{consumer: lim}
+		r.refusals = maps.Clone(s.refusals)
+	} else {
+		if lim, ok := s.limits[consumer]; ok {
+			r.limits = map[string]Limits{consumer: lim}
+		}
+		r.refusals = map[string]int64{consumer: s.refusals[consumer]}
 	}
 	return r
 }
@@ -288,15 +429,17 @@ func (s *shard) collect(consumer string, now time.Time) result {
 func (s *shard) flush(now time.Time, encode bool) []kv {
 	cutoff := now.Add(-maxPendingAge).Unix()
 	for id, p := range s.pending {
-		if p.created < cutoff {
+		if p.at/int64(time.Second) < cutoff {
 			p.c.pending--
 			delete(s.pending, id)
 		}
 	}
+	ns := now.UnixNano()
 	var sets []kv
 	for k, c := range s.counters {
 		cur := s.prepare(c, s.limits[c.consumer], now)
-		if c.idle(cur) {
+		c.flight.expire(ns, s.lag)
+		if c.idle(cur, ns, s.halfLife) {
 			delete(s.counters, k)
 			if c.stored {
 				s.tombstones = append(s.tombstones, c.dbKey)

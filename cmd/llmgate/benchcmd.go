@@ -28,7 +28,7 @@ func benchScenarios() []benchScenario {
 	return []benchScenario{
 		{"overhead", "latency and throughput added by a node, versus direct and a bare reverse proxy", runBenchOverhead},
 		{"cache", "index recall, latency and memory at 10k/100k/1M entries; hit quality by threshold; cache hits end to end", runBenchCache},
-		{"quota", "the most tokens one consumer gets admitted in any sliding minute, as a ratio to its TPM", runBenchQuota},
+		{"quota", "a cluster's sliding-minute TPM against the limit, early refusals, cache replication delay and catch-up", runBenchQuota},
 		{"reverse-proxy", "run the bare httputil.ReverseProxy the overhead scenario compares with", runBenchReverseProxy},
 	}
 }
@@ -116,15 +116,22 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 }
 
 // runBenchQuota runs `llmgate bench quota`: progress goes to stderr, the
-// table to stdout, and the JSON report to --out.
+// tables to stdout, and the JSON report to --out. A part that fails does not
+// stop the others; the report of what ran is still written.
 func runBenchQuota(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	def := bench.DefaultQuotaOptions()
 	fs := flag.NewFlagSet("llmgate bench quota", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	nodes := fs.Int("nodes", def.Nodes, "clustered nodes the clients are spread over (1: a node alone, quota part only)")
+	skew := fs.Float64("skew", 0, "share of the clients on node 0, 0 < F <= 1; the rest round-robin over the other nodes (default: all round-robin)")
+	parts := fs.String("parts", joinQuotaParts(bench.QuotaParts), "parts to run, comma separated: quota, replication, catchup (the last two need --nodes 2 or more)")
 	tpm := fs.Int64("tpm", def.TPM, "the consumer's tokens-per-minute limit")
 	clients := fs.Int("clients", def.Clients, "concurrent closed-loop clients of the consumer")
 	duration := fs.Duration("duration", def.Duration, "length of the run of each mode (over 60s for a full sliding window)")
 	modes := fs.String("modes", joinQuotaModes(def.Modes), "modes to run, comma separated: "+joinQuotaModes(bench.QuotaModes))
+	samples := fs.Int("replication-samples", def.ReplicationSamples, "fresh cache entries timed by the replication part")
+	catchupEntries := fs.Int("catchup-entries", def.CatchupEntries, "cache entries written while a node is down, in the catch-up part's bulk round")
+	catchupTimeout := fs.Duration("catchup-timeout", def.CatchupTimeout, "how long the catch-up part waits for the restarted node")
 	out := fs.String("out", "", "also write the report as JSON to `FILE`")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -132,33 +139,82 @@ func runBenchQuota(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench quota: unexpected argument %q", fs.Arg(0))
 	}
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	opts := def
 	var err error
 	if opts.Modes, err = parseQuotaModes(*modes); err != nil {
 		return fmt.Errorf("bench quota: --modes: %w", err)
 	}
-	if *tpm < 1 {
+	switch {
+	case *nodes < 1:
+		return errors.New("bench quota: --nodes must be at least 1")
+	case set["skew"] && !(*skew > 0 && *skew <= 1):
+		return errors.New("bench quota: --skew must be above 0 and at most 1 (leave it out for a round-robin spread)")
+	case *tpm < 1:
 		return errors.New("bench quota: --tpm must be at least 1")
-	}
-	if *clients < 1 {
+	case *clients < 1:
 		return errors.New("bench quota: --clients must be at least 1")
-	}
-	if *duration <= 0 {
+	case *duration <= 0:
 		return errors.New("bench quota: --duration must be positive")
+	case *samples < 1:
+		return errors.New("bench quota: --replication-samples must be at least 1")
+	case *catchupEntries < 1:
+		return errors.New("bench quota: --catchup-entries must be at least 1")
+	case *catchupTimeout <= 0:
+		return errors.New("bench quota: --catchup-timeout must be positive")
 	}
+	if set["parts"] {
+		if opts.Parts, err = parseQuotaParts(*parts); err != nil {
+			return fmt.Errorf("bench quota: --parts: %w", err)
+		}
+		if *nodes < 2 && slices.ContainsFunc(opts.Parts, func(p bench.QuotaPart) bool { return p != bench.QuotaPartQuota }) {
+			return errors.New("bench quota: --parts: replication and catchup need --nodes 2 or more")
+		}
+	} else {
+		opts.Parts = nil // the default: every part that fits the number of nodes
+	}
+	opts.Nodes, opts.Skew = *nodes, *skew
 	opts.TPM, opts.Clients, opts.Duration = *tpm, *clients, *duration
+	opts.ReplicationSamples, opts.CatchupEntries, opts.CatchupTimeout = *samples, *catchupEntries, *catchupTimeout
 	opts.Progress = stderr
 
 	rep, err := bench.Quota(ctx, opts, stdout)
-	if err != nil {
-		return err
-	}
-	if *out != "" {
-		if err := writeBenchJSON(*out, rep); err != nil {
-			return fmt.Errorf("bench quota: %w", err)
+	if rep != nil && *out != "" {
+		if werr := writeBenchJSON(*out, rep); werr != nil {
+			return errors.Join(err, fmt.Errorf("bench quota: %w", werr))
 		}
 	}
-	return nil
+	return err
+}
+
+// parseQuotaParts parses "quota,replication" into known parts.
+func parseQuotaParts(s string) ([]bench.QuotaPart, error) {
+	var parts []bench.QuotaPart
+	for f := range strings.SplitSeq(s, ",") {
+		p := bench.QuotaPart(strings.TrimSpace(f))
+		switch {
+		case p == "":
+			continue
+		case !slices.Contains(bench.QuotaParts, p):
+			return nil, fmt.Errorf("unknown part %q (known: %s)", p, joinQuotaParts(bench.QuotaParts))
+		case slices.Contains(parts, p):
+			return nil, fmt.Errorf("part %q given twice", p)
+		}
+		parts = append(parts, p)
+	}
+	if len(parts) == 0 {
+		return nil, errors.New("no part given")
+	}
+	return parts, nil
+}
+
+func joinQuotaParts(ps []bench.QuotaPart) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = string(p)
+	}
+	return strings.Join(s, ",")
 }
 
 // parseQuotaModes parses "max_tokens,no_max_tokens" into known modes.

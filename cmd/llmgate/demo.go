@@ -40,6 +40,7 @@ type demoStep struct {
 	stream     bool
 	wantCache  string // expected x-llmgate-cache, when set
 	headers    []string
+	node       int // which node it is sent to: 0 = gw-1, 1 = gw-2
 }
 
 type demoRow struct {
@@ -82,20 +83,25 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer os.RemoveAll(dir)
 
-	cfg := demoConfig(eastURL, westURL, dir)
 	logw := io.Discard
 	if *verbose {
 		logw = stderr
 	}
 	logger := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	n, err := startNode(cfg, logger)
+	nodes, cfg, err := startDemoCluster(ctx, eastURL, westURL, dir, logger)
 	if err != nil {
-		return fmt.Errorf("starting the demo node: %w", err)
+		return err
 	}
-	defer n.stop(context.Background())
-
-	fmt.Fprintf(stdout, "llmgate demo: mock upstreams east (primary) %s and west (secondary) %s; node %s on %s\n\n",
-		eastURL, westURL, cfg.Node.Name, n.dataAddr)
+	defer func() {
+		for _, n := range nodes {
+			_ = n.stop(context.Background())
+		}
+	}()
+	fmt.Fprintf(stdout, "llmgate demo: mock upstreams east (primary) %s and west (secondary) %s\n", eastURL, westURL)
+	for _, n := range nodes {
+		fmt.Fprintf(stdout, "  node %s: data plane %s, gossip %s\n", n.cfg.Node.Name, n.dataAddr, n.cluster.Addr())
+	}
+	fmt.Fprintln(stdout)
 
 	chat := func(model, content string) string {
 		return `{"model":"` + model + `","messages":[{"role":"user","content":"` + content + `"}],"max_tokens":24}`
@@ -104,24 +110,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// The TPM steps come first: honouring the Retry-After means waiting for
 	// the oldest tokens to leave the 60-second window, and the other steps
 	// run meanwhile.
-	const driveBody = `{"model":"gpt-4o-mini","max_tokens":120,"messages":[{"role":"user","content":"Summarise our meeting notes"}]}`
+	const driveBody = `{"model":"gpt-4o-mini","max_tokens":24,"messages":[{"role":"user","content":"Summarise our meeting notes"}]}`
 	noCache := []string{"x-llmgate-cache", "off"}
-	drive := func(n int) demoStep {
-		return demoStep{title: fmt.Sprintf("team-c (TPM %d) request %d, 120 tokens", demoTPM, n), method: "POST", path: "/v1/chat/completions",
-			body: driveBody, key: demoKeyC, wantStatus: 200, headers: noCache}
-	}
 	steps := []demoStep{
-		drive(1), drive(2), drive(3),
-		{title: "team-c past its TPM: 429 with Retry-After", method: "POST", path: "/v1/chat/completions",
-			body: driveBody, key: demoKeyC, wantStatus: 429, headers: noCache,
-			after: func(h http.Header) {
-				if ms, err := strconv.Atoi(h.Get("retry-after-ms")); err == nil {
-					retryAt = time.Now().Add(time.Duration(ms) * time.Millisecond)
-				}
-			}},
 		{title: "cache: cold miss", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "miss"},
 		{title: "cache: same prompt (exact hit)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "hit"},
 		{title: "cache: paraphrase (semantic hit)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "how can I rotate the api key of my Azure OpenAI resource"), key: demoKey, wantStatus: 200, wantCache: "hit"},
+		{title: "cache: paraphrase on the other node (replicated hit)", node: 1, method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "how can I rotate the api key of my Azure OpenAI resource"), key: demoKey, wantStatus: 200, wantCache: "hit",
+			before: func() { waitReplicated(nodes[1], 1, 5*time.Second) }},
 		{title: "cache: negation (guard: miss)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I not rotate the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "miss"},
 		{title: "cache: other tenant (miss)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key of my Azure OpenAI resource?"), key: demoKeyB, wantStatus: 200, wantCache: "miss"},
 		{title: "cache: stream replayed from the cache", method: "POST", path: "/v1/chat/completions", body: `{"model":"gpt-4o","stream":true,"max_tokens":24,"messages":[{"role":"user","content":"How do I rotate the API key of my Azure OpenAI resource?"}]}`, key: demoKey, wantStatus: 200, stream: true, wantCache: "hit"},
@@ -138,7 +134,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		{title: "primary's circuit is open: straight to secondary", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "Still there?"), key: demoKey, wantStatus: 200},
 		{title: "primary recovers after the cooldown", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "Welcome back"), key: demoKey, wantStatus: 200,
 			before: func() { east.SetFailRate(0); time.Sleep(cfg.Upstream.BreakerCooldown + 100*time.Millisecond) }},
-		{title: "team-c honours Retry-After: admitted", method: "POST", path: "/v1/chat/completions",
+		{title: "team-c honours Retry-After: admitted", node: 1, method: "POST", path: "/v1/chat/completions",
 			body: driveBody, key: demoKeyC, wantStatus: 200, headers: noCache,
 			before: func() {
 				if wait := time.Until(retryAt); wait > 0 {
@@ -151,6 +147,58 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	client := &http.Client{Timeout: 30 * time.Second}
 	var rows []demoRow
 	failed := 0
+	play := func(s demoStep) demoRow {
+		row := playStep(ctx, client, "http://"+nodes[s.node].dataAddr, s)
+		row.node = nodes[s.node].cfg.Node.Name
+		if !row.ok {
+			failed++
+		}
+		rows = append(rows, row)
+		return row
+	}
+
+	// team-c (TPM 400) from both nodes at once: one limit for the cluster.
+	// A short refusal (the other node may be spending what is left) is
+	// retried as told; the window's own 429 ends the drive.
+	admitted, short := 0, 0
+	for i := 0; i < 40 && ctx.Err() == nil; i++ {
+		s := demoStep{title: fmt.Sprintf("team-c (TPM %d) alternating nodes", demoTPM), node: i % 2, method: "POST",
+			path: "/v1/chat/completions", body: driveBody, key: demoKeyC, wantStatus: 200, headers: noCache}
+		row := playStep(ctx, client, "http://"+nodes[s.node].dataAddr, s)
+		if row.status == http.StatusTooManyRequests {
+			ms, _ := strconv.Atoi(row.header.Get("retry-after-ms"))
+			if ms <= 1000 {
+				short++
+				time.Sleep(time.Duration(ms) * time.Millisecond)
+				continue
+			}
+			s.title = fmt.Sprintf("team-c at its TPM over both nodes (%d admitted): 429", admitted)
+			s.wantStatus = http.StatusTooManyRequests
+			row.ok = row.status == http.StatusTooManyRequests && admitted <= demoTPM
+			row.step = s
+			row.node = nodes[s.node].cfg.Node.Name
+			if !row.ok {
+				failed++
+			}
+			rows = append(rows, row)
+			if ms, err := strconv.Atoi(row.header.Get("retry-after-ms")); err == nil {
+				retryAt = time.Now().Add(time.Duration(ms) * time.Millisecond)
+			}
+			break
+		}
+		used, _ := strconv.Atoi(row.header.Get("x-llmgate-tokens-consumed"))
+		admitted += used
+		row.node = nodes[s.node].cfg.Node.Name
+		if !row.ok {
+			failed++
+		}
+		rows = append(rows, row)
+	}
+	if retryAt.IsZero() {
+		failed++
+		fmt.Fprintln(stdout, "team-c was never refused by its TPM")
+	}
+
 	for _, s := range steps {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -158,18 +206,21 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if s.before != nil {
 			s.before()
 		}
-		row := playStep(ctx, client, "http://"+n.dataAddr, s)
+		row := play(s)
 		if s.after != nil {
 			s.after(row.header)
 		}
-		row.node = cfg.Node.Name
-		if !row.ok {
-			failed++
-		}
-		rows = append(rows, row)
 	}
 	printDemo(stdout, rows)
-	fmt.Fprintf(stdout, "\nbackend calls: east %d, west %d\n", east.Requests(), west.Requests())
+	fmt.Fprintf(stdout, "\nbackend calls: east %d, west %d; team-c: %d tokens admitted over both nodes for a TPM of %d (%d short refusals retried while the other node's tokens were in flight)\n",
+		east.Requests(), west.Requests(), admitted, demoTPM, short)
+	for _, n := range nodes {
+		var alive []string
+		for _, m := range n.cluster.Members() {
+			alive = append(alive, m.Name+" "+m.State)
+		}
+		fmt.Fprintf(stdout, "%s sees: %s\n", n.cfg.Node.Name, strings.Join(alive, ", "))
+	}
 	if failed > 0 {
 		return fmt.Errorf("demo: %d step(s) did not behave as expected", failed)
 	}
@@ -177,9 +228,60 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-func demoConfig(eastURL, westURL, dir string) *config.Config {
+// startDemoCluster starts gw-1 and gw-2 (which joins gw-1) and waits until
+// each sees the other.
+func startDemoCluster(ctx context.Context, eastURL, westURL, dir string, logger *slog.Logger) ([]*runningNode, *config.Config, error) {
+	var nodes []*runningNode
+	var seeds []string
+	for _, name := range []string{"gw-1", "gw-2"} {
+		cfg := demoConfig(eastURL, westURL, dir, name, seeds)
+		n, err := startNode(cfg, logger.With("node", name))
+		if err != nil {
+			for _, n := range nodes {
+				_ = n.stop(context.Background())
+			}
+			return nil, nil, fmt.Errorf("starting demo node %s: %w", name, err)
+		}
+		nodes = append(nodes, n)
+		seeds = []string{n.cluster.Addr()}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		joined := true
+		for _, n := range nodes {
+			alive := 0
+			for _, m := range n.cluster.Members() {
+				if m.State == "alive" {
+					alive++
+				}
+			}
+			joined = joined && alive == len(nodes)
+		}
+		if joined {
+			return nodes, nodes[0].cfg, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			for _, n := range nodes {
+				_ = n.stop(context.Background())
+			}
+			return nil, nil, errors.New("demo nodes did not see each other within 15s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitReplicated waits until n's cache holds at least entries entries.
+func waitReplicated(n *runningNode, entries int64, within time.Duration) {
+	deadline := time.Now().Add(within)
+	for n.state.cache != nil && n.state.cache.Stats().Entries < entries && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func demoConfig(eastURL, westURL, dir, name string, seeds []string) *config.Config {
 	cfg := &config.Config{
-		Node:        config.Node{Name: "gw-1", DataDir: dir + "/gw-1"},
+		Node:        config.Node{Name: name, DataDir: dir + "/" + name},
+		Cluster:     config.Cluster{Gossip: "127.0.0.1:0", Join: seeds},
 		Listen:      "127.0.0.1:0",
 		AdminListen: "127.0.0.1:0",
 		Backends: []config.Backend{

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/llmgate/llmgate/api"
+	"github.com/llmgate/llmgate/cluster"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/mock"
 	"github.com/llmgate/llmgate/node"
@@ -194,6 +197,7 @@ type runningNode struct {
 	adminAddr string
 	unlock    func()
 	state     *state
+	cluster   *cluster.Cluster
 	errc      chan error
 	stopOnce  sync.Once
 }
@@ -214,7 +218,14 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		return nil, err
 	}
 	undo = append(undo, unlock)
-	st, err := openState(cfg, logger)
+	// The cache reports its changes before the cluster exists: they go
+	// nowhere until it starts (a peer catches up on them when it joins).
+	var replicas atomic.Pointer[cluster.Cluster]
+	st, err := openState(cfg, logger, node.ReplicateTo(func(change []byte) {
+		if c := replicas.Load(); c != nil {
+			c.Replicate(change)
+		}
+	}))
 	if err != nil {
 		return nil, err
 	}
@@ -232,6 +243,23 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	secret, err := base64.StdEncoding.DecodeString(cfg.Cluster.SecretKey) // validated
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secret_key: %w", err)
+	}
+	cl, err := cluster.Start(cluster.Options{
+		Name: cfg.Node.Name, Bind: cfg.Cluster.Gossip, Join: cfg.Cluster.Join, SecretKey: secret,
+		Logger: logger, Registerer: reg, Quota: st.clusterQuota(), Cache: st.clusterCache(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = cl.Close(ctx)
+	})
+	replicas.Store(cl)
 	gw, err := node.New(cfg, node.Options{Logger: logger, Registry: reg, Limiter: st.limiter, Cache: st.nodeCache()})
 	if err != nil {
 		return nil, fmt.Errorf("building the gateway: %w", err)
@@ -239,8 +267,8 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	front, err := api.New(gw, api.Options{
 		Logger: logger, Registry: reg, Gatherer: reg,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, BodyReadTimeout: cfg.Server.BodyReadTimeout,
-		AdminToken: cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cfg.Cluster.Gossip,
-		Quota: st.limiter, Cache: st.adminCache(),
+		AdminToken: cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cl.Addr(),
+		Quota: st.limiter, Cache: st.adminCache(), Cluster: cl,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building the HTTP front: %w", err)
@@ -261,7 +289,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		cfg: cfg, log: logger, gw: gw, api: front,
 		data: newServer(front.DataHandler()), admin: newServer(front.AdminHandler()),
 		dataAddr: dataLn.Addr().String(), adminAddr: adminLn.Addr().String(),
-		unlock: unlock, state: st, errc: make(chan error, 2),
+		unlock: unlock, state: st, cluster: cl, errc: make(chan error, 2),
 	}
 	for _, s := range []struct {
 		srv *http.Server
@@ -288,6 +316,10 @@ func (n *runningNode) stop(ctx context.Context) error {
 			_ = n.admin.Close()
 		}
 		n.gw.Close()
+		// Leave before the state closes: the cluster's workers call into it.
+		if cerr := n.cluster.Close(ctx); cerr != nil {
+			n.log.Warn("leaving the cluster", "err", cerr)
+		}
 		// In-flight requests are done: counters and entries are final.
 		if cerr := n.state.close(); cerr != nil {
 			n.log.Error("closing storage", "err", cerr)

@@ -40,14 +40,25 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// freeAddr returns a loopback host:port free for TCP and UDP (gossip uses
+// both) at the moment.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		u, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err == nil {
+			u.Close()
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free loopback port")
+	return ""
 }
 
 // proc is a child llmgate process, always stopped when the test ends.
@@ -128,7 +139,7 @@ func writeConfig(t *testing.T, dir, mockURL, listen, admin string) string {
 	cfg := fmt.Sprintf(`node: {name: gw-t, data_dir: %s/data}
 listen: %s
 admin_listen: %s
-cluster: {gossip: 127.0.0.1:7946}
+cluster: {gossip: %s}
 admin_token: ${TEST_ADMIN_TOKEN}
 backends:
   - {name: m, kind: openai, url: %s/v1, deployments: [gpt-4o]}
@@ -136,7 +147,7 @@ routes:
   gpt-4o: {pool: [[m]]}
 consumers:
   - {name: team-a, keys: ["${TEST_TEAM_KEY}"]}
-`, dir, listen, admin, mockURL)
+`, dir, listen, admin, freeAddr(t), mockURL)
 	path := filepath.Join(dir, "llmgate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

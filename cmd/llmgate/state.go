@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/llmgate/llmgate/api"
+	"github.com/llmgate/llmgate/cluster"
 	"github.com/llmgate/llmgate/index"
 	"github.com/llmgate/llmgate/index/graph"
 	"github.com/llmgate/llmgate/index/guard"
@@ -27,7 +28,8 @@ type state struct {
 // openState opens the database in the data directory and starts the limiter
 // and the cache on it. A database that cannot be opened (corrupt, locked) is
 // an error: a node must not start with its counters silently reset.
-func openState(cfg *config.Config, logger *slog.Logger) (_ *state, err error) {
+// onChange receives the cache's local changes, for replication.
+func openState(cfg *config.Config, logger *slog.Logger, onChange func(index.Change)) (_ *state, err error) {
 	st := &state{}
 	defer func() {
 		if err != nil {
@@ -55,6 +57,7 @@ func openState(cfg *config.Config, logger *slog.Logger) (_ *state, err error) {
 		st.cache, err = index.Open(context.Background(), index.Options{
 			DB: st.db.DB, Logger: logger, NewGraph: newGraph,
 			TTL: cfg.Cache.TTL, MaxEntries: cfg.Cache.MaxEntries, Check: guard.Check,
+			OnChange: onChange,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("starting the cache: %w", err)
@@ -70,6 +73,22 @@ func (st *state) nodeCache() node.Cache {
 		return nil
 	}
 	return st.cache
+}
+
+// clusterQuota and clusterCache return what the cluster exchanges, or nil
+// interfaces when there is nothing to share.
+func (st *state) clusterQuota() cluster.QuotaState {
+	if st.limiter == nil {
+		return nil
+	}
+	return node.QuotaExchange{Limiter: st.limiter}
+}
+
+func (st *state) clusterCache() cluster.CacheState {
+	if st.cache == nil {
+		return nil
+	}
+	return node.CacheExchange{Cache: st.cache}
 }
 
 func (st *state) adminCache() api.CacheAdmin {

@@ -95,6 +95,16 @@ func (c *Coder) Delete(id uint64) {
 	c.maybeRebuild()
 }
 
+// Vector implements Index.
+func (c *Coder) Vector(id uint64) ([]float32, bool) {
+	k, ok := c.key[id]
+	if !ok {
+		return nil, false
+	}
+	v, ok := c.g.Lookup(k)
+	return slices.Clone(v), ok
+}
+
 // Search implements Index. It asks the library for k plus (some of) the
 // tombstones, drops the tombstones and sorts what is left.
 func (c *Coder) Search(q []float32, k int) []Match {

@@ -196,6 +196,37 @@ func TestConformance(t *testing.T) {
 				}
 			})
 
+			t.Run("Vector returns a copy of the live vector", func(t *testing.T) {
+				r := rand.New(rand.NewPCG(10, 10))
+				x := im.new()
+				live := map[uint64][]float32{}
+				for id := range uint64(60) {
+					live[id] = randUnit(r, dim)
+					x.Add(id, live[id])
+				}
+				for id := uint64(0); id < 60; id += 3 {
+					x.Delete(id)
+					delete(live, id)
+				}
+				for id := uint64(1); id < 60; id += 3 {
+					live[id] = randUnit(r, dim)
+					x.Add(id, live[id])
+				}
+				for id := range uint64(61) {
+					v, ok := x.Vector(id)
+					want, isLive := live[id]
+					if ok != isLive || !slices.Equal(v, want) {
+						t.Fatalf("Vector(%d) = %v, %v; want live %v", id, v, ok, isLive)
+					}
+					if ok {
+						v[0] = 42 // a copy: the index must not change
+						if again, _ := x.Vector(id); again[0] == 42 {
+							t.Fatalf("Vector(%d) shares the index's memory", id)
+						}
+					}
+				}
+			})
+
 			t.Run("deleting everything leaves an empty index", func(t *testing.T) {
 				r := rand.New(rand.NewPCG(6, 6))
 				x := im.new()

@@ -40,6 +40,15 @@ func (f *Flat) Delete(id uint64) {
 	delete(f.pos, id)
 }
 
+// Vector implements Index.
+func (f *Flat) Vector(id uint64) ([]float32, bool) {
+	i, ok := f.pos[id]
+	if !ok {
+		return nil, false
+	}
+	return slices.Clone(f.vecs[i]), true
+}
+
 // Search implements Index.
 func (f *Flat) Search(q []float32, k int) []Match {
 	if k <= 0 || len(f.ids) == 0 {

@@ -12,6 +12,9 @@ type Index interface {
 	Search(q []float32, k int) []Match
 	// Len is the number of live entries.
 	Len() int
+	// Vector returns a copy of id's vector and whether id is live: the cache
+	// ships entries to peers from it when it keeps no copy of its own.
+	Vector(id uint64) ([]float32, bool)
 }
 
 // Match is one search result.

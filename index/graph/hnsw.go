@@ -125,6 +125,15 @@ func (h *HNSW) Delete(id uint64) {
 	h.maybeCompact()
 }
 
+// Vector implements Index.
+func (h *HNSW) Vector(id uint64) ([]float32, bool) {
+	s, ok := h.slot[id]
+	if !ok {
+		return nil, false
+	}
+	return slices.Clone(h.vec(s)), true
+}
+
 // Search implements Index. It descends the upper layers greedily (a beam of
 // one) and searches layer 0 with a beam of max(EfSearch, k). A query whose
 // length differs from the index's vectors matches nothing.

@@ -239,6 +239,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("cluster.join[%d]: %q is not a host:port address", i, j)
 		}
 	}
+	if host, _, _ := net.SplitHostPort(c.Cluster.Gossip); c.Cluster.SecretKey == "" && !isLoopback(host) {
+		return fmt.Errorf("cluster.secret_key: required when cluster.gossip (%s) is not a loopback address: gossip would travel unencrypted", c.Cluster.Gossip)
+	}
 	if c.Cluster.SecretKey != "" {
 		key, err := base64.StdEncoding.DecodeString(c.Cluster.SecretKey)
 		if err != nil {
@@ -386,4 +389,13 @@ func (c Consumer) UsableKeys() []string {
 		}
 	}
 	return out
+}
+
+// isLoopback reports whether host is a loopback IP or "localhost".
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

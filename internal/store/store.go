@@ -13,9 +13,10 @@ import (
 
 // Key prefixes, one per owner of persisted state.
 const (
-	PrefixCache  = "c/" // index: cache entries
-	PrefixQuota  = "q/" // quota: window and period counters
-	PrefixLimits = "l/" // quota: run-time limit changes
+	PrefixCache     = "c/" // index: cache entries
+	PrefixTombstone = "t/" // index: deletes and purges, kept so that replicas never bring entries back
+	PrefixQuota     = "q/" // quota: window and period counters
+	PrefixLimits    = "l/" // quota: run-time limit changes
 )
 
 // Options tune the database; zero fields get defaults.

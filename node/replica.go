@@ -1,0 +1,166 @@
+package node
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/llmgate/llmgate/cluster"
+	"github.com/llmgate/llmgate/index"
+	"github.com/llmgate/llmgate/quota"
+)
+
+// Payload tags of QuotaExchange: quota owns the encodings, the tag says which.
+const (
+	tagUsage  = 'u'
+	tagLimits = 'l'
+)
+
+// QuotaExchange is a quota Limiter as the cluster carries it: usage packets
+// best effort, run-time limit changes reliably.
+type QuotaExchange struct{ Limiter *quota.Limiter }
+
+var _ cluster.QuotaState = QuotaExchange{}
+
+// Outgoing implements cluster.QuotaState.
+func (q QuotaExchange) Outgoing(ctx context.Context, full bool, maxPacket int) (packets, reliable [][]byte, err error) {
+	us, recs, err := q.Limiter.Outgoing(ctx, full)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range quota.EncodeUsages(us, maxPacket-1) {
+		packets = append(packets, append([]byte{tagUsage}, p...))
+	}
+	if len(recs) > 0 {
+		reliable = append(reliable, append([]byte{tagLimits}, quota.EncodeLimitRecords(recs)...))
+	}
+	return packets, reliable, nil
+}
+
+// Merge implements cluster.QuotaState.
+func (q QuotaExchange) Merge(ctx context.Context, payload []byte) error {
+	if len(payload) == 0 {
+		return errors.New("empty quota payload")
+	}
+	switch payload[0] {
+	case tagUsage:
+		us, err := quota.DecodeUsages(payload[1:])
+		if err != nil {
+			return err
+		}
+		return q.Limiter.MergeUsage(ctx, us)
+	case tagLimits:
+		recs, err := quota.DecodeLimitRecords(payload[1:])
+		if err != nil {
+			return err
+		}
+		return q.Limiter.ApplyLimits(ctx, recs)
+	}
+	return fmt.Errorf("unknown quota payload tag %q", payload[0])
+}
+
+// SetPeers implements cluster.QuotaState.
+func (q QuotaExchange) SetPeers(names []string) { q.Limiter.SetPeers(names) }
+
+// CacheExchange is the semantic cache as the cluster carries it: changes
+// encoded by index, applied in parallel (the cache's shards are separate
+// actors; tombstones make the order within a batch irrelevant).
+type CacheExchange struct {
+	Cache *index.Cache
+	// Parallel is how many changes are applied at once (default 4).
+	Parallel int
+}
+
+var _ cluster.CacheState = CacheExchange{}
+
+// Apply implements cluster.CacheState.
+func (x CacheExchange) Apply(ctx context.Context, payload []byte) error {
+	var changes []index.Change
+	for len(payload) > 0 {
+		ch, n, err := index.DecodeChange(payload)
+		if err != nil {
+			return fmt.Errorf("decoding change %d: %w", len(changes), err)
+		}
+		changes = append(changes, ch)
+		payload = payload[n:]
+	}
+	return x.apply(ctx, changes)
+}
+
+func (x CacheExchange) apply(ctx context.Context, changes []index.Change) error {
+	workers := cmp.Or(x.Parallel, 4)
+	next := make(chan index.Change)
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for range min(workers, len(changes)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ch := range next {
+				if err := x.Cache.Apply(ctx, ch); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, ch := range changes {
+		next <- ch
+	}
+	close(next)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Digest implements cluster.CacheState.
+func (x CacheExchange) Digest(ctx context.Context) (cluster.Digest, error) {
+	d, err := x.Cache.Digest(ctx)
+	return cluster.Digest(d), err
+}
+
+// Versions implements cluster.CacheState.
+func (x CacheExchange) Versions(ctx context.Context, buckets []uint8) ([]cluster.Version, error) {
+	vs, err := x.Cache.Versions(ctx, buckets)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]cluster.Version, len(vs))
+	for i, v := range vs {
+		out[i] = cluster.Version{ID: v.ID, CreatedAt: v.CreatedAt, Deleted: v.Deleted}
+	}
+	return out, nil
+}
+
+// Export implements cluster.CacheState.
+func (x CacheExchange) Export(ctx context.Context, ids []string) ([]byte, error) {
+	es, err := x.Cache.Export(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var b []byte
+	for _, e := range es {
+		b = index.AppendChange(b, index.Change{Kind: index.ChangeStored, Entry: e, At: e.CreatedAt})
+	}
+	return b, nil
+}
+
+// Delete implements cluster.CacheState.
+func (x CacheExchange) Delete(ctx context.Context, ids []string) error {
+	now := time.Now()
+	changes := make([]index.Change, len(ids))
+	for i, id := range ids {
+		changes[i] = index.Change{Kind: index.ChangeDeleted, ID: id, At: now}
+	}
+	return x.apply(ctx, changes)
+}
+
+// ReplicateTo returns an index.Options.OnChange hook that encodes each local
+// change and hands it to send (cluster.Cluster.Replicate, which never blocks).
+func ReplicateTo(send func([]byte)) func(index.Change) {
+	return func(ch index.Change) { send(index.AppendChange(nil, ch)) }
+}
