@@ -54,8 +54,10 @@ type CacheState interface {
 	Versions(ctx context.Context, buckets []uint8) ([]Version, error)
 	// Export returns the live entries with these IDs as a payload for Apply.
 	Export(ctx context.Context, ids []string) ([]byte, error)
-	// Delete applies tombstones learned from a peer.
-	Delete(ctx context.Context, ids []string) error
+	// Delete applies tombstones learned from a peer: each Version's
+	// CreatedAt is the time of the delete on its origin, so that every node
+	// keeps the tombstone equally long.
+	Delete(ctx context.Context, tombstones []Version) error
 }
 
 // Options configure a Cluster. Zero fields get the defaults named on them.
@@ -300,6 +302,14 @@ func (c *Cluster) Replicate(change []byte) {
 	}
 }
 
+// syncRetry is the wait before a failed catch-up round is tried again.
+const syncRetry = 2 * time.Second
+
+type syncResult struct {
+	peer string
+	ok   bool
+}
+
 // memberState is the table kept by run.
 type memberState struct {
 	addr  string
@@ -314,7 +324,7 @@ func (c *Cluster) run() {
 	senders := map[string]*peer{}
 	syncing := map[string]bool{}
 	leaving := map[string]bool{} // said goodbye: their leave event means "left"
-	syncDone := make(chan string, 16)
+	syncDone := make(chan syncResult, 16)
 	flush := time.NewTicker(c.opts.FlushInterval)
 	defer flush.Stop()
 	resync := time.NewTicker(c.opts.SyncInterval)
@@ -352,13 +362,14 @@ func (c *Cluster) run() {
 		}
 		syncing[name] = true
 		c.spawn(func() {
-			defer func() { syncDone <- name }()
+			ok := false
+			defer func() { syncDone <- syncResult{name, ok} }()
 			select {
 			case <-time.After(delay):
 			case <-c.ctx.Done():
 				return
 			}
-			c.pull(p)
+			ok = c.pull(p)
 		})
 	}
 	publish()
@@ -445,8 +456,13 @@ func (c *Cluster) run() {
 			if len(names) > 0 {
 				startSync(names[rand.IntN(len(names))], 0)
 			}
-		case name := <-syncDone:
-			delete(syncing, name)
+		case r := <-syncDone:
+			delete(syncing, r.peer)
+			if !r.ok {
+				// Typically a cache still loading on either side: try again
+				// soon rather than at the next periodic round.
+				startSync(r.peer, syncRetry)
+			}
 		}
 	}
 }

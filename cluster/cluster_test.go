@@ -177,10 +177,10 @@ func (f *fakeCache) Export(_ context.Context, ids []string) ([]byte, error) {
 	return b, nil
 }
 
-func (f *fakeCache) Delete(_ context.Context, ids []string) error {
+func (f *fakeCache) Delete(_ context.Context, tombstones []Version) error {
 	var b []byte
-	for _, id := range ids {
-		b = fmt.Appendf(b, "D %s\n", id)
+	for _, v := range tombstones {
+		b = fmt.Appendf(b, "D %s\n", v.ID)
 	}
 	return f.Apply(context.Background(), b)
 }
@@ -349,7 +349,7 @@ func TestReplicationAndCatchUp(t *testing.T) {
 		_ = a.c.Apply(context.Background(), ch)
 		a.Replicate(ch)
 	}
-	_ = a.c.Delete(context.Background(), []string{"e007"})
+	_ = a.c.Delete(context.Background(), []Version{{ID: "e007", Deleted: true}})
 	a.Replicate([]byte("D e007\n"))
 	eventually(t, 5*time.Second, "b has a's 49 entries and the tombstone", func() bool {
 		live, dead := b.c.size()
@@ -360,7 +360,7 @@ func TestReplicationAndCatchUp(t *testing.T) {
 	for i := range 2000 {
 		_ = a.c.Apply(context.Background(), stored(fmt.Sprintf("x%04d", i), int64(i)))
 	}
-	_ = a.c.Delete(context.Background(), []string{"x0001", "x0002"})
+	_ = a.c.Delete(context.Background(), []Version{{ID: "x0001", Deleted: true}, {ID: "x0002", Deleted: true}})
 	c := start(t, "c", freeAddr(t), []string{b.Addr()}, nil)
 	_ = c.c.Apply(context.Background(), stored("x0001", 1)) // c still has one that was deleted meanwhile
 	eventually(t, 20*time.Second, "c caught up", func() bool {

@@ -64,23 +64,25 @@ func (t *sessionTable) deliver(in inbound, m *metrics) {
 
 // pull reconciles this node's cache with p's: it learns the buckets whose
 // digests differ, their versions on p, applies p's tombstones it lacks and
-// fetches the entries it lacks. What p lacks, p pulls in its own round.
-func (c *Cluster) pull(p *peer) {
+// fetches the entries it lacks. What p lacks, p pulls in its own round. It
+// reports whether the round completed.
+func (c *Cluster) pull(p *peer) bool {
 	start := time.Now()
 	n, err := c.pullFrom(p)
 	c.m.syncSeconds.Observe(time.Since(start).Seconds())
 	switch {
 	case err != nil && c.ctx.Err() != nil:
-		return
+		return true
 	case err != nil:
 		c.m.syncs.WithLabelValues("failed").Inc()
-		c.log.Warn("cache catch-up failed", "member", p.node.Name, "fetched", n, "err", err)
+		c.log.Info("cache catch-up round did not complete; retrying", "member", p.node.Name, "fetched", n, "retry_in", syncRetry, "err", err)
 	case n > 0:
 		c.m.syncs.WithLabelValues("fetched").Inc()
 		c.log.Info("cache caught up", "member", p.node.Name, "fetched", n, "took", time.Since(start).Round(time.Millisecond))
 	default:
 		c.m.syncs.WithLabelValues("in_sync").Inc()
 	}
+	return err == nil
 }
 
 func (c *Cluster) pullFrom(p *peer) (fetched int, err error) {
@@ -140,12 +142,13 @@ func (c *Cluster) pullFrom(p *peer) (fetched int, err error) {
 	for _, v := range local {
 		have[v.ID] = v.Deleted
 	}
-	var deletes, wants []string
+	var deletes []Version
+	var wants []string
 	for _, v := range remote {
 		deleted, ok := have[v.ID]
 		switch {
 		case v.Deleted && (!ok || !deleted):
-			deletes = append(deletes, v.ID)
+			deletes = append(deletes, v)
 		case !v.Deleted && !ok:
 			wants = append(wants, v.ID)
 		}

@@ -28,8 +28,9 @@ var ErrNotReady = errors.New("index: cache still loading")
 
 // Options configure a Cache. Zero fields get the defaults named on them.
 type Options struct {
-	// DB persists entries under store.PrefixCache. nil keeps the cache in
-	// memory only. The caller owns it and must Close the Cache before the DB.
+	// DB persists entries under store.PrefixCache and tombstones and purge
+	// records under store.PrefixTombstone. nil keeps the cache in memory
+	// only. The caller owns it and must Close the Cache before the DB.
 	DB *badger.DB
 	// Now is the clock for creation and expiry (default time.Now). Sweeps run
 	// on a real ticker, but every expiry decision reads Now.

@@ -38,8 +38,9 @@
 // Search, eviction) message every shard in parallel.
 //
 // Actors do no I/O. Disk writes happen in the calling goroutine (Store,
-// Delete, Purge, Apply, eviction) or in the sweeper and loader goroutines, using
-// what the actor returned (stale IDs), never by reading its maps. The guard
+// Delete, Purge, Apply, eviction) or in the sweeper and loader goroutines,
+// using what the actor returned (stale IDs, tombstones), never by reading
+// its maps; Export reads the disk in the caller's goroutine too. The guard
 // (Options.Check) also runs in the caller's goroutine. Stats are atomics
 // the actors update; reading them sends no message.
 //

@@ -149,12 +149,13 @@ func (x CacheExchange) Export(ctx context.Context, ids []string) ([]byte, error)
 	return b, nil
 }
 
-// Delete implements cluster.CacheState.
-func (x CacheExchange) Delete(ctx context.Context, ids []string) error {
-	now := time.Now()
-	changes := make([]index.Change, len(ids))
-	for i, id := range ids {
-		changes[i] = index.Change{Kind: index.ChangeDeleted, ID: id, At: now}
+// Delete implements cluster.CacheState. Each tombstone keeps the time of
+// its delete on its origin: a fresh time would make it outlive the others'
+// copies, and nodes would hand it back and forth for ever.
+func (x CacheExchange) Delete(ctx context.Context, tombstones []cluster.Version) error {
+	changes := make([]index.Change, len(tombstones))
+	for i, v := range tombstones {
+		changes[i] = index.Change{Kind: index.ChangeDeleted, ID: v.ID, At: time.Unix(0, v.CreatedAt)}
 	}
 	return x.apply(ctx, changes)
 }

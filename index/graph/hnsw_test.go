@@ -321,3 +321,26 @@ func BenchmarkSearch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkInsert384 builds a graph of n random 384-d unit vectors with the
+// default parameters (Dot dominates the build) and reports inserts per second.
+func BenchmarkInsert384(b *testing.B) {
+	const n = 20_000
+	r := rand.New(rand.NewPCG(17, 17))
+	vecs := make([][]float32, n)
+	for i := range vecs {
+		vecs[i] = randUnit(r, 384)
+	}
+	for _, k := range dotKernels() {
+		b.Run("kernel="+k.name, func(b *testing.B) {
+			defer useKernel(b, k)()
+			for b.Loop() {
+				x := NewHNSW(Params{Seed: 1})
+				for i, v := range vecs {
+					x.Add(uint64(i), v)
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "inserts/s")
+		})
+	}
+}
