@@ -28,8 +28,25 @@ func Distance(a, b []float32) float32 {
 	return 1 - Dot(a, b)
 }
 
-// Dot is the dot product of two vectors of equal length.
+// Dot is the dot product of two vectors of equal length. Only b[:len(a)] is
+// used; that slicing panics if cap(b) < len(a).
+//
+// It is the graph's inner loop (most of the time of an insert or a search),
+// so on amd64 CPUs with AVX2 and FMA it runs an assembly kernel; elsewhere
+// dotGeneric. The kernels sum in different orders, so their results may
+// differ in the last bits: a graph built on one CPU may differ from one built
+// on another, though each build is still deterministic.
 func Dot(a, b []float32) float32 {
+	b = b[:len(a)]
+	if useAVX2FMA {
+		return dotAVX2FMA(a, b)
+	}
+	return dotGeneric(a, b)
+}
+
+// dotGeneric is the portable kernel. Four accumulators break the chain of
+// dependent additions that a single sum would wait on.
+func dotGeneric(a, b []float32) float32 {
 	b = b[:len(a)]
 	var s0, s1, s2, s3 float32
 	i := 0

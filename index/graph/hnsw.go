@@ -36,7 +36,8 @@ const maxLevel = 16
 //     index whose last live entry is deleted is emptied at once.
 //
 // Determinism: levels come from a PCG generator seeded with Params.Seed, and
-// nothing iterates a map, so the same calls give the same graph and results.
+// nothing iterates a map, so the same calls give the same graph and results
+// (on CPUs that run the same Dot kernel: the kernels round differently).
 //
 // Not safe for concurrent use, not even Search with Search: searches share
 // scratch buffers. The owner (one actor) serialises every call.

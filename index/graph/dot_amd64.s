@@ -1,0 +1,94 @@
+#include "textflag.h"
+
+// func dotAVX2FMA(a, b []float32) float32
+//
+// Four independent 8-wide FMA accumulators (32 floats per iteration) hide the
+// FMA latency; the two loads per FMA are then the limit. Loads are unaligned
+// (VMOVUPS and memory operands need no alignment on VEX encodings). Only
+// len(a) elements of either slice are read.
+TEXT ·dotAVX2FMA(SB), NOSPLIT, $0-52
+	MOVQ a_base+0(FP), SI
+	MOVQ a_len+8(FP), CX
+	MOVQ b_base+24(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	CMPQ CX, $32
+	JLT  tail8
+
+loop32:
+	VMOVUPS     (SI), Y4
+	VMOVUPS     32(SI), Y5
+	VMOVUPS     64(SI), Y6
+	VMOVUPS     96(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ        $128, SI
+	ADDQ        $128, DI
+	SUBQ        $32, CX
+	CMPQ        CX, $32
+	JGE         loop32
+
+	// 0..31 left: up to three 8-wide steps, each into its own accumulator.
+tail8:
+	CMPQ        CX, $8
+	JLT         reduce
+	VMOVUPS     (SI), Y4
+	VFMADD231PS (DI), Y4, Y1
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	SUBQ        $8, CX
+	CMPQ        CX, $8
+	JLT         reduce
+	VMOVUPS     (SI), Y5
+	VFMADD231PS (DI), Y5, Y2
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	SUBQ        $8, CX
+	CMPQ        CX, $8
+	JLT         reduce
+	VMOVUPS     (SI), Y6
+	VFMADD231PS (DI), Y6, Y3
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	SUBQ        $8, CX
+
+	// Fold the four accumulators into the four lanes of X0.
+reduce:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+
+	// 0..7 left: one 4-wide step, then single floats into lane 0.
+	CMPQ        CX, $4
+	JLT         tail1
+	VMOVUPS     (SI), X4
+	VFMADD231PS (DI), X4, X0
+	ADDQ        $16, SI
+	ADDQ        $16, DI
+	SUBQ        $4, CX
+
+tail1:
+	TESTQ       CX, CX
+	JZ          hsum
+	VMOVSS      (SI), X4
+	VFMADD231SS (DI), X4, X0
+	ADDQ        $4, SI
+	ADDQ        $4, DI
+	DECQ        CX
+	JMP         tail1
+
+	// Horizontal sum of the four lanes of X0.
+hsum:
+	VMOVHLPS  X0, X0, X1
+	VADDPS    X1, X0, X0
+	VMOVSHDUP X0, X1
+	VADDSS    X1, X0, X0
+	VZEROUPPER
+	MOVSS     X0, ret+48(FP)
+	RET
