@@ -12,7 +12,9 @@
 // The admit/settle stages call a Limiter and the look-up/store stages a Cache;
 // both are small interfaces defined here and implemented by the quota and index
 // packages, which own their state in actors. With none configured a node proxies
-// without limits or cache. node speaks HTTP to backends but knows nothing of the
+// without limits or cache. QuotaExchange and CacheExchange (replica.go) adapt
+// the same two to the cluster transport, which knows them only as opaque
+// payloads: quota and index own their wire encodings, cluster moves the bytes. node speaks HTTP to backends but knows nothing of the
 // front end's routing: package api parses client requests into Calls.
 //
 // Invariants: a client request is retried on another backend only before any
