@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -383,6 +386,22 @@ type CatchupRound struct {
 	Node1Before  int64 `json:"node1_entries_before"`
 	Node1AtReady int64 `json:"node1_entries_at_ready"`
 	Node1Final   int64 `json:"node1_entries_final"`
+	// ReloadedSeconds runs from the restart to node 1's count first
+	// reaching Node1Before: its own data directory loaded (entries fetched
+	// meanwhile count too, so it is a lower bound).
+	ReloadedSeconds float64 `json:"reloaded_s"`
+	// LongestStallS is the longest time node 1's count stood still while
+	// it had not caught up: a catch-up that pauses between rounds shows
+	// here.
+	LongestStallS float64 `json:"longest_stall_s"`
+	// Fetched is what node 1 counted as fetched from its peer by catch-up
+	// (llmgate_cluster_cache_sync_entries_total after the round), and Syncs
+	// its catch-up rounds by result (llmgate_cluster_cache_syncs_total);
+	// Fetched is -1 when /metrics does not have them.
+	Fetched int64            `json:"fetched"`
+	Syncs   map[string]int64 `json:"syncs,omitempty"`
+	// Timeline is node 1's entry count about every second from the restart.
+	Timeline []CatchupPoint `json:"timeline,omitempty"`
 	// SamePorts reports whether node 1 came back on its old ports.
 	SamePorts bool `json:"same_ports"`
 	// ReadySeconds runs from node 1's restart to its /readyz answering 200;
@@ -396,6 +415,12 @@ type CatchupRound struct {
 	EntriesPerSecond float64 `json:"entries_per_s"`
 	// Note says why a round did not run or what went oddly.
 	Note string `json:"note,omitempty"`
+}
+
+// CatchupPoint is node 1's entry count some seconds after its restart.
+type CatchupPoint struct {
+	S       float64 `json:"s"`
+	Entries int64   `json:"entries"`
 }
 
 // runCatchup starts two nodes with the cache on, then twice stops node 1,
@@ -511,21 +536,36 @@ func catchupRound(ctx context.Context, opts QuotaOptions, nodes []*benchNode, co
 	r.Node1AtReady, _ = cacheEntries(ctx, admin, b)
 
 	deadline := restarted.Add(opts.CatchupTimeout)
-	lastReport := time.Now()
+	lastReport, lastPoint := time.Now(), time.Time{}
+	lastChange, lastCount := restarted, int64(-1)
+	reloaded := false
 	for {
 		an, aErr := cacheEntries(ctx, admin, a)
 		bn, bErr := cacheEntries(ctx, admin, b)
 		now := time.Now()
+		since := now.Sub(restarted)
 		if bErr == nil {
 			r.Node1Final = bn
+			if bn != lastCount {
+				lastChange, lastCount = now, bn
+			}
+			if !reloaded && bn >= r.Node1Before {
+				reloaded, r.ReloadedSeconds = true, since.Seconds()
+			}
+			if now.Sub(lastPoint) >= time.Second {
+				lastPoint = now
+				r.Timeline = append(r.Timeline, CatchupPoint{S: math.Round(since.Seconds()*10) / 10, Entries: bn})
+			}
 		}
+		r.LongestStallS = max(r.LongestStallS, now.Sub(lastChange).Seconds())
 		if aErr == nil && bErr == nil && bn == an && an >= r.Node0Entries {
 			r.Converged = true
-			r.CatchupSeconds = now.Sub(restarted).Seconds()
+			r.CatchupSeconds = since.Seconds()
 			break
 		}
 		if now.After(deadline) {
-			r.CatchupSeconds = now.Sub(restarted).Seconds()
+			r.CatchupSeconds = since.Seconds()
+			r.Note = strings.TrimSpace(r.Note + fmt.Sprintf(" not caught up; end of %s's stderr: %s", b.name, tailLines(b.proc.stderr.Tail(), 5)))
 			break
 		}
 		if now.Sub(lastReport) >= 5*time.Second {
@@ -539,9 +579,71 @@ func catchupRound(ctx context.Context, opts QuotaOptions, nodes []*benchNode, co
 	if missed := r.Node0Entries - r.Node1Before; r.CatchupSeconds > 0 && missed > 0 {
 		r.EntriesPerSecond = float64(missed) / r.CatchupSeconds
 	}
+	r.Fetched, r.Syncs = syncMetrics(ctx, admin, b)
 	fmt.Fprintf(progress, "catch-up %s: %s ready after %.1fs with %d entries; converged %v after %.1fs (%d of %d)\n",
 		name, b.name, r.ReadySeconds, r.Node1AtReady, r.Converged, r.CatchupSeconds, r.Node1Final, r.Node0Entries)
 	return r, nil
+}
+
+// syncMetrics reads n's catch-up counters from GET /metrics: entries
+// fetched (-1 if absent) and rounds by result.
+func syncMetrics(ctx context.Context, c *http.Client, n *benchNode) (int64, map[string]int64) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.admin+"/metrics", nil)
+	if err != nil {
+		return -1, nil
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return -1, nil
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return -1, nil
+	}
+	return parseSyncMetrics(string(b))
+}
+
+// parseSyncMetrics picks the catch-up counters out of Prometheus text.
+func parseSyncMetrics(text string) (fetched int64, syncs map[string]int64) {
+	fetched = -1
+	for line := range strings.Lines(text) {
+		name, val, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok || strings.HasPrefix(name, "#") {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case name == "llmgate_cluster_cache_sync_entries_total":
+			fetched = int64(v)
+		case strings.HasPrefix(name, `llmgate_cluster_cache_syncs_total{result="`):
+			result := strings.TrimSuffix(strings.TrimPrefix(name, `llmgate_cluster_cache_syncs_total{result="`), `"}`)
+			if syncs == nil {
+				syncs = make(map[string]int64)
+			}
+			syncs[result] = int64(v)
+		}
+	}
+	return fetched, syncs
+}
+
+// tailLines returns the last n non-empty lines of s, joined by " | ".
+func tailLines(s string, n int) string {
+	var lines []string
+	for l := range strings.Lines(s) {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		return "(empty)"
+	}
+	return strings.Join(lines[max(len(lines)-n, 0):], " | ")
 }
 
 // cacheEntries reads the entry count of GET /admin/cache/stats on n.
@@ -641,12 +743,25 @@ func catchupPrompt(rng *rand.Rand, round string, i int) string {
 	return fmt.Sprintf("Catch-up %s entry %d tag %016x: %s?", round, i, rng.Uint64(), randomWords(rng, 20))
 }
 
+// fmtSyncs formats catch-up rounds by result: "fetched 1, in_sync 2".
+func fmtSyncs(m map[string]int64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := slices.Sorted(maps.Keys(m))
+	s := make([]string, len(keys))
+	for i, k := range keys {
+		s[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return strings.Join(s, ", ")
+}
+
 // WriteTable writes the catch-up part's table.
 func (r *CatchupReport) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "\ncatch-up: node 1 of 2 stopped (SIGTERM), entries written through node 0 by %d clients over %d consumers, node 1 restarted with its data dir\n",
 		r.Clients, r.Consumers)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "round\twritten\twrite time\twrites/s\tnode 0 entries\tnode 1 before\tready after\tnode 1 at ready\tcaught up after\tentries/s\tnode 1 final\t\n")
+	fmt.Fprint(tw, "round\twritten\twrite time\twrites/s\tnode 0 entries\tnode 1 before\treloaded after\tcaught up after\tentries/s\tlongest stall\tfetched\tsyncs\t\n")
 	var notes []string
 	for _, c := range r.Rounds {
 		if c.Note != "" {
@@ -662,20 +777,25 @@ func (r *CatchupReport) WriteTable(w io.Writer) error {
 			notes = append(notes, c.Name+": node 0 still listed node 1 as alive when the writes began")
 		}
 		if c.Written == 0 && c.Note != "" {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t\n", c.Name)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t\n", c.Name)
 			continue
 		}
 		caught := fmt.Sprintf("%.1fs", c.CatchupSeconds)
 		if !c.Converged {
 			caught = fmt.Sprintf("not after %.0fs", c.CatchupSeconds)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.1fs\t%.0f\t%d\t%d\t%.1fs\t%d\t%s\t%.0f\t%d\t\n", c.Name, c.Written, c.WriteSeconds, c.WritesPerSecond,
-			c.Node0Entries, c.Node1Before, c.ReadySeconds, c.Node1AtReady, caught, c.EntriesPerSecond, c.Node1Final)
+		fetched := "n/a"
+		if c.Fetched >= 0 {
+			fetched = strconv.FormatInt(c.Fetched, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.1fs\t%.0f\t%d\t%d\t%.1fs\t%s\t%.0f\t%.1fs\t%s\t%s\t\n", c.Name, c.Written, c.WriteSeconds, c.WritesPerSecond,
+			c.Node0Entries, c.Node1Before, c.ReloadedSeconds, caught, c.EntriesPerSecond, c.LongestStallS, fetched, fmtSyncs(c.Syncs))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if _, err := fmt.Fprintf(w, "caught up: node 1's /admin/cache/stats entries equal node 0's, polled every %v from the restart (target: <= 30s for 100k)\n", catchupPoll); err != nil {
+	if _, err := fmt.Fprintf(w, "caught up: node 1's /admin/cache/stats entries equal node 0's, polled every %v from the restart (target: <= 30s for 100k);\n"+
+		"reloaded: node 1's count back to what it held when stopped; fetched, syncs: node 1's own catch-up counters (/metrics).\n", catchupPoll); err != nil {
 		return err
 	}
 	if len(notes) > 0 {

@@ -253,3 +253,33 @@ func TestQuotaWriteTable(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSyncMetrics(t *testing.T) {
+	text := `# HELP llmgate_cluster_cache_sync_entries_total Entries fetched by catch-up.
+# TYPE llmgate_cluster_cache_sync_entries_total counter
+llmgate_cluster_cache_sync_entries_total 67232
+llmgate_cluster_cache_sync_seconds_sum 43.18
+llmgate_cluster_cache_syncs_total{result="fetched"} 1
+llmgate_cluster_cache_syncs_total{result="in_sync"} 2
+llmgate_requests_total{consumer="a"} 5
+`
+	fetched, syncs := parseSyncMetrics(text)
+	if fetched != 67232 || len(syncs) != 2 || syncs["fetched"] != 1 || syncs["in_sync"] != 2 {
+		t.Errorf("parseSyncMetrics = %d, %v; want 67232, fetched 1, in_sync 2", fetched, syncs)
+	}
+	if got := fmtSyncs(syncs); got != "fetched 1, in_sync 2" {
+		t.Errorf("fmtSyncs = %q", got)
+	}
+	if fetched, syncs := parseSyncMetrics("llmgate_other 1\n"); fetched != -1 || syncs != nil {
+		t.Errorf("without the counters: %d, %v; want -1, nil", fetched, syncs)
+	}
+}
+
+func TestTailLines(t *testing.T) {
+	if got := tailLines("a\n\nb\nc\nd\n", 2); got != "c | d" {
+		t.Errorf("tailLines = %q, want %q", got, "c | d")
+	}
+	if got := tailLines("  \n", 3); got != "(empty)" {
+		t.Errorf("tailLines of blank = %q", got)
+	}
+}

@@ -96,6 +96,10 @@ type Options struct {
 	// Timeout bounds one cluster operation: a TCP send, a local apply, a
 	// catch-up step waiting for its answer (default 5s).
 	Timeout time.Duration
+	// versionsPerChunk overrides how many versions one catch-up message
+	// carries (tests).
+	versionsPerChunk int
+
 	// Fast uses memberlist's loopback timings (failure detection in about
 	// 2 s instead of 5 to 7 s). Default: chosen from Bind (loopback = fast).
 	Fast *bool
@@ -172,6 +176,7 @@ func Start(opts Options) (*Cluster, error) {
 	opts.PushPullInterval = cmp.Or(opts.PushPullInterval, 10*time.Second)
 	opts.JoinBackoffMax = cmp.Or(opts.JoinBackoffMax, 30*time.Second)
 	opts.Timeout = cmp.Or(opts.Timeout, 5*time.Second)
+	opts.versionsPerChunk = cmp.Or(opts.versionsPerChunk, versionsChunk/32)
 	logger := cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)).With("component", "cluster")
 
 	fast := ip.IsLoopback()

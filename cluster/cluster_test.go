@@ -339,8 +339,11 @@ func TestQuotaNewsReachPeers(t *testing.T) {
 }
 
 func TestReplicationAndCatchUp(t *testing.T) {
-	a := start(t, "a", freeAddr(t), nil, nil)
-	b := start(t, "b", freeAddr(t), []string{a.Addr()}, nil)
+	// Small version chunks: they travel on separate connections and arrive
+	// in any order.
+	small := func(o *Options) { o.versionsPerChunk = 50 }
+	a := start(t, "a", freeAddr(t), nil, small)
+	b := start(t, "b", freeAddr(t), []string{a.Addr()}, small)
 	eventually(t, 10*time.Second, "joined", allAlive(2, a, b))
 
 	// Live replication: stores and a delete, batched.
@@ -361,7 +364,7 @@ func TestReplicationAndCatchUp(t *testing.T) {
 		_ = a.c.Apply(context.Background(), stored(fmt.Sprintf("x%04d", i), int64(i)))
 	}
 	_ = a.c.Delete(context.Background(), []Version{{ID: "x0001", Deleted: true}, {ID: "x0002", Deleted: true}})
-	c := start(t, "c", freeAddr(t), []string{b.Addr()}, nil)
+	c := start(t, "c", freeAddr(t), []string{b.Addr()}, small)
 	_ = c.c.Apply(context.Background(), stored("x0001", 1)) // c still has one that was deleted meanwhile
 	eventually(t, 20*time.Second, "c caught up", func() bool {
 		da, _ := a.c.Digest(context.Background())

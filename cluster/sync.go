@@ -114,19 +114,24 @@ func (c *Cluster) pullFrom(p *peer) (fetched int, err error) {
 	p.send(c, kindDigest, frame(kindDigest, c.opts.Name, appendDigest(nil, session, &d)))
 	var remote []Version
 	var buckets []uint8
-	for {
+	got := map[uint64]bool{}
+	chunks := uint64(0) // known once the last chunk arrived
+	for chunks == 0 || uint64(len(got)) < chunks {
 		in, err := wait(kindVersions)
 		if err != nil {
-			return 0, fmt.Errorf("waiting for versions: %w", err)
+			return 0, fmt.Errorf("waiting for versions (%d chunks so far): %w", len(got), err)
 		}
 		m, err := parseVersions(in.body)
 		if err != nil {
 			return 0, err
 		}
+		if got[m.seq] {
+			continue
+		}
+		got[m.seq] = true
 		remote = append(remote, m.versions...)
 		if m.last {
-			buckets = m.buckets
-			break
+			buckets, chunks = m.buckets, m.seq+1
 		}
 	}
 	if len(buckets) == 0 {
@@ -265,12 +270,13 @@ func (c *Cluster) answer(in inbound) error {
 			}
 		}
 		// Chunks of about versionsChunk bytes; the last one names the buckets.
-		per := versionsChunk / 32
-		for len(vs) > per {
-			reply(kindVersions, appendVersions(nil, session, false, nil, vs[:per]))
+		per := c.opts.versionsPerChunk
+		var seq uint64
+		for ; len(vs) > per; seq++ {
+			reply(kindVersions, appendVersions(nil, session, seq, false, nil, vs[:per]))
 			vs = vs[per:]
 		}
-		reply(kindVersions, appendVersions(nil, session, true, buckets, vs))
+		reply(kindVersions, appendVersions(nil, session, seq, true, buckets, vs))
 		return nil
 	case kindWant:
 		session, seq, ids, err := parseWant(in.body)

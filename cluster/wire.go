@@ -152,11 +152,13 @@ func parseDigest(body []byte) (session uint64, d Digest, err error) {
 	return session, d, r.err
 }
 
-// appendVersions encodes one chunk of an answer to a digest: the buckets it
-// covers (in the last chunk only, so the puller knows what to compare) and
-// versions.
-func appendVersions(b []byte, session uint64, last bool, buckets []uint8, vs []Version) []byte {
+// appendVersions encodes chunk seq (from 0) of an answer to a digest: the
+// buckets it covers (in the last chunk only, so the puller knows what to
+// compare) and versions. Chunks travel on separate connections and may
+// arrive in any order: the last one's seq tells how many to wait for.
+func appendVersions(b []byte, session, seq uint64, last bool, buckets []uint8, vs []Version) []byte {
 	b = binary.LittleEndian.AppendUint64(b, session)
+	b = binary.AppendUvarint(b, seq)
 	flag := byte(0)
 	if last {
 		flag = 1
@@ -180,6 +182,7 @@ func appendVersions(b []byte, session uint64, last bool, buckets []uint8, vs []V
 
 type versionsMsg struct {
 	session  uint64
+	seq      uint64
 	last     bool
 	buckets  []uint8
 	versions []Version
@@ -189,6 +192,7 @@ func parseVersions(body []byte) (versionsMsg, error) {
 	r := reader{b: body}
 	var m versionsMsg
 	m.session = r.u64()
+	m.seq = r.uvarint(1 << 32)
 	m.last = r.byte() == 1
 	nb := r.uvarint(256)
 	if r.err == nil && nb <= uint64(len(r.b)) {

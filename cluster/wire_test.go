@@ -17,8 +17,8 @@ func TestWireRoundTrips(t *testing.T) {
 		t.Fatalf("digest: %v %d", err, s)
 	}
 	vs := []Version{{ID: "00000000000000aa", CreatedAt: 12345}, {ID: "b", CreatedAt: -1, Deleted: true}}
-	m, err := parseVersions(appendVersions(nil, 7, true, []uint8{3, 200}, vs))
-	if err != nil || m.session != 7 || !m.last || !slices.Equal(m.buckets, []uint8{3, 200}) || !slices.Equal(m.versions, vs) {
+	m, err := parseVersions(appendVersions(nil, 7, 2, true, []uint8{3, 200}, vs))
+	if err != nil || m.session != 7 || m.seq != 2 || !m.last || !slices.Equal(m.buckets, []uint8{3, 200}) || !slices.Equal(m.versions, vs) {
 		t.Fatalf("versions: %v %+v", err, m)
 	}
 	s, seq, ids, err := parseWant(appendWant(nil, 9, 3, []string{"a", "bb"}))
@@ -53,13 +53,13 @@ func TestWireRejectsGarbage(t *testing.T) {
 // version list that decodes re-encodes to the same bytes.
 func FuzzDecode(f *testing.F) {
 	f.Add(frame(kindDigest, "n", appendDigest(nil, 1, &Digest{})))
-	f.Add(appendVersions(nil, 1, true, []uint8{1}, []Version{{ID: "x", CreatedAt: 5}}))
+	f.Add(appendVersions(nil, 1, 0, true, []uint8{1}, []Version{{ID: "x", CreatedAt: 5}}))
 	f.Add(appendWant(nil, 1, 1, []string{"a"}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _, _, _ = unframe(b)
 		_, _, _ = parseDigest(b)
 		if m, err := parseVersions(b); err == nil {
-			again := appendVersions(nil, m.session, m.last, m.buckets, m.versions)
+			again := appendVersions(nil, m.session, m.seq, m.last, m.buckets, m.versions)
 			if m2, err := parseVersions(again); err != nil || len(m2.versions) != len(m.versions) {
 				t.Fatalf("re-encoded versions do not decode: %v", err)
 			}
