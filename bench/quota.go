@@ -81,10 +81,13 @@ const (
 	// the cache entries written while it was. Needs two nodes or more (it
 	// always runs two).
 	QuotaPartCatchup QuotaPart = "catchup"
+	// QuotaPartGossip: the CPU the cluster costs a node at 1,000 req/s
+	// (it always runs one node, then two).
+	QuotaPartGossip QuotaPart = "gossip"
 )
 
 // QuotaParts lists the parts in the order they run by default.
-var QuotaParts = []QuotaPart{QuotaPartQuota, QuotaPartReplication, QuotaPartCatchup}
+var QuotaParts = []QuotaPart{QuotaPartQuota, QuotaPartReplication, QuotaPartCatchup, QuotaPartGossip}
 
 // QuotaOptions configures the quota benchmark. Zero fields take the defaults
 // of DefaultQuotaOptions.
@@ -213,7 +216,7 @@ func (o QuotaOptions) withDefaults() (QuotaOptions, error) {
 	for _, p := range o.Parts {
 		switch {
 		case !slices.Contains(QuotaParts, p):
-			return o, fmt.Errorf("unknown part %q (known: %s, %s, %s)", p, QuotaPartQuota, QuotaPartReplication, QuotaPartCatchup)
+			return o, fmt.Errorf("unknown part %q (known: %s)", p, joinParts(QuotaParts))
 		case p != QuotaPartQuota && o.Nodes < 2:
 			return o, fmt.Errorf("part %s needs two nodes or more (nodes is %d)", p, o.Nodes)
 		}
@@ -246,6 +249,7 @@ type QuotaReport struct {
 	Runs []QuotaRun `json:"runs,omitempty"`
 	// Replication and Catchup are the results of those parts, when run.
 	Replication *ReplicationReport `json:"replication,omitempty"`
+	Gossip      *GossipReport      `json:"gossip,omitempty"`
 	Catchup     *CatchupReport     `json:"catchup,omitempty"`
 	// Failures says which parts failed, and why; the others still ran.
 	Failures []string `json:"failures,omitempty"`
@@ -445,6 +449,8 @@ func Quota(ctx context.Context, opts QuotaOptions, w io.Writer) (*QuotaReport, e
 			rep.Replication, err = runReplication(ctx, opts, partDir, progress)
 		case QuotaPartCatchup:
 			rep.Catchup, err = runCatchup(ctx, opts, partDir, progress)
+		case QuotaPartGossip:
+			rep.Gossip, err = runGossip(ctx, opts, partDir, progress)
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("quota: %w", ctx.Err())
@@ -1245,6 +1251,11 @@ func (r *QuotaReport) WriteTable(w io.Writer) error {
 	}
 	if r.Catchup != nil {
 		if err := r.Catchup.WriteTable(w); err != nil {
+			return err
+		}
+	}
+	if r.Gossip != nil {
+		if err := r.Gossip.WriteTable(w); err != nil {
 			return err
 		}
 	}

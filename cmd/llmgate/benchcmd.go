@@ -124,7 +124,7 @@ func runBenchQuota(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.SetOutput(stderr)
 	nodes := fs.Int("nodes", def.Nodes, "clustered nodes the clients are spread over (1: a node alone, quota part only)")
 	skew := fs.Float64("skew", 0, "share of the clients on node 0, 0 < F <= 1; the rest round-robin over the other nodes (default: all round-robin)")
-	parts := fs.String("parts", joinQuotaParts(bench.QuotaParts), "parts to run, comma separated: quota, replication, catchup (the last two need --nodes 2 or more)")
+	parts := fs.String("parts", joinQuotaParts(bench.QuotaParts), "parts to run, comma separated: quota, replication, catchup, gossip (all but quota need --nodes 2 or more)")
 	tpm := fs.Int64("tpm", def.TPM, "the consumer's tokens-per-minute limit")
 	clients := fs.Int("clients", def.Clients, "concurrent closed-loop clients of the consumer")
 	duration := fs.Duration("duration", def.Duration, "length of the run of each mode (over 60s for a full sliding window)")
@@ -169,7 +169,7 @@ func runBenchQuota(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return fmt.Errorf("bench quota: --parts: %w", err)
 		}
 		if *nodes < 2 && slices.ContainsFunc(opts.Parts, func(p bench.QuotaPart) bool { return p != bench.QuotaPartQuota }) {
-			return errors.New("bench quota: --parts: replication and catchup need --nodes 2 or more")
+			return errors.New("bench quota: --parts: replication, catchup and gossip need --nodes 2 or more")
 		}
 	} else {
 		opts.Parts = nil // the default: every part that fits the number of nodes
