@@ -44,6 +44,11 @@ fuzz:
 	$(GO) test ./index -run '^$$' -fuzz FuzzDecodeEntry -fuzztime $(FUZZTIME)
 	$(GO) test ./index/guard -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
 	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeCounter -fuzztime $(FUZZTIME)
+	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeUsages -fuzztime $(FUZZTIME)
+	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeLimitRecords -fuzztime $(FUZZTIME)
+	$(GO) test ./index -run '^$$' -fuzz FuzzDecodeChange -fuzztime $(FUZZTIME)
+	$(GO) test ./index/graph -run '^$$' -fuzz FuzzDot -fuzztime $(FUZZTIME)
+	$(GO) test ./cluster -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin bench-*.json
