@@ -260,6 +260,20 @@ func TestClusterSharesQuotaAndCache(t *testing.T) {
 		return a.adminDo(t, "GET", "/admin/cache/entries/"+id, "", nil) == 404
 	})
 
+	// b hangs (SIGSTOP): a's requests, which replicate to b and gossip to it,
+	// stay fast.
+	_ = b.proc.cmd.Process.Signal(syscall.SIGSTOP)
+	hung := time.Now()
+	for i := range 5 {
+		if code, _, body := a.chat(t, fmt.Sprintf("while b hangs %d", i), 10); code != 200 {
+			t.Fatalf("a while b hangs: %d %s", code, body)
+		}
+	}
+	if took := time.Since(hung); took > 3*time.Second {
+		t.Fatalf("a's requests took %v with a hung peer", took)
+	}
+	_ = b.proc.cmd.Process.Signal(syscall.SIGCONT)
+
 	// kill -9 b: a keeps serving at once and keeps counting b's usage.
 	b.kill(t)
 	start := time.Now()
