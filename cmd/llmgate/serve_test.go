@@ -248,6 +248,8 @@ func TestServeStartupErrors(t *testing.T) {
 		{"unknown key", []string{"serve", "--config", bad}, `line 2: unknown key "bakends"`},
 		{"bad address", []string{"serve", "--config", good, "--listen", "nonsense"}, "listen:"},
 		{"port in use", []string{"serve", "--config", good, "--listen", busy.Addr().String()}, "address already in use"},
+		{"gossip port in use", []string{"serve", "--config", good, "--gossip", busy.Addr().String()}, "gossip on " + busy.Addr().String()},
+		{"unencrypted gossip off loopback", []string{"serve", "--config", good, "--gossip", "0.0.0.0:7946"}, "cluster.secret_key: required"},
 		{"data dir is a file", []string{"serve", "--config", good, "--data-dir", fileAsDir}, "data directory"},
 		{"unknown command", []string{"serv"}, "unknown command"},
 	}
