@@ -319,6 +319,40 @@ func (c *Cache) each(ctx context.Context, f func(i int, s *shard)) error {
 	return err
 }
 
+// chunked runs f on the actors of the shards that have work: work[i] goes
+// to shard i in messages of at most size items, each shard's in order and
+// the shards in parallel, so that one shard's long share does not hold up
+// the others and lookups interleave between messages. It returns f's
+// results per shard, in message order, and the first error; after an error
+// the results are partial.
+func chunked[T, R any](ctx context.Context, c *Cache, work [][]T, size int, f func(s *shard, part []T) R) ([][]R, error) {
+	out := make([][]R, len(work))
+	errs := make([]error, len(work))
+	var wg sync.WaitGroup
+	for i, items := range work {
+		if len(items) == 0 {
+			continue
+		}
+		wg.Go(func() {
+			for part := range slices.Chunk(items, size) {
+				var r R
+				if err := c.call(ctx, c.shards[i], func(s *shard) { r = f(s, part) }); err != nil {
+					errs[i] = err
+					return
+				}
+				out[i] = append(out[i], r)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
 // newID returns a random entry id.
 func newID() uint64 { return rand.Uint64() }
 

@@ -12,8 +12,9 @@
 //
 // Options.OnChange reports each local Store, Delete and Purge as a Change;
 // AppendChange and DecodeChange put Changes on the wire; a peer applies them
-// with Apply. A stored entry travels with its embedding, so no node embeds it
-// again. Deletes and purges leave tombstones (an ID deleted, persisted with
+// with Apply, or many at once with ApplyBatch, which persists a batch's
+// entries together and hands them to their shards in parallel. A stored
+// entry travels with its embedding, so no node embeds it again. Deletes and purges leave tombstones (an ID deleted, persisted with
 // its expiry) and purge records (a partition and route purged before a time,
 // kept for TTL), so that an entry on its way from a third node, or loaded
 // from disk, never comes back. A purge tombstones every entry it removes,
@@ -53,7 +54,9 @@
 //     in the exact map. Removal (expiry, eviction, Delete, Purge,
 //     replacement) takes it out of all of them, then off the disk.
 //   - Store returns only after the entry is committed to Badger: an
-//     acknowledged entry survives a process crash. Badger's own TTL (expiry
+//     acknowledged entry survives a process crash. Entries from peers
+//     (Apply, ApplyBatch) are committed before they are added, so no lookup
+//     returns an entry that a crash would lose. Badger's own TTL (expiry
 //     plus a minute) is a safety net behind the sweep.
 //   - Expired entries are misses at once (every check reads Options.Now);
 //     the sweeper removes them about once a second.

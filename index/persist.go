@@ -272,6 +272,29 @@ func (c *Cache) persist(e *Entry) error {
 	return nil
 }
 
+// persistAll commits es to the database in one WriteBatch, which splits
+// them into as few transactions as Badger's size limits allow and commits
+// those in the background: one commit per entry would cost a round trip to
+// Badger's writer each. It returns once every entry is committed.
+func (c *Cache) persistAll(es []*Entry) error {
+	if c.opts.DB == nil || len(es) == 0 {
+		return nil
+	}
+	now := c.opts.Now()
+	wb := c.opts.DB.NewWriteBatch()
+	defer wb.Cancel() // after Flush, a no-op
+	for _, e := range es {
+		ttl := e.ExpiresAt.Sub(now) + diskGrace
+		if err := wb.SetEntry(badger.NewEntry(diskKey(e.ID), encodeEntry(e)).WithTTL(ttl)); err != nil {
+			return fmt.Errorf("index: persisting %d entries: %w", len(es), err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("index: persisting %d entries: %w", len(es), err)
+	}
+	return nil
+}
+
 // deleteKeys removes the entries' keys from the database.
 func (c *Cache) deleteKeys(ids []string) error {
 	if c.opts.DB == nil || len(ids) == 0 {

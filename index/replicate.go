@@ -63,16 +63,18 @@ type Change struct {
 //     any node: until the later of its ExpiresAt and At + TTL.
 //   - ChangePurged removes the matching entries created at or before At,
 //     tombstoning each, and refuses such entries for TTL after At.
+//
+// ApplyBatch applies many changes at once, faster.
 func (c *Cache) Apply(ctx context.Context, ch Change) error {
+	if err := checkChange(ch); err != nil {
+		return err
+	}
 	at := ch.At
 	if at.IsZero() {
 		at = c.opts.Now()
 	}
 	switch ch.Kind {
 	case ChangeStored:
-		if ch.Entry == nil {
-			return errors.New("index: stored change without an entry")
-		}
 		e := *ch.Entry
 		if e.CreatedAt.IsZero() {
 			e.CreatedAt = at
@@ -83,16 +85,212 @@ func (c *Cache) Apply(ctx context.Context, ch Change) error {
 		_, err := c.add(ctx, &e, true)
 		return err
 	case ChangeDeleted:
-		if _, ok := parseID(ch.ID); !ok {
-			return fmt.Errorf("index: deleted change with id %q", ch.ID)
-		}
 		_, _, err := c.deleteID(ctx, ch.ID, at)
 		return err
-	case ChangePurged:
+	default: // ChangePurged
 		_, err := c.purge(ctx, ch.Partition, ch.Route, at, false)
 		return err
 	}
-	return fmt.Errorf("index: unknown change kind %d", ch.Kind)
+}
+
+// checkChange is the error Apply returns for ch's shape alone, before it
+// touches the cache; nil if ch is well formed.
+func checkChange(ch Change) error {
+	switch ch.Kind {
+	case ChangeStored:
+		if ch.Entry == nil {
+			return errors.New("index: stored change without an entry")
+		}
+		if _, ok := parseID(ch.Entry.ID); !ok {
+			return fmt.Errorf("index: entry id %q is not 16 lowercase hex digits", ch.Entry.ID)
+		}
+	case ChangeDeleted:
+		if _, ok := parseID(ch.ID); !ok {
+			return fmt.Errorf("index: deleted change with id %q", ch.ID)
+		}
+	case ChangePurged:
+	default:
+		return fmt.Errorf("index: unknown change kind %d", ch.Kind)
+	}
+	return nil
+}
+
+// Chunk sizes of ApplyBatch's messages to an actor. Checking an entry
+// against the tombstones and purge records is a few map lookups. Adding one
+// may insert its vector into an HNSW graph, about 0.3 ms at 384 dimensions
+// and 20,000 entries, so adds go 64 to a message (some 20 ms), between
+// which the shard's lookups get their turn.
+const (
+	checkChunk = 1024
+	addChunk   = 64
+)
+
+// ApplyBatch applies changes made on other nodes, with the outcome of Apply
+// on each in order: it is as idempotent, drops the same entries (held,
+// tombstoned, covered by a purge record, losing to the holder of their
+// Exact hash, expired), tombstones the same, and Options.OnChange hears of
+// none of them. It is faster for many entries: each run of consecutive
+// ChangeStored is checked by the shards, persisted in one Badger WriteBatch
+// rather than a transaction per entry, and only once committed added to
+// the shards, each shard's entries in chunks and the shards in parallel.
+// Deletes and purges go one by one through Apply.
+//
+// A malformed change (one Apply rejects) is skipped and reported in the
+// returned error, and the others are applied; a disk failure, the end of
+// ctx or Close stops the batch. Two details differ from Apply one by one:
+// of changes with the same entry ID in a run only the first unexpired one
+// counts (one disk key holds one entry; peers only ever repeat an entry),
+// and MaxEntries evicts once after the run rather than after each entry.
+func (c *Cache) ApplyBatch(ctx context.Context, changes []Change) error {
+	var errs []error
+	for len(changes) > 0 {
+		n := 0
+		for n < len(changes) && changes[n].Kind == ChangeStored {
+			n++
+		}
+		if n == 0 {
+			ch := changes[0]
+			changes = changes[1:]
+			if err := checkChange(ch); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if err := c.Apply(ctx, ch); err != nil {
+				return errors.Join(append(errs, err)...)
+			}
+			continue
+		}
+		bad, err := c.applyStored(ctx, changes[:n])
+		errs = append(errs, bad...)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		changes = changes[n:]
+	}
+	return errors.Join(errs...)
+}
+
+// pending is an entry of ApplyBatch on its way to its shard.
+type pending struct {
+	id uint64
+	e  *Entry
+}
+
+// applyStored applies a run of ChangeStored as ApplyBatch describes. It
+// returns the errors of malformed changes, and the error that stopped it.
+func (c *Cache) applyStored(ctx context.Context, run []Change) (bad []error, err error) {
+	now := c.opts.Now()
+	work := make([][]pending, len(c.shards))
+	seen := make(map[uint64]struct{}, len(run))
+	for _, ch := range run {
+		if err := checkChange(ch); err != nil {
+			bad = append(bad, err)
+			continue
+		}
+		id, _ := parseID(ch.Entry.ID)
+		e := *ch.Entry
+		if e.CreatedAt.IsZero() {
+			e.CreatedAt = ch.At
+			if e.CreatedAt.IsZero() {
+				e.CreatedAt = now
+			}
+		}
+		if e.ExpiresAt.IsZero() {
+			e.ExpiresAt = e.CreatedAt.Add(c.opts.TTL)
+		}
+		if !e.ExpiresAt.After(now) {
+			continue
+		}
+		if _, dup := seen[id]; dup {
+			continue
+		}
+		seen[id] = struct{}{}
+		// The shard keeps Response but not Vector (its graph copies it), so
+		// only Response is copied to leave ch.Entry the caller's.
+		e.Response = slices.Clone(e.Response)
+		i := spaceHash(e.Space) % uint64(len(c.shards))
+		work[i] = append(work[i], pending{id, &e})
+	}
+
+	// Check first, so that refused entries cost no disk write; add checks
+	// again. A refusal by a purge record tombstones the entry, as in Apply.
+	type checked struct {
+		in []pending
+		ks []killed
+	}
+	verdicts, err := chunked(ctx, c, work, checkChunk, func(s *shard, part []pending) checked {
+		var v checked
+		for _, p := range part {
+			why, k := s.refuse(p.id, p.e, true)
+			if why == admitted {
+				v.in = append(v.in, p)
+			}
+			if k != nil {
+				v.ks = append(v.ks, *k)
+			}
+		}
+		return v
+	})
+	if err != nil {
+		return bad, err
+	}
+	admitted := make([][]pending, len(c.shards))
+	var in []*Entry
+	var ks []killed
+	for i, vs := range verdicts {
+		for _, v := range vs {
+			admitted[i] = append(admitted[i], v.in...)
+			for _, p := range v.in {
+				in = append(in, p.e)
+			}
+			ks = append(ks, v.ks...)
+		}
+	}
+
+	// On disk before any lookup can return them.
+	if err := c.persistAll(in); err != nil {
+		return bad, err
+	}
+
+	type result struct {
+		stale []string
+		ks    []killed
+		added bool
+	}
+	results, err := chunked(ctx, c, admitted, addChunk, func(s *shard, part []pending) result {
+		var r result
+		for _, p := range part {
+			stale, k, ok := s.add(p.id, p.e, true, false)
+			r.stale = append(r.stale, stale...)
+			if k != nil {
+				r.ks = append(r.ks, *k)
+			}
+			r.added = r.added || ok
+		}
+		return r
+	})
+	if err != nil {
+		return bad, err
+	}
+	var stale []string
+	added := false
+	for _, rs := range results {
+		for _, r := range rs {
+			stale = append(stale, r.stale...)
+			ks = append(ks, r.ks...)
+			added = added || r.added
+		}
+	}
+	if err := c.deleteKeys(stale); err != nil {
+		return bad, err
+	}
+	if err := c.settle(ctx, ks); err != nil {
+		return bad, err
+	}
+	if added {
+		return bad, c.evict(ctx)
+	}
+	return bad, nil
 }
 
 // settle finishes tombstones that holder shards recorded: each ID's

@@ -66,11 +66,12 @@ func (q QuotaExchange) Merge(ctx context.Context, payload []byte) error {
 func (q QuotaExchange) SetPeers(names []string) { q.Limiter.SetPeers(names) }
 
 // CacheExchange is the semantic cache as the cluster carries it: changes
-// encoded by index, applied in parallel (the cache's shards are separate
-// actors; tombstones make the order within a batch irrelevant).
+// encoded by index, a payload applied as one batch (its entries persisted
+// together, the cache's shards adding theirs in parallel), tombstones
+// applied in parallel (they make the order irrelevant).
 type CacheExchange struct {
 	Cache *index.Cache
-	// Parallel is how many changes are applied at once (default 4).
+	// Parallel is how many tombstones Delete applies at once (default 4).
 	Parallel int
 }
 
@@ -87,9 +88,10 @@ func (x CacheExchange) Apply(ctx context.Context, payload []byte) error {
 		changes = append(changes, ch)
 		payload = payload[n:]
 	}
-	return x.apply(ctx, changes)
+	return x.Cache.ApplyBatch(ctx, changes)
 }
 
+// apply applies changes one by one, Parallel at a time.
 func (x CacheExchange) apply(ctx context.Context, changes []index.Change) error {
 	workers := cmp.Or(x.Parallel, 4)
 	next := make(chan index.Change)
