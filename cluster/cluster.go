@@ -681,10 +681,9 @@ type logWriter struct{ log *slog.Logger }
 func (w logWriter) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
 	level := slog.LevelInfo
-	for prefix, l := range map[string]slog.Level{"[DEBUG]": slog.LevelDebug, "[INFO]": slog.LevelInfo, "[WARN]": slog.LevelWarn, "[ERR]": slog.LevelError} {
-		if strings.HasPrefix(line, prefix) {
-			level = l
-			line = strings.TrimSpace(strings.TrimPrefix(line, prefix))
+	for _, l := range memberlistLevels {
+		if rest, ok := strings.CutPrefix(line, l.prefix); ok {
+			level, line = l.level, strings.TrimSpace(rest)
 			break
 		}
 	}
@@ -694,3 +693,8 @@ func (w logWriter) Write(p []byte) (int, error) {
 	w.log.Log(context.Background(), level, line)
 	return len(p), nil
 }
+
+var memberlistLevels = []struct {
+	prefix string
+	level  slog.Level
+}{{"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERR]", slog.LevelError}}
