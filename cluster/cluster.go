@@ -681,7 +681,11 @@ type logWriter struct{ log *slog.Logger }
 func (w logWriter) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
 	level := slog.LevelInfo
-	for _, l := range memberlistLevels {
+	levels := [...]struct {
+		prefix string
+		level  slog.Level
+	}{{"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERR]", slog.LevelError}}
+	for _, l := range levels {
 		if rest, ok := strings.CutPrefix(line, l.prefix); ok {
 			level, line = l.level, strings.TrimSpace(rest)
 			break
@@ -693,8 +697,3 @@ func (w logWriter) Write(p []byte) (int, error) {
 	w.log.Log(context.Background(), level, line)
 	return len(p), nil
 }
-
-var memberlistLevels = []struct {
-	prefix string
-	level  slog.Level
-}{{"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERR]", slog.LevelError}}
