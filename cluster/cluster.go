@@ -234,8 +234,12 @@ func Start(opts Options) (*Cluster, error) {
 
 	c.spawn(c.run)
 	c.spawn(c.replicate)
-	c.spawn(c.mergeQuota)
-	c.spawn(c.applyCache)
+	if opts.Quota != nil {
+		c.spawn(func() { c.drain(c.quotaIn, opts.Quota.Merge, "merging quota news", slog.LevelDebug) })
+	}
+	if opts.Cache != nil {
+		c.spawn(func() { c.drain(c.applyIn, opts.Cache.Apply, "applying replicated cache changes", slog.LevelWarn) })
+	}
 	c.spawn(c.serve)
 	c.spawn(c.join)
 	logger.Info("cluster member started", "node", opts.Name, "gossip", c.Addr(), "seeds", opts.Join, "encrypted", len(opts.SecretKey) > 0)
@@ -542,32 +546,18 @@ func (c *Cluster) replicate() {
 	}
 }
 
-// mergeQuota applies quota news from peers, one at a time.
-func (c *Cluster) mergeQuota() {
+// drain applies the payloads that arrive on in, one at a time, each within
+// Options.Timeout, until Close: quota news (mergeQuota) and replicated
+// cache changes (applyCache) each have one.
+func (c *Cluster) drain(in <-chan []byte, apply func(context.Context, []byte) error, what string, level slog.Level) {
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
-		case pl := <-c.quotaIn:
+		case pl := <-in:
 			ctx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
-			if err := c.opts.Quota.Merge(ctx, pl); err != nil {
-				c.log.Debug("merging quota news", "err", err)
-			}
-			cancel()
-		}
-	}
-}
-
-// applyCache applies replicated cache changes, one batch at a time.
-func (c *Cluster) applyCache() {
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case pl := <-c.applyIn:
-			ctx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
-			if err := c.opts.Cache.Apply(ctx, pl); err != nil {
-				c.log.Warn("applying replicated cache changes", "err", err)
+			if err := apply(ctx, pl); err != nil {
+				c.log.Log(ctx, level, what, "err", err)
 			}
 			cancel()
 		}
