@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-
-	"github.com/llmgate/llmgate/internal/store"
 )
 
 // cacheState is everything ApplyBatch must agree on with Apply: the
@@ -210,10 +208,7 @@ func TestApplyBatchMatchesApply(t *testing.T) {
 // Entries applied in a batch are on disk: a restart brings every one back.
 func TestApplyBatchRestart(t *testing.T) {
 	dir := t.TempDir()
-	db, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := diskDB(t, dir)
 	c, err := Open(t.Context(), Options{DB: db.DB})
 	if err != nil {
 		t.Fatal(err)
@@ -245,10 +240,7 @@ func TestApplyBatchRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db, err = store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = diskDB(t, dir)
 	defer db.Close()
 	c2 := open(t, Options{DB: db.DB})
 	checkAll(t, c2, es)
@@ -260,10 +252,7 @@ func TestApplyBatchRestart(t *testing.T) {
 // An entry that cannot be persisted is never visible.
 func TestApplyBatchPersistsFirst(t *testing.T) {
 	dir := t.TempDir()
-	db, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := diskDB(t, dir)
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -264,12 +264,8 @@ func fnv(fields ...string) uint64 {
 // (or not at all): the caller must not read what f writes.
 func (c *Cache) call(ctx context.Context, s *shard, f func(*shard)) error {
 	done := make(chan struct{}, 1) // buffered(1): the actor never waits for us
-	op := func(s *shard) {
-		f(s)
-		done <- struct{}{}
-	}
 	select {
-	case s.inbox <- op:
+	case s.inbox <- op{f, done}:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-c.ctx.Done():
@@ -292,12 +288,8 @@ func (c *Cache) each(ctx context.Context, f func(i int, s *shard)) error {
 	sent := 0
 	var err error
 	for i, s := range c.shards {
-		op := func(s *shard) {
-			f(i, s)
-			done <- struct{}{}
-		}
 		select {
-		case s.inbox <- op:
+		case s.inbox <- op{func(s *shard) { f(i, s) }, done}:
 			sent++
 			continue
 		case <-ctx.Done():
@@ -421,14 +413,15 @@ func (c *Cache) LookupSemantic(ctx context.Context, sp Space, vec []float32, pro
 		}
 		// Count the hit on the record; no need to wait for the actor.
 		select {
-		case s.inbox <- func(s *shard) { s.hit(cd.id) }:
+		case s.inbox <- op{f: func(s *shard) { s.hit(cd.id) }}:
 		case <-ctx.Done():
 		case <-c.ctx.Done():
 		}
-		cd.e.Hits++
+		e := *cd.e // the copy handed out (see view)
+		e.Hits = cd.hits + 1
 		c.hits.Add(1)
 		c.semHits.Add(1)
-		return cd.e, cd.d, true
+		return &e, cd.d, true
 	}
 	c.misses.Add(1)
 	return nil, 0, false
@@ -492,9 +485,8 @@ func (c *Cache) add(ctx context.Context, in *Entry, replica bool) (*Entry, error
 		return nil, nil
 	}
 	e := in.clone()
-	e.Hits = 0
-	if replica {
-		e.Hits = in.Hits
+	if !replica {
+		e.Hits = 0
 	}
 	s := c.shardOf(e.Space)
 	// Check first, so that a refused entry costs no disk write; the actor

@@ -395,7 +395,7 @@ func TestListPagination(t *testing.T) {
 			}
 			var exp []string
 			for id, sp := range want {
-				if filter(filter{partition: tt.partition, route: tt.route}).match(sp) {
+				if (filter{partition: tt.partition, route: tt.route}).match(sp) {
 					exp = append(exp, id)
 				}
 			}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,12 +34,15 @@ func CanonicalHash(sp Space, body []byte) ([32]byte, error) {
 	if err != nil {
 		return [32]byte{}, err
 	}
+	// The canonical body is a fresh buffer: the Space goes in front of it in
+	// a second one, and both through one digest.
+	var buf [128]byte
+	head := append(buf[:0], "llmgate/index/v1\x00"...)
+	head = appendString(head, sp.Partition)
+	head = appendString(head, sp.Route)
+	head = appendString(head, sp.Shape)
 	h := sha256.New()
-	h.Write([]byte("llmgate/index/v1\x00"))
-	for _, s := range []string{sp.Partition, sp.Route, sp.Shape} {
-		h.Write(binary.AppendUvarint(nil, uint64(len(s))))
-		h.Write([]byte(s))
-	}
+	h.Write(head)
 	h.Write(canon)
 	var sum [32]byte
 	h.Sum(sum[:0])

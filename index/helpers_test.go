@@ -108,6 +108,17 @@ func memDB(t *testing.T) *store.DB {
 	return db
 }
 
+// diskDB opens the database in dir. The test closes it, usually to open it
+// again as a restarted node would.
+func diskDB(t testing.TB, dir string) *store.DB {
+	t.Helper()
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 // onDisk reports whether id's key is in the database.
 func onDisk(t *testing.T, db *badger.DB, id string) bool {
 	t.Helper()

@@ -75,13 +75,11 @@ func uvarintLen(v uint64) int {
 // appendEntry appends encodeEntry's output to b.
 func appendEntry(b []byte, e *Entry) []byte {
 	b = append(b, entryFormat)
-	for _, s := range []string{e.Space.Partition, e.Space.Route, e.Space.Shape} {
-		b = binary.AppendUvarint(b, uint64(len(s)))
-		b = append(b, s...)
-	}
+	b = appendString(b, e.Space.Partition)
+	b = appendString(b, e.Space.Route)
+	b = appendString(b, e.Space.Shape)
 	b = append(b, e.Exact[:]...)
-	b = binary.AppendUvarint(b, uint64(len(e.Prompt)))
-	b = append(b, e.Prompt...)
+	b = appendString(b, e.Prompt)
 	b = binary.AppendUvarint(b, uint64(len(e.Vector)))
 	for _, f := range e.Vector {
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
@@ -262,14 +260,18 @@ func (c *Cache) persist(e *Entry) error {
 	if c.opts.DB == nil {
 		return nil
 	}
-	ttl := e.ExpiresAt.Sub(c.opts.Now()) + diskGrace
-	err := c.opts.DB.Update(func(txn *badger.Txn) error {
-		return txn.SetEntry(badger.NewEntry(diskKey(e.ID), encodeEntry(e)).WithTTL(ttl))
-	})
+	de := diskEntry(e, c.opts.Now())
+	err := c.opts.DB.Update(func(txn *badger.Txn) error { return txn.SetEntry(de) })
 	if err != nil {
 		return fmt.Errorf("index: persisting entry %s: %w", e.ID, err)
 	}
 	return nil
+}
+
+// diskEntry is e as Badger stores it, with a TTL of e's remaining life (as
+// of now) plus diskGrace.
+func diskEntry(e *Entry, now time.Time) *badger.Entry {
+	return badger.NewEntry(diskKey(e.ID), encodeEntry(e)).WithTTL(e.ExpiresAt.Sub(now) + diskGrace)
 }
 
 // persistAll commits es to the database in one WriteBatch, which splits
@@ -284,8 +286,7 @@ func (c *Cache) persistAll(es []*Entry) error {
 	wb := c.opts.DB.NewWriteBatch()
 	defer wb.Cancel() // after Flush, a no-op
 	for _, e := range es {
-		ttl := e.ExpiresAt.Sub(now) + diskGrace
-		if err := wb.SetEntry(badger.NewEntry(diskKey(e.ID), encodeEntry(e)).WithTTL(ttl)); err != nil {
+		if err := wb.SetEntry(diskEntry(e, now)); err != nil {
 			return fmt.Errorf("index: persisting %d entries: %w", len(es), err)
 		}
 	}
@@ -461,10 +462,6 @@ func (c *Cache) load() {
 	}
 	start := time.Now()
 	batches := make([][]*Entry, len(c.shards))
-	shardIdx := map[*shard]int{}
-	for i, s := range c.shards {
-		shardIdx[s] = i
-	}
 	loaded, skipped := 0, 0
 	flush := func(i int) error {
 		batch := batches[i]
@@ -522,7 +519,7 @@ func (c *Cache) load() {
 			if !e.ExpiresAt.After(c.opts.Now()) {
 				continue
 			}
-			i := shardIdx[c.shardOf(e.Space)]
+			i := c.shardOf(e.Space).idx
 			batches[i] = append(batches[i], e)
 			if len(batches[i]) >= loadBatch {
 				if err := flush(i); err != nil {

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/llmgate/llmgate/internal/store"
 )
 
 func TestEncodeDecodeEntry(t *testing.T) {
@@ -93,10 +91,7 @@ func TestRestartKeepsEntries(t *testing.T) {
 	for _, closeCache := range []bool{true, false} {
 		t.Run(fmt.Sprintf("cache closed first %v", closeCache), func(t *testing.T) {
 			dir := t.TempDir()
-			db, err := store.Open(dir, store.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			db := diskDB(t, dir)
 			c, err := Open(t.Context(), Options{DB: db.DB})
 			if err != nil {
 				t.Fatal(err)
@@ -115,10 +110,7 @@ func TestRestartKeepsEntries(t *testing.T) {
 			}
 			time.Sleep(60 * time.Millisecond)
 
-			db, err = store.Open(dir, store.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			db = diskDB(t, dir)
 			defer db.Close()
 			c2 := open(t, Options{DB: db.DB})
 			waitReady(t, c2)
@@ -134,19 +126,13 @@ func TestRestartKeepsEntries(t *testing.T) {
 // and are not undone by the load.
 func TestLookupsMissWhileLoading(t *testing.T) {
 	dir := t.TempDir()
-	db, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := diskDB(t, dir)
 	c, _ := Open(t.Context(), Options{DB: db.DB})
 	es := storeN(t, c, 40)
 	c.Close()
 	db.Close()
 
-	db, err = store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = diskDB(t, dir)
 	defer db.Close()
 	gate := make(chan struct{})
 	c = open(t, Options{DB: db.DB, beforeLoad: func() { <-gate }})
@@ -243,10 +229,7 @@ func TestCrashKeepsAcknowledgedEntries(t *testing.T) {
 	}
 	cmd.Wait()
 
-	db, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := diskDB(t, dir)
 	defer db.Close()
 	c := open(t, Options{DB: db.DB})
 	waitReady(t, c)
@@ -267,10 +250,7 @@ func TestCrashKeepsAcknowledgedEntries(t *testing.T) {
 }
 
 func crashChild(t *testing.T, dir string) {
-	db, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := diskDB(t, dir)
 	c, err := Open(t.Context(), Options{DB: db.DB})
 	if err != nil {
 		t.Fatal(err)

@@ -69,20 +69,18 @@ func (c *Cache) Apply(ctx context.Context, ch Change) error {
 	if err := checkChange(ch); err != nil {
 		return err
 	}
+	return c.apply(ctx, ch)
+}
+
+// apply is Apply of a change checkChange accepted.
+func (c *Cache) apply(ctx context.Context, ch Change) error {
 	at := ch.At
 	if at.IsZero() {
 		at = c.opts.Now()
 	}
 	switch ch.Kind {
 	case ChangeStored:
-		e := *ch.Entry
-		if e.CreatedAt.IsZero() {
-			e.CreatedAt = at
-		}
-		if e.ExpiresAt.IsZero() {
-			e.ExpiresAt = e.CreatedAt.Add(c.opts.TTL)
-		}
-		_, err := c.add(ctx, &e, true)
+		_, err := c.add(ctx, c.replicated(ch, at), true)
 		return err
 	case ChangeDeleted:
 		_, _, err := c.deleteID(ctx, ch.ID, at)
@@ -91,6 +89,23 @@ func (c *Cache) Apply(ctx context.Context, ch Change) error {
 		_, err := c.purge(ctx, ch.Partition, ch.Route, at, false)
 		return err
 	}
+}
+
+// replicated is the copy of a stored change's entry that a peer adds: its
+// zero CreatedAt is ch.At, or now when that is zero too, and its zero
+// ExpiresAt TTL after CreatedAt. ch.Entry is not modified.
+func (c *Cache) replicated(ch Change, now time.Time) *Entry {
+	e := *ch.Entry
+	if e.CreatedAt.IsZero() {
+		e.CreatedAt = ch.At
+		if e.CreatedAt.IsZero() {
+			e.CreatedAt = now
+		}
+	}
+	if e.ExpiresAt.IsZero() {
+		e.ExpiresAt = e.CreatedAt.Add(c.opts.TTL)
+	}
+	return &e
 }
 
 // checkChange is the error Apply returns for ch's shape alone, before it
@@ -155,7 +170,7 @@ func (c *Cache) ApplyBatch(ctx context.Context, changes []Change) error {
 				errs = append(errs, err)
 				continue
 			}
-			if err := c.Apply(ctx, ch); err != nil {
+			if err := c.apply(ctx, ch); err != nil {
 				return errors.Join(append(errs, err)...)
 			}
 			continue
@@ -188,16 +203,7 @@ func (c *Cache) applyStored(ctx context.Context, run []Change) (bad []error, err
 			continue
 		}
 		id, _ := parseID(ch.Entry.ID)
-		e := *ch.Entry
-		if e.CreatedAt.IsZero() {
-			e.CreatedAt = ch.At
-			if e.CreatedAt.IsZero() {
-				e.CreatedAt = now
-			}
-		}
-		if e.ExpiresAt.IsZero() {
-			e.ExpiresAt = e.CreatedAt.Add(c.opts.TTL)
-		}
+		e := c.replicated(ch, now)
 		if !e.ExpiresAt.After(now) {
 			continue
 		}
@@ -208,8 +214,8 @@ func (c *Cache) applyStored(ctx context.Context, run []Change) (bad []error, err
 		// The shard keeps Response but not Vector (its graph copies it), so
 		// only Response is copied to leave ch.Entry the caller's.
 		e.Response = slices.Clone(e.Response)
-		i := spaceHash(e.Space) % uint64(len(c.shards))
-		work[i] = append(work[i], pending{id, &e})
+		i := c.shardOf(e.Space).idx
+		work[i] = append(work[i], pending{id, e})
 	}
 
 	// Check first, so that refused entries cost no disk write; add checks

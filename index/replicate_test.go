@@ -295,10 +295,7 @@ func mustParse(t *testing.T, id string) uint64 {
 func TestTombstonesPersist(t *testing.T) {
 	clk := newClock()
 	dir := t.TempDir()
-	db, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := diskDB(t, dir)
 	c, err := Open(t.Context(), Options{DB: db.DB, Now: clk.Now, TTL: time.Minute, SweepInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -321,10 +318,7 @@ func TestTombstonesPersist(t *testing.T) {
 	c.Close()
 	db.Close()
 
-	db, err = store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = diskDB(t, dir)
 	defer db.Close()
 	c = open(t, Options{DB: db.DB, Now: clk.Now, TTL: time.Minute, SweepInterval: time.Hour})
 	if got := digest(t, c); got != before {
@@ -713,10 +707,7 @@ func BenchmarkCatchUp(b *testing.B) {
 
 // openOnDisk opens a Cache on a new database in a temporary directory.
 func openOnDisk(b *testing.B, opts Options) *Cache {
-	db, err := store.Open(b.TempDir(), store.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	db := diskDB(b, b.TempDir())
 	b.Cleanup(func() { db.Close() })
 	opts.DB = db.DB
 	c, err := Open(context.Background(), opts)

@@ -15,7 +15,7 @@ import (
 type shard struct {
 	c     *Cache
 	idx   int // position in Cache.shards
-	inbox chan func(*shard)
+	inbox chan op
 
 	entries map[uint64]*record       // id → record
 	exact   map[[32]byte]uint64      // request hash → id (hashes include the Space)
@@ -35,6 +35,15 @@ type shard struct {
 	// digest is the XOR of liveMix over the entries held and of tombMix
 	// over the tombstones counted here, per bucket.
 	digest Digest
+}
+
+// op is a message to a shard's actor: f runs on it, then done (when set,
+// and buffered so that the actor never waits) is signalled. Carrying done
+// beside f, rather than in a closure wrapping f, saves an allocation per
+// call on the lookup path.
+type op struct {
+	f    func(*shard)
+	done chan<- struct{}
 }
 
 // tomb is a tombstone: the ID was deleted at at and must not come back
@@ -89,11 +98,14 @@ func (x expiry) before(y expiry) bool {
 	return x.id < y.id
 }
 
-// candidate is a semantic match handed to the caller for the guard.
+// candidate is a semantic match handed to the caller for the guard. e is
+// the record's own entry, which is never changed: the caller copies only
+// the candidate it returns, so vetoed ones cost no allocation.
 type candidate struct {
-	id uint64
-	e  *Entry
-	d  float32
+	id   uint64
+	e    *Entry
+	hits uint64 // the record's hits when it was found
+	d    float32
 }
 
 // filter selects entries for Purge and List; "" matches all.
@@ -110,7 +122,7 @@ func newShard(c *Cache, idx int) *shard {
 	return &shard{
 		c:       c,
 		idx:     idx,
-		inbox:   make(chan func(*shard), 64),
+		inbox:   make(chan op, 64),
 		entries: map[uint64]*record{},
 		exact:   map[[32]byte]uint64{},
 		graphs:  map[graphKey]graph.Index{},
@@ -123,8 +135,11 @@ func (s *shard) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case op := <-s.inbox:
-			op(s)
+		case m := <-s.inbox:
+			m.f(s)
+			if m.done != nil {
+				m.done <- struct{}{}
+			}
 		}
 	}
 }
@@ -163,13 +178,17 @@ func (s *shard) nearest(sp Space, vec []float32, threshold float32) []candidate 
 		return nil
 	}
 	now := s.now()
+	ms := g.Search(vec, s.c.opts.Candidates)
 	var out []candidate
-	for _, m := range g.Search(vec, s.c.opts.Candidates) {
+	for _, m := range ms {
 		r := s.entries[m.ID]
 		if !(m.Distance <= threshold) || r == nil || !live(r, now) { // NaN is no match
 			continue
 		}
-		out = append(out, candidate{id: m.ID, e: view(r), d: m.Distance})
+		if out == nil {
+			out = make([]candidate, 0, len(ms)) // one allocation; none on a miss
+		}
+		out = append(out, candidate{id: m.ID, e: r.e, hits: r.hits, d: m.Distance})
 	}
 	return out
 }

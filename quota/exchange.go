@@ -268,6 +268,7 @@ func (e *usageEncoder) put(u *Usage, bs []BucketUsage, mode int) int {
 		}
 		return n
 	}
+	// The longest prefix that fits; only k == 0 may not fit.
 	k := len(bs)
 	for k > 0 && size(k) > space {
 		k--
@@ -276,7 +277,7 @@ func (e *usageEncoder) put(u *Usage, bs []BucketUsage, mode int) int {
 	case k == len(bs) && size(k) <= space:
 	case mode == fitWhole:
 		return -1
-	case mode == fitPartial && (k == 0 || size(k) > space):
+	case mode == fitPartial && k == 0:
 		return -1
 	case mode == fitForce:
 		k = max(k, min(1, len(bs)))

@@ -57,8 +57,6 @@ func status(t testing.TB, l *Limiter, consumer string) Status {
 	return st
 }
 
-func ptr(v int64) *int64 { return &v }
-
 // mergeUsage calls MergeUsage and fails the test on error.
 func mergeUsage(t testing.TB, l *Limiter, us ...Usage) {
 	t.Helper()

@@ -70,7 +70,8 @@ type Options struct {
 type Decision struct {
 	// Allowed reports whether the tokens were reserved.
 	Allowed bool
-	// Reason says why not: ReasonTPM, ReasonQuota or ReasonTooLarge; "" when allowed.
+	// Reason says why not: ReasonTPM, ReasonQuota, ReasonTooLarge or
+	// ReasonShare; "" when allowed.
 	Reason string
 	// RetryAfter is how long until this same request would fit: for
 	// ReasonTPM, until enough tokens leave the window (exact, not a
@@ -142,8 +143,7 @@ type Limiter struct {
 	db       *badger.DB
 	node     string
 	interval time.Duration
-	known    map[string]bool   // configured consumers; immutable
-	config   map[string]Limits // configured limits; immutable
+	config   map[string]Limits // configured consumers' limits; immutable
 	shards   []*shard
 	replies  sync.Pool // of chan result, buffered(1)
 
@@ -176,7 +176,6 @@ func Open(opts Options, limits map[string]Limits) (*Limiter, error) {
 		db:          opts.DB,
 		node:        cmp.Or(opts.NodeName, "local"),
 		interval:    cmp.Or(opts.SnapshotInterval, time.Second),
-		known:       make(map[string]bool, len(limits)),
 		config:      make(map[string]Limits, len(limits)),
 		records:     map[string]LimitRecord{},
 		limitsOut:   map[string]int{},
@@ -203,7 +202,6 @@ func Open(opts Options, limits map[string]Limits) (*Limiter, error) {
 		if err := lim.validate(); err != nil {
 			return nil, fmt.Errorf("quota: consumer %q: %w", name, err)
 		}
-		l.known[name] = true
 		l.config[name] = lim
 		effective[name] = lim
 	}
@@ -361,7 +359,7 @@ func (l *Limiter) Settle(ctx context.Context, r Reservation, actual int64) Decis
 
 // collected is what collect gathers from the shards.
 type collected struct {
-	views    []keyView
+	views    []keyView         // unordered
 	limits   map[string]Limits // as shard 0 holds them
 	refusals map[string]int64  // summed over the shards
 }
@@ -371,7 +369,7 @@ type collected struct {
 func (l *Limiter) collect(ctx context.Context, consumer string) (collected, error) {
 	all := collected{refusals: map[string]int64{}}
 	for i, s := range l.shards {
-		r, err := l.call(ctx, s, message{kind: msgCollect, consumer: consumer}, false)
+		r, err := l.call(ctx, s, message{kind: msgCollect, consumer: consumer, flag: i == 0}, false)
 		if err != nil {
 			return collected{}, err
 		}
@@ -395,12 +393,6 @@ func (l *Limiter) status(consumer string, lim Limits, views []keyView, now time.
 		QuotaPeriod: string(lim.Period),
 		ByNode:      map[string]int64{l.node: 0},
 	}
-	remaining := func(used int64) int64 {
-		if lim.TPM <= 0 {
-			return 0
-		}
-		return max(lim.TPM-used, 0)
-	}
 	if lim.Period != NoPeriod {
 		_, end := lim.Period.Bounds(now)
 		st.QuotaResetsAt = &end
@@ -414,9 +406,9 @@ func (l *Limiter) status(consumer string, lim Limits, views []keyView, now time.
 			maps.Copy(st.ByNode, v.byNode)
 			continue
 		}
-		st.Keys = append(st.Keys, KeyStatus{Key: v.key, TPMUsed: v.used, TPMRemaining: remaining(v.used), QuotaUsed: v.quotaUsed})
+		st.Keys = append(st.Keys, KeyStatus{Key: v.key, TPMUsed: v.used, TPMRemaining: lim.remaining(v.used), QuotaUsed: v.quotaUsed})
 	}
-	st.TPMRemaining = remaining(st.TPMUsed)
+	st.TPMRemaining = lim.remaining(st.TPMUsed)
 	slices.SortFunc(st.Keys, func(a, b KeyStatus) int { return cmp.Compare(a.Key, b.Key) })
 	return st
 }
@@ -424,7 +416,7 @@ func (l *Limiter) status(consumer string, lim Limits, views []keyView, now time.
 // Status returns a configured consumer's limits and usage; false if the
 // consumer is not configured, ctx is done or the Limiter is closed.
 func (l *Limiter) Status(ctx context.Context, consumer string) (Status, bool) {
-	if !l.known[consumer] {
+	if _, ok := l.config[consumer]; !ok {
 		return Status{}, false
 	}
 	all, err := l.collect(ctx, consumer)
@@ -448,7 +440,7 @@ func (l *Limiter) List(ctx context.Context) []Status {
 		byConsumer[v.consumer] = append(byConsumer[v.consumer], v)
 	}
 	now := l.now()
-	names := slices.Sorted(maps.Keys(l.known))
+	names := slices.Sorted(maps.Keys(l.config))
 	out := make([]Status, 0, len(names))
 	for _, name := range names {
 		st := l.status(name, all.limits[name], byConsumer[name], now)
@@ -469,7 +461,7 @@ func (l *Limiter) List(ctx context.Context) []Status {
 // or a quota for a consumer without a period; others are database or
 // context failures.
 func (l *Limiter) SetLimits(ctx context.Context, consumer string, tpm, quotaTokens *int64) (Status, error) {
-	if !l.known[consumer] {
+	if _, ok := l.config[consumer]; !ok {
 		return Status{}, fmt.Errorf("quota: set limits of %q: %w", consumer, ErrUnknownConsumer)
 	}
 	if err := l.usable(ctx); err != nil {

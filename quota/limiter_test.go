@@ -502,16 +502,16 @@ func TestSetLimits(t *testing.T) {
 	ctx := context.Background()
 	c := newClock(t0)
 	l := open(t, c, map[string]Limits{"a": {TPM: 100, QuotaTokens: 1000, Period: Daily}, "b": {TPM: 5}})
-	if _, err := l.SetLimits(ctx, "nobody", ptr(5), nil); !errors.Is(err, ErrUnknownConsumer) {
+	if _, err := l.SetLimits(ctx, "nobody", ptrTo(5), nil); !errors.Is(err, ErrUnknownConsumer) {
 		t.Fatalf("unknown consumer: err = %v, want ErrUnknownConsumer", err)
 	}
-	if _, err := l.SetLimits(ctx, "a", ptr(-1), nil); !errors.Is(err, ErrInvalidLimits) {
+	if _, err := l.SetLimits(ctx, "a", ptrTo(-1), nil); !errors.Is(err, ErrInvalidLimits) {
 		t.Fatalf("negative tpm: err = %v, want ErrInvalidLimits", err)
 	}
-	if _, err := l.SetLimits(ctx, "b", nil, ptr(10)); !errors.Is(err, ErrInvalidLimits) {
+	if _, err := l.SetLimits(ctx, "b", nil, ptrTo(10)); !errors.Is(err, ErrInvalidLimits) {
 		t.Fatalf("quota for a consumer without a period: err = %v, want ErrInvalidLimits", err)
 	}
-	st, err := l.SetLimits(ctx, "a", ptr(500), nil)
+	st, err := l.SetLimits(ctx, "a", ptrTo(500), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -524,7 +524,7 @@ func TestSetLimits(t *testing.T) {
 			t.Fatalf("key %q: %+v, want allowed with limit 500", key, d)
 		}
 	}
-	st, err = l.SetLimits(ctx, "a", nil, ptr(0))
+	st, err = l.SetLimits(ctx, "a", nil, ptrTo(0))
 	if err != nil {
 		t.Fatal(err)
 	}

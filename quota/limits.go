@@ -88,7 +88,7 @@ func (l *Limiter) ApplyLimits(ctx context.Context, recs []LimitRecord) error {
 	defer l.setMu.Unlock()
 	next := map[string]LimitRecord{}
 	for _, in := range recs {
-		if !l.known[in.Consumer] {
+		if _, ok := l.config[in.Consumer]; !ok {
 			continue
 		}
 		cur, ok := next[in.Consumer]

@@ -11,10 +11,10 @@ import (
 
 func TestApplyLimitsLastWriterWins(t *testing.T) {
 	tpm := func(v, at int64, origin string) LimitRecord {
-		return LimitRecord{Consumer: "a", TPM: ptr(v), TPMAt: at, TPMOrigin: origin}
+		return LimitRecord{Consumer: "a", TPM: ptrTo(v), TPMAt: at, TPMOrigin: origin}
 	}
 	quota := func(v, at int64, origin string) LimitRecord {
-		return LimitRecord{Consumer: "a", QuotaTokens: ptr(v), QuotaAt: at, QuotaOrigin: origin}
+		return LimitRecord{Consumer: "a", QuotaTokens: ptrTo(v), QuotaAt: at, QuotaOrigin: origin}
 	}
 	tests := []struct {
 		name       string
@@ -25,10 +25,10 @@ func TestApplyLimitsLastWriterWins(t *testing.T) {
 		{"older loses", []LimitRecord{tpm(300, 200, "n3"), tpm(500, 100, "n2")}, 300, 5000},
 		{"tie: greater origin", []LimitRecord{tpm(400, 100, "n2"), tpm(600, 100, "n3")}, 600, 5000},
 		{"tie: greater origin, reversed", []LimitRecord{tpm(600, 100, "n3"), tpm(400, 100, "n2")}, 600, 5000},
-		{"fields are independent", []LimitRecord{tpm(700, 300, "n2"), quota(900, 100, "n3"), {Consumer: "a", TPM: ptr(1), TPMAt: 200, QuotaTokens: ptr(2), QuotaAt: 200}}, 700, 2},
+		{"fields are independent", []LimitRecord{tpm(700, 300, "n2"), quota(900, 100, "n3"), {Consumer: "a", TPM: ptrTo(1), TPMAt: 200, QuotaTokens: ptrTo(2), QuotaAt: 200}}, 700, 2},
 		{"duplicates", []LimitRecord{tpm(700, 300, "n2"), tpm(700, 300, "n2")}, 700, 5000},
 		{"negative values ignored", []LimitRecord{tpm(-5, 300, "n2"), quota(-1, 300, "n2")}, 1000, 5000},
-		{"unknown consumer ignored", []LimitRecord{{Consumer: "zz", TPM: ptr(5), TPMAt: 300}}, 1000, 5000},
+		{"unknown consumer ignored", []LimitRecord{{Consumer: "zz", TPM: ptrTo(5), TPMAt: 300}}, 1000, 5000},
 		{"version 0 still beats the configuration", []LimitRecord{tpm(50, 0, "")}, 50, 5000},
 	}
 	for _, tt := range tests {
@@ -53,7 +53,7 @@ func TestApplyLimitsLastWriterWins(t *testing.T) {
 func TestApplyLimitsRespectsThisNodesConfiguration(t *testing.T) {
 	l := open(t, newClock(t0), map[string]Limits{"b": {TPM: 100}})
 	// b has no period here: the quota cannot apply, the TPM can.
-	err := l.ApplyLimits(context.Background(), []LimitRecord{{Consumer: "b", TPM: ptr(70), TPMAt: 5, QuotaTokens: ptr(10), QuotaAt: 5}})
+	err := l.ApplyLimits(context.Background(), []LimitRecord{{Consumer: "b", TPM: ptrTo(70), TPMAt: 5, QuotaTokens: ptrTo(10), QuotaAt: 5}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,13 +68,13 @@ func TestSetLimitsIsSentAndWins(t *testing.T) {
 	l := open(t, c, map[string]Limits{"a": {TPM: 1000, QuotaTokens: 5000, Period: Daily}, "b": {TPM: 5}})
 	// A peer's change stamped an hour ahead of this node's clock.
 	future := t0.Add(time.Hour).UnixNano()
-	if err := l.ApplyLimits(ctx, []LimitRecord{{Consumer: "a", TPM: ptr(200), TPMAt: future, TPMOrigin: "n9"}}); err != nil {
+	if err := l.ApplyLimits(ctx, []LimitRecord{{Consumer: "a", TPM: ptrTo(200), TPMAt: future, TPMOrigin: "n9"}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, recs, _ := l.Outgoing(ctx, false); len(recs) != 0 {
 		t.Fatalf("a peer's change is not this node's to send: %+v", recs)
 	}
-	if _, err := l.SetLimits(ctx, "a", ptr(300), nil); err != nil {
+	if _, err := l.SetLimits(ctx, "a", ptrTo(300), nil); err != nil {
 		t.Fatal(err)
 	}
 	for round := range resendRounds {
@@ -117,22 +117,19 @@ func TestApplyLimitsPersists(t *testing.T) {
 	c := newClock(t0)
 	db := openDB(t, dir)
 	l := openWithDB(t, db, c, persistLimits, time.Hour)
-	recs := []LimitRecord{{Consumer: "a", TPM: ptr(50), TPMAt: 7, TPMOrigin: "n2", QuotaTokens: ptr(70), QuotaAt: 9, QuotaOrigin: "n3"}}
+	recs := []LimitRecord{{Consumer: "a", TPM: ptrTo(50), TPMAt: 7, TPMOrigin: "n2", QuotaTokens: ptrTo(70), QuotaAt: 9, QuotaOrigin: "n3"}}
 	if err := l.ApplyLimits(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
 	db.Close()
 
-	db = openDB(t, dir)
-	defer db.Close()
-	l = openWithDB(t, db, c, map[string]Limits{"a": {TPM: 9999, QuotaTokens: 9999, Period: Daily}}, time.Hour)
-	defer l.Close()
+	_, l = reopen(t, dir, c, map[string]Limits{"a": {TPM: 9999, QuotaTokens: 9999, Period: Daily}})
 	if st := status(t, l, "a"); st.TPMLimit != 50 || st.QuotaLimit != 70 {
 		t.Fatalf("after restart: %+v", st)
 	}
 	// The versions survive: an older change still loses.
-	if err := l.ApplyLimits(ctx, []LimitRecord{{Consumer: "a", TPM: ptr(1), TPMAt: 6, TPMOrigin: "n9"}}); err != nil {
+	if err := l.ApplyLimits(ctx, []LimitRecord{{Consumer: "a", TPM: ptrTo(1), TPMAt: 6, TPMOrigin: "n9"}}); err != nil {
 		t.Fatal(err)
 	}
 	_, got, _ := l.Outgoing(ctx, true)
@@ -157,7 +154,7 @@ func TestLimitsWithoutVersionsLoadAsVersionZero(t *testing.T) {
 	if len(recs) != 1 || *recs[0].TPM != 50 || recs[0].TPMAt != 0 || recs[0].QuotaTokens != nil {
 		t.Fatalf("records: %+v", recs)
 	}
-	if err := l.ApplyLimits(ctx, []LimitRecord{{Consumer: "a", TPM: ptr(60), TPMAt: 1, TPMOrigin: "n2"}}); err != nil {
+	if err := l.ApplyLimits(ctx, []LimitRecord{{Consumer: "a", TPM: ptrTo(60), TPMAt: 1, TPMOrigin: "n2"}}); err != nil {
 		t.Fatal(err)
 	}
 	if st := status(t, l, "a"); st.TPMLimit != 60 {
@@ -168,10 +165,10 @@ func TestLimitsWithoutVersionsLoadAsVersionZero(t *testing.T) {
 func TestApplyLimitsAfterClose(t *testing.T) {
 	l := open(t, newClock(t0), map[string]Limits{"a": {}})
 	l.Close()
-	if err := l.ApplyLimits(context.Background(), []LimitRecord{{Consumer: "a", TPM: ptr(1)}}); !errors.Is(err, ErrClosed) {
+	if err := l.ApplyLimits(context.Background(), []LimitRecord{{Consumer: "a", TPM: ptrTo(1)}}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("err = %v, want ErrClosed", err)
 	}
-	if _, err := l.SetLimits(context.Background(), "a", ptr(1), nil); !errors.Is(err, ErrClosed) {
+	if _, err := l.SetLimits(context.Background(), "a", ptrTo(1), nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("SetLimits after Close: err = %v, want ErrClosed", err)
 	}
 	l.SetPeers([]string{"x"}) // no-op, no hang
@@ -185,9 +182,9 @@ func TestApplyLimitsAfterClose(t *testing.T) {
 
 func TestLimitRecordsRoundTrip(t *testing.T) {
 	recs := []LimitRecord{
-		{Consumer: "a", TPM: ptr(100), TPMAt: 1700000000000000000, TPMOrigin: "gw-1"},
-		{Consumer: "b", QuotaTokens: ptr(1 << 50), QuotaAt: -5, QuotaOrigin: ""},
-		{Consumer: "", TPM: ptr(0), QuotaTokens: ptr(7), TPMAt: 3, QuotaAt: 4, TPMOrigin: "x", QuotaOrigin: "y"},
+		{Consumer: "a", TPM: ptrTo(100), TPMAt: 1700000000000000000, TPMOrigin: "gw-1"},
+		{Consumer: "b", QuotaTokens: ptrTo(1 << 50), QuotaAt: -5, QuotaOrigin: ""},
+		{Consumer: "", TPM: ptrTo(0), QuotaTokens: ptrTo(7), TPMAt: 3, QuotaAt: 4, TPMOrigin: "x", QuotaOrigin: "y"},
 		{Consumer: "c"},
 	}
 	got, err := DecodeLimitRecords(EncodeLimitRecords(recs))
@@ -216,7 +213,7 @@ func equalRecord(a, b LimitRecord) bool {
 }
 
 func FuzzDecodeLimitRecords(f *testing.F) {
-	f.Add(EncodeLimitRecords([]LimitRecord{{Consumer: "a", TPM: ptr(100), TPMAt: 17, TPMOrigin: "gw-1"}, {Consumer: "b", QuotaTokens: ptr(5)}}))
+	f.Add(EncodeLimitRecords([]LimitRecord{{Consumer: "a", TPM: ptrTo(100), TPMAt: 17, TPMOrigin: "gw-1"}, {Consumer: "b", QuotaTokens: ptrTo(5)}}))
 	f.Add([]byte{limitRecordsVersion, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		recs, err := DecodeLimitRecords(b)

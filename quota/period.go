@@ -64,6 +64,15 @@ type Limits struct {
 	Period Period
 }
 
+// remaining returns what is left of the TPM limit with used tokens in the
+// window, never negative; 0 when there is no limit.
+func (lim Limits) remaining(used int64) int64 {
+	if lim.TPM <= 0 {
+		return 0
+	}
+	return max(lim.TPM-used, 0)
+}
+
 func (lim Limits) validate() error {
 	if lim.TPM < 0 {
 		return fmt.Errorf("tpm %d: must not be negative", lim.TPM)

@@ -34,6 +34,17 @@ func openWithDB(t testing.TB, db *store.DB, c *clock, limits map[string]Limits, 
 	return l
 }
 
+// reopen opens the database in dir and a Limiter over it, as a node does
+// when it restarts; both are closed, the Limiter first, when the test ends.
+func reopen(t testing.TB, dir string, c *clock, limits map[string]Limits) (*store.DB, *Limiter) {
+	t.Helper()
+	db := openDB(t, dir)
+	t.Cleanup(func() { db.Close() })
+	l := openWithDB(t, db, c, limits, time.Hour)
+	t.Cleanup(func() { l.Close() })
+	return db, l
+}
+
 var persistLimits = map[string]Limits{"a": {TPM: 1000, QuotaTokens: 10000, Period: Daily}}
 
 func TestReopenRestoresCounters(t *testing.T) {
@@ -52,10 +63,7 @@ func TestReopenRestoresCounters(t *testing.T) {
 	db.Close()
 
 	c.add(20 * time.Second)
-	db = openDB(t, dir)
-	defer db.Close()
-	l = openWithDB(t, db, c, persistLimits, time.Hour)
-	defer l.Close()
+	_, l = reopen(t, dir, c, persistLimits)
 	st := status(t, l, "a")
 	if st.TPMUsed != 350 || st.QuotaUsed != 350 || st.ByNode["n1"] != 300 || st.ByNode["n2"] != 50 {
 		t.Fatalf("restored status: %+v, want used 350 (n1 300, n2 50), quota 350", st)
@@ -88,9 +96,7 @@ func TestRestartDropsStaleBucketsAndPeriods(t *testing.T) {
 	db.Close()
 
 	c.add(time.Minute) // next day
-	db = openDB(t, dir)
-	defer db.Close()
-	l = openWithDB(t, db, c, persistLimits, time.Hour)
+	db, l = reopen(t, dir, c, persistLimits)
 	if st := status(t, l, "a"); st.TPMUsed != 0 || st.QuotaUsed != 0 {
 		t.Fatalf("next day: %+v", st)
 	}
@@ -184,10 +190,10 @@ func TestSetLimitsPersists(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t, dir)
 	l := openWithDB(t, db, c, persistLimits, time.Hour)
-	if _, err := l.SetLimits(ctx, "a", ptr(50), nil); err != nil {
+	if _, err := l.SetLimits(ctx, "a", ptrTo(50), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.SetLimits(ctx, "a", nil, ptr(70)); err != nil {
+	if _, err := l.SetLimits(ctx, "a", nil, ptrTo(70)); err != nil {
 		t.Fatal(err)
 	}
 	// Persisted synchronously: visible before any snapshot or Close.
@@ -198,10 +204,7 @@ func TestSetLimitsPersists(t *testing.T) {
 	db.Close()
 
 	// The configuration changes its TPM and quota; the run-time changes win.
-	db = openDB(t, dir)
-	defer db.Close()
-	l = openWithDB(t, db, c, map[string]Limits{"a": {TPM: 9999, QuotaTokens: 9999, Period: Daily}, "b": {}}, time.Hour)
-	defer l.Close()
+	_, l = reopen(t, dir, c, map[string]Limits{"a": {TPM: 9999, QuotaTokens: 9999, Period: Daily}, "b": {}})
 	st := status(t, l, "a")
 	if st.TPMLimit != 50 || st.QuotaLimit != 70 {
 		t.Fatalf("after restart: tpm %d quota %d, want 50, 70", st.TPMLimit, st.QuotaLimit)
@@ -216,15 +219,12 @@ func TestSetLimitsOverridesOnlyWhatItSet(t *testing.T) {
 	c := newClock(t0)
 	db := openDB(t, dir)
 	l := openWithDB(t, db, c, persistLimits, time.Hour)
-	if _, err := l.SetLimits(context.Background(), "a", ptr(50), nil); err != nil {
+	if _, err := l.SetLimits(context.Background(), "a", ptrTo(50), nil); err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
 	db.Close()
-	db = openDB(t, dir)
-	defer db.Close()
-	l = openWithDB(t, db, c, map[string]Limits{"a": {TPM: 9999, QuotaTokens: 1234, Period: Daily}}, time.Hour)
-	defer l.Close()
+	_, l = reopen(t, dir, c, map[string]Limits{"a": {TPM: 9999, QuotaTokens: 1234, Period: Daily}})
 	if st := status(t, l, "a"); st.TPMLimit != 50 || st.QuotaLimit != 1234 {
 		t.Fatalf("tpm %d quota %d, want 50 (run-time) and 1234 (configuration)", st.TPMLimit, st.QuotaLimit)
 	}
@@ -316,10 +316,7 @@ func TestReopenRestoresGrowOnlyTotalsAndRemoteOrigins(t *testing.T) {
 	}
 	db.Close()
 
-	db = openDB(t, dir)
-	defer db.Close()
-	l = openWithDB(t, db, c, persistLimits, time.Hour)
-	defer l.Close()
+	_, l = reopen(t, dir, c, persistLimits)
 	if st := status(t, l, "a"); st.TPMUsed != 600 || st.QuotaUsed != 600 || st.ByNode["n1"] != 300 || st.ByNode["n2"] != 300 {
 		t.Fatalf("restored status: %+v", st)
 	}

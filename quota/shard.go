@@ -3,7 +3,6 @@ package quota
 import (
 	"maps"
 	"math"
-	"sort"
 	"time"
 )
 
@@ -40,7 +39,7 @@ type message struct {
 	usages        []Usage           // merge; read only
 	limits        map[string]Limits // setLimits: the consumers whose limits changed
 	peers         []string          // setPeers
-	flag          bool              // flush: return encoded snapshots; outgoing: full
+	flag          bool              // flush: return encoded snapshots; outgoing: full; collect: with limits
 	reply         chan result
 }
 
@@ -75,7 +74,7 @@ type keyView struct {
 	consumer, key string
 	used          int64
 	quotaUsed     int64
-	byNode        map[string]int64
+	byNode        map[string]int64 // key "" only: each origin's tokens in the window
 }
 
 // counterKey names a counter in a shard's map.
@@ -149,7 +148,7 @@ func (s *shard) handle(m *message) result {
 	case msgSetPeers:
 		s.peers = m.peers
 	case msgCollect:
-		return s.collect(m.consumer, now)
+		return s.collect(m.consumer, m.flag, now)
 	case msgFlush:
 		return result{snapshot: s.flush(now, m.flag)}
 	case msgOutgoing:
@@ -178,10 +177,7 @@ func (s *shard) prepare(c *counter, lim Limits, now time.Time) (cur int64) {
 
 // decision fills the TPM fields of d for a window holding used tokens.
 func decision(lim Limits, c *counter, used int64) Decision {
-	d := Decision{Limit: lim.TPM}
-	if lim.TPM > 0 {
-		d.Remaining = max(lim.TPM-used, 0)
-	}
+	d := Decision{Limit: lim.TPM, Remaining: lim.remaining(used)}
 	if lim.QuotaTokens > 0 && c.periodEnd != 0 {
 		d.QuotaResetsAt = time.Unix(c.periodEnd, 0).UTC()
 	}
@@ -235,9 +231,7 @@ func (s *shard) reserve(m *message, now time.Time) result {
 	s.nextID++
 	s.pending[s.nextID] = pending{c: c, bucket: b, periodStart: c.periodStart, tokens: m.tokens, at: ns}
 	d.Allowed = true
-	if lim.TPM > 0 {
-		d.Remaining = max(lim.TPM-used-m.tokens, 0)
-	}
+	d.Remaining = lim.remaining(used + m.tokens)
 	return result{
 		res: Reservation{consumer: m.consumer, key: m.key, id: s.nextID, tokens: m.tokens},
 		dec: d,
@@ -360,7 +354,8 @@ func (s *shard) outgoing(full bool, now time.Time) []Usage {
 		// Peers decay the demand they were sent; send it again only when
 		// it has moved away from what they now assume.
 		had := c.sent.last(ns, s.halfLife)
-		moved := math.Abs(float64(demand)-had) >= 1 && math.Abs(float64(demand)-had) > 0.1*max(float64(demand), had)
+		diff := math.Abs(float64(demand) - had)
+		moved := diff >= 1 && diff > 0.1*max(float64(demand), had)
 		since := s.round + 1 - min(s.round, resendRounds)
 		if c.round < since && !moved {
 			continue
@@ -390,31 +385,36 @@ func (c *counter) usage(i int, lo int64, since uint64, demand int64) Usage {
 	return u
 }
 
-// collect returns views of the counters of consumer ("" = every consumer),
-// a copy of the limits and the share refusals.
-func (s *shard) collect(consumer string, now time.Time) result {
+// collect returns views of the counters of consumer ("" = every consumer)
+// and the share refusals, and with withLimits a copy of the limits (every
+// shard holds the same, so one shard is asked for them).
+func (s *shard) collect(consumer string, withLimits bool, now time.Time) result {
 	var r result
 	for _, c := range s.counters {
 		if consumer != "" && c.consumer != consumer {
 			continue
 		}
 		cur := s.prepare(c, s.limits[c.consumer], now)
-		v := keyView{consumer: c.consumer, key: c.key, quotaUsed: c.periodSum(), byNode: map[string]int64{}}
+		v := keyView{consumer: c.consumer, key: c.key, quotaUsed: c.periodSum()}
+		if c.key == "" {
+			v.byNode = map[string]int64{}
+		}
 		for i := range c.origins {
 			n := c.origins[i].w.sumFrom(cur - windowBack)
 			v.used += n
-			if n != 0 || i == 0 {
+			if v.byNode != nil && (n != 0 || i == 0) {
 				v.byNode[c.origins[i].name] = n
 			}
 		}
 		r.views = append(r.views, v)
 	}
-	sort.Slice(r.views, func(i, j int) bool { return r.views[i].key < r.views[j].key })
 	if consumer == "" {
-		r.limits = maps.Clone(s.limits)
+		if withLimits {
+			r.limits = maps.Clone(s.limits)
+		}
 		r.refusals = maps.Clone(s.refusals)
 	} else {
-		if lim, ok := s.limits[consumer]; ok {
+		if lim, ok := s.limits[consumer]; ok && withLimits {
 			r.limits = map[string]Limits{consumer: lim}
 		}
 		r.refusals = map[string]int64{consumer: s.refusals[consumer]}

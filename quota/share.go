@@ -38,11 +38,11 @@ import (
 // (admitted or not; a peer's as last reported, decayed since), and the floor
 // f (half the mean, at least 1 token/s) lets an idle node start. A node
 // alone never applies the rule. Near a full window the busy node of an
-// otherwise idle cluster keeps w ≈ 0.75 of a small remainder (two nodes), which costs it
-// a few tokens, not a share of the limit. Busy nodes that compete pay more:
-// with a remainder R smaller than t/w, no node may take a request of t
-// tokens until the window slides, so the last few requests' worth of the
-// window may stay unused.
+// otherwise idle cluster keeps w ≈ 5/6 of a small remainder (two nodes; see
+// shareFloor), which costs it a few tokens, not a share of the limit. Busy
+// nodes that compete pay more: with a remainder R smaller than t/w, no node
+// may take a request of t tokens until the window slides, so the last few
+// requests' worth of the window may stay unused.
 //
 // Settlements keep in-flight equal to what peers have not seen: a refund of
 // a reservation still in flight removes it from in-flight (peers that saw the

@@ -24,17 +24,24 @@ func recallAt1(x Index, ref *Flat, queries [][]float32) float64 {
 	return float64(hit) / float64(len(queries))
 }
 
+// recallEntries is how many entries the large recall tests build: 20,000,
+// fewer with -short, and fewer still under the race detector, which slows
+// this single-goroutine arithmetic about fifteenfold and adds nothing here.
+func recallEntries() int {
+	switch {
+	case raceEnabled:
+		return 1_000
+	case testing.Short():
+		return 3_000
+	}
+	return 20_000
+}
+
 // TestHNSWRecallEmbeddedPrompts: the cache's own workload with the default
 // parameters. The vectors are the local embedder's of generated prompts; a
 // query is a stored prompt with one word dropped and its case changed.
 func TestHNSWRecallEmbeddedPrompts(t *testing.T) {
-	n := 20_000
-	switch {
-	case raceEnabled:
-		n = 1_000
-	case testing.Short():
-		n = 3_000
-	}
+	n := recallEntries()
 	r := rand.New(rand.NewPCG(7, 7))
 	emb := embed.NewLocal()
 	vocab := strings.Fields(`how do i what is the can you my our team service cluster deploy key token
@@ -72,15 +79,7 @@ access group project budget cost invoice payment order customer product price se
 // No embedder produces such vectors; they need a wider beam than the
 // default to keep recall at 0.99 (see Params.EfSearch).
 func TestHNSWRecallRandom384(t *testing.T) {
-	// The race detector slows this single-goroutine arithmetic about
-	// fifteenfold and adds nothing here, so it runs a smaller set.
-	n := 20_000
-	switch {
-	case raceEnabled:
-		n = 1_000
-	case testing.Short():
-		n = 3_000
-	}
+	n := recallEntries()
 	r := rand.New(rand.NewPCG(10, 10))
 	x, ref := NewHNSW(Params{Seed: 3, EfSearch: 64}), NewFlat()
 	vecs := make([][]float32, n)
@@ -313,8 +312,7 @@ func BenchmarkSearch(b *testing.B) {
 				for i := range queries {
 					queries[i] = nearDup(r, vecs[r.IntN(n)], 0.3)
 				}
-				b.ResetTimer()
-				for i := 0; b.Loop(); i++ {
+				for i := 0; b.Loop(); i++ { // b.Loop times only the loop
 					x.Search(queries[i%len(queries)], 1)
 				}
 			})

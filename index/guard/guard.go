@@ -70,8 +70,8 @@ type facts struct {
 	// content words (not numbers, negations, comparatives or common
 	// function words and openers), in order
 	content []uint64
-	neg     int // negations
-	comp    [1]uint64
+	neg     int    // negations
+	comp    uint64 // comparative words present, one bit each (see lookup)
 	// number-word run being read ("twenty one thousand")
 	run      bool
 	runTotal float64
@@ -202,11 +202,6 @@ func (f facts) scan(text string) facts {
 			}
 			c, n = utf8.DecodeRuneInString(text[j:])
 			if !unicode.IsLetter(c) && !unicode.IsNumber(c) {
-				// 1,000 and 3.5 continue a number
-				if digits > 0 && letters == 0 && (c == ',' || c == '.') && j+1 < len(text) && isDigitByte(text[j+1]) {
-					j++
-					continue
-				}
 				break
 			}
 			if unicode.IsUpper(c) {
@@ -262,7 +257,7 @@ func (f facts) scan(text string) facts {
 		case kindNegation:
 			f.neg++
 		case kindComparative:
-			f.comp[0] |= 1 << uint(val)
+			f.comp |= 1 << uint(val)
 		}
 		if f.run {
 			f = f.endRun()

@@ -79,8 +79,8 @@ func main() {
 	log.Printf("%s: %d words, %d bytes", *out, len(words), len(b))
 }
 
-// entry is one kept word: its GloVe frequency rank (0 = most frequent) and
-// its vector.
+// entry is one kept word and its GloVe frequency rank (0 = most frequent);
+// its vector is in the map read returns beside it.
 type entry struct {
 	word string
 	rank int
