@@ -32,15 +32,37 @@ type QuotaAdmin interface {
 }
 
 func (a *API) adminStateRoutes(e *echo.Echo) {
-	e.GET("/admin/cache/stats", a.cacheStats)
-	e.GET("/admin/cache/entries", a.cacheEntries)
-	e.GET("/admin/cache/entries/:id", a.cacheEntry)
-	e.DELETE("/admin/cache/entries/:id", a.cacheDelete)
-	e.DELETE("/admin/cache", a.cachePurge)
-	e.POST("/admin/cache/search", a.cacheSearch)
-	e.GET("/admin/quota", a.quotaList)
-	e.GET("/admin/quota/:consumer", a.quotaGet)
-	e.PUT("/admin/quota/:consumer", a.quotaPut)
+	// Whether the node runs a cache and token accounting is fixed when the
+	// API is built, so each route is bound once, to its handler or to a 404:
+	// the handlers need not check.
+	needCache := func(h echo.HandlerFunc) echo.HandlerFunc {
+		if a.opts.Cache == nil {
+			return notRunning("The cache is not enabled on this node (cache.enabled: false).")
+		}
+		return h
+	}
+	needQuota := func(h echo.HandlerFunc) echo.HandlerFunc {
+		if a.opts.Quota == nil {
+			return notRunning("Token accounting is not running on this node.")
+		}
+		return h
+	}
+	e.GET("/admin/cache/stats", needCache(a.cacheStats))
+	e.GET("/admin/cache/entries", needCache(a.cacheEntries))
+	e.GET("/admin/cache/entries/:id", needCache(a.cacheEntry))
+	e.DELETE("/admin/cache/entries/:id", needCache(a.cacheDelete))
+	e.DELETE("/admin/cache", needCache(a.cachePurge))
+	e.POST("/admin/cache/search", needCache(a.cacheSearch))
+	e.GET("/admin/quota", needQuota(a.quotaList))
+	e.GET("/admin/quota/:consumer", needQuota(a.quotaGet))
+	e.PUT("/admin/quota/:consumer", needQuota(a.quotaPut))
+}
+
+// notRunning answers 404 for the routes of a part the node runs without.
+func notRunning(msg string) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		return adminError(c, http.StatusNotFound, openai.CodeNotFound, msg)
+	}
 }
 
 func adminError(c echo.Context, status int, code, msg string) error {
@@ -50,14 +72,6 @@ func adminError(c echo.Context, status int, code, msg string) error {
 	}
 	(&openai.Error{Status: status, Type: typ, Code: code, Message: msg}).Write(c.Response())
 	return nil
-}
-
-func (a *API) noCache(c echo.Context) bool {
-	if a.opts.Cache == nil {
-		_ = adminError(c, http.StatusNotFound, openai.CodeNotFound, "The cache is not enabled on this node (cache.enabled: false).")
-		return true
-	}
-	return false
 }
 
 // entryJSON is a cache entry as the admin API shows it (SPEC §9).
@@ -82,16 +96,10 @@ func toEntryJSON(e *index.Entry, withResponse bool) entryJSON {
 }
 
 func (a *API) cacheStats(c echo.Context) error {
-	if a.noCache(c) {
-		return nil
-	}
 	return c.JSON(http.StatusOK, a.opts.Cache.Stats())
 }
 
 func (a *API) cacheEntries(c echo.Context) error {
-	if a.noCache(c) {
-		return nil
-	}
 	q := c.QueryParams()
 	limit := 100
 	if v := q.Get("limit"); v != "" {
@@ -116,9 +124,6 @@ func (a *API) cacheEntries(c echo.Context) error {
 }
 
 func (a *API) cacheEntry(c echo.Context) error {
-	if a.noCache(c) {
-		return nil
-	}
 	e, ok := a.opts.Cache.Get(c.Request().Context(), c.Param("id"))
 	if !ok {
 		return adminError(c, http.StatusNotFound, openai.CodeNotFound, "No cache entry with id '"+c.Param("id")+"'.")
@@ -127,9 +132,6 @@ func (a *API) cacheEntry(c echo.Context) error {
 }
 
 func (a *API) cacheDelete(c echo.Context) error {
-	if a.noCache(c) {
-		return nil
-	}
 	found, err := a.opts.Cache.Delete(c.Request().Context(), c.Param("id"))
 	if err != nil {
 		return adminError(c, http.StatusInternalServerError, openai.CodeInternal, "Deleting cache entry: "+err.Error())
@@ -141,9 +143,6 @@ func (a *API) cacheDelete(c echo.Context) error {
 }
 
 func (a *API) cachePurge(c echo.Context) error {
-	if a.noCache(c) {
-		return nil
-	}
 	n, err := a.opts.Cache.Purge(c.Request().Context(), c.QueryParam("partition"), c.QueryParam("route"))
 	if err != nil {
 		return adminError(c, http.StatusInternalServerError, openai.CodeInternal, "Purging the cache: "+err.Error())
@@ -152,9 +151,6 @@ func (a *API) cachePurge(c echo.Context) error {
 }
 
 func (a *API) cacheSearch(c echo.Context) error {
-	if a.noCache(c) {
-		return nil
-	}
 	var body struct {
 		Route     string           `json:"route"`
 		Partition string           `json:"partition"`
@@ -190,18 +186,7 @@ func (a *API) cacheSearch(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-func (a *API) noQuota(c echo.Context) bool {
-	if a.opts.Quota == nil {
-		_ = adminError(c, http.StatusNotFound, openai.CodeNotFound, "Token accounting is not running on this node.")
-		return true
-	}
-	return false
-}
-
 func (a *API) quotaList(c echo.Context) error {
-	if a.noQuota(c) {
-		return nil
-	}
 	list := a.opts.Quota.List(c.Request().Context())
 	if list == nil {
 		list = []quota.Status{}
@@ -210,9 +195,6 @@ func (a *API) quotaList(c echo.Context) error {
 }
 
 func (a *API) quotaGet(c echo.Context) error {
-	if a.noQuota(c) {
-		return nil
-	}
 	s, ok := a.opts.Quota.Status(c.Request().Context(), c.Param("consumer"))
 	if !ok {
 		return adminError(c, http.StatusNotFound, openai.CodeNotFound, "No consumer named '"+c.Param("consumer")+"'.")
@@ -221,9 +203,6 @@ func (a *API) quotaGet(c echo.Context) error {
 }
 
 func (a *API) quotaPut(c echo.Context) error {
-	if a.noQuota(c) {
-		return nil
-	}
 	var body struct {
 		TPM         *int64 `json:"tpm"`
 		QuotaTokens *int64 `json:"quota_tokens"`

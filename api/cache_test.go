@@ -267,3 +267,13 @@ func TestRouteEmbedder(t *testing.T) {
 		t.Errorf("with the embedder down: %d %s", a.status, a.header.Get("x-llmgate-cache"))
 	}
 }
+
+func TestAdminStateRoutesOfAbsentParts(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	g := newGateway(t, twoBackends(up, up)) // no cache, no token accounting
+	for _, path := range []string{"/admin/cache/stats", "/admin/cache/entries", "/admin/quota", "/admin/quota/team-a"} {
+		if a := do(t, "GET", g.admin.URL+path, "", ""); a.status != 404 || a.errorCode(t) != "not_found" {
+			t.Errorf("GET %s without the part: %d %s, want 404 not_found", path, a.status, a.body)
+		}
+	}
+}

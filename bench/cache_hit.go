@@ -38,8 +38,7 @@ func (o CacheHitOptions) withDefaults() (CacheHitOptions, error) {
 		}
 		o.Executable = exe
 	}
-	o.Entries = max(o.Entries, 0)
-	if o.Entries == 0 {
+	if o.Entries <= 0 {
 		o.Entries = 2000
 	}
 	if o.Rate <= 0 {
@@ -96,15 +95,11 @@ func CacheHit(ctx context.Context, opts CacheHitOptions, w io.Writer) (*CacheHit
 		return nil, fmt.Errorf("cache hit: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	mock, err := startProcess(ctx, "mock-upstream", opts.Executable, "mock-upstream", "--listen", "127.0.0.1:0", "--latency", "20ms")
+	mock, mockAddr, err := startMock(ctx, opts.Executable, opts.StartTimeout, "mock-upstream", "20ms")
 	if err != nil {
 		return nil, fmt.Errorf("cache hit: %w", err)
 	}
 	defer mock.Stop()
-	mockAddr, err := mock.waitListening(ctx, "mock-upstream listening on", opts.StartTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("cache hit: %w", err)
-	}
 	n, err := startNode(ctx, opts.Executable, opts.StartTimeout, dir, "bench-cache", func(dataDir string, n *benchNode) string {
 		return gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr, cacheHitKey, "cache: {enabled: true}\n")
 	})
@@ -114,15 +109,11 @@ func CacheHit(ctx context.Context, opts CacheHitOptions, w io.Writer) (*CacheHit
 	defer n.proc.Stop()
 	// The floor: a mock answering at once, so the table separates what the
 	// node's hit path costs from what HTTP on this machine costs anyway.
-	floor, err := startProcess(ctx, "mock-upstream (floor)", opts.Executable, "mock-upstream", "--listen", "127.0.0.1:0", "--latency", "0")
+	floor, floorAddr, err := startMock(ctx, opts.Executable, opts.StartTimeout, "mock-upstream (floor)", "0")
 	if err != nil {
 		return nil, fmt.Errorf("cache hit: %w", err)
 	}
 	defer floor.Stop()
-	floorAddr, err := floor.waitListening(ctx, "mock-upstream listening on", opts.StartTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("cache hit: %w", err)
-	}
 
 	client := NewLoadClient(256)
 	defer client.CloseIdleConnections()

@@ -174,14 +174,15 @@ type CacheIndexRow struct {
 }
 
 // CacheIndex measures the nearest-neighbour indexes behind the semantic
-// cache on random unit vectors: build time, lookup latency, top-1 recall
-// against exact search for near-duplicate queries, and memory per entry. It
-// runs in this process, one index at a time, and writes a text table to w.
+// cache on o.Data (embedded prompts by default, or random unit vectors):
+// build time, lookup latency, top-1 recall against exact search for
+// near-duplicate queries, and memory per entry. It runs in this process, one
+// index at a time, and writes a text table to w.
 //
-// Random vectors are the hardest case for a graph index (no structure to
-// navigate by), so recall here is a floor for real embeddings. Memory is the
-// Go heap growth after a forced GC, so it only means something when nothing
-// else in the process allocates meanwhile.
+// Uniform random vectors are the hardest case for a graph index (no
+// structure to navigate by), so recall on them is a floor for real
+// embeddings. Memory is the Go heap growth after a forced GC, so it only
+// means something when nothing else in the process allocates meanwhile.
 func CacheIndex(ctx context.Context, o CacheIndexOptions, w io.Writer) (*CacheIndexReport, error) {
 	o, err := o.withDefaults()
 	if err != nil {
@@ -308,7 +309,7 @@ func measureCacheIndex(ctx context.Context, row *CacheIndexRow, o CacheIndexOpti
 	return nil
 }
 
-// liveHeap returns the heap in use after a full collection.
+// liveHeapBytes returns the heap in use after a full collection.
 func liveHeapBytes() uint64 {
 	runtime.GC()
 	var m runtime.MemStats

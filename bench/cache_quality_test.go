@@ -11,7 +11,7 @@ import (
 
 // TestCacheQualityOnTestdata runs the benchmark on the small labelled subset
 // in index/testdata: every row is there, and the threshold it chooses is
-// not looser than the one the full data chose (embed.DefaultThreshold).
+// not stricter than the one the full data chose (embed.DefaultThreshold).
 func TestCacheQualityOnTestdata(t *testing.T) {
 	var out bytes.Buffer
 	rep, err := CacheQuality(context.Background(), CacheQualityOptions{

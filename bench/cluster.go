@@ -113,16 +113,13 @@ type ReplicationReport struct {
 // opts.ReplicationSamples fresh prompts sent to node 0, how long each takes
 // to be found by POST /admin/cache/search on every other node.
 func runReplication(ctx context.Context, opts QuotaOptions, dir string, progress io.Writer) (*ReplicationReport, error) {
-	mock, mockAddr, err := startMock(ctx, opts.Executable, opts.StartTimeout, "0")
+	mock, mockAddr, err := startMock(ctx, opts.Executable, opts.StartTimeout, "mock-upstream", "0")
 	if err != nil {
 		return nil, err
 	}
 	defer mock.Stop()
 	consumers := []benchConsumer{{name: replicationConsumer, key: replicationKey}}
-	nodes, err := startCluster(ctx, opts.Executable, opts.StartTimeout, dir, opts.Nodes,
-		func(name, dataDir string, n *benchNode, join []string) string {
-			return clusterConfig(name, dataDir, n, join, mockAddr, consumers, clusterCacheConfig)
-		})
+	nodes, err := startCluster(ctx, opts, dir, opts.Nodes, mockAddr, consumers, clusterCacheConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -428,7 +425,7 @@ type CatchupPoint struct {
 // data directory, and times until node 1 holds as many entries as node 0:
 // once with opts.CatchupEntries, once with opts.CatchupSmallEntries.
 func runCatchup(ctx context.Context, opts QuotaOptions, dir string, progress io.Writer) (*CatchupReport, error) {
-	mock, mockAddr, err := startMock(ctx, opts.Executable, opts.StartTimeout, "0")
+	mock, mockAddr, err := startMock(ctx, opts.Executable, opts.StartTimeout, "mock-upstream", "0")
 	if err != nil {
 		return nil, err
 	}
@@ -437,10 +434,7 @@ func runCatchup(ctx context.Context, opts QuotaOptions, dir string, progress io.
 	for i := range consumers {
 		consumers[i] = benchConsumer{name: fmt.Sprintf("bench-c%d", i+1), key: fmt.Sprintf("sk-bench-catchup-%d", i+1)}
 	}
-	nodes, err := startCluster(ctx, opts.Executable, opts.StartTimeout, dir, 2,
-		func(name, dataDir string, n *benchNode, join []string) string {
-			return clusterConfig(name, dataDir, n, join, mockAddr, consumers, clusterCacheConfig)
-		})
+	nodes, err := startCluster(ctx, opts, dir, 2, mockAddr, consumers, clusterCacheConfig)
 	if err != nil {
 		return nil, err
 	}

@@ -50,7 +50,7 @@ type GossipReport struct {
 // runGossip measures the CPU the cluster costs: once with one node, once with
 // two, each under the same open-loop load on node 0.
 func runGossip(ctx context.Context, opts QuotaOptions, dir string, progress io.Writer) (*GossipReport, error) {
-	mock, mockAddr, err := startMock(ctx, opts.Executable, opts.StartTimeout, "0")
+	mock, mockAddr, err := startMock(ctx, opts.Executable, opts.StartTimeout, "mock-upstream", "0")
 	if err != nil {
 		return nil, err
 	}
@@ -58,10 +58,7 @@ func runGossip(ctx context.Context, opts QuotaOptions, dir string, progress io.W
 	rep := &GossipReport{Rate: gossipRate, DurationS: gossipDuration.Seconds()}
 	consumers := []benchConsumer{{name: gossipConsumer, key: gossipKey, tpm: gossipTPM}}
 	for _, count := range []int{1, 2} {
-		nodes, err := startCluster(ctx, opts.Executable, opts.StartTimeout, fmt.Sprintf("%s/%d", dir, count), count,
-			func(name, dataDir string, n *benchNode, join []string) string {
-				return clusterConfig(name, dataDir, n, join, mockAddr, consumers, "")
-			})
+		nodes, err := startCluster(ctx, opts, fmt.Sprintf("%s/%d", dir, count), count, mockAddr, consumers, "")
 		if err != nil {
 			return nil, err
 		}

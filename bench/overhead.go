@@ -237,16 +237,11 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 		}
 	}()
 
-	mock, err := startProcess(ctx, "mock-upstream", opts.Executable,
-		"mock-upstream", "--listen", "127.0.0.1:0", "--latency", "0")
+	mock, mockAddr, err := startMock(ctx, opts.Executable, opts.StartTimeout, "mock-upstream", "0")
 	if err != nil {
 		return nil, fmt.Errorf("overhead: %w", err)
 	}
 	procs = append(procs, mock)
-	mockAddr, err := mock.waitListening(ctx, "mock-upstream listening on", opts.StartTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("overhead: %w", err)
-	}
 
 	proxy, err := startProcess(ctx, "reverse-proxy", opts.Executable,
 		"bench", "reverse-proxy", "--listen", "127.0.0.1:0", "--upstream", "http://"+mockAddr)

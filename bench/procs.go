@@ -149,7 +149,7 @@ func (p *process) waitReady(ctx context.Context, url string, timeout time.Durati
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	last := errors.New("not polled")
+	var last error // why the latest poll was not ready
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {

@@ -475,7 +475,7 @@ func Quota(ctx context.Context, opts QuotaOptions, w io.Writer) (*QuotaReport, e
 
 // runQuotaPart runs every mode against fresh nodes and a mock of its own.
 func runQuotaPart(ctx context.Context, opts QuotaOptions, dir string, progress io.Writer) ([]QuotaRun, error) {
-	mock, mockAddr, err := startMock(ctx, opts.Executable, opts.StartTimeout, "5ms")
+	mock, mockAddr, err := startMock(ctx, opts.Executable, opts.StartTimeout, "mock-upstream", "5ms")
 	if err != nil {
 		return nil, err
 	}
@@ -485,10 +485,7 @@ func runQuotaPart(ctx context.Context, opts QuotaOptions, dir string, progress i
 	counter := tokens.NewCounter()
 	var runs []QuotaRun
 	for i, mode := range opts.Modes {
-		nodes, err := startCluster(ctx, opts.Executable, opts.StartTimeout, filepath.Join(dir, fmt.Sprintf("run-%d", i)), opts.Nodes,
-			func(name, dataDir string, n *benchNode, join []string) string {
-				return clusterConfig(name, dataDir, n, join, mockAddr, consumers, "")
-			})
+		nodes, err := startCluster(ctx, opts, filepath.Join(dir, fmt.Sprintf("run-%d", i)), opts.Nodes, mockAddr, consumers, "")
 		if err != nil {
 			return runs, err
 		}
@@ -505,10 +502,11 @@ func runQuotaPart(ctx context.Context, opts QuotaOptions, dir string, progress i
 	return runs, nil
 }
 
-// startMock starts a mock upstream with the given time to first token and
-// instant generation, and returns it with its address.
-func startMock(ctx context.Context, exe string, timeout time.Duration, latency string) (*process, string, error) {
-	mock, err := startProcess(ctx, "mock-upstream", exe,
+// startMock starts a mock upstream named name (in messages) with the given
+// time to first token and instant generation, and returns it with its
+// address.
+func startMock(ctx context.Context, exe string, timeout time.Duration, name, latency string) (*process, string, error) {
+	mock, err := startProcess(ctx, name, exe,
 		"mock-upstream", "--listen", "127.0.0.1:0", "--latency", latency, "--token-rate", "0")
 	if err != nil {
 		return nil, "", err
@@ -569,10 +567,10 @@ func joinIntsSlash(xs []int) string {
 }
 
 // startCluster starts count nodes under dir, node i > 0 joining node 0's
-// gossip address, and waits until every node lists every node as alive.
-// configFor writes a node's config.
-func startCluster(ctx context.Context, exe string, timeout time.Duration, dir string, count int,
-	configFor func(name, dataDir string, n *benchNode, join []string) string) ([]*benchNode, error) {
+// gossip address, and waits until every node lists every node as alive. Each
+// node's config is clusterConfig's with mockAddr, consumers and extra.
+func startCluster(ctx context.Context, opts QuotaOptions, dir string, count int, mockAddr string, consumers []benchConsumer, extra string) ([]*benchNode, error) {
+	exe, timeout := opts.Executable, opts.StartTimeout
 	var nodes []*benchNode
 	for i := range count {
 		var join []string
@@ -581,7 +579,7 @@ func startCluster(ctx context.Context, exe string, timeout time.Duration, dir st
 		}
 		name := fmt.Sprintf("bench-%d", i+1)
 		n, err := startNode(ctx, exe, timeout, dir, name, func(dataDir string, n *benchNode) string {
-			return configFor(name, dataDir, n, join)
+			return clusterConfig(name, dataDir, n, join, mockAddr, consumers, extra)
 		})
 		if err != nil {
 			stopNodes(nodes)
@@ -965,7 +963,7 @@ func (c *quotaClient) run(ctx context.Context, deadline time.Time) {
 			p = c.newPrompt()
 		}
 		sent := time.Now()
-		status, h, body, err := quotaPost(ctx, c.http, url, p.body)
+		status, h, body, err := chatPost(ctx, c.http, url, quotaKey, p.body)
 		lat := time.Since(sent)
 		s := quotaSample{at: sent.Sub(c.start), latency: lat, status: status, prompt: p.seq}
 		var wait time.Duration
@@ -1050,12 +1048,8 @@ self-hosted rate-limit back-pressure well-known state-of-the-art #hashtag @menti
 
 // newPrompt builds a random chat request for the client's mode.
 func (c *quotaClient) newPrompt() *quotaPrompt {
-	n := quotaMinWords + c.rng.IntN(quotaMaxWords-quotaMinWords+1)
-	words := make([]string, n)
-	for i := range words {
-		words[i] = quotaWords[c.rng.IntN(len(quotaWords))]
-	}
-	user := fmt.Sprintf("Request %d from client %d: %s.", c.rng.Uint32(), c.id, strings.Join(words, " "))
+	words := randomWords(c.rng, quotaMinWords+c.rng.IntN(quotaMaxWords-quotaMinWords+1))
+	user := fmt.Sprintf("Request %d from client %d: %s.", c.rng.Uint32(), c.id, words)
 	msgs := []chatMessage{
 		{Role: "system", Content: "You are a terse assistant used by a load test."},
 		{Role: "user", Content: user},
@@ -1084,12 +1078,6 @@ func (c *quotaClient) newPrompt() *quotaPrompt {
 type chatMessage struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
-}
-
-// quotaPost sends one chat request of the quota consumer and reads the
-// whole answer.
-func quotaPost(ctx context.Context, c *http.Client, url string, body []byte) (int, http.Header, []byte, error) {
-	return chatPost(ctx, c, url, quotaKey, body)
 }
 
 // chatPost sends one chat request with consumer key key and reads the whole
@@ -1152,28 +1140,11 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 	}
 }
 
-// fetchQuotaStatus reads GET /admin/quota/{consumer} from n's admin port.
+// fetchQuotaStatus reads GET /admin/quota/{consumer} from n's admin port;
+// a failure is noted in the status's Error.
 func fetchQuotaStatus(ctx context.Context, c *http.Client, n *benchNode) QuotaNodeStatus {
-	st := QuotaNodeStatus{Node: n.name}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.admin+"/admin/quota/"+quotaConsumer, nil)
-	if err != nil {
-		st.Error = err.Error()
-		return st
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		st.Error = err.Error()
-		return st
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		st.Error = fmt.Sprintf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(b[:min(len(b), 200)])))
-		return st
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
+	var st QuotaNodeStatus
+	if err := adminJSON(ctx, c, http.MethodGet, n, "/admin/quota/"+quotaConsumer, nil, &st); err != nil {
 		st.Error = err.Error()
 	}
 	st.Node = n.name

@@ -323,7 +323,6 @@ type syncResult struct {
 type memberState struct {
 	addr  string
 	state string
-	node  memberlist.Node // copy, for sends
 }
 
 // run owns the member table and the live peers' senders. It reacts to
@@ -372,7 +371,13 @@ func (c *Cluster) run() {
 		syncing[name] = true
 		c.spawn(func() {
 			ok := false
-			defer func() { syncDone <- syncResult{name, ok} }()
+			defer func() {
+				// run may have returned (Close): do not block Close's Wait.
+				select {
+				case syncDone <- syncResult{name, ok}:
+				case <-c.ctx.Done():
+				}
+			}()
 			select {
 			case <-time.After(delay):
 			case <-c.ctx.Done():
@@ -402,7 +407,7 @@ func (c *Cluster) run() {
 					m = &memberState{}
 					members[ev.node.Name] = m
 				}
-				m.addr, m.node = addr, ev.node
+				m.addr = addr
 				switch ev.kind {
 				case evJoin, evUpdate:
 					delete(leaving, ev.node.Name)
@@ -489,6 +494,8 @@ func (c *Cluster) flushQuota() {
 		c.log.Warn("collecting quota news", "err", err)
 		return
 	}
+	// Drained even with no peer: news is "since the last call", and a peer
+	// that joins later gets the whole state by push/pull instead.
 	if len(peers) == 0 {
 		return
 	}
@@ -547,8 +554,8 @@ func (c *Cluster) replicate() {
 }
 
 // drain applies the payloads that arrive on in, one at a time, each within
-// Options.Timeout, until Close: quota news (mergeQuota) and replicated
-// cache changes (applyCache) each have one.
+// Options.Timeout, until Close: quota news (quotaIn) and replicated cache
+// changes (applyIn) each have one.
 func (c *Cluster) drain(in <-chan []byte, apply func(context.Context, []byte) error, what string, level slog.Level) {
 	for {
 		select {

@@ -3,7 +3,6 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"hash/fnv"
 	"net"
@@ -456,7 +455,6 @@ func TestEncryption(t *testing.T) {
 	if _, ok := states(a.Cluster)["c"]; ok {
 		t.Fatal("a lists the node with the wrong key")
 	}
-	_ = base64.StdEncoding // keys arrive base64-decoded from the config
 }
 
 func TestStartRefusals(t *testing.T) {

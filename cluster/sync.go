@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -46,8 +47,7 @@ func (t *sessionTable) deliver(in inbound, m *metrics) {
 		m.dropped.WithLabelValues("malformed").Inc()
 		return
 	}
-	id := uint64(in.body[0]) | uint64(in.body[1])<<8 | uint64(in.body[2])<<16 | uint64(in.body[3])<<24 |
-		uint64(in.body[4])<<32 | uint64(in.body[5])<<40 | uint64(in.body[6])<<48 | uint64(in.body[7])<<56
+	id := binary.LittleEndian.Uint64(in.body) // the session leads every answer (see wire.go)
 	t.mu.Lock()
 	ch := t.m[id]
 	t.mu.Unlock()

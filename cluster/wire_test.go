@@ -50,7 +50,8 @@ func TestWireRejectsGarbage(t *testing.T) {
 }
 
 // FuzzDecode feeds every decoder the same bytes: none may panic, and a
-// version list that decodes re-encodes to the same bytes.
+// version list that decodes re-encodes to one that decodes to as many
+// versions.
 func FuzzDecode(f *testing.F) {
 	f.Add(frame(kindDigest, "n", appendDigest(nil, 1, &Digest{})))
 	f.Add(appendVersions(nil, 1, 0, true, []uint8{1}, []Version{{ID: "x", CreatedAt: 5}}))

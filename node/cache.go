@@ -343,12 +343,9 @@ func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Cal
 	return Outcome{Status: http.StatusOK, Cache: cacheHit}
 }
 
-// store caches a complete, successful answer. Failures are logged, never
-// returned: the client has its answer either way.
-func (g *Gateway) store(ctx context.Context, call *Call, cp cachePlan, body []byte, c *completion) {
-	if c == nil || !c.cacheable(body) {
-		return
-	}
+// store caches body, an answer its caller found cacheable. Failures are
+// logged, never returned: the client has its answer either way.
+func (g *Gateway) store(ctx context.Context, call *Call, cp cachePlan, body []byte) {
 	e := &index.Entry{Space: cp.space, Exact: cp.exact, Prompt: cp.prompt, Vector: cp.vec, Response: body}
 	if cp.ttl > 0 {
 		e.ExpiresAt = g.now().Add(cp.ttl)
@@ -379,21 +376,7 @@ func (g *Gateway) store(ctx context.Context, call *Call, cp cachePlan, body []by
 // would have sent: a role chunk, the content in word-sized pieces, a finish
 // chunk per choice, the usage chunk when asked for, then [DONE].
 func replayStream(body []byte, withUsage bool) []byte {
-	var c struct {
-		ID                string `json:"id"`
-		Created           int64  `json:"created"`
-		Model             string `json:"model"`
-		SystemFingerprint string `json:"system_fingerprint,omitempty"`
-		Choices           []struct {
-			Index   int `json:"index"`
-			Message struct {
-				Role    string `json:"role"`
-				Content string `json:"content"`
-			} `json:"message"`
-			FinishReason string `json:"finish_reason"`
-		} `json:"choices"`
-		Usage json.RawMessage `json:"usage"`
-	}
+	var c chatCompletion
 	_ = json.Unmarshal(body, &c)
 	type delta struct {
 		Role    string  `json:"role,omitempty"`

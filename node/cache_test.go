@@ -2,6 +2,7 @@ package node
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/llmgate/llmgate/internal/config"
@@ -112,6 +113,9 @@ func TestContentFiltered(t *testing.T) {
 		{`{"prompt_filter_results":[{"content_filter_results":{"jailbreak":{"filtered" :true}}}]}`, true},
 		{`{"choices":[{"message":{"content":"the word \"filtered\" in an answer"}}]}`, false},
 		{`{"choices":[]}`, false},
+		{`{"a":{"filtered" : false},"b":"filtered","c":[{"filtered":false}]}`, false},
+		{`{"a":{"filt\u0065red":true},"b":{"filtered":false}}`, true},
+		{strings.Repeat("[", 33) + `{"filtered":false}` + strings.Repeat("]", 33), true}, // too deep to tell
 	}
 	for _, tc := range tests {
 		if got := contentFiltered([]byte(tc.body)); got != tc.want {

@@ -47,6 +47,30 @@ type completionChoice struct {
 	} `json:"message"`
 }
 
+// chatCompletion is a stored chat.completion body: what streamTap assembles
+// from a stream and replayStream plays back as one.
+type chatCompletion struct {
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	SystemFingerprint string          `json:"system_fingerprint,omitempty"`
+	Choices           []chatChoice    `json:"choices"`
+	Usage             json.RawMessage `json:"usage,omitempty"`
+}
+
+type chatChoice struct {
+	Index        int             `json:"index"`
+	Message      chatMessage     `json:"message"`
+	Logprobs     json.RawMessage `json:"logprobs"` // null when written
+	FinishReason string          `json:"finish_reason"`
+}
+
+type chatMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
 // cacheable reports whether the answer is a complete success worth storing:
 // every choice finished normally and nothing was content-filtered.
 func (c *completion) cacheable(body []byte) bool {
@@ -68,10 +92,11 @@ func (c *completion) cacheable(body []byte) bool {
 
 // contentFiltered reports whether Azure's content filter results in body
 // (prompt_filter_results, content_filter_results, in answers and in stream
-// chunks) mark anything as filtered. Only bodies that mention "filtered" are
-// decoded.
+// chunks) mark anything as filtered. body is JSON its caller has already
+// decoded. Azure sends "filtered":false in every answer and stream chunk, so
+// only bodies that mayBeFiltered are decoded again.
 func contentFiltered(body []byte) bool {
-	if !bytes.Contains(body, []byte(`"filtered"`)) {
+	if !bytes.Contains(body, []byte(`"filtered"`)) || !mayBeFiltered(body) {
 		return false
 	}
 	var v any
@@ -79,6 +104,50 @@ func contentFiltered(body []byte) bool {
 		return true // cannot tell: do not cache
 	}
 	return anyFiltered(v, 0)
+}
+
+// mayBeFiltered reads valid JSON b byte by byte and reports whether
+// anyFiltered could find something: a "filtered" key followed by true, a key
+// with escapes (which could spell "filtered"), or containers nested deeper
+// than anyFiltered's depth guard.
+func mayBeFiltered(b []byte) bool {
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '{', '[':
+			if depth++; depth > 32 {
+				return true
+			}
+		case '}', ']':
+			depth--
+		case '"':
+			start, escaped := i+1, false
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					escaped = true
+					i++
+				}
+			}
+			if i >= len(b) {
+				return true // not JSON after all: let the decoder judge
+			}
+			if !escaped && string(b[start:i]) != "filtered" {
+				continue
+			}
+			j := skipSpace(b, i+1)
+			if j < len(b) && b[j] == ':' && (escaped || bytes.HasPrefix(b[skipSpace(b, j+1):], []byte("true"))) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 func anyFiltered(v any, depth int) bool {
@@ -136,6 +205,11 @@ func (g *Gateway) replyUsage(x *exchange) *usage {
 		return u
 	}
 	return &usage{Prompt: x.adm.prompt, Completion: int64(g.counter.Count(x.call.Route, r.completion.text()))}
+}
+
+// cacheable reports whether the reply is a success the cache may store.
+func (r *reply) cacheable() bool {
+	return r.status == http.StatusOK && r.completion != nil && r.completion.cacheable(r.body)
 }
 
 func (r *reply) writeTo(w http.ResponseWriter) {

@@ -305,10 +305,10 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 		out.Tokens = g.settle(ctx, x, g.replyUsage(x))
 		x.adm.setHeaders(w.Header())
 		w.Header().Set(HeaderTokensConsumed, strconv.FormatInt(out.Tokens, 10))
-		if cp.state == cacheMiss && x.reply.status == http.StatusOK {
+		if cp.state == cacheMiss && x.reply.cacheable() {
 			// Stored (for up to store_wait) before the client has the answer,
 			// so that its next request finds it.
-			g.store(ctx, call, cp, x.reply.body, x.reply.completion)
+			g.store(ctx, call, cp, x.reply.body)
 		}
 		x.reply.writeTo(w)
 		return out
@@ -318,8 +318,8 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 		// Declared as a trailer before the stream started.
 		w.Header().Set(HeaderTokensConsumed, strconv.FormatInt(out.Tokens, 10))
 		if cp.state == cacheMiss && out.Aborted == "" {
-			if body, comp := x.stream.completion(); body != nil {
-				g.store(ctx, call, cp, body, comp)
+			if body := x.stream.completion(); body != nil {
+				g.store(ctx, call, cp, body)
 			}
 		}
 		return out

@@ -117,12 +117,14 @@ func (m *metrics) cacheState(state string) {
 
 func (m *metrics) lookup(tier string, d time.Duration) {
 	m.cacheTime.WithLabelValues(tier).Observe(d.Seconds())
+	result := "miss"
 	switch tier {
-	case "exact", "semantic":
-		m.cacheReqs.WithLabelValues("hit_" + tier).Inc()
-	default:
-		m.cacheReqs.WithLabelValues("miss").Inc()
+	case "exact":
+		result = "hit_exact"
+	case "semantic":
+		result = "hit_semantic"
 	}
+	m.cacheReqs.WithLabelValues(result).Inc()
 }
 
 func (m *metrics) embedded(err error, d time.Duration) {

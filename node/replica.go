@@ -1,7 +1,6 @@
 package node
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,9 +70,10 @@ func (q QuotaExchange) SetPeers(names []string) { q.Limiter.SetPeers(names) }
 // applied in parallel (they make the order irrelevant).
 type CacheExchange struct {
 	Cache *index.Cache
-	// Parallel is how many tombstones Delete applies at once (default 4).
-	Parallel int
 }
+
+// deleteWorkers is how many tombstones Delete applies at once.
+const deleteWorkers = 4
 
 var _ cluster.CacheState = CacheExchange{}
 
@@ -91,14 +91,13 @@ func (x CacheExchange) Apply(ctx context.Context, payload []byte) error {
 	return x.Cache.ApplyBatch(ctx, changes)
 }
 
-// apply applies changes one by one, Parallel at a time.
+// apply applies changes one by one, deleteWorkers at a time.
 func (x CacheExchange) apply(ctx context.Context, changes []index.Change) error {
-	workers := cmp.Or(x.Parallel, 4)
 	next := make(chan index.Change)
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
-	for range min(workers, len(changes)) {
+	for range min(deleteWorkers, len(changes)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

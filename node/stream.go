@@ -26,8 +26,10 @@ type streamTap struct {
 	overflow  bool
 }
 
+// tapChoice is one choice's part of the stream. Its content is a byte
+// slice, not a strings.Builder: choices grows by append, which copies it.
 type tapChoice struct {
-	content strings.Builder
+	content []byte
 	finish  *string
 }
 
@@ -88,7 +90,7 @@ func (t *streamTap) see(data []byte) bool {
 			if t.text += len(*d.Content); t.text > maxCapture {
 				t.overflow, t.capture = true, false
 			} else {
-				tc.content.WriteString(*d.Content)
+				tc.content = append(tc.content, *d.Content...)
 			}
 		}
 		if len(ch.Delta.ToolCalls) > 0 && !bytes.Equal(ch.Delta.ToolCalls, []byte("null")) ||
@@ -110,7 +112,7 @@ func (t *streamTap) usage(g *Gateway, x *exchange) *usage {
 	}
 	var sb strings.Builder
 	for i := range t.choices {
-		sb.WriteString(t.choices[i].content.String())
+		sb.Write(t.choices[i].content)
 	}
 	return &usage{Prompt: x.adm.prompt, Completion: int64(g.counter.Count(x.call.Route, sb.String()))}
 }
@@ -118,49 +120,35 @@ func (t *streamTap) usage(g *Gateway, x *exchange) *usage {
 // completion assembles the streamed answer as one chat.completion body, or
 // returns nil when it must not be cached (tool calls, unfinished or filtered
 // choices, chunks it could not read).
-func (t *streamTap) completion() ([]byte, *completion) {
+func (t *streamTap) completion() []byte {
 	if !t.capture || t.toolCalls || len(t.choices) == 0 {
-		return nil, nil
+		return nil
 	}
-	type message struct {
-		Role    string `json:"role"`
-		Content string `json:"content"`
+	out := chatCompletion{ID: t.id, Object: "chat.completion", Created: t.created, Model: t.model, SystemFingerprint: t.fp}
+	if t.u != nil {
+		out.Usage, _ = json.Marshal(t.u)
 	}
-	type choice struct {
-		Index        int     `json:"index"`
-		Message      message `json:"message"`
-		Logprobs     *string `json:"logprobs"`
-		FinishReason string  `json:"finish_reason"`
-	}
-	out := struct {
-		ID                string   `json:"id"`
-		Object            string   `json:"object"`
-		Created           int64    `json:"created"`
-		Model             string   `json:"model"`
-		SystemFingerprint string   `json:"system_fingerprint,omitempty"`
-		Choices           []choice `json:"choices"`
-		Usage             *usage   `json:"usage,omitempty"`
-	}{ID: t.id, Object: "chat.completion", Created: t.created, Model: t.model, SystemFingerprint: t.fp, Usage: t.u}
 	for i := range t.choices {
 		tc := &t.choices[i]
 		if tc.finish == nil {
-			return nil, nil
+			return nil
 		}
-		out.Choices = append(out.Choices, choice{Index: i, Message: message{Role: "assistant", Content: tc.content.String()}, FinishReason: *tc.finish})
+		out.Choices = append(out.Choices, chatChoice{Index: i, Message: chatMessage{Role: "assistant", Content: string(tc.content)}, FinishReason: *tc.finish})
 	}
 	body, err := json.Marshal(out)
 	if err != nil {
-		return nil, nil
+		return nil
 	}
-	// What the store stage reads of it, built directly rather than decoded.
-	c := &completion{Usage: t.u, Choices: make([]completionChoice, len(out.Choices))}
+	// Checked by the rule a whole answer is stored by; its choices are built
+	// directly rather than decoded.
+	c := &completion{Choices: make([]completionChoice, len(out.Choices))}
 	for i := range out.Choices {
 		c.Choices[i].FinishReason = &out.Choices[i].FinishReason
 	}
 	if !c.cacheable(body) {
-		return nil, nil
+		return nil
 	}
-	return body, c
+	return body
 }
 
 // withStreamUsage returns a chat body whose stream_options ask for the usage

@@ -51,8 +51,8 @@ func TestReplayStreamRoundTrip(t *testing.T) {
 			t.Fatalf("withUsage=%v: %d chunks, [DONE]=%v, usage chunk=%v", withUsage, n, done, sawUsage)
 		}
 		// Reassembled, the stream is the stored answer again.
-		body, c := tap.completion()
-		if c == nil {
+		body := tap.completion()
+		if body == nil {
 			t.Fatal("the replayed stream does not reassemble")
 		}
 		var got, want map[string]any
@@ -86,10 +86,34 @@ func TestStreamTapRefusesToCache(t *testing.T) {
 			for _, c := range tc.chunks {
 				tap.see([]byte(c))
 			}
-			if body, _ := tap.completion(); body != nil {
+			if body := tap.completion(); body != nil {
 				t.Errorf("cached: %s", body)
 			}
 		})
+	}
+}
+
+// TestStreamTapInterleavedChoices is an n=2 stream: a choice first seen
+// after another has content must not disturb what was collected.
+func TestStreamTapInterleavedChoices(t *testing.T) {
+	tap := &streamTap{capture: true}
+	for _, c := range []string{
+		`{"id":"x","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}`,
+		`{"id":"x","choices":[{"index":0,"delta":{"content":"left"}}]}`,
+		`{"id":"x","choices":[{"index":1,"delta":{"role":"assistant","content":""}}]}`,
+		`{"id":"x","choices":[{"index":0,"delta":{"content":" done"},"finish_reason":"stop"}]}`,
+		`{"id":"x","choices":[{"index":1,"delta":{"content":"right"},"finish_reason":"stop"}]}`,
+	} {
+		tap.see([]byte(c))
+	}
+	var got struct {
+		Choices []struct {
+			Message struct{ Content string } `json:"message"`
+		} `json:"choices"`
+	}
+	body := tap.completion()
+	if json.Unmarshal(body, &got) != nil || len(got.Choices) != 2 || got.Choices[0].Message.Content != "left done" || got.Choices[1].Message.Content != "right" {
+		t.Errorf("reassembled %s, want choices \"left done\" and \"right\"", body)
 	}
 }
 
@@ -100,12 +124,13 @@ func FuzzStreamTap(f *testing.F) {
 	f.Add(`{"choices":[{"index":9999999,"delta":{}}]}`)
 	f.Add(`{"choices":[{"index":-1}]}`)
 	f.Add(`[]`)
+	f.Add("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"b\"}}]}\n{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"c\"}}]}")
 	f.Fuzz(func(t *testing.T, data string) {
 		tap := &streamTap{capture: true}
 		for _, part := range strings.Split(data, "\n") {
 			tap.see([]byte(part))
 		}
-		if body, _ := tap.completion(); body != nil && !json.Valid(body) {
+		if body := tap.completion(); body != nil && !json.Valid(body) {
 			t.Fatalf("invalid JSON reassembled: %s", body)
 		}
 		out := replayStream([]byte(data), true)

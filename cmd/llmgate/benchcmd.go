@@ -124,11 +124,11 @@ func runBenchQuota(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.SetOutput(stderr)
 	nodes := fs.Int("nodes", def.Nodes, "clustered nodes the clients are spread over (1: a node alone, quota part only)")
 	skew := fs.Float64("skew", 0, "share of the clients on node 0, 0 < F <= 1; the rest round-robin over the other nodes (default: all round-robin)")
-	parts := fs.String("parts", joinQuotaParts(bench.QuotaParts), "parts to run, comma separated: quota, replication, catchup, gossip (all but quota need --nodes 2 or more)")
+	parts := fs.String("parts", joinNames(bench.QuotaParts), "parts to run, comma separated: quota, replication, catchup, gossip (all but quota need --nodes 2 or more)")
 	tpm := fs.Int64("tpm", def.TPM, "the consumer's tokens-per-minute limit")
 	clients := fs.Int("clients", def.Clients, "concurrent closed-loop clients of the consumer")
 	duration := fs.Duration("duration", def.Duration, "length of the run of each mode (over 60s for a full sliding window)")
-	modes := fs.String("modes", joinQuotaModes(def.Modes), "modes to run, comma separated: "+joinQuotaModes(bench.QuotaModes))
+	modes := fs.String("modes", joinNames(def.Modes), "modes to run, comma separated: "+joinNames(bench.QuotaModes))
 	samples := fs.Int("replication-samples", def.ReplicationSamples, "fresh cache entries timed by the replication part")
 	catchupEntries := fs.Int("catchup-entries", def.CatchupEntries, "cache entries written while a node is down, in the catch-up part's bulk round")
 	catchupTimeout := fs.Duration("catchup-timeout", def.CatchupTimeout, "how long the catch-up part waits for the restarted node")
@@ -143,7 +143,7 @@ func runBenchQuota(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	opts := def
 	var err error
-	if opts.Modes, err = parseQuotaModes(*modes); err != nil {
+	if opts.Modes, err = parseNames(*modes, "mode", bench.QuotaModes); err != nil {
 		return fmt.Errorf("bench quota: --modes: %w", err)
 	}
 	switch {
@@ -165,7 +165,7 @@ func runBenchQuota(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return errors.New("bench quota: --catchup-timeout must be positive")
 	}
 	if set["parts"] {
-		if opts.Parts, err = parseQuotaParts(*parts); err != nil {
+		if opts.Parts, err = parseNames(*parts, "part", bench.QuotaParts); err != nil {
 			return fmt.Errorf("bench quota: --parts: %w", err)
 		}
 		if *nodes < 2 && slices.ContainsFunc(opts.Parts, func(p bench.QuotaPart) bool { return p != bench.QuotaPartQuota }) {
@@ -188,60 +188,32 @@ func runBenchQuota(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return err
 }
 
-// parseQuotaParts parses "quota,replication" into known parts.
-func parseQuotaParts(s string) ([]bench.QuotaPart, error) {
-	var parts []bench.QuotaPart
+// parseNames parses a comma-separated list such as "quota,replication" into
+// names of known, none twice; what ("part", "mode") names them in errors.
+func parseNames[T ~string](s, what string, known []T) ([]T, error) {
+	var out []T
 	for f := range strings.SplitSeq(s, ",") {
-		p := bench.QuotaPart(strings.TrimSpace(f))
+		v := T(strings.TrimSpace(f))
 		switch {
-		case p == "":
+		case v == "":
 			continue
-		case !slices.Contains(bench.QuotaParts, p):
-			return nil, fmt.Errorf("unknown part %q (known: %s)", p, joinQuotaParts(bench.QuotaParts))
-		case slices.Contains(parts, p):
-			return nil, fmt.Errorf("part %q given twice", p)
+		case !slices.Contains(known, v):
+			return nil, fmt.Errorf("unknown %s %q (known: %s)", what, v, joinNames(known))
+		case slices.Contains(out, v):
+			return nil, fmt.Errorf("%s %q given twice", what, v)
 		}
-		parts = append(parts, p)
+		out = append(out, v)
 	}
-	if len(parts) == 0 {
-		return nil, errors.New("no part given")
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no %s given", what)
 	}
-	return parts, nil
+	return out, nil
 }
 
-func joinQuotaParts(ps []bench.QuotaPart) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = string(p)
-	}
-	return strings.Join(s, ",")
-}
-
-// parseQuotaModes parses "max_tokens,no_max_tokens" into known modes.
-func parseQuotaModes(s string) ([]bench.QuotaMode, error) {
-	var modes []bench.QuotaMode
-	for f := range strings.SplitSeq(s, ",") {
-		m := bench.QuotaMode(strings.TrimSpace(f))
-		switch {
-		case m == "":
-			continue
-		case !slices.Contains(bench.QuotaModes, m):
-			return nil, fmt.Errorf("unknown mode %q (known: %s)", m, joinQuotaModes(bench.QuotaModes))
-		case slices.Contains(modes, m):
-			return nil, fmt.Errorf("mode %q given twice", m)
-		}
-		modes = append(modes, m)
-	}
-	if len(modes) == 0 {
-		return nil, errors.New("no mode given")
-	}
-	return modes, nil
-}
-
-func joinQuotaModes(ms []bench.QuotaMode) string {
-	s := make([]string, len(ms))
-	for i, m := range ms {
-		s[i] = string(m)
+func joinNames[T ~string](xs []T) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = string(x)
 	}
 	return strings.Join(s, ",")
 }
@@ -305,7 +277,7 @@ func writeBenchJSON(path string, v any) error {
 	return nil
 }
 
-// CacheReport is what `llmgate bench cache --out` writes: its three parts.
+// cacheReport is what `llmgate bench cache --out` writes: one field per part.
 type cacheReport struct {
 	Index   *bench.CacheIndexReport   `json:"index,omitempty"`
 	Memory  *bench.CacheMemoryReport  `json:"memory,omitempty"`

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,27 +24,8 @@ func newClusterNode(t *testing.T, name, mockURL string, tpm int, seeds ...string
 	t.Helper()
 	dir := t.TempDir()
 	n := &clusterNode{name: name, dir: dir, listen: freeAddr(t), admin: freeAddr(t), gossip: freeAddr(t)}
-	join := ""
-	if len(seeds) > 0 {
-		join = ", join: [" + strings.Join(seeds, ", ") + "]"
-	}
-	cfg := fmt.Sprintf(`node: {name: %s, data_dir: %s/data}
-listen: %s
-admin_listen: %s
-cluster: {gossip: %s%s}
-admin_token: ${TEST_ADMIN_TOKEN}
-backends:
-  - {name: m, kind: openai, url: %s/v1, deployments: [gpt-4o]}
-routes:
-  gpt-4o: {pool: [[m]]}
-consumers:
-  - {name: team-a, keys: ["${TEST_TEAM_KEY}"], tpm: %d}
-cache: {enabled: true, store_wait: 1s}
-`, name, dir, n.listen, n.admin, n.gossip, join, mockURL, tpm)
-	n.config = filepath.Join(dir, "llmgate.yaml")
-	if err := os.WriteFile(n.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	n.config = nodeConfig{name: name, mockURL: mockURL, listen: n.listen, admin: n.admin, gossip: n.gossip, join: seeds,
+		consumer: fmt.Sprintf(", tpm: %d", tpm), extra: "cache: {enabled: true, store_wait: 1s}\n"}.write(t, dir)
 	return n
 }
 
@@ -76,6 +55,21 @@ func (n *clusterNode) chat(t *testing.T, prompt string, maxTokens int) (int, htt
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode, resp.Header, string(b)
+}
+
+// staysFast sends five small requests to n, which must all be answered 200
+// within 3s in all: a peer in trouble (when) must not slow n down.
+func (n *clusterNode) staysFast(t *testing.T, when string) {
+	t.Helper()
+	start := time.Now()
+	for i := range 5 {
+		if code, _, body := n.chat(t, fmt.Sprintf("%s %d", when, i), 10); code != 200 {
+			t.Fatalf("%s %s: %d %s", n.name, when, code, body)
+		}
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("%s's requests took %v %s", n.name, took, when)
+	}
 }
 
 // adminDo calls an admin route with the token and decodes a JSON answer into out.
@@ -146,10 +140,9 @@ func TestClusterJoinInEitherOrder(t *testing.T) {
 		t.Skip("runs processes")
 	}
 	mockURL := startMock(t)
+	// a names no seed: the cluster forms only if b keeps trying a.
 	a := newClusterNode(t, "gw-a", mockURL, 0)
 	b := newClusterNode(t, "gw-b", mockURL, 0, a.gossip)
-	// Each names the other as its seed, and the second to start is the seed.
-	a = newClusterNode(t, "gw-a", mockURL, 0, b.gossip)
 	b.start(t)
 	if code, _, _ := b.chat(t, "alone", 5); code != 200 {
 		t.Fatalf("a node whose seed is down must serve alone: %d", code)
@@ -263,28 +256,12 @@ func TestClusterSharesQuotaAndCache(t *testing.T) {
 	// b hangs (SIGSTOP): a's requests, which replicate to b and gossip to it,
 	// stay fast.
 	_ = b.proc.cmd.Process.Signal(syscall.SIGSTOP)
-	hung := time.Now()
-	for i := range 5 {
-		if code, _, body := a.chat(t, fmt.Sprintf("while b hangs %d", i), 10); code != 200 {
-			t.Fatalf("a while b hangs: %d %s", code, body)
-		}
-	}
-	if took := time.Since(hung); took > 3*time.Second {
-		t.Fatalf("a's requests took %v with a hung peer", took)
-	}
+	a.staysFast(t, "while b hangs")
 	_ = b.proc.cmd.Process.Signal(syscall.SIGCONT)
 
 	// kill -9 b: a keeps serving at once and keeps counting b's usage.
 	b.kill(t)
-	start := time.Now()
-	for i := range 5 {
-		if code, _, body := a.chat(t, fmt.Sprintf("after the kill %d", i), 10); code != 200 {
-			t.Fatalf("a after b died: %d %s", code, body)
-		}
-	}
-	if took := time.Since(start); took > 3*time.Second {
-		t.Fatalf("a's requests took %v with a dead peer", took)
-	}
+	a.staysFast(t, "after b died")
 	a.adminDo(t, "GET", "/admin/quota/team-a", "", &st)
 	if st.ByNode["gw-b"] == 0 {
 		t.Fatalf("a forgot the dead node's recent usage: %v", st.ByNode)

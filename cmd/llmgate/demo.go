@@ -36,7 +36,6 @@ type demoStep struct {
 	key        string
 	wantStatus int
 	before     func() // changes the world before the request (e.g. fail a backend)
-	after      func(http.Header)
 	stream     bool
 	wantCache  string // expected x-llmgate-cache, when set
 	headers    []string
@@ -147,15 +146,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	client := &http.Client{Timeout: 30 * time.Second}
 	var rows []demoRow
 	failed := 0
-	play := func(s demoStep) demoRow {
-		row := playStep(ctx, client, "http://"+nodes[s.node].dataAddr, s)
-		row.node = nodes[s.node].cfg.Node.Name
+	send := func(s demoStep) demoRow { return playStep(ctx, client, "http://"+nodes[s.node].dataAddr, s) }
+	record := func(row demoRow) {
+		row.node = nodes[row.step.node].cfg.Node.Name
 		if !row.ok {
 			failed++
 		}
 		rows = append(rows, row)
-		return row
 	}
+	play := func(s demoStep) { record(send(s)) }
 
 	// team-c (TPM 400) from both nodes at once: one limit for the cluster.
 	// A short refusal (the other node may be spending what is left) is
@@ -164,7 +163,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	for i := 0; i < 40 && ctx.Err() == nil; i++ {
 		s := demoStep{title: fmt.Sprintf("team-c (TPM %d) alternating nodes", demoTPM), node: i % 2, method: "POST",
 			path: "/v1/chat/completions", body: driveBody, key: demoKeyC, wantStatus: 200, headers: noCache}
-		row := playStep(ctx, client, "http://"+nodes[s.node].dataAddr, s)
+		row := send(s)
 		if row.status == http.StatusTooManyRequests {
 			ms, _ := strconv.Atoi(row.header.Get("retry-after-ms"))
 			if ms <= 1000 {
@@ -176,11 +175,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			s.wantStatus = http.StatusTooManyRequests
 			row.ok = row.status == http.StatusTooManyRequests && admitted <= demoTPM
 			row.step = s
-			row.node = nodes[s.node].cfg.Node.Name
-			if !row.ok {
-				failed++
-			}
-			rows = append(rows, row)
+			record(row)
 			if ms, err := strconv.Atoi(row.header.Get("retry-after-ms")); err == nil {
 				retryAt = time.Now().Add(time.Duration(ms) * time.Millisecond)
 			}
@@ -188,11 +183,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		used, _ := strconv.Atoi(row.header.Get("x-llmgate-tokens-consumed"))
 		admitted += used
-		row.node = nodes[s.node].cfg.Node.Name
-		if !row.ok {
-			failed++
-		}
-		rows = append(rows, row)
+		record(row)
 	}
 	if retryAt.IsZero() {
 		failed++
@@ -206,10 +197,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if s.before != nil {
 			s.before()
 		}
-		row := play(s)
-		if s.after != nil {
-			s.after(row.header)
-		}
+		play(s)
 	}
 	printDemo(stdout, rows)
 	fmt.Fprintf(stdout, "\nbackend calls: east %d, west %d; team-c: %d tokens admitted over both nodes for a TPM of %d (%d short refusals retried while the other node's tokens were in flight)\n",

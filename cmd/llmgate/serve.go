@@ -164,13 +164,11 @@ func builtinConfig(upstream string) *config.Config {
 }
 
 func startBuiltinMock() (stop func(), url string, err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	base, stop, err := serveLoopback(mock.New(mock.Options{Latency: 20 * time.Millisecond, Name: "builtin-mock"}))
 	if err != nil {
 		return nil, "", fmt.Errorf("starting the built-in mock upstream: %w", err)
 	}
-	srv := &http.Server{Handler: mock.New(mock.Options{Latency: 20 * time.Millisecond, Name: "builtin-mock"}), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return func() { _ = srv.Close() }, "http://" + ln.Addr().String() + "/v1", nil
+	return stop, base + "/v1", nil
 }
 
 func newLogger(lc config.Log, w io.Writer) (*slog.Logger, error) {

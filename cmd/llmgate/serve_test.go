@@ -134,25 +134,47 @@ func startMock(t *testing.T) string {
 	return "http://" + addr
 }
 
-func writeConfig(t *testing.T, dir, mockURL, listen, admin string) string {
+// nodeConfig is the configuration of a test node: backend m (the mock at
+// mockURL) serving gpt-4o, the admin token and consumer team-a's key from the
+// environment.
+type nodeConfig struct {
+	name, mockURL, listen, admin, gossip string
+	join                                 []string // seed gossip addresses
+	consumer                             string   // more fields of team-a, e.g. ", tpm: 3000"
+	extra                                string   // more top-level YAML
+}
+
+// write writes the configuration to dir/llmgate.yaml, with the data
+// directory in dir/data, and returns its path.
+func (c nodeConfig) write(t *testing.T, dir string) string {
 	t.Helper()
-	cfg := fmt.Sprintf(`node: {name: gw-t, data_dir: %s/data}
+	join := ""
+	if len(c.join) > 0 {
+		join = ", join: [" + strings.Join(c.join, ", ") + "]"
+	}
+	cfg := fmt.Sprintf(`node: {name: %s, data_dir: %s/data}
 listen: %s
 admin_listen: %s
-cluster: {gossip: %s}
+cluster: {gossip: %s%s}
 admin_token: ${TEST_ADMIN_TOKEN}
 backends:
   - {name: m, kind: openai, url: %s/v1, deployments: [gpt-4o]}
 routes:
   gpt-4o: {pool: [[m]]}
 consumers:
-  - {name: team-a, keys: ["${TEST_TEAM_KEY}"]}
-`, dir, listen, admin, freeAddr(t), mockURL)
+  - {name: team-a, keys: ["${TEST_TEAM_KEY}"]%s}
+`, c.name, dir, c.listen, c.admin, c.gossip, join, c.mockURL, c.consumer) + c.extra
 	path := filepath.Join(dir, "llmgate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// writeConfig writes the configuration of a lone node gw-t.
+func writeConfig(t *testing.T, dir, mockURL, listen, admin string) string {
+	t.Helper()
+	return nodeConfig{name: "gw-t", mockURL: mockURL, listen: listen, admin: admin, gossip: freeAddr(t)}.write(t, dir)
 }
 
 func TestServeRealProcess(t *testing.T) {
@@ -285,13 +307,8 @@ func TestStateSurvivesKill9(t *testing.T) {
 	dir := t.TempDir()
 	mockURL := startMock(t)
 	listen, admin := freeAddr(t), freeAddr(t)
-	path := writeConfig(t, dir, mockURL, listen, admin)
-	cfg, _ := os.ReadFile(path)
-	cfg = bytes.Replace(cfg, []byte(`keys: ["${TEST_TEAM_KEY}"]}`), []byte(`keys: ["${TEST_TEAM_KEY}"], tpm: 100000, quota: {tokens: 1000000, period: daily}}
-cache: {enabled: true}`), 1)
-	if err := os.WriteFile(path, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := nodeConfig{name: "gw-t", mockURL: mockURL, listen: listen, admin: admin, gossip: freeAddr(t),
+		consumer: ", tpm: 100000, quota: {tokens: 1000000, period: daily}", extra: "cache: {enabled: true}\n"}.write(t, dir)
 	call := func(method, url, body string, bearer string) (int, http.Header, string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, url, strings.NewReader(body))

@@ -13,8 +13,9 @@
 //     with finish_reason "length", else DefaultCompletionTokens tokens with
 //     finish_reason "stop"; n choices; streamed as Server-Sent Events when
 //     asked, with the usage chunk only when stream_options.include_usage;
-//   - usage holds real counts from package tokens: prompt_tokens by OpenAI's
-//     chat rule, completion_tokens of the generated text;
+//   - usage holds real counts: prompt_tokens by package tokens under OpenAI's
+//     chat rule, completion_tokens of the generated text (built one token per
+//     word or full stop, so its length is its count);
 //   - embeddings come from the gateway's own local embedder (package embed),
 //     so a cache configured with an embeddings route behaves like the
 //     built-in one; DefaultDimensions long, shorter when the request names

@@ -86,7 +86,7 @@ type Options struct {
 	// time.Now.
 	Now func() time.Time
 
-	// Counter counts prompt and completion tokens. Nil means a new one.
+	// Counter counts prompt tokens. Nil means a new one.
 	Counter *tokens.Counter
 }
 

@@ -143,7 +143,7 @@ func ParseEmbeddings(body []byte) (*EmbeddingsRequest, *Error) {
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, decodeError(err)
 	}
-	inputs, perr := EmbeddingInputs(r.Input)
+	inputs, perr := embeddingInputs(r.Input)
 	if perr != nil {
 		return nil, perr
 	}
@@ -151,9 +151,9 @@ func ParseEmbeddings(body []byte) (*EmbeddingsRequest, *Error) {
 	return &r, nil
 }
 
-// EmbeddingInputs decodes the input of an embeddings request. Valid shapes are a string, an array of strings, an array of integers and an
+// embeddingInputs decodes the input of an embeddings request. Valid shapes are a string, an array of strings, an array of integers and an
 // array of integer arrays, none empty.
-func EmbeddingInputs(raw json.RawMessage) ([]EmbeddingInput, *Error) {
+func embeddingInputs(raw json.RawMessage) ([]EmbeddingInput, *Error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return nil, BadRequest("input", "Missing required parameter: 'input'.")
@@ -192,22 +192,6 @@ func EmbeddingInputs(raw json.RawMessage) ([]EmbeddingInput, *Error) {
 type EmbeddingInput struct {
 	Text   string
 	Tokens []int64
-}
-
-// PeekModel returns the top-level "model" string of a JSON object body, or "".
-// It is what routes OpenAI-style requests, so it reads nothing else.
-func PeekModel(body []byte) string {
-	var m struct {
-		Model json.RawMessage `json:"model"`
-	}
-	if json.Unmarshal(body, &m) != nil {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(m.Model, &s) != nil {
-		return ""
-	}
-	return s
 }
 
 func checkJSONObject(body []byte) *Error {

@@ -134,19 +134,6 @@ func TestParseEmbeddings(t *testing.T) {
 	}
 }
 
-func TestPeekModel(t *testing.T) {
-	for body, want := range map[string]string{
-		`{"model":"gpt-4o","x":1}`: "gpt-4o",
-		`{"model":5}`:              "",
-		`{"x":1}`:                  "",
-		`not json`:                 "",
-	} {
-		if got := PeekModel([]byte(body)); got != want {
-			t.Errorf("PeekModel(%s) = %q, want %q", body, got, want)
-		}
-	}
-}
-
 func FuzzParseChat(f *testing.F) {
 	f.Add([]byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}`))
 	f.Add([]byte(`{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"max_tokens":5}`))
