@@ -20,6 +20,7 @@ Usage:
   llmgate mock-upstream --listen ADDR      run the simulated Azure OpenAI / OpenAI backend
   llmgate demo                             play the scripted demo on loopback and print a report
   llmgate bench SCENARIO [--out FILE]      run a benchmark (overhead)
+  llmgate config check --config FILE       validate a configuration without starting anything
   llmgate version                          print version and build information
 
 Run 'llmgate COMMAND --help' for a command's flags.
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDemo(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
+	case "config":
+		return runConfig(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		return runVersion(stdout)
 	case "help", "-h", "--help":

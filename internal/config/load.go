@@ -157,3 +157,20 @@ func knownKeys(fields map[string]reflect.Type) string {
 	slices.Sort(names)
 	return " (known keys: " + strings.Join(names, ", ") + ")"
 }
+
+// UnsetRefs returns the ${NAME} references in data that lookupEnv cannot
+// resolve, sorted and without repeats. They expand to the empty string, which
+// is valid for some keys (an unset consumer key is unusable, an empty
+// admin_token opens admin to loopback only), so a checker reports them rather
+// than failing.
+func UnsetRefs(data []byte, lookupEnv func(string) (string, bool)) []string {
+	var out []string
+	for _, m := range envRef.FindAllSubmatch(data, -1) {
+		name := string(m[1])
+		if _, ok := lookupEnv(name); !ok && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
