@@ -15,6 +15,7 @@ import (
 
 	"github.com/llmgate/llmgate/internal/openai"
 	"github.com/llmgate/llmgate/node"
+	"github.com/llmgate/llmgate/telemetry"
 )
 
 // Options configure the HTTP front.
@@ -40,6 +41,12 @@ type Options struct {
 	Quota QuotaAdmin
 	// Cluster lists the members on /admin/cluster; nil = this node alone.
 	Cluster ClusterView
+	// Observer receives every finished data-plane request (request log,
+	// usage history, per-consumer metrics); nil = none.
+	Observer telemetry.Observer
+	// CaptureContent puts the request body and the answer in the records
+	// the Observer gets.
+	CaptureContent bool
 }
 
 // ClusterView is what /admin/cluster needs: implemented by *cluster.Cluster.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/llmgate/llmgate/internal/openai"
 	"github.com/llmgate/llmgate/node"
+	"github.com/llmgate/llmgate/telemetry"
 )
 
 // openAIStyle serves /v1/{op}: the body's "model" names the route.
@@ -36,15 +38,24 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	req, w := c.Request(), c.Response()
 	label := routeLabel{op: op.String(), route: "unknown"}
 	w.Header().Set(node.HeaderCache, "off") // the node's look-up stage overrides it when it has a cache
+	rec := telemetry.Request{Time: start, RequestID: c.Get("request_id").(string), Op: label.op, Cache: "off"}
 	fail := func(e *openai.Error) error {
 		e.Write(w)
-		a.metrics.request(label, e.Status, "", a.now().Sub(start), 0)
+		total := a.now().Sub(start)
+		a.metrics.request(label, e.Status, "", total, 0)
+		rec.Status, rec.Refusal, rec.Duration = e.Status, e.Code, total
+		a.observe(req, &rec)
 		return nil
 	}
 
 	consumer, aerr := a.gw.Authenticate(consumerKey(req.Header))
 	if aerr != nil {
 		return fail(aerr)
+	}
+	rec.Consumer, rec.Credential = consumer.Name, "api_key"
+	rec.User = a.gw.User(req.Header)
+	if deployment != "" {
+		rec.Route = deployment
 	}
 	if deployment != "" && a.gw.HasRoute(deployment) {
 		label.route = deployment
@@ -53,7 +64,7 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	if aerr != nil {
 		return fail(aerr)
 	}
-	call := &node.Call{Op: op, Body: body, Consumer: consumer, RequestID: c.Get("request_id").(string), Header: req.Header}
+	call := &node.Call{Op: op, Body: body, Consumer: consumer, RequestID: rec.RequestID, Header: req.Header, Capture: a.opts.CaptureContent}
 	switch op {
 	case openai.OpChat:
 		r, perr := openai.ParseChat(body)
@@ -74,6 +85,7 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	} else if call.Route == "" {
 		return fail(openai.BadRequest("model", "Missing required parameter: 'model'."))
 	}
+	rec.Route = call.Route
 	if !a.gw.HasRoute(call.Route) {
 		return fail(openai.ModelNotFound(call.Route))
 	}
@@ -82,6 +94,16 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	out := a.gw.Serve(req.Context(), w, call)
 	total := a.now().Sub(start)
 	a.metrics.request(label, out.Status, out.Backend, total, max(total-out.Upstream, 0))
+	if a.opts.Observer != nil {
+		rec.Backend, rec.Status, rec.Cache, rec.Refusal, rec.Aborted, rec.Attempts = out.Backend, out.Status, out.Cache, out.Refusal, out.Aborted, out.Attempts
+		rec.PromptTokens, rec.CompletionTokens, rec.CachedTokens = out.Prompt, out.Completion, out.Cached
+		rec.Distance, rec.Saved = out.Distance, out.Saved
+		rec.Duration, rec.Upstream = total, out.Upstream
+		if call.Capture {
+			rec.Prompt, rec.Completion = body, out.Answer
+		}
+		a.observe(req, &rec)
+	}
 	if out.Status >= 500 || out.Aborted != "" {
 		a.log.Warn("request failed", "request_id", call.RequestID, "consumer", consumer.Name, "route", call.Route,
 			"status", out.Status, "backend", out.Backend, "attempts", out.Attempts, "aborted", out.Aborted, "duration", total)
@@ -90,6 +112,17 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 			"status", out.Status, "backend", out.Backend, "attempts", out.Attempts, "duration", total)
 	}
 	return nil
+}
+
+// observe hands a finished request to the observer, if there is one.
+func (a *API) observe(req *http.Request, rec *telemetry.Request) {
+	if a.opts.Observer == nil {
+		return
+	}
+	if rec.Cache == "" {
+		rec.Cache = "off"
+	}
+	a.opts.Observer.Observe(context.WithoutCancel(req.Context()), rec)
 }
 
 // consumerKey finds the consumer key in any of the three headers clients use.

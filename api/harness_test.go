@@ -20,6 +20,7 @@ import (
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/node"
 	"github.com/llmgate/llmgate/quota"
+	"github.com/llmgate/llmgate/telemetry"
 )
 
 const (
@@ -94,6 +95,9 @@ type setup struct {
 	cache    bool
 	embedder node.Embedder
 	now      func() time.Time
+	// observer receives every finished request; capture asks for content.
+	observer telemetry.Observer
+	capture  bool
 }
 
 func newGateway(t *testing.T, s setup) *gateway {
@@ -119,7 +123,7 @@ func newGateway(t *testing.T, s setup) *gateway {
 	// Stores complete before the answer goes out, so a test's next request
 	// finds them however slow the machine.
 	nopts := node.Options{Registry: reg, Embedder: s.embedder, Now: s.now, StoreWait: time.Minute}
-	aopts := Options{Registry: reg, Gatherer: reg, MaxBodyBytes: cfg.Server.MaxBodyBytes, BodyReadTimeout: cfg.Server.BodyReadTimeout, AdminToken: cfg.AdminToken, NodeName: "gw-test", GossipAddr: "127.0.0.1:7946"}
+	aopts := Options{Registry: reg, Gatherer: reg, MaxBodyBytes: cfg.Server.MaxBodyBytes, BodyReadTimeout: cfg.Server.BodyReadTimeout, AdminToken: cfg.AdminToken, NodeName: "gw-test", GossipAddr: "127.0.0.1:7946", Observer: s.observer, CaptureContent: s.capture}
 	if s.limits {
 		limits := map[string]quota.Limits{}
 		for _, c := range cfg.Consumers {

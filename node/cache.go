@@ -340,7 +340,23 @@ func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Cal
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(e.Response)
 	}
-	return Outcome{Status: http.StatusOK, Cache: cacheHit}
+	out := Outcome{Status: http.StatusOK, Cache: cacheHit, Distance: float64(max(d, 0)), Saved: storedUsage(e.Response)}
+	if call.Capture {
+		out.Answer = e.Response
+	}
+	return out
+}
+
+// storedUsage is the token usage recorded in a stored answer: what a hit on
+// it spared.
+func storedUsage(body []byte) int64 {
+	var c struct {
+		Usage *usage `json:"usage"`
+	}
+	if json.Unmarshal(body, &c) != nil || c.Usage == nil {
+		return 0
+	}
+	return c.Usage.total()
 }
 
 // store caches body, an answer its caller found cacheable. Failures are

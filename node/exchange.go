@@ -25,6 +25,10 @@ type usage struct {
 	Prompt     int64 `json:"prompt_tokens"`
 	Completion int64 `json:"completion_tokens"`
 	Total      int64 `json:"total_tokens"`
+	// Details says how much of the prompt the backend's own prompt cache served.
+	Details *struct {
+		Cached int64 `json:"cached_tokens"`
+	} `json:"prompt_tokens_details,omitempty"`
 }
 
 // total is the charge: the larger of total_tokens and the parts' sum, within

@@ -65,6 +65,9 @@ type Call struct {
 	Embeddings *openai.EmbeddingsRequest
 	// Header is the client's request header (cache control, end-user id).
 	Header http.Header
+	// Capture asks for the answer's body in Outcome.Answer (the request log's
+	// capture_content).
+	Capture bool
 }
 
 // Outcome says how a call ended, for the front end's metrics and logs.
@@ -80,6 +83,29 @@ type Outcome struct {
 	Cache string
 	// Tokens is what the call was charged (0 for hits and failures).
 	Tokens int64
+	// Prompt, Completion and Cached are the charged usage's parts (Cached:
+	// prompt tokens the backend served from its own prompt cache).
+	Prompt, Completion, Cached int64
+	// Distance is a hit's cosine distance; Saved the stored answer's usage,
+	// which the hit spared.
+	Distance float64
+	Saved    int64
+	// Refusal is the error code of an answer the gateway wrote itself
+	// (model_not_found, rate_limit_exceeded, quota_exceeded, backend_unavailable).
+	Refusal string
+	// Answer is the answer's body when Call.Capture asked for it.
+	Answer []byte
+}
+
+// charged records the usage u (nil: nothing) in the outcome.
+func (o *Outcome) charged(u *usage) {
+	if u == nil {
+		return
+	}
+	o.Prompt, o.Completion = u.Prompt, u.Completion
+	if u.Details != nil {
+		o.Cached = u.Details.Cached
+	}
 }
 
 // Options are a Gateway's collaborators; zero fields get defaults.
@@ -249,6 +275,10 @@ func (g *Gateway) Authenticate(key string) (*Consumer, *openai.Error) {
 	return c, nil
 }
 
+// User names the end user of a request from its header (limits.user_header),
+// "" when it names none.
+func (g *Gateway) User(h http.Header) string { return h.Get(g.limits.UserHeader) }
+
 // HasRoute reports whether name is a route (model or deployment) of this gateway.
 func (g *Gateway) HasRoute(name string) bool {
 	_, ok := g.routes[name]
@@ -276,7 +306,7 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 	if !ok {
 		e := openai.ModelNotFound(call.Route)
 		e.Write(w)
-		return Outcome{Status: e.Status}
+		return Outcome{Status: e.Status, Refusal: e.Code}
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.up.Timeout)
 	defer cancel()
@@ -294,7 +324,7 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 	adm.setHeaders(w.Header())
 	if e != nil {
 		e.Write(w)
-		return Outcome{Status: e.Status, Cache: cp.state}
+		return Outcome{Status: e.Status, Cache: cp.state, Refusal: e.Code}
 	}
 
 	x := &exchange{call: call, adm: adm, cache: cp}
@@ -302,7 +332,12 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 	out.Cache = cp.state
 	if x.reply != nil {
 		// A whole (buffered) answer: settle first so the headers carry the charge.
-		out.Tokens = g.settle(ctx, x, g.replyUsage(x))
+		u := g.replyUsage(x)
+		out.Tokens = g.settle(ctx, x, u)
+		out.charged(u)
+		if call.Capture {
+			out.Answer = x.reply.body
+		}
 		x.adm.setHeaders(w.Header())
 		w.Header().Set(HeaderTokensConsumed, strconv.FormatInt(out.Tokens, 10))
 		if cp.state == cacheMiss && x.reply.cacheable() {
@@ -314,7 +349,12 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 		return out
 	}
 	if x.stream != nil {
-		out.Tokens = g.settle(ctx, x, x.stream.usage(g, x))
+		u := x.stream.usage(g, x)
+		out.Tokens = g.settle(ctx, x, u)
+		out.charged(u)
+		if call.Capture {
+			out.Answer = x.stream.completion()
+		}
 		// Declared as a trailer before the stream started.
 		w.Header().Set(HeaderTokensConsumed, strconv.FormatInt(out.Tokens, 10))
 		if cp.state == cacheMiss && out.Aborted == "" {
@@ -379,7 +419,7 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call
 		e.Header = http.Header{"Retry-After": {retryAfterSeconds(wait)}}
 	}
 	e.Write(w)
-	out.Status = e.Status
+	out.Status, out.Refusal = e.Status, e.Code
 	return out
 }
 
@@ -391,7 +431,7 @@ func (g *Gateway) giveUp(ctx context.Context, w http.ResponseWriter, out Outcome
 		}
 		e := openai.Unavailable(msg + ".")
 		e.Write(w)
-		out.Status = e.Status
+		out.Status, out.Refusal = e.Status, e.Code
 		return out
 	}
 	// The client went away; nobody reads this status, but logs and metrics do.

@@ -26,6 +26,7 @@ import (
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/mock"
 	"github.com/llmgate/llmgate/node"
+	"github.com/llmgate/llmgate/telemetry"
 )
 
 // devKey is the consumer key of the built-in configuration (no --config), for
@@ -267,6 +268,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		MaxBodyBytes: cfg.Server.MaxBodyBytes, BodyReadTimeout: cfg.Server.BodyReadTimeout,
 		AdminToken: cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cl.Addr(),
 		Quota: st.limiter, Cache: st.adminCache(), Cluster: cl,
+		Observer: observers(cfg, logger), CaptureContent: cfg.Telemetry.CaptureContent,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building the HTTP front: %w", err)
@@ -300,6 +302,23 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		}()
 	}
 	return n, nil
+}
+
+// observers are what receives each finished request: the request log when
+// telemetry.log_requests is on.
+func observers(cfg *config.Config, logger *slog.Logger) telemetry.Observer {
+	var obs telemetry.Observers
+	if t := cfg.Telemetry; t.LogRequests == nil || *t.LogRequests {
+		capture := 0
+		if t.CaptureContent {
+			capture = t.CaptureBytes
+		}
+		obs = append(obs, telemetry.NewRequestLog(logger, capture))
+	}
+	if len(obs) == 0 {
+		return nil
+	}
+	return obs
 }
 
 // stop drains the node: not ready first, then in-flight requests finish

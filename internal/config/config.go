@@ -29,6 +29,7 @@ type Config struct {
 	Server      Server           `yaml:"server"`
 	Upstream    Upstream         `yaml:"upstream"`
 	Log         Log              `yaml:"log"`
+	Telemetry   Telemetry        `yaml:"telemetry"`
 }
 
 // Node names this node and its storage.
@@ -66,6 +67,32 @@ const (
 // Route maps what consumers call to ordered priority groups of backend names.
 type Route struct {
 	Pool [][]string `yaml:"pool"`
+	// Price turns the route's token usage into cost (usage history, /admin/usage).
+	Price Price `yaml:"price"`
+}
+
+// Price is what a route's tokens cost, in US dollars per million tokens.
+// CachedInputPer1M applies to prompt tokens the backend served from its
+// prompt cache; 0 means they cost InputPer1M.
+type Price struct {
+	InputPer1M       float64 `yaml:"input_per_1m"`
+	OutputPer1M      float64 `yaml:"output_per_1m"`
+	CachedInputPer1M float64 `yaml:"cached_input_per_1m"`
+}
+
+// Telemetry configures what a node reports about requests (SPEC §13).
+type Telemetry struct {
+	// OTLPEndpoint is the OTLP/HTTP collector base URL (traces and metrics);
+	// empty = off.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// LogRequests writes one JSON line per data-plane request. Default true.
+	LogRequests *bool `yaml:"log_requests"`
+	// CaptureContent adds the request body and the answer to the request
+	// log, each cut to CaptureBytes (default 4096). Default false.
+	CaptureContent bool `yaml:"capture_content"`
+	CaptureBytes   int  `yaml:"capture_bytes"`
+	// UsageRetention is how long hourly usage history is kept. Default 9600h (400 days).
+	UsageRetention time.Duration `yaml:"usage_retention"`
 }
 
 // Consumer is one calling team with its keys and limits.
@@ -223,6 +250,12 @@ func (c *Config) ApplyDefaults() {
 	u.BreakerCooldown = cmp.Or(u.BreakerCooldown, 10*time.Second)
 	u.APIVersion = cmp.Or(u.APIVersion, DefaultAPIVersion)
 	u.MaxIdleConnsPerBackend = cmp.Or(u.MaxIdleConnsPerBackend, 256)
+	if c.Telemetry.LogRequests == nil {
+		on := true
+		c.Telemetry.LogRequests = &on
+	}
+	c.Telemetry.CaptureBytes = cmp.Or(c.Telemetry.CaptureBytes, 4096)
+	c.Telemetry.UsageRetention = cmp.Or(c.Telemetry.UsageRetention, 400*24*time.Hour)
 	c.Log.Level = cmp.Or(c.Log.Level, "info")
 	c.Log.Format = cmp.Or(c.Log.Format, "json")
 }
@@ -281,6 +314,9 @@ func (c *Config) Validate() error {
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Routes)) {
 		r := c.Routes[name]
+		if p := r.Price; p.InputPer1M < 0 || p.OutputPer1M < 0 || p.CachedInputPer1M < 0 {
+			return fmt.Errorf("routes.%s.price: prices must not be negative", name)
+		}
 		if len(r.Pool) == 0 {
 			return fmt.Errorf("routes.%s.pool: empty", name)
 		}
@@ -373,6 +409,19 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level)
+	}
+	t := c.Telemetry
+	if t.CaptureBytes < 0 || t.UsageRetention < 0 {
+		return fmt.Errorf("telemetry: capture_bytes and usage_retention must not be negative")
+	}
+	if t.UsageRetention > 0 && t.UsageRetention < time.Hour {
+		return fmt.Errorf("telemetry.usage_retention: %s is shorter than the one-hour rows it keeps", t.UsageRetention)
+	}
+	if t.OTLPEndpoint != "" {
+		u, err := url.Parse(t.OTLPEndpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("telemetry.otlp_endpoint: %q is not an http(s) URL", t.OTLPEndpoint)
+		}
 	}
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		return fmt.Errorf("log.format: %q is not json or text", c.Log.Format)
