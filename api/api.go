@@ -109,6 +109,7 @@ func (a *API) DataHandler() http.Handler {
 	})
 	e.GET("/readyz", func(c echo.Context) error {
 		if !a.ready.Load() {
+			c.Response().Header().Set("Retry-After", "1")
 			return c.JSONBlob(http.StatusServiceUnavailable, []byte(`{"status":"draining"}`))
 		}
 		return c.JSONBlob(http.StatusOK, []byte(`{"status":"ready"}`))

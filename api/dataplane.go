@@ -39,7 +39,9 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	label := routeLabel{op: op.String(), route: "unknown"}
 	w.Header().Set(node.HeaderCache, "off") // the node's look-up stage overrides it when it has a cache
 	rec := telemetry.Request{Time: start, RequestID: c.Get("request_id").(string), Op: label.op, Cache: "off"}
+	var consumer *node.Consumer
 	fail := func(e *openai.Error) error {
+		a.gw.LimitHeaders(req.Context(), w.Header(), consumer, req.Header, "")
 		e.Write(w)
 		total := a.now().Sub(start)
 		a.metrics.request(label, e.Status, "", total, 0)
@@ -193,10 +195,12 @@ func readAllInto(b []byte, r io.Reader) ([]byte, error) {
 // models lists the routes as OpenAI models.
 func (a *API) models(c echo.Context) error {
 	c.Response().Header().Set(node.HeaderCache, "bypass") // listings are never cached
-	if _, e := a.gw.Authenticate(consumerKey(c.Request().Header)); e != nil {
+	consumer, e := a.gw.Authenticate(consumerKey(c.Request().Header))
+	if e != nil {
 		e.Write(c.Response())
 		return nil
 	}
+	a.gw.LimitHeaders(c.Request().Context(), c.Response().Header(), consumer, c.Request().Header, "")
 	var sb strings.Builder
 	sb.WriteString(`{"object":"list","data":[`)
 	for i, name := range a.gw.Routes() {
@@ -212,10 +216,12 @@ func (a *API) models(c echo.Context) error {
 // model describes one route as an OpenAI model.
 func (a *API) model(c echo.Context) error {
 	c.Response().Header().Set(node.HeaderCache, "bypass")
-	if _, e := a.gw.Authenticate(consumerKey(c.Request().Header)); e != nil {
+	consumer, e := a.gw.Authenticate(consumerKey(c.Request().Header))
+	if e != nil {
 		e.Write(c.Response())
 		return nil
 	}
+	a.gw.LimitHeaders(c.Request().Context(), c.Response().Header(), consumer, c.Request().Header, "")
 	name := c.Param("model")
 	if !a.gw.HasRoute(name) {
 		openai.ModelNotFound(name).Write(c.Response())

@@ -53,6 +53,25 @@ func (a *admission) setHeaders(h http.Header) {
 	h.Set(HeaderRemainTokens, strconv.FormatInt(max(a.remain, 0), 10))
 }
 
+// LimitHeaders writes the consumer's TPM headers (SPEC §4) for an answer
+// that charges nothing: a hit, a refused or invalid request, a listing.
+// reqHeader is the client's request header (the end-user id); route may be
+// "". A limiter that cannot answer in time leaves the headers out.
+func (g *Gateway) LimitHeaders(ctx context.Context, h http.Header, c *Consumer, reqHeader http.Header, route string) {
+	if g.limiter == nil || c == nil {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, admitTimeout)
+	defer cancel()
+	key := g.counterKey(&Call{Consumer: c, Header: reqHeader, Route: route})
+	if route == "" && c.CounterKey == config.CounterRoute {
+		key = "" // no route to name: the consumer's own counter
+	}
+	if dec, err := g.limiter.Headroom(lctx, c.Name, key); err == nil {
+		(&admission{limit: dec.Limit, remain: dec.Remaining}).setHeaders(h)
+	}
+}
+
 // counterKey names the counter the consumer's limits apply to for this call.
 func (g *Gateway) counterKey(call *Call) string {
 	c := call.Consumer
@@ -120,11 +139,29 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Err
 		return a, nil
 	}
 	g.metrics.rejected(d.Reason)
-	return a, refusal(call, a.tokens, d, g.now())
+	return a, refusal(call, a.tokens, g.allowanceNote(call), d, g.now())
+}
+
+// HeaderShouldRetry tells the official SDKs whether retrying can help.
+const HeaderShouldRetry = "x-should-retry"
+
+// allowanceNote says what the estimate's completion part is, in words for a
+// refusal: the client's own limit, or the default allowance it did not set.
+func (g *Gateway) allowanceNote(call *Call) string {
+	if call.Chat != nil && call.Chat.CompletionAllowance() > 0 {
+		return "prompt plus max_tokens"
+	}
+	if call.Responses != nil && call.Responses.MaxOutputTokens != nil {
+		return "input plus max_output_tokens"
+	}
+	if call.Chat == nil && call.Responses == nil {
+		return "prompt"
+	}
+	return fmt.Sprintf("prompt plus the default completion allowance of %d tokens, reserved because the request sets no output limit", g.limits.DefaultCompletionTokens)
 }
 
 // refusal is the OpenAI-format answer to a denied reservation.
-func refusal(call *Call, need int64, d quota.Decision, now time.Time) *openai.Error {
+func refusal(call *Call, need int64, allowance string, d quota.Decision, now time.Time) *openai.Error {
 	who := call.Consumer.Name
 	switch d.Reason {
 	case quota.ReasonTooLarge:
@@ -132,8 +169,10 @@ func refusal(call *Call, need int64, d quota.Decision, now time.Time) *openai.Er
 		if d.Limit > 0 && need > d.Limit {
 			limit = fmt.Sprintf("its limit of %d tokens per minute", d.Limit)
 		}
+		// Retrying cannot cure it: the SDKs must not send it again.
 		return &openai.Error{Status: http.StatusTooManyRequests, Type: "tokens", Code: openai.CodeRateLimitExceeded,
-			Message: fmt.Sprintf("This request needs an estimated %d tokens (prompt plus max_tokens), more than %s allows consumer '%s'; it can never be admitted. Shorten the prompt or lower max_tokens.", need, limit, who)}
+			Header:  http.Header{http.CanonicalHeaderKey(HeaderShouldRetry): {"false"}},
+			Message: fmt.Sprintf("This request needs an estimated %d tokens (%s), more than %s allows consumer '%s'; it can never be admitted. Shorten the prompt or set a lower output limit (max_tokens, max_completion_tokens or max_output_tokens).", need, allowance, limit, who)}
 	case quota.ReasonQuota:
 		wait := d.RetryAfter
 		if !d.QuotaResetsAt.IsZero() {
@@ -142,6 +181,7 @@ func refusal(call *Call, need int64, d quota.Decision, now time.Time) *openai.Er
 		e := &openai.Error{Status: http.StatusForbidden, Type: "insufficient_quota", Code: openai.CodeQuotaExceeded,
 			Message: fmt.Sprintf("Consumer '%s' has used its token quota for this period; it resets at %s.", who, d.QuotaResetsAt.UTC().Format(time.RFC3339))}
 		e.Header = retryHeaders(wait)
+		e.Header.Set(HeaderShouldRetry, "false") // not within any SDK's retry budget
 		return e
 	case quota.ReasonShare:
 		e := &openai.Error{Status: http.StatusTooManyRequests, Type: "tokens", Code: openai.CodeRateLimitExceeded,

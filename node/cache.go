@@ -320,14 +320,8 @@ func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Cal
 	h.Set(HeaderCache, cacheHit)
 	h.Set(HeaderCacheDistance, strconv.FormatFloat(float64(max(d, 0)), 'f', 4, 32))
 	h.Set(HeaderTokensConsumed, "0")
-	if g.limiter != nil {
-		// A hit costs no tokens: it only reports the consumer's headroom.
-		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-		if dec, err := g.limiter.Headroom(lctx, call.Consumer.Name, g.counterKey(call)); err == nil {
-			(&admission{limit: dec.Limit, remain: dec.Remaining}).setHeaders(h)
-		}
-		cancel()
-	}
+	// A hit costs no tokens: it only reports the consumer's headroom.
+	g.LimitHeaders(ctx, h, call.Consumer, call.Header, call.Route)
 	if call.Stream {
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-cache")

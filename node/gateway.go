@@ -63,6 +63,7 @@ type Call struct {
 	// Chat and Embeddings are the parsed body, per Op (the other is nil).
 	Chat       *openai.ChatRequest
 	Embeddings *openai.EmbeddingsRequest
+	Responses  *openai.ResponsesRequest
 	// Header is the client's request header (cache control, end-user id).
 	Header http.Header
 	// Capture asks for the answer's body in Outcome.Answer (the request log's
@@ -415,9 +416,9 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call
 			wait = d
 		}
 	}
-	if wait > 0 {
-		e.Header = http.Header{"Retry-After": {retryAfterSeconds(wait)}}
-	}
+	// Every 503 says when to come back (at least a second), so clients back
+	// off instead of hammering the gateway.
+	e.Header = http.Header{"Retry-After": {retryAfterSeconds(max(wait, time.Second))}}
 	e.Write(w)
 	out.Status, out.Refusal = e.Status, e.Code
 	return out
@@ -430,6 +431,7 @@ func (g *Gateway) giveUp(ctx context.Context, w http.ResponseWriter, out Outcome
 			msg += " (" + strings.Join(failures, "; ") + ")"
 		}
 		e := openai.Unavailable(msg + ".")
+		e.Header = http.Header{"Retry-After": {"1"}}
 		e.Write(w)
 		out.Status, out.Refusal = e.Status, e.Code
 		return out
@@ -539,13 +541,9 @@ func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, body i
 	er := openai.NewEventReader(body)
 	stalled := time.AfterFunc(g.up.ResponseHeaderTimeout, cancel)
 	defer stalled.Stop()
-	sawDone := false
 	for {
 		ev, err := er.Next()
 		if err != nil {
-			if errors.Is(err, io.EOF) && sawDone {
-				return ""
-			}
 			if errors.Is(ctx.Err(), context.Canceled) {
 				g.metrics.streamAborted("client")
 				return "client"
@@ -560,9 +558,8 @@ func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, body i
 			return "upstream"
 		}
 		stalled.Reset(g.up.ResponseHeaderTimeout)
-		if ev.Done() {
-			sawDone = true
-		} else if !tap.see(ev.Data) {
+		final := ev.Done()
+		if !final && !tap.see(ev.Data) {
 			// The usage chunk the gateway asked for and the client did not.
 			if er.Buffered() == 0 {
 				_ = rc.Flush()
@@ -572,6 +569,16 @@ func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, body i
 		if _, err := w.Write(ev.Raw); err != nil {
 			g.metrics.streamAborted("client")
 			return "client"
+		}
+		if final {
+			// The stream is complete once its last event is out, whatever
+			// the client does next (SDKs close the connection at once) and
+			// however long the backend takes to end its body.
+			if err := rc.Flush(); err != nil {
+				g.metrics.streamAborted("client")
+				return "client"
+			}
+			return ""
 		}
 		if er.Buffered() == 0 {
 			if err := rc.Flush(); err != nil {

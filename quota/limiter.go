@@ -107,7 +107,7 @@ type Status struct {
 	Consumer     string `json:"consumer"`
 	TPMLimit     int64  `json:"tpm_limit"`
 	TPMUsed      int64  `json:"tpm_used"`
-	TPMRemaining int64  `json:"tpm_remaining"`
+	TPMRemaining Left   `json:"tpm_remaining"`
 	QuotaLimit   int64  `json:"quota_limit"`
 	QuotaPeriod  string `json:"quota_period"`
 	QuotaUsed    int64  `json:"quota_used"`
@@ -130,7 +130,7 @@ type Status struct {
 type KeyStatus struct {
 	Key          string `json:"key"`
 	TPMUsed      int64  `json:"tpm_used"`
-	TPMRemaining int64  `json:"tpm_remaining"`
+	TPMRemaining Left   `json:"tpm_remaining"`
 	QuotaUsed    int64  `json:"quota_used"`
 }
 
@@ -406,9 +406,9 @@ func (l *Limiter) status(consumer string, lim Limits, views []keyView, now time.
 			maps.Copy(st.ByNode, v.byNode)
 			continue
 		}
-		st.Keys = append(st.Keys, KeyStatus{Key: v.key, TPMUsed: v.used, TPMRemaining: lim.remaining(v.used), QuotaUsed: v.quotaUsed})
+		st.Keys = append(st.Keys, KeyStatus{Key: v.key, TPMUsed: v.used, TPMRemaining: lim.left(v.used), QuotaUsed: v.quotaUsed})
 	}
-	st.TPMRemaining = lim.remaining(st.TPMUsed)
+	st.TPMRemaining = lim.left(st.TPMUsed)
 	slices.SortFunc(st.Keys, func(a, b KeyStatus) int { return cmp.Compare(a.Key, b.Key) })
 	return st
 }

@@ -489,6 +489,9 @@ func TestStatusAndList(t *testing.T) {
 	if b := list[1]; b.TPMRemaining != 0 || b.QuotaResetsAt != nil || b.QuotaPeriod != "" {
 		t.Fatalf("status of b: %+v", b)
 	}
+	if cs := list[2]; cs.TPMRemaining != Unlimited {
+		t.Fatalf("c has no TPM limit: remaining %d, want Unlimited", cs.TPMRemaining)
+	}
 	if cs := list[2]; cs.TPMUsed != 0 || cs.ByNode["n1"] != 0 || len(cs.ByNode) != 1 {
 		t.Fatalf("status of c: %+v", cs)
 	}

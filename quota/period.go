@@ -2,6 +2,7 @@ package quota
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -71,6 +72,29 @@ func (lim Limits) remaining(used int64) int64 {
 		return 0
 	}
 	return max(lim.TPM-used, 0)
+}
+
+// left is remaining for the admin API: Unlimited when there is no limit.
+func (lim Limits) left(used int64) Left {
+	if lim.TPM <= 0 {
+		return Unlimited
+	}
+	return Left(lim.remaining(used))
+}
+
+// Left is what remains of a TPM limit as the admin API shows it: a count of
+// tokens, or Unlimited, written as JSON null (no limit, nothing to run out of).
+type Left int64
+
+// Unlimited is the Left of a counter without a TPM limit.
+const Unlimited Left = -1
+
+// MarshalJSON writes Unlimited as null.
+func (l Left) MarshalJSON() ([]byte, error) {
+	if l < 0 {
+		return []byte("null"), nil
+	}
+	return strconv.AppendInt(nil, int64(l), 10), nil
 }
 
 func (lim Limits) validate() error {

@@ -34,7 +34,7 @@ import (
 const devKey = "sk-llmgate-dev"
 
 type serveFlags struct {
-	config, listen, adminListen, gossip, join, dataDir, nodeName, upstream string
+	config, listen, adminListen, gossip, join, dataDir, nodeName, upstream, upstreamKey string
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -49,6 +49,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.dataDir, "data-dir", "", "data directory (overrides node.data_dir)")
 	fs.StringVar(&f.nodeName, "node-name", "", "unique node name (overrides node.name)")
 	fs.StringVar(&f.upstream, "upstream", "", "without --config: the backend URL (a path ending in /v1 means an OpenAI-style API, else Azure)")
+	fs.StringVar(&f.upstreamKey, "upstream-key", os.Getenv("LLMGATE_UPSTREAM_KEY"), "with --upstream: the backend's API key (default $LLMGATE_UPSTREAM_KEY)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -81,6 +82,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logger.Info("llmgate node serving", "node", cfg.Node.Name, "listen", n.dataAddr, "admin_listen", n.adminAddr, "data_dir", cfg.Node.DataDir, "version", version)
 	select {
 	case <-ctx.Done():
+		// Not ready first, still serving: load balancers and Kubernetes see
+		// /readyz fail and stop sending before the listeners close.
+		n.api.SetReady(false)
+		logger.Info("draining: /readyz answers 503, listeners close after the drain period", "node", cfg.Node.Name, "drain_period", cfg.Server.DrainPeriod)
+		time.Sleep(cfg.Server.DrainPeriod)
 		logger.Info("shutting down", "node", cfg.Node.Name)
 	case err := <-n.errc:
 		_ = n.stop(context.Background())
@@ -106,6 +112,10 @@ func serveConfig(f serveFlags) (*config.Config, error) {
 		cfg = c
 	} else {
 		cfg = builtinConfig(f.upstream)
+		if f.upstream != "" {
+			// Sent to the backend in api-key (azure) or Authorization: Bearer (openai).
+			cfg.Backends[0].APIKey = f.upstreamKey
+		}
 	}
 	if f.listen != "" {
 		cfg.Listen = f.listen

@@ -178,6 +178,10 @@ type Server struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// ShutdownTimeout is how long in-flight requests may finish on shutdown. Default 30s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// DrainPeriod is how long a stopping node keeps serving with /readyz at
+	// 503 before its listeners close, so load balancers stop sending first.
+	// Default 2s.
+	DrainPeriod time.Duration `yaml:"drain_period"`
 }
 
 // Upstream configures calls to backends.
@@ -242,6 +246,7 @@ func (c *Config) ApplyDefaults() {
 	s.BodyReadTimeout = cmp.Or(s.BodyReadTimeout, 30*time.Second)
 	s.IdleTimeout = cmp.Or(s.IdleTimeout, 120*time.Second)
 	s.ShutdownTimeout = cmp.Or(s.ShutdownTimeout, 30*time.Second)
+	s.DrainPeriod = cmp.Or(s.DrainPeriod, 2*time.Second)
 	u := &c.Upstream
 	u.Timeout = cmp.Or(u.Timeout, 300*time.Second)
 	u.ResponseHeaderTimeout = cmp.Or(u.ResponseHeaderTimeout, 120*time.Second)

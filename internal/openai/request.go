@@ -14,6 +14,7 @@ type Operation int
 const (
 	OpChat Operation = iota + 1
 	OpEmbeddings
+	OpResponses
 )
 
 // Path is the operation's path suffix in both wire formats.
@@ -23,6 +24,8 @@ func (o Operation) Path() string {
 		return "chat/completions"
 	case OpEmbeddings:
 		return "embeddings"
+	case OpResponses:
+		return "responses"
 	}
 	return ""
 }
@@ -33,6 +36,8 @@ func (o Operation) String() string {
 		return "chat"
 	case OpEmbeddings:
 		return "embeddings"
+	case OpResponses:
+		return "responses"
 	}
 	return "unknown"
 }

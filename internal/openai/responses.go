@@ -1,0 +1,95 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// ResponsesRequest is the part of a Responses API request (POST /responses)
+// the gateway reads. Fields it does not read stay in the raw body untouched.
+type ResponsesRequest struct {
+	Model string `json:"model"`
+	// Input is a string or an array of input items.
+	Input              json.RawMessage `json:"input"`
+	Instructions       *string         `json:"instructions"`
+	Tools              json.RawMessage `json:"tools"`
+	Stream             bool            `json:"stream"`
+	MaxOutputTokens    *int64          `json:"max_output_tokens"`
+	Temperature        *float64        `json:"temperature"`
+	PreviousResponseID string          `json:"previous_response_id"`
+	Conversation       json.RawMessage `json:"conversation"`
+	Background         bool            `json:"background"`
+	Store              *bool           `json:"store"`
+}
+
+// Stateful reports whether the request builds on or creates state held by
+// the backend beyond its own answer: a previous response, a conversation, a
+// background run. Such requests are never answered from a cache.
+func (r *ResponsesRequest) Stateful() bool {
+	c := bytes.TrimSpace(r.Conversation)
+	return r.PreviousResponseID != "" || r.Background || (len(c) > 0 && !bytes.Equal(c, []byte("null")))
+}
+
+// InputItem is one item of a Responses input: a message (role and content)
+// or another item (function_call_output, reasoning, …), kept raw.
+type InputItem struct {
+	Type    string          `json:"type"`
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+	// Output and Arguments are the text of function call items.
+	Output    json.RawMessage `json:"output"`
+	Arguments string          `json:"arguments"`
+	Name      string          `json:"name"`
+}
+
+// Items decodes Input: a string is one user message.
+func (r *ResponsesRequest) Items() []InputItem {
+	in := bytes.TrimSpace(r.Input)
+	if len(in) == 0 || in[0] == '"' {
+		c := in
+		if len(c) == 0 {
+			c = nil
+		}
+		return []InputItem{{Type: "message", Role: "user", Content: c}}
+	}
+	var items []InputItem
+	_ = json.Unmarshal(in, &items) // checked by ParseResponses
+	return items
+}
+
+// ParseResponses validates body as a Responses API create request.
+func ParseResponses(body []byte) (*ResponsesRequest, *Error) {
+	if err := checkJSONObject(body); err != nil {
+		return nil, err
+	}
+	var r ResponsesRequest
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, decodeError(err)
+	}
+	in := bytes.TrimSpace(r.Input)
+	switch {
+	case len(in) == 0 || bytes.Equal(in, []byte("null")):
+		if r.PreviousResponseID == "" && len(bytes.TrimSpace(r.Conversation)) == 0 {
+			return nil, BadRequest("input", "Missing required parameter: 'input'.")
+		}
+		r.Input = nil
+	case in[0] == '"':
+	case in[0] == '[':
+		var items []InputItem
+		if err := json.Unmarshal(in, &items); err != nil {
+			return nil, BadRequest("input", "'input' must be a string or an array of input items.")
+		}
+		if len(items) > MaxMessages {
+			return nil, BadRequest("input", "'input' has too many items.")
+		}
+	default:
+		return nil, BadRequest("input", "'input' must be a string or an array of input items.")
+	}
+	if r.MaxOutputTokens != nil && *r.MaxOutputTokens < 1 {
+		return nil, BadRequest("max_output_tokens", "'max_output_tokens' must be at least 1.")
+	}
+	if r.Temperature != nil && (*r.Temperature < 0 || *r.Temperature > 2) {
+		return nil, BadRequest("temperature", "'temperature' must be between 0 and 2.")
+	}
+	return &r, nil
+}
