@@ -277,3 +277,74 @@ func TestAdminStateRoutesOfAbsentParts(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheNeverAnswersADifferentRequest sends, per false-hit class, a first
+// request that is stored and a second that differs in what can change the
+// answer: the second must reach the backend.
+func TestCacheNeverAnswersADifferentRequest(t *testing.T) {
+	dialog := func(turns ...string) string {
+		var msgs []map[string]string
+		for i, c := range turns {
+			role := "user"
+			if i%2 == 1 {
+				role = "assistant"
+			}
+			msgs = append(msgs, map[string]string{"role": role, "content": c})
+		}
+		b, _ := json.Marshal(map[string]any{"model": "gpt-4o", "messages": msgs})
+		return string(b)
+	}
+	withSystem := func(system, user string) string {
+		b, _ := json.Marshal(map[string]any{"model": "gpt-4o", "messages": []map[string]string{{"role": "system", "content": system}, {"role": "user", "content": user}}})
+		return string(b)
+	}
+	tests := []struct{ name, first, second string }{
+		{"operator differs is a miss", chatAbout("What does print(7 + 3) output in Python?"), chatAbout("What does print(7 - 3) output in Python?")},
+		{"comparison operator differs is a miss", chatAbout("When is a == b true in JavaScript?"), chatAbout("When is a != b true in JavaScript?")},
+		{"increment and decrement differ", chatAbout("What does i++ do in a loop?"), chatAbout("What does i-- do in a loop?")},
+		{"C++ and C# differ", chatAbout("Is C++ good for games?"), chatAbout("Is C# good for games?")},
+		{"currency differs is a miss", chatAbout("How much is $100 in yen?"), chatAbout("How much is €100 in yen?")},
+		{"percent sign is a miss", chatAbout("Raise the price by 20% please"), chatAbout("Raise the price by 20 please")},
+		{"product and power differ", chatAbout("Compute 2*10 for me"), chatAbout("Compute 2^10 for me")},
+		{"swapped content word is a miss", chatAbout("Write a long story about a mango that learns to fly over the sea"), chatAbout("Write a long story about a banana that learns to fly over the sea")},
+		{"antonym is a miss", chatAbout("How do I add a user to the docker group?"), chatAbout("How do I remove a user to the docker group?")},
+		{"pronoun differs is a miss", chatAbout("What did he say at the meeting on the budget?"), chatAbout("What did she say at the meeting on the budget?")},
+		{"moved turn boundary is a miss", dialog("tell me a joke\nabout cats", "why did the cat sit on the computer", "explain it"), dialog("tell me a joke", "about cats\nwhy did the cat sit on the computer", "explain it")},
+		{"word swapped inside a dialog is a miss", dialog("plan a trip to the coast", "sure, by train or car?", "open the itinerary"), dialog("plan a trip to the coast", "sure, by train or car?", "close the itinerary")},
+		{"different system message is a miss", withSystem("Customer Alice, balance $10", "What is my balance?"), withSystem("Customer Bob, balance $99000", "What is my balance?")},
+		{"duplicate keys in swapped order are a miss", `{"model":"gpt-4o","messages":[{"role":"user","content":"x","content":"y"}]}`, `{"model":"gpt-4o","messages":[{"role":"user","content":"y","content":"x"}]}`},
+		{"lone surrogates differ", `{"model":"gpt-4o","messages":[{"role":"user","content":"name \ud800 please"}]}`, `{"model":"gpt-4o","messages":[{"role":"user","content":"name \ud801 please"}]}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			up := newUpstream(t, okChat("east"))
+			g := cached(t, up)
+			url := g.data.URL + "/v1/chat/completions"
+			if a := do(t, "POST", url, keyA, tc.first); a.status != 200 || a.header.Get("x-llmgate-cache") != "miss" {
+				t.Fatalf("first: %d %v %s", a.status, a.header.Get("x-llmgate-cache"), a.body)
+			}
+			if a := do(t, "POST", url, keyA, tc.first); a.header.Get("x-llmgate-cache") != "hit" {
+				t.Fatalf("the first request was not stored: %v", a.header.Get("x-llmgate-cache"))
+			}
+			before := up.calls.Load()
+			a := do(t, "POST", url, keyA, tc.second)
+			if a.status != 200 {
+				t.Fatalf("second: %d %s", a.status, a.body)
+			}
+			if got := a.header.Get("x-llmgate-cache"); got != "miss" || up.calls.Load() == before {
+				t.Errorf("second request: x-llmgate-cache = %q (distance %s), want a miss that reaches the backend",
+					got, a.header.Get("x-llmgate-cache-distance"))
+			}
+		})
+	}
+}
+
+func TestCacheMaxEntryBytes(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	g := cached(t, up, func(s *setup) { s.mutate = func(c *config.Config) { c.Cache.MaxEntryBytes = 10 } })
+	url := g.data.URL + "/v1/chat/completions"
+	do(t, "POST", url, keyA, chatAbout("a big answer"))
+	if a := do(t, "POST", url, keyA, chatAbout("a big answer")); a.status != 200 || a.header.Get("x-llmgate-cache") != "miss" {
+		t.Errorf("an answer over max_entry_bytes was stored: %d %v", a.status, a.header.Get("x-llmgate-cache"))
+	}
+}

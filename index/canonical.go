@@ -2,13 +2,13 @@ package index
 
 import (
 	"bytes"
-	"cmp"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -23,12 +23,15 @@ func ignoredKey(k string) bool {
 
 // CanonicalHash is the exact tier's key: SHA-256 over sp's fields and the
 // canonical form of the JSON request body. The canonical form sorts object
-// keys, drops insignificant whitespace, re-escapes strings uniformly, keeps
-// numbers as their literal text and array order as given, and drops the
-// top-level keys "stream", "stream_options" and "user". Bodies that differ
-// only in key order, whitespace or string escapes hash alike; any other
-// difference (a value, a number's spelling, an array's order) does not.
-// Invalid JSON is an error.
+// keys (stably: duplicate keys keep their order, since which one a server
+// reads depends on the order), drops insignificant whitespace, re-escapes
+// strings uniformly (a lone surrogate escape and an invalid UTF-8 byte stay
+// distinct from each other and from U+FFFD), keeps numbers as their literal
+// text and array order as given, and drops the top-level keys "stream",
+// "stream_options" and "user". Bodies that differ only in key order of
+// distinct keys, whitespace or string escapes of the same characters hash
+// alike; any other difference (a value, a number's spelling, an array's
+// order, the order of duplicate keys) does not. Invalid JSON is an error.
 func CanonicalHash(sp Space, body []byte) ([32]byte, error) {
 	canon, err := canonicalJSON(body)
 	if err != nil {
@@ -37,7 +40,7 @@ func CanonicalHash(sp Space, body []byte) ([32]byte, error) {
 	// The canonical body is a fresh buffer: the Space goes in front of it in
 	// a second one, and both through one digest.
 	var buf [128]byte
-	head := append(buf[:0], "llmgate/index/v1\x00"...)
+	head := append(buf[:0], "llmgate/index/v2\x00"...)
 	head = appendString(head, sp.Partition)
 	head = appendString(head, sp.Route)
 	head = appendString(head, sp.Shape)
@@ -140,9 +143,8 @@ func (p *canonParser) array(out []byte, depth int) ([]byte, error) {
 	}
 }
 
-// object writes the object at p.i with members sorted by key (then by
-// value, so that duplicate keys are deterministic too), dropping the
-// ignored keys at the top level.
+// object writes the object at p.i with members sorted by key, duplicates in
+// the order given, dropping the ignored keys at the top level.
 func (p *canonParser) object(out []byte, depth int) ([]byte, error) {
 	p.i++ // '{'
 	type member struct {
@@ -170,8 +172,11 @@ func (p *canonParser) object(out []byte, depth int) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Members sort by name as encoding/json does; a name it cannot tell
+		// apart (lone surrogates) keeps its place, and its canonical key
+		// still differs.
 		name := string(key[1 : len(key)-1])
-		if bytes.IndexByte(key, '\\') >= 0 {
+		if bytes.IndexByte(key, '\\') >= 0 || !utf8.Valid(key) {
 			if err := json.Unmarshal(key, &name); err != nil {
 				return nil, err
 			}
@@ -188,9 +193,7 @@ func (p *canonParser) object(out []byte, depth int) ([]byte, error) {
 			return nil, errBadJSON
 		}
 	}
-	slices.SortFunc(ms, func(a, b member) int {
-		return cmp.Or(strings.Compare(a.name, b.name), bytes.Compare(a.val, b.val))
-	})
+	slices.SortStableFunc(ms, func(a, b member) int { return strings.Compare(a.name, b.name) })
 	out = append(out, '{')
 	for i, m := range ms {
 		if i > 0 {
@@ -203,8 +206,8 @@ func (p *canonParser) object(out []byte, depth int) ([]byte, error) {
 	return append(out, '}'), nil
 }
 
-// str writes the string at p.i as encoding/json marshals its value:
-// verbatim when that is already so, else decoded and re-encoded.
+// str writes the string at p.i in canonical form: verbatim when it has no
+// escape and is valid UTF-8, else decoded and re-encoded by appendCanon.
 func (p *canonParser) str(out []byte) ([]byte, error) {
 	start := p.i
 	p.i++ // opening quote
@@ -218,15 +221,7 @@ func (p *canonParser) str(out []byte) ([]byte, error) {
 			if verbatim {
 				return append(out, raw...), nil
 			}
-			var s string
-			if err := json.Unmarshal(raw, &s); err != nil {
-				return nil, err
-			}
-			enc, err := json.Marshal(s)
-			if err != nil {
-				return nil, err
-			}
-			return append(out, enc...), nil
+			return appendCanon(out, raw[1:len(raw)-1])
 		case c == '\\':
 			verbatim = false
 			p.i += 2
@@ -236,7 +231,7 @@ func (p *canonParser) str(out []byte) ([]byte, error) {
 		case c >= utf8.RuneSelf:
 			r, n := utf8.DecodeRune(p.b[p.i:])
 			if (r == utf8.RuneError && n == 1) || r == '\u2028' || r == '\u2029' {
-				verbatim = false // encoding/json replaces or escapes these
+				verbatim = false
 			}
 			p.i += n
 		default:
@@ -244,4 +239,124 @@ func (p *canonParser) str(out []byte) ([]byte, error) {
 		}
 	}
 	return nil, errBadJSON
+}
+
+// appendCanon appends the canonical encoding of the JSON string body s
+// (without its quotes) as encoding/json marshals its value, except that a
+// lone surrogate escape as \udXXX (lower case) and an invalid UTF-8 byte as
+// \xNN. The encoding is injective: two strings that differ in any code
+// unit or byte never encode alike (encoding/json would turn both a lone
+// surrogate and a stray byte into U+FFFD).
+func appendCanon(out, s []byte) ([]byte, error) {
+	const hex = "0123456789abcdef"
+	out = append(out, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c == '\\' {
+			if i+1 >= len(s) {
+				return nil, errBadJSON
+			}
+			e := s[i+1]
+			i += 2
+			var r rune
+			switch e {
+			case '"', '\\', '/':
+				r = rune(e)
+			case 'b':
+				r = '\b'
+			case 'f':
+				r = '\f'
+			case 'n':
+				r = '\n'
+			case 'r':
+				r = '\r'
+			case 't':
+				r = '\t'
+			case 'u':
+				u, ok := hex4(s[i:])
+				if !ok {
+					return nil, errBadJSON
+				}
+				i += 4
+				r = rune(u)
+				if utf16.IsSurrogate(r) {
+					if r < 0xdc00 && i+6 <= len(s) && s[i] == '\\' && s[i+1] == 'u' {
+						if lo, ok := hex4(s[i+2:]); ok && lo >= 0xdc00 && lo <= 0xdfff {
+							r = utf16.DecodeRune(r, rune(lo))
+							i += 6
+							out = appendRune(out, r)
+							continue
+						}
+					}
+					out = append(out, '\\', 'u', hex[u>>12], hex[u>>8&0xf], hex[u>>4&0xf], hex[u&0xf])
+					continue
+				}
+			default:
+				return nil, errBadJSON
+			}
+			out = appendRune(out, r)
+			continue
+		}
+		if c < utf8.RuneSelf {
+			out = appendRune(out, rune(c))
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			out = append(out, '\\', 'x', hex[c>>4], hex[c&0xf])
+			i++
+			continue
+		}
+		out = appendRune(out, r)
+		i += n
+	}
+	return append(out, '"'), nil
+}
+
+// appendRune appends r as appendCanon encodes a valid character.
+func appendRune(out []byte, r rune) []byte {
+	const hex = "0123456789abcdef"
+	switch {
+	case r == '"' || r == '\\':
+		return append(out, '\\', byte(r))
+	case r == '\n':
+		return append(out, '\\', 'n')
+	case r == '\r':
+		return append(out, '\\', 'r')
+	case r == '\t':
+		return append(out, '\\', 't')
+	case r == '\b':
+		return append(out, '\\', 'b')
+	case r == '\f':
+		return append(out, '\\', 'f')
+	case r < 0x20 || r == '<' || r == '>' || r == '&' || r == '\u2028' || r == '\u2029':
+		if r > 0xff {
+			return append(out, '\\', 'u', hex[r>>12], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+		}
+		return append(out, '\\', 'u', '0', '0', hex[r>>4], hex[r&0xf])
+	}
+	return utf8.AppendRune(out, r)
+}
+
+// hex4 parses four hex digits.
+func hex4(b []byte) (uint16, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var v uint16
+	for _, c := range b[:4] {
+		v <<= 4
+		switch {
+		case '0' <= c && c <= '9':
+			v |= uint16(c - '0')
+		case 'a' <= c && c <= 'f':
+			v |= uint16(c - 'a' + 10)
+		case 'A' <= c && c <= 'F':
+			v |= uint16(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
 }

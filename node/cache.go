@@ -13,8 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/llmgate/llmgate/index"
+	"github.com/llmgate/llmgate/index/guard"
 	"github.com/llmgate/llmgate/internal/openai"
 )
 
@@ -130,7 +132,7 @@ func (g *Gateway) planCache(call *Call) cachePlan {
 	if err != nil {
 		return bypass
 	}
-	if !d.toolTurns {
+	if !d.toolTurns && !d.opaque {
 		// A tool's output is read by the model with the call that asked for
 		// it, which the dialog text does not show: such dialogs match exactly
 		// or not at all.
@@ -145,9 +147,15 @@ type dialog struct {
 	roles     []string // role:name of each non-system turn
 	system    []string // system and developer contents
 	toolTurns bool     // a tool result or tool call is part of the dialog
+	// opaque: a content holds the turn separator or U+FFFD (which stands
+	// for a lone surrogate or an invalid byte, so two different requests
+	// would read alike): such dialogs use the exact tier only.
+	opaque bool
 }
 
-// retainedDialog reads msgs; ok is false when a content is not text.
+// retainedDialog reads msgs; ok is false when a content is not text. The
+// turns are joined with guard.TurnSeparator, so that the guard sees where
+// one speaker stops and the next begins.
 func retainedDialog(msgs []openai.Message) (d dialog, ok bool) {
 	var sb strings.Builder
 	for _, m := range msgs {
@@ -163,8 +171,11 @@ func retainedDialog(msgs []openai.Message) (d dialog, ok bool) {
 			d.toolTurns = true
 		}
 		d.roles = append(d.roles, m.Role+":"+m.Name)
-		if sb.Len() > 0 {
-			sb.WriteByte('\n')
+		if len(d.roles) > 1 {
+			sb.WriteString(guard.TurnSeparator)
+		}
+		if strings.Contains(text, guard.TurnSeparator) || strings.ContainsRune(text, utf8.RuneError) {
+			d.opaque = true
 		}
 		sb.WriteString(text)
 	}
@@ -356,6 +367,10 @@ func storedUsage(body []byte) int64 {
 // store caches body, an answer its caller found cacheable. Failures are
 // logged, never returned: the client has its answer either way.
 func (g *Gateway) store(ctx context.Context, call *Call, cp cachePlan, body []byte) {
+	if limit := g.cacheCfg.MaxEntryBytes; limit > 0 && int64(len(body)) > limit {
+		g.log.Debug("answer larger than cache.max_entry_bytes; served, not stored", "route", call.Route, "request_id", call.RequestID, "bytes", len(body))
+		return
+	}
 	e := &index.Entry{Space: cp.space, Exact: cp.exact, Prompt: cp.prompt, Vector: cp.vec, Response: body}
 	if cp.ttl > 0 {
 		e.ExpiresAt = g.now().Add(cp.ttl)

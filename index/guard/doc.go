@@ -27,7 +27,22 @@
 //     capital"); a swap across other words ("directed by A and produced by
 //     B" / "produced by A and directed by B") or a moved clause refuses;
 //   - a qualifier: when the content words of one text are a strict subset of
-//     the other's ("share your dataset" / "share your audio dataset").
+//     the other's ("share your dataset" / "share your audio dataset");
+//   - a symbol or operator: the runs of characters that are neither letters,
+//     digits nor spaces, sentence punctuation trimmed, must be equal in order
+//     ("7 + 3" / "7 - 3", "C++" / "C#", "$" / "€", "20%" / "20");
+//   - a marked function word: pronouns by person and gender, quantifiers
+//     (all / some / both / many) and and / or: the set present must be equal;
+//   - a content word: every content word one text lacks must be another form
+//     (WordNet's morphology: lists / list, ran / run) or a synonym (a shared
+//     synset among the first three senses of each, or a verb sense and its
+//     direct hypernym) of a word the other text lacks, and the other way
+//     round; mango / banana, add / remove refuse. The table is WordNet 3.0,
+//     reduced by gen/main.go to lexicon.txt.gz (licence in NOTICE) and parsed
+//     on first use.
+//
+// Dialog texts hold their turns joined by TurnSeparator: Check compares
+// turn by turn, and dialogs with different numbers of turns refuse.
 //
 // The order and qualifier rules cost paraphrase hits (reworded prompts that
 // move clauses miss) and were kept because the labelled pairs of bench cache
@@ -36,8 +51,10 @@
 //
 // Invariants: Check is a pure function of its two arguments (deterministic,
 // symmetric in what it refuses), keeps no state and is safe for concurrent
-// use. It allocates nothing for texts up to a few hundred words.
+// use. It allocates nothing for texts up to a few hundred words whose
+// content words agree; comparing differing words reads the lexicon.
 //
 // The reasons it returns are stable strings: ReasonNumber, ReasonNegation,
-// ReasonEntity, ReasonComparative, ReasonOrder, ReasonQualifier.
+// ReasonEntity, ReasonComparative, ReasonOrder, ReasonQualifier,
+// ReasonSymbol, ReasonWord, ReasonTurns.
 package guard

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -13,21 +14,64 @@ const (
 	ReasonComparative = "comparative"
 	ReasonOrder       = "order"
 	ReasonQualifier   = "qualifier"
+	ReasonSymbol      = "symbol"
+	ReasonWord        = "word"
+	ReasonTurns       = "turns"
 )
+
+// TurnSeparator separates the turns of a dialog text (the record separator,
+// U+001E): Check compares turn by turn, so that moving a turn boundary
+// ("A\nB" / "C" against "A" / "B\nC") is a different dialog. Callers keep
+// it out of the turns themselves.
+const TurnSeparator = "\x1e"
 
 // Check reports whether the cached candidate may answer query: ok is false,
 // with a reason, when the two dialog texts (the retained messages' contents
-// joined with "\n") differ in a number, a negation, a named entity, a
-// comparative word, the order of their shared words or a qualifier (see the
-// package comment). It is cheap (a few µs for
-// prompts of a hundred words) and deterministic.
+// joined with TurnSeparator) have a different number of turns, or a turn
+// differs from its counterpart in a number, a negation, a named entity, a
+// comparative word, a symbol or operator, a pronoun or other marked function
+// word, the order of their shared words, a qualifier, or a content word
+// that is neither another form nor a WordNet synonym of the word it replaces
+// (see the package comment). It is cheap (a few µs for prompts of a hundred
+// words) and deterministic.
 func Check(query, candidate string) (ok bool, reason string) {
+	if strings.Count(query, TurnSeparator) != strings.Count(candidate, TurnSeparator) {
+		return false, ReasonTurns
+	}
+	for {
+		qa, qrest, qmore := cutTurn(query)
+		ca, crest, cmore := cutTurn(candidate)
+		if ok, reason := checkTurn(qa, ca); !ok {
+			return false, reason
+		}
+		if qmore != cmore {
+			return false, ReasonTurns
+		}
+		if !qmore {
+			return true, ""
+		}
+		query, candidate = qrest, crest
+	}
+}
+
+func cutTurn(s string) (turn, rest string, more bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == TurnSeparator[0] {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// checkTurn compares one turn of each dialog.
+func checkTurn(query, candidate string) (ok bool, reason string) {
 	var a, b facts
 	var at, bt [256]uint64
 	var ae, be [32]uint64
 	var aq, bq [8]uint64
 	var an, bn [16]number
 	var ac, bc [128]uint64
+	var as, bs [16]uint64
 	a.content, b.content = ac[:0], bc[:0]
 	a.toks, a.ents, a.quotes, a.nums = at[:0], ae[:0], aq[:0], an[:0]
 	b.toks, b.ents, b.quotes, b.nums = bt[:0], be[:0], bq[:0], bn[:0]
@@ -42,10 +86,16 @@ func Check(query, candidate string) (ok bool, reason string) {
 		return false, ReasonEntity
 	case a.comp != b.comp:
 		return false, ReasonComparative
+	case !slicesEqual(symbols(as[:0], query), symbols(bs[:0], candidate)):
+		return false, ReasonSymbol
+	case a.marked != b.marked:
+		return false, ReasonWord
 	case !sameOrder(a.content, b.content):
 		return false, ReasonOrder
 	case qualified(a.content, b.content):
 		return false, ReasonQualifier
+	case !sameWords(query, candidate, a.content, b.content):
+		return false, ReasonWord
 	}
 	return true, ""
 }
@@ -72,6 +122,7 @@ type facts struct {
 	content []uint64
 	neg     int    // negations
 	comp    uint64 // comparative words present, one bit each (see lookup)
+	marked  uint64 // marked function words present (pronouns, quantifiers, and/or), one bit per class
 	// number-word run being read ("twenty one thousand")
 	run      bool
 	runTotal float64
@@ -258,6 +309,10 @@ func (f facts) scan(text string) facts {
 			f.neg++
 		case kindComparative:
 			f.comp |= 1 << uint(val)
+		case kindFunction:
+			if val > 0 {
+				f.marked |= 1 << uint(val-1)
+			}
 		}
 		if f.run {
 			f = f.endRun()

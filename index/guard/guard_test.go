@@ -44,6 +44,32 @@ func TestCheck(t *testing.T) {
 		{"added qualifier is a miss", "Can I share my dataset with my team?", "Can I share my audio dataset with my team?", false, ReasonQualifier},
 		{"synonym substitution passes", "How do I delete a file in Linux?", "How do I remove a file in Linux?", true, ""},
 		{"empty texts pass", "", "", true, ""},
+		// Symbols and operators decide code, maths and money.
+		{"operator differs is a miss", "print(7 + 3)", "print(7 - 3)", false, ReasonSymbol},
+		{"comparison operator differs is a miss", "why is a == b true here", "why is a != b true here", false, ReasonSymbol},
+		{"increment and decrement differ", "what does i++ do in C", "what does i-- do in C", false, ReasonSymbol},
+		{"language name by symbol differs", "Is C++ hard to learn?", "Is C# hard to learn?", false, ReasonSymbol},
+		{"currency symbol differs is a miss", "Convert $100 to yen", "Convert €100 to yen", false, ReasonSymbol},
+		{"percent sign is a miss", "increase the price by 20%", "increase the price by 20", false, ReasonSymbol},
+		{"product and power differ", "what is 2*10", "what is 2^10", false, ReasonSymbol},
+		{"sentence punctuation is not a symbol", "How do I sort a list in Python?", "How do I sort a list in Python.", true, ""},
+		{"hyphenated word is not a symbol", "a well-known sorting algorithm", "a well known sorting algorithm", true, ""},
+		// A content word that differs must be a form or a synonym.
+		{"fruit swapped is a miss", "Write a short poem about a mango growing on a tree", "Write a short poem about a banana growing on a tree", false, ReasonWord},
+		{"antonym verb add/remove is a miss", "How do I add a user to a group in Linux?", "How do I remove a user from a group in Linux?", false, ReasonWord},
+		{"allow and deny are a miss", "allow traffic on port 22 in the firewall", "deny traffic on port 22 in the firewall", false, ReasonWord},
+		{"open and close are a miss", "how to open a file descriptor in C", "how to close a file descriptor in C", false, ReasonWord},
+		{"synonym from WordNet passes", "can we allow guests to use the wifi", "can we permit guests to use the wifi", true, ""},
+		{"plural is a form of the word", "How do I reverse a list in Python?", "How do I reverse lists in Python?", true, ""},
+		{"verb form passes", "reversing a string in Go", "reverse a string in Go", true, ""},
+		{"pronoun differs is a miss", "What did he say in the meeting yesterday?", "What did she say in the meeting yesterday?", false, ReasonWord},
+		{"quantifier differs is a miss", "delete all files in the folder", "delete some files in the folder", false, ReasonWord},
+		{"and or is a miss", "tea and coffee for breakfast", "tea or coffee for breakfast", false, ReasonWord},
+		// Turn boundaries: who said what.
+		{"moved turn boundary is a miss", "tell me a joke\nabout cats" + TurnSeparator + "why did the cat sit", "tell me a joke" + TurnSeparator + "about cats\nwhy did the cat sit", false, ReasonQualifier},
+		{"extra turn is a miss", "hello there" + TurnSeparator + "hi", "hello there", false, ReasonTurns},
+		{"word swapped in a later turn is a miss", "Plan a trip" + TurnSeparator + "Sure, where to?" + TurnSeparator + "Add a museum", "Plan a trip" + TurnSeparator + "Sure, where to?" + TurnSeparator + "Remove a museum", false, ReasonWord},
+		{"same dialog passes", "Plan a trip" + TurnSeparator + "Where to?", "plan a trip" + TurnSeparator + "Where to", true, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,7 +10,7 @@ const (
 	kindScale                // hundred, thousand, …: multiplier in val
 	kindNegation             // not, never, nobody, …
 	kindComparative          // before, after, more, …: bit index in val
-	kindFunction             // a function word (the, of, is, …)
+	kindFunction             // a function word (the, of, is, …); val > 0 marks a class compared by Check
 	kindOpener               // a content word that often starts a sentence (explain, list, …)
 )
 
@@ -233,17 +233,45 @@ func lookup(w []byte) (wordKind, float64) {
 	case "a", "an", "the", "this", "that", "these", "those", "what", "whats", "which", "who",
 		"whom", "whose", "when", "where", "why", "how", "is", "are", "was", "were", "am", "be",
 		"been", "being", "do", "does", "did", "can", "could", "would", "should", "will", "shall",
-		"may", "might", "must", "have", "has", "had", "i", "im", "ive", "id", "you", "your",
-		"yours", "we", "our", "us", "they", "them", "their", "he", "him", "his", "she", "her",
-		"it", "its", "my", "me", "there", "here", "if", "in", "on", "at", "for", "from", "with",
-		"about", "as", "by", "of", "to", "and", "or", "but", "so", "also", "then", "than",
-		"please", "now", "any", "some", "all", "each", "every", "many", "much", "both", "yes",
+		"may", "might", "must", "have", "has", "had",
+		"there", "here", "if", "in", "on", "at", "for", "from", "with",
+		"about", "as", "by", "of", "to", "but", "so", "also", "then", "than",
+		"please", "now", "yes",
 		"ok", "okay", "hi", "hello", "hey", "thanks", "thank", "just", "only", "since", "while",
 		"although", "though", "because", "during", "between", "into", "onto", "over", "under",
 		"other", "another", "such", "same", "again", "still", "even", "well", "however",
 		"therefore", "thus", "instead", "very", "really", "actually", "basically", "s", "t",
 		"re", "ll", "ve", "d", "m":
 		return kindFunction, 0
+	// marked function words: who is meant and how many decide the answer
+	// ("he" / "she", "all" / "some", "and" / "or"); each class its own bit
+	// (val-1), and the set present must be equal
+	case "i", "im", "ive", "id", "me", "my", "mine", "myself":
+		return kindFunction, 1
+	case "you", "your", "yours", "yourself", "youre":
+		return kindFunction, 2
+	case "we", "our", "us", "ours", "ourselves":
+		return kindFunction, 3
+	case "they", "them", "their", "theirs", "themselves":
+		return kindFunction, 4
+	case "he", "him", "his", "himself":
+		return kindFunction, 5
+	case "she", "her", "hers", "herself":
+		return kindFunction, 6
+	case "it", "its", "itself":
+		return kindFunction, 7
+	case "all", "every", "each":
+		return kindFunction, 8
+	case "some", "any":
+		return kindFunction, 9
+	case "both":
+		return kindFunction, 10
+	case "many", "much":
+		return kindFunction, 11
+	case "and":
+		return kindFunction, 12
+	case "or":
+		return kindFunction, 13
 	// common sentence openers that are content words: capitalised at a
 	// sentence start, not a name
 	case "give", "tell", "write", "explain", "describe", "list", "show", "find", "make",

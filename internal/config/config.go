@@ -134,15 +134,22 @@ var Periods = []string{"hourly", "daily", "weekly", "monthly", "yearly"}
 
 // Cache configures the semantic cache (SPEC §6).
 type Cache struct {
-	Enabled              bool          `yaml:"enabled"`
-	Embedder             string        `yaml:"embedder"`
-	ScoreThreshold       float64       `yaml:"score_threshold"`
-	IgnoreSystemMessages bool          `yaml:"ignore_system_messages"`
-	MaxMessageCount      int           `yaml:"max_message_count"`
-	VaryBy               []string      `yaml:"vary_by"`
-	Shared               bool          `yaml:"shared"`
-	TTL                  time.Duration `yaml:"ttl"`
-	MaxEntries           int           `yaml:"max_entries"`
+	Enabled        bool    `yaml:"enabled"`
+	Embedder       string  `yaml:"embedder"`
+	ScoreThreshold float64 `yaml:"score_threshold"`
+	// IgnoreSystemMessages leaves system and developer messages out of the
+	// partition's shape. Default false: two requests whose system messages
+	// differ ("Customer Alice, balance $10" / "Customer Bob, balance
+	// $99000") then never share an answer.
+	IgnoreSystemMessages bool `yaml:"ignore_system_messages"`
+	// MaxEntryBytes: answers larger than this are served but not stored.
+	// Default 1 MiB.
+	MaxEntryBytes   int64         `yaml:"max_entry_bytes"`
+	MaxMessageCount int           `yaml:"max_message_count"`
+	VaryBy          []string      `yaml:"vary_by"`
+	Shared          bool          `yaml:"shared"`
+	TTL             time.Duration `yaml:"ttl"`
+	MaxEntries      int           `yaml:"max_entries"`
 	// Index is the nearest-neighbour graph: hnsw (default, the project's own)
 	// or coder-hnsw (github.com/coder/hnsw; see the README for why it is not
 	// the default).
@@ -232,6 +239,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.Cache.TTL = cmp.Or(c.Cache.TTL, time.Hour)
 	c.Cache.MaxEntries = cmp.Or(c.Cache.MaxEntries, 1_000_000)
+	c.Cache.MaxEntryBytes = cmp.Or(c.Cache.MaxEntryBytes, 1<<20)
 	c.Cache.Index = cmp.Or(c.Cache.Index, IndexHNSW)
 	c.Cache.EmbedTimeout = cmp.Or(c.Cache.EmbedTimeout, 2*time.Second)
 	c.Cache.StoreWait = cmp.Or(c.Cache.StoreWait, 20*time.Millisecond)
@@ -384,6 +392,9 @@ func (c *Config) Validate() error {
 	}
 	if ch.MaxMessageCount < 0 || ch.MaxEntries < 0 || ch.TTL < 0 || ch.EmbedTimeout < 0 || ch.StoreWait < 0 {
 		return fmt.Errorf("cache: max_message_count, max_entries, ttl, embed_timeout and store_wait must not be negative")
+	}
+	if ch.MaxEntryBytes < 0 {
+		return fmt.Errorf("cache.max_entry_bytes: %d is negative", ch.MaxEntryBytes)
 	}
 	if ch.EfSearch < 0 || ch.EfSearch > 4096 {
 		return fmt.Errorf("cache.ef_search: %d is outside 0..4096", ch.EfSearch)

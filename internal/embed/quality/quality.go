@@ -285,3 +285,42 @@ func bag(t string) string {
 	slices.Sort(w)
 	return strings.Join(w, " ")
 }
+
+// Rewordings is the set of trivial rewordings: for each pair's side A, a
+// copy changed only in ways that keep its meaning, one kind per pair in
+// turn: lower case, the final punctuation changed, "Please" added, a
+// contraction or "how can I" for "how do I", doubled spaces. Every pair is
+// labelled the same; a cache should answer nearly all of them.
+func Rewordings(pairs []Pair) []Pair {
+	var out []Pair
+	seen := map[string]bool{}
+	for i, p := range pairs {
+		if seen[p.A] {
+			continue
+		}
+		seen[p.A] = true
+		a := strings.TrimSpace(p.A)
+		var b string
+		switch i % 5 {
+		case 0:
+			b = strings.ToLower(a)
+		case 1:
+			b = strings.TrimRight(a, ".?! ")
+			if b == a {
+				b = a + "?"
+			}
+		case 2:
+			b = "Please " + strings.ToLower(a[:1]) + a[1:]
+		case 3:
+			r := strings.NewReplacer("How do I ", "How can I ", "how do I ", "how can I ", "What is ", "What's ", "what is ", "what's ", "It is ", "It's ", " is not ", " isn't ")
+			b = r.Replace(a)
+			if b == a {
+				b = strings.Replace(a, " ", "  ", -1)
+			}
+		default:
+			b = strings.Replace(a, " ", "  ", -1)
+		}
+		out = append(out, Pair{Set: "rewordings", A: a, B: b, Same: true})
+	}
+	return out
+}
