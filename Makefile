@@ -49,6 +49,7 @@ fuzz:
 	$(GO) test ./index -run '^$$' -fuzz FuzzDecodeChange -fuzztime $(FUZZTIME)
 	$(GO) test ./index/graph -run '^$$' -fuzz FuzzDot -fuzztime $(FUZZTIME)
 	$(GO) test ./cluster -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./identity -run '^$$' -fuzz FuzzDecodeRecords -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin bench-*.json

@@ -25,6 +25,7 @@ func (a *API) AdminHandler() http.Handler {
 	e.GET("/metrics", echo.WrapHandler(metrics))
 	e.GET("/admin/cluster", a.cluster)
 	a.adminStateRoutes(e)
+	a.adminKeyRoutes(e)
 	return e
 }
 

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llmgate/llmgate/cluster"
+	"github.com/llmgate/llmgate/identity"
 
 	"github.com/llmgate/llmgate/internal/openai"
 	"github.com/llmgate/llmgate/node"
@@ -47,6 +49,18 @@ type Options struct {
 	// CaptureContent puts the request body and the answer in the records
 	// the Observer gets.
 	CaptureContent bool
+	// Identity authenticates what the configuration's keys do not: run-time
+	// keys and bearer tokens (*identity.Identity); nil = configuration keys only.
+	Identity Authenticator
+	// Keys backs /admin/consumers/{name}/keys (*identity.Keys); nil = 404.
+	Keys KeyAdmin
+}
+
+// Authenticator is what the data plane needs from identity.
+type Authenticator interface {
+	// Authenticate returns who presents credential: identity.ErrNotMine if
+	// it knows no such credential, an *identity.Refusal if it refuses it.
+	Authenticate(ctx context.Context, credential string) (identity.Principal, error)
 }
 
 // ClusterView is what /admin/cluster needs: implemented by *cluster.Cluster.

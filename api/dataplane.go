@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/llmgate/llmgate/identity"
 	"github.com/llmgate/llmgate/internal/openai"
 	"github.com/llmgate/llmgate/node"
 	"github.com/llmgate/llmgate/telemetry"
@@ -50,12 +51,14 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 		return nil
 	}
 
-	consumer, aerr := a.gw.Authenticate(consumerKey(req.Header))
+	consumer, aerr := a.authenticate(req)
 	if aerr != nil {
 		return fail(aerr)
 	}
-	rec.Consumer, rec.Credential = consumer.Name, "api_key"
-	rec.User = a.gw.User(req.Header)
+	rec.Consumer, rec.Credential, rec.User = consumer.Name, credentialLabel(consumer), consumer.User
+	if rec.User == "" {
+		rec.User = a.gw.User(req.Header)
+	}
 	if deployment != "" {
 		rec.Route = deployment
 	}
@@ -127,6 +130,39 @@ func (a *API) observe(req *http.Request, rec *telemetry.Request) {
 	a.opts.Observer.Observe(context.WithoutCancel(req.Context()), rec)
 }
 
+// authenticate finds the request's consumer: by the configuration's keys
+// first (the common case, one map look-up), then through identity
+// (run-time keys, bearer tokens).
+func (a *API) authenticate(req *http.Request) (*node.Consumer, *openai.Error) {
+	cred := consumerKey(req.Header)
+	c, aerr := a.gw.Authenticate(cred)
+	if aerr == nil || cred == "" || a.opts.Identity == nil {
+		return c, aerr
+	}
+	p, err := a.opts.Identity.Authenticate(req.Context(), cred)
+	if err != nil {
+		var r *identity.Refusal
+		if errors.As(err, &r) {
+			return nil, openai.InvalidKey(r.Reason)
+		}
+		return nil, aerr
+	}
+	base, ok := a.gw.Consumer(p.Consumer)
+	if !ok {
+		return nil, openai.InvalidKey("The credential belongs to consumer '" + p.Consumer + "', which this gateway does not configure.")
+	}
+	return base.WithCredential(p.Kind, p.Issuer, p.User), nil
+}
+
+// credentialLabel names what authenticated c for logs and metrics: its kind,
+// and for a token its issuer. Never the credential.
+func credentialLabel(c *node.Consumer) string {
+	if c.Issuer != "" {
+		return c.Credential + ":" + c.Issuer
+	}
+	return c.Credential
+}
+
 // consumerKey finds the consumer key in any of the three headers clients use.
 func consumerKey(h http.Header) string {
 	if k := h.Get("api-key"); k != "" {
@@ -195,7 +231,7 @@ func readAllInto(b []byte, r io.Reader) ([]byte, error) {
 // models lists the routes as OpenAI models.
 func (a *API) models(c echo.Context) error {
 	c.Response().Header().Set(node.HeaderCache, "bypass") // listings are never cached
-	consumer, e := a.gw.Authenticate(consumerKey(c.Request().Header))
+	consumer, e := a.authenticate(c.Request())
 	if e != nil {
 		e.Write(c.Response())
 		return nil
@@ -216,7 +252,7 @@ func (a *API) models(c echo.Context) error {
 // model describes one route as an OpenAI model.
 func (a *API) model(c echo.Context) error {
 	c.Response().Header().Set(node.HeaderCache, "bypass")
-	consumer, e := a.gw.Authenticate(consumerKey(c.Request().Header))
+	consumer, e := a.authenticate(c.Request())
 	if e != nil {
 		e.Write(c.Response())
 		return nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/llmgate/llmgate/identity"
 	"github.com/llmgate/llmgate/index"
 	"github.com/llmgate/llmgate/index/guard"
 	"github.com/llmgate/llmgate/internal/config"
@@ -98,6 +99,8 @@ type setup struct {
 	// observer receives every finished request; capture asks for content.
 	observer telemetry.Observer
 	capture  bool
+	// keys starts in-memory run-time keys for the consumers.
+	keys bool
 }
 
 func newGateway(t *testing.T, s setup) *gateway {
@@ -147,6 +150,18 @@ func newGateway(t *testing.T, s setup) *gateway {
 		}
 		t.Cleanup(func() { _ = c.Close() })
 		nopts.Cache, aopts.Cache = c, c
+	}
+	if s.keys {
+		var names []string
+		for _, c := range cfg.Consumers {
+			names = append(names, c.Name)
+		}
+		k, err := identity.OpenKeys(identity.KeyOptions{Consumers: names, Now: s.now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k.Close() })
+		aopts.Identity, aopts.Keys = identity.New(k), k
 	}
 	gw, err := node.New(cfg, nopts)
 	if err != nil {

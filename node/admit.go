@@ -79,7 +79,7 @@ func (g *Gateway) counterKey(call *Call) string {
 	case config.CounterRoute:
 		return c.Name + "/route:" + call.Route
 	case config.CounterUser:
-		if u := call.Header.Get(g.limits.UserHeader); u != "" {
+		if u := g.user(call); u != "" {
 			return c.Name + "/user:" + u
 		}
 	}

@@ -206,7 +206,7 @@ func (g *Gateway) partition(call *Call) string {
 		case v == "route":
 			val = call.Route
 		case v == "user":
-			val = call.Header.Get(g.limits.UserHeader)
+			val = g.user(call)
 		case strings.HasPrefix(v, "header:"):
 			val = call.Header.Get(strings.TrimPrefix(v, "header:"))
 		}

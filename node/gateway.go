@@ -45,6 +45,32 @@ type Consumer struct {
 	Name string
 	// CounterKey is what its limits count: config.CounterConsumer, CounterRoute or CounterUser.
 	CounterKey string
+	// Credential is the kind of credential that authenticated this request:
+	// "api_key" (the configuration's), "runtime_key" or "jwt" (identity's
+	// Kind constants). Never the credential itself.
+	Credential string
+	// Issuer is the token's issuer when Credential is "jwt".
+	Issuer string
+	// User is the end user the credential vouches for (a token's
+	// user_claim): it takes the place of limits.user_header for
+	// counter_key: user and vary_by: user, which a client could set at will.
+	User string
+}
+
+// WithCredential returns a copy of c authenticated by another kind of
+// credential, for the end user user ("" = none).
+func (c *Consumer) WithCredential(kind, issuer, user string) *Consumer {
+	cc := *c
+	cc.Credential, cc.Issuer, cc.User = kind, issuer, user
+	return &cc
+}
+
+// user is the end user of call: the credential's, else the user header's.
+func (g *Gateway) user(call *Call) string {
+	if call.Consumer.User != "" {
+		return call.Consumer.User
+	}
+	return call.Header.Get(g.limits.UserHeader)
 }
 
 // Call is one authenticated model call, parsed by the front end.
@@ -136,6 +162,7 @@ type Gateway struct {
 	client  *http.Client
 	up      config.Upstream
 	keys    map[[32]byte]*Consumer
+	byName  map[string]*Consumer
 	routes  map[string]*route
 	names   []string // route names, sorted
 	backs   []*backend
@@ -167,6 +194,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		now:      opts.Now,
 		up:       cfg.Upstream,
 		keys:     map[[32]byte]*Consumer{},
+		byName:   map[string]*Consumer{},
 		routes:   map[string]*route{},
 		counter:  opts.Counter,
 		limits:   cfg.Limits,
@@ -217,7 +245,8 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}
 	slices.Sort(g.names)
 	for _, cc := range cfg.Consumers {
-		c := &Consumer{Name: cc.Name, CounterKey: cc.CounterKey}
+		c := &Consumer{Name: cc.Name, CounterKey: cc.CounterKey, Credential: "api_key"}
+		g.byName[cc.Name] = c
 		keys := cc.UsableKeys()
 		if len(keys) == 0 {
 			g.log.Warn("consumer has no usable key (unset environment variable?)", "consumer", cc.Name)
@@ -279,6 +308,14 @@ func (g *Gateway) Authenticate(key string) (*Consumer, *openai.Error) {
 // User names the end user of a request from its header (limits.user_header),
 // "" when it names none.
 func (g *Gateway) User(h http.Header) string { return h.Get(g.limits.UserHeader) }
+
+// Consumer returns the configured consumer named name, as its configuration
+// keys authenticate it (Credential "api_key"); callers authenticating it by other
+// means use WithCredential.
+func (g *Gateway) Consumer(name string) (*Consumer, bool) {
+	c, ok := g.byName[name]
+	return c, ok
+}
 
 // HasRoute reports whether name is a route (model or deployment) of this gateway.
 func (g *Gateway) HasRoute(name string) bool {

@@ -166,3 +166,59 @@ func (x CacheExchange) Delete(ctx context.Context, tombstones []cluster.Version)
 func ReplicateTo(send func([]byte)) func(index.Change) {
 	return func(ch index.Change) { send(index.AppendChange(nil, ch)) }
 }
+
+// tagKeys marks run-time key payloads on the quota channel; identity owns
+// their encoding.
+const tagKeys = 'k'
+
+// KeyState is the run-time keys as the cluster carries them: implemented by
+// *identity.Keys. Merge must be idempotent and order-free.
+type KeyState interface {
+	// Outgoing returns the local changes since the previous call, or every
+	// record when full is set.
+	Outgoing(ctx context.Context, full bool) ([][]byte, error)
+	Merge(ctx context.Context, payload []byte) error
+}
+
+// SharedState is what the cluster's quota channel carries: quota usage and
+// limits, and run-time keys beside them. Keys ride the reliable messages of
+// every flush (a create or revoke reaches the live peers within about 50 ms)
+// and the whole set rides push/pull, so a node that joins or returns catches
+// up on what it missed.
+type SharedState struct {
+	Quota QuotaExchange
+	Keys  KeyState // nil = no run-time keys
+}
+
+var _ cluster.QuotaState = SharedState{}
+
+// Outgoing implements cluster.QuotaState.
+func (s SharedState) Outgoing(ctx context.Context, full bool, maxPacket int) (packets, reliable [][]byte, err error) {
+	packets, reliable, err = s.Quota.Outgoing(ctx, full, maxPacket)
+	if err != nil || s.Keys == nil {
+		return packets, reliable, err
+	}
+	keys, kerr := s.Keys.Outgoing(ctx, full)
+	if kerr != nil {
+		// Quota news is drained already: send it; the keys go next time.
+		return packets, reliable, nil
+	}
+	for _, k := range keys {
+		reliable = append(reliable, append([]byte{tagKeys}, k...))
+	}
+	return packets, reliable, nil
+}
+
+// Merge implements cluster.QuotaState.
+func (s SharedState) Merge(ctx context.Context, payload []byte) error {
+	if len(payload) > 0 && payload[0] == tagKeys {
+		if s.Keys == nil {
+			return nil
+		}
+		return s.Keys.Merge(ctx, payload[1:])
+	}
+	return s.Quota.Merge(ctx, payload)
+}
+
+// SetPeers implements cluster.QuotaState.
+func (s SharedState) SetPeers(names []string) { s.Quota.SetPeers(names) }

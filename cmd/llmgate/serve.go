@@ -23,6 +23,7 @@ import (
 
 	"github.com/llmgate/llmgate/api"
 	"github.com/llmgate/llmgate/cluster"
+	"github.com/llmgate/llmgate/identity"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/mock"
 	"github.com/llmgate/llmgate/node"
@@ -279,6 +280,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		AdminToken: cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cl.Addr(),
 		Quota: st.limiter, Cache: st.adminCache(), Cluster: cl,
 		Observer: observers(cfg, logger), CaptureContent: cfg.Telemetry.CaptureContent,
+		Identity: identity.New(st.keys), Keys: st.keys,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building the HTTP front: %w", err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/llmgate/llmgate/api"
 	"github.com/llmgate/llmgate/cluster"
+	"github.com/llmgate/llmgate/identity"
 	"github.com/llmgate/llmgate/index"
 	"github.com/llmgate/llmgate/index/graph"
 	"github.com/llmgate/llmgate/index/guard"
@@ -23,6 +24,7 @@ type state struct {
 	db      *store.DB
 	limiter *quota.Limiter
 	cache   *index.Cache // nil when the cache is disabled
+	keys    *identity.Keys
 }
 
 // openState opens the database in the data directory and starts the limiter
@@ -47,6 +49,14 @@ func openState(cfg *config.Config, logger *slog.Logger, onChange func(index.Chan
 	st.limiter, err = quota.Open(quota.Options{DB: st.db.DB, Logger: logger, NodeName: cfg.Node.Name}, limits)
 	if err != nil {
 		return nil, fmt.Errorf("starting token accounting: %w", err)
+	}
+	names := make([]string, 0, len(cfg.Consumers))
+	for _, c := range cfg.Consumers {
+		names = append(names, c.Name)
+	}
+	st.keys, err = identity.OpenKeys(identity.KeyOptions{DB: st.db.DB, Logger: logger, Consumers: names})
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Cache.Enabled {
 		params := graph.Params{EfSearch: cfg.Cache.EfSearch}
@@ -81,7 +91,7 @@ func (st *state) clusterQuota() cluster.QuotaState {
 	if st.limiter == nil {
 		return nil
 	}
-	return node.QuotaExchange{Limiter: st.limiter}
+	return node.SharedState{Quota: node.QuotaExchange{Limiter: st.limiter}, Keys: st.keys}
 }
 
 func (st *state) clusterCache() cluster.CacheState {
@@ -105,6 +115,10 @@ func (st *state) close() error {
 	if st.cache != nil {
 		errs = append(errs, st.cache.Close())
 		st.cache = nil
+	}
+	if st.keys != nil {
+		errs = append(errs, st.keys.Close())
+		st.keys = nil
 	}
 	if st.limiter != nil {
 		errs = append(errs, st.limiter.Close())

@@ -17,6 +17,7 @@ const (
 	PrefixTombstone = "t/" // index: deletes and purges, kept so that replicas never bring entries back
 	PrefixQuota     = "q/" // quota: window and period counters
 	PrefixLimits    = "l/" // quota: run-time limit changes
+	PrefixKeys      = "k/" // identity: run-time consumer keys (salted hashes, never the keys)
 )
 
 // Options tune the database; zero fields get defaults.

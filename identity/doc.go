@@ -1,0 +1,24 @@
+// Package identity owns who a caller is, beyond the static keys of the
+// configuration: consumer keys issued at run time (Keys) and, later in this
+// package, OAuth2 / OIDC bearer tokens and the Entra ID tokens the gateway
+// presents to backends.
+//
+// Run-time keys. A key is shown once, when it is created; every node stores
+// only its record: the consumer, a short non-secret prefix, a random salt and
+// SHA-256(salt || secret), its description, creation, expiry and revocation
+// times. A key names its record (sk-lg-<id><secret>), so checking one is a
+// map look-up by id and one hash compared in constant time. Records are
+// persisted in Badger under store.PrefixKeys and exchanged with the other
+// nodes as opaque payloads (Outgoing, Merge): news as soon as the cluster
+// flushes (every 50 ms), the whole set on every push/pull and when a node
+// joins, so a node that was down or partitioned catches up. Merging is
+// idempotent and order-free: a record never changes except to become
+// revoked, and a revocation, once seen, always wins.
+//
+// Concurrency: one goroutine (run) owns the records and is the only writer;
+// requests authenticate against an immutable snapshot it publishes, so the
+// request path takes no lock and never waits for a write.
+//
+// It must not touch HTTP routing, the request pipeline, or quota and cache
+// state: api and node reach it through small interfaces, and cmd builds it.
+package identity
