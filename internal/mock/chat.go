@@ -111,8 +111,18 @@ type (
 		FinishReason string      `json:"finish_reason"`
 	}
 	chatMessage struct {
-		Role    string `json:"role"`
-		Content string `json:"content"`
+		Role      string         `json:"role"`
+		Content   *string        `json:"content"`
+		ToolCalls []chatToolCall `json:"tool_calls,omitempty"`
+	}
+	chatToolCall struct {
+		Index    *int   `json:"index,omitempty"` // stream deltas only
+		ID       string `json:"id,omitempty"`
+		Type     string `json:"type,omitempty"`
+		Function struct {
+			Name      string `json:"name,omitempty"`
+			Arguments string `json:"arguments"`
+		} `json:"function"`
 	}
 	chatUsage struct {
 		PromptTokens     int `json:"prompt_tokens"`
@@ -134,8 +144,9 @@ type (
 		FinishReason *string    `json:"finish_reason"`
 	}
 	chunkDelta struct {
-		Role    string  `json:"role,omitempty"`
-		Content *string `json:"content,omitempty"`
+		Role      string         `json:"role,omitempty"`
+		Content   *string        `json:"content,omitempty"`
+		ToolCalls []chatToolCall `json:"tool_calls,omitempty"`
 	}
 )
 
@@ -147,6 +158,7 @@ type answer struct {
 	choices [][]string // tokens of each choice
 	finish  string
 	usage   chatUsage
+	tool    *toolCall // set: every choice is this function call, no text
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
@@ -192,6 +204,21 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	// Each generated piece is one token (TestGenerateIsExactLength): no
 	// need to run the tokenizer over the answers.
 	completion := n * length
+	var extra struct {
+		ToolChoice json.RawMessage `json:"tool_choice"`
+	}
+	_ = json.Unmarshal(c.body, &extra)
+	last := req.Messages[len(req.Messages)-1].Role
+	if tc, ok := pickTool(req.Tools, extra.ToolChoice, last == "tool" || last == "function"); ok {
+		ans.tool, ans.finish = tc, "tool_calls"
+		completion = n * s.counter.Count(model, tc.Name+tc.Arguments)
+	} else if content, ok := jsonFormat(req.ResponseFormat, strings.Join(ans.choices[0], "")); ok {
+		for i := range ans.choices {
+			ans.choices[i] = textPieces(content)
+		}
+		ans.finish = "stop"
+		completion = n * s.counter.Count(model, content)
+	}
 	ans.usage = chatUsage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion}
 
 	if req.Stream {
@@ -207,11 +234,16 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		Choices: make([]chatChoice, n), Usage: ans.usage,
 	}
 	for i, toks := range ans.choices {
-		out.Choices[i] = chatChoice{
-			Index:        i,
-			Message:      chatMessage{Role: "assistant", Content: strings.Join(toks, "")},
-			FinishReason: finish,
+		msg := chatMessage{Role: "assistant"}
+		if ans.tool != nil {
+			tc := chatToolCall{ID: ans.tool.ID, Type: "function"}
+			tc.Function.Name, tc.Function.Arguments = ans.tool.Name, ans.tool.Arguments
+			msg.ToolCalls = []chatToolCall{tc}
+		} else {
+			text := strings.Join(toks, "")
+			msg.Content = &text
 		}
+		out.Choices[i] = chatChoice{Index: i, Message: msg, FinishReason: ans.finish}
 	}
 	writeJSON(w, out)
 }
@@ -264,6 +296,20 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ans *answer, inc
 	start := time.Now()
 	sent := 0 // tokens sent so far, for pacing
 	for i, toks := range ans.choices {
+		if ans.tool != nil {
+			// A function call streams as its head (id, name), then its arguments.
+			idx := 0
+			head := chatToolCall{Index: &idx, ID: ans.tool.ID, Type: "function"}
+			head.Function.Name = ans.tool.Name
+			args := chatToolCall{Index: &idx}
+			args.Function.Arguments = ans.tool.Arguments
+			if !send(chunk(i, chunkDelta{Role: "assistant", ToolCalls: []chatToolCall{head}}, nil)) ||
+				!send(chunk(i, chunkDelta{ToolCalls: []chatToolCall{args}}, nil)) ||
+				!send(chunk(i, chunkDelta{}, &ans.finish)) {
+				return
+			}
+			continue
+		}
 		empty := ""
 		if !send(chunk(i, chunkDelta{Role: "assistant", Content: &empty}, nil)) {
 			return
@@ -294,4 +340,17 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ans *answer, inc
 		return
 	}
 	_ = rc.Flush()
+}
+
+// textPieces cuts text (a JSON answer) into stream-sized pieces.
+func textPieces(text string) []string {
+	var out []string
+	for len(text) > 12 {
+		out = append(out, text[:12])
+		text = text[12:]
+	}
+	if text != "" {
+		out = append(out, text)
+	}
+	return out
 }

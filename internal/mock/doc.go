@@ -26,6 +26,25 @@
 //     rate; an optional API key. Errors have Azure's body on Azure routes and
 //     OpenAI's on OpenAI routes.
 //
+// It also speaks what today's clients send:
+//
+//   - the Responses API (POST /v1/responses, GET and DELETE
+//     /v1/responses/{id}, POST …/{id}/cancel, GET …/{id}/input_items):
+//     answers with usage (input_tokens, output_tokens), streamed as typed
+//     events (response.created … response.completed, or response.incomplete
+//     when max_output_tokens cut the answer); responses are stored (unless
+//     "store": false) so they can be fetched, deleted, listed and continued
+//     with previous_response_id; "background": true answers in_progress at
+//     once and can be cancelled until its tokens would have been generated;
+//   - Azure's v1 surface: the same OpenAI routes under /openai/v1/ (model in
+//     the body, no api-version), GET /openai/models and the /openai/responses
+//     routes with an api-version;
+//   - tool calls: a request with tools gets a function call (arguments built
+//     from the tool's JSON schema) when tool_choice forces one, or leaves it
+//     to the model and the dialog does not end with a tool result;
+//   - JSON output for response_format (chat) or text.format (Responses)
+//     json_object and json_schema (a value with every property of the schema).
+//
 // Every answer carries x-mock-backend (the server's name, so a test sees who
 // served it) and a fresh apim-request-id / x-request-id.
 //
@@ -33,8 +52,8 @@
 //
 // A Server is safe for concurrent use. Its configuration is fixed at New
 // except the fail rate and latency, which are atomics so a demo can fail a
-// backend at run time. The only shared mutable state is the TPM window and
-// the fail-rate random source, each behind its own mutex and touched for a
+// backend at run time. The only shared mutable state is the TPM window,
+// the stored responses and the fail-rate random source, each behind its own mutex and touched for a
 // few hundred nanoseconds per request; nothing is global. This is test
 // infrastructure: simple locking is preferred here over the actor pattern
 // the gateway's own components use.

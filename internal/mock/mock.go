@@ -100,6 +100,7 @@ type Server struct {
 	counter   *tokens.Counter
 	mux       *http.ServeMux
 	window    *tpmWindow // nil when there is no TPM limit
+	responses *responseStore
 
 	latency  atomic.Int64  // time.Duration
 	failRate atomic.Uint64 // math.Float64bits of a value in [0, 1]
@@ -117,6 +118,7 @@ func New(opts Options) *Server {
 		tokenRate: max(opts.TokenRate, 0),
 		now:       opts.Now,
 		counter:   opts.Counter,
+		responses: newResponseStore(),
 		rng:       mrand.New(mrand.NewPCG(uint64(opts.Seed), uint64(opts.Seed)^0x9e3779b97f4a7c15)),
 	}
 	if s.name == "" {
@@ -140,6 +142,19 @@ func New(opts Options) *Server {
 	mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
 	mux.HandleFunc("POST /v1/embeddings", s.handleEmbeddings)
 	mux.HandleFunc("GET /v1/models", s.handleModels)
+	// Azure's v1 surface: the OpenAI routes under /openai/v1/, model in the
+	// body, no api-version; and the preview routes under /openai/ that take one.
+	mux.HandleFunc("POST /openai/v1/chat/completions", s.handleChat)
+	mux.HandleFunc("POST /openai/v1/embeddings", s.handleEmbeddings)
+	mux.HandleFunc("GET /openai/v1/models", s.handleModels)
+	mux.HandleFunc("GET /openai/models", s.handleModels)
+	for _, prefix := range []string{"/v1", "/openai/v1", "/openai"} {
+		mux.HandleFunc("POST "+prefix+"/responses", s.handleResponsesCreate)
+		mux.HandleFunc("GET "+prefix+"/responses/{id}", s.handleResponseGet)
+		mux.HandleFunc("DELETE "+prefix+"/responses/{id}", s.handleResponseDelete)
+		mux.HandleFunc("POST "+prefix+"/responses/{id}/cancel", s.handleResponseCancel)
+		mux.HandleFunc("GET "+prefix+"/responses/{id}/input_items", s.handleResponseInputItems)
+	}
 	mux.HandleFunc("/", s.handleNotFound)
 	s.mux = mux
 	return s
@@ -253,7 +268,8 @@ type route struct {
 // api-version parameter. It writes the error and returns false if there is one.
 func routeOf(w http.ResponseWriter, r *http.Request) (route, bool) {
 	rt := route{style: styleOf(r.URL.Path), deployment: r.PathValue("deployment"), apiVersion: r.URL.Query().Get("api-version")}
-	if rt.style == azureStyle && rt.apiVersion == "" {
+	// Azure's v1 routes need no api-version; its other routes do.
+	if rt.style == azureStyle && rt.apiVersion == "" && !strings.HasPrefix(r.URL.Path, "/openai/v1/") {
 		writeAzureError(w, http.StatusBadRequest, "MissingApiVersionParameter",
 			"The api-version query parameter (?api-version=) is required for all requests.", nil)
 		return rt, false
@@ -264,7 +280,7 @@ func routeOf(w http.ResponseWriter, r *http.Request) (route, bool) {
 // model returns the model a request addresses: the deployment for the Azure
 // style, the body's model for the OpenAI style (an error if it is missing).
 func (rt route) model(bodyModel string) (string, *openai.Error) {
-	if rt.style == azureStyle {
+	if rt.deployment != "" {
 		return rt.deployment, nil
 	}
 	if bodyModel == "" {
@@ -391,6 +407,9 @@ func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
 var models = []string{"gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "text-embedding-3-small", "text-embedding-3-large"}
 
 func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
+	if _, ok := routeOf(w, r); !ok {
+		return
+	}
 	type model struct {
 		ID      string `json:"id"`
 		Object  string `json:"object"`

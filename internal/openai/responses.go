@@ -93,3 +93,72 @@ func ParseResponses(body []byte) (*ResponsesRequest, *Error) {
 	}
 	return &r, nil
 }
+
+// Messages returns the request's instructions and input as chat messages
+// with text contents, for counting and for the cache's dialog: message items
+// keep their role and text parts (input_text, output_text, text), function
+// calls and their outputs become assistant and tool turns. ok is false when
+// an item holds something that is not text (an image, a file, audio).
+func (r *ResponsesRequest) Messages() (msgs []Message, ok bool) {
+	if r.Instructions != nil && *r.Instructions != "" {
+		msgs = append(msgs, Message{Role: "system", Content: jsonString(*r.Instructions)})
+	}
+	for _, it := range r.Items() {
+		switch it.Type {
+		case "", "message":
+			text, ok := partsText(it.Content)
+			if !ok {
+				return nil, false
+			}
+			msgs = append(msgs, Message{Role: it.Role, Content: jsonString(text)})
+		case "function_call":
+			msgs = append(msgs, Message{Role: "assistant", Name: it.Name, Content: jsonString(it.Arguments)})
+		case "function_call_output":
+			out, ok := partsText(it.Output)
+			if !ok {
+				return nil, false
+			}
+			msgs = append(msgs, Message{Role: "tool", Content: jsonString(out)})
+		case "item_reference", "reasoning":
+			// Refers to state the backend holds: nothing to count here.
+		default:
+			return nil, false
+		}
+	}
+	return msgs, true
+}
+
+// partsText reads a content that is a string, null, or an array of text
+// parts.
+func partsText(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return "", true
+	}
+	if raw[0] == '"' {
+		var s string
+		return s, json.Unmarshal(raw, &s) == nil
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if json.Unmarshal(raw, &parts) != nil {
+		return "", false
+	}
+	var sb bytes.Buffer
+	for _, p := range parts {
+		switch p.Type {
+		case "input_text", "output_text", "text":
+			sb.WriteString(p.Text)
+		default:
+			return "", false
+		}
+	}
+	return sb.String(), true
+}
+
+func jsonString(s string) json.RawMessage {
+	b, _ := json.Marshal(s)
+	return b
+}

@@ -1,0 +1,65 @@
+package openai
+
+import (
+	"testing"
+)
+
+func TestParseResponses(t *testing.T) {
+	tests := []struct {
+		name, body string
+		ok         bool
+		stateful   bool
+		messages   int
+	}{
+		{"string input", `{"model":"m","input":"hi"}`, true, false, 1},
+		{"items with instructions", `{"model":"m","instructions":"be brief","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]}]}`, true, false, 2},
+		{"follow-up without input", `{"model":"m","previous_response_id":"resp_1"}`, true, true, 0},
+		{"background is stateful", `{"model":"m","input":"x","background":true}`, true, true, 1},
+		{"conversation is stateful", `{"model":"m","input":"x","conversation":"conv_1"}`, true, true, 1},
+		{"missing input", `{"model":"m"}`, false, false, 0},
+		{"input of the wrong type", `{"model":"m","input":3}`, false, false, 0},
+		{"zero max_output_tokens", `{"model":"m","input":"x","max_output_tokens":0}`, false, false, 0},
+		{"not an object", `[]`, false, false, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := ParseResponses([]byte(tc.body))
+			if (err == nil) != tc.ok {
+				t.Fatalf("err = %v, want ok %v", err, tc.ok)
+			}
+			if err != nil {
+				if err.Status != 400 {
+					t.Fatalf("status %d", err.Status)
+				}
+				return
+			}
+			if r.Stateful() != tc.stateful {
+				t.Errorf("stateful = %v", r.Stateful())
+			}
+			msgs, ok := r.Messages()
+			if !ok || len(msgs) != tc.messages && r.Input != nil {
+				t.Errorf("messages %v %v", msgs, ok)
+			}
+		})
+	}
+	r, _ := ParseResponses([]byte(`{"model":"m","input":[{"role":"user","content":[{"type":"input_image","image_url":"x"}]}]}`))
+	if _, ok := r.Messages(); ok {
+		t.Error("an image input must not read as text")
+	}
+}
+
+func FuzzParseResponses(f *testing.F) {
+	f.Add(`{"model":"m","input":"hi"}`)
+	f.Add(`{"model":"m","input":[{"type":"function_call_output","output":"x"},{"role":"user","content":null}]}`)
+	f.Add(`{"input":[{"content":[{"type":"input_text","text":1}]}]}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		r, err := ParseResponses([]byte(body))
+		if (r == nil) == (err == nil) {
+			t.Fatalf("want exactly one of request and error: %v %v", r, err)
+		}
+		if r != nil {
+			r.Messages()
+			r.Stateful()
+		}
+	})
+}
