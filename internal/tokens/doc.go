@@ -1,31 +1,42 @@
 // Package tokens counts tokens the way OpenAI models do, locally and offline,
 // with the tiktoken vocabularies of github.com/tiktoken-go/tokenizer.
 //
-// It owns two things: the codecs (one per encoding, built on first use and
-// shared by every caller of a Counter) and the counting rules (which encoding
-// a model name uses, and OpenAI's rule for chat messages). It performs no I/O,
-// knows nothing of HTTP, and holds no state beyond its codecs: a count depends
-// only on the model name and the text.
+// It owns three things: the encoders (one per encoding, built on first use
+// and shared by every caller of a Counter), the counting rules (which
+// encoding a model name uses, and OpenAI's rule for chat messages), and the
+// fast counting path. It performs no I/O, knows nothing of HTTP, and holds no
+// state beyond its encoders: a count depends only on the model name and the
+// text.
+//
+// # How it counts
+//
+// The tokenizer splits text with a regular expression, then byte-pair merges
+// each piece. This package gives exactly the tokenizer's counts for
+// o200k_base and cl100k_base (the tokenizer is the reference its tests
+// compare with, piece by piece and count by count) but does the work
+// differently:
+//
+//   - the split is hand-written, one function per encoding, equivalent to
+//     the encoding's pattern as the tokenizer's compiled matcher runs it
+//     (including its quirks: DEL matches nothing and is never counted, and
+//     "\s*[\r\n]+" ends at the first group of line breaks of a run). It
+//     reads runes in place with a class table, backtracks only where the
+//     pattern would, and is linear in the text;
+//   - a piece that is a token (most of them) costs one lookup in a rank
+//     table built from the tokenizer's vocabulary;
+//   - other pieces are merged with the same ranks and the same rule (lowest
+//     rank first, leftmost among equals), and their counts are kept in a
+//     bounded cache, so a rare word repeated across prompts is merged once.
+//
+// Counting allocates nothing, except for a piece new to the cache, text that
+// is not valid UTF-8 (counted as the tokenizer does, each invalid byte as
+// U+FFFD), and pieces longer than 96 bytes (scratch reused through a pool).
+// It runs at about 50 to 120 MB per second of CPU on ordinary prose, code and
+// mixed scripts, 10 to 20 times the tokenizer alone (see BenchmarkCount).
 //
 // # Concurrency
 //
-// A Counter is safe for concurrent use. Each codec is built at most once, under
-// a sync.Once; afterwards codecs are only read, and the tokenizer's Count is
-// safe to call from many goroutines.
-//
-// # Cost and accuracy
-//
-// Counting is linear in the input: about 10 MB/s for prose, and no worse than
-// about 3 MB/s for hostile input. The tokenizer alone is quadratic on long
-// runs of whitespace that mix line breaks with other spaces (100 KB of
-// "\n \n" takes seconds), because each token of such a run ends at a group of
-// line breaks and finding it scans to the end of the run. So a Counter never
-// hands the tokenizer a long run whole: it cuts runs longer than 64 bytes
-// after a group of line breaks, and cuts text longer than 16 KB before a
-// space that follows a non-space character or after a line break. No token of
-// either encoding spans those cuts, so counts stay exact. Only text with
-// neither a space nor a line break in 16 KB (one enormous word, or 16 KB of
-// spaces) is cut between two runes, where the count may gain or lose a token
-// per cut. The gateway settles every request to the backend's own usage
-// anyway.
+// A Counter is safe for concurrent use. Each encoder is built at most once,
+// under a sync.Once, and is then only read, except for the piece cache,
+// whose slots are atomic pointers.
 package tokens
