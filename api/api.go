@@ -28,9 +28,6 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// MaxBodyBytes is the largest request body accepted (413 above).
 	MaxBodyBytes int64
-	// BodyReadTimeout bounds reading one request body, so a slow sender cannot
-	// hold a connection while the server itself never sets a write deadline.
-	BodyReadTimeout time.Duration
 	// AdminToken guards the admin routes; empty opens them to loopback clients only.
 	AdminToken string
 	// NodeName and GossipAddr describe this node on /admin/cluster.
@@ -92,9 +89,6 @@ func New(gw *node.Gateway, opts Options) (*API, error) {
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 4 << 20
-	}
-	if opts.BodyReadTimeout <= 0 {
-		opts.BodyReadTimeout = 30 * time.Second
 	}
 	m, err := newMetrics(opts.Registry, gw.Routes())
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -183,15 +182,14 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 	return "", false
 }
 
-// readBody reads the whole body within the size limit and the read deadline.
+// readBody reads the whole body within the size limit. The read deadline is
+// the server's (see internal/edge): it counts from the request's first byte.
 func (a *API) readBody(w http.ResponseWriter, req *http.Request) ([]byte, *openai.Error) {
 	limit := a.opts.MaxBodyBytes
 	if req.ContentLength > limit {
 		w.Header().Set("Connection", "close")
 		return nil, openai.TooLarge(limit)
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(a.now().Add(a.opts.BodyReadTimeout))
 	size := req.ContentLength
 	if size < 0 || size > limit {
 		size = 512
@@ -199,8 +197,8 @@ func (a *API) readBody(w http.ResponseWriter, req *http.Request) ([]byte, *opena
 	buf := make([]byte, 0, size+1)
 	body, err := readAllInto(buf, http.MaxBytesReader(w, req.Body, limit))
 	if err != nil {
-		// Leave the deadline expired and drop the connection: the server must
-		// not wait to drain the rest of a body that is too slow or too large.
+		// Drop the connection: the server must not wait to drain the rest of
+		// a body that is too slow or too large.
 		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -208,7 +206,6 @@ func (a *API) readBody(w http.ResponseWriter, req *http.Request) ([]byte, *opena
 		}
 		return nil, openai.BadRequest("", "Could not read the request body: "+err.Error())
 	}
-	_ = rc.SetReadDeadline(time.Time{})
 	return body, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/llmgate/llmgate/index"
 	"github.com/llmgate/llmgate/index/guard"
 	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/edge"
 	"github.com/llmgate/llmgate/node"
 	"github.com/llmgate/llmgate/quota"
 	"github.com/llmgate/llmgate/telemetry"
@@ -126,7 +127,7 @@ func newGateway(t *testing.T, s setup) *gateway {
 	// Stores complete before the answer goes out, so a test's next request
 	// finds them however slow the machine.
 	nopts := node.Options{Registry: reg, Embedder: s.embedder, Now: s.now, StoreWait: time.Minute}
-	aopts := Options{Registry: reg, Gatherer: reg, MaxBodyBytes: cfg.Server.MaxBodyBytes, BodyReadTimeout: cfg.Server.BodyReadTimeout, AdminToken: cfg.AdminToken, NodeName: "gw-test", GossipAddr: "127.0.0.1:7946", Observer: s.observer, CaptureContent: s.capture}
+	aopts := Options{Registry: reg, Gatherer: reg, MaxBodyBytes: cfg.Server.MaxBodyBytes, AdminToken: cfg.AdminToken, NodeName: "gw-test", GossipAddr: "127.0.0.1:7946", Observer: s.observer, CaptureContent: s.capture}
 	if s.limits {
 		limits := map[string]quota.Limits{}
 		for _, c := range cfg.Consumers {
@@ -171,7 +172,15 @@ func newGateway(t *testing.T, s setup) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gateway{data: httptest.NewServer(a.DataHandler()), admin: httptest.NewServer(a.AdminHandler()), reg: reg, api: a}
+	// The servers are the ones a node runs: internal/edge's deadlines and guard.
+	eo := edge.Options{ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout, BodyReadTimeout: cfg.Server.BodyReadTimeout, IdleTimeout: cfg.Server.IdleTimeout}
+	serve := func(h http.Handler) *httptest.Server {
+		ts := httptest.NewUnstartedServer(nil)
+		ts.Config = edge.NewServer(h, eo)
+		ts.Start()
+		return ts
+	}
+	g := &gateway{data: serve(a.DataHandler()), admin: serve(a.AdminHandler()), reg: reg, api: a}
 	t.Cleanup(func() {
 		g.data.Close()
 		g.admin.Close()

@@ -62,3 +62,40 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 		t.Fatal("a stalled request reached the backend")
 	}
 }
+
+func TestSilentBodyOnARefusedRequestDoesNotHoldTheConnection(t *testing.T) {
+	noLeaks(t)
+	east := newUpstream(t, okChat("east"))
+	s := twoBackends(east, east)
+	s.mutate = func(c *config.Config) { c.AdminToken = "admin-secret" }
+	g := newGateway(t, s)
+	for _, tc := range []struct{ name, url, path string }{
+		{"data plane without a key", g.data.URL, "/v1/chat/completions"},
+		{"data plane unknown route", g.data.URL, "/v1/nowhere"},
+		{"admin without a token", g.admin.URL, "/admin/quota/team-a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(tc.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			// Declares a body it never sends.
+			_, _ = io.WriteString(conn, "POST "+tc.path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n")
+			_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer within 3s (the default body deadline is 30s): %v", err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 401 && resp.StatusCode != 404 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Fatalf("connection still open after the answer: %v", err)
+			}
+		})
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/llmgate/llmgate/cluster"
 	"github.com/llmgate/llmgate/identity"
 	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/edge"
 	"github.com/llmgate/llmgate/internal/mock"
 	"github.com/llmgate/llmgate/node"
 	"github.com/llmgate/llmgate/telemetry"
@@ -276,7 +277,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	}
 	front, err := api.New(gw, api.Options{
 		Logger: logger, Registry: reg, Gatherer: reg,
-		MaxBodyBytes: cfg.Server.MaxBodyBytes, BodyReadTimeout: cfg.Server.BodyReadTimeout,
+		MaxBodyBytes: cfg.Server.MaxBodyBytes,
 		AdminToken: cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cl.Addr(),
 		Quota: st.limiter, Cache: st.adminCache(), Cluster: cl,
 		Observer: observers(cfg, logger), CaptureContent: cfg.Telemetry.CaptureContent,
@@ -287,16 +288,18 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	}
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	newServer := func(h http.Handler) *http.Server {
-		// No WriteTimeout: it would cut live streams. Bodies are bounded by the
-		// front's own read deadline, headers by ReadHeaderTimeout.
-		return &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
-			IdleTimeout:       cfg.Server.IdleTimeout,
-			MaxHeaderBytes:    1 << 20,
-			ErrorLog:          errLog,
-		}
+		return edge.NewServer(h, edge.Options{
+			ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout, BodyReadTimeout: cfg.Server.BodyReadTimeout,
+			IdleTimeout: cfg.Server.IdleTimeout, ErrorLog: errLog,
+		})
 	}
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "llmgate_connections_refused_total",
+		Help: "Connections answered 503 and closed because the listener was at server.max_connections.",
+	}, []string{"listener"})
+	reg.MustRegister(refused)
+	dataLn = edge.Limit(dataLn, cfg.Server.MaxConnections, refused.WithLabelValues("data").Inc)
+	adminLn = edge.Limit(adminLn, cfg.Server.MaxConnections, refused.WithLabelValues("admin").Inc)
 	n := &runningNode{
 		cfg: cfg, log: logger, gw: gw, api: front,
 		data: newServer(front.DataHandler()), admin: newServer(front.AdminHandler()),

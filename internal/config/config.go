@@ -189,6 +189,9 @@ type Server struct {
 	// 503 before its listeners close, so load balancers stop sending first.
 	// Default 2s.
 	DrainPeriod time.Duration `yaml:"drain_period"`
+	// MaxConnections caps the connections each listener serves at once;
+	// one more is answered 503 and closed. Default 4096.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // Upstream configures calls to backends.
@@ -255,6 +258,7 @@ func (c *Config) ApplyDefaults() {
 	s.IdleTimeout = cmp.Or(s.IdleTimeout, 120*time.Second)
 	s.ShutdownTimeout = cmp.Or(s.ShutdownTimeout, 30*time.Second)
 	s.DrainPeriod = cmp.Or(s.DrainPeriod, 2*time.Second)
+	s.MaxConnections = cmp.Or(s.MaxConnections, 4096)
 	u := &c.Upstream
 	u.Timeout = cmp.Or(u.Timeout, 300*time.Second)
 	u.ResponseHeaderTimeout = cmp.Or(u.ResponseHeaderTimeout, 120*time.Second)
@@ -414,6 +418,9 @@ func (c *Config) Validate() error {
 		if _, ok := c.Routes[ch.Embedder]; !ok {
 			return fmt.Errorf("cache.embedder: %q is neither local nor a route", ch.Embedder)
 		}
+	}
+	if c.Server.MaxConnections < 1 {
+		return fmt.Errorf("server.max_connections: must be at least 1")
 	}
 	if c.Server.MaxBodyBytes < 1024 {
 		return fmt.Errorf("server.max_body_bytes: %d is below 1024", c.Server.MaxBodyBytes)

@@ -1,0 +1,199 @@
+package edge
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// serve runs NewServer(h) on a loopback port behind Limit and returns its address.
+func serve(t *testing.T, h http.Handler, o Options, maxConns int, refused func()) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(h, o)
+	go func() { _ = srv.Serve(Limit(ln, maxConns, refused)) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// readResponse reads one response from c within d.
+func readResponse(t *testing.T, c net.Conn, br *bufio.Reader, d time.Duration) (*http.Response, string) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no response within %v: %v", d, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+// closedWithin reports whether the server closes c within d.
+func closedWithin(c net.Conn, br *bufio.Reader, d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	_, err := br.ReadByte()
+	return err == io.EOF
+}
+
+// refuseUnread answers 401 without reading the body, as an auth check does.
+var refuseUnread = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/healthz" {
+		_, _ = io.WriteString(w, "ok")
+		return
+	}
+	w.WriteHeader(http.StatusUnauthorized)
+	_, _ = io.WriteString(w, "no key")
+})
+
+func TestSilentBodyIsAnsweredAndClosedAtOnce(t *testing.T) {
+	addr := serve(t, refuseUnread, Options{BodyReadTimeout: time.Minute}, 0, nil)
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	// Declares a body and never sends it.
+	_, _ = io.WriteString(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+	start := time.Now()
+	resp, _ := readResponse(t, c, br, 5*time.Second)
+	if resp.StatusCode != 401 || time.Since(start) > 2*time.Second {
+		t.Fatalf("status %d after %v, want 401 at once", resp.StatusCode, time.Since(start))
+	}
+	if !closedWithin(c, br, 2*time.Second) {
+		t.Fatal("the connection with an unread body stayed open")
+	}
+}
+
+func TestManySilentSocketsLeaveHealthzResponsive(t *testing.T) {
+	addr := serve(t, refuseUnread, Options{BodyReadTimeout: time.Minute}, 0, nil)
+	for range 200 {
+		c := dial(t, addr)
+		_, _ = io.WriteString(c, "POST /admin/quota HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+	}
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	_, _ = io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := readResponse(t, c, br, 5*time.Second); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("healthz behind 200 silent sockets: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestBodyDeadlineCountsFromFirstByte(t *testing.T) {
+	var readErr atomic.Value
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		if err != nil {
+			readErr.Store(err.Error())
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	addr := serve(t, h, Options{BodyReadTimeout: 300 * time.Millisecond}, 0, nil)
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+	// A byte every 50 ms: never idle for long, but the whole body would take 50 s.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				if _, err := c.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	resp, _ := readResponse(t, c, br, 5*time.Second)
+	if resp.StatusCode != 400 || time.Since(start) > 3*time.Second {
+		t.Fatalf("trickled body: status %d after %v, want 400 near 300ms", resp.StatusCode, time.Since(start))
+	}
+	if readErr.Load() == nil {
+		t.Fatal("the handler's read did not fail")
+	}
+	if !closedWithin(c, br, 2*time.Second) {
+		t.Fatal("the connection stayed open after a cut-off body")
+	}
+}
+
+func TestAnswerOutlivesTheReadDeadline(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		select {
+		case <-time.After(600 * time.Millisecond):
+		case <-r.Context().Done():
+			return // the deadline cancelled the request: the test fails on the missing answer
+		}
+		_, _ = io.WriteString(w, "late answer")
+	})
+	addr := serve(t, h, Options{BodyReadTimeout: 200 * time.Millisecond}, 0, nil)
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	for i, req := range []string{
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n", // the same kept-alive connection, no body
+	} {
+		_, _ = io.WriteString(c, req)
+		if resp, body := readResponse(t, c, br, 5*time.Second); resp.StatusCode != 200 || body != "late answer" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+}
+
+func TestConnectionCapRefusesClearly(t *testing.T) {
+	var refusals atomic.Int64
+	addr := serve(t, refuseUnread, Options{}, 2, func() { refusals.Add(1) })
+	held := []net.Conn{dial(t, addr), dial(t, addr)}
+	for _, c := range held { // both served: the cap counts them
+		br := bufio.NewReader(c)
+		_, _ = io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		readResponse(t, c, br, 5*time.Second)
+	}
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	_, _ = io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := readResponse(t, c, br, 5*time.Second)
+	if resp.StatusCode != 503 || !strings.Contains(body, "too_many_connections") || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("third connection over a cap of 2: %d %q", resp.StatusCode, body)
+	}
+	if refusals.Load() != 1 {
+		t.Fatalf("refusals counted: %d", refusals.Load())
+	}
+	held[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := dial(t, addr)
+		br := bufio.NewReader(c)
+		_, _ = io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, _ := readResponse(t, c, br, 5*time.Second)
+		c.Close()
+		if resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a freed slot was never given back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
