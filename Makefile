@@ -45,6 +45,7 @@ fuzz:
 	$(GO) test ./index -run '^$$' -fuzz FuzzCanonicalHash -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz FuzzDecodeEntry -fuzztime $(FUZZTIME)
 	$(GO) test ./index/guard -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
+	$(GO) test ./index/norm -run '^$$' -fuzz FuzzText -fuzztime $(FUZZTIME)
 	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeCounter -fuzztime $(FUZZTIME)
 	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeUsages -fuzztime $(FUZZTIME)
 	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeLimitRecords -fuzztime $(FUZZTIME)

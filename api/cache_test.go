@@ -348,3 +348,37 @@ func TestCacheMaxEntryBytes(t *testing.T) {
 		t.Errorf("an answer over max_entry_bytes was stored: %d %v", a.status, a.header.Get("x-llmgate-cache"))
 	}
 }
+
+func TestCacheTierHeader(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	g := cached(t, up)
+	url := g.data.URL + "/v1/chat/completions"
+	steps := []struct{ name, prompt, tier string }{
+		{"cold miss", "How do I reverse a list in Python?", ""},
+		{"same request is an exact hit", "How do I reverse a list in Python?", "exact"},
+		{"case, punctuation and how can I are a normalised hit", "how can I reverse a list in python", "normalized"},
+		{"please is a normalised hit", "Please, how do I reverse a list in Python?", "normalized"},
+		{"another function word is a semantic hit", "So how do I reverse a list in Python?", "semantic"},
+	}
+	for _, st := range steps {
+		a := do(t, "POST", url, keyA, chatAbout(st.prompt))
+		if got := a.header.Get("x-llmgate-cache-tier"); got != st.tier {
+			t.Errorf("%s: x-llmgate-cache-tier = %q (cache %s, distance %s), want %q", st.name, got,
+				a.header.Get("x-llmgate-cache"), a.header.Get("x-llmgate-cache-distance"), st.tier)
+		}
+		if st.tier == "normalized" && a.header.Get("x-llmgate-cache-distance") != "0.0000" {
+			t.Errorf("%s: distance %q, want 0.0000", st.name, a.header.Get("x-llmgate-cache-distance"))
+		}
+	}
+	m := do(t, "GET", g.admin.URL+"/metrics", "", "")
+	if !strings.Contains(string(m.body), `result="hit_normalized"`) {
+		t.Error("metrics have no hit_normalized result")
+	}
+	var st struct {
+		NormalizedHits int `json:"normalized_hits"`
+	}
+	s := do(t, "GET", g.admin.URL+"/admin/cache/stats", "", "")
+	if err := json.Unmarshal(s.body, &st); err != nil || st.NormalizedHits != 2 {
+		t.Errorf("stats %s: want normalized_hits 2", s.body)
+	}
+}

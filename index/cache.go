@@ -94,6 +94,7 @@ type Entry struct {
 	ID     string
 	Space  Space
 	Exact  [32]byte  // CanonicalHash of the request; zero = no exact tier
+	Norm   [32]byte  // NormHash of the normalised dialog; zero = no normalised tier
 	Prompt string    // retained dialog text, for the guard and the admin API
 	Vector []float32 // unit-length embedding; nil = exact tier only. Entries handed out (lookups, Get, List) carry none: in memory the graph holds the only copy, on disk the entry keeps it
 	// Response is the answer as a JSON chat.completion body.
@@ -130,7 +131,10 @@ type Stats struct {
 	Misses       int64 `json:"misses"`
 	ExactHits    int64 `json:"exact_hits"`
 	SemanticHits int64 `json:"semantic_hits"`
-	Bytes        int64 `json:"bytes"` // prompt + response + 4 × vector length, summed
+	// NormalizedHits are hits of the normalised tier (texts equal after
+	// normalisation), counted in Hits too.
+	NormalizedHits int64 `json:"normalized_hits"`
+	Bytes          int64 `json:"bytes"` // prompt + response + 4 × vector length, summed
 }
 
 // Cache is the semantic cache's state. Its methods are safe for concurrent
@@ -152,6 +156,7 @@ type Cache struct {
 	// read by Stats. They are not state an actor decides on.
 	entries, bytes                   atomic.Int64
 	hits, misses, exactHits, semHits atomic.Int64
+	normHits                         atomic.Int64
 
 	// evictMu serialises eviction passes so that two Stores never both evict
 	// for the same excess entry. It guards no data.
@@ -386,6 +391,22 @@ func (c *Cache) LookupExact(ctx context.Context, sp Space, h [32]byte) (*Entry, 
 	}
 	c.hits.Add(1)
 	c.exactHits.Add(1)
+	return e, true
+}
+
+// LookupNormalized returns the live entry whose normalised-dialog hash
+// (NormHash) is h in Space sp, counting a hit; like LookupExact, a miss is
+// not counted. While loading, it misses.
+func (c *Cache) LookupNormalized(ctx context.Context, sp Space, h [32]byte) (*Entry, bool) {
+	if !c.Ready() || h == ([32]byte{}) {
+		return nil, false
+	}
+	var e *Entry
+	if c.call(ctx, c.shardOf(sp), func(s *shard) { e = s.lookupNorm(sp, h) }) != nil || e == nil {
+		return nil, false
+	}
+	c.hits.Add(1)
+	c.normHits.Add(1)
 	return e, true
 }
 
@@ -737,12 +758,13 @@ func (c *Cache) Search(ctx context.Context, sp Space, vec []float32, k int) []Se
 // Stats returns the counters. It does not talk to the actors.
 func (c *Cache) Stats() Stats {
 	return Stats{
-		Entries:      c.entries.Load(),
-		Hits:         c.hits.Load(),
-		Misses:       c.misses.Load(),
-		ExactHits:    c.exactHits.Load(),
-		SemanticHits: c.semHits.Load(),
-		Bytes:        c.bytes.Load(),
+		Entries:        c.entries.Load(),
+		Hits:           c.hits.Load(),
+		Misses:         c.misses.Load(),
+		ExactHits:      c.exactHits.Load(),
+		SemanticHits:   c.semHits.Load(),
+		NormalizedHits: c.normHits.Load(),
+		Bytes:          c.bytes.Load(),
 	}
 }
 

@@ -536,3 +536,43 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("bytes stat %d, entries sum to %d", st.Bytes, bytes)
 	}
 }
+
+func TestNormalizedTier(t *testing.T) {
+	c := open(t, Options{})
+	ctx := t.Context()
+	e := entry(teamA, "What is the capital of France?", axis(0, 0))
+	e.Norm = NormHash(teamA, "what is the capital of france")
+	mustStore(t, c, e)
+	tests := []struct {
+		name string
+		sp   Space
+		h    [32]byte
+		hit  bool
+	}{
+		{"same normalised text is a hit", teamA, NormHash(teamA, "what is the capital of france"), true},
+		{"other normalised text is a miss", teamA, NormHash(teamA, "what is the capital of spain"), false},
+		{"the exact key is not a normalised key", teamA, e.Exact, false},
+		{"same text in another partition is a miss", Space{"team-b", "gpt-4o", "s1"}, NormHash(Space{"team-b", "gpt-4o", "s1"}, "what is the capital of france"), false},
+		{"zero hash is a miss", teamA, [32]byte{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := c.LookupNormalized(ctx, tt.sp, tt.h)
+			if ok != tt.hit {
+				t.Fatalf("hit = %v, want %v", ok, tt.hit)
+			}
+			if ok && got.ID != e.ID {
+				t.Fatalf("got entry %s, want %s", got.ID, e.ID)
+			}
+		})
+	}
+	if st := c.Stats(); st.NormalizedHits != 1 || st.Hits != 1 {
+		t.Fatalf("stats = %+v; want 1 normalised hit", st)
+	}
+	if _, err := c.Delete(ctx, e.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.LookupNormalized(ctx, teamA, e.Norm); ok {
+		t.Fatal("a deleted entry still answers the normalised tier")
+	}
+}

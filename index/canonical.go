@@ -360,3 +360,20 @@ func hex4(b []byte) (uint16, bool) {
 	}
 	return v, true
 }
+
+// NormHash is the normalised tier's key: SHA-256 over sp's fields and the
+// normalised dialog text (package index/norm), in a domain of its own so
+// that it never equals a CanonicalHash.
+func NormHash(sp Space, normalised string) [32]byte {
+	var buf [128]byte
+	head := append(buf[:0], "llmgate/index/norm/v1\x00"...)
+	head = appendString(head, sp.Partition)
+	head = appendString(head, sp.Route)
+	head = appendString(head, sp.Shape)
+	h := sha256.New()
+	h.Write(head)
+	h.Write([]byte(normalised))
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}

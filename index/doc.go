@@ -1,5 +1,6 @@
 // Package index owns the semantic cache's state: the entries, the exact tier
-// (canonical request hash → entry), the semantic tier (one nearest-neighbour
+// (canonical request hash → entry), the normalised tier (NormHash of the
+// normalised dialog text → the newest entry with it), the semantic tier (one nearest-neighbour
 // graph per Space), TTL expiry, max_entries eviction, persistence under
 // Badger's "c/" prefix (tombstones under "t/"), the queries of the admin API
 // (Get, List, Delete, Purge, Search, Stats) and the hooks of replication.

@@ -15,7 +15,8 @@ import (
 )
 
 // entryFormat is the first byte of every persisted entry.
-const entryFormat = 1
+// Format 1 had no Norm; it is still read.
+const entryFormat = 2
 
 // diskGrace is added to an entry's remaining life for Badger's own TTL: a
 // safety net behind the sweep, never ahead of it.
@@ -46,7 +47,7 @@ func purgeKey(p purgeRec) []byte {
 }
 
 // encodeEntry is the value stored under c/<id>: a format byte, then Space,
-// Exact, Prompt, Vector (float32 little endian), Response, CreatedAt and
+// Exact, Norm, Prompt, Vector (float32 little endian), Response, CreatedAt and
 // ExpiresAt (Unix nanoseconds) and Hits. Strings and byte slices are
 // length-prefixed (uvarint).
 func encodeEntry(e *Entry) []byte {
@@ -55,7 +56,7 @@ func encodeEntry(e *Entry) []byte {
 
 // entryLen is the length of e's encoding.
 func entryLen(e *Entry) int {
-	n := 1 + strLen(e.Space.Partition) + strLen(e.Space.Route) + strLen(e.Space.Shape) + 32 + strLen(e.Prompt)
+	n := 1 + strLen(e.Space.Partition) + strLen(e.Space.Route) + strLen(e.Space.Shape) + 64 + strLen(e.Prompt)
 	n += uvarintLen(uint64(len(e.Vector))) + 4*len(e.Vector) + uvarintLen(uint64(len(e.Response))) + len(e.Response)
 	var buf [binary.MaxVarintLen64]byte
 	n += binary.PutVarint(buf[:], e.CreatedAt.UnixNano()) + binary.PutVarint(buf[:], e.ExpiresAt.UnixNano())
@@ -79,6 +80,7 @@ func appendEntry(b []byte, e *Entry) []byte {
 	b = appendString(b, e.Space.Route)
 	b = appendString(b, e.Space.Shape)
 	b = append(b, e.Exact[:]...)
+	b = append(b, e.Norm[:]...)
 	b = appendString(b, e.Prompt)
 	b = binary.AppendUvarint(b, uint64(len(e.Vector)))
 	for _, f := range e.Vector {
@@ -98,7 +100,8 @@ var errCorrupt = errors.New("corrupt cache entry")
 // memory with b.
 func decodeEntry(id string, b []byte) (*Entry, error) {
 	d := decoder{b: b}
-	if d.byte() != entryFormat {
+	format := d.byte()
+	if format != entryFormat && format != 1 {
 		return nil, fmt.Errorf("%w: unknown format", errCorrupt)
 	}
 	e := &Entry{ID: id}
@@ -106,6 +109,9 @@ func decodeEntry(id string, b []byte) (*Entry, error) {
 	e.Space.Route = string(d.bytes())
 	e.Space.Shape = string(d.bytes())
 	copy(e.Exact[:], d.take(32))
+	if format >= 2 {
+		copy(e.Norm[:], d.take(32))
+	}
 	e.Prompt = string(d.bytes())
 	if n := d.uvarint(); n > 0 && d.err == nil {
 		if n > uint64(len(d.b))/4 {

@@ -17,6 +17,7 @@ func TestEncodeDecodeEntry(t *testing.T) {
 	e.CreatedAt = time.Unix(1700000000, 123456789)
 	e.ExpiresAt = e.CreatedAt.Add(time.Hour)
 	e.Hits = 42
+	e.Norm = NormHash(e.Space, "dialog\nwith lines")
 	got, err := decodeEntry(e.ID, encodeEntry(e))
 	if err != nil {
 		t.Fatal(err)

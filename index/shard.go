@@ -19,6 +19,7 @@ type shard struct {
 
 	entries map[uint64]*record       // id → record
 	exact   map[[32]byte]uint64      // request hash → id (hashes include the Space)
+	norm    map[[32]byte]uint64      // normalised-dialog hash → id (include the Space too)
 	graphs  map[graphKey]graph.Index // one graph per Space and vector length
 	expiry  expiryHeap               // every record, soonest ExpiresAt first
 
@@ -125,6 +126,7 @@ func newShard(c *Cache, idx int) *shard {
 		inbox:   make(chan op, 64),
 		entries: map[uint64]*record{},
 		exact:   map[[32]byte]uint64{},
+		norm:    map[[32]byte]uint64{},
 		graphs:  map[graphKey]graph.Index{},
 		tombs:   map[uint64]tomb{},
 	}
@@ -164,6 +166,20 @@ func (s *shard) lookupExact(sp Space, h [32]byte) *Entry {
 	}
 	r := s.entries[id]
 	if r.e.Space != sp || !live(r, s.now()) {
+		return nil
+	}
+	r.hits++
+	return view(r)
+}
+
+// lookupNorm finds h in the normalised tier, checking the Space.
+func (s *shard) lookupNorm(sp Space, h [32]byte) *Entry {
+	id, ok := s.norm[h]
+	if !ok {
+		return nil
+	}
+	r := s.entries[id]
+	if r == nil || r.e.Space != sp || !live(r, s.now()) {
 		return nil
 	}
 	r.hits++
@@ -256,6 +272,13 @@ func (s *shard) add(id uint64, e *Entry, replica, loaded bool) (stale []string, 
 		}
 		s.exact[e.Exact] = id
 	}
+	if e.Norm != ([32]byte{}) {
+		// The newest entry answers the normalised tier; an older one keeps
+		// its exact key.
+		if old, ok := s.norm[e.Norm]; !ok || !s.entries[old].e.CreatedAt.After(e.CreatedAt) {
+			s.norm[e.Norm] = id
+		}
+	}
 	r := &record{id: id, e: e, hits: e.Hits, size: e.size()}
 	s.entries[id] = r
 	if len(e.Vector) > 0 {
@@ -290,6 +313,9 @@ func (s *shard) remove(id uint64) *Entry {
 	delete(s.entries, id)
 	if cur, ok := s.exact[r.e.Exact]; ok && cur == id {
 		delete(s.exact, r.e.Exact)
+	}
+	if cur, ok := s.norm[r.e.Norm]; ok && cur == id {
+		delete(s.norm, r.e.Norm)
 	}
 	if r.dim > 0 {
 		k := graphKey{r.e.Space, r.dim}

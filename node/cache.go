@@ -17,6 +17,7 @@ import (
 
 	"github.com/llmgate/llmgate/index"
 	"github.com/llmgate/llmgate/index/guard"
+	"github.com/llmgate/llmgate/index/norm"
 	"github.com/llmgate/llmgate/internal/openai"
 )
 
@@ -28,6 +29,9 @@ type Cache interface {
 	// then miss (stores still work).
 	Ready() bool
 	LookupExact(ctx context.Context, sp index.Space, h [32]byte) (*index.Entry, bool)
+	// LookupNormalized finds the entry whose normalised dialog (index/norm)
+	// hashes to h, as LookupExact does.
+	LookupNormalized(ctx context.Context, sp index.Space, h [32]byte) (*index.Entry, bool)
 	LookupSemantic(ctx context.Context, sp index.Space, vec []float32, prompt string, threshold float32) (*index.Entry, float32, bool)
 	Store(ctx context.Context, e *index.Entry) error
 	Stats() index.Stats
@@ -63,6 +67,7 @@ type cachePlan struct {
 	state  string
 	space  index.Space
 	exact  [32]byte
+	norm   [32]byte      // normalised tier key; zero when the dialog has no semantic tier
 	prompt string        // retained dialog text
 	ttl    time.Duration // 0 = the cache's default
 	vec    []float32     // embedding, once computed
@@ -137,6 +142,7 @@ func (g *Gateway) planCache(call *Call) cachePlan {
 		// it, which the dialog text does not show: such dialogs match exactly
 		// or not at all.
 		cp.prompt = d.text
+		cp.norm = index.NormHash(cp.space, norm.Text(d.text))
 	}
 	return cp
 }
@@ -284,7 +290,16 @@ func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call,
 		cancel()
 		if ok && g.replayable(call, e) {
 			g.metrics.lookup("exact", g.now().Sub(start))
-			return g.serveHit(ctx, w, call, e, 0), true
+			return g.serveHit(ctx, w, call, e, 0, "exact"), true
+		}
+		if cp.norm != ([32]byte{}) {
+			lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+			e, ok := g.cache.LookupNormalized(lctx, cp.space, cp.norm)
+			cancel()
+			if ok && g.replayable(call, e) {
+				g.metrics.lookup("normalized", g.now().Sub(start))
+				return g.serveHit(ctx, w, call, e, 0, "normalized"), true
+			}
 		}
 	}
 	if cp.prompt == "" || len(cp.prompt) > maxSemanticPrompt {
@@ -313,7 +328,7 @@ func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call,
 	cancel()
 	if ok && g.replayable(call, e) {
 		g.metrics.lookup("semantic", g.now().Sub(lstart))
-		return g.serveHit(ctx, w, call, e, d), true
+		return g.serveHit(ctx, w, call, e, d, "semantic"), true
 	}
 	g.metrics.lookup("miss", g.now().Sub(lstart))
 	return Outcome{}, false
@@ -325,10 +340,13 @@ func (g *Gateway) replayable(call *Call, e *index.Entry) bool {
 	return !call.Stream || !bytes.Contains(e.Response, []byte(`"tool_calls"`))
 }
 
-// serveHit answers call from the cached entry e at distance d.
-func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Call, e *index.Entry, d float32) Outcome {
+// serveHit answers call from the cached entry e, found by tier at distance
+// d. A normalised hit reports distance 0: its text equals the entry's once
+// normalised, and no embedding was made.
+func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Call, e *index.Entry, d float32, tier string) Outcome {
 	h := w.Header()
 	h.Set(HeaderCache, cacheHit)
+	h.Set(HeaderCacheTier, tier)
 	h.Set(HeaderCacheDistance, strconv.FormatFloat(float64(max(d, 0)), 'f', 4, 32))
 	h.Set(HeaderTokensConsumed, "0")
 	// A hit costs no tokens: it only reports the consumer's headroom.
@@ -371,7 +389,7 @@ func (g *Gateway) store(ctx context.Context, call *Call, cp cachePlan, body []by
 		g.log.Debug("answer larger than cache.max_entry_bytes; served, not stored", "route", call.Route, "request_id", call.RequestID, "bytes", len(body))
 		return
 	}
-	e := &index.Entry{Space: cp.space, Exact: cp.exact, Prompt: cp.prompt, Vector: cp.vec, Response: body}
+	e := &index.Entry{Space: cp.space, Exact: cp.exact, Norm: cp.norm, Prompt: cp.prompt, Vector: cp.vec, Response: body}
 	if cp.ttl > 0 {
 		e.ExpiresAt = g.now().Add(cp.ttl)
 	}

@@ -37,6 +37,10 @@ const (
 	HeaderRemainTokens   = "x-ratelimit-remaining-tokens"
 )
 
+// HeaderCacheTier names the tier that answered a cache hit: exact,
+// normalized or semantic.
+const HeaderCacheTier = "x-llmgate-cache-tier"
+
 // maxResponseBytes bounds a buffered (non-streaming) upstream answer.
 const maxResponseBytes = 64 << 20
 

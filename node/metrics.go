@@ -123,6 +123,8 @@ func (m *metrics) lookup(tier string, d time.Duration) {
 		result = "hit_exact"
 	case "semantic":
 		result = "hit_semantic"
+	case "normalized":
+		result = "hit_normalized"
 	}
 	m.cacheReqs.WithLabelValues(result).Inc()
 }
