@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin/llmgate
 
-.PHONY: all build test test-short demo bench lint fuzz clean
+.PHONY: all build test test-short demo bench lint fuzz clean deploy-check
 
 all: build
 
@@ -20,6 +20,15 @@ test-short:
 
 demo: build
 	./$(BIN) demo
+
+# Packaging (deploy/): helm lint and template with Helm as a Go module, the
+# rendered manifests decoded strictly into the Kubernetes API types, the
+# compose file through the Compose specification's loader, the systemd unit
+# through systemd-analyze, the Dockerfile's shape, and config check of every
+# shipped configuration. Its own Go module (deploy/check), so Helm stays out
+# of the gateway's.
+deploy-check: build
+	cd deploy/check && $(GO) vet . && $(GO) run . -root ../.. -llmgate ../../bin/llmgate
 
 # Every scenario; quota alone takes about five minutes (two modes of 150s).
 bench: build

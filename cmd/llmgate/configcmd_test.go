@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,5 +73,25 @@ func TestConfigCheckNeedsAFile(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"config", "lint"}, &out, &out); err == nil || !strings.Contains(err.Error(), "unknown subcommand") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestHealthcheck(t *testing.T) {
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+		}
+	}))
+	defer ok.Close()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"healthcheck", "--url", ok.URL + "/healthz"}, &out, &out); err != nil {
+		t.Fatalf("a 200 must pass: %v", err)
+	}
+	if err := run(context.Background(), []string{"healthcheck", "--url", ok.URL + "/readyz"}, &out, &out); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("a 503 must fail: %v", err)
+	}
+	ok.Close()
+	if err := run(context.Background(), []string{"healthcheck", "--url", ok.URL + "/healthz", "--timeout", "1s"}, &out, &out); err == nil {
+		t.Fatal("a node that does not answer must fail")
 	}
 }

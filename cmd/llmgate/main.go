@@ -21,6 +21,7 @@ Usage:
   llmgate demo                             play the scripted demo on loopback and print a report
   llmgate bench SCENARIO [--out FILE]      run a benchmark (overhead)
   llmgate config check --config FILE       validate a configuration without starting anything
+  llmgate healthcheck [--url URL]          exit 0 if a node's /healthz answers 200 (container healthchecks)
   llmgate version                          print version and build information
 
 Run 'llmgate COMMAND --help' for a command's flags.
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBench(ctx, rest, stdout, stderr)
 	case "config":
 		return runConfig(rest, stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		return runVersion(stdout)
 	case "help", "-h", "--help":
