@@ -278,7 +278,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	front, err := api.New(gw, api.Options{
 		Logger: logger, Registry: reg, Gatherer: reg,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes,
-		AdminToken: cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cl.Addr(),
+		AdminToken:   cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cl.Addr(),
 		Quota: st.limiter, Cache: st.adminCache(), Cluster: cl,
 		Observer: observers(cfg, logger), CaptureContent: cfg.Telemetry.CaptureContent,
 		Identity: identity.New(st.keys), Keys: st.keys,
