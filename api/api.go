@@ -73,6 +73,7 @@ type API struct {
 	now     func() time.Time
 	ready   atomic.Bool
 	metrics *metrics
+	auths   *prometheus.CounterVec // authentications by credential kind, issuer and result
 }
 
 // New builds the HTTP front for gw.
@@ -95,6 +96,9 @@ func New(gw *node.Gateway, opts Options) (*API, error) {
 		return nil, err
 	}
 	a := &API{gw: gw, opts: opts, log: opts.Logger, now: opts.Now, metrics: m}
+	if a.auths, err = newAuthMetrics(opts.Registry); err != nil {
+		return nil, err
+	}
 	a.ready.Store(true)
 	return a, nil
 }

@@ -136,10 +136,12 @@ func (a *API) authenticate(req *http.Request) (*node.Consumer, *openai.Error) {
 	cred := consumerKey(req.Header)
 	c, aerr := a.gw.Authenticate(cred)
 	if aerr == nil || cred == "" || a.opts.Identity == nil {
+		a.countAuth(cred, c)
 		return c, aerr
 	}
 	p, err := a.opts.Identity.Authenticate(req.Context(), cred)
 	if err != nil {
+		a.countAuth(cred, nil)
 		var r *identity.Refusal
 		if errors.As(err, &r) {
 			return nil, openai.InvalidKey(r.Reason)
@@ -148,9 +150,12 @@ func (a *API) authenticate(req *http.Request) (*node.Consumer, *openai.Error) {
 	}
 	base, ok := a.gw.Consumer(p.Consumer)
 	if !ok {
+		a.countAuth(cred, nil)
 		return nil, openai.InvalidKey("The credential belongs to consumer '" + p.Consumer + "', which this gateway does not configure.")
 	}
-	return base.WithCredential(p.Kind, p.Issuer, p.User), nil
+	c = base.WithCredential(p.Kind, p.Issuer, p.User)
+	a.countAuth(cred, c)
+	return c, nil
 }
 
 // credentialLabel names what authenticated c for logs and metrics: its kind,

@@ -100,8 +100,10 @@ type setup struct {
 	// observer receives every finished request; capture asks for content.
 	observer telemetry.Observer
 	capture  bool
-	// keys starts in-memory run-time keys for the consumers.
+	// keys starts in-memory run-time keys for the consumers; jwt adds a
+	// token authenticator.
 	keys bool
+	jwt  *identity.JWT
 }
 
 func newGateway(t *testing.T, s setup) *gateway {
@@ -162,7 +164,9 @@ func newGateway(t *testing.T, s setup) *gateway {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = k.Close() })
-		aopts.Identity, aopts.Keys = identity.New(k), k
+		aopts.Identity, aopts.Keys = identity.New(k, s.jwt), k
+	} else if s.jwt != nil {
+		aopts.Identity = identity.New(nil, s.jwt)
 	}
 	gw, err := node.New(cfg, nopts)
 	if err != nil {

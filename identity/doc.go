@@ -1,7 +1,16 @@
 // Package identity owns who a caller is, beyond the static keys of the
-// configuration: consumer keys issued at run time (Keys) and, later in this
-// package, OAuth2 / OIDC bearer tokens and the Entra ID tokens the gateway
-// presents to backends.
+// configuration: consumer keys issued at run time (Keys) and OAuth2 / OIDC
+// bearer tokens (JWT).
+//
+// Tokens. Each auth.jwt issuer has a key set (keySet) fetched from its
+// jwks_url or OIDC discovery: at start in the background, every
+// refresh_interval, and for a token naming an unknown kid at most once per
+// min_refresh_interval, one fetch shared by concurrent requests and bounded by
+// fetch_timeout. A failed fetch keeps the cached keys. Validation is
+// golang-jwt's (algorithm allow-list without none or HMAC, exp required, nbf,
+// iat, aud, leeway); iss picks the issuer, with Entra ID's v1 and v2 forms of
+// one tenant treated as one. Tokens that passed are remembered by hash until
+// they expire (at most 5 minutes).
 //
 // Run-time keys. A key is shown once, when it is created; every node stores
 // only its record: the consumer, a short non-secret prefix, a random salt and

@@ -2,17 +2,19 @@ package identity
 
 import (
 	"context"
+	"strings"
 )
 
 // Identity authenticates the credentials the configuration's own keys do
 // not: run-time keys (and, when configured, bearer tokens).
 type Identity struct {
 	keys *Keys
+	jwt  *JWT
 }
 
 // New combines the authenticators; a nil one is skipped.
-func New(keys *Keys) *Identity {
-	return &Identity{keys: keys}
+func New(keys *Keys, jwt *JWT) *Identity {
+	return &Identity{keys: keys, jwt: jwt}
 }
 
 // Authenticate returns the caller credential belongs to. Errors: ErrNotMine
@@ -25,5 +27,22 @@ func (id *Identity) Authenticate(ctx context.Context, credential string) (Princi
 			return p, err
 		}
 	}
+	if id.jwt != nil {
+		return id.jwt.Authenticate(ctx, credential)
+	}
 	return Principal{}, ErrNotMine
+}
+
+// KindOf names the kind a credential claims to be by its shape alone (for
+// counting refusals): KindJWT, KindRuntimeKey or KindKey; "none" if empty.
+func KindOf(credential string) string {
+	switch {
+	case credential == "":
+		return "none"
+	case looksLikeJWT(credential):
+		return KindJWT
+	case len(credential) == keyLen && strings.HasPrefix(credential, KeyPrefix):
+		return KindRuntimeKey
+	}
+	return KindKey
 }

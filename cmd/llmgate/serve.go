@@ -23,7 +23,6 @@ import (
 
 	"github.com/llmgate/llmgate/api"
 	"github.com/llmgate/llmgate/cluster"
-	"github.com/llmgate/llmgate/identity"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/edge"
 	"github.com/llmgate/llmgate/internal/mock"
@@ -275,13 +274,18 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	if err != nil {
 		return nil, fmt.Errorf("building the gateway: %w", err)
 	}
+	ident, stopIdent, err := newIdentity(cfg, logger, reg, st.keys)
+	if err != nil {
+		return nil, err
+	}
+	st.stopIdentity = stopIdent // st.close (on failure or stop) ends its key fetches
 	front, err := api.New(gw, api.Options{
 		Logger: logger, Registry: reg, Gatherer: reg,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes,
 		AdminToken:   cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cl.Addr(),
 		Quota: st.limiter, Cache: st.adminCache(), Cluster: cl,
 		Observer: observers(cfg, logger), CaptureContent: cfg.Telemetry.CaptureContent,
-		Identity: identity.New(st.keys), Keys: st.keys,
+		Identity: ident, Keys: st.keys,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building the HTTP front: %w", err)

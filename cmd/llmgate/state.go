@@ -25,6 +25,8 @@ type state struct {
 	limiter *quota.Limiter
 	cache   *index.Cache // nil when the cache is disabled
 	keys    *identity.Keys
+	// stopIdentity ends identity's background work (token key fetches).
+	stopIdentity func()
 }
 
 // openState opens the database in the data directory and starts the limiter
@@ -112,6 +114,10 @@ func (st *state) adminCache() api.CacheAdmin {
 // closes the database. Safe on a partly opened state.
 func (st *state) close() error {
 	var errs []error
+	if st.stopIdentity != nil {
+		st.stopIdentity()
+		st.stopIdentity = nil
+	}
 	if st.cache != nil {
 		errs = append(errs, st.cache.Close())
 		st.cache = nil

@@ -24,6 +24,7 @@ type Config struct {
 	Backends    []Backend        `yaml:"backends"`
 	Routes      map[string]Route `yaml:"routes"`
 	Consumers   []Consumer       `yaml:"consumers"`
+	Auth        Auth             `yaml:"auth"`
 	Cache       Cache            `yaml:"cache"`
 	Limits      Limits           `yaml:"limits"`
 	Server      Server           `yaml:"server"`
@@ -101,6 +102,9 @@ type Consumer struct {
 	Keys  []string `yaml:"keys"`
 	TPM   int64    `yaml:"tpm"`
 	Quota Quota    `yaml:"quota"`
+	// ClientIDs are the OAuth2 client ids (auth.jwt consumer_claim values)
+	// that authenticate as this consumer.
+	ClientIDs []string `yaml:"client_ids"`
 	// CounterKey says what the TPM and quota count: the consumer as a whole
 	// (default), each route separately, or each end user (limits.user_header).
 	CounterKey string `yaml:"counter_key"`
@@ -273,12 +277,16 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.Telemetry.CaptureBytes = cmp.Or(c.Telemetry.CaptureBytes, 4096)
 	c.Telemetry.UsageRetention = cmp.Or(c.Telemetry.UsageRetention, 400*24*time.Hour)
+	c.applyAuthDefaults()
 	c.Log.Level = cmp.Or(c.Log.Level, "info")
 	c.Log.Format = cmp.Or(c.Log.Format, "json")
 }
 
 // Validate checks the configuration and returns the first problem, named by its path.
 func (c *Config) Validate() error {
+	if err := c.validateAuth(); err != nil {
+		return err
+	}
 	for _, a := range []struct{ path, addr string }{{"listen", c.Listen}, {"admin_listen", c.AdminListen}, {"cluster.gossip", c.Cluster.Gossip}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			return fmt.Errorf("%s: %q is not a host:port address", a.path, a.addr)
