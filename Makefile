@@ -62,6 +62,7 @@ fuzz:
 	$(GO) test ./index/graph -run '^$$' -fuzz FuzzDot -fuzztime $(FUZZTIME)
 	$(GO) test ./cluster -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./identity -run '^$$' -fuzz FuzzDecodeRecords -fuzztime $(FUZZTIME)
+	$(GO) test ./identity -run '^$$' -fuzz FuzzJWTAuthenticate -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin bench-*.json

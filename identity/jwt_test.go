@@ -410,3 +410,27 @@ func BenchmarkJWTWarm(b *testing.B) {
 		}
 	}
 }
+
+// FuzzJWTAuthenticate: any credential gets ErrNotMine, a principal or a
+// refusal that does not echo it; nothing panics.
+func FuzzJWTAuthenticate(f *testing.F) {
+	ti := newTestIssuer(f)
+	j, err := NewJWT(JWTOptions{Issuers: []config.JWTIssuer{issuerConfig(ti.URL, nil)}, ClientIDs: map[string]string{"client-a": "team-a"}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer j.Close()
+	f.Add(ti.mint(f, "k1", nil))
+	f.Add("eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.")
+	f.Add("eyJ.a.b")
+	f.Fuzz(func(t *testing.T, tok string) {
+		_, err := j.Authenticate(context.Background(), tok)
+		var r *Refusal
+		if err != nil && !errors.Is(err, ErrNotMine) && !errors.As(err, &r) {
+			t.Fatalf("unexpected error kind %T: %v", err, err)
+		}
+		if r != nil && len(tok) > 8 && strings.Contains(r.Reason, tok) {
+			t.Fatal("the refusal echoes the token")
+		}
+	})
+}
