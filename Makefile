@@ -32,7 +32,7 @@ deploy-check: build
 
 # Every scenario; quota alone takes about five minutes (two modes of 150s).
 bench: build
-	./$(BIN) bench overhead --out bench-overhead.json
+	./$(BIN) bench overhead --features keys,tpm,cache-miss,cache-hit --out bench-overhead.json
 	./$(BIN) bench quota --out bench-quota.json
 
 lint:

@@ -28,6 +28,9 @@ type Request struct {
 	Header http.Header
 	// Body is sent with every request. It is only read.
 	Body []byte
+	// NextBody, if set, is called for the body of each request instead of
+	// using Body (unique prompts); it must be safe for concurrent use.
+	NextBody func() []byte
 	// Timeout bounds each request, measured from its actual send time; a
 	// request that runs out of time counts as an error. Default 10s.
 	Timeout time.Duration
@@ -71,7 +74,11 @@ func (req *Request) do(ctx context.Context, c *http.Client, from time.Time) outc
 	if method == "" {
 		method = http.MethodPost
 	}
-	hr, err := http.NewRequestWithContext(ctx, method, req.URL, bytes.NewReader(req.Body))
+	body := req.Body
+	if req.NextBody != nil {
+		body = req.NextBody()
+	}
+	hr, err := http.NewRequestWithContext(ctx, method, req.URL, bytes.NewReader(body))
 	if err != nil {
 		return outcome{err: err.Error()}
 	}

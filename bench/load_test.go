@@ -247,7 +247,7 @@ func TestWriteTableShowsAddedLatencyAndRatios(t *testing.T) {
 		Rounds: 3, Duration: "5s", CPUs: 2, Concurrency: 64, ThroughputDuration: "5s",
 		Latency: []LatencyRow{
 			{Target: TargetDirect, Rate: 500, Sent: 7500, P50Ms: 0.5, P90Ms: 0.8, P99Ms: 1.5},
-			{Target: TargetGateway, Rate: 500, Sent: 7500, Errors: 2, FirstError: "status 503: down",
+			{Target: featureTarget(FeatureKeys), Rate: 500, Sent: 7500, Errors: 2, FirstError: "status 503: down",
 				P50Ms: 0.75, P90Ms: 1, P99Ms: 2, AddedP50Ms: &added, AddedP90Ms: &added, AddedP99Ms: &added},
 		},
 		Throughput: []ThroughputRow{{Target: TargetGateway, RPS: 4000, VsReverseProxy: 0.8}},
@@ -258,7 +258,7 @@ func TestWriteTableShowsAddedLatencyAndRatios(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{"+0.250ms", "0.80x", "30.0 MiB", "45.0 MiB", "llmgate at 500/s: status 503: down"} {
+	for _, want := range []string{"+0.250ms", "0.80x", "30.0 MiB", "45.0 MiB", "llmgate+keys at 500/s: status 503: down"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

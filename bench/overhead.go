@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 )
@@ -21,10 +23,40 @@ const (
 	TargetReverseProxy = "reverse-proxy" // a bare httputil.ReverseProxy in front of the mock
 )
 
+// Feature is a stage of a node's request path that the overhead benchmark
+// turns on for one llmgate target; each feature adds to the one before it.
+type Feature string
+
+const (
+	// FeatureKeys authenticates the consumer's key: no limits, no cache.
+	FeatureKeys Feature = "keys"
+	// FeatureTPM adds a TPM limit to the consumer: the prompt is counted and
+	// a reservation made and settled for every request.
+	FeatureTPM Feature = "tpm"
+	// FeatureCacheMiss adds the semantic cache with every prompt unique:
+	// each request is embedded, looked up, forwarded and its answer stored.
+	FeatureCacheMiss Feature = "cache-miss"
+	// FeatureCacheHit adds the cache with one prompt: every request is an
+	// exact hit answered by the node.
+	FeatureCacheHit Feature = "cache-hit"
+)
+
+// OverheadFeatures lists the features in the order they add up.
+var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheHit}
+
+// featureTPM is the TPM limit of the tpm and cache features' consumer: far
+// above what any run sends, so that every request is counted and admitted.
+const featureTPM = 1_000_000_000
+
 // Overhead request: what every load run sends, to every target.
 const (
-	overheadPath     = "/v1/chat/completions"
-	overheadBody     = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark."}],"max_tokens":16}`
+	overheadPath = "/v1/chat/completions"
+	// overheadBody is a typical chat request of about 200 prompt tokens:
+	// counting it is part of what a node with a TPM does per request.
+	overheadBody = `{"model":"gpt-4o-mini","messages":[` +
+		`{"role":"system","content":"You are a careful assistant for an engineering team. Answer in plain English, cite the relevant section of the document when you can, and say so when the document does not answer the question. Keep answers under five sentences."},` +
+		`{"role":"user","content":"Our deployment runs three gateway nodes behind a load balancer, each with 2 vCPUs and 4 GiB of memory. Last week the p99 latency rose from 180 ms to 1.2 s during the nightly batch (about 40,000 requests between 01:00 and 02:00 UTC), while CPU stayed below 60%. The backend's x-ratelimit-remaining-tokens header dropped to zero several times. Which of these is the most likely cause, and what should we change first: the TPM limits of the batch consumer, the priority groups of the route, or the size of the nodes?"}` +
+		`],"max_tokens":16}`
 	overheadKey      = "sk-bench"
 	overheadConsumer = "bench"
 )
@@ -54,6 +86,8 @@ type OverheadOptions struct {
 	// StartTimeout bounds how long a child process may take to come up.
 	// Default 30s.
 	StartTimeout time.Duration
+	// Features are the llmgate targets, one node each. Default: keys only.
+	Features []Feature
 	// Progress receives one line per run as the benchmark goes. Nil: silent.
 	Progress io.Writer
 }
@@ -70,6 +104,7 @@ func DefaultOverheadOptions() OverheadOptions {
 		ThroughputDuration: 5 * time.Second,
 		Warmup:             time.Second,
 		StartTimeout:       30 * time.Second,
+		Features:           []Feature{FeatureKeys},
 	}
 }
 
@@ -84,6 +119,19 @@ func (o OverheadOptions) withDefaults() (OverheadOptions, error) {
 	}
 	if len(o.Rates) == 0 {
 		o.Rates = def.Rates
+	}
+	if len(o.Features) == 0 {
+		o.Features = def.Features
+	}
+	seen := map[Feature]bool{}
+	for _, f := range o.Features {
+		if !slices.Contains(OverheadFeatures, f) {
+			return o, fmt.Errorf("unknown feature %q", f)
+		}
+		if seen[f] {
+			return o, fmt.Errorf("feature %q given twice", f)
+		}
+		seen[f] = true
 	}
 	for _, r := range o.Rates {
 		if r <= 0 {
@@ -130,6 +178,28 @@ type OverheadReport struct {
 	Throughput []ThroughputRow `json:"throughput"`
 	// Memory has one row per measured process (llmgate, reverse-proxy).
 	Memory []MemoryRow `json:"memory"`
+	// Features compares every llmgate target with the reverse proxy.
+	Features []FeatureRow `json:"features"`
+}
+
+// FeatureRow is one llmgate target against the bare reverse proxy, from the
+// same run: the ratios are those the targets are judged by.
+type FeatureRow struct {
+	Target string `json:"target"`
+	// Rate is the open-loop rate of the latency figures (the lowest).
+	Rate int `json:"rate"`
+	// AddedP50Ms is the target's added p50 at Rate; VsProxyP50 divides it by
+	// the reverse proxy's added p50.
+	AddedP50Ms float64 `json:"added_p50_ms"`
+	VsProxyP50 float64 `json:"vs_proxy_p50"`
+	// RPS and VsProxyRPS are the closed-loop throughput and its ratio.
+	RPS        float64 `json:"rps"`
+	VsProxyRPS float64 `json:"vs_proxy_rps"`
+	// CPUMicros is the process's CPU time (user + system) per completed
+	// request in the closed-loop runs, median across rounds; VsProxyCPU
+	// divides it by the reverse proxy's.
+	CPUMicros  float64 `json:"cpu_us_per_request"`
+	VsProxyCPU float64 `json:"vs_proxy_cpu"`
 }
 
 // LatencyRow is one target's open-loop latency at one rate.
@@ -183,6 +253,10 @@ type ThroughputRow struct {
 	Errors     int       `json:"errors"`
 	FirstError string    `json:"first_error,omitempty"`
 	RoundsRPS  []float64 `json:"rounds_rps"`
+	// CPUMicros is the target process's CPU time per completed request,
+	// median across rounds (0 for direct, or where /proc is missing).
+	CPUMicros float64   `json:"cpu_us_per_request"`
+	RoundsCPU []float64 `json:"rounds_cpu_us,omitempty"`
 }
 
 // MemoryRow is one process's resident memory (Linux /proc; zero elsewhere).
@@ -204,12 +278,14 @@ type overheadTarget struct {
 }
 
 // Overhead measures what an llmgate node adds to a request. It starts a mock
-// upstream (no latency), an llmgate node in front of it and a bare reverse
-// proxy in front of it, all from opts.Executable on 127.0.0.1, then, round
-// after round, sends the same open-loop load at each rate directly to the
-// mock, through the node and through the proxy (in an order that rotates
-// each round), and measures each target's closed-loop throughput. It writes
-// the report as a table to w and returns it.
+// upstream (no latency), one llmgate node per feature in front of it and a
+// bare reverse proxy in front of it, all from opts.Executable on 127.0.0.1,
+// then, round after round, sends the same open-loop load at each rate
+// directly to the mock, through each node and through the proxy (in an order
+// that rotates each round), and measures each target's closed-loop
+// throughput and CPU time per request. Every node is compared with the proxy
+// measured in the same rounds. It writes the report as a table to w and
+// returns it.
 //
 // Every child process is stopped and the temporary directory removed before
 // Overhead returns, also on error and when ctx is cancelled.
@@ -254,21 +330,26 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 		return nil, fmt.Errorf("overhead: %w", err)
 	}
 
-	gw, gwAddr, err := startGateway(ctx, opts, dir, mockAddr)
-	if err != nil {
-		return nil, fmt.Errorf("overhead: %w", err)
-	}
-	procs = append(procs, gw)
-	fmt.Fprintf(progress, "mock upstream %s, llmgate %s (pid %d), reverse proxy %s (pid %d)\n",
-		mockAddr, gwAddr, gw.PID(), proxyAddr, proxy.PID())
-
+	fmt.Fprintf(progress, "mock upstream %s, reverse proxy %s (pid %d)\n", mockAddr, proxyAddr, proxy.PID())
 	targets := []overheadTarget{
 		{name: TargetDirect, req: overheadRequest(mockAddr)},
-		{name: TargetGateway, req: overheadRequest(gwAddr), proc: gw},
 		{name: TargetReverseProxy, req: overheadRequest(proxyAddr), proc: proxy},
 	}
 	client := NewLoadClient(max(opts.Concurrency, 1024))
 	defer client.CloseIdleConnections()
+	for _, f := range opts.Features {
+		gw, gwAddr, err := startGateway(ctx, opts, dir, mockAddr, f)
+		if err != nil {
+			return nil, fmt.Errorf("overhead: %s: %w", f, err)
+		}
+		procs = append(procs, gw)
+		t := overheadTarget{name: featureTarget(f), req: featureRequest(gwAddr, f), proc: gw}
+		if err := checkFeature(ctx, client, t.req, f); err != nil {
+			return nil, fmt.Errorf("overhead: %s: %w", t.name, err)
+		}
+		fmt.Fprintf(progress, "%s %s (pid %d)\n", t.name, gwAddr, gw.PID())
+		targets = append(targets, t)
+	}
 
 	// Fail fast on a target that does not answer 200, then warm every target
 	// up (connections, lazily loaded tokenizers, GC heap) before measuring.
@@ -295,6 +376,7 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 	}
 	lat := make(map[key][]*LatencyResult)
 	tput := make(map[string][]*ThroughputResult)
+	cpus := make(map[string][]float64)
 	pause := func() error {
 		// Let the previous run's connections and garbage settle.
 		select {
@@ -325,13 +407,19 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 			if err := pause(); err != nil {
 				return nil, err
 			}
+			cpu0 := cpuOf(t.proc)
 			res, err := ClosedLoop(ctx, client, t.req, opts.Concurrency, opts.ThroughputDuration)
 			if err != nil {
 				return nil, fmt.Errorf("overhead: throughput of %s: %w", t.name, err)
 			}
+			perReq := 0.0
+			if cpu1 := cpuOf(t.proc); cpu0 > 0 && cpu1 > cpu0 && res.OK > 0 {
+				perReq = float64(cpu1-cpu0) / float64(time.Microsecond) / float64(res.OK)
+			}
 			tput[t.name] = append(tput[t.name], res)
-			fmt.Fprintf(progress, "round %d/%d  %-13s closed loop x%d  %.0f req/s  errors %d%s\n",
-				round+1, opts.Rounds, t.name, opts.Concurrency, res.RPS, res.Errors, firstErrorNote(res.FirstError))
+			cpus[t.name] = append(cpus[t.name], perReq)
+			fmt.Fprintf(progress, "round %d/%d  %-13s closed loop x%d  %.0f req/s  %.0f µs CPU/req  errors %d%s\n",
+				round+1, opts.Rounds, t.name, opts.Concurrency, res.RPS, perReq, res.Errors, firstErrorNote(res.FirstError))
 		}
 	}
 
@@ -365,6 +453,10 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 	var floor float64
 	for _, t := range targets {
 		row := throughputRow(t.name, opts.Concurrency, tput[t.name])
+		if t.proc != nil {
+			row.RoundsCPU = cpus[t.name]
+			row.CPUMicros = Median(row.RoundsCPU)
+		}
 		if t.name == TargetReverseProxy {
 			floor = row.RPS
 		}
@@ -375,6 +467,7 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 			rep.Throughput[i].VsReverseProxy = rep.Throughput[i].RPS / floor
 		}
 	}
+	rep.Features = featureRows(rep, slices.Min(opts.Rates))
 	rep.ElapsedSeconds = time.Since(started).Seconds()
 
 	if err := rep.WriteTable(w); err != nil {
@@ -383,10 +476,14 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 	return rep, nil
 }
 
-// startGateway starts the benchmarked node against the mock at mockAddr.
-func startGateway(ctx context.Context, opts OverheadOptions, dir, mockAddr string) (*process, string, error) {
-	n, err := startNode(ctx, opts.Executable, opts.StartTimeout, dir, "bench-1", func(dataDir string, n *benchNode) string {
-		return gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr, overheadKey, "")
+// featureTarget names the llmgate target of feature f in the report.
+func featureTarget(f Feature) string { return TargetGateway + "+" + string(f) }
+
+// startGateway starts the benchmarked node of feature f against the mock at
+// mockAddr.
+func startGateway(ctx context.Context, opts OverheadOptions, dir, mockAddr string, f Feature) (*process, string, error) {
+	n, err := startNode(ctx, opts.Executable, opts.StartTimeout, dir, "bench-"+string(f), func(dataDir string, n *benchNode) string {
+		return featureConfig(gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr, overheadKey, ""), f)
 	})
 	if err != nil {
 		return nil, "", err
@@ -428,6 +525,130 @@ func overheadRequest(addr string) *Request {
 		Header: h,
 		Body:   []byte(overheadBody),
 	}
+}
+
+// featureConfig turns the keys-only config of a benchmarked node into
+// feature f's: the same consumer with a TPM limit for every feature past
+// keys, and the cache on for the cache features.
+func featureConfig(cfg string, f Feature) string {
+	if f == FeatureKeys {
+		return cfg
+	}
+	limited := fmt.Sprintf("keys: [%s], tpm: %d}", overheadKey, featureTPM)
+	cfg = strings.Replace(cfg, "keys: ["+overheadKey+"]}", limited, 1)
+	if f == FeatureCacheMiss || f == FeatureCacheHit {
+		cfg += "cache: {enabled: true}\n"
+	}
+	return cfg
+}
+
+// featureRequest is the request of feature f's target at addr: the overhead
+// request, with the cache left on for the cache features and, for
+// cache-miss, a different prompt every time.
+func featureRequest(addr string, f Feature) *Request {
+	r := overheadRequest(addr)
+	switch f {
+	case FeatureCacheHit:
+		r.Header.Del("x-llmgate-cache")
+	case FeatureCacheMiss:
+		r.Header.Del("x-llmgate-cache")
+		var seq atomic.Int64
+		r.NextBody = func() []byte {
+			return []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":` +
+				strconv.Quote(cacheHitPrompt(int(seq.Add(1)))) + `}],"max_tokens":16}`)
+		}
+	}
+	return r
+}
+
+// checkFeature makes sure the target does what its feature says: a cache-hit
+// target answers from its cache (after a first request stores the answer,
+// in the background), a cache-miss target misses.
+func checkFeature(ctx context.Context, c *http.Client, r *Request, f Feature) error {
+	want := ""
+	switch f {
+	case FeatureCacheHit:
+		want = "hit"
+	case FeatureCacheMiss:
+		want = "miss"
+	default:
+		return nil
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		probe := *r
+		probe.NextBody = nil
+		if r.NextBody != nil {
+			probe.Body = r.NextBody()
+		}
+		got, err := cacheState(ctx, c, &probe)
+		if err != nil {
+			return fmt.Errorf("probing the cache: %w", err)
+		}
+		if got == want {
+			return nil
+		}
+		if f == FeatureCacheMiss || time.Now().After(deadline) {
+			return fmt.Errorf("x-llmgate-cache is %q, want %q", got, want)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// cpuOf reads p's CPU time; 0 when unknown (no process, not Linux).
+func cpuOf(p *process) time.Duration {
+	if p == nil {
+		return 0
+	}
+	t, err := readCPU(p.PID())
+	if err != nil {
+		return 0
+	}
+	return t
+}
+
+// featureRows compares every llmgate target of rep with the reverse proxy at
+// the open-loop rate rate.
+func featureRows(rep *OverheadReport, rate int) []FeatureRow {
+	var proxyLat, proxyTput *float64
+	var proxyCPU float64
+	for _, l := range rep.Latency {
+		if l.Target == TargetReverseProxy && l.Rate == rate {
+			proxyLat = l.AddedP50Ms
+		}
+	}
+	for _, t := range rep.Throughput {
+		if t.Target == TargetReverseProxy {
+			proxyTput, proxyCPU = &t.RPS, t.CPUMicros
+		}
+	}
+	ratio := func(a float64, b *float64) float64 {
+		if b == nil || *b <= 0 {
+			return 0
+		}
+		return a / *b
+	}
+	var rows []FeatureRow
+	for _, t := range rep.Throughput {
+		if !strings.HasPrefix(t.Target, TargetGateway+"+") {
+			continue
+		}
+		row := FeatureRow{Target: t.Target, Rate: rate, RPS: t.RPS, CPUMicros: t.CPUMicros}
+		for _, l := range rep.Latency {
+			if l.Target == t.Target && l.Rate == rate && l.AddedP50Ms != nil {
+				row.AddedP50Ms = *l.AddedP50Ms
+			}
+		}
+		row.VsProxyP50 = ratio(row.AddedP50Ms, proxyLat)
+		row.VsProxyRPS = ratio(row.RPS, proxyTput)
+		row.VsProxyCPU = ratio(row.CPUMicros, &proxyCPU)
+		rows = append(rows, row)
+	}
+	return rows
 }
 
 // rotate returns ts rotated left by n, so each round starts with a different
@@ -526,9 +747,25 @@ func (r *OverheadReport) WriteTable(w io.Writer) error {
 		names = append(names, t.Target)
 	}
 	name = pad(title, names...)
-	fmt.Fprintf(tw, "\n%s\treq/s\tvs reverse-proxy\terrors\t\n", name(title))
+	fmt.Fprintf(tw, "\n%s\treq/s\tvs reverse-proxy\tCPU/req\terrors\t\n", name(title))
 	for _, t := range r.Throughput {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2fx\t%d\t\n", name(t.Target), t.RPS, t.VsReverseProxy, t.Errors)
+		cpu := "-"
+		if t.CPUMicros > 0 {
+			cpu = fmt.Sprintf("%.0fµs", t.CPUMicros)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2fx\t%s\t%d\t\n", name(t.Target), t.RPS, t.VsReverseProxy, cpu, t.Errors)
+	}
+	if len(r.Features) > 0 {
+		names = names[:0]
+		for _, f := range r.Features {
+			names = append(names, f.Target)
+		}
+		title := fmt.Sprintf("vs reverse-proxy (+p50 at %d/s)", r.Features[0].Rate)
+		name = pad(title, names...)
+		fmt.Fprintf(tw, "\n%s\t+p50\t+p50 ratio\treq/s ratio\tCPU/req ratio\t\n", name(title))
+		for _, f := range r.Features {
+			fmt.Fprintf(tw, "%s\t%+.3fms\t%.2fx\t%.2fx\t%.2fx\t\n", name(f.Target), f.AddedP50Ms, f.VsProxyP50, f.VsProxyRPS, f.VsProxyCPU)
+		}
 	}
 	names = names[:0]
 	for _, m := range r.Memory {

@@ -1,0 +1,114 @@
+package bench
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestOverheadOptionsFeatures(t *testing.T) {
+	o, err := OverheadOptions{Executable: "llmgate"}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Features) != 1 || o.Features[0] != FeatureKeys {
+		t.Errorf("default features = %v, want keys only", o.Features)
+	}
+	for _, bad := range [][]Feature{{"bogus"}, {FeatureTPM, FeatureTPM}} {
+		if _, err := (OverheadOptions{Executable: "llmgate", Features: bad}).withDefaults(); err == nil {
+			t.Errorf("features %v accepted", bad)
+		}
+	}
+}
+
+func TestFeatureConfigAddsUp(t *testing.T) {
+	base := gatewayConfig("/tmp/x/data", "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4", overheadKey, "")
+	tests := []struct {
+		feature        Feature
+		tpm, cacheOn   bool
+		cacheHeaderOff bool
+	}{
+		{FeatureKeys, false, false, true},
+		{FeatureTPM, true, false, true},
+		{FeatureCacheMiss, true, true, false},
+		{FeatureCacheHit, true, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.feature), func(t *testing.T) {
+			cfg := featureConfig(base, tt.feature)
+			if got := strings.Contains(cfg, "tpm: 1000000000}"); got != tt.tpm {
+				t.Errorf("tpm limit present = %v, want %v:\n%s", got, tt.tpm, cfg)
+			}
+			if got := strings.Contains(cfg, "cache: {enabled: true}"); got != tt.cacheOn {
+				t.Errorf("cache on = %v, want %v", got, tt.cacheOn)
+			}
+			r := featureRequest("127.0.0.1:5", tt.feature)
+			if got := r.Header.Get("x-llmgate-cache") == "off"; got != tt.cacheHeaderOff {
+				t.Errorf("x-llmgate-cache off = %v, want %v", got, tt.cacheHeaderOff)
+			}
+		})
+	}
+}
+
+func TestCacheMissBodiesAreUniqueChatRequests(t *testing.T) {
+	r := featureRequest("127.0.0.1:5", FeatureCacheMiss)
+	seen := map[string]bool{}
+	for range 1000 {
+		b := r.NextBody()
+		var req struct {
+			Model    string `json:"model"`
+			Messages []struct{ Role, Content string }
+		}
+		if err := json.Unmarshal(b, &req); err != nil || req.Model == "" || len(req.Messages) != 1 {
+			t.Fatalf("body %s is not a chat request: %v", b, err)
+		}
+		if seen[req.Messages[0].Content] {
+			t.Fatalf("prompt %q sent twice", req.Messages[0].Content)
+		}
+		seen[req.Messages[0].Content] = true
+	}
+}
+
+func TestOverheadBodyIsAChatRequest(t *testing.T) {
+	var req struct {
+		Messages []struct{ Role, Content string }
+	}
+	if err := json.Unmarshal([]byte(overheadBody), &req); err != nil || len(req.Messages) != 2 {
+		t.Fatalf("overhead body: %v", err)
+	}
+}
+
+func TestFeatureRowsAreRatiosToTheProxy(t *testing.T) {
+	p := func(v float64) *float64 { return &v }
+	rep := &OverheadReport{
+		Latency: []LatencyRow{
+			{Target: TargetReverseProxy, Rate: 500, AddedP50Ms: p(0.25)},
+			{Target: TargetReverseProxy, Rate: 1000, AddedP50Ms: p(9)},
+			{Target: featureTarget(FeatureTPM), Rate: 500, AddedP50Ms: p(0.30)},
+		},
+		Throughput: []ThroughputRow{
+			{Target: TargetDirect, RPS: 20000},
+			{Target: TargetReverseProxy, RPS: 10000, CPUMicros: 100},
+			{Target: featureTarget(FeatureTPM), RPS: 9000, CPUMicros: 120},
+		},
+	}
+	rows := featureRows(rep, 500)
+	if len(rows) != 1 {
+		t.Fatalf("%d rows, want one per llmgate target", len(rows))
+	}
+	r := rows[0]
+	near := func(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+	if !near(r.VsProxyP50, 1.2) || !near(r.VsProxyRPS, 0.9) || !near(r.VsProxyCPU, 1.2) {
+		t.Errorf("ratios p50 %.3f, rps %.3f, cpu %.3f; want 1.2, 0.9, 1.2", r.VsProxyP50, r.VsProxyRPS, r.VsProxyCPU)
+	}
+	var b strings.Builder
+	rep.Features = rows
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"llmgate+tpm", "1.20x", "0.90x", "120µs"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
