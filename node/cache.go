@@ -165,7 +165,7 @@ type dialog struct {
 func retainedDialog(msgs []openai.Message) (d dialog, ok bool) {
 	var sb strings.Builder
 	for _, m := range msgs {
-		text, ok := messageText(m.Content)
+		text, ok := messageText(m)
 		if !ok {
 			return d, false
 		}
@@ -251,9 +251,20 @@ func temperatureBucket(t float64) string {
 	return "high"
 }
 
-// messageText returns a message content's text: a string, null, or text parts.
-func messageText(raw json.RawMessage) (string, bool) {
-	raw = bytes.TrimSpace(raw)
+// messageText returns a message content's text: a string, null, or text
+// parts; ok is false when a part is not text. ParseChat has usually decoded
+// it already.
+func messageText(m openai.Message) (string, bool) {
+	if t := m.Text; t != nil {
+		switch {
+		case t.Other:
+			return "", false
+		case len(t.Parts) == 1:
+			return t.Parts[0], true
+		}
+		return strings.Join(t.Parts, ""), true
+	}
+	raw := bytes.TrimSpace(m.Content)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return "", true
 	}

@@ -48,6 +48,20 @@ type Message struct {
 	Role    string          `json:"role"`
 	Content json.RawMessage `json:"content,omitempty"`
 	Name    string          `json:"name,omitempty"`
+	// Text is Content decoded, filled by ParseChat so that the stages
+	// reading the text (token counting, the cache) do not decode it again.
+	// Nil for a message that did not come from ParseChat.
+	Text *MessageText `json:"-"`
+}
+
+// MessageText is the text of a message's content.
+type MessageText struct {
+	// Parts are the texts: the string content, or the text of each part of
+	// type "text". None for null or absent content.
+	Parts []string
+	// Other is set when the content has parts that are not text (images,
+	// audio, files), or a text part whose text is not a string.
+	Other bool
 }
 
 // StreamOptions is the chat request's stream_options object.
@@ -112,14 +126,18 @@ func ParseChat(body []byte) (*ChatRequest, *Error) {
 	if len(r.Messages) > MaxMessages {
 		return nil, BadRequest("messages", fmt.Sprintf("'messages' has %d entries; the limit is %d.", len(r.Messages), MaxMessages))
 	}
-	for i, m := range r.Messages {
-		p := fmt.Sprintf("messages[%d]", i)
+	for i := range r.Messages {
+		m := &r.Messages[i]
 		if m.Role == "" {
+			p := fmt.Sprintf("messages[%d]", i)
 			return nil, BadRequest(p+".role", "Missing required parameter: '"+p+".role'.")
 		}
-		if err := checkContent(p+".content", m.Content); err != nil {
-			return nil, err
+		t, ok := decodeContent(m.Content)
+		if !ok {
+			p := fmt.Sprintf("messages[%d].content", i)
+			return nil, BadRequest(p, "'"+p+"' must be a string or an array of content parts.")
 		}
+		m.Text = t
 	}
 	if r.MaxTokens != nil && *r.MaxTokens < 1 {
 		return nil, BadRequest("max_tokens", "'max_tokens' must be at least 1.")
@@ -213,25 +231,63 @@ func checkJSONObject(body []byte) *Error {
 	return nil // json.Unmarshal validates the syntax before decoding
 }
 
-func checkContent(param string, raw json.RawMessage) *Error {
+// decodeContent decodes a message content: a string, null, absent, or an
+// array of objects whose type is a string. ok is false for any other shape.
+func decodeContent(raw json.RawMessage) (t *MessageText, ok bool) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
-		return nil // absent content is valid for assistant messages with tool calls
+		return &MessageText{}, true // absent content is valid for assistant messages with tool calls
 	}
 	switch raw[0] {
-	case '"', 'n':
-		return nil
+	case 'n':
+		return &MessageText{}, true
+	case '"':
+		s, ok := decodeJSONString(raw)
+		if !ok {
+			return nil, false
+		}
+		return &MessageText{Parts: []string{s}}, true
 	case '[':
-		// Only the shape is checked: an array of objects whose type is a string.
 		var parts []struct {
-			Type string `json:"type"`
+			Type string          `json:"type"`
+			Text json.RawMessage `json:"text"`
 		}
 		if json.Unmarshal(raw, &parts) != nil {
-			return BadRequest(param, "'"+param+"' must be a string or an array of content parts.")
+			return nil, false
 		}
-		return nil
+		t = &MessageText{}
+		for _, p := range parts {
+			if p.Type != "text" {
+				t.Other = true
+				continue
+			}
+			s, ok := decodeJSONString(p.Text)
+			if !ok {
+				t.Other = true
+				continue
+			}
+			if s != "" {
+				t.Parts = append(t.Parts, s)
+			}
+		}
+		return t, true
 	}
-	return BadRequest(param, "'"+param+"' must be a string or an array of content parts.")
+	return nil, false
+}
+
+// decodeJSONString decodes raw, a JSON value from a body already checked to be
+// valid JSON and UTF-8, as a string. A string without escapes is its bytes
+// between the quotes, copied without running the decoder.
+func decodeJSONString(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	if bytes.IndexByte(raw, '\\') < 0 && bytes.IndexByte(raw[1:len(raw)-1], '"') < 0 {
+		return string(raw[1 : len(raw)-1]), true
+	}
+	var s string
+	return s, json.Unmarshal(raw, &s) == nil
 }
 
 func decodeError(err error) *Error {

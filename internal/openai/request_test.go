@@ -1,6 +1,8 @@
 package openai
 
 import (
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -156,7 +158,62 @@ func FuzzParseChat(f *testing.F) {
 		if r.CompletionAllowance() < 0 {
 			t.Fatalf("accepted a negative completion allowance")
 		}
+		for i, m := range r.Messages {
+			if want := referenceText(m.Content); !reflect.DeepEqual(m.Text, want) {
+				t.Fatalf("message %d: Text = %+v, decoding the content gives %+v", i, m.Text, want)
+			}
+		}
 	})
+}
+
+// referenceText decodes a content the slow way, with encoding/json alone.
+func referenceText(raw json.RawMessage) *MessageText {
+	t := &MessageText{}
+	var s *string
+	if json.Unmarshal(raw, &s) == nil && s != nil {
+		t.Parts = []string{*s}
+		return t
+	}
+	var parts []map[string]any
+	if json.Unmarshal(raw, &parts) == nil {
+		for _, p := range parts {
+			text, isString := p["text"].(string)
+			switch {
+			case p["type"] != "text" || !isString:
+				t.Other = true
+			case text != "":
+				t.Parts = append(t.Parts, text)
+			}
+		}
+	}
+	return t
+}
+
+func TestParseChatDecodesContentOnce(t *testing.T) {
+	tests := []struct {
+		name    string
+		content string
+		want    MessageText
+	}{
+		{"string", `"hello"`, MessageText{Parts: []string{"hello"}}},
+		{"string with escapes", `"a\"b\n\u00e9"`, MessageText{Parts: []string{"a\"b\né"}}},
+		{"empty string", `""`, MessageText{Parts: []string{""}}},
+		{"null", `null`, MessageText{}},
+		{"text parts", `[{"type":"text","text":"a"},{"type":"text","text":"b\u0021"}]`, MessageText{Parts: []string{"a", "b!"}}},
+		{"image part is other", `[{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"a"}]`, MessageText{Parts: []string{"a"}, Other: true}},
+		{"text part without a string is other", `[{"type":"text","text":5}]`, MessageText{Other: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := ParseChat([]byte(`{"messages":[{"role":"user","content":` + tt.content + `}]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.Messages[0].Text; got == nil || !reflect.DeepEqual(*got, tt.want) {
+				t.Errorf("Text = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
 }
 
 func FuzzParseEmbeddings(f *testing.F) {

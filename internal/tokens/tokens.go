@@ -108,8 +108,15 @@ func (c *Counter) CountChat(model string, messages []openai.Message) int {
 	n := tokensForReply
 	for _, m := range messages {
 		n += tokensPerMessage + count(m.Role)
-		for _, s := range contentTexts(m.Content) {
-			n += count(s)
+		if m.Text != nil {
+			// Decoded once by openai.ParseChat.
+			for _, s := range m.Text.Parts {
+				n += count(s)
+			}
+		} else {
+			for _, s := range contentTexts(m.Content) {
+				n += count(s)
+			}
 		}
 		if m.Name != "" {
 			n += tokensPerName + count(m.Name)

@@ -173,3 +173,30 @@ func TestCounterConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestCountChatUsesParsedText checks that counting the text ParseChat decoded
+// gives the count of decoding the raw content here.
+func TestCountChatUsesParsedText(t *testing.T) {
+	c := NewCounter()
+	for _, body := range []string{
+		`{"messages":[{"role":"system","content":"Be brief."},{"role":"user","name":"bob","content":"What's 2+2?\n\u00e9\"q\""}]}`,
+		`{"messages":[{"role":"user","content":[{"type":"text","text":"hello"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":" world"}]}]}`,
+		`{"messages":[{"role":"assistant","content":null},{"role":"user","content":""}]}`,
+	} {
+		r, perr := openai.ParseChat([]byte(body))
+		if perr != nil {
+			t.Fatal(perr)
+		}
+		raw := make([]openai.Message, len(r.Messages))
+		for i, m := range r.Messages {
+			if m.Text == nil {
+				t.Fatalf("ParseChat left message %d undecoded", i)
+			}
+			m.Text = nil
+			raw[i] = m
+		}
+		if got, want := c.CountChat("gpt-4o", r.Messages), c.CountChat("gpt-4o", raw); got != want {
+			t.Errorf("%s: CountChat of parsed text = %d, of raw content = %d", body, got, want)
+		}
+	}
+}
