@@ -63,6 +63,7 @@ fuzz:
 	$(GO) test ./cluster -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./identity -run '^$$' -fuzz FuzzDecodeRecords -fuzztime $(FUZZTIME)
 	$(GO) test ./identity -run '^$$' -fuzz FuzzJWTAuthenticate -fuzztime $(FUZZTIME)
+	$(GO) test ./usage -run '^$$' -fuzz FuzzDecodeRows -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin bench-*.json

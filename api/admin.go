@@ -26,6 +26,7 @@ func (a *API) AdminHandler() http.Handler {
 	e.GET("/admin/cluster", a.cluster)
 	a.adminStateRoutes(e)
 	a.adminKeyRoutes(e)
+	a.usageRoute(e)
 	return e
 }
 

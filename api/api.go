@@ -40,6 +40,8 @@ type Options struct {
 	Quota QuotaAdmin
 	// Cluster lists the members on /admin/cluster; nil = this node alone.
 	Cluster ClusterView
+	// Usage answers /admin/usage; nil = the route answers 404.
+	Usage UsageAdmin
 	// Observer receives every finished data-plane request (request log,
 	// usage history, per-consumer metrics); nil = none.
 	Observer telemetry.Observer

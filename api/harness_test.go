@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llmgate/llmgate/identity"
@@ -23,6 +24,7 @@ import (
 	"github.com/llmgate/llmgate/node"
 	"github.com/llmgate/llmgate/quota"
 	"github.com/llmgate/llmgate/telemetry"
+	"github.com/llmgate/llmgate/usage"
 )
 
 const (
@@ -104,6 +106,8 @@ type setup struct {
 	// token authenticator.
 	keys bool
 	jwt  *identity.JWT
+	// history keeps usage history (in memory) for /admin/usage, with these prices.
+	history map[string]usage.Price
 }
 
 func newGateway(t *testing.T, s setup) *gateway {
@@ -167,6 +171,22 @@ func newGateway(t *testing.T, s setup) *gateway {
 		aopts.Identity, aopts.Keys = identity.New(k, s.jwt), k
 	} else if s.jwt != nil {
 		aopts.Identity = identity.New(nil, s.jwt)
+	}
+	if s.history != nil {
+		db, err := badger.Open(badger.DefaultOptions("").WithInMemory(true).WithLogger(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := usage.Open(usage.Options{DB: db, Node: "gw-test", Prices: s.history, Now: s.now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Close(); _ = db.Close() })
+		aopts.Usage = h
+		aopts.Observer = telemetry.Observers{h}
+		if s.observer != nil {
+			aopts.Observer = telemetry.Observers{h, s.observer}
+		}
 	}
 	gw, err := node.New(cfg, nopts)
 	if err != nil {

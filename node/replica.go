@@ -10,17 +10,24 @@ import (
 	"github.com/llmgate/llmgate/cluster"
 	"github.com/llmgate/llmgate/index"
 	"github.com/llmgate/llmgate/quota"
+	history "github.com/llmgate/llmgate/usage"
 )
 
 // Payload tags of QuotaExchange: quota owns the encodings, the tag says which.
 const (
-	tagUsage  = 'u'
-	tagLimits = 'l'
+	tagUsage   = 'u'
+	tagLimits  = 'l'
+	tagHistory = 'h'
 )
 
 // QuotaExchange is a quota Limiter as the cluster carries it: usage packets
-// best effort, run-time limit changes reliably.
-type QuotaExchange struct{ Limiter *quota.Limiter }
+// best effort, run-time limit changes reliably. The usage history (History,
+// optional) rides along: its rows are grow-only totals merged like quota
+// usage, in packets of their own.
+type QuotaExchange struct {
+	Limiter *quota.Limiter
+	History *history.History
+}
 
 var _ cluster.QuotaState = QuotaExchange{}
 
@@ -35,6 +42,14 @@ func (q QuotaExchange) Outgoing(ctx context.Context, full bool, maxPacket int) (
 	}
 	if len(recs) > 0 {
 		reliable = append(reliable, append([]byte{tagLimits}, quota.EncodeLimitRecords(recs)...))
+	}
+	if q.History != nil {
+		// A history that cannot answer must not hold back the quota's news.
+		if rows, err := q.History.Outgoing(ctx, full); err == nil {
+			for _, p := range history.EncodeRows(rows, maxPacket-1) {
+				packets = append(packets, append([]byte{tagHistory}, p...))
+			}
+		}
 	}
 	return packets, reliable, nil
 }
@@ -57,6 +72,15 @@ func (q QuotaExchange) Merge(ctx context.Context, payload []byte) error {
 			return err
 		}
 		return q.Limiter.ApplyLimits(ctx, recs)
+	case tagHistory:
+		if q.History == nil {
+			return nil
+		}
+		rows, err := history.DecodeRows(payload[1:])
+		if err != nil {
+			return err
+		}
+		return q.History.Merge(ctx, rows)
 	}
 	return fmt.Errorf("unknown quota payload tag %q", payload[0])
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/llmgate/llmgate/internal/mock"
 	"github.com/llmgate/llmgate/node"
 	"github.com/llmgate/llmgate/telemetry"
+	history "github.com/llmgate/llmgate/usage"
 )
 
 // devKey is the consumer key of the built-in configuration (no --config), for
@@ -284,8 +285,9 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		MaxBodyBytes: cfg.Server.MaxBodyBytes,
 		AdminToken:   cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cl.Addr(),
 		Quota: st.limiter, Cache: st.adminCache(), Cluster: cl,
-		Observer: observers(cfg, logger), CaptureContent: cfg.Telemetry.CaptureContent,
+		Observer: observers(cfg, logger, st.history), CaptureContent: cfg.Telemetry.CaptureContent,
 		Identity: ident, Keys: st.keys,
+		Usage: st.history,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building the HTTP front: %w", err)
@@ -323,10 +325,10 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	return n, nil
 }
 
-// observers are what receives each finished request: the request log when
-// telemetry.log_requests is on.
-func observers(cfg *config.Config, logger *slog.Logger) telemetry.Observer {
-	var obs telemetry.Observers
+// observers are what receives each finished request: the usage history,
+// and the request log when telemetry.log_requests is on.
+func observers(cfg *config.Config, logger *slog.Logger, history *history.History) telemetry.Observer {
+	obs := telemetry.Observers{history}
 	if t := cfg.Telemetry; t.LogRequests == nil || *t.LogRequests {
 		capture := 0
 		if t.CaptureContent {

@@ -17,6 +17,7 @@ import (
 	"github.com/llmgate/llmgate/internal/store"
 	"github.com/llmgate/llmgate/node"
 	"github.com/llmgate/llmgate/quota"
+	history "github.com/llmgate/llmgate/usage"
 )
 
 // state is what a node persists: its database, token accounting and cache.
@@ -27,6 +28,7 @@ type state struct {
 	keys    *identity.Keys
 	// stopIdentity ends identity's background work (token key fetches).
 	stopIdentity func()
+	history *history.History
 }
 
 // openState opens the database in the data directory and starts the limiter
@@ -59,6 +61,14 @@ func openState(cfg *config.Config, logger *slog.Logger, onChange func(index.Chan
 	st.keys, err = identity.OpenKeys(identity.KeyOptions{DB: st.db.DB, Logger: logger, Consumers: names})
 	if err != nil {
 		return nil, err
+	}
+	prices := map[string]history.Price{}
+	for name, r := range cfg.Routes {
+		prices[name] = history.Price{InputPer1M: r.Price.InputPer1M, OutputPer1M: r.Price.OutputPer1M, CachedInputPer1M: r.Price.CachedInputPer1M}
+	}
+	st.history, err = history.Open(history.Options{DB: st.db.DB, Logger: logger, Node: cfg.Node.Name, Retention: cfg.Telemetry.UsageRetention, Prices: prices})
+	if err != nil {
+		return nil, fmt.Errorf("starting the usage history: %w", err)
 	}
 	if cfg.Cache.Enabled {
 		params := graph.Params{EfSearch: cfg.Cache.EfSearch}
@@ -93,7 +103,7 @@ func (st *state) clusterQuota() cluster.QuotaState {
 	if st.limiter == nil {
 		return nil
 	}
-	return node.SharedState{Quota: node.QuotaExchange{Limiter: st.limiter}, Keys: st.keys}
+	return node.SharedState{Quota: node.QuotaExchange{Limiter: st.limiter, History: st.history}, Keys: st.keys}
 }
 
 func (st *state) clusterCache() cluster.CacheState {
@@ -129,6 +139,10 @@ func (st *state) close() error {
 	if st.limiter != nil {
 		errs = append(errs, st.limiter.Close())
 		st.limiter = nil
+	}
+	if st.history != nil {
+		errs = append(errs, st.history.Close())
+		st.history = nil
 	}
 	if st.db != nil {
 		errs = append(errs, st.db.Close())

@@ -18,6 +18,7 @@ const (
 	PrefixQuota     = "q/" // quota: window and period counters
 	PrefixLimits    = "l/" // quota: run-time limit changes
 	PrefixKeys      = "k/" // identity: run-time consumer keys (salted hashes, never the keys)
+	PrefixUsage     = "h/" // usage: hourly usage history rows
 )
 
 // Options tune the database; zero fields get defaults.
