@@ -28,7 +28,6 @@ import (
 	"github.com/llmgate/llmgate/internal/mock"
 	"github.com/llmgate/llmgate/node"
 	"github.com/llmgate/llmgate/telemetry"
-	history "github.com/llmgate/llmgate/usage"
 )
 
 // devKey is the consumer key of the built-in configuration (no --config), for
@@ -280,12 +279,16 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		return nil, err
 	}
 	st.stopIdentity = stopIdent // st.close (on failure or stop) ends its key fetches
+	obs, err := observers(cfg, logger, reg, st)
+	if err != nil {
+		return nil, err
+	}
 	front, err := api.New(gw, api.Options{
 		Logger: logger, Registry: reg, Gatherer: reg,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes,
 		AdminToken:   cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cl.Addr(),
 		Quota: st.limiter, Cache: st.adminCache(), Cluster: cl,
-		Observer: observers(cfg, logger, st.history), CaptureContent: cfg.Telemetry.CaptureContent,
+		Observer: obs, CaptureContent: cfg.Telemetry.CaptureContent,
 		Identity: ident, Keys: st.keys,
 		Usage: st.history,
 	})
@@ -326,9 +329,25 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 }
 
 // observers are what receives each finished request: the usage history,
-// and the request log when telemetry.log_requests is on.
-func observers(cfg *config.Config, logger *slog.Logger, history *history.History) telemetry.Observer {
-	obs := telemetry.Observers{history}
+// the per-consumer metrics, and the request log when telemetry.log_requests
+// is on. The consumers' headroom gauges are registered with them.
+func observers(cfg *config.Config, logger *slog.Logger, reg prometheus.Registerer, st *state) (telemetry.Observer, error) {
+	consumers := make([]string, len(cfg.Consumers))
+	for i, c := range cfg.Consumers {
+		consumers[i] = c.Name
+	}
+	routes := make([]string, 0, len(cfg.Routes))
+	for name := range cfg.Routes {
+		routes = append(routes, name)
+	}
+	m, err := telemetry.NewMetrics(reg, consumers, routes)
+	if err != nil {
+		return nil, err
+	}
+	if err := telemetry.RegisterHeadroom(reg, st.limiter); err != nil {
+		return nil, err
+	}
+	obs := telemetry.Observers{st.history, m}
 	if t := cfg.Telemetry; t.LogRequests == nil || *t.LogRequests {
 		capture := 0
 		if t.CaptureContent {
@@ -336,10 +355,7 @@ func observers(cfg *config.Config, logger *slog.Logger, history *history.History
 		}
 		obs = append(obs, telemetry.NewRequestLog(logger, capture))
 	}
-	if len(obs) == 0 {
-		return nil
-	}
-	return obs
+	return obs, nil
 }
 
 // stop drains the node: not ready first, then in-flight requests finish

@@ -28,7 +28,7 @@ type state struct {
 	keys    *identity.Keys
 	// stopIdentity ends identity's background work (token key fetches).
 	stopIdentity func()
-	history *history.History
+	history      *history.History
 }
 
 // openState opens the database in the data directory and starts the limiter
