@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llmgate/llmgate/cluster"
 	"github.com/llmgate/llmgate/identity"
@@ -45,6 +46,9 @@ type Options struct {
 	// Observer receives every finished data-plane request (request log,
 	// usage history, per-consumer metrics); nil = none.
 	Observer telemetry.Observer
+	// Tracer starts each data-plane request's trace (a W3C traceparent from
+	// the client is its parent); nil = no tracing.
+	Tracer trace.Tracer
 	// CaptureContent puts the request body and the answer in the records
 	// the Observer gets.
 	CaptureContent bool

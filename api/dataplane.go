@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llmgate/llmgate/identity"
 	"github.com/llmgate/llmgate/internal/openai"
@@ -39,6 +40,12 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	label := routeLabel{op: op.String(), route: "unknown"}
 	w.Header().Set(node.HeaderCache, "off") // the node's look-up stage overrides it when it has a cache
 	rec := telemetry.Request{Time: start, RequestID: c.Get("request_id").(string), Op: label.op, Cache: "off"}
+	ctx := req.Context()
+	if a.opts.Tracer != nil {
+		var span trace.Span
+		ctx, span = a.startTrace(ctx, req.Header, op)
+		defer endTrace(span, &rec)
+	}
 	var consumer *node.Consumer
 	fail := func(e *openai.Error) error {
 		a.gw.LimitHeaders(req.Context(), w.Header(), consumer, req.Header, "")
@@ -95,19 +102,17 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	}
 	label.route = call.Route
 
-	out := a.gw.Serve(req.Context(), w, call)
+	out := a.gw.Serve(ctx, w, call)
 	total := a.now().Sub(start)
 	a.metrics.request(label, out.Status, out.Backend, total, max(total-out.Upstream, 0))
-	if a.opts.Observer != nil {
-		rec.Backend, rec.Status, rec.Cache, rec.Refusal, rec.Aborted, rec.Attempts = out.Backend, out.Status, out.Cache, out.Refusal, out.Aborted, out.Attempts
-		rec.PromptTokens, rec.CompletionTokens, rec.CachedTokens = out.Prompt, out.Completion, out.Cached
-		rec.Distance, rec.Saved = out.Distance, out.Saved
-		rec.Duration, rec.Upstream = total, out.Upstream
-		if call.Capture {
-			rec.Prompt, rec.Completion = body, out.Answer
-		}
-		a.observe(req, &rec)
+	rec.Backend, rec.Status, rec.Cache, rec.Refusal, rec.Aborted, rec.Attempts = out.Backend, out.Status, out.Cache, out.Refusal, out.Aborted, out.Attempts
+	rec.PromptTokens, rec.CompletionTokens, rec.CachedTokens = out.Prompt, out.Completion, out.Cached
+	rec.Distance, rec.Saved, rec.ResponseID = out.Distance, out.Saved, out.ResponseID
+	rec.Duration, rec.Upstream = total, out.Upstream
+	if call.Capture {
+		rec.Prompt, rec.Completion = body, out.Answer
 	}
+	a.observe(req, &rec)
 	if out.Status >= 500 || out.Aborted != "" {
 		a.log.Warn("request failed", "request_id", call.RequestID, "consumer", consumer.Name, "route", call.Route,
 			"status", out.Status, "backend", out.Backend, "attempts", out.Attempts, "aborted", out.Aborted, "duration", total)

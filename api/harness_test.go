@@ -15,6 +15,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llmgate/llmgate/identity"
 	"github.com/llmgate/llmgate/index"
@@ -106,6 +107,8 @@ type setup struct {
 	// token authenticator.
 	keys bool
 	jwt  *identity.JWT
+	// tracer traces requests (front and pipeline).
+	tracer trace.Tracer
 	// history keeps usage history (in memory) for /admin/usage, with these prices.
 	history map[string]usage.Price
 }
@@ -188,6 +191,7 @@ func newGateway(t *testing.T, s setup) *gateway {
 			aopts.Observer = telemetry.Observers{h, s.observer}
 		}
 	}
+	nopts.Tracer, aopts.Tracer = s.tracer, s.tracer
 	gw, err := node.New(cfg, nopts)
 	if err != nil {
 		t.Fatal(err)

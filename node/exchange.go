@@ -40,6 +40,7 @@ func (u *usage) total() int64 {
 // completion is the part of a chat.completion (or embeddings list) body the
 // settle and store stages read.
 type completion struct {
+	ID      string             `json:"id"`
 	Usage   *usage             `json:"usage"`
 	Choices []completionChoice `json:"choices"`
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/embed"
@@ -126,6 +128,8 @@ type Outcome struct {
 	Refusal string
 	// Answer is the answer's body when Call.Capture asked for it.
 	Answer []byte
+	// ResponseID is the answer's id (chatcmpl-…), when it has one.
+	ResponseID string
 }
 
 // charged records the usage u (nil: nothing) in the outcome.
@@ -157,6 +161,9 @@ type Options struct {
 	Counter *tokens.Counter
 	// StoreWait overrides cfg.Cache.StoreWait (tests).
 	StoreWait time.Duration
+	// Tracer starts the child spans of a request's trace (cache look-up,
+	// admission, each upstream attempt); nil = no tracing.
+	Tracer trace.Tracer
 }
 
 // Gateway runs the request pipeline of one node.
@@ -180,6 +187,7 @@ type Gateway struct {
 	embedder  Embedder
 	stores    sync.WaitGroup // cache stores finishing in the background
 	storeWait time.Duration
+	tracer    trace.Tracer // nil = no spans
 }
 
 // New builds a gateway from a validated configuration.
@@ -206,6 +214,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		cache:    opts.Cache,
 		cacheCfg: cfg.Cache,
 		embedder: opts.Embedder,
+		tracer:   opts.Tracer,
 		// Waiting a little for a store means the client's next request
 		// usually finds the entry; a slow disk never holds an answer long.
 		storeWait: cmp.Or(opts.StoreWait, cfg.Cache.StoreWait, 20*time.Millisecond),
@@ -357,12 +366,23 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 	w.Header().Set(HeaderCache, cp.state)
 	g.metrics.cacheState(cp.state)
 	if cp.state == cacheMiss {
-		if out, hit := g.lookup(ctx, w, call, &cp); hit {
+		lctx, span := g.startSpan(ctx, "cache.lookup", trace.SpanKindInternal)
+		out, hit := g.lookup(lctx, w, call, &cp)
+		endSpan(span, "", attribute.Bool("llmgate.cache.hit", hit))
+		if hit {
 			return out
 		}
 	}
 
-	adm, e := g.admit(ctx, call)
+	actx, span := g.startSpan(ctx, "admission", trace.SpanKindInternal)
+	adm, e := g.admit(actx, call)
+	if span != nil {
+		refused := ""
+		if e != nil {
+			refused = e.Code
+		}
+		endSpan(span, refused, attribute.Int64("llmgate.tokens.reserved", adm.tokens), attribute.Int64("llmgate.tokens.prompt_estimate", adm.prompt))
+	}
 	adm.setHeaders(w.Header())
 	if e != nil {
 		e.Write(w)
@@ -377,6 +397,9 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 		u := g.replyUsage(x)
 		out.Tokens = g.settle(ctx, x, u)
 		out.charged(u)
+		if x.reply.completion != nil {
+			out.ResponseID = x.reply.completion.ID
+		}
 		if call.Capture {
 			out.Answer = x.reply.body
 		}
@@ -394,6 +417,7 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 		u := x.stream.usage(g, x)
 		out.Tokens = g.settle(ctx, x, u)
 		out.charged(u)
+		out.ResponseID = x.stream.id
 		if call.Capture {
 			out.Answer = x.stream.completion()
 		}
@@ -497,13 +521,24 @@ type attemptResult struct {
 // error, timeout, 5xx, 429, a body cut short) returns done=false so the caller
 // can try the next backend; a stream is relayed to the client, and any other
 // answer is buffered into x.reply.
-func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call, b *backend, x *exchange) attemptResult {
+func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call, b *backend, x *exchange) (res attemptResult) {
+	ctx, span := g.startSpan(ctx, "upstream "+b.name, trace.SpanKindClient, attribute.String("llmgate.backend", b.name))
+	if span != nil {
+		defer func() {
+			failed := res.reason
+			if res.done && res.status >= 400 {
+				failed = "HTTP " + strconv.Itoa(res.status)
+			}
+			endSpan(span, failed, attribute.Int("http.response.status_code", res.status))
+		}()
+	}
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req, err := b.newRequest(actx, call, g.up.APIVersion)
 	if err != nil {
 		return attemptResult{reason: err.Error()}
 	}
+	g.injectTrace(actx, req.Header)
 	start := g.now()
 	b.capacity.sent(x.adm.tokens, start)
 	resp, err := g.client.Do(req)

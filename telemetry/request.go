@@ -41,6 +41,8 @@ type Request struct {
 	// Aborted is "client" or "upstream" when a stream or an answer ended early.
 	Aborted  string
 	Attempts int
+	// ResponseID is the answer's id (chatcmpl-…), when it has one.
+	ResponseID string
 	// Prompt and Completion are captured content (capture_content), nil
 	// otherwise: the request body and the answer, not yet capped.
 	Prompt, Completion []byte

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llmgate/llmgate/api"
 	"github.com/llmgate/llmgate/cluster"
@@ -207,6 +208,7 @@ type runningNode struct {
 	adminAddr string
 	unlock    func()
 	state     *state
+	otlp      *telemetry.OTLP // nil unless telemetry.otlp_endpoint is set
 	cluster   *cluster.Cluster
 	errc      chan error
 	stopOnce  sync.Once
@@ -270,7 +272,17 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		_ = cl.Close(ctx)
 	})
 	replicas.Store(cl)
-	gw, err := node.New(cfg, node.Options{Logger: logger, Registry: reg, Limiter: st.limiter, Cache: st.nodeCache()})
+	var otlp *telemetry.OTLP
+	var tracer trace.Tracer // nil: tracing off, no span is ever started
+	if cfg.Telemetry.OTLPEndpoint != "" {
+		otlp, err = telemetry.NewOTLP(context.Background(), telemetry.OTLPOptions{Endpoint: cfg.Telemetry.OTLPEndpoint, Node: cfg.Node.Name, Version: version})
+		if err != nil {
+			return nil, err
+		}
+		undo = append(undo, func() { _ = otlp.Shutdown(context.Background()) })
+		tracer = otlp.Tracer()
+	}
+	gw, err := node.New(cfg, node.Options{Logger: logger, Registry: reg, Limiter: st.limiter, Cache: st.nodeCache(), Tracer: tracer})
 	if err != nil {
 		return nil, fmt.Errorf("building the gateway: %w", err)
 	}
@@ -283,12 +295,15 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	if err != nil {
 		return nil, err
 	}
+	if otlp != nil {
+		obs = append(obs, otlp)
+	}
 	front, err := api.New(gw, api.Options{
 		Logger: logger, Registry: reg, Gatherer: reg,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes,
 		AdminToken:   cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cl.Addr(),
 		Quota: st.limiter, Cache: st.adminCache(), Cluster: cl,
-		Observer: obs, CaptureContent: cfg.Telemetry.CaptureContent,
+		Observer: obs, Tracer: tracer, CaptureContent: cfg.Telemetry.CaptureContent,
 		Identity: ident, Keys: st.keys,
 		Usage: st.history,
 	})
@@ -313,7 +328,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		cfg: cfg, log: logger, gw: gw, api: front,
 		data: newServer(front.DataHandler()), admin: newServer(front.AdminHandler()),
 		dataAddr: dataLn.Addr().String(), adminAddr: adminLn.Addr().String(),
-		unlock: unlock, state: st, cluster: cl, errc: make(chan error, 2),
+		unlock: unlock, state: st, cluster: cl, errc: make(chan error, 2), otlp: otlp,
 	}
 	for _, s := range []struct {
 		srv *http.Server
@@ -331,7 +346,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 // observers are what receives each finished request: the usage history,
 // the per-consumer metrics, and the request log when telemetry.log_requests
 // is on. The consumers' headroom gauges are registered with them.
-func observers(cfg *config.Config, logger *slog.Logger, reg prometheus.Registerer, st *state) (telemetry.Observer, error) {
+func observers(cfg *config.Config, logger *slog.Logger, reg prometheus.Registerer, st *state) (telemetry.Observers, error) {
 	consumers := make([]string, len(cfg.Consumers))
 	for i, c := range cfg.Consumers {
 		consumers[i] = c.Name
@@ -375,6 +390,12 @@ func (n *runningNode) stop(ctx context.Context) error {
 			n.log.Warn("leaving the cluster", "err", cerr)
 		}
 		// In-flight requests are done: counters and entries are final.
+		if n.otlp != nil {
+			// Pending spans and metrics go out, within what is left of ctx.
+			if oerr := n.otlp.Shutdown(ctx); oerr != nil {
+				n.log.Warn("flushing OpenTelemetry data", "err", oerr)
+			}
+		}
 		if cerr := n.state.close(); cerr != nil {
 			n.log.Error("closing storage", "err", cerr)
 			err = errors.Join(err, cerr)

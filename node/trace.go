@@ -1,0 +1,43 @@
+package node
+
+import (
+	"context"
+	"net/http"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Tracing is optional: with no Options.Tracer the pipeline starts no spans
+// and injects no headers, so tracing off costs one nil check per stage.
+
+// startSpan starts a child span of ctx's span, or nothing without a tracer.
+func (g *Gateway) startSpan(ctx context.Context, name string, kind trace.SpanKind, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	if g.tracer == nil {
+		return ctx, nil
+	}
+	return g.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+}
+
+// endSpan ends s (nil: no tracing) with the attributes given; failed marks an error.
+func endSpan(s trace.Span, failed string, attrs ...attribute.KeyValue) {
+	if s == nil {
+		return
+	}
+	s.SetAttributes(attrs...)
+	if failed != "" {
+		s.SetStatus(codes.Error, failed)
+	}
+	s.End()
+}
+
+// injectTrace puts the W3C traceparent (and tracestate) of ctx's span into
+// an upstream request, so the backend's own traces join the client's.
+func (g *Gateway) injectTrace(ctx context.Context, h http.Header) {
+	if g.tracer == nil {
+		return
+	}
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(h))
+}

@@ -1,0 +1,134 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// OTLPOptions configure the OpenTelemetry export.
+type OTLPOptions struct {
+	// Endpoint is the collector's OTLP/HTTP base URL (http://host:4318);
+	// traces go to {Endpoint}/v1/traces, metrics to {Endpoint}/v1/metrics.
+	Endpoint string
+	// Node and Version describe this process (service.instance.id, service.version).
+	Node, Version string
+	// MetricInterval is how often metrics are exported (default 30s).
+	MetricInterval time.Duration
+	// Timeout bounds one export (default 10s).
+	Timeout time.Duration
+}
+
+// OTLP owns the OpenTelemetry SDK's trace and meter providers of a node
+// exporting over OTLP/HTTP. Spans are batched and exported in the
+// background: a collector that is down or slow drops spans (the SDK's queue
+// is bounded), never delays or fails a request.
+type OTLP struct {
+	tp     *sdktrace.TracerProvider
+	mp     *sdkmetric.MeterProvider
+	tracer trace.Tracer
+
+	tokens   metric.Int64Histogram
+	duration metric.Float64Histogram
+	requests metric.Int64Counter
+}
+
+// NewOTLP starts the exporters. It does not contact the collector.
+func NewOTLP(ctx context.Context, o OTLPOptions) (*OTLP, error) {
+	if o.MetricInterval <= 0 {
+		o.MetricInterval = 30 * time.Second
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	endpoint := strings.TrimRight(o.Endpoint, "/")
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
+		attribute.String("service.name", "llmgate"),
+		attribute.String("service.version", o.Version),
+		attribute.String("service.instance.id", o.Node),
+	))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: otlp resource: %w", err)
+	}
+	te, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint+"/v1/traces"), otlptracehttp.WithTimeout(o.Timeout))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: otlp trace exporter: %w", err)
+	}
+	me, err := otlpmetrichttp.New(ctx, otlpmetrichttp.WithEndpointURL(endpoint+"/v1/metrics"), otlpmetrichttp.WithTimeout(o.Timeout))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: otlp metric exporter: %w", err)
+	}
+	t := &OTLP{
+		tp: sdktrace.NewTracerProvider(sdktrace.WithBatcher(te), sdktrace.WithResource(res)),
+		mp: sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me, sdkmetric.WithInterval(o.MetricInterval))), sdkmetric.WithResource(res)),
+	}
+	t.tracer = t.tp.Tracer("github.com/llmgate/llmgate")
+	if err := t.instruments(t.mp.Meter("github.com/llmgate/llmgate")); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// NewOTLPWith builds on given providers (tests: in-memory exporters).
+func NewOTLPWith(tp *sdktrace.TracerProvider, mp *sdkmetric.MeterProvider) (*OTLP, error) {
+	t := &OTLP{tp: tp, mp: mp, tracer: tp.Tracer("github.com/llmgate/llmgate")}
+	return t, t.instruments(mp.Meter("github.com/llmgate/llmgate"))
+}
+
+func (t *OTLP) instruments(m metric.Meter) error {
+	var errs [3]error
+	// The GenAI semantic conventions' client metrics, seen from the gateway.
+	t.tokens, errs[0] = m.Int64Histogram("gen_ai.client.token.usage", metric.WithUnit("{token}"),
+		metric.WithDescription("Tokens used per request, by gen_ai.token.type (input, output)."),
+		metric.WithExplicitBucketBoundaries(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304))
+	t.duration, errs[1] = m.Float64Histogram("gen_ai.client.operation.duration", metric.WithUnit("s"),
+		metric.WithDescription("Duration of a model request through the gateway."),
+		metric.WithExplicitBucketBoundaries(0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92))
+	t.requests, errs[2] = m.Int64Counter("llmgate.requests", metric.WithUnit("{request}"),
+		metric.WithDescription("Data-plane requests by consumer, route, status and cache result."))
+	if err := errors.Join(errs[:]...); err != nil {
+		return fmt.Errorf("telemetry: otlp instruments: %w", err)
+	}
+	return nil
+}
+
+// Tracer is what the front end and the pipeline start spans with.
+func (t *OTLP) Tracer() trace.Tracer { return t.tracer }
+
+// Observe implements Observer: the request's OTLP metrics.
+func (t *OTLP) Observe(ctx context.Context, r *Request) {
+	common := []attribute.KeyValue{
+		attribute.String("gen_ai.operation.name", r.Op),
+		attribute.String("gen_ai.request.model", r.Route),
+	}
+	t.requests.Add(ctx, 1, metric.WithAttributes(append(common,
+		attribute.String("llmgate.consumer", r.Consumer),
+		attribute.Int("http.response.status_code", r.Status),
+		attribute.String("llmgate.cache", r.Cache))...))
+	if r.Refusal != "" {
+		return
+	}
+	t.duration.Record(ctx, r.Duration.Seconds(), metric.WithAttributes(common...))
+	if r.PromptTokens > 0 {
+		t.tokens.Record(ctx, r.PromptTokens, metric.WithAttributes(append(common, attribute.String("gen_ai.token.type", "input"))...))
+	}
+	if r.CompletionTokens > 0 {
+		t.tokens.Record(ctx, r.CompletionTokens, metric.WithAttributes(append(common, attribute.String("gen_ai.token.type", "output"))...))
+	}
+}
+
+// Shutdown flushes what is pending (within ctx) and stops the exporters.
+func (t *OTLP) Shutdown(ctx context.Context) error {
+	return errors.Join(t.tp.Shutdown(ctx), t.mp.Shutdown(ctx))
+}
