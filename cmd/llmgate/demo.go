@@ -114,8 +114,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	steps := []demoStep{
 		{title: "cache: cold miss", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "miss"},
 		{title: "cache: same prompt (exact hit)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "hit"},
-		{title: "cache: paraphrase (semantic hit)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "how can I rotate the api key of my Azure OpenAI resource"), key: demoKey, wantStatus: 200, wantCache: "hit"},
-		{title: "cache: paraphrase on the other node (replicated hit)", node: 1, method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "how can I rotate the api key of my Azure OpenAI resource"), key: demoKey, wantStatus: 200, wantCache: "hit",
+		{title: "cache: rewording (normalised hit)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "how can I rotate the API key of my Azure OpenAI resource"), key: demoKey, wantStatus: 200, wantCache: "hit"},
+		{title: "cache: paraphrase (semantic hit)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key for my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "hit"},
+		{title: "cache: swapped content word (guard: miss)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I delete the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "miss"},
+		{title: "cache: paraphrase on the other node (replicated hit)", node: 1, method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key for my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "hit",
 			before: func() { waitReplicated(nodes[1], 1, 5*time.Second) }},
 		{title: "cache: negation (guard: miss)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I not rotate the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "miss"},
 		{title: "cache: other tenant (miss)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key of my Azure OpenAI resource?"), key: demoKeyB, wantStatus: 200, wantCache: "miss"},

@@ -22,6 +22,8 @@ Usage:
   llmgate bench SCENARIO [--out FILE]      run a benchmark (overhead)
   llmgate config check --config FILE       validate a configuration without starting anything
   llmgate healthcheck [--url URL]          exit 0 if a node's /healthz answers 200 (container healthchecks)
+  llmgate cache calibrate [--pairs FILE] [--target-precision P] [--config FILE --write]
+                                           choose cache.score_threshold on labelled pairs (held-out split reported)
   llmgate version                          print version and build information
 
 Run 'llmgate COMMAND --help' for a command's flags.
@@ -65,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runConfig(rest, stdout, stderr)
 	case "healthcheck":
 		return runHealthcheck(ctx, rest, stdout, stderr)
+	case "cache":
+		return runCache(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		return runVersion(stdout)
 	case "help", "-h", "--help":

@@ -3,6 +3,7 @@ package guard_test
 import (
 	"testing"
 
+	"github.com/llmgate/llmgate/index/norm"
 	"github.com/llmgate/llmgate/internal/embed"
 	"github.com/llmgate/llmgate/internal/embed/quality"
 )
@@ -37,12 +38,21 @@ func TestQualityFloor(t *testing.T) {
 				name, s.Precision, embed.DefaultThreshold, floor, s.Right, s.Wrong)
 		}
 	}
-	// A change that stops right hits fails too: trivial rewordings hit.
-	rw := quality.Run(quality.Rewordings(append(paws, gpt...)), embed.NewLocal().Embed)
-	if s := quality.Evaluate(rw, "", embed.DefaultThreshold, true); s.HitRate < 0.9 {
-		t.Errorf("trivial rewordings: hit rate %.3f at threshold %.2f, want ≥ 0.9", s.HitRate, embed.DefaultThreshold)
-	} else {
-		t.Logf("trivial rewordings: hit rate %.3f, precision %.3f", s.HitRate, s.Precision)
+	// A change that stops right hits fails too: trivial rewordings hit,
+	// through the normalised tier (equal once normalised) or the semantic
+	// tier.
+	rws := quality.Rewordings(append(paws, gpt...))
+	semantic := quality.Evaluate(quality.Run(rws, embed.NewLocal().Embed), "", embed.DefaultThreshold, true)
+	hits := 0
+	for _, o := range quality.Run(rws, embed.NewLocal().Embed) {
+		if norm.Text(o.Query) == norm.Text(o.Entry) || (float64(o.Distance) <= embed.DefaultThreshold && o.GuardOK && o.Verdict == quality.Right) {
+			hits++
+		}
+	}
+	rate := float64(hits) / float64(semantic.Positives)
+	t.Logf("trivial rewordings: hit rate %.3f (normalised or semantic tier), %.3f semantic tier alone", rate, semantic.HitRate)
+	if rate < 0.9 {
+		t.Errorf("trivial rewordings: hit rate %.3f at threshold %.2f, want ≥ 0.9", rate, embed.DefaultThreshold)
 	}
 	// The guard must be doing work: without it the same threshold is worse.
 	with, without := quality.Evaluate(outs, "", 0.1, true), quality.Evaluate(outs, "", 0.1, false)

@@ -238,7 +238,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.Cache.Embedder = cmp.Or(c.Cache.Embedder, "local")
 	// Chosen on labelled data for the local embedder with the match guard
-	// (bench cache): the loosest distance with ≥ 97% precision.
+	// (llmgate cache calibrate): the loosest distance with ≥ 99% precision on the tuning half.
 	c.Cache.ScoreThreshold = cmp.Or(c.Cache.ScoreThreshold, embed.DefaultThreshold)
 	c.Cache.MaxMessageCount = cmp.Or(c.Cache.MaxMessageCount, 10)
 	if len(c.Cache.VaryBy) == 0 {

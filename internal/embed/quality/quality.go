@@ -324,3 +324,23 @@ func Rewordings(pairs []Pair) []Pair {
 	}
 	return out
 }
+
+// Split divides pairs in two halves by cluster (pairs that share a text or
+// a bag of words are in one cluster, which goes wholly to one half),
+// alternating clusters in order of first appearance: one half to choose a
+// threshold on, the other to score it on.
+func Split(pairs []Pair) (tune, held []Pair) {
+	cl := clusters(pairs)
+	order := map[int]int{}
+	for i, p := range pairs {
+		if _, ok := order[cl[i]]; !ok {
+			order[cl[i]] = len(order)
+		}
+		if order[cl[i]]%4 < 2 {
+			tune = append(tune, p)
+		} else {
+			held = append(held, p)
+		}
+	}
+	return tune, held
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/embed"
+	"github.com/llmgate/llmgate/internal/embed/quality"
+)
+
+// runCache runs `llmgate cache SUBCOMMAND`.
+func runCache(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "calibrate" {
+		return errors.New("cache: want a subcommand: calibrate")
+	}
+	return runCalibrate(ctx, args[1:], stdout, stderr)
+}
+
+// runCalibrate runs `llmgate cache calibrate`: it embeds labelled pairs,
+// splits them in two halves by cluster (pairs that share a text or a bag
+// of words stay together), chooses on the first half the loosest threshold
+// whose precision (guard on) reaches the target, and reports what that
+// threshold gives on the second half, which took no part in the choice.
+func runCalibrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("llmgate cache calibrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "`FILE` whose cache.embedder is calibrated and, with --write, whose cache.score_threshold is set")
+	pairsPath := fs.String("pairs", "", "labelled pairs: TSV (text_a \\t text_b \\t 0|1, PAWS's id-first layout too) or JSONL ({\"a\",\"b\",\"same\"}); default the built-in PAWS + GPTCache sets in --data")
+	data := fs.String("data", "../shared/data", "`DIR` with paws_dev.tsv and gptcache_mock_data.json, for the built-in set")
+	target := fs.Float64("target-precision", 0.99, "precision the threshold must reach on the tuning half")
+	write := fs.Bool("write", false, "write the chosen threshold to the config's cache.score_threshold")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("cache calibrate: unexpected argument %q", fs.Arg(0))
+	}
+	if *target <= 0 || *target > 1 {
+		return fmt.Errorf("cache calibrate: --target-precision %v is outside (0, 1]", *target)
+	}
+	if *write && *cfgPath == "" {
+		return errors.New("cache calibrate: --write needs --config")
+	}
+	if *cfgPath != "" {
+		cfg, err := config.Load(*cfgPath)
+		if err != nil {
+			return fmt.Errorf("cache calibrate: %w", err)
+		}
+		if cfg.Cache.Embedder != "" && cfg.Cache.Embedder != "local" {
+			return fmt.Errorf("cache calibrate: cache.embedder %q: only the local embedder can be calibrated offline so far", cfg.Cache.Embedder)
+		}
+	}
+	var pairs []quality.Pair
+	var err error
+	source := *pairsPath
+	if source == "" {
+		source = *data
+		pairs, err = quality.LoadDir(*data, "paws_dev.tsv", "gptcache_mock_data.json")
+		if errors.Is(err, os.ErrNotExist) {
+			source = filepath.Join("index", "testdata")
+			pairs, err = quality.LoadDir(source, "paws_dev_300.tsv", "gptcache_300.json")
+		}
+	} else {
+		pairs, err = loadPairs(*pairsPath)
+	}
+	if err != nil {
+		return fmt.Errorf("cache calibrate: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	tune, held := quality.Split(pairs)
+	e := embed.NewLocal()
+	tuneOut, heldOut := quality.Run(tune, e.Embed), quality.Run(held, e.Embed)
+	fmt.Fprintf(stdout, "cache calibrate: %d labelled pairs from %s, local embedder, guard on; tuning half %d pairs, held-out half %d pairs\n\n", len(pairs), source, len(tune), len(held))
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "threshold\ttune prec\ttune hit\ttune right\ttune wrong\theld prec\theld hit\theld right\theld wrong\t")
+	chosen := 0.0
+	for i := 1; i <= 15; i++ {
+		th := float64(i) * 0.02
+		a, b := quality.Evaluate(tuneOut, "", th, true), quality.Evaluate(heldOut, "", th, true)
+		fmt.Fprintf(tw, "%.2f\t%.3f\t%.3f\t%d\t%d\t%.3f\t%.3f\t%d\t%d\t\n", th, a.Precision, a.HitRate, a.Right, a.Wrong, b.Precision, b.HitRate, b.Right, b.Wrong)
+		if a.Precision >= *target {
+			chosen = th
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if chosen == 0 {
+		fmt.Fprintf(stdout, "\nno threshold reaches precision %.3f on the tuning half\n", *target)
+		return nil
+	}
+	a, b := quality.Evaluate(tuneOut, "", chosen, true), quality.Evaluate(heldOut, "", chosen, true)
+	fmt.Fprintf(stdout, "\nthreshold for precision ≥ %.3f: %.2f (tuning half: precision %.3f, hit rate %.3f; held-out half: precision %.3f, hit rate %.3f)\n",
+		*target, chosen, a.Precision, a.HitRate, b.Precision, b.HitRate)
+	if *write {
+		if err := writeThreshold(*cfgPath, chosen); err != nil {
+			return fmt.Errorf("cache calibrate: %w", err)
+		}
+		fmt.Fprintf(stdout, "wrote cache.score_threshold: %.2f to %s\n", chosen, *cfgPath)
+	}
+	return nil
+}
+
+// loadPairs reads labelled pairs from a TSV or JSONL file.
+func loadPairs(path string) ([]quality.Pair, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	var out []quality.Pair
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimRight(sc.Text(), "\r")
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if strings.HasPrefix(strings.TrimSpace(line), "{") {
+			var p struct {
+				A, B string
+				Same *bool
+			}
+			if err := json.Unmarshal([]byte(line), &p); err != nil || p.Same == nil || p.A == "" || p.B == "" {
+				return nil, fmt.Errorf("%s:%d: want {\"a\":…,\"b\":…,\"same\":true|false}", path, n)
+			}
+			out = append(out, quality.Pair{Set: "pairs", A: p.A, B: p.B, Same: *p.Same})
+			continue
+		}
+		x := strings.Split(line, "\t")
+		if len(x) == 4 { // PAWS: id, a, b, label
+			x = x[1:]
+		}
+		if len(x) != 3 || (x[2] != "0" && x[2] != "1") {
+			if n == 1 {
+				continue // a header
+			}
+			return nil, fmt.Errorf("%s:%d: want text_a <TAB> text_b <TAB> 0|1", path, n)
+		}
+		out = append(out, quality.Pair{Set: "pairs", A: x[0], B: x[1], Same: x[2] == "1"})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no labelled pairs", path)
+	}
+	return out, nil
+}
+
+var thresholdLine = regexp.MustCompile(`(?m)^(\s+score_threshold:\s*)([0-9.]+)(.*)$`)
+
+// writeThreshold sets cache.score_threshold in the config file, keeping
+// everything else (comments included) as it is.
+func writeThreshold(path string, th float64) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	locs := thresholdLine.FindAllSubmatchIndex(b, -1)
+	if len(locs) != 1 {
+		return fmt.Errorf("%s: want exactly one score_threshold line under cache: to rewrite (found %d); set it by hand", path, len(locs))
+	}
+	l := locs[0]
+	out := append([]byte{}, b[:l[4]]...)
+	out = append(out, strconv.FormatFloat(th, 'f', 2, 64)...)
+	out = append(out, b[l[5]:]...)
+	if _, err := config.Parse(out, os.LookupEnv); err != nil {
+		return fmt.Errorf("the rewritten config would not load: %w", err)
+	}
+	return os.WriteFile(path, out, 0o600)
+}
