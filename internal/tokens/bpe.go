@@ -26,9 +26,37 @@ type encoder struct {
 	scratch sync.Pool // *mergeScratch for pieces longer than maxScanPiece
 }
 
-// newEncoder builds the encoder of enc from the tokenizer's vocabulary, read
-// back token by token through Decode (the tokenizer exports no rank table).
-func newEncoder(enc tokenizer.Encoding, classes *classTable) (*encoder, error) {
+// Tables shared by every Counter of the process: they are immutable and
+// derived only from the tokenizer's vocabularies, which the tokenizer itself
+// keeps for the life of the process once loaded. Building them costs about
+// 100 ms and 10 MB per encoding, which a process (a node and its built-in
+// mock, a test binary) pays once rather than per Counter.
+var (
+	sharedClasses = sync.OnceValue(newClassTable)
+	sharedO200k   = sync.OnceValues(func() (*rankTable, error) { return loadRanks(tokenizer.O200kBase) })
+	sharedCl100k  = sync.OnceValues(func() (*rankTable, error) { return loadRanks(tokenizer.Cl100kBase) })
+)
+
+// newEncoder returns an encoder of enc with a piece cache of its own.
+func newEncoder(enc tokenizer.Encoding) (*encoder, error) {
+	load := sharedO200k
+	if enc == tokenizer.Cl100kBase {
+		load = sharedCl100k
+	}
+	ranks, err := load()
+	if err != nil {
+		return nil, err
+	}
+	e := &encoder{ranks: ranks, classes: sharedClasses(), o200k: enc == tokenizer.O200kBase}
+	e.cache.seed = maphash.MakeSeed()
+	e.scratch.New = func() any { return new(mergeScratch) }
+	return e, nil
+}
+
+// loadRanks builds the rank table of enc from the tokenizer's vocabulary,
+// read back token by token through Decode (the tokenizer exports no rank
+// table).
+func loadRanks(enc tokenizer.Encoding) (*rankTable, error) {
 	codec, err := tokenizer.Get(enc)
 	if err != nil {
 		return nil, fmt.Errorf("loading encoding %s: %w", enc, err)
@@ -52,10 +80,7 @@ func newEncoder(enc tokenizer.Encoding, classes *classTable) (*encoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading encoding %s: %w", enc, err)
 	}
-	e := &encoder{ranks: ranks, classes: classes, o200k: enc == tokenizer.O200kBase}
-	e.cache.seed = maphash.MakeSeed()
-	e.scratch.New = func() any { return new(mergeScratch) }
-	return e, nil
+	return ranks, nil
 }
 
 // count returns the number of tokens of text.

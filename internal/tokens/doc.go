@@ -6,7 +6,9 @@
 // encoding a model name uses, and OpenAI's rule for chat messages), and the
 // fast counting path. It performs no I/O, knows nothing of HTTP, and holds no
 // state beyond its encoders: a count depends only on the model name and the
-// text.
+// text. The encoders' immutable tables (ranks, character classes) are built
+// once per process and shared by every Counter; each Counter has its own
+// piece cache.
 //
 // # How it counts
 //
@@ -36,7 +38,7 @@
 //
 // # Concurrency
 //
-// A Counter is safe for concurrent use. Each encoder is built at most once,
-// under a sync.Once, and is then only read, except for the piece cache,
-// whose slots are atomic pointers.
+// A Counter is safe for concurrent use. Each encoder and each shared table is
+// built at most once, under a sync.Once, and is then only read, except for
+// the piece cache, whose slots are atomic pointers.
 package tokens

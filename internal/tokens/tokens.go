@@ -24,10 +24,8 @@ const (
 // use. The zero value is not usable; call NewCounter. A Counter is safe for
 // concurrent use.
 type Counter struct {
-	classOnce sync.Once
-	classes   *classTable
-	o200k     lazyEncoder
-	cl100k    lazyEncoder
+	o200k  lazyEncoder
+	cl100k lazyEncoder
 }
 
 type lazyEncoder struct {
@@ -38,8 +36,7 @@ type lazyEncoder struct {
 
 func (c *Counter) get(l *lazyEncoder) *encoder {
 	l.once.Do(func() {
-		c.classOnce.Do(func() { c.classes = newClassTable() })
-		e, err := newEncoder(l.enc, c.classes)
+		e, err := newEncoder(l.enc)
 		if err != nil {
 			// Only reachable if the tokenizer stopped shipping an encoding
 			// this package names as a constant: a build defect, not input.
@@ -50,9 +47,10 @@ func (c *Counter) get(l *lazyEncoder) *encoder {
 	return l.e
 }
 
-// NewCounter returns a Counter. It does no work until the first count: an
-// encoder takes about 100 ms and 15 MB to build (the tokenizer's vocabulary
-// and this package's rank table), and each is built once per Counter.
+// NewCounter returns a Counter. It does no work until the first count: the
+// first Counter of the process to use an encoding loads the tokenizer's
+// vocabulary and builds the rank table (about 100 ms and 15 MB), which later
+// Counters share.
 func NewCounter() *Counter {
 	return &Counter{
 		o200k:  lazyEncoder{enc: tokenizer.O200kBase},
