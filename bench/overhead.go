@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"runtime"
@@ -39,10 +40,18 @@ const (
 	// FeatureCacheHit adds the cache with one prompt: every request is an
 	// exact hit answered by the node.
 	FeatureCacheHit Feature = "cache-hit"
+	// FeatureTelemetry is keys with the request log written (info level)
+	// and the usage history kept, as a node runs by default; every other
+	// feature runs without them.
+	FeatureTelemetry Feature = "telemetry"
+	// FeatureOTLP adds OpenTelemetry to telemetry: a trace per request and
+	// OTLP metrics, exported to a receiver on loopback that reads and
+	// discards them.
+	FeatureOTLP Feature = "otlp"
 )
 
 // OverheadFeatures lists the features in the order they add up.
-var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheHit}
+var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheHit, FeatureTelemetry, FeatureOTLP}
 
 // featureTPM is the TPM limit of the tpm and cache features' consumer: far
 // above what any run sends, so that every request is counted and admitted.
@@ -90,6 +99,8 @@ type OverheadOptions struct {
 	Features []Feature
 	// Progress receives one line per run as the benchmark goes. Nil: silent.
 	Progress io.Writer
+
+	otlpURL string // the loopback OTLP receiver of the otlp feature
 }
 
 // DefaultOverheadOptions returns the defaults: rates 500 and 1000 req/s,
@@ -337,6 +348,14 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 	}
 	client := NewLoadClient(max(opts.Concurrency, 1024))
 	defer client.CloseIdleConnections()
+	if slices.Contains(opts.Features, FeatureOTLP) {
+		url, stop, err := startOTLPSink()
+		if err != nil {
+			return nil, fmt.Errorf("overhead: %w", err)
+		}
+		defer stop()
+		opts.otlpURL = url
+	}
 	for _, f := range opts.Features {
 		gw, gwAddr, err := startGateway(ctx, opts, dir, mockAddr, f)
 		if err != nil {
@@ -483,7 +502,7 @@ func featureTarget(f Feature) string { return TargetGateway + "+" + string(f) }
 // mockAddr.
 func startGateway(ctx context.Context, opts OverheadOptions, dir, mockAddr string, f Feature) (*process, string, error) {
 	n, err := startNode(ctx, opts.Executable, opts.StartTimeout, dir, "bench-"+string(f), func(dataDir string, n *benchNode) string {
-		return featureConfig(gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr, overheadKey, ""), f)
+		return featureConfig(gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr, overheadKey, ""), f, opts.otlpURL)
 	})
 	if err != nil {
 		return nil, "", err
@@ -528,12 +547,19 @@ func overheadRequest(addr string) *Request {
 }
 
 // featureConfig turns the keys-only config of a benchmarked node into
-// feature f's: the same consumer with a TPM limit for every feature past
-// keys, and the cache on for the cache features.
-func featureConfig(cfg string, f Feature) string {
-	if f == FeatureKeys {
-		return cfg
+// feature f's: the same consumer with a TPM limit for the tpm and cache
+// features, the cache on for the cache features, the request log and usage
+// history only for telemetry and otlp, which exports to otlpURL.
+func featureConfig(cfg string, f Feature, otlpURL string) string {
+	switch f {
+	case FeatureKeys:
+		return cfg + "telemetry: {usage_history: false}\n"
+	case FeatureTelemetry:
+		return strings.Replace(cfg, "log: {level: warn}", "log: {level: info}", 1)
+	case FeatureOTLP:
+		return strings.Replace(cfg, "log: {level: warn}", "log: {level: info}", 1) + "telemetry: {otlp_endpoint: \"" + otlpURL + "\"}\n"
 	}
+	cfg += "telemetry: {usage_history: false}\n"
 	limited := fmt.Sprintf("keys: [%s], tpm: %d}", overheadKey, featureTPM)
 	cfg = strings.Replace(cfg, "keys: ["+overheadKey+"]}", limited, 1)
 	if f == FeatureCacheMiss || f == FeatureCacheHit {
@@ -829,4 +855,19 @@ func firstErrorNote(s string) string {
 		return ""
 	}
 	return " (first: " + s + ")"
+}
+
+// startOTLPSink serves OTLP/HTTP on loopback for the otlp feature: it reads
+// every export and answers success, as a collector would, keeping nothing.
+func startOTLPSink() (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("otlp receiver: %w", err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
 }

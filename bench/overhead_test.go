@@ -32,15 +32,24 @@ func TestFeatureConfigAddsUp(t *testing.T) {
 		{FeatureTPM, true, false, true},
 		{FeatureCacheMiss, true, true, false},
 		{FeatureCacheHit, true, true, false},
+		{FeatureTelemetry, false, false, true},
+		{FeatureOTLP, false, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.feature), func(t *testing.T) {
-			cfg := featureConfig(base, tt.feature)
+			cfg := featureConfig(base, tt.feature, "http://127.0.0.1:6")
 			if got := strings.Contains(cfg, "tpm: 1000000000}"); got != tt.tpm {
 				t.Errorf("tpm limit present = %v, want %v:\n%s", got, tt.tpm, cfg)
 			}
 			if got := strings.Contains(cfg, "cache: {enabled: true}"); got != tt.cacheOn {
 				t.Errorf("cache on = %v, want %v", got, tt.cacheOn)
+			}
+			telemetry := tt.feature == FeatureTelemetry || tt.feature == FeatureOTLP
+			if got := !strings.Contains(cfg, "usage_history: false") && strings.Contains(cfg, "log: {level: info}"); got != telemetry {
+				t.Errorf("request log and usage history on = %v, want %v:\n%s", got, telemetry, cfg)
+			}
+			if got := strings.Contains(cfg, `otlp_endpoint: "http://127.0.0.1:6"`); got != (tt.feature == FeatureOTLP) {
+				t.Errorf("otlp on = %v:\n%s", got, cfg)
 			}
 			r := featureRequest("127.0.0.1:5", tt.feature)
 			if got := r.Header.Get("x-llmgate-cache") == "off"; got != tt.cacheHeaderOff {

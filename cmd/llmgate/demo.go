@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/mock"
+	history "github.com/llmgate/llmgate/usage"
 )
 
 const (
@@ -202,6 +204,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		play(s)
 	}
 	printDemo(stdout, rows)
+	if err := printUsage(ctx, stdout, nodes); err != nil {
+		failed++
+		fmt.Fprintln(stdout, err)
+	}
 	fmt.Fprintf(stdout, "\nbackend calls: east %d, west %d; team-c: %d tokens admitted over both nodes for a TPM of %d (%d short refusals retried while the other node's tokens were in flight)\n",
 		east.Requests(), west.Requests(), admitted, demoTPM, short)
 	for _, n := range nodes {
@@ -279,9 +285,9 @@ func demoConfig(eastURL, westURL, dir, name string, seeds []string) *config.Conf
 			{Name: "west", Kind: config.KindOpenAI, URL: westURL + "/v1", APIKey: "west-upstream-key"},
 		},
 		Routes: map[string]config.Route{
-			"gpt-4o":                 {Pool: [][]string{{"east"}, {"west"}}},
-			"gpt-4o-mini":            {Pool: [][]string{{"east", "west"}}},
-			"text-embedding-3-small": {Pool: [][]string{{"east"}}},
+			"gpt-4o":                 {Pool: [][]string{{"east"}, {"west"}}, Price: config.Price{InputPer1M: 2.50, OutputPer1M: 10.00, CachedInputPer1M: 1.25}},
+			"gpt-4o-mini":            {Pool: [][]string{{"east", "west"}}, Price: config.Price{InputPer1M: 0.15, OutputPer1M: 0.60}},
+			"text-embedding-3-small": {Pool: [][]string{{"east"}}, Price: config.Price{InputPer1M: 0.02}},
 		},
 		Consumers: []config.Consumer{
 			{Name: "team-a", Keys: []string{demoKey}},
@@ -427,4 +433,38 @@ func serveLoopback(h http.Handler) (url string, stop func(), err error) {
 		}
 	}()
 	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+// printUsage prints the usage history by consumer as each node answers
+// /admin/usage: the same cluster-wide rows on both, whichever node served.
+func printUsage(ctx context.Context, w io.Writer, nodes []*runningNode) error {
+	q := history.Query{From: time.Now().Add(-time.Hour), To: time.Now().Add(time.Hour), Interval: 24 * time.Hour, GroupBy: []string{history.ByConsumer}}
+	sum := func(n *runningNode) ([]history.Line, error) { return n.state.history.Query(ctx, q) }
+	// Rows travel with the quota news: give them a moment.
+	var first, second []history.Line
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var err error
+		if first, err = sum(nodes[0]); err != nil {
+			return fmt.Errorf("usage history of %s: %w", nodes[0].cfg.Node.Name, err)
+		}
+		if second, err = sum(nodes[1]); err != nil {
+			return fmt.Errorf("usage history of %s: %w", nodes[1].cfg.Node.Name, err)
+		}
+		if slices.Equal(first, second) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Fprintf(w, "\nusage history (GET /admin/usage?group_by=consumer), as %s answers it:\n", nodes[1].cfg.Node.Name)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "consumer\trequests\tprompt tokens\tcompletion tokens\tcache hits\ttokens saved\tcost (USD)")
+	for _, l := range second {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%.6f\n", l.Consumer, l.Requests, l.Prompt, l.Completion, l.CacheHits, l.Saved, l.CostUSD())
+	}
+	_ = tw.Flush()
+	if !slices.Equal(first, second) {
+		return fmt.Errorf("the two nodes' usage histories differ: %v and %v", first, second)
+	}
+	return nil
 }

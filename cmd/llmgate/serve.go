@@ -305,7 +305,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		Quota: st.limiter, Cache: st.adminCache(), Cluster: cl,
 		Observer: obs, Tracer: tracer, CaptureContent: cfg.Telemetry.CaptureContent,
 		Identity: ident, Keys: st.keys,
-		Usage: st.history,
+		Usage: st.usageAdmin(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building the HTTP front: %w", err)
@@ -362,7 +362,10 @@ func observers(cfg *config.Config, logger *slog.Logger, reg prometheus.Registere
 	if err := telemetry.RegisterHeadroom(reg, st.limiter); err != nil {
 		return nil, err
 	}
-	obs := telemetry.Observers{st.history, m}
+	obs := telemetry.Observers{m}
+	if st.history != nil {
+		obs = append(obs, st.history)
+	}
 	if t := cfg.Telemetry; t.LogRequests == nil || *t.LogRequests {
 		capture := 0
 		if t.CaptureContent {

@@ -62,13 +62,15 @@ func openState(cfg *config.Config, logger *slog.Logger, onChange func(index.Chan
 	if err != nil {
 		return nil, err
 	}
-	prices := map[string]history.Price{}
-	for name, r := range cfg.Routes {
-		prices[name] = history.Price{InputPer1M: r.Price.InputPer1M, OutputPer1M: r.Price.OutputPer1M, CachedInputPer1M: r.Price.CachedInputPer1M}
-	}
-	st.history, err = history.Open(history.Options{DB: st.db.DB, Logger: logger, Node: cfg.Node.Name, Retention: cfg.Telemetry.UsageRetention, Prices: prices})
-	if err != nil {
-		return nil, fmt.Errorf("starting the usage history: %w", err)
+	if uh := cfg.Telemetry.UsageHistory; uh == nil || *uh {
+		prices := map[string]history.Price{}
+		for name, r := range cfg.Routes {
+			prices[name] = history.Price{InputPer1M: r.Price.InputPer1M, OutputPer1M: r.Price.OutputPer1M, CachedInputPer1M: r.Price.CachedInputPer1M}
+		}
+		st.history, err = history.Open(history.Options{DB: st.db.DB, Logger: logger, Node: cfg.Node.Name, Retention: cfg.Telemetry.UsageRetention, Prices: prices})
+		if err != nil {
+			return nil, fmt.Errorf("starting the usage history: %w", err)
+		}
 	}
 	if cfg.Cache.Enabled {
 		params := graph.Params{EfSearch: cfg.Cache.EfSearch}
@@ -104,6 +106,15 @@ func (st *state) clusterQuota() cluster.QuotaState {
 		return nil
 	}
 	return node.SharedState{Quota: node.QuotaExchange{Limiter: st.limiter, History: st.history}, Keys: st.keys}
+}
+
+// usageAdmin is the usage history as /admin/usage sees it, or a nil
+// interface when telemetry.usage_history is off.
+func (st *state) usageAdmin() api.UsageAdmin {
+	if st.history == nil {
+		return nil
+	}
+	return st.history
 }
 
 func (st *state) clusterCache() cluster.CacheState {

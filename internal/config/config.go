@@ -94,6 +94,8 @@ type Telemetry struct {
 	CaptureBytes   int  `yaml:"capture_bytes"`
 	// UsageRetention is how long hourly usage history is kept. Default 9600h (400 days).
 	UsageRetention time.Duration `yaml:"usage_retention"`
+	// UsageHistory keeps the usage history (/admin/usage). Default true.
+	UsageHistory *bool `yaml:"usage_history"`
 }
 
 // Consumer is one calling team with its keys and limits.
@@ -274,6 +276,10 @@ func (c *Config) ApplyDefaults() {
 	if c.Telemetry.LogRequests == nil {
 		on := true
 		c.Telemetry.LogRequests = &on
+	}
+	if c.Telemetry.UsageHistory == nil {
+		on := true
+		c.Telemetry.UsageHistory = &on
 	}
 	c.Telemetry.CaptureBytes = cmp.Or(c.Telemetry.CaptureBytes, 4096)
 	c.Telemetry.UsageRetention = cmp.Or(c.Telemetry.UsageRetention, 400*24*time.Hour)
