@@ -1,9 +1,12 @@
 package api
 
 import (
+	"context"
 	"crypto/subtle"
+	"errors"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +27,7 @@ func (a *API) AdminHandler() http.Handler {
 	metrics := promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})
 	e.GET("/metrics", echo.WrapHandler(metrics))
 	e.GET("/admin/cluster", a.cluster)
+	e.POST("/admin/config/reload", a.configReload)
 	a.adminStateRoutes(e)
 	a.adminKeyRoutes(e)
 	a.usageRoute(e)
@@ -72,4 +76,50 @@ func (a *API) cluster(c echo.Context) error {
 		Node    string           `json:"node"`
 		Members []cluster.Member `json:"members"`
 	}{Node: a.opts.NodeName, Members: members})
+}
+
+// ReloadFunc re-reads and applies the node's configuration (Options.Reload).
+// It returns the changed settings, or an error: a *ReloadRefused when the
+// file is invalid or asks for a change that needs a restart, another error
+// when applying failed. Either way an error means nothing changed.
+type ReloadFunc func(ctx context.Context) (changed []string, err error)
+
+// ReloadRefused is a reload refused for the reasons given.
+type ReloadRefused struct{ Reasons []string }
+
+func (r *ReloadRefused) Error() string {
+	return "configuration reload refused: " + strings.Join(r.Reasons, "; ")
+}
+
+// configReload serves POST /admin/config/reload: 200 {"reloaded":true,
+// "changed":[…]}, or 400 with the reasons in the OpenAI error format plus
+// "reloaded":false and "errors":[…].
+func (a *API) configReload(c echo.Context) error {
+	if a.opts.Reload == nil {
+		return adminError(c, http.StatusNotFound, openai.CodeNotFound, "This node cannot reload its configuration.")
+	}
+	changed, err := a.opts.Reload(c.Request().Context())
+	var refused *ReloadRefused
+	switch {
+	case errors.As(err, &refused):
+		type errorBody struct {
+			Message string `json:"message"`
+			Type    string `json:"type"`
+			Code    string `json:"code"`
+		}
+		return c.JSON(http.StatusBadRequest, struct {
+			Error    errorBody `json:"error"`
+			Reloaded bool      `json:"reloaded"`
+			Errors   []string  `json:"errors"`
+		}{Error: errorBody{Message: refused.Error(), Type: "invalid_request_error", Code: "invalid_config"}, Errors: refused.Reasons})
+	case err != nil:
+		return adminError(c, http.StatusInternalServerError, openai.CodeInternal, "Reloading the configuration failed; the running configuration is unchanged: "+err.Error())
+	}
+	if changed == nil {
+		changed = []string{}
+	}
+	return c.JSON(http.StatusOK, struct {
+		Reloaded bool     `json:"reloaded"`
+		Changed  []string `json:"changed"`
+	}{Reloaded: true, Changed: changed})
 }

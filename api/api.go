@@ -57,6 +57,8 @@ type Options struct {
 	Identity Authenticator
 	// Keys backs /admin/consumers/{name}/keys (*identity.Keys); nil = 404.
 	Keys KeyAdmin
+	// Reload serves POST /admin/config/reload; nil = not supported (404).
+	Reload ReloadFunc
 }
 
 // Authenticator is what the data plane needs from identity.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -34,12 +35,29 @@ func newMetrics(reg prometheus.Registerer, routes []string) (*metrics, error) {
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
 		}, []string{"op"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.overhead} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("registering request metrics: %w", err)
-		}
+	// An API rebuilt by a configuration reload keeps counting in the series
+	// of the one it replaces.
+	var errs [3]error
+	m.requests, errs[0] = register(reg, m.requests)
+	m.duration, errs[1] = register(reg, m.duration)
+	m.overhead, errs[2] = register(reg, m.overhead)
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, fmt.Errorf("registering request metrics: %w", err)
 	}
 	return m, nil
+}
+
+// register registers c, or returns the collector already registered with
+// the same descriptors.
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if old, ok := are.ExistingCollector.(T); ok {
+			return old, nil
+		}
+	}
+	return c, err
 }
 
 func (m *metrics) request(l routeLabel, status int, backend string, total, overhead time.Duration) {

@@ -64,6 +64,8 @@ type CacheState interface {
 type Options struct {
 	// Name is this node's unique name in the cluster (required).
 	Name string
+	// ConfigHash is announced to the other members (see SetConfigHash).
+	ConfigHash string
 	// Bind is the gossip host:port (UDP and TCP). Port 0 picks a free one.
 	Bind string
 	// Join are seed gossip addresses. Joining retries with backoff until one
@@ -110,6 +112,9 @@ type Member struct {
 	Name  string `json:"name"`
 	Addr  string `json:"addr"`
 	State string `json:"state"` // alive, suspect, dead or left
+	// ConfigHash is the hash of the configuration the member runs (see
+	// SetConfigHash), so that drift between nodes shows; "" if unknown.
+	ConfigHash string `json:"config_hash,omitempty"`
 }
 
 // Cluster is this node's membership and its exchanges with the others.
@@ -126,6 +131,7 @@ type Cluster struct {
 	events eventQueue
 	peers  atomic.Pointer[[]*peer] // live peers, published by run
 	askMem chan chan []Member
+	meta   atomic.Pointer[string] // this node's config hash, its memberlist metadata
 
 	repl     chan []byte // cache changes to replicate
 	quotaIn  chan []byte
@@ -221,6 +227,7 @@ func Start(opts Options) (*Cluster, error) {
 		cancel()
 		return nil, err
 	}
+	c.meta.Store(&opts.ConfigHash)
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}
 	ml, err := memberlist.Create(mc)
@@ -300,6 +307,31 @@ func (c *Cluster) Members() []Member {
 	}
 }
 
+// SetConfigHash announces the hash of this node's configuration to the
+// others, as memberlist node metadata (at most 512 bytes); it blocks until
+// the update is broadcast or ctx ends. Members report it on Members.
+func (c *Cluster) SetConfigHash(ctx context.Context, hash string) error {
+	if len(hash) > memberlist.MetaMaxSize {
+		return fmt.Errorf("cluster: config hash of %d bytes is over memberlist's %d", len(hash), memberlist.MetaMaxSize)
+	}
+	c.meta.Store(&hash)
+	timeout := c.opts.Timeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if err := c.ml.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("cluster: announcing the config hash: %w", err)
+	}
+	return nil
+}
+
+func (c *Cluster) configHash() string {
+	if h := c.meta.Load(); h != nil {
+		return *h
+	}
+	return ""
+}
+
 // Replicate sends one encoded cache change to every live member. It never
 // blocks: when the outgoing queue is full the change is dropped (counted),
 // and the next catch-up round repairs it.
@@ -323,6 +355,7 @@ type syncResult struct {
 type memberState struct {
 	addr  string
 	state string
+	meta  string // the member's node metadata: its config hash
 }
 
 // run owns the member table and the live peers' senders. It reacts to
@@ -408,6 +441,7 @@ func (c *Cluster) run() {
 					members[ev.node.Name] = m
 				}
 				m.addr = addr
+				m.meta = string(ev.node.Meta)
 				switch ev.kind {
 				case evJoin, evUpdate:
 					delete(leaving, ev.node.Name)
@@ -439,7 +473,7 @@ func (c *Cluster) run() {
 			}
 			publish()
 		case reply := <-c.askMem:
-			out := []Member{{Name: c.opts.Name, Addr: c.Addr(), State: "alive"}}
+			out := []Member{{Name: c.opts.Name, Addr: c.Addr(), State: "alive", ConfigHash: c.configHash()}}
 			suspects := map[string]bool{}
 			for _, n := range c.ml.Members() {
 				if n.State == memberlist.StateSuspect {
@@ -457,7 +491,7 @@ func (c *Cluster) run() {
 				if st == "alive" && suspects[name] {
 					st = "suspect"
 				}
-				out = append(out, Member{Name: name, Addr: m.addr, State: st})
+				out = append(out, Member{Name: name, Addr: m.addr, State: st, ConfigHash: m.meta})
 			}
 			reply <- out
 		case <-flush.C:

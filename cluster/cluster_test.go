@@ -486,3 +486,29 @@ func TestStartRefusals(t *testing.T) {
 		t.Fatal("second node on the same gossip port started")
 	}
 }
+
+func TestConfigHashIsSeenByPeers(t *testing.T) {
+	addrA := freeAddr(t)
+	a := start(t, "a", addrA, nil, func(o *Options) { o.ConfigHash = "hash-a1" })
+	b := start(t, "b", freeAddr(t), []string{addrA}, func(o *Options) { o.ConfigHash = "hash-b1" })
+	eventually(t, 10*time.Second, "both see two alive members", allAlive(2, a, b))
+	hashes := func(c *Cluster) map[string]string {
+		out := map[string]string{}
+		for _, m := range c.Members() {
+			out[m.Name] = m.ConfigHash
+		}
+		return out
+	}
+	eventually(t, 5*time.Second, "each sees the other's hash at join", func() bool {
+		return hashes(a.Cluster)["b"] == "hash-b1" && hashes(b.Cluster)["a"] == "hash-a1"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := a.SetConfigHash(ctx, "hash-a2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := hashes(a.Cluster)["a"]; got != "hash-a2" {
+		t.Errorf("a's own hash = %q after the change", got)
+	}
+	eventually(t, 5*time.Second, "b sees a's new hash", func() bool { return hashes(b.Cluster)["a"] == "hash-a2" })
+}

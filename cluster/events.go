@@ -69,7 +69,13 @@ func (e events) NotifyUpdate(n *memberlist.Node) { e.c.events.push(event{evUpdat
 // delegate is memberlist's Delegate: user messages and push/pull state.
 type delegate struct{ c *Cluster }
 
-func (d delegate) NodeMeta(limit int) []byte                  { return nil }
+func (d delegate) NodeMeta(limit int) []byte {
+	h := d.c.configHash()
+	if len(h) > limit {
+		return nil
+	}
+	return []byte(h)
+}
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d delegate) NotifyMsg(msg []byte)                       { d.c.receive(msg) }
 

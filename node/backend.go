@@ -40,6 +40,24 @@ func newBackend(b config.Backend, up config.Upstream) *backend {
 	}
 }
 
+// carryOver takes the health of the backend of the same name, kind and URL
+// among prev (the gateway replaced by a reload): its breaker, unless the
+// breaker settings changed, and its observed capacity, unless its tpm did.
+func (b *backend) carryOver(prev []*backend, up, prevUp config.Upstream) {
+	for _, p := range prev {
+		if p.name != b.name || p.kind != b.kind || p.base != b.base {
+			continue
+		}
+		if up.BreakerFailures == prevUp.BreakerFailures && up.BreakerCooldown == prevUp.BreakerCooldown {
+			b.breaker = p.breaker
+		}
+		if p.capacity.tpm == b.capacity.tpm {
+			b.capacity = p.capacity
+		}
+		return
+	}
+}
+
 // newRequest builds the upstream request for call. The body reader is fresh
 // each time, so a retry on another backend resends the same bytes.
 func (b *backend) newRequest(ctx context.Context, call *Call, defaultAPIVersion string) (*http.Request, error) {

@@ -164,6 +164,11 @@ type Options struct {
 	// Tracer starts the child spans of a request's trace (cache look-up,
 	// admission, each upstream attempt); nil = no tracing.
 	Tracer trace.Tracer
+	// Previous is the gateway this one replaces after a configuration
+	// reload: the circuit breakers and observed capacity of backends that
+	// keep their name, kind and URL carry over, and so do the token counter
+	// and the local embedder. Previous keeps serving the requests it has.
+	Previous *Gateway
 }
 
 // Gateway runs the request pipeline of one node.
@@ -219,6 +224,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		// usually finds the entry; a slow disk never holds an answer long.
 		storeWait: cmp.Or(opts.StoreWait, cfg.Cache.StoreWait, 20*time.Millisecond),
 	}
+	prev := opts.Previous
+	if g.counter == nil && prev != nil {
+		g.counter = prev.counter
+	}
 	if g.counter == nil {
 		g.counter = tokens.NewCounter()
 	}
@@ -236,6 +245,9 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	byName := map[string]*backend{}
 	for _, bc := range cfg.Backends {
 		b := newBackend(bc, cfg.Upstream)
+		if prev != nil {
+			b.carryOver(prev.backs, cfg.Upstream, prev.up)
+		}
 		byName[b.name] = b
 		g.backs = append(g.backs, b)
 	}
@@ -279,13 +291,22 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}
 	}
 	if g.cache != nil && g.embedder == nil {
-		if cfg.Cache.Embedder == "local" || cfg.Cache.Embedder == "" {
+		if local, ok := prevEmbedder(prev).(LocalEmbedder); ok && (cfg.Cache.Embedder == "local" || cfg.Cache.Embedder == "") {
+			g.embedder = local
+		} else if cfg.Cache.Embedder == "local" || cfg.Cache.Embedder == "" {
 			g.embedder = LocalEmbedder{embed.NewLocal()}
 		} else {
 			g.embedder = &RouteEmbedder{g: g, Route: cfg.Cache.Embedder}
 		}
 	}
 	return g, nil
+}
+
+func prevEmbedder(prev *Gateway) Embedder {
+	if prev == nil {
+		return nil
+	}
+	return prev.embedder
 }
 
 func newTransport(up config.Upstream, backends int) *http.Transport {

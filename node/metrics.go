@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -64,10 +65,21 @@ func newMetrics(reg prometheus.Registerer, backs []*backend, now func() time.Tim
 		Name: "llmgate_cache_store_failures_total",
 		Help: "Answers that could not be stored in the cache.",
 	})
-	cs := []prometheus.Collector{m.attempts, m.latency, m.aborted, m.tokensUsed, m.rejections, m.cacheReqs, m.cacheTime, m.embedTime, m.storeErrs}
+	var errs [9]error
+	m.attempts, errs[0] = register(reg, m.attempts)
+	m.latency, errs[1] = register(reg, m.latency)
+	m.aborted, errs[2] = register(reg, m.aborted)
+	m.tokensUsed, errs[3] = register(reg, m.tokensUsed)
+	m.rejections, errs[4] = register(reg, m.rejections)
+	m.cacheReqs, errs[5] = register(reg, m.cacheReqs)
+	m.cacheTime, errs[6] = register(reg, m.cacheTime)
+	m.embedTime, errs[7] = register(reg, m.embedTime)
+	m.storeErrs, errs[8] = register(reg, m.storeErrs)
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, fmt.Errorf("registering backend metrics: %w", err)
+	}
 	for _, b := range backs {
-		b := b
-		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "llmgate_backend_up",
 			Help:        "1 when the backend's circuit is closed (it takes traffic), 0 while open.",
 			ConstLabels: prometheus.Labels{"backend": b.name},
@@ -76,10 +88,10 @@ func newMetrics(reg prometheus.Registerer, backs []*backend, now func() time.Tim
 				return 0
 			}
 			return 1
-		}))
-	}
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
+		})
+		// A gateway rebuilt by a reload reports its own backends' health.
+		reg.Unregister(up)
+		if err := reg.Register(up); err != nil {
 			return nil, fmt.Errorf("registering backend metrics: %w", err)
 		}
 	}
@@ -140,6 +152,20 @@ func (m *metrics) embedded(err error, d time.Duration) {
 
 func (m *metrics) storeFailed() { m.storeErrs.Inc() }
 
+// register registers c, or returns the collector already registered with
+// the same descriptors: a gateway rebuilt by a configuration reload keeps
+// counting in the series of the one it replaces.
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if old, ok := are.ExistingCollector.(T); ok {
+			return old, nil
+		}
+	}
+	return c, err
+}
+
 // registerCacheGauges exports the cache's size; read from its actors at scrape time.
 func registerCacheGauges(reg prometheus.Registerer, c Cache) error {
 	for _, g := range []prometheus.Collector{
@@ -148,7 +174,7 @@ func registerCacheGauges(reg prometheus.Registerer, c Cache) error {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llmgate_cache_bytes", Help: "Bytes held by cache entries (responses, prompts, vectors)."},
 			func() float64 { return float64(c.Stats().Bytes) }),
 	} {
-		if err := reg.Register(g); err != nil {
+		if _, err := register(reg, g); err != nil {
 			return fmt.Errorf("registering cache metrics: %w", err)
 		}
 	}

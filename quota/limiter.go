@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -143,9 +144,11 @@ type Limiter struct {
 	db       *badger.DB
 	node     string
 	interval time.Duration
-	config   map[string]Limits // configured consumers' limits; immutable
-	shards   []*shard
-	replies  sync.Pool // of chan result, buffered(1)
+	// config holds the configured consumers' limits. The map is never
+	// changed once stored; SetConfig stores a new one (under setMu).
+	config  atomic.Pointer[map[string]Limits]
+	shards  []*shard
+	replies sync.Pool // of chan result, buffered(1)
 
 	// setMu serialises limit changes (SetLimits, ApplyLimits: merge,
 	// persist, broadcast) and guards the fields below.
@@ -176,7 +179,6 @@ func Open(opts Options, limits map[string]Limits) (*Limiter, error) {
 		db:          opts.DB,
 		node:        cmp.Or(opts.NodeName, "local"),
 		interval:    cmp.Or(opts.SnapshotInterval, time.Second),
-		config:      make(map[string]Limits, len(limits)),
 		records:     map[string]LimitRecord{},
 		limitsOut:   map[string]int{},
 		closing:     make(chan struct{}),
@@ -198,13 +200,15 @@ func Open(opts Options, limits map[string]Limits) (*Limiter, error) {
 	nShards := cmp.Or(opts.Shards, 8)
 	l.replies.New = func() any { return make(chan result, 1) }
 	effective := make(map[string]Limits, len(limits))
+	config := make(map[string]Limits, len(limits))
 	for name, lim := range limits {
 		if err := lim.validate(); err != nil {
 			return nil, fmt.Errorf("quota: consumer %q: %w", name, err)
 		}
-		l.config[name] = lim
+		config[name] = lim
 		effective[name] = lim
 	}
+	l.config.Store(&config)
 	if err := l.loadLimits(effective); err != nil {
 		return nil, err
 	}
@@ -416,7 +420,7 @@ func (l *Limiter) status(consumer string, lim Limits, views []keyView, now time.
 // Status returns a configured consumer's limits and usage; false if the
 // consumer is not configured, ctx is done or the Limiter is closed.
 func (l *Limiter) Status(ctx context.Context, consumer string) (Status, bool) {
-	if _, ok := l.config[consumer]; !ok {
+	if _, ok := l.configured()[consumer]; !ok {
 		return Status{}, false
 	}
 	all, err := l.collect(ctx, consumer)
@@ -440,7 +444,7 @@ func (l *Limiter) List(ctx context.Context) []Status {
 		byConsumer[v.consumer] = append(byConsumer[v.consumer], v)
 	}
 	now := l.now()
-	names := slices.Sorted(maps.Keys(l.config))
+	names := slices.Sorted(maps.Keys(l.configured()))
 	out := make([]Status, 0, len(names))
 	for _, name := range names {
 		st := l.status(name, all.limits[name], byConsumer[name], now)
@@ -461,7 +465,7 @@ func (l *Limiter) List(ctx context.Context) []Status {
 // or a quota for a consumer without a period; others are database or
 // context failures.
 func (l *Limiter) SetLimits(ctx context.Context, consumer string, tpm, quotaTokens *int64) (Status, error) {
-	if _, ok := l.config[consumer]; !ok {
+	if _, ok := l.configured()[consumer]; !ok {
 		return Status{}, fmt.Errorf("quota: set limits of %q: %w", consumer, ErrUnknownConsumer)
 	}
 	if err := l.usable(ctx); err != nil {
@@ -480,7 +484,11 @@ func (l *Limiter) SetLimits(ctx context.Context, consumer string, tpm, quotaToke
 	if quotaTokens != nil {
 		rec.QuotaTokens, rec.QuotaAt, rec.QuotaOrigin = ptrTo(*quotaTokens), max(now, rec.QuotaAt+1), l.node
 	}
-	lim := rec.apply(l.config[consumer])
+	base, ok := l.configured()[consumer]
+	if !ok { // removed by SetConfig meanwhile
+		return Status{}, fmt.Errorf("quota: set limits of %q: %w", consumer, ErrUnknownConsumer)
+	}
+	lim := rec.apply(base)
 	if err := lim.validate(); err != nil {
 		return Status{}, fmt.Errorf("quota: set limits of %q: %w: %w", consumer, ErrInvalidLimits, err)
 	}
@@ -498,6 +506,44 @@ func (l *Limiter) SetLimits(ctx context.Context, consumer string, tpm, quotaToke
 		return Status{}, fmt.Errorf("quota: set limits of %q: status: %w", consumer, cmp.Or(ctx.Err(), ErrClosed))
 	}
 	return st, nil
+}
+
+// configured returns the configured consumers' limits; the map must not be changed.
+func (l *Limiter) configured() map[string]Limits { return *l.config.Load() }
+
+// SetConfig replaces the configured consumers and their limits (a
+// configuration reload). Run-time changes (SetLimits, ApplyLimits) keep their
+// precedence over the configuration for the fields they set, as at Open; a
+// consumer that is no longer configured is no longer listed and cannot have
+// its limits changed. Counters and usage are kept. Nothing changes when an
+// error is returned: ErrInvalidLimits for invalid limits, ctx done or
+// ErrClosed.
+func (l *Limiter) SetConfig(ctx context.Context, limits map[string]Limits) error {
+	if err := l.usable(ctx); err != nil {
+		return fmt.Errorf("quota: set configuration: %w", err)
+	}
+	config := make(map[string]Limits, len(limits))
+	effective := make(map[string]Limits, len(limits))
+	l.setMu.Lock()
+	defer l.setMu.Unlock()
+	for name, lim := range limits {
+		if err := lim.validate(); err != nil {
+			return fmt.Errorf("quota: consumer %q: %w: %w", name, ErrInvalidLimits, err)
+		}
+		config[name] = lim
+		eff := lim
+		if rec, ok := l.records[name]; ok {
+			eff = rec.apply(lim)
+			if eff.validate() != nil {
+				// A run-time quota for a consumer whose period the file
+				// removed: the file's limits apply until a valid change.
+				eff = lim
+			}
+		}
+		effective[name] = eff
+	}
+	l.config.Store(&config)
+	return l.broadcastLimits(ctx, effective)
 }
 
 // broadcastLimits gives every shard the changed effective limits. The

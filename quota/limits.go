@@ -87,8 +87,9 @@ func (l *Limiter) ApplyLimits(ctx context.Context, recs []LimitRecord) error {
 	l.setMu.Lock()
 	defer l.setMu.Unlock()
 	next := map[string]LimitRecord{}
+	config := l.configured()
 	for _, in := range recs {
-		if _, ok := l.config[in.Consumer]; !ok {
+		if _, ok := config[in.Consumer]; !ok {
 			continue
 		}
 		cur, ok := next[in.Consumer]
@@ -103,7 +104,7 @@ func (l *Limiter) ApplyLimits(ctx context.Context, recs []LimitRecord) error {
 			if !changed {
 				continue
 			}
-			if err := joined.apply(l.config[in.Consumer]).validate(); err != nil {
+			if err := joined.apply(config[in.Consumer]).validate(); err != nil {
 				l.log.Warn("ignoring a peer's limit change", "consumer", in.Consumer, "err", err)
 				continue
 			}
@@ -118,7 +119,7 @@ func (l *Limiter) ApplyLimits(ctx context.Context, recs []LimitRecord) error {
 	limits := make(map[string]Limits, len(next))
 	for name, rec := range next {
 		changed = append(changed, rec)
-		limits[name] = rec.apply(l.config[name])
+		limits[name] = rec.apply(config[name])
 	}
 	if err := l.storeLimits(changed); err != nil {
 		return fmt.Errorf("quota: apply limits: %w", err)

@@ -234,3 +234,47 @@ func FuzzDecodeLimitRecords(f *testing.F) {
 		}
 	})
 }
+
+func TestSetConfigKeepsRunTimeChangesAndUsage(t *testing.T) {
+	ctx := context.Background()
+	c := newClock(t0)
+	l := open(t, c, map[string]Limits{"a": {TPM: 1000, QuotaTokens: 5000, Period: Daily}, "b": {TPM: 500}})
+	if _, err := l.SetLimits(ctx, "a", ptrTo(300), nil); err != nil {
+		t.Fatal(err)
+	}
+	reserve(t, l, "a", "", 100)
+	// The file changes a's TPM and quota, drops b and adds d.
+	err := l.SetConfig(ctx, map[string]Limits{"a": {TPM: 2000, QuotaTokens: 9000, Period: Daily}, "d": {TPM: 50}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := status(t, l, "a")
+	if st.TPMLimit != 300 {
+		t.Errorf("a's run-time TPM must keep precedence over the file: tpm_limit %d, want 300", st.TPMLimit)
+	}
+	if st.QuotaLimit != 9000 {
+		t.Errorf("a's quota, never changed at run time, must follow the file: %d, want 9000", st.QuotaLimit)
+	}
+	if st.TPMUsed != 100 {
+		t.Errorf("usage must survive a reload: tpm_used %d, want 100", st.TPMUsed)
+	}
+	if st := status(t, l, "d"); st.TPMLimit != 50 {
+		t.Errorf("a new consumer gets its limits: %d", st.TPMLimit)
+	}
+	if _, ok := l.Status(ctx, "b"); ok {
+		t.Error("a removed consumer is still listed")
+	}
+	if _, err := l.SetLimits(ctx, "b", ptrTo(1), nil); !errors.Is(err, ErrUnknownConsumer) {
+		t.Errorf("changing a removed consumer's limits: %v, want ErrUnknownConsumer", err)
+	}
+	if _, d := reserve(t, l, "d", "", 60); d.Allowed {
+		t.Error("d's new TPM of 50 is not enforced")
+	}
+	// Invalid limits change nothing.
+	if err := l.SetConfig(ctx, map[string]Limits{"a": {TPM: -1}}); !errors.Is(err, ErrInvalidLimits) {
+		t.Fatalf("invalid limits: %v", err)
+	}
+	if st := status(t, l, "d"); st.TPMLimit != 50 {
+		t.Errorf("a refused SetConfig changed the limits: d has %d", st.TPMLimit)
+	}
+}

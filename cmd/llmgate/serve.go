@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,8 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/llmgate/llmgate/api"
 	"github.com/llmgate/llmgate/cluster"
+	"github.com/llmgate/llmgate/identity"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/edge"
 	"github.com/llmgate/llmgate/internal/mock"
@@ -63,7 +64,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(cfg.Log, stderr)
+	level := new(slog.LevelVar)
+	logger, err := newLogger(cfg.Log, stderr, level)
 	if err != nil {
 		return err
 	}
@@ -81,20 +83,35 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	logger.Info("llmgate node serving", "node", cfg.Node.Name, "listen", n.dataAddr, "admin_listen", n.adminAddr, "data_dir", cfg.Node.DataDir, "version", version)
-	select {
-	case <-ctx.Done():
-		// Not ready first, still serving: load balancers and Kubernetes see
-		// /readyz fail and stop sending before the listeners close.
-		n.api.SetReady(false)
-		logger.Info("draining: /readyz answers 503, listeners close after the drain period", "node", cfg.Node.Name, "drain_period", cfg.Server.DrainPeriod)
-		time.Sleep(cfg.Server.DrainPeriod)
-		logger.Info("shutting down", "node", cfg.Node.Name)
-	case err := <-n.errc:
-		_ = n.stop(context.Background())
-		return fmt.Errorf("serving: %w", err)
+	n.level = level
+	if f.config != "" {
+		n.reread = func() (*config.Config, error) { return serveConfig(f) }
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	logger.Info("llmgate node serving", "node", cfg.Node.Name, "listen", n.dataAddr, "admin_listen", n.adminAddr, "data_dir", cfg.Node.DataDir, "config_hash", cfg.Hash(), "version", version)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+serving:
+	for {
+		select {
+		case <-ctx.Done():
+			// Not ready first, still serving: load balancers and Kubernetes see
+			// /readyz fail and stop sending before the listeners close.
+			drain := n.current().cfg.Server.DrainPeriod
+			n.current().api.SetReady(false)
+			logger.Info("draining: /readyz answers 503, listeners close after the drain period", "node", cfg.Node.Name, "drain_period", drain)
+			time.Sleep(drain)
+			logger.Info("shutting down", "node", cfg.Node.Name)
+			break serving
+		case err := <-n.errc:
+			_ = n.stop(context.Background())
+			return fmt.Errorf("serving: %w", err)
+		case <-hup:
+			// The outcome is logged and counted by reload itself.
+			_, _ = n.reload(ctx)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), n.current().cfg.Server.ShutdownTimeout)
 	defer cancel()
 	return n.stop(sctx)
 }
@@ -184,12 +201,14 @@ func startBuiltinMock() (stop func(), url string, err error) {
 	return stop, base + "/v1", nil
 }
 
-func newLogger(lc config.Log, w io.Writer) (*slog.Logger, error) {
+// newLogger builds the logger; its level is lv's, which a reload changes.
+func newLogger(lc config.Log, w io.Writer, lv *slog.LevelVar) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(lc.Level)); err != nil {
 		return nil, fmt.Errorf("log.level: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	lv.Set(level)
+	opts := &slog.HandlerOptions{Level: lv}
 	if lc.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
@@ -198,10 +217,12 @@ func newLogger(lc config.Log, w io.Writer) (*slog.Logger, error) {
 
 // runningNode is one gateway node with its listeners and servers.
 type runningNode struct {
-	cfg       *config.Config
+	cfg       *config.Config // what it started with; current().cfg is what it runs
 	log       *slog.Logger
-	gw        *node.Gateway
-	api       *api.API
+	reg       *prometheus.Registry
+	gen       atomic.Pointer[generation] // what new requests are served by
+	dataH     swapHandler
+	adminH    swapHandler
 	data      *http.Server
 	admin     *http.Server
 	dataAddr  string
@@ -212,6 +233,26 @@ type runningNode struct {
 	cluster   *cluster.Cluster
 	errc      chan error
 	stopOnce  sync.Once
+
+	// reloadMu serialises reloads and stop, and guards retired.
+	reloadMu sync.Mutex
+	stopped  atomic.Bool // set by stop, under reloadMu
+	// retired are the gateways replaced by reloads: they finish their
+	// requests and are closed with the node.
+	retired []*node.Gateway
+	// reread loads the configuration again as serve did (file and flags);
+	// nil when the node runs on built-in defaults.
+	reread  func() (*config.Config, error)
+	level   *slog.LevelVar // nil: the log level is not reloadable (demo)
+	reloads *prometheus.CounterVec
+	// ident authenticates run-time keys and bearer tokens; built once, as
+	// its token issuers' key fetches run for the node's life (auth is
+	// restart-only).
+	ident *identity.Identity
+	// Telemetry is built once too (telemetry is restart-only): the
+	// observers register their metrics, the exporter runs for the node's life.
+	obs    telemetry.Observers
+	tracer trace.Tracer
 }
 
 // startNode opens the data directory, binds both listeners and starts serving.
@@ -260,7 +301,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		return nil, fmt.Errorf("cluster.secret_key: %w", err)
 	}
 	cl, err := cluster.Start(cluster.Options{
-		Name: cfg.Node.Name, Bind: cfg.Cluster.Gossip, Join: cfg.Cluster.Join, SecretKey: secret,
+		Name: cfg.Node.Name, Bind: cfg.Cluster.Gossip, Join: cfg.Cluster.Join, SecretKey: secret, ConfigHash: cfg.Hash(),
 		Logger: logger, Registerer: reg, Quota: st.clusterQuota(), Cache: st.clusterCache(),
 	})
 	if err != nil {
@@ -282,9 +323,10 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		undo = append(undo, func() { _ = otlp.Shutdown(context.Background()) })
 		tracer = otlp.Tracer()
 	}
-	gw, err := node.New(cfg, node.Options{Logger: logger, Registry: reg, Limiter: st.limiter, Cache: st.nodeCache(), Tracer: tracer})
-	if err != nil {
-		return nil, fmt.Errorf("building the gateway: %w", err)
+	n := &runningNode{
+		cfg: cfg, log: logger, reg: reg,
+		dataAddr: dataLn.Addr().String(), adminAddr: adminLn.Addr().String(),
+		unlock: unlock, state: st, cluster: cl, errc: make(chan error, 2), otlp: otlp, tracer: tracer,
 	}
 	ident, stopIdent, err := newIdentity(cfg, logger, reg, st.keys)
 	if err != nil {
@@ -298,18 +340,15 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	if otlp != nil {
 		obs = append(obs, otlp)
 	}
-	front, err := api.New(gw, api.Options{
-		Logger: logger, Registry: reg, Gatherer: reg,
-		MaxBodyBytes: cfg.Server.MaxBodyBytes,
-		AdminToken:   cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: cl.Addr(),
-		Quota: st.limiter, Cache: st.adminCache(), Cluster: cl,
-		Observer: obs, Tracer: tracer, CaptureContent: cfg.Telemetry.CaptureContent,
-		Identity: ident, Keys: st.keys,
-		Usage: st.usageAdmin(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("building the HTTP front: %w", err)
+	n.ident, n.obs = ident, obs
+	if n.reloads, err = newReloadMetric(reg); err != nil {
+		return nil, err
 	}
+	gen, err := n.build(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	n.install(gen)
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	newServer := func(h http.Handler) *http.Server {
 		return edge.NewServer(h, edge.Options{
@@ -324,12 +363,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	reg.MustRegister(refused)
 	dataLn = edge.Limit(dataLn, cfg.Server.MaxConnections, refused.WithLabelValues("data").Inc)
 	adminLn = edge.Limit(adminLn, cfg.Server.MaxConnections, refused.WithLabelValues("admin").Inc)
-	n := &runningNode{
-		cfg: cfg, log: logger, gw: gw, api: front,
-		data: newServer(front.DataHandler()), admin: newServer(front.AdminHandler()),
-		dataAddr: dataLn.Addr().String(), adminAddr: adminLn.Addr().String(),
-		unlock: unlock, state: st, cluster: cl, errc: make(chan error, 2), otlp: otlp,
-	}
+	n.data, n.admin = newServer(&n.dataH), newServer(&n.adminH)
 	for _, s := range []struct {
 		srv *http.Server
 		ln  net.Listener
@@ -381,13 +415,20 @@ func observers(cfg *config.Config, logger *slog.Logger, reg prometheus.Registere
 func (n *runningNode) stop(ctx context.Context) error {
 	var err error
 	n.stopOnce.Do(func() {
-		n.api.SetReady(false)
+		n.reloadMu.Lock() // no reload from here on
+		n.stopped.Store(true)
+		defer n.reloadMu.Unlock()
+		n.current().api.SetReady(false)
 		err = errors.Join(n.data.Shutdown(ctx), n.admin.Shutdown(ctx))
 		if err != nil {
 			_ = n.data.Close()
 			_ = n.admin.Close()
 		}
-		n.gw.Close()
+		// Every generation's requests are done: their cache stores finish.
+		n.current().gw.Close()
+		for _, gw := range n.retired {
+			gw.Close()
+		}
 		// Leave before the state closes: the cluster's workers call into it.
 		if cerr := n.cluster.Close(ctx); cerr != nil {
 			n.log.Warn("leaving the cluster", "err", cerr)
