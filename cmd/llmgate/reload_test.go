@@ -316,6 +316,9 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if code, _, body := n.chat(t, "sk-team-b", "gpt-4o", "still", false); code != 200 {
 		t.Fatalf("after a broken file on SIGHUP: %d %s", code, body)
 	}
+	// The log is read once the process has exited (it writes it until then).
+	_ = n.proc.cmd.Process.Signal(syscall.SIGTERM)
+	_ = n.proc.wait(t, 30*time.Second)
 	if !strings.Contains(n.proc.stderr.String(), "configuration reload refused") {
 		t.Error("the refused reload is not logged")
 	}
