@@ -14,7 +14,8 @@ func newAuthMetrics(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
 		Name: "llmgate_authentications_total",
 		Help: "Data-plane authentications by credential kind (api_key, runtime_key, jwt, none), token issuer and result (ok, refused). Never the credential.",
 	}, []string{"credential", "issuer", "result"})
-	if err := reg.Register(c); err != nil {
+	c, err := register(reg, c) // an API rebuilt by a reload counts on
+	if err != nil {
 		return nil, fmt.Errorf("registering authentication metrics: %w", err)
 	}
 	return c, nil

@@ -132,6 +132,7 @@ type Cluster struct {
 	peers  atomic.Pointer[[]*peer] // live peers, published by run
 	askMem chan chan []Member
 	meta   atomic.Pointer[string] // this node's config hash, its memberlist metadata
+	addr   string                 // the advertised gossip address, set at Start
 
 	repl     chan []byte // cache changes to replicate
 	quotaIn  chan []byte
@@ -236,6 +237,10 @@ func Start(opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: gossip on %s: %w", opts.Bind, err)
 	}
 	c.ml = ml
+	// Read once: memberlist rewrites its local node (metadata updates)
+	// while LocalNode's callers would read it.
+	local := ml.LocalNode()
+	c.addr = net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port)))
 	empty := []*peer{}
 	c.peers.Store(&empty)
 
@@ -262,10 +267,7 @@ func (c *Cluster) spawn(f func()) {
 }
 
 // Addr returns the gossip address this node advertises.
-func (c *Cluster) Addr() string {
-	n := c.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (c *Cluster) Addr() string { return c.addr }
 
 // Name returns this node's name.
 func (c *Cluster) Name() string { return c.opts.Name }
