@@ -13,6 +13,7 @@ import (
 	"github.com/llmgate/llmgate/index"
 	"github.com/llmgate/llmgate/internal/openai"
 	"github.com/llmgate/llmgate/quota"
+	"github.com/llmgate/llmgate/verify"
 )
 
 // CacheAdmin is what the admin routes need from the cache (*index.Cache).
@@ -96,7 +97,17 @@ func toEntryJSON(e *index.Entry, withResponse bool) entryJSON {
 }
 
 func (a *API) cacheStats(c echo.Context) error {
-	return c.JSON(http.StatusOK, a.opts.Cache.Stats())
+	st := a.opts.Cache.Stats()
+	v, ok := a.gw.VerifyStats(c.Request().Context())
+	if !ok {
+		return c.JSON(http.StatusOK, st)
+	}
+	// Verified matching adds its counters, the online precision estimate per
+	// route and the learned thresholds.
+	return c.JSON(http.StatusOK, struct {
+		index.Stats
+		Verify verify.Stats `json:"verify"`
+	}{st, v})
 }
 
 func (a *API) cacheEntries(c echo.Context) error {

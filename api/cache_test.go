@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/verify"
 )
 
 func cached(t *testing.T, up *upstream, mutate ...func(*setup)) *gateway {
@@ -380,5 +381,96 @@ func TestCacheTierHeader(t *testing.T) {
 	s := do(t, "GET", g.admin.URL+"/admin/cache/stats", "", "")
 	if err := json.Unmarshal(s.body, &st); err != nil || st.NormalizedHits != 2 {
 		t.Errorf("stats %s: want normalized_hits 2", s.body)
+	}
+}
+
+// judgeUpstream answers judge prompts with judge(a, b) (or fails them with
+// failStatus), and everything else as okChat; it counts the judge calls.
+func judgeUpstream(judge func(a, b string) string, failStatus *atomic.Int32, judged *atomic.Int32) http.HandlerFunc {
+	ok := okChat("east")
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req struct {
+			Messages []struct{ Role, Content string } `json:"messages"`
+		}
+		_ = json.Unmarshal(body, &req)
+		if len(req.Messages) == 2 && req.Messages[0].Content == verify.JudgeSystem {
+			judged.Add(1)
+			if s := failStatus.Load(); s != 0 {
+				status(int(s))(w, r)
+				return
+			}
+			a, b, _ := verify.ParseJudgeUser(req.Messages[1].Content)
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"id":"j","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"`+judge(a, b)+`"},"finish_reason":"stop"}],"usage":{"prompt_tokens":60,"completion_tokens":1,"total_tokens":61}}`)
+			return
+		}
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+		ok(w, r)
+	}
+}
+
+func TestVerifiedMatching(t *testing.T) {
+	var fail, judged atomic.Int32
+	// The judge accepts "would" for "do" and refuses anything else.
+	judge := func(a, b string) string {
+		if strings.Replace(a, "would", "do", 1) == b || strings.Replace(b, "would", "do", 1) == a {
+			return "Yes."
+		}
+		return "no"
+	}
+	up := newUpstream(t, judgeUpstream(judge, &fail, &judged))
+	g := cached(t, up, func(s *setup) {
+		s.mutate = func(c *config.Config) {
+			c.Cache.Verify = &config.CacheVerify{Route: "gpt-4o-mini", AuditRate: 1e-9}
+		}
+	})
+	url := g.data.URL + "/v1/chat/completions"
+	const stored = "How do I rotate the API key of my Azure OpenAI resource?"
+	do(t, "POST", url, keyA, chatAbout(stored))
+	steps := []struct {
+		name, prompt, cache, tier string
+		judged                    bool
+	}{
+		{"close paraphrase needs no judge", "How do I rotate the API key for my Azure OpenAI resource?", "hit", "semantic", false},
+		{"near miss the judge confirms is a verified hit", "How would I rotate the API key of my Azure OpenAI resource?", "hit", "verified", true},
+		{"near miss the judge refuses is a miss", "How do I rotate the API key of the Azure OpenAI resource?", "miss", "", true},
+		{"guard refusal never reaches the judge", "How do I delete the API key of my Azure OpenAI resource?", "miss", "", false},
+	}
+	for _, st := range steps {
+		before := judged.Load()
+		a := do(t, "POST", url, keyA, chatAbout(st.prompt))
+		if a.status != 200 || a.header.Get("x-llmgate-cache") != st.cache || a.header.Get("x-llmgate-cache-tier") != st.tier {
+			t.Errorf("%s: %d cache %q tier %q (distance %s), want %s %q", st.name, a.status, a.header.Get("x-llmgate-cache"),
+				a.header.Get("x-llmgate-cache-tier"), a.header.Get("x-llmgate-cache-distance"), st.cache, st.tier)
+		}
+		if got := judged.Load() > before; got != st.judged {
+			t.Errorf("%s: judge called = %v, want %v", st.name, got, st.judged)
+		}
+	}
+	// A failing judge is a miss, never an error.
+	fail.Store(500)
+	a := do(t, "POST", url, keyA, chatAbout("How would I rotate the API key of my Azure OpenAI resource, then?"))
+	if a.status != 200 || a.header.Get("x-llmgate-cache") != "miss" {
+		t.Errorf("failing judge: %d %q, want 200 miss", a.status, a.header.Get("x-llmgate-cache"))
+	}
+	s := do(t, "GET", g.admin.URL+"/admin/cache/stats", "", "")
+	var stats struct {
+		Verify *struct {
+			Judged, Confirmed, Refused, Failed int
+			Tokens                             int
+		} `json:"verify"`
+	}
+	if err := json.Unmarshal(s.body, &stats); err != nil || stats.Verify == nil {
+		t.Fatalf("stats %s: no verify section", s.body)
+	}
+	if v := stats.Verify; v.Confirmed != 1 || v.Refused != 1 || v.Failed < 1 || v.Tokens != 122 {
+		t.Errorf("verify stats %+v: want 1 confirmed, 1 refused, a failure, 122 judge tokens", *v)
+	}
+	m := string(do(t, "GET", g.admin.URL+"/metrics", "", "").body)
+	for _, want := range []string{`result="hit_verified"`, "llmgate_cache_judge_tokens_total 122", `llmgate_cache_judge_calls_total{result="refused"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

@@ -415,14 +415,26 @@ func (c *Cache) LookupNormalized(ctx context.Context, sp Space, h [32]byte) (*En
 // Check accepts, counting a hit; otherwise it counts a miss. Check runs in
 // the caller's goroutine. While loading, it misses.
 func (c *Cache) LookupSemantic(ctx context.Context, sp Space, vec []float32, prompt string, threshold float32) (*Entry, float32, bool) {
-	if !c.Ready() || len(vec) == 0 {
+	e, d, ok := c.NearestGuarded(ctx, sp, vec, prompt, threshold)
+	if !ok {
 		c.misses.Add(1)
+		return nil, 0, false
+	}
+	c.SemanticHit(ctx, sp, e)
+	e.Hits++
+	return e, d, true
+}
+
+// NearestGuarded is LookupSemantic without counting: it returns the nearest
+// entry within threshold that Check accepts, and the caller decides (a
+// judge may refuse it) and counts with SemanticHit or Miss.
+func (c *Cache) NearestGuarded(ctx context.Context, sp Space, vec []float32, prompt string, threshold float32) (*Entry, float32, bool) {
+	if !c.Ready() || len(vec) == 0 {
 		return nil, 0, false
 	}
 	s := c.shardOf(sp)
 	var cands []candidate
 	if c.call(ctx, s, func(s *shard) { cands = s.nearest(sp, vec, threshold) }) != nil {
-		c.misses.Add(1)
 		return nil, 0, false
 	}
 	for _, cd := range cands {
@@ -432,20 +444,25 @@ func (c *Cache) LookupSemantic(ctx context.Context, sp Space, vec []float32, pro
 				continue
 			}
 		}
+		e := *cd.e // the copy handed out (see view)
+		e.Hits = cd.hits
+		return &e, cd.d, true
+	}
+	return nil, 0, false
+}
+
+// SemanticHit counts a semantic hit on e (found by NearestGuarded in sp).
+func (c *Cache) SemanticHit(ctx context.Context, sp Space, e *Entry) {
+	if id, ok := parseID(e.ID); ok {
 		// Count the hit on the record; no need to wait for the actor.
 		select {
-		case s.inbox <- op{f: func(s *shard) { s.hit(cd.id) }}:
+		case c.shardOf(sp).inbox <- op{f: func(s *shard) { s.hit(id) }}:
 		case <-ctx.Done():
 		case <-c.ctx.Done():
 		}
-		e := *cd.e // the copy handed out (see view)
-		e.Hits = cd.hits + 1
-		c.hits.Add(1)
-		c.semHits.Add(1)
-		return &e, cd.d, true
 	}
-	c.misses.Add(1)
-	return nil, 0, false
+	c.hits.Add(1)
+	c.semHits.Add(1)
 }
 
 // Miss counts a miss for a request that looked up the exact tier but not

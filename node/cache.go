@@ -19,6 +19,7 @@ import (
 	"github.com/llmgate/llmgate/index/guard"
 	"github.com/llmgate/llmgate/index/norm"
 	"github.com/llmgate/llmgate/internal/openai"
+	"github.com/llmgate/llmgate/verify"
 )
 
 // Cache is what the look-up and store stages need from the semantic cache.
@@ -32,7 +33,10 @@ type Cache interface {
 	// LookupNormalized finds the entry whose normalised dialog (index/norm)
 	// hashes to h, as LookupExact does.
 	LookupNormalized(ctx context.Context, sp index.Space, h [32]byte) (*index.Entry, bool)
-	LookupSemantic(ctx context.Context, sp index.Space, vec []float32, prompt string, threshold float32) (*index.Entry, float32, bool)
+	// NearestGuarded returns the nearest entry within threshold that the
+	// guard accepts, counting nothing; SemanticHit or Miss counts it.
+	NearestGuarded(ctx context.Context, sp index.Space, vec []float32, prompt string, threshold float32) (*index.Entry, float32, bool)
+	SemanticHit(ctx context.Context, sp index.Space, e *index.Entry)
 	Store(ctx context.Context, e *index.Entry) error
 	Stats() index.Stats
 	// Miss counts a look-up that ended before the semantic tier (nothing to
@@ -334,13 +338,34 @@ func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call,
 		return Outcome{}, false
 	}
 	lstart := g.now()
+	base := float32(g.cacheCfg.ScoreThreshold)
+	radius := base
+	if g.verifier != nil {
+		radius = max(base, float32(g.cacheCfg.Verify.Radius))
+	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-	e, d, ok := g.cache.LookupSemantic(lctx, cp.space, vec, cp.prompt, float32(g.cacheCfg.ScoreThreshold))
+	e, d, ok := g.cache.NearestGuarded(lctx, cp.space, vec, cp.prompt, radius)
 	cancel()
 	if ok && g.replayable(call, e) {
-		g.metrics.lookup("semantic", g.now().Sub(lstart))
-		return g.serveHit(ctx, w, call, e, d, "semantic"), true
+		tier := "semantic"
+		if g.verifier != nil {
+			key := verify.Key(cp.space.Partition, call.Route)
+			switch {
+			case d <= base || g.verifier.Vouched(ctx, key, d):
+				g.verifier.MaybeAudit(key, call.Route, cp.prompt, e.Prompt, d)
+			case g.verifier.Confirm(ctx, key, call.Route, cp.prompt, e.Prompt, d):
+				tier = "verified"
+			default:
+				ok = false
+			}
+		}
+		if ok {
+			g.cache.SemanticHit(ctx, cp.space, e)
+			g.metrics.lookup(tier, g.now().Sub(lstart))
+			return g.serveHit(ctx, w, call, e, d, tier), true
+		}
 	}
+	g.cache.Miss()
 	g.metrics.lookup("miss", g.now().Sub(lstart))
 	return Outcome{}, false
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/llmgate/llmgate/internal/embed"
 	"github.com/llmgate/llmgate/internal/openai"
 	"github.com/llmgate/llmgate/internal/tokens"
+	"github.com/llmgate/llmgate/verify"
 )
 
 // Response headers the gateway adds (SPEC §4).
@@ -40,7 +41,7 @@ const (
 )
 
 // HeaderCacheTier names the tier that answered a cache hit: exact,
-// normalized or semantic.
+// normalized, semantic or verified (a judge confirmed it).
 const HeaderCacheTier = "x-llmgate-cache-tier"
 
 // maxResponseBytes bounds a buffered (non-streaming) upstream answer.
@@ -189,6 +190,7 @@ type Gateway struct {
 	limiter   Limiter
 	cache     Cache
 	cacheCfg  config.Cache
+	verifier  *verify.Verifier // nil unless cache.verify is set
 	embedder  Embedder
 	stores    sync.WaitGroup // cache stores finishing in the background
 	storeWait time.Duration
@@ -299,6 +301,25 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			g.embedder = &RouteEmbedder{g: g, Route: cfg.Cache.Embedder}
 		}
 	}
+	if v := cfg.Cache.Verify; g.cache != nil && v != nil {
+		var store verify.Store
+		if vc, ok := g.cache.(VerdictCache); ok {
+			store = verdictStore{c: vc, now: g.now}
+		}
+		if g.verifier, err = verify.New(verify.Options{
+			Judge: &RouteJudge{g: g, Route: v.Route}, Store: store,
+			MaxErrorRate: v.MaxErrorRate, AuditRate: v.AuditRate, TokensPerMinute: v.TokensPerMinute,
+			Timeout: v.Timeout, Now: g.now, Logger: g.log,
+		}); err != nil {
+			return nil, fmt.Errorf("cache.verify: %w", err)
+		}
+		if opts.Registry != nil {
+			if err := opts.Registry.Register(newVerifyCollector(g.verifier)); err != nil {
+				g.verifier.Close()
+				return nil, fmt.Errorf("registering verify metrics: %w", err)
+			}
+		}
+	}
 	return g, nil
 }
 
@@ -363,6 +384,9 @@ func (g *Gateway) Routes() []string { return g.names }
 // Close waits for cache stores still running and releases idle upstream
 // connections. Call it after the servers have stopped, before the cache closes.
 func (g *Gateway) Close() {
+	if g.verifier != nil {
+		g.verifier.Close()
+	}
 	g.stores.Wait()
 	g.client.CloseIdleConnections()
 }

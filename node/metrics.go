@@ -137,6 +137,8 @@ func (m *metrics) lookup(tier string, d time.Duration) {
 		result = "hit_semantic"
 	case "normalized":
 		result = "hit_normalized"
+	case "verified":
+		result = "hit_verified"
 	}
 	m.cacheReqs.WithLabelValues(result).Inc()
 }

@@ -119,6 +119,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		{title: "cache: rewording (normalised hit)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "how can I rotate the API key of my Azure OpenAI resource"), key: demoKey, wantStatus: 200, wantCache: "hit"},
 		{title: "cache: paraphrase (semantic hit)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key for my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "hit"},
 		{title: "cache: swapped content word (guard: miss)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I delete the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "miss"},
+		{title: "cache: near miss the judge confirms (verified hit)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How would I rotate the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "hit"},
+		{title: "cache: near miss the judge refuses (miss)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key of the Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "miss"},
 		{title: "cache: paraphrase on the other node (replicated hit)", node: 1, method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I rotate the API key for my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "hit",
 			before: func() { waitReplicated(nodes[1], 1, 5*time.Second) }},
 		{title: "cache: negation (guard: miss)", method: "POST", path: "/v1/chat/completions", body: chat("gpt-4o", "How do I not rotate the API key of my Azure OpenAI resource?"), key: demoKey, wantStatus: 200, wantCache: "miss"},
@@ -297,6 +299,9 @@ func demoConfig(eastURL, westURL, dir, name string, seeds []string) *config.Conf
 	}
 	cfg.Cache.Enabled = true
 	cfg.Cache.StoreWait = time.Second // the next step must find the entry, however slow the machine
+	// Verified matching with the mock upstream as the judge (its rule: the
+	// same words once case, punctuation and filler words are dropped).
+	cfg.Cache.Verify = &config.CacheVerify{Route: "gpt-4o-mini"}
 	cfg.Upstream.BreakerFailures = 1
 	cfg.Upstream.BreakerCooldown = time.Second
 	cfg.ApplyDefaults()

@@ -171,6 +171,29 @@ type Cache struct {
 	// before the answer goes out; the store finishes in the background after
 	// it. Default 20ms.
 	StoreWait time.Duration `yaml:"store_wait"`
+	// Verify turns on verified matching (SPEC §6); nil = off.
+	Verify *CacheVerify `yaml:"verify"`
+}
+
+// CacheVerify configures verified matching: a judge route confirms semantic
+// candidates the thresholds cannot vouch for (package verify).
+type CacheVerify struct {
+	// Route is the judge: a chat route of this config.
+	Route string `yaml:"route"`
+	// MaxErrorRate is the target share of wrong semantic hits the learned
+	// thresholds keep within. Default 0.01.
+	MaxErrorRate float64 `yaml:"max_error_rate"`
+	// Radius is the widest cosine distance a candidate may have to be judged
+	// (beyond score_threshold). Default 0.15.
+	Radius float64 `yaml:"radius"`
+	// AuditRate is the share of hits served without a judge that are judged
+	// in the background for the online precision estimate. Default 0.02.
+	AuditRate float64 `yaml:"audit_rate"`
+	// TokensPerMinute caps the judge's tokens per node. Default 20000.
+	TokensPerMinute int64 `yaml:"tokens_per_minute"`
+	// Timeout bounds one judge call; past it the candidate is a miss.
+	// Default 2s.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // Cache index implementations.
@@ -252,6 +275,13 @@ func (c *Config) ApplyDefaults() {
 	c.Cache.Index = cmp.Or(c.Cache.Index, IndexHNSW)
 	c.Cache.EmbedTimeout = cmp.Or(c.Cache.EmbedTimeout, 2*time.Second)
 	c.Cache.StoreWait = cmp.Or(c.Cache.StoreWait, 20*time.Millisecond)
+	if v := c.Cache.Verify; v != nil {
+		v.MaxErrorRate = cmp.Or(v.MaxErrorRate, 0.01)
+		v.Radius = cmp.Or(v.Radius, 0.15)
+		v.AuditRate = cmp.Or(v.AuditRate, 0.02)
+		v.TokensPerMinute = cmp.Or(v.TokensPerMinute, 20000)
+		v.Timeout = cmp.Or(v.Timeout, 2*time.Second)
+	}
 	c.Limits.DefaultCompletionTokens = cmp.Or(c.Limits.DefaultCompletionTokens, 1024)
 	c.Limits.UserHeader = cmp.Or(c.Limits.UserHeader, "x-user-id")
 	for i := range c.Consumers {
@@ -431,6 +461,23 @@ func (c *Config) Validate() error {
 	if ch.Embedder != "local" {
 		if _, ok := c.Routes[ch.Embedder]; !ok {
 			return fmt.Errorf("cache.embedder: %q is neither local nor a route", ch.Embedder)
+		}
+	}
+	if v := ch.Verify; v != nil {
+		if _, ok := c.Routes[v.Route]; !ok {
+			return fmt.Errorf("cache.verify.route: %q is not a route", v.Route)
+		}
+		if v.MaxErrorRate <= 0 || v.MaxErrorRate >= 1 {
+			return fmt.Errorf("cache.verify.max_error_rate: %v is outside (0, 1)", v.MaxErrorRate)
+		}
+		if v.Radius <= 0 || v.Radius > 2 {
+			return fmt.Errorf("cache.verify.radius: %v is outside (0, 2]", v.Radius)
+		}
+		if v.AuditRate < 0 || v.AuditRate > 1 {
+			return fmt.Errorf("cache.verify.audit_rate: %v is outside 0..1", v.AuditRate)
+		}
+		if v.TokensPerMinute < 0 || v.Timeout < 0 {
+			return fmt.Errorf("cache.verify: tokens_per_minute and timeout must not be negative")
 		}
 	}
 	if c.Server.MaxConnections < 1 {

@@ -218,6 +218,12 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		}
 		ans.finish = "stop"
 		completion = n * s.counter.Count(model, content)
+	} else if verdict, ok := judgeReply(req.Messages); ok { // the cache's judge (judge.go)
+		for i := range ans.choices {
+			ans.choices[i] = textPieces(verdict)
+		}
+		ans.finish = "stop"
+		completion = n * s.counter.Count(model, verdict)
 	}
 	ans.usage = chatUsage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion}
 
