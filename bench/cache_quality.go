@@ -73,6 +73,9 @@ type CacheQualityReport struct {
 	ChosenThreshold float64 `json:"chosen_threshold"`
 	// EmbedMicros is the mean time to embed one prompt of the data, µs.
 	EmbedMicros map[string]float64 `json:"embed_us"`
+	// Tiers scores each tier, with and without the guard and the judge, on
+	// the held-out half of the pairs.
+	Tiers []CacheTierRow `json:"tiers"`
 }
 
 // CacheQuality measures cache hit precision and recall on the labelled pairs
@@ -135,8 +138,12 @@ func CacheQuality(ctx context.Context, o CacheQualityOptions, w io.Writer) (*Cac
 			}
 		}
 	}
+	if rep.Tiers, err = tierQuality(ctx, pairs); err != nil {
+		return nil, err
+	}
 	rep.ElapsedSeconds = time.Since(start).Seconds()
 	writeCacheQuality(w, rep)
+	writeTierQuality(w, rep.Tiers)
 	return rep, nil
 }
 
