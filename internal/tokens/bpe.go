@@ -109,6 +109,9 @@ func (e *encoder) count(text string) int {
 
 // countPiece returns the number of tokens of one piece of split text.
 func (e *encoder) countPiece(p string) int {
+	if len(p) > maxExactPiece {
+		return e.countLongPiece(p)
+	}
 	if e.ranks.rank(p) != noRank {
 		return 1
 	}
@@ -135,8 +138,32 @@ const (
 	// (quadratic, on the stack); longer ones use a heap.
 	maxScanPiece = 96
 	// maxPooledScratch bounds the merge scratch kept for reuse, in parts.
-	maxPooledScratch = 1 << 16
+	maxPooledScratch = 4 * maxExactPiece
+	// maxExactPiece is the longest piece merged whole. Only one enormous
+	// word or whitespace run is longer; merging it whole would cost memory
+	// and time in proportion to a whole request body.
+	maxExactPiece = 16 << 10
 )
+
+// countLongPiece counts a piece longer than maxExactPiece in parts of that
+// size, cut at rune boundaries; the sum may differ from the exact count by
+// about a token per cut. A part equal to the one before (a long run of one
+// character or pattern) is counted once.
+func (e *encoder) countLongPiece(p string) int {
+	n, prev, prevN := 0, "", 0
+	for p != "" {
+		cut := min(len(p), maxExactPiece)
+		for cut < len(p) && !utf8.RuneStart(p[cut]) {
+			cut--
+		}
+		if part := p[:cut]; part != prev {
+			prev, prevN = part, e.countPiece(part)
+		}
+		n += prevN
+		p = p[cut:]
+	}
+	return n
+}
 
 // mergeScan counts the parts byte-pair encoding merges p into: it merges the
 // adjacent pair of lowest rank, leftmost first, until no pair is a token.

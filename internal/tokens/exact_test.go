@@ -399,3 +399,31 @@ func FuzzCountIsExact(f *testing.F) {
 		checkSame(t, c, s)
 	})
 }
+
+// TestCountLongPieceIsClose covers pieces longer than maxExactPiece, merged in
+// parts: the count stays within a token per part of the tokenizer's.
+func TestCountLongPieceIsClose(t *testing.T) {
+	c := NewCounter()
+	tests := []struct {
+		name string
+		text string
+	}{
+		{"word of three parts", strings.Repeat("qz", 3*maxExactPiece/2+7)},
+		{"space run of three parts", "a" + strings.Repeat(" ", 3*maxExactPiece) + "b"},
+		{"cjk run of three parts", strings.Repeat("漢字", maxExactPiece/2+5)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, r := range refs(t) {
+				want, err := r.codec.Count(tt.text)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := c.Count(r.model, tt.text)
+				if parts := len(tt.text)/maxExactPiece + 1; got < want-parts || got > want+parts {
+					t.Errorf("%s: Count = %d, the tokenizer counts %d: off by more than a token per part", r.enc, got, want)
+				}
+			}
+		})
+	}
+}

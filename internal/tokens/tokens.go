@@ -84,7 +84,8 @@ func (c *Counter) encoder(model string) *encoder {
 }
 
 // Count returns the number of tokens in text under model's encoding: the
-// tokenizer's count, exactly, for any text.
+// tokenizer's count, exactly, for any text without a single piece (a word,
+// a whitespace run) longer than 16 KB; see the package documentation.
 func (c *Counter) Count(model, text string) int {
 	if text == "" {
 		return 0
