@@ -111,6 +111,8 @@ type setup struct {
 	tracer trace.Tracer
 	// history keeps usage history (in memory) for /admin/usage, with these prices.
 	history map[string]usage.Price
+	// tokens are the Entra ID token sources of backends with auth: entra.
+	tokens map[string]node.TokenSource
 }
 
 func newGateway(t *testing.T, s setup) *gateway {
@@ -192,6 +194,7 @@ func newGateway(t *testing.T, s setup) *gateway {
 		}
 	}
 	nopts.Tracer, aopts.Tracer = s.tracer, s.tracer
+	nopts.BackendTokens = s.tokens
 	gw, err := node.New(cfg, nopts)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 // Package identity owns who a caller is, beyond the static keys of the
 // configuration: consumer keys issued at run time (Keys) and OAuth2 / OIDC
-// bearer tokens (JWT).
+// bearer tokens (JWT); and the gateway's own identity towards backends that
+// take Microsoft Entra ID tokens (EntraToken, through azidentity).
 //
 // Tokens. Each auth.jwt issuer has a key set (keySet) fetched from its
 // jwks_url or OIDC discovery: at start in the background, every

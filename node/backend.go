@@ -25,6 +25,17 @@ type backend struct {
 	weight     int
 	breaker    *breaker
 	capacity   *capacity
+	// tokens supplies a Microsoft Entra ID token in place of apiKey
+	// (auth: entra); nil = the key.
+	tokens TokenSource
+}
+
+// TokenSource supplies the bearer token of a backend that authenticates
+// with Microsoft Entra ID (*identity.EntraToken). Token may block until a
+// token is fetched, at most until ctx ends; its error names the backend and
+// holds no secret.
+type TokenSource interface {
+	Token(ctx context.Context) (string, error)
 }
 
 func newBackend(b config.Backend, up config.Upstream) *backend {
@@ -105,7 +116,13 @@ func (b *backend) newRequest(ctx context.Context, call *Call, defaultAPIVersion 
 		h.Set("x-ms-client-request-id", call.RequestID)
 		h.Set("x-request-id", call.RequestID)
 	}
-	if b.apiKey != "" {
+	if b.tokens != nil {
+		tok, err := b.tokens.Token(ctx)
+		if err != nil {
+			return nil, err
+		}
+		h.Set("Authorization", "Bearer "+tok)
+	} else if b.apiKey != "" {
 		if b.kind == config.KindAzure {
 			h.Set("api-key", b.apiKey)
 		} else {

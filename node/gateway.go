@@ -160,6 +160,9 @@ type Options struct {
 	Embedder Embedder
 	// Counter counts prompt tokens; nil = a new one.
 	Counter *tokens.Counter
+	// BackendTokens supply Microsoft Entra ID tokens to the backends with
+	// auth: entra, by backend name.
+	BackendTokens map[string]TokenSource
 	// StoreWait overrides cfg.Cache.StoreWait (tests).
 	StoreWait time.Duration
 	// Tracer starts the child spans of a request's trace (cache look-up,
@@ -249,6 +252,12 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		b := newBackend(bc, cfg.Upstream)
 		if prev != nil {
 			b.carryOver(prev.backs, cfg.Upstream, prev.up)
+		}
+		if bc.Auth == config.BackendAuthEntra {
+			b.tokens = opts.BackendTokens[bc.Name]
+			if b.tokens == nil {
+				return nil, fmt.Errorf("backends.%s: auth is entra but no token source was given", bc.Name)
+			}
 		}
 		byName[b.name] = b
 		g.backs = append(g.backs, b)

@@ -50,7 +50,7 @@ func (n *runningNode) build(cfg *config.Config, prev *generation) (*generation, 
 	if prev != nil {
 		prevGW = prev.gw
 	}
-	gw, err := node.New(cfg, node.Options{Logger: n.log, Registry: n.reg, Limiter: n.state.limiter, Cache: n.state.nodeCache(), Tracer: n.tracer, Previous: prevGW})
+	gw, err := node.New(cfg, node.Options{Logger: n.log, Registry: n.reg, Limiter: n.state.limiter, Cache: n.state.nodeCache(), Tracer: n.tracer, Previous: prevGW, BackendTokens: n.tokens})
 	if err != nil {
 		return nil, fmt.Errorf("building the gateway: %w", err)
 	}
@@ -120,6 +120,10 @@ func (n *runningNode) reload(ctx context.Context) (changed []string, err error) 
 	if len(next.Auth.JWT) > 0 && !maps.Equal(clientIDs(cur.cfg), clientIDs(next)) {
 		// The token issuers map client ids to consumers when they start.
 		fixed = append(fixed, "consumers[].client_ids")
+	}
+	if !maps.Equal(entraBackends(cur.cfg), entraBackends(next)) {
+		// Token sources (and their credentials) are built at start.
+		fixed = append(fixed, "backends[].auth and backends[].entra")
 	}
 	if len(fixed) > 0 {
 		result = "refused"

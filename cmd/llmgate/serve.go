@@ -253,6 +253,7 @@ type runningNode struct {
 	// observers register their metrics, the exporter runs for the node's life.
 	obs    telemetry.Observers
 	tracer trace.Tracer
+	tokens map[string]node.TokenSource // Entra ID token sources of backends with auth: entra, fixed at start
 }
 
 // startNode opens the data directory, binds both listeners and starts serving.
@@ -323,16 +324,22 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		undo = append(undo, func() { _ = otlp.Shutdown(context.Background()) })
 		tracer = otlp.Tracer()
 	}
+	backendTokens, stopTokens, err := newBackendTokens(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, stopTokens)
 	n := &runningNode{
 		cfg: cfg, log: logger, reg: reg,
 		dataAddr: dataLn.Addr().String(), adminAddr: adminLn.Addr().String(),
 		unlock: unlock, state: st, cluster: cl, errc: make(chan error, 2), otlp: otlp, tracer: tracer,
+		tokens: backendTokens,
 	}
 	ident, stopIdent, err := newIdentity(cfg, logger, reg, st.keys)
 	if err != nil {
 		return nil, err
 	}
-	st.stopIdentity = stopIdent // st.close (on failure or stop) ends its key fetches
+	st.stopIdentity = func() { stopIdent(); stopTokens() } // st.close (on failure or stop) ends their fetches
 	obs, err := observers(cfg, logger, reg, st)
 	if err != nil {
 		return nil, err

@@ -135,3 +135,68 @@ func (c *Config) validateAuth() error {
 	}
 	return nil
 }
+
+// Backend authentication schemes (backends[].auth).
+const (
+	BackendAuthKey   = "api_key"
+	BackendAuthEntra = "entra"
+)
+
+// Entra is how a backend with auth: entra gets its Microsoft Entra ID token.
+// The credential is chosen by what is set: client_secret, else
+// client_certificate_file, else a federated token file (workload identity:
+// federated_token_file or AZURE_FEDERATED_TOKEN_FILE), else the managed
+// identity (client_id selects a user-assigned one).
+type Entra struct {
+	TenantID                  string `yaml:"tenant_id"`
+	ClientID                  string `yaml:"client_id"`
+	ClientSecret              string `yaml:"client_secret"`
+	ClientCertificateFile     string `yaml:"client_certificate_file"` // PEM or PKCS#12 with the private key
+	ClientCertificatePassword string `yaml:"client_certificate_password"`
+	FederatedTokenFile        string `yaml:"federated_token_file"`
+	// Scope of the token. Default https://cognitiveservices.azure.com/.default.
+	Scope string `yaml:"scope"`
+	// AuthorityHost is the Entra ID endpoint. Default
+	// https://login.microsoftonline.com/ (other clouds: theirs).
+	AuthorityHost string `yaml:"authority_host"`
+}
+
+func (c *Config) applyBackendAuthDefaults() {
+	for i := range c.Backends {
+		b := &c.Backends[i]
+		b.Auth = cmp.Or(b.Auth, BackendAuthKey)
+		if b.Auth == BackendAuthEntra {
+			b.Entra.Scope = cmp.Or(b.Entra.Scope, "https://cognitiveservices.azure.com/.default")
+			b.Entra.AuthorityHost = cmp.Or(b.Entra.AuthorityHost, "https://login.microsoftonline.com/")
+		}
+	}
+}
+
+func (c *Config) validateBackendAuth() error {
+	for i, b := range c.Backends {
+		p := fmt.Sprintf("backends[%d]", i)
+		switch b.Auth {
+		case "", BackendAuthKey:
+			if b.Entra != (Entra{}) {
+				return fmt.Errorf("%s.entra: set, but auth is not entra", p)
+			}
+		case BackendAuthEntra:
+			e := b.Entra
+			if b.APIKey != "" {
+				return fmt.Errorf("%s.api_key: set with auth: entra (the backend gets an Entra ID token instead)", p)
+			}
+			if (e.ClientSecret != "" || e.ClientCertificateFile != "") && (e.TenantID == "" || e.ClientID == "") {
+				return fmt.Errorf("%s.entra: client_secret and client_certificate_file need tenant_id and client_id", p)
+			}
+			if e.ClientSecret != "" && e.ClientCertificateFile != "" {
+				return fmt.Errorf("%s.entra: set client_secret or client_certificate_file, not both", p)
+			}
+			if u, err := url.Parse(e.AuthorityHost); err != nil || u.Scheme != "https" || u.Host == "" {
+				return fmt.Errorf("%s.entra.authority_host: %q is not an https URL", p, e.AuthorityHost)
+			}
+		default:
+			return fmt.Errorf("%s.auth: %q is not api_key or entra", p, b.Auth)
+		}
+	}
+	return nil
+}

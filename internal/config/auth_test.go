@@ -31,6 +31,22 @@ func TestValidateAuth(t *testing.T) {
 		{"duplicate issuer", func(c *Config) { c.Auth.JWT = append(c.Auth.JWT, c.Auth.JWT[0]) }, "duplicate issuer"},
 		{"client id of two consumers", func(c *Config) { c.Consumers[1].ClientIDs = []string{"c1"} }, "consumers[1].client_ids[0]"},
 		{"client ids without issuers", func(c *Config) { c.Auth.JWT = nil }, "consumers[0].client_ids"},
+		{"entra backend with a client secret", func(c *Config) {
+			c.Backends[0].Auth, c.Backends[0].Entra = "entra", Entra{TenantID: "t", ClientID: "c", ClientSecret: "s"}
+			c.ApplyDefaults()
+		}, ""},
+		{"entra backend with managed identity", func(c *Config) { c.Backends[0].Auth = "entra"; c.ApplyDefaults() }, ""},
+		{"unknown backend auth", func(c *Config) { c.Backends[0].Auth = "oauth" }, "backends[0].auth"},
+		{"entra with an api_key too", func(c *Config) { c.Backends[0].Auth, c.Backends[0].APIKey = "entra", "k"; c.ApplyDefaults() }, "backends[0].api_key"},
+		{"client secret without tenant", func(c *Config) {
+			c.Backends[0].Auth, c.Backends[0].Entra = "entra", Entra{ClientID: "c", ClientSecret: "s"}
+			c.ApplyDefaults()
+		}, "need tenant_id"},
+		{"entra block on a key backend", func(c *Config) { c.Backends[0].Entra = Entra{TenantID: "t"} }, "backends[0].entra"},
+		{"http authority", func(c *Config) {
+			c.Backends[0].Auth, c.Backends[0].Entra = "entra", Entra{AuthorityHost: "http://login.example.com/"}
+			c.ApplyDefaults()
+		}, "authority_host"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()

@@ -57,6 +57,10 @@ type Backend struct {
 	TPM         int64    `yaml:"tpm"`
 	// Weight spreads traffic within a priority group; 0 means 1.
 	Weight int `yaml:"weight"`
+	// Auth is how the gateway authenticates to the backend: api_key
+	// (default) or entra (a Microsoft Entra ID token, configured by Entra).
+	Auth  string `yaml:"auth"`
+	Entra Entra  `yaml:"entra"`
 }
 
 // Backend kinds.
@@ -314,6 +318,7 @@ func (c *Config) ApplyDefaults() {
 	c.Telemetry.CaptureBytes = cmp.Or(c.Telemetry.CaptureBytes, 4096)
 	c.Telemetry.UsageRetention = cmp.Or(c.Telemetry.UsageRetention, 400*24*time.Hour)
 	c.applyAuthDefaults()
+	c.applyBackendAuthDefaults()
 	c.Log.Level = cmp.Or(c.Log.Level, "info")
 	c.Log.Format = cmp.Or(c.Log.Format, "json")
 }
@@ -321,6 +326,9 @@ func (c *Config) ApplyDefaults() {
 // Validate checks the configuration and returns the first problem, named by its path.
 func (c *Config) Validate() error {
 	if err := c.validateAuth(); err != nil {
+		return err
+	}
+	if err := c.validateBackendAuth(); err != nil {
 		return err
 	}
 	for _, a := range []struct{ path, addr string }{{"listen", c.Listen}, {"admin_listen", c.AdminListen}, {"cluster.gossip", c.Cluster.Gossip}} {
