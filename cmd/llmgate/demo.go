@@ -89,7 +89,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		logw = stderr
 	}
 	logger := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	nodes, cfg, err := startDemoCluster(ctx, eastURL, westURL, dir, logger)
+	issuer, err := startDemoIssuer()
+	if err != nil {
+		return err
+	}
+	defer issuer.stop()
+	nodes, cfg, err := startDemoCluster(ctx, eastURL, westURL, dir, issuer.url, logger)
 	if err != nil {
 		return err
 	}
@@ -149,6 +154,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}},
 	}
 
+	idSteps, err := demoIdentitySteps(nodes, issuer, chat("gpt-4o-mini", "Who am I?"))
+	if err != nil {
+		return err
+	}
+	for i, s := range steps {
+		if s.title == "wrong key" { // identity steps beside the other credential step
+			steps = slices.Insert(steps, i, idSteps...)
+			break
+		}
+	}
 	client := &http.Client{Timeout: 30 * time.Second}
 	var rows []demoRow
 	failed := 0
@@ -228,11 +243,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // startDemoCluster starts gw-1 and gw-2 (which joins gw-1) and waits until
 // each sees the other.
-func startDemoCluster(ctx context.Context, eastURL, westURL, dir string, logger *slog.Logger) ([]*runningNode, *config.Config, error) {
+func startDemoCluster(ctx context.Context, eastURL, westURL, dir, issuerURL string, logger *slog.Logger) ([]*runningNode, *config.Config, error) {
 	var nodes []*runningNode
 	var seeds []string
 	for _, name := range []string{"gw-1", "gw-2"} {
 		cfg := demoConfig(eastURL, westURL, dir, name, seeds)
+		cfg.Auth.JWT = []config.JWTIssuer{{Issuer: issuerURL, Audience: "api://llmgate-demo", UserClaim: "oid"}}
+		cfg.Consumers[0].ClientIDs = []string{demoClientID}
+		cfg.ApplyDefaults()
 		n, err := startNode(cfg, logger.With("node", name))
 		if err != nil {
 			for _, n := range nodes {
