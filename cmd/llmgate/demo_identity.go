@@ -11,7 +11,6 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
-
 )
 
 // demoClientID is the OAuth2 client id of team-a's application in the demo.
@@ -88,4 +87,3 @@ func demoIdentitySteps(nodes []*runningNode, di *demoIssuer, chatBody string) ([
 			}},
 	}, nil
 }
-
