@@ -48,10 +48,13 @@ const (
 	// OTLP metrics, exported to a receiver on loopback that reads and
 	// discards them.
 	FeatureOTLP Feature = "otlp"
+	// FeatureOTLPSampled is otlp with one trace in ten recorded
+	// (telemetry.trace_sample_ratio: 0.1); the metrics are unchanged.
+	FeatureOTLPSampled Feature = "otlp-sampled"
 )
 
 // OverheadFeatures lists the features in the order they add up.
-var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheHit, FeatureTelemetry, FeatureOTLP}
+var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheHit, FeatureTelemetry, FeatureOTLP, FeatureOTLPSampled}
 
 // featureTPM is the TPM limit of the tpm and cache features' consumer: far
 // above what any run sends, so that every request is counted and admitted.
@@ -348,7 +351,7 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 	}
 	client := NewLoadClient(max(opts.Concurrency, 1024))
 	defer client.CloseIdleConnections()
-	if slices.Contains(opts.Features, FeatureOTLP) {
+	if slices.Contains(opts.Features, FeatureOTLP) || slices.Contains(opts.Features, FeatureOTLPSampled) {
 		url, stop, err := startOTLPSink()
 		if err != nil {
 			return nil, fmt.Errorf("overhead: %w", err)
@@ -558,6 +561,8 @@ func featureConfig(cfg string, f Feature, otlpURL string) string {
 		return strings.Replace(cfg, "log: {level: warn}", "log: {level: info}", 1)
 	case FeatureOTLP:
 		return strings.Replace(cfg, "log: {level: warn}", "log: {level: info}", 1) + "telemetry: {otlp_endpoint: \"" + otlpURL + "\"}\n"
+	case FeatureOTLPSampled:
+		return strings.Replace(cfg, "log: {level: warn}", "log: {level: info}", 1) + "telemetry: {otlp_endpoint: \"" + otlpURL + "\", trace_sample_ratio: 0.1}\n"
 	}
 	cfg += "telemetry: {usage_history: false}\n"
 	limited := fmt.Sprintf("keys: [%s], tpm: %d}", overheadKey, featureTPM)

@@ -34,6 +34,7 @@ func TestFeatureConfigAddsUp(t *testing.T) {
 		{FeatureCacheHit, true, true, false},
 		{FeatureTelemetry, false, false, true},
 		{FeatureOTLP, false, false, true},
+		{FeatureOTLPSampled, false, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.feature), func(t *testing.T) {
@@ -44,11 +45,11 @@ func TestFeatureConfigAddsUp(t *testing.T) {
 			if got := strings.Contains(cfg, "cache: {enabled: true}"); got != tt.cacheOn {
 				t.Errorf("cache on = %v, want %v", got, tt.cacheOn)
 			}
-			telemetry := tt.feature == FeatureTelemetry || tt.feature == FeatureOTLP
+			telemetry := tt.feature == FeatureTelemetry || tt.feature == FeatureOTLP || tt.feature == FeatureOTLPSampled
 			if got := !strings.Contains(cfg, "usage_history: false") && strings.Contains(cfg, "log: {level: info}"); got != telemetry {
 				t.Errorf("request log and usage history on = %v, want %v:\n%s", got, telemetry, cfg)
 			}
-			if got := strings.Contains(cfg, `otlp_endpoint: "http://127.0.0.1:6"`); got != (tt.feature == FeatureOTLP) {
+			if got := strings.Contains(cfg, `otlp_endpoint: "http://127.0.0.1:6"`); got != (tt.feature == FeatureOTLP || tt.feature == FeatureOTLPSampled) {
 				t.Errorf("otlp on = %v:\n%s", got, cfg)
 			}
 			r := featureRequest("127.0.0.1:5", tt.feature)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -28,6 +30,9 @@ type OTLPOptions struct {
 	MetricInterval time.Duration
 	// Timeout bounds one export (default 10s).
 	Timeout time.Duration
+	// SampleRatio is the share of new traces recorded (default 1); a
+	// client's sampled flag in traceparent decides for its own traces.
+	SampleRatio float64
 }
 
 // OTLP owns the OpenTelemetry SDK's trace and meter providers of a node
@@ -42,6 +47,33 @@ type OTLP struct {
 	tokens   metric.Int64Histogram
 	duration metric.Float64Histogram
 	requests metric.Int64Counter
+
+	// sets caches the metrics' attribute sets by their values: building a
+	// set (sorting, hashing) per record would cost more than the record.
+	setsMu sync.RWMutex
+	sets   map[string]attribute.Set
+}
+
+// maxCachedSets bounds the attribute-set cache; past it sets are built per record.
+const maxCachedSets = 4096
+
+func (t *OTLP) set(key string, build func() []attribute.KeyValue) attribute.Set {
+	t.setsMu.RLock()
+	s, ok := t.sets[key]
+	t.setsMu.RUnlock()
+	if ok {
+		return s
+	}
+	s = attribute.NewSet(build()...)
+	t.setsMu.Lock()
+	if t.sets == nil {
+		t.sets = map[string]attribute.Set{}
+	}
+	if len(t.sets) < maxCachedSets {
+		t.sets[key] = s
+	}
+	t.setsMu.Unlock()
+	return s
 }
 
 // NewOTLP starts the exporters. It does not contact the collector.
@@ -51,6 +83,9 @@ func NewOTLP(ctx context.Context, o OTLPOptions) (*OTLP, error) {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
+	}
+	if o.SampleRatio <= 0 || o.SampleRatio > 1 {
+		o.SampleRatio = 1
 	}
 	endpoint := strings.TrimRight(o.Endpoint, "/")
 	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
@@ -70,7 +105,8 @@ func NewOTLP(ctx context.Context, o OTLPOptions) (*OTLP, error) {
 		return nil, fmt.Errorf("telemetry: otlp metric exporter: %w", err)
 	}
 	t := &OTLP{
-		tp: sdktrace.NewTracerProvider(sdktrace.WithBatcher(te), sdktrace.WithResource(res)),
+		tp: sdktrace.NewTracerProvider(sdktrace.WithBatcher(te), sdktrace.WithResource(res),
+			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.SampleRatio)))),
 		mp: sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me, sdkmetric.WithInterval(o.MetricInterval))), sdkmetric.WithResource(res)),
 	}
 	t.tracer = t.tp.Tracer("github.com/llmgate/llmgate")
@@ -108,23 +144,37 @@ func (t *OTLP) Tracer() trace.Tracer { return t.tracer }
 
 // Observe implements Observer: the request's OTLP metrics.
 func (t *OTLP) Observe(ctx context.Context, r *Request) {
-	common := []attribute.KeyValue{
-		attribute.String("gen_ai.operation.name", r.Op),
-		attribute.String("gen_ai.request.model", r.Route),
+	route := r.Route
+	if r.Refusal == "model_not_found" {
+		route = otherLabel // a name a client made up: not a label value
 	}
-	t.requests.Add(ctx, 1, metric.WithAttributes(append(common,
-		attribute.String("llmgate.consumer", r.Consumer),
-		attribute.Int("http.response.status_code", r.Status),
-		attribute.String("llmgate.cache", r.Cache))...))
+	status := strconv.Itoa(r.Status)
+	reqs := t.set("r\x00"+r.Op+"\x00"+route+"\x00"+r.Consumer+"\x00"+status+"\x00"+r.Cache, func() []attribute.KeyValue {
+		return []attribute.KeyValue{
+			attribute.String("gen_ai.operation.name", r.Op), attribute.String("gen_ai.request.model", route),
+			attribute.String("llmgate.consumer", r.Consumer), attribute.Int("http.response.status_code", r.Status),
+			attribute.String("llmgate.cache", r.Cache),
+		}
+	})
+	t.requests.Add(ctx, 1, metric.WithAttributeSet(reqs))
 	if r.Refusal != "" {
 		return
 	}
-	t.duration.Record(ctx, r.Duration.Seconds(), metric.WithAttributes(common...))
+	op := func(tokenType string) attribute.Set {
+		return t.set("o\x00"+r.Op+"\x00"+route+"\x00"+tokenType, func() []attribute.KeyValue {
+			kv := []attribute.KeyValue{attribute.String("gen_ai.operation.name", r.Op), attribute.String("gen_ai.request.model", route)}
+			if tokenType != "" {
+				kv = append(kv, attribute.String("gen_ai.token.type", tokenType))
+			}
+			return kv
+		})
+	}
+	t.duration.Record(ctx, r.Duration.Seconds(), metric.WithAttributeSet(op("")))
 	if r.PromptTokens > 0 {
-		t.tokens.Record(ctx, r.PromptTokens, metric.WithAttributes(append(common, attribute.String("gen_ai.token.type", "input"))...))
+		t.tokens.Record(ctx, r.PromptTokens, metric.WithAttributeSet(op("input")))
 	}
 	if r.CompletionTokens > 0 {
-		t.tokens.Record(ctx, r.CompletionTokens, metric.WithAttributes(append(common, attribute.String("gen_ai.token.type", "output"))...))
+		t.tokens.Record(ctx, r.CompletionTokens, metric.WithAttributeSet(op("output")))
 	}
 }
 

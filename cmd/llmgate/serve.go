@@ -65,7 +65,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	level := new(slog.LevelVar)
-	logger, err := newLogger(cfg.Log, stderr, level)
+	lw := newLogWriter(stderr, 100*time.Millisecond)
+	defer lw.Close()
+	logger, err := newLogger(cfg.Log, lw, level)
 	if err != nil {
 		return err
 	}
@@ -317,7 +319,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	var otlp *telemetry.OTLP
 	var tracer trace.Tracer // nil: tracing off, no span is ever started
 	if cfg.Telemetry.OTLPEndpoint != "" {
-		otlp, err = telemetry.NewOTLP(context.Background(), telemetry.OTLPOptions{Endpoint: cfg.Telemetry.OTLPEndpoint, Node: cfg.Node.Name, Version: version})
+		otlp, err = telemetry.NewOTLP(context.Background(), telemetry.OTLPOptions{Endpoint: cfg.Telemetry.OTLPEndpoint, Node: cfg.Node.Name, Version: version, SampleRatio: cfg.Telemetry.TraceSampleRatio})
 		if err != nil {
 			return nil, err
 		}

@@ -98,6 +98,10 @@ type Telemetry struct {
 	CaptureBytes   int  `yaml:"capture_bytes"`
 	// UsageRetention is how long hourly usage history is kept. Default 9600h (400 days).
 	UsageRetention time.Duration `yaml:"usage_retention"`
+	// TraceSampleRatio is the share of requests traced (0..1] when a client
+	// sends no sampled traceparent; a client's sampling decision is kept.
+	// Default 1: every request.
+	TraceSampleRatio float64 `yaml:"trace_sample_ratio"`
 	// UsageHistory keeps the usage history (/admin/usage). Default true.
 	UsageHistory *bool `yaml:"usage_history"`
 }
@@ -316,6 +320,7 @@ func (c *Config) ApplyDefaults() {
 		c.Telemetry.UsageHistory = &on
 	}
 	c.Telemetry.CaptureBytes = cmp.Or(c.Telemetry.CaptureBytes, 4096)
+	c.Telemetry.TraceSampleRatio = cmp.Or(c.Telemetry.TraceSampleRatio, 1)
 	c.Telemetry.UsageRetention = cmp.Or(c.Telemetry.UsageRetention, 400*24*time.Hour)
 	c.applyAuthDefaults()
 	c.applyBackendAuthDefaults()
@@ -505,6 +510,9 @@ func (c *Config) Validate() error {
 	t := c.Telemetry
 	if t.CaptureBytes < 0 || t.UsageRetention < 0 {
 		return fmt.Errorf("telemetry: capture_bytes and usage_retention must not be negative")
+	}
+	if t.TraceSampleRatio < 0 || t.TraceSampleRatio > 1 {
+		return fmt.Errorf("telemetry.trace_sample_ratio: %v is outside 0..1", t.TraceSampleRatio)
 	}
 	if t.UsageRetention > 0 && t.UsageRetention < time.Hour {
 		return fmt.Errorf("telemetry.usage_retention: %s is shorter than the one-hour rows it keeps", t.UsageRetention)
