@@ -31,6 +31,7 @@ func (a *API) AdminHandler() http.Handler {
 	a.adminStateRoutes(e)
 	a.adminKeyRoutes(e)
 	a.usageRoute(e)
+	a.backendsRoute(e)
 	return e
 }
 

@@ -74,16 +74,7 @@ func (c *capacity) room(tokens int64, now time.Time) bool {
 	if c.tpm <= 0 {
 		return true
 	}
-	sec := now.Unix()
-	var used int64
-	c.mu.Lock()
-	for i, s := range c.stamps {
-		if s > sec-60 && s <= sec {
-			used += c.sentBuckets[i]
-		}
-	}
-	c.mu.Unlock()
-	return used+tokens <= c.tpm
+	return c.sentLastMinute(now)+tokens <= c.tpm
 }
 
 // deferFull moves backends without room for tokens to the end of order, in
@@ -105,4 +96,30 @@ func deferFull(order []*backend, tokens int64, now time.Time) []*backend {
 	}
 	copy(order[k:], fulls)
 	return order
+}
+
+// remainingAt is the backend's token headroom at now: its own header while
+// fresh, else the configured tpm less what was sent in the last minute.
+func (c *capacity) remainingAt(now time.Time) (int64, bool) {
+	if r := c.remaining.Load(); r >= 0 && now.UnixNano()-c.readAt.Load() < int64(headerRemainingTTL) {
+		return r, true
+	}
+	if c.tpm <= 0 {
+		return 0, false
+	}
+	return max(c.tpm-c.sentLastMinute(now), 0), true
+}
+
+// sentLastMinute is what this node sent the backend in the minute up to now.
+func (c *capacity) sentLastMinute(now time.Time) int64 {
+	sec := now.Unix()
+	var used int64
+	c.mu.Lock()
+	for i, s := range c.stamps {
+		if s > sec-60 && s <= sec {
+			used += c.sentBuckets[i]
+		}
+	}
+	c.mu.Unlock()
+	return used
 }

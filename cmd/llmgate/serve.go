@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llmgate/llmgate/cluster"
+	"github.com/llmgate/llmgate/console"
 	"github.com/llmgate/llmgate/identity"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/edge"
@@ -372,7 +373,8 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	reg.MustRegister(refused)
 	dataLn = edge.Limit(dataLn, cfg.Server.MaxConnections, refused.WithLabelValues("data").Inc)
 	adminLn = edge.Limit(adminLn, cfg.Server.MaxConnections, refused.WithLabelValues("admin").Inc)
-	n.data, n.admin = newServer(&n.dataH), newServer(&n.adminH)
+	// The console's files do not change with a reload; the admin API under them does.
+	n.data, n.admin = newServer(&n.dataH), newServer(console.Mount(&n.adminH))
 	for _, s := range []struct {
 		srv *http.Server
 		ln  net.Listener

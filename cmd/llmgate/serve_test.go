@@ -142,6 +142,7 @@ type nodeConfig struct {
 	join                                 []string // seed gossip addresses
 	consumer                             string   // more fields of team-a, e.g. ", tpm: 3000"
 	extra                                string   // more top-level YAML
+	route                                string   // more fields of route gpt-4o, e.g. ", price: {…}"
 }
 
 // write writes the configuration to dir/llmgate.yaml, with the data
@@ -160,10 +161,10 @@ admin_token: ${TEST_ADMIN_TOKEN}
 backends:
   - {name: m, kind: openai, url: %s/v1, deployments: [gpt-4o]}
 routes:
-  gpt-4o: {pool: [[m]]}
+  gpt-4o: {pool: [[m]]%s}
 consumers:
   - {name: team-a, keys: ["${TEST_TEAM_KEY}"]%s}
-`, c.name, dir, c.listen, c.admin, c.gossip, join, c.mockURL, c.consumer) + c.extra
+`, c.name, dir, c.listen, c.admin, c.gossip, join, c.mockURL, c.route, c.consumer) + c.extra
 	path := filepath.Join(dir, "llmgate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
