@@ -4,12 +4,15 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/llmgate/llmgate/internal/config"
 )
 
 func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
@@ -132,5 +135,53 @@ func TestNoTracerNoTraceparentUpstream(t *testing.T) {
 	do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatBody, "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	if tp := up.lastReq.Load().header.Get("traceparent"); tp != "" {
 		t.Errorf("tracing off, yet the backend got traceparent %q", tp)
+	}
+}
+
+func TestTraceHasAJudgeSpan(t *testing.T) {
+	var fail, judged atomic.Int32
+	up := newUpstream(t, judgeUpstream(func(a, b string) string { return "yes" }, &fail, &judged))
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	g := cached(t, up, func(s *setup) {
+		s.tracer = tp.Tracer("test")
+		s.mutate = func(c *config.Config) {
+			c.Cache.Verify = &config.CacheVerify{Route: "gpt-4o-mini", AuditRate: 1e-9}
+		}
+	})
+	url := g.data.URL + "/v1/chat/completions"
+	do(t, "POST", url, keyA, chatAbout("How do I rotate the API key of my Azure OpenAI resource?"))
+	a := do(t, "POST", url, keyA, chatAbout("How would I rotate the API key of my Azure OpenAI resource?"))
+	if judged.Load() == 0 || a.header.Get("x-llmgate-cache-tier") != "verified" {
+		t.Fatalf("the judge was not asked (tier %q)", a.header.Get("x-llmgate-cache-tier"))
+	}
+	_ = tp.ForceFlush(context.Background())
+	byID := map[string]sdktrace.ReadOnlySpan{}
+	var judge sdktrace.ReadOnlySpan
+	for _, sp := range exp.GetSpans().Snapshots() {
+		byID[sp.SpanContext().SpanID().String()] = sp
+		if sp.Name() == "cache.judge" {
+			judge = sp
+		}
+	}
+	if judge == nil {
+		t.Fatal("no cache.judge span")
+	}
+	if p := byID[judge.Parent().SpanID().String()]; p == nil || p.Name() != "cache.lookup" {
+		t.Errorf("the judge span's parent is %v, want the cache look-up", p)
+	}
+	if attrs(judge)["llmgate.judge.same"] != attribute.BoolValue(true) {
+		t.Errorf("judge span attributes = %v", judge.Attributes())
+	}
+	// The judge's own upstream attempt is its child.
+	found := false
+	for _, sp := range byID {
+		if strings.HasPrefix(sp.Name(), "upstream ") && sp.Parent().SpanID() == judge.SpanContext().SpanID() {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no upstream attempt under the judge span")
 	}
 }

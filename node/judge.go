@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llmgate/llmgate/index"
 	"github.com/llmgate/llmgate/internal/openai"
@@ -25,7 +27,17 @@ type RouteJudge struct {
 }
 
 // Judge implements verify.Judge.
-func (r *RouteJudge) Judge(ctx context.Context, query, candidate string) (bool, int64, error) {
+func (r *RouteJudge) Judge(ctx context.Context, query, candidate string) (same bool, tokens int64, err error) {
+	ctx, span := r.g.startSpan(ctx, "cache.judge", trace.SpanKindInternal, attribute.String("llmgate.judge.route", r.Route))
+	if span != nil {
+		defer func() {
+			failed := ""
+			if err != nil {
+				failed = err.Error()
+			}
+			endSpan(span, failed, attribute.Bool("llmgate.judge.same", same), attribute.Int64("llmgate.judge.tokens", tokens))
+		}()
+	}
 	rt, ok := r.g.routes[r.Route]
 	if !ok {
 		return false, 0, fmt.Errorf("judge route %q does not exist", r.Route)
