@@ -51,10 +51,13 @@ const (
 	// FeatureOTLPSampled is otlp with one trace in ten recorded
 	// (telemetry.trace_sample_ratio: 0.1); the metrics are unchanged.
 	FeatureOTLPSampled Feature = "otlp-sampled"
+	// FeatureJWT is keys with the consumer authenticated by an OIDC bearer
+	// token (RS256, its key fetched from a loopback issuer) instead of a key.
+	FeatureJWT Feature = "jwt"
 )
 
 // OverheadFeatures lists the features in the order they add up.
-var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheHit, FeatureTelemetry, FeatureOTLP, FeatureOTLPSampled}
+var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheHit, FeatureTelemetry, FeatureOTLP, FeatureOTLPSampled, FeatureJWT}
 
 // featureTPM is the TPM limit of the tpm and cache features' consumer: far
 // above what any run sends, so that every request is counted and admitted.
@@ -103,7 +106,8 @@ type OverheadOptions struct {
 	// Progress receives one line per run as the benchmark goes. Nil: silent.
 	Progress io.Writer
 
-	otlpURL string // the loopback OTLP receiver of the otlp feature
+	otlpURL string       // the loopback OTLP receiver of the otlp feature
+	issuer  *benchIssuer // the loopback OIDC issuer of the jwt feature
 }
 
 // DefaultOverheadOptions returns the defaults: rates 500 and 1000 req/s,
@@ -359,6 +363,14 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 		defer stop()
 		opts.otlpURL = url
 	}
+	if slices.Contains(opts.Features, FeatureJWT) {
+		iss, err := startBenchIssuer()
+		if err != nil {
+			return nil, fmt.Errorf("overhead: %w", err)
+		}
+		defer iss.stop()
+		opts.issuer = iss
+	}
 	for _, f := range opts.Features {
 		gw, gwAddr, err := startGateway(ctx, opts, dir, mockAddr, f)
 		if err != nil {
@@ -366,6 +378,10 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 		}
 		procs = append(procs, gw)
 		t := overheadTarget{name: featureTarget(f), req: featureRequest(gwAddr, f), proc: gw}
+		if f == FeatureJWT {
+			t.req.Header.Del("api-key")
+			t.req.Header.Set("Authorization", "Bearer "+opts.issuer.token)
+		}
 		if err := checkFeature(ctx, client, t.req, f); err != nil {
 			return nil, fmt.Errorf("overhead: %s: %w", t.name, err)
 		}
@@ -505,7 +521,11 @@ func featureTarget(f Feature) string { return TargetGateway + "+" + string(f) }
 // mockAddr.
 func startGateway(ctx context.Context, opts OverheadOptions, dir, mockAddr string, f Feature) (*process, string, error) {
 	n, err := startNode(ctx, opts.Executable, opts.StartTimeout, dir, "bench-"+string(f), func(dataDir string, n *benchNode) string {
-		return featureConfig(gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr, overheadKey, ""), f, opts.otlpURL)
+		cfg := featureConfig(gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr, overheadKey, ""), f, opts.otlpURL)
+		if f == FeatureJWT {
+			cfg = jwtConfig(cfg, opts.issuer.url)
+		}
+		return cfg
 	})
 	if err != nil {
 		return nil, "", err
@@ -555,7 +575,7 @@ func overheadRequest(addr string) *Request {
 // history only for telemetry and otlp, which exports to otlpURL.
 func featureConfig(cfg string, f Feature, otlpURL string) string {
 	switch f {
-	case FeatureKeys:
+	case FeatureKeys, FeatureJWT:
 		return cfg + "telemetry: {usage_history: false}\n"
 	case FeatureTelemetry:
 		return strings.Replace(cfg, "log: {level: warn}", "log: {level: info}", 1)
