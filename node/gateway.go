@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/llmgate/llmgate/internal/certs"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/embed"
 	"github.com/llmgate/llmgate/internal/openai"
@@ -241,7 +243,16 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}
 	rt := opts.Transport
 	if rt == nil {
-		rt = newTransport(cfg.Upstream, len(cfg.Backends))
+		t := newTransport(cfg.Upstream, len(cfg.Backends))
+		if cfg.Upstream.CAFile != "" {
+			// Read at every build, so a reload picks up a changed bundle.
+			pool, err := certs.LoadPool(cfg.Upstream.CAFile, true)
+			if err != nil {
+				return nil, fmt.Errorf("upstream.ca_file: %w", err)
+			}
+			t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+		rt = t
 	}
 	// No client-wide Timeout: each call gets its deadline from its context,
 	// upstream.timeout for the whole request (a stream included).

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/llmgate/llmgate/internal/certs"
 	"github.com/llmgate/llmgate/internal/config"
 )
 
@@ -59,10 +61,34 @@ func runConfigCheck(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := checkConfigFiles(cfg); err != nil {
+		return fmt.Errorf("config %s: %w", f.config, err)
+	}
 	if unset := config.UnsetRefs(data, os.LookupEnv); len(unset) > 0 {
 		fmt.Fprintf(stderr, "llmgate: warning: %s: unset environment variables expand to empty values: %s\n", f.config, strings.Join(unset, ", "))
 	}
 	fmt.Fprintf(stdout, "%s: ok (node %s, %d backends, %d routes, %d consumers)\n",
 		f.config, cfg.Node.Name, len(cfg.Backends), len(cfg.Routes), len(cfg.Consumers))
+	return nil
+}
+
+// checkConfigFiles loads the TLS files a configuration names, as serve
+// would at start: a missing, unreadable or mismatched file is an error.
+func checkConfigFiles(cfg *config.Config) error {
+	if t := cfg.TLS; t.CertFile != "" {
+		if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+			return fmt.Errorf("tls.cert_file, tls.key_file: %w", err)
+		}
+		if t.AdminClientCAFile != "" {
+			if _, err := certs.LoadPool(t.AdminClientCAFile, false); err != nil {
+				return fmt.Errorf("tls.admin_client_ca_file: %w", err)
+			}
+		}
+	}
+	if f := cfg.Upstream.CAFile; f != "" {
+		if _, err := certs.LoadPool(f, false); err != nil {
+			return fmt.Errorf("upstream.ca_file: %w", err)
+		}
+	}
 	return nil
 }

@@ -32,13 +32,16 @@ consumers:
 		{name: "route to an unknown backend is refused", yaml: strings.Replace(valid, "[[m]]", "[[x]]", 1), wantErr: `unknown backend "x"`},
 		{name: "override flags are checked too", yaml: valid, args: []string{"--gossip", "10.1.2.3:7946"}, wantErr: "cluster.secret_key: required"},
 		{name: "broken YAML is refused", yaml: "routes: [\n", wantErr: "parsing YAML"},
+		{name: "TLS files that cannot be read are refused", yaml: valid + "tls: {cert_file: DATA/none.crt, key_file: DATA/none.key}\n", wantErr: "tls.cert_file, tls.key_file"},
+		{name: "a key without its certificate is refused", yaml: valid + "tls: {key_file: /x.key}\n", wantErr: "tls: cert_file and key_file go together"},
+		{name: "TLS 1.1 is refused", yaml: valid + "tls: {min_version: \"1.1\"}\n", wantErr: "tls.min_version"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			data := filepath.Join(dir, "data")
 			path := filepath.Join(dir, "llmgate.yaml")
-			if err := os.WriteFile(path, []byte(strings.Replace(tc.yaml, "DATA", data, 1)), 0o600); err != nil {
+			if err := os.WriteFile(path, []byte(strings.ReplaceAll(tc.yaml, "DATA", data)), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			var stdout, stderr bytes.Buffer

@@ -111,6 +111,13 @@ func (n *runningNode) reload(ctx context.Context) (changed []string, err error) 
 	}
 	n.reloadMu.Lock()
 	defer n.reloadMu.Unlock()
+	if n.certs != nil {
+		// The certificate files are re-read on a reload too, not only
+		// when the watcher sees them change.
+		if err := n.certs.Reload(); err != nil {
+			n.log.Warn("re-reading the TLS files; still serving the previous certificate", "err", err)
+		}
+	}
 	if n.stopped.Load() {
 		result = "failed"
 		return nil, errors.New("the node is stopping")

@@ -26,6 +26,7 @@ import (
 	"github.com/llmgate/llmgate/cluster"
 	"github.com/llmgate/llmgate/console"
 	"github.com/llmgate/llmgate/identity"
+	"github.com/llmgate/llmgate/internal/certs"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/edge"
 	"github.com/llmgate/llmgate/internal/mock"
@@ -257,6 +258,9 @@ type runningNode struct {
 	obs    telemetry.Observers
 	tracer trace.Tracer
 	tokens map[string]node.TokenSource // Entra ID token sources of backends with auth: entra, fixed at start
+	// certs serves both listeners' certificate, re-read when its files
+	// change; nil without tls.cert_file.
+	certs *certs.Reloader
 }
 
 // startNode opens the data directory, binds both listeners and starts serving.
@@ -375,12 +379,32 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	adminLn = edge.Limit(adminLn, cfg.Server.MaxConnections, refused.WithLabelValues("admin").Inc)
 	// The console's files do not change with a reload; the admin API under them does.
 	n.data, n.admin = newServer(&n.dataH), newServer(console.Mount(&n.adminH))
+	if cfg.TLS.CertFile != "" {
+		minVersion, err := certs.ParseVersion(cfg.TLS.MinVersion) // validated
+		if err != nil {
+			return nil, fmt.Errorf("tls.min_version: %w", err)
+		}
+		n.certs, err = certs.New(certs.Options{
+			CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, ClientCAFile: cfg.TLS.AdminClientCAFile,
+			MinVersion: minVersion, Interval: cfg.TLS.ReloadInterval, Logger: logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		undo = append(undo, n.certs.Close)
+		n.data.TLSConfig, n.admin.TLSConfig = n.certs.ServerConfig(), n.certs.AdminConfig()
+	}
 	for _, s := range []struct {
 		srv *http.Server
 		ln  net.Listener
 	}{{n.data, dataLn}, {n.admin, adminLn}} {
 		go func() {
-			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := s.srv.Serve
+			if s.srv.TLSConfig != nil {
+				// The certificate comes from TLSConfig.GetCertificate.
+				serve = func(ln net.Listener) error { return s.srv.ServeTLS(ln, "", "") }
+			}
+			if err := serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				n.errc <- err
 			}
 		}()
@@ -454,6 +478,9 @@ func (n *runningNode) stop(ctx context.Context) error {
 		if cerr := n.state.close(); cerr != nil {
 			n.log.Error("closing storage", "err", cerr)
 			err = errors.Join(err, cerr)
+		}
+		if n.certs != nil {
+			n.certs.Close()
 		}
 		n.unlock()
 	})

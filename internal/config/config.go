@@ -31,6 +31,7 @@ type Config struct {
 	Upstream    Upstream         `yaml:"upstream"`
 	Log         Log              `yaml:"log"`
 	Telemetry   Telemetry        `yaml:"telemetry"`
+	TLS         TLS              `yaml:"tls"`
 }
 
 // Node names this node and its storage.
@@ -248,12 +249,32 @@ type Upstream struct {
 	APIVersion string `yaml:"api_version"`
 	// MaxIdleConnsPerBackend is the keep-alive pool size per backend. Default 256.
 	MaxIdleConnsPerBackend int `yaml:"max_idle_conns_per_backend"`
+	// CAFile is a PEM bundle of CA certificates trusted for backends beside
+	// the system's roots: private backends with an internal CA.
+	CAFile string `yaml:"ca_file"`
 }
 
 // Log configures logging.
 type Log struct {
 	Level  string `yaml:"level"`  // debug | info | warn | error; default info
 	Format string `yaml:"format"` // json | text; default json
+}
+
+// TLS serves the data plane and the admin listener over TLS (1.2 or later).
+// Without cert_file both speak plain HTTP.
+type TLS struct {
+	// CertFile and KeyFile are the PEM certificate (chain) and key of both
+	// listeners. They are re-read when they change (see ReloadInterval).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// AdminClientCAFile, when set, makes the admin listener require a client
+	// certificate signed by one of the CAs in this PEM bundle, on top of the
+	// admin token.
+	AdminClientCAFile string `yaml:"admin_client_ca_file"`
+	// MinVersion is the lowest TLS version accepted: "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
+	// ReloadInterval is how often the files are checked for changes. Default 10s.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
 }
 
 // DefaultAPIVersion is the Azure OpenAI api-version used when nobody names one.
@@ -324,6 +345,7 @@ func (c *Config) ApplyDefaults() {
 	c.Telemetry.UsageRetention = cmp.Or(c.Telemetry.UsageRetention, 400*24*time.Hour)
 	c.applyAuthDefaults()
 	c.applyBackendAuthDefaults()
+	c.TLS.ReloadInterval = cmp.Or(c.TLS.ReloadInterval, 10*time.Second)
 	c.Log.Level = cmp.Or(c.Log.Level, "info")
 	c.Log.Format = cmp.Or(c.Log.Format, "json")
 }
@@ -502,6 +524,9 @@ func (c *Config) Validate() error {
 	if c.Upstream.BreakerFailures < 1 {
 		return fmt.Errorf("upstream.breaker_failures: must be at least 1")
 	}
+	if err := c.TLS.validate(); err != nil {
+		return err
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -547,4 +572,18 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+func (t TLS) validate() error {
+	switch {
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		return fmt.Errorf("tls: cert_file and key_file go together")
+	case t.AdminClientCAFile != "" && t.CertFile == "":
+		return fmt.Errorf("tls.admin_client_ca_file: needs tls.cert_file and key_file (client certificates need TLS)")
+	case t.MinVersion != "" && t.MinVersion != "1.2" && t.MinVersion != "1.3":
+		return fmt.Errorf("tls.min_version: %q is not 1.2 or 1.3", t.MinVersion)
+	case t.ReloadInterval < 0:
+		return fmt.Errorf("tls.reload_interval: must not be negative")
+	}
+	return nil
 }
