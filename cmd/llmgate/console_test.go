@@ -203,7 +203,7 @@ func newConsoleNode(t *testing.T, name, mockURL string, seeds ...string) *cluste
 	n := &clusterNode{name: name, dir: dir, listen: freeAddr(t), admin: freeAddr(t), gossip: freeAddr(t)}
 	n.config = nodeConfig{name: name, mockURL: mockURL, listen: n.listen, admin: n.admin, gossip: n.gossip, join: seeds,
 		consumer: ", tpm: 100000", route: ", price: {input_per_1m: 2.50, output_per_1m: 10.00}",
-		extra: "cache: {enabled: true, store_wait: 1s}\n"}.write(t, dir)
+		extra: "cache: {enabled: true, store_wait: 1s, verify: {route: gpt-4o}}\n"}.write(t, dir)
 	return n
 }
 
@@ -265,6 +265,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	p.until("cache stats and backends on the overview",
 		`document.querySelector('[data-stat="hit_rate"] dd') && document.querySelector('[data-stat="hit_rate"] dd').textContent !== "—" && document.querySelector('#backends .state-up') !== null`, 10*time.Second)
+	p.until("both members' config hashes", `[...document.querySelectorAll('#members tr[data-member] code')].filter(c => c.textContent.length >= 8).length === 2`, 10*time.Second)
+	p.until("the judge's figures (cache.verify)", `document.querySelector('[data-stat="verify_verdicts"]') !== null`, 10*time.Second)
 	p.screenshot("1-overview")
 
 	// The consumer's tokens this minute, cluster-wide.

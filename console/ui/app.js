@@ -164,7 +164,7 @@
     throw e;
   }
 
-  const KNOWN_STATS = ["entries", "hits", "misses", "exact_hits", "normalized_hits", "semantic_hits", "bytes"];
+  const KNOWN_STATS = ["entries", "hits", "misses", "exact_hits", "normalized_hits", "semantic_hits", "bytes", "verify"];
 
   function cacheCards(stats, saved) {
     const dl = $("cache-cards");
@@ -192,7 +192,18 @@
       card("Cache hits (24 h, cluster)", num(hits), "usage_hits");
       if (savedUSD !== null) card("Money saved (24 h)", usd(savedUSD), "saved_usd");
     }
-    // Whatever else the node reports (a precision estimate, …) is shown as is.
+    // Verified matching (cache.verify): the judge's verdicts and, per route,
+    // the online precision estimate from audited hits.
+    const v = stats.verify;
+    if (v && typeof v === "object") {
+      card("Judge: confirmed / refused / failed", [v.confirmed, v.refused, v.failed].map(num).join(" / "), "verify_verdicts");
+      card("Judge tokens", num(v.tokens), "verify_tokens");
+      if (!Object.keys(v.routes || {}).length) card("Precision estimate", "no audit yet", "precision");
+      for (const [route, r] of Object.entries(v.routes || {}).sort()) {
+        card("Precision estimate · " + route, r.audited ? pct(r.right, r.audited) + " of " + num(r.audited) + " audited" : "no audit yet", "precision:" + route);
+      }
+    }
+    // Whatever else the node reports is shown as is.
     for (const [k, v] of Object.entries(stats)) {
       if (KNOWN_STATS.includes(k) || v === null || typeof v === "object") continue;
       const label = k.replace(/_/g, " ");
