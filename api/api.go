@@ -124,6 +124,7 @@ func (a *API) DataHandler() http.Handler {
 	e.GET("/v1/models/:model", a.model)
 	e.POST("/openai/deployments/:deployment/chat/completions", a.azureStyle(openai.OpChat))
 	e.POST("/openai/deployments/:deployment/embeddings", a.azureStyle(openai.OpEmbeddings))
+	a.routeResponsesAndAzureV1(e)
 	e.GET("/healthz", func(c echo.Context) error {
 		return c.JSONBlob(http.StatusOK, []byte(`{"status":"ok"}`))
 	})

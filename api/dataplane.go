@@ -89,10 +89,16 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 			return fail(perr)
 		}
 		call.Route, call.Model, call.Embeddings = r.Model, r.Model, r
+	case openai.OpResponses:
+		r, perr := openai.ParseResponses(body)
+		if perr != nil {
+			return fail(perr)
+		}
+		call.Route, call.Model, call.Stream, call.Responses = r.Model, r.Model, r.Stream, r
 	}
+	call.APIVersion = req.URL.Query().Get("api-version")
 	if deployment != "" {
 		call.Route = deployment
-		call.APIVersion = req.URL.Query().Get("api-version")
 	} else if call.Route == "" {
 		return fail(openai.BadRequest("model", "Missing required parameter: 'model'."))
 	}

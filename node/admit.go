@@ -88,30 +88,7 @@ func (g *Gateway) counterKey(call *Call) string {
 
 // estimate returns the prompt estimate and the total reservation for call.
 func (g *Gateway) estimate(call *Call) (prompt, total int64) {
-	switch {
-	case call.Chat != nil:
-		r := call.Chat
-		prompt = int64(g.counter.CountChat(call.Route, r.Messages))
-		allowance := r.CompletionAllowance()
-		if allowance <= 0 {
-			allowance = g.limits.DefaultCompletionTokens
-		}
-		n := int64(1)
-		if r.N != nil {
-			n = *r.N
-		}
-		return prompt, prompt + min(allowance, maxAllowance)*n
-	case call.Embeddings != nil:
-		for _, in := range call.Embeddings.Inputs {
-			if in.Tokens != nil {
-				prompt += int64(len(in.Tokens))
-			} else {
-				prompt += int64(g.counter.Count(call.Route, in.Text))
-			}
-		}
-		return prompt, prompt
-	}
-	return 0, 0
+	return wireOf(call).estimate(g, call)
 }
 
 // admit reserves the call's estimate. A refusal is returned as the error to

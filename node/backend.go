@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/openai"
 )
 
 // backend is one model endpoint and its health.
@@ -22,6 +24,7 @@ type backend struct {
 	base       string // URL without trailing slash
 	apiKey     string
 	apiVersion string
+	api        string // azure: deployments or v1
 	weight     int
 	breaker    *breaker
 	capacity   *capacity
@@ -45,6 +48,7 @@ func newBackend(b config.Backend, up config.Upstream) *backend {
 		base:       strings.TrimRight(b.URL, "/"),
 		apiKey:     b.APIKey,
 		apiVersion: b.APIVersion,
+		api:        b.API,
 		weight:     max(b.Weight, 1),
 		breaker:    newBreaker(up.BreakerFailures, up.BreakerCooldown),
 		capacity:   newCapacity(b.TPM),
@@ -72,33 +76,15 @@ func (b *backend) carryOver(prev []*backend, up, prevUp config.Upstream) {
 // newRequest builds the upstream request for call. The body reader is fresh
 // each time, so a retry on another backend resends the same bytes.
 func (b *backend) newRequest(ctx context.Context, call *Call, defaultAPIVersion string) (*http.Request, error) {
-	var target string
 	body := call.Body
-	usageOK := true
-	switch b.kind {
-	case config.KindAzure:
-		v := b.apiVersion
-		if v == "" {
-			v = call.APIVersion
-		}
-		if v == "" {
-			v = defaultAPIVersion
-		}
-		target = b.base + "/openai/deployments/" + url.PathEscape(call.Route) + "/" + call.Op.Path() + "?api-version=" + url.QueryEscape(v)
-		// Azure takes stream_options from api-version 2024-09-01(-preview) on;
-		// dates compare as strings.
-		usageOK = v >= "2024-09-01"
-	default:
-		target = b.base + "/" + call.Op.Path()
-		if call.Model != call.Route {
-			body = withModel(body, call.Route)
-		}
+	target, modelInBody, v := b.endpoint(call.Op, call.Route, "", call.APIVersion, defaultAPIVersion)
+	if modelInBody && call.Model != call.Route {
+		body = withModel(body, call.Route)
 	}
-	if call.Stream && call.Chat != nil && usageOK && (call.Chat.StreamOptions == nil || !call.Chat.StreamOptions.IncludeUsage) {
-		// Ask for the usage chunk so the stream settles exactly; the relay
-		// hides it from this client, which did not ask for it.
-		body = withStreamUsage(body)
-	}
+	// Azure takes stream_options from api-version 2024-09-01(-preview) on
+	// (dates compare as strings); its v1 API and OpenAI always do.
+	usageOK := v == "" || v >= "2024-09-01"
+	body = wireOf(call).upstreamBody(call, body, usageOK)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("building request to backend %s: %w", b.name, err)
@@ -116,10 +102,19 @@ func (b *backend) newRequest(ctx context.Context, call *Call, defaultAPIVersion 
 		h.Set("x-ms-client-request-id", call.RequestID)
 		h.Set("x-request-id", call.RequestID)
 	}
+	if err := b.authorize(ctx, h); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// authorize sets the backend's own credential on an upstream request: a
+// Microsoft Entra ID token (auth: entra) or its key.
+func (b *backend) authorize(ctx context.Context, h http.Header) error {
 	if b.tokens != nil {
 		tok, err := b.tokens.Token(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		h.Set("Authorization", "Bearer "+tok)
 	} else if b.apiKey != "" {
@@ -129,7 +124,34 @@ func (b *backend) newRequest(ctx context.Context, call *Call, defaultAPIVersion 
 			h.Set("Authorization", "Bearer "+b.apiKey)
 		}
 	}
-	return req, nil
+	return nil
+}
+
+// responsesAPIVersion is the api-version of Azure's /openai/responses when
+// neither the backend nor the client names one: the Responses API is not
+// in the GA version the other routes default to.
+const responsesAPIVersion = "2025-04-01-preview"
+
+// endpoint is the URL of op (with suffix, e.g. "/{id}/cancel", for the
+// Responses API's follow-ups) on b, whether the body names the model, and
+// the api-version sent ("" for none). An azure backend with api: v1 and an
+// openai backend take the OpenAI routes (model in the body); an azure
+// backend with api: deployments takes the deployment in the path, except
+// for the Responses API, which Azure serves at /openai/responses.
+func (b *backend) endpoint(op openai.Operation, route, suffix, clientVersion, defaultVersion string) (target string, modelInBody bool, version string) {
+	switch {
+	case b.kind == config.KindAzure && b.api == config.APIV1:
+		return b.base + "/openai/v1/" + op.Path() + suffix, true, ""
+	case b.kind == config.KindAzure:
+		version = cmp.Or(b.apiVersion, clientVersion)
+		if op == openai.OpResponses {
+			version = cmp.Or(version, responsesAPIVersion)
+			return b.base + "/openai/responses" + suffix + "?api-version=" + url.QueryEscape(version), true, version
+		}
+		version = cmp.Or(version, defaultVersion)
+		return b.base + "/openai/deployments/" + url.PathEscape(route) + "/" + op.Path() + suffix + "?api-version=" + url.QueryEscape(version), false, version
+	}
+	return b.base + "/" + op.Path() + suffix, true, ""
 }
 
 // withModel returns body with its top-level "model" set to model. OpenAI-style

@@ -82,7 +82,9 @@ type cachePlan struct {
 // top-level field is part of the shape.
 func answerNeutral(key string) bool {
 	switch key {
-	case "model", "messages", "stream", "stream_options", "user", "metadata", "store", "service_tier":
+	case "model", "messages", "stream", "stream_options", "user", "metadata", "store", "service_tier",
+		"input", "instructions": // the Responses API's dialog, keyed as messages are
+
 		return true
 	}
 	return false
@@ -94,8 +96,8 @@ func (g *Gateway) planCache(call *Call) cachePlan {
 		return cachePlan{state: cacheOff}
 	}
 	bypass := cachePlan{state: cacheBypass}
-	r := call.Chat
-	if r == nil || len(r.Messages) > g.cacheCfg.MaxMessageCount {
+	msgs, temperature, ok := wireOf(call).dialog(call)
+	if !ok || len(msgs) > g.cacheCfg.MaxMessageCount {
 		return bypass
 	}
 	cp := cachePlan{state: cacheMiss}
@@ -117,10 +119,15 @@ func (g *Gateway) planCache(call *Call) cachePlan {
 		}
 		shape[k] = v
 	}
-	if r.Temperature != nil {
-		shape["temperature"] = temperatureBucket(*r.Temperature)
+	if temperature != nil {
+		shape["temperature"] = temperatureBucket(*temperature)
 	}
-	d, ok := retainedDialog(r.Messages)
+	if call.Op != openai.OpChat {
+		// Another operation's answers never serve this one (chat keeps the
+		// shapes it always had, so its stored entries stay reachable).
+		shape["·op"] = call.Op.String()
+	}
+	d, ok := retainedDialog(msgs)
 	if !ok {
 		return bypass // images, audio: the embedding cannot see them
 	}
@@ -373,7 +380,7 @@ func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call,
 // replayable reports whether e can answer call: tool calls are only
 // replayed to non-streaming clients.
 func (g *Gateway) replayable(call *Call, e *index.Entry) bool {
-	return !call.Stream || !bytes.Contains(e.Response, []byte(`"tool_calls"`))
+	return wireOf(call).replayable(call, e.Response)
 }
 
 // serveHit answers call from the cached entry e, found by tier at distance
@@ -391,7 +398,7 @@ func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Cal
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-cache")
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(replayStream(e.Response, call.Chat.StreamOptions != nil && call.Chat.StreamOptions.IncludeUsage))
+		_, _ = w.Write(wireOf(call).replay(call, e.Response))
 		_ = http.NewResponseController(w).Flush()
 	} else {
 		h.Set("Content-Type", "application/json")

@@ -17,6 +17,14 @@
 // payloads: quota and index own their wire encodings, cluster moves the bytes. node speaks HTTP to backends but knows nothing of the
 // front end's routing: package api parses client requests into Calls.
 //
+// The pipeline is the same for every operation: what differs — how a
+// request is estimated and keyed, how an answer or a stream yields usage and
+// a storable answer, how a stored answer is replayed — is one wire adapter
+// per operation (wire.go: chat and embeddings; wire_responses.go: the
+// Responses API). Responses API ids are remembered through Owners
+// (responses.go, implemented by package affinity): a follow-up on an id goes
+// to the backend holding it, and only for the consumer that created it.
+//
 // Invariants: a client request is retried on another backend only before any
 // byte of the answer reached the client; the client's key is never sent
 // upstream; every upstream call carries a deadline.

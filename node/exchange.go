@@ -17,7 +17,10 @@ type exchange struct {
 	cache cachePlan
 	// Exactly one of reply and stream is set once a backend answered.
 	reply  *reply
-	stream *streamTap
+	stream streamWatcher
+	// pin is the one backend the call may go to (it holds the state the
+	// call continues); nil = the route's groups.
+	pin *backend
 }
 
 // usage is a reply's token usage.
@@ -182,18 +185,25 @@ func anyFiltered(v any, depth int) bool {
 // reply is a whole (non-streamed) backend answer, buffered until settled.
 // Its headers are already in the client's ResponseWriter, not yet written.
 type reply struct {
-	status     int
-	body       []byte
-	completion *completion // nil unless a 200 with a JSON body
+	status   int
+	body     []byte
+	id       string // the answer's id (chat completion or response)
+	ok       bool   // a 200 its wire format could read
+	u        *usage // nil when the answer carries none
+	storable bool
+	text     string
 }
 
-func newReply(status int, body []byte) *reply {
+func newReply(call *Call, status int, body []byte) *reply {
 	r := &reply{status: status, body: body}
-	if status == http.StatusOK {
-		var c completion
-		if json.Unmarshal(body, &c) == nil {
-			r.completion = &c
+	if status == http.StatusOK && json.Valid(body) {
+		r.ok = true
+		r.u, r.storable, r.text = wireOf(call).read(body)
+		var head struct {
+			ID string `json:"id"`
 		}
+		_ = json.Unmarshal(body, &head)
+		r.id = head.ID
 	}
 	return r
 }
@@ -203,19 +213,17 @@ func newReply(status int, body []byte) *reply {
 // error (backends do not charge for refused requests).
 func (g *Gateway) replyUsage(x *exchange) *usage {
 	r := x.reply
-	if r.status != http.StatusOK || r.completion == nil {
+	if !r.ok {
 		return nil
 	}
-	if u := r.completion.Usage; u != nil {
-		return u
+	if r.u != nil {
+		return r.u
 	}
-	return &usage{Prompt: x.adm.prompt, Completion: int64(g.counter.Count(x.call.Route, r.completion.text()))}
+	return &usage{Prompt: x.adm.prompt, Completion: int64(g.counter.Count(x.call.Route, r.text))}
 }
 
 // cacheable reports whether the reply is a success the cache may store.
-func (r *reply) cacheable() bool {
-	return r.status == http.StatusOK && r.completion != nil && r.completion.cacheable(r.body)
-}
+func (r *reply) cacheable() bool { return r.ok && r.storable }
 
 func (r *reply) writeTo(w http.ResponseWriter) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(r.body)))

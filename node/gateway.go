@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/llmgate/llmgate/affinity"
 	"github.com/llmgate/llmgate/internal/certs"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/embed"
@@ -175,6 +176,9 @@ type Options struct {
 	// keep their name, kind and URL carry over, and so do the token counter
 	// and the local embedder. Previous keeps serving the requests it has.
 	Previous *Gateway
+	// Owners remembers who owns each Responses API response id (cluster-wide);
+	// nil = an in-memory store for this node alone.
+	Owners Owners
 }
 
 // Gateway runs the request pipeline of one node.
@@ -200,6 +204,8 @@ type Gateway struct {
 	stores    sync.WaitGroup // cache stores finishing in the background
 	storeWait time.Duration
 	tracer    trace.Tracer // nil = no spans
+	owners    Owners
+	ownOwners *affinity.Store // the in-memory store made when none was given
 }
 
 // New builds a gateway from a validated configuration.
@@ -227,6 +233,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		cacheCfg: cfg.Cache,
 		embedder: opts.Embedder,
 		tracer:   opts.Tracer,
+		owners:   opts.Owners,
 		// Waiting a little for a store means the client's next request
 		// usually finds the entry; a slow disk never holds an answer long.
 		storeWait: cmp.Or(opts.StoreWait, cfg.Cache.StoreWait, 20*time.Millisecond),
@@ -234,6 +241,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	prev := opts.Previous
 	if g.counter == nil && prev != nil {
 		g.counter = prev.counter
+	}
+	if g.owners == nil {
+		g.ownOwners = affinity.Open(affinity.Options{Now: opts.Now, Logger: opts.Logger})
+		g.owners = g.ownOwners
 	}
 	if g.counter == nil {
 		g.counter = tokens.NewCounter()
@@ -409,6 +420,9 @@ func (g *Gateway) Close() {
 	}
 	g.stores.Wait()
 	g.client.CloseIdleConnections()
+	if g.ownOwners != nil {
+		_ = g.ownOwners.Close()
+	}
 }
 
 // Serve runs the pipeline for one authenticated call and writes the answer to w.
@@ -455,16 +469,28 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 	}
 
 	x := &exchange{call: call, adm: adm, cache: cp}
+	if prev := wireOf(call).follows(call); prev != "" {
+		// A follow-up goes to the backend holding what it continues, and
+		// only for the consumer that created it.
+		b, e := g.holder(ctx, call.Consumer, prev, "previous_response_id")
+		if e != nil {
+			g.settle(ctx, x, nil)
+			e.Write(w)
+			return Outcome{Status: e.Status, Cache: cp.state, Refusal: e.Code}
+		}
+		x.pin = b
+	}
 	out := g.forward(ctx, w, call, rt, x)
 	out.Cache = cp.state
+	if out.Status == http.StatusOK {
+		g.remember(ctx, x, out.Backend)
+	}
 	if x.reply != nil {
 		// A whole (buffered) answer: settle first so the headers carry the charge.
 		u := g.replyUsage(x)
 		out.Tokens = g.settle(ctx, x, u)
 		out.charged(u)
-		if x.reply.completion != nil {
-			out.ResponseID = x.reply.completion.ID
-		}
+		out.ResponseID = x.reply.id
 		if call.Capture {
 			out.Answer = x.reply.body
 		}
@@ -482,7 +508,7 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 		u := x.stream.usage(g, x)
 		out.Tokens = g.settle(ctx, x, u)
 		out.charged(u)
-		out.ResponseID = x.stream.id
+		out.ResponseID = x.stream.responseID()
 		if call.Capture {
 			out.Answer = x.stream.completion()
 		}
@@ -511,7 +537,11 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call
 		lastThrot time.Duration
 	)
 	need := x.adm.tokens
-	for _, grp := range rt.groups {
+	groups := rt.groups
+	if x.pin != nil {
+		groups = []*group{newGroup([]*backend{x.pin})}
+	}
+	for _, grp := range groups {
 		now := g.now()
 		for _, b := range deferFull(grp.order(order[:0]), need, now) {
 			now := g.now()
@@ -641,7 +671,7 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 		w.Header().Del("Content-Length")
 		w.Header().Set("Trailer", HeaderTokensConsumed)
 		w.WriteHeader(resp.StatusCode)
-		x.stream = newStreamTap(call, x.cache.state == cacheMiss)
+		x.stream = wireOf(call).tap(call, x.cache.state == cacheMiss)
 		aborted := g.relayStream(ctx, w, resp.Body, cancel, x.stream)
 		d := g.now().Sub(start)
 		g.metrics.attempt(b.name, "200", d)
@@ -668,7 +698,7 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 	h := w.Header()
 	copyHeaders(h, resp.Header)
 	h.Set(HeaderBackend, b.name)
-	x.reply = newReply(resp.StatusCode, body)
+	x.reply = newReply(call, resp.StatusCode, body)
 	return attemptResult{done: true, status: resp.StatusCode, upstream: d}
 }
 
@@ -676,7 +706,7 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 // whenever no further event is already buffered. It returns "" for a complete
 // stream, "client" if the client went away and "upstream" if the backend broke
 // off or stalled (after telling the client in an error event).
-func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, body io.Reader, cancel context.CancelFunc, tap *streamTap) string {
+func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, body io.Reader, cancel context.CancelFunc, tap streamWatcher) string {
 	rc := http.NewResponseController(w)
 	_ = rc.Flush() // headers out now: the client sees the stream start
 	er := openai.NewEventReader(body)
@@ -700,12 +730,16 @@ func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, body i
 		}
 		stalled.Reset(g.up.ResponseHeaderTimeout)
 		final := ev.Done()
-		if !final && !tap.see(ev.Data) {
-			// The usage chunk the gateway asked for and the client did not.
-			if er.Buffered() == 0 {
-				_ = rc.Flush()
+		if !final {
+			if !tap.see(ev.Data) {
+				// The usage chunk the gateway asked for and the client did not.
+				if er.Buffered() == 0 {
+					_ = rc.Flush()
+				}
+				continue
 			}
-			continue
+			// The Responses API ends with a typed terminal event, no [DONE].
+			final = tap.ended()
 		}
 		if _, err := w.Write(ev.Raw); err != nil {
 			g.metrics.streamAborted("client")

@@ -212,15 +212,31 @@ type KeyState interface {
 type SharedState struct {
 	Quota QuotaExchange
 	Keys  KeyState // nil = no run-time keys
+	// Owners are the Responses API's response owners (affinity.Store), on
+	// the same reliable messages and push/pull as the keys; nil = none.
+	Owners KeyState
 }
+
+// tagOwners marks response-owner payloads; affinity owns their encoding.
+const tagOwners = 'o'
 
 var _ cluster.QuotaState = SharedState{}
 
 // Outgoing implements cluster.QuotaState.
 func (s SharedState) Outgoing(ctx context.Context, full bool, maxPacket int) (packets, reliable [][]byte, err error) {
 	packets, reliable, err = s.Quota.Outgoing(ctx, full, maxPacket)
-	if err != nil || s.Keys == nil {
+	if err != nil {
 		return packets, reliable, err
+	}
+	if s.Owners != nil {
+		if owners, oerr := s.Owners.Outgoing(ctx, full); oerr == nil {
+			for _, o := range owners {
+				reliable = append(reliable, append([]byte{tagOwners}, o...))
+			}
+		}
+	}
+	if s.Keys == nil {
+		return packets, reliable, nil
 	}
 	keys, kerr := s.Keys.Outgoing(ctx, full)
 	if kerr != nil {
@@ -235,6 +251,12 @@ func (s SharedState) Outgoing(ctx context.Context, full bool, maxPacket int) (pa
 
 // Merge implements cluster.QuotaState.
 func (s SharedState) Merge(ctx context.Context, payload []byte) error {
+	if len(payload) > 0 && payload[0] == tagOwners {
+		if s.Owners == nil {
+			return nil
+		}
+		return s.Owners.Merge(ctx, payload[1:])
+	}
 	if len(payload) > 0 && payload[0] == tagKeys {
 		if s.Keys == nil {
 			return nil

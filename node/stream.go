@@ -181,3 +181,8 @@ func withStreamUsage(body []byte) []byte {
 	}
 	return out
 }
+
+func (t *streamTap) responseID() string { return t.id }
+
+// ended: a chat stream ends with [DONE], which the relay sees itself.
+func (t *streamTap) ended() bool { return false }

@@ -50,7 +50,7 @@ func (n *runningNode) build(cfg *config.Config, prev *generation) (*generation, 
 	if prev != nil {
 		prevGW = prev.gw
 	}
-	gw, err := node.New(cfg, node.Options{Logger: n.log, Registry: n.reg, Limiter: n.state.limiter, Cache: n.state.nodeCache(), Tracer: n.tracer, Previous: prevGW, BackendTokens: n.tokens})
+	gw, err := node.New(cfg, node.Options{Logger: n.log, Registry: n.reg, Limiter: n.state.limiter, Cache: n.state.nodeCache(), Tracer: n.tracer, Previous: prevGW, BackendTokens: n.tokens, Owners: n.state.owners})
 	if err != nil {
 		return nil, fmt.Errorf("building the gateway: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/llmgate/llmgate/affinity"
 	"github.com/llmgate/llmgate/api"
 	"github.com/llmgate/llmgate/cluster"
 	"github.com/llmgate/llmgate/identity"
@@ -29,6 +30,7 @@ type state struct {
 	// stopIdentity ends identity's background work (token key fetches).
 	stopIdentity func()
 	history      *history.History
+	owners       *affinity.Store
 }
 
 // openState opens the database in the data directory and starts the limiter
@@ -72,6 +74,7 @@ func openState(cfg *config.Config, logger *slog.Logger, onChange func(index.Chan
 			return nil, fmt.Errorf("starting the usage history: %w", err)
 		}
 	}
+	st.owners = affinity.Open(affinity.Options{DB: st.db.DB, TTL: cfg.Responses.AffinityTTL, Logger: logger})
 	if cfg.Cache.Enabled {
 		params := graph.Params{EfSearch: cfg.Cache.EfSearch}
 		newGraph := func() graph.Index { return graph.NewHNSW(params) }
@@ -105,7 +108,7 @@ func (st *state) clusterQuota() cluster.QuotaState {
 	if st.limiter == nil {
 		return nil
 	}
-	return node.SharedState{Quota: node.QuotaExchange{Limiter: st.limiter, History: st.history}, Keys: st.keys}
+	return node.SharedState{Quota: node.QuotaExchange{Limiter: st.limiter, History: st.history}, Keys: st.keys, Owners: st.owners}
 }
 
 // usageAdmin is the usage history as /admin/usage sees it, or a nil
@@ -142,6 +145,10 @@ func (st *state) close() error {
 	if st.cache != nil {
 		errs = append(errs, st.cache.Close())
 		st.cache = nil
+	}
+	if st.owners != nil {
+		errs = append(errs, st.owners.Close())
+		st.owners = nil
 	}
 	if st.keys != nil {
 		errs = append(errs, st.keys.Close())

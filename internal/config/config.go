@@ -30,6 +30,7 @@ type Config struct {
 	Server      Server           `yaml:"server"`
 	Upstream    Upstream         `yaml:"upstream"`
 	Log         Log              `yaml:"log"`
+	Responses   Responses        `yaml:"responses"`
 	Telemetry   Telemetry        `yaml:"telemetry"`
 	TLS         TLS              `yaml:"tls"`
 }
@@ -49,11 +50,15 @@ type Cluster struct {
 
 // Backend is one model endpoint: an Azure OpenAI resource or an OpenAI-compatible API base.
 type Backend struct {
-	Name        string   `yaml:"name"`
-	Kind        string   `yaml:"kind"`
-	URL         string   `yaml:"url"`
-	APIKey      string   `yaml:"api_key"`
-	APIVersion  string   `yaml:"api_version"`
+	Name       string `yaml:"name"`
+	Kind       string `yaml:"kind"`
+	URL        string `yaml:"url"`
+	APIKey     string `yaml:"api_key"`
+	APIVersion string `yaml:"api_version"`
+	// API is an azure backend's surface: deployments (default:
+	// …/openai/deployments/{d}/…?api-version=) or v1 (…/openai/v1/…, the
+	// model in the body, no api-version).
+	API         string   `yaml:"api"`
 	Deployments []string `yaml:"deployments"`
 	TPM         int64    `yaml:"tpm"`
 	// Weight spreads traffic within a priority group; 0 means 1.
@@ -68,6 +73,12 @@ type Backend struct {
 const (
 	KindAzure  = "azure"
 	KindOpenAI = "openai"
+)
+
+// Azure API surfaces (backends[].api).
+const (
+	APIDeployments = "deployments"
+	APIV1          = "v1"
 )
 
 // Route maps what consumers call to ordered priority groups of backend names.
@@ -254,6 +265,14 @@ type Upstream struct {
 	CAFile string `yaml:"ca_file"`
 }
 
+// Responses configures the Responses API's state (SPEC §4).
+type Responses struct {
+	// AffinityTTL is how long the gateway remembers which consumer owns a
+	// response id and which backend holds it. Default 720h (30 days, as long
+	// as OpenAI keeps stored responses).
+	AffinityTTL time.Duration `yaml:"affinity_ttl"`
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `yaml:"level"`  // debug | info | warn | error; default info
@@ -346,6 +365,7 @@ func (c *Config) ApplyDefaults() {
 	c.applyAuthDefaults()
 	c.applyBackendAuthDefaults()
 	c.TLS.ReloadInterval = cmp.Or(c.TLS.ReloadInterval, 10*time.Second)
+	c.Responses.AffinityTTL = cmp.Or(c.Responses.AffinityTTL, 720*time.Hour)
 	c.Log.Level = cmp.Or(c.Log.Level, "info")
 	c.Log.Format = cmp.Or(c.Log.Format, "json")
 }
@@ -393,6 +413,12 @@ func (c *Config) Validate() error {
 		backends[b.Name] = b
 		if b.Kind != KindAzure && b.Kind != KindOpenAI {
 			return fmt.Errorf("%s.kind: %q is not azure or openai", p, b.Kind)
+		}
+		if b.API != "" && b.API != APIDeployments && b.API != APIV1 {
+			return fmt.Errorf("%s.api: %q is not deployments or v1", p, b.API)
+		}
+		if b.API == APIV1 && b.Kind != KindAzure {
+			return fmt.Errorf("%s.api: v1 applies to azure backends only (an openai backend's url is its API base)", p)
 		}
 		u, err := url.Parse(b.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -547,6 +573,9 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("telemetry.otlp_endpoint: %q is not an http(s) URL", t.OTLPEndpoint)
 		}
+	}
+	if c.Responses.AffinityTTL < 0 {
+		return fmt.Errorf("responses.affinity_ttl: must not be negative")
 	}
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		return fmt.Errorf("log.format: %q is not json or text", c.Log.Format)

@@ -19,6 +19,7 @@ const (
 	PrefixLimits    = "l/" // quota: run-time limit changes
 	PrefixKeys      = "k/" // identity: run-time consumer keys (salted hashes, never the keys)
 	PrefixUsage     = "h/" // usage: hourly usage history rows
+	PrefixAffinity  = "a/" // affinity: Responses API response id -> consumer and backend
 )
 
 // Options tune the database; zero fields get defaults.

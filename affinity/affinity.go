@@ -1,0 +1,294 @@
+package affinity
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/llmgate/llmgate/internal/store"
+)
+
+// Owner is who a response id belongs to: the consumer that created it and
+// the backend that holds it.
+type Owner struct {
+	Consumer string `json:"c"`
+	Backend  string `json:"b"`
+}
+
+// record is one id's state as persisted and replicated.
+type record struct {
+	ID      string `json:"id"`
+	Owner          // empty on a tombstone
+	At      int64  `json:"at"`  // unix ms of the change on its origin
+	Expires int64  `json:"exp"` // unix ms
+	Deleted bool   `json:"del,omitempty"`
+}
+
+// Limits of what a node accepts and sends.
+const (
+	maxIDLen       = 256
+	recordsPerLoad = 256            // records in one replicated payload
+	fullWindow     = 24 * time.Hour // push/pull carries the changes of this window
+	fullMaxRecords = 20000          // and at most this many
+	defaultTTL     = 30 * 24 * time.Hour
+)
+
+// Options configure a Store; zero fields get defaults.
+type Options struct {
+	// DB persists the records; nil keeps them in memory only (tests).
+	DB     *badger.DB
+	TTL    time.Duration // how long a record lives; default 30 days
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Store remembers response owners. Create it with Open; Close stops it.
+type Store struct {
+	db   *badger.DB
+	ttl  time.Duration
+	now  func() time.Time
+	log  *slog.Logger
+	ops  chan func()
+	quit chan struct{}
+	done chan struct{}
+
+	// Owned by the actor goroutine.
+	news []record
+	mem  map[string]record // the records, when there is no database
+}
+
+// Open starts a Store.
+func Open(opts Options) *Store {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.TTL <= 0 {
+		opts.TTL = defaultTTL
+	}
+	s := &Store{db: opts.DB, ttl: opts.TTL, now: opts.Now, log: opts.Logger,
+		ops: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
+	if s.db == nil {
+		s.mem = map[string]record{}
+	}
+	go s.run()
+	return s
+}
+
+func (s *Store) run() {
+	defer close(s.done)
+	for {
+		select {
+		case op := <-s.ops:
+			op()
+		case <-s.quit:
+			return
+		}
+	}
+}
+
+// do runs op on the actor goroutine.
+func (s *Store) do(ctx context.Context, op func()) error {
+	done := make(chan struct{})
+	select {
+	case s.ops <- func() { op(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.quit:
+		return errors.New("affinity store closed")
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the Store. Records already persisted stay.
+func (s *Store) Close() error {
+	select {
+	case <-s.quit:
+	default:
+		close(s.quit)
+	}
+	<-s.done
+	return nil
+}
+
+// Remember records that id belongs to o, here and (through Outgoing) on
+// every node.
+func (s *Store) Remember(ctx context.Context, id string, o Owner) error {
+	if id == "" || len(id) > maxIDLen {
+		return fmt.Errorf("response id of %d bytes", len(id))
+	}
+	now := s.now()
+	return s.apply(ctx, []record{{ID: id, Owner: o, At: now.UnixMilli(), Expires: now.Add(s.ttl).UnixMilli()}}, true)
+}
+
+// Forget records that id was deleted: it is unknown from now on, everywhere.
+func (s *Store) Forget(ctx context.Context, id string) error {
+	now := s.now()
+	return s.apply(ctx, []record{{ID: id, At: now.UnixMilli(), Expires: now.Add(s.ttl).UnixMilli(), Deleted: true}}, true)
+}
+
+// Lookup returns id's owner; false when the id is unknown, expired or deleted.
+func (s *Store) Lookup(ctx context.Context, id string) (Owner, bool) {
+	r, ok := s.get(ctx, id)
+	if !ok || r.Deleted || r.Expires <= s.now().UnixMilli() {
+		return Owner{}, false
+	}
+	return r.Owner, true
+}
+
+func (s *Store) get(ctx context.Context, id string) (record, bool) {
+	var r record
+	var found bool
+	if s.db == nil {
+		_ = s.do(ctx, func() { r, found = s.mem[id] })
+		return r, found
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte(store.PrefixAffinity + id))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error { return json.Unmarshal(v, &r) })
+	})
+	return r, err == nil
+}
+
+// apply persists the records that change what is known (a tombstone wins;
+// otherwise the earlier creation stays) and, when local, queues them for
+// the cluster.
+func (s *Store) apply(ctx context.Context, in []record, local bool) error {
+	now := s.now().UnixMilli()
+	var keep []record
+	for _, r := range in {
+		if r.ID == "" || len(r.ID) > maxIDLen || r.Expires <= now {
+			continue
+		}
+		old, ok := s.get(ctx, r.ID)
+		if ok && (old.Deleted || !r.Deleted) {
+			continue // already known, or already gone
+		}
+		keep = append(keep, r)
+	}
+	if len(keep) == 0 {
+		return nil
+	}
+	if s.db != nil {
+		wb := s.db.NewWriteBatch()
+		defer wb.Cancel()
+		for _, r := range keep {
+			v, _ := json.Marshal(r)
+			e := badger.NewEntry([]byte(store.PrefixAffinity+r.ID), v).WithTTL(time.Duration(r.Expires-now) * time.Millisecond)
+			if err := wb.SetEntry(e); err != nil {
+				return fmt.Errorf("persisting response owners: %w", err)
+			}
+		}
+		if err := wb.Flush(); err != nil {
+			return fmt.Errorf("persisting response owners: %w", err)
+		}
+	}
+	return s.do(ctx, func() {
+		for _, r := range keep {
+			if s.mem != nil {
+				s.mem[r.ID] = r
+			}
+			if local {
+				s.news = append(s.news, r)
+			}
+		}
+	})
+}
+
+// Outgoing returns the local changes since the previous call as payloads
+// for the cluster's reliable channel; with full, the changes of the last
+// day (at most fullMaxRecords), so a node that joins or returns catches up.
+func (s *Store) Outgoing(ctx context.Context, full bool) ([][]byte, error) {
+	var rs []record
+	if err := s.do(ctx, func() {
+		if !full {
+			rs, s.news = s.news, nil
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if full {
+		var err error
+		if rs, err = s.recent(ctx); err != nil {
+			return nil, err
+		}
+	}
+	var out [][]byte
+	for len(rs) > 0 {
+		n := min(len(rs), recordsPerLoad)
+		b, err := json.Marshal(rs[:n])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+		rs = rs[n:]
+	}
+	return out, nil
+}
+
+// recent lists the records changed within fullWindow.
+func (s *Store) recent(ctx context.Context) ([]record, error) {
+	since := s.now().Add(-fullWindow).UnixMilli()
+	var out []record
+	if s.db == nil {
+		err := s.do(ctx, func() {
+			for _, r := range s.mem {
+				if r.At >= since && len(out) < fullMaxRecords {
+					out = append(out, r)
+				}
+			}
+		})
+		return out, err
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(store.PrefixAffinity), PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(out) < fullMaxRecords; it.Next() {
+			var r record
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
+				continue
+			}
+			if r.At >= since {
+				out = append(out, r)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Merge applies a payload from another node's Outgoing.
+func (s *Store) Merge(ctx context.Context, payload []byte) error {
+	rs, err := decode(payload)
+	if err != nil {
+		return err
+	}
+	return s.apply(ctx, rs, false)
+}
+
+// decode reads a payload of Outgoing.
+func decode(payload []byte) ([]record, error) {
+	var rs []record
+	if err := json.Unmarshal(payload, &rs); err != nil {
+		return nil, fmt.Errorf("decoding response owners: %w", err)
+	}
+	if len(rs) > recordsPerLoad*4 {
+		return nil, fmt.Errorf("decoding response owners: %d records in one payload", len(rs))
+	}
+	return rs, nil
+}

@@ -1,0 +1,20 @@
+// Package affinity owns what the gateway remembers about Responses API
+// response ids: which consumer created each one and which backend holds it
+// (SPEC §4). The node asks it whether a consumer may see an id and where a
+// follow-up (GET, DELETE, cancel, input_items, previous_response_id) must
+// go; the cluster carries its records so that any node can answer.
+//
+// What it owns: its records, persisted in the node's Badger database under
+// store.PrefixAffinity with a TTL (Badger drops them when they expire), and
+// the queue of local changes not yet handed to the cluster. A deleted
+// response leaves a tombstone for the same TTL, so a peer's late copy never
+// brings it back.
+//
+// What it must not touch: HTTP, backends, the cluster transport (it encodes
+// payloads; node's SharedState puts them on the cluster's reliable channel),
+// other owners' keys in the database.
+//
+// Concurrency: the change queue (and, without a database, the records) is
+// owned by one goroutine and changed by messages to it; look-ups read Badger,
+// which is safe for concurrent use.
+package affinity

@@ -1,0 +1,270 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+
+	"github.com/llmgate/llmgate/internal/openai"
+)
+
+// responsesWire is the Responses API's POST /responses.
+type responsesWire struct{}
+
+func (responsesWire) estimate(g *Gateway, call *Call) (prompt, total int64) {
+	r := call.Responses
+	if r == nil {
+		return 0, 0
+	}
+	if msgs, ok := r.Messages(); ok {
+		prompt = int64(g.counter.CountChat(call.Route, msgs))
+	} else {
+		// Images, files: counted as the text of the raw input, a floor.
+		prompt = int64(g.counter.Count(call.Route, string(r.Input)))
+	}
+	if len(r.Tools) > 0 {
+		prompt += int64(g.counter.Count(call.Route, string(r.Tools)))
+	}
+	allowance := g.limits.DefaultCompletionTokens
+	if r.MaxOutputTokens != nil {
+		allowance = *r.MaxOutputTokens
+	}
+	return prompt, prompt + min(allowance, maxAllowance)
+}
+
+// dialog: stateful requests (previous_response_id, conversation,
+// background) build on what the backend holds, which the request does not
+// show: never cached.
+func (responsesWire) dialog(call *Call) ([]openai.Message, *float64, bool) {
+	r := call.Responses
+	if r == nil || r.Stateful() {
+		return nil, nil, false
+	}
+	msgs, ok := r.Messages()
+	if !ok {
+		return nil, nil, false
+	}
+	return msgs, r.Temperature, true
+}
+
+// upstreamBody: a Responses stream always ends with its usage.
+func (responsesWire) upstreamBody(_ *Call, body []byte, _ bool) []byte { return body }
+
+// responseObject is the part of a response object the gateway reads.
+type responseObject struct {
+	ID                string `json:"id"`
+	Status            string `json:"status"`
+	IncompleteDetails *struct {
+		Reason string `json:"reason"`
+	} `json:"incomplete_details"`
+	Output []struct {
+		Type    string `json:"type"`
+		Content []struct {
+			Type string `json:"type"`
+			Text string `json:"text"`
+		} `json:"content"`
+	} `json:"output"`
+	Usage *struct {
+		Input  int64 `json:"input_tokens"`
+		Output int64 `json:"output_tokens"`
+		Total  int64 `json:"total_tokens"`
+	} `json:"usage"`
+}
+
+func (o *responseObject) usage() *usage {
+	if o.Usage == nil {
+		return nil
+	}
+	return &usage{Prompt: o.Usage.Input, Completion: o.Usage.Output, Total: o.Usage.Total}
+}
+
+// storable: finished (or cut by max_output_tokens, as chat's "length"), and
+// only text messages, which replay both as JSON and as a stream.
+func (o *responseObject) storable() bool {
+	switch {
+	case o.Status == "completed":
+	case o.Status == "incomplete" && o.IncompleteDetails != nil && o.IncompleteDetails.Reason == "max_output_tokens":
+	default:
+		return false
+	}
+	if len(o.Output) == 0 {
+		return false
+	}
+	for _, it := range o.Output {
+		if it.Type != "message" {
+			return false
+		}
+		for _, c := range it.Content {
+			if c.Type != "output_text" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (o *responseObject) text() string {
+	var sb strings.Builder
+	for _, it := range o.Output {
+		for _, c := range it.Content {
+			sb.WriteString(c.Text)
+		}
+	}
+	return sb.String()
+}
+
+func (responsesWire) read(body []byte) (*usage, bool, string) {
+	var o responseObject
+	if json.Unmarshal(body, &o) != nil {
+		return nil, false, ""
+	}
+	return o.usage(), o.storable() && !contentFiltered(body), o.text()
+}
+
+func (responsesWire) tap(call *Call, capture bool) streamWatcher {
+	return &responsesTap{capture: capture}
+}
+
+func (responsesWire) replayable(*Call, []byte) bool { return true }
+
+// responsesTap watches a Responses API stream: typed events ending with
+// response.completed, response.incomplete or response.failed, whose
+// response object carries the usage and the whole answer.
+type responsesTap struct {
+	capture bool
+	id      string
+	final   []byte // the terminal event's response object
+	obj     *responseObject
+	text    []byte // output_text deltas, counted when the stream breaks off
+	done    bool
+}
+
+func (t *responsesTap) see(data []byte) bool {
+	var ev struct {
+		Type     string          `json:"type"`
+		Delta    string          `json:"delta"`
+		Response json.RawMessage `json:"response"`
+	}
+	if json.Unmarshal(data, &ev) != nil {
+		t.capture = false
+		return true
+	}
+	switch ev.Type {
+	case "response.created":
+		var o responseObject
+		if json.Unmarshal(ev.Response, &o) == nil {
+			t.id = o.ID
+		}
+	case "response.output_text.delta":
+		if len(t.text) < maxCapture {
+			t.text = append(t.text, ev.Delta...)
+		}
+	case "response.completed", "response.incomplete", "response.failed":
+		t.done = true
+		var o responseObject
+		if json.Unmarshal(ev.Response, &o) == nil {
+			t.obj, t.final = &o, bytes.Clone(ev.Response)
+			if t.id == "" {
+				t.id = o.ID
+			}
+		}
+	}
+	return true
+}
+
+func (t *responsesTap) ended() bool { return t.done }
+
+func (t *responsesTap) usage(g *Gateway, x *exchange) *usage {
+	if t.obj != nil {
+		if u := t.obj.usage(); u != nil {
+			return u
+		}
+	}
+	return &usage{Prompt: x.adm.prompt, Completion: int64(g.counter.Count(x.call.Route, string(t.text)))}
+}
+
+func (t *responsesTap) completion() []byte {
+	if !t.capture || t.obj == nil || !t.obj.storable() || contentFiltered(t.final) {
+		return nil
+	}
+	return t.final
+}
+
+// responseID is the id of the response the stream created ("" if none).
+func (t *responsesTap) responseID() string { return t.id }
+
+// replay renders a stored response object as the Responses API's typed
+// events: created, in_progress, per message its item and text, then the
+// terminal event with the whole object.
+func (responsesWire) replay(_ *Call, stored []byte) []byte {
+	var obj map[string]json.RawMessage
+	var o responseObject
+	if json.Unmarshal(stored, &obj) != nil || json.Unmarshal(stored, &o) != nil {
+		return nil
+	}
+	var items []map[string]json.RawMessage
+	_ = json.Unmarshal(obj["output"], &items)
+	var out []byte
+	seq := 0
+	emit := func(typ string, fields map[string]any) {
+		fields["type"] = typ
+		fields["sequence_number"] = seq
+		seq++
+		b, _ := json.Marshal(fields)
+		out = append(out, "event: "+typ+"\n"...)
+		out = openai.WriteDataEvent(out, b)
+	}
+	start := map[string]json.RawMessage{}
+	for k, v := range obj {
+		start[k] = v
+	}
+	start["status"], start["output"], start["usage"], start["incomplete_details"] = json.RawMessage(`"in_progress"`), json.RawMessage(`[]`), json.RawMessage(`null`), json.RawMessage(`null`)
+	emit("response.created", map[string]any{"response": start})
+	emit("response.in_progress", map[string]any{"response": start})
+	for i, it := range items {
+		var id string
+		_ = json.Unmarshal(it["id"], &id)
+		added := map[string]json.RawMessage{}
+		for k, v := range it {
+			added[k] = v
+		}
+		added["status"], added["content"] = json.RawMessage(`"in_progress"`), json.RawMessage(`[]`)
+		emit("response.output_item.added", map[string]any{"output_index": i, "item": added})
+		if i < len(o.Output) {
+			for ci, c := range o.Output[i].Content {
+				emit("response.content_part.added", map[string]any{"item_id": id, "output_index": i, "content_index": ci,
+					"part": map[string]any{"type": "output_text", "text": "", "annotations": []any{}}})
+				for _, piece := range pieces(c.Text) {
+					emit("response.output_text.delta", map[string]any{"item_id": id, "output_index": i, "content_index": ci, "delta": piece, "logprobs": []any{}})
+				}
+				emit("response.output_text.done", map[string]any{"item_id": id, "output_index": i, "content_index": ci, "text": c.Text, "logprobs": []any{}})
+				emit("response.content_part.done", map[string]any{"item_id": id, "output_index": i, "content_index": ci,
+					"part": map[string]any{"type": "output_text", "text": c.Text, "annotations": []any{}}})
+			}
+		}
+		emit("response.output_item.done", map[string]any{"output_index": i, "item": it})
+	}
+	terminal := "response.completed"
+	if o.Status == "incomplete" {
+		terminal = "response.incomplete"
+	}
+	emit(terminal, map[string]any{"response": json.RawMessage(stored)})
+	return out
+}
+
+func (responsesWire) follows(call *Call) string {
+	if call.Responses == nil {
+		return ""
+	}
+	return call.Responses.PreviousResponseID
+}
+
+func (responsesWire) created(x *exchange) string {
+	if x.reply != nil && x.reply.ok {
+		return x.reply.id
+	}
+	if x.stream != nil {
+		return x.stream.responseID()
+	}
+	return ""
+}
