@@ -8,18 +8,31 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/mock"
+	"github.com/llmgate/llmgate/internal/tokens"
 )
+
+// mockCounter is the mocks' token counter, loaded once: loading the
+// tables takes seconds under the race detector on a busy machine, which
+// must not read as a backend timing out.
+var mockCounter = sync.OnceValue(func() *tokens.Counter {
+	c := tokens.NewCounter()
+	c.Count("gpt-4o", "warm up")
+	c.Count("gpt-4", "warm up")
+	return c
+})
 
 // mockBackends starts two real mock upstreams, east and west, each with
 // its own store of responses.
 func mockBackends(t *testing.T) (east, west *httptest.Server) {
 	t.Helper()
-	east = httptest.NewServer(mock.New(mock.Options{Name: "east", APIKey: "k-east"}))
-	west = httptest.NewServer(mock.New(mock.Options{Name: "west", APIKey: "k-west"}))
+	east = httptest.NewServer(mock.New(mock.Options{Name: "east", APIKey: "k-east", Counter: mockCounter()}))
+	west = httptest.NewServer(mock.New(mock.Options{Name: "west", APIKey: "k-west", Counter: mockCounter()}))
 	t.Cleanup(east.Close)
 	t.Cleanup(west.Close)
 	return east, west
@@ -36,6 +49,14 @@ func responsesGateway(t *testing.T, eastBackend, westBackend config.Backend, mut
 	}
 	for _, m := range mutate {
 		m(&s)
+	}
+	inner := s.mutate
+	s.mutate = func(c *config.Config) {
+		c.Upstream.ResponseHeaderTimeout = 20 * time.Second // a loaded machine is not a dead backend
+		c.Upstream.Timeout = 30 * time.Second
+		if inner != nil {
+			inner(c)
+		}
 	}
 	return newGateway(t, s)
 }
