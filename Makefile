@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin/llmgate
 
-.PHONY: all build test test-short demo bench lint fuzz clean deploy-check
+.PHONY: all build test test-short demo bench lint fuzz clean sdk-test deploy-check
 
 all: build
 
@@ -14,6 +14,12 @@ build:
 # The whole suite under the race detector (it needs cgo, so it is on here).
 test: lint
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
+
+# The official SDKs (openai-go, and the openai npm package through node)
+# against a real node; its own module, so go.mod stays free of them.
+sdk-test:
+	npm ci --prefix sdktest/node --no-audit --no-fund
+	cd sdktest && $(GO) vet ./... && CGO_ENABLED=0 $(GO) test -count=1 ./...
 
 test-short:
 	$(GO) test -count=1 -short ./...

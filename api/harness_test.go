@@ -137,7 +137,7 @@ func newGateway(t *testing.T, s setup) *gateway {
 	reg := prometheus.NewRegistry()
 	// Stores complete before the answer goes out, so a test's next request
 	// finds them however slow the machine.
-	nopts := node.Options{Registry: reg, Embedder: s.embedder, Now: s.now, StoreWait: time.Minute}
+	nopts := node.Options{Registry: reg, Embedder: s.embedder, Now: s.now, StoreWait: time.Minute, Counter: mockCounter()}
 	aopts := Options{Registry: reg, Gatherer: reg, MaxBodyBytes: cfg.Server.MaxBodyBytes, AdminToken: cfg.AdminToken, NodeName: "gw-test", GossipAddr: "127.0.0.1:7946", Observer: s.observer, CaptureContent: s.capture}
 	if s.limits {
 		limits := map[string]quota.Limits{}

@@ -17,9 +17,10 @@ import (
 	"github.com/llmgate/llmgate/internal/tokens"
 )
 
-// mockCounter is the mocks' token counter, loaded once: loading the
-// tables takes seconds under the race detector on a busy machine, which
-// must not read as a backend timing out.
+// mockCounter is the token counter of every test gateway and mock, loaded
+// once per test binary: loading its tables takes seconds (over ten under the
+// race detector on a busy machine), which must not read as a backend timing
+// out in each test.
 var mockCounter = sync.OnceValue(func() *tokens.Counter {
 	c := tokens.NewCounter()
 	c.Count("gpt-4o", "warm up")
