@@ -3,7 +3,8 @@
 //
 // Local maps a text to a unit vector of Dim (384) float32s in two blocks:
 //   - 284 dimensions of signed feature hashing: lower-cased words, word
-//     bigrams and the character 3–5-grams of each space-padded word, each
+//     bigrams, runs of symbols and operators ("+", "==", "$", "%"; not
+//     sentence punctuation) and the character 3–5-grams of each space-padded word, each
 //     distinct word counted with sublinear term frequency (1 + ln tf) and an
 //     idf-like weight from its corpus frequency rank (SIF: rank/(rank+100),
 //     so "the" weighs 0.01 and rare words 1);

@@ -137,6 +137,9 @@ func (l *Local) Embed(text string) []float32 {
 		l.addCharGrams(h, low[w.start:w.end], l.cfg.charW*wt)
 		i = j
 	}
+	// Symbols and operators ("+", "==", "++", "$", "%") are features too, so
+	// that "7 + 3" and "7 - 3" are not the same point.
+	addSymbols(h, text, l.cfg.wordW)
 	for i := 0; i+1 < len(words); i++ {
 		a, b := &words[i], &words[i+1]
 		addHashed(h, mix(a.hash*31+b.hash, 'b'), l.cfg.bigramW*0.5*(a.weight+b.weight))
@@ -306,3 +309,45 @@ func norm(v []float32) float32 {
 	}
 	return float32(math.Sqrt(float64(s)))
 }
+
+// addSymbols adds a hashed feature of weight wt for each run of symbol
+// characters in text: neither letters, digits, spaces nor sentence
+// punctuation (. , ; : ? ! quotes), a hyphen or apostrophe inside a word
+// excepted.
+func addSymbols(h []float32, text string, wt float32) {
+	for i := 0; i < len(text); {
+		r, size := utf8.DecodeRuneInString(text[i:])
+		if !isSymbol(r) {
+			i += size
+			continue
+		}
+		j := i + size
+		for j < len(text) {
+			r2, n := utf8.DecodeRuneInString(text[j:])
+			if !isSymbol(r2) {
+				break
+			}
+			j += n
+		}
+		if j-i == 1 && (text[i] == '-' || text[i] == '\'') && i > 0 && j < len(text) && isLetterByte(text[i-1]) && isLetterByte(text[j]) {
+			i = j
+			continue
+		}
+		f := uint64(fnvOffset)
+		for k := i; k < j; k++ {
+			f = (f ^ uint64(text[k])) * fnvPrime
+		}
+		addHashed(h, mix(f, 's'), wt)
+		i = j
+	}
+}
+
+func isSymbol(r rune) bool {
+	switch r {
+	case '.', ',', ';', ':', '?', '!', '"', '\'', '`', '’', '‘', '“', '”', '…', '(', ')':
+		return false
+	}
+	return !unicode.IsLetter(r) && !unicode.IsNumber(r) && !unicode.IsSpace(r) && !unicode.IsControl(r)
+}
+
+func isLetterByte(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }

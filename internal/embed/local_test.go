@@ -165,3 +165,25 @@ func BenchmarkEmbed100Words(b *testing.B) {
 		})
 	}
 }
+
+func TestSymbolsMoveTheVector(t *testing.T) {
+	l := NewLocal()
+	for _, p := range [][2]string{{"print(7 + 3)", "print(7 - 3)"}, {"a == b", "a != b"}, {"i++", "i--"}, {"C++", "C#"}, {"$100", "€100"}, {"20%", "20"}, {"2*10", "2^10"}} {
+		a, b := l.Embed(p[0]), l.Embed(p[1])
+		var dot float32
+		for i := range a {
+			dot += a[i] * b[i]
+		}
+		if 1-dot < 0.01 {
+			t.Errorf("%q and %q are at distance %.4f", p[0], p[1], 1-dot)
+		}
+	}
+	a, b := l.Embed("a well-known fact"), l.Embed("a well known fact")
+	var dot float32
+	for i := range a {
+		dot += a[i] * b[i]
+	}
+	if 1-dot > 0.0001 {
+		t.Errorf("a hyphen inside a word moved the vector by %.4f", 1-dot)
+	}
+}
