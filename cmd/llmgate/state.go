@@ -76,6 +76,7 @@ func openState(cfg *config.Config, logger *slog.Logger, onChange func(index.Chan
 	}
 	st.owners = affinity.Open(affinity.Options{DB: st.db.DB, TTL: cfg.Responses.AffinityTTL, Logger: logger})
 	if cfg.Cache.Enabled {
+		guard.Warm() // the guard's WordNet table, read before any request needs it
 		params := graph.Params{EfSearch: cfg.Cache.EfSearch}
 		newGraph := func() graph.Index { return graph.NewHNSW(params) }
 		if cfg.Cache.Index == config.IndexCoderHNSW {
