@@ -47,6 +47,10 @@ var valueSets = []struct {
 		"persistence":     map[string]any{"enabled": false},
 		"podAntiAffinity": "hard",
 	}},
+	{"TLS from Secrets, admin client certificates, ServiceMonitor over https", map[string]any{
+		"tls":            map[string]any{"secretName": "llmgate-tls", "clientCASecretName": "llmgate-client-ca"},
+		"serviceMonitor": map[string]any{"enabled": true, "tlsConfig": map[string]any{"insecureSkipVerify": true}},
+	}},
 }
 
 // chart lints the chart (strict: warnings fail), renders it for each value
@@ -177,6 +181,16 @@ type rendered struct {
 	monitor  *monitoringv1.ServiceMonitor
 }
 
+// tlsOn reports whether the rendered configuration turns TLS on.
+func (r *rendered) tlsOn() bool {
+	for _, cm := range r.configs {
+		if strings.Contains(cm.Data["llmgate.yaml"], "cert_file:") {
+			return true
+		}
+	}
+	return false
+}
+
 // crossCheck checks what a schema cannot: that the objects refer to each
 // other correctly and that the pods are what llmgate needs.
 func crossCheck(objs []runtime.Object) (*rendered, error) {
@@ -235,6 +249,13 @@ func crossCheck(objs []runtime.Object) (*rendered, error) {
 	}
 	if p := main.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" {
 		return nil, errors.New("the readiness probe must GET /readyz")
+	}
+	for _, ct := range pod.Spec.Containers {
+		for _, p := range []*corev1.Probe{ct.StartupProbe, ct.LivenessProbe, ct.ReadinessProbe} {
+			if p != nil && p.HTTPGet != nil && (p.HTTPGet.Scheme == corev1.URISchemeHTTPS) != r.tlsOn() {
+				return nil, fmt.Errorf("probe of %s uses %s while the config's TLS is %v", p.HTTPGet.Path, p.HTTPGet.Scheme, r.tlsOn())
+			}
+		}
 	}
 	sc := pod.Spec.SecurityContext
 	if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
@@ -338,8 +359,26 @@ func (c *checker) checkRenderedConfig(ctx context.Context, r *rendered, vals map
 		return err
 	}
 	defer os.RemoveAll(dir)
+	// The TLS files the configuration names are where the pod mounts its
+	// Secrets; here they are generated in dir, and the paths follow.
+	text := cm.Data["llmgate.yaml"]
+	if r.tlsOn() {
+		mounted := map[string]bool{}
+		for _, m := range r.sts.Spec.Template.Spec.Containers[0].VolumeMounts {
+			mounted[m.MountPath] = true
+		}
+		for _, d := range []string{"/etc/llmgate/tls/", "/etc/llmgate/client-ca/"} {
+			if strings.Contains(text, d) && !mounted[strings.TrimSuffix(d, "/")] {
+				return fmt.Errorf("the configuration names files under %s, which the pod does not mount", d)
+			}
+		}
+		if err := writeTLSFiles(dir); err != nil {
+			return err
+		}
+		text = strings.ReplaceAll(text, "/etc/llmgate/", dir+"/")
+	}
 	path := filepath.Join(dir, "llmgate.yaml")
-	if err := os.WriteFile(path, []byte(cm.Data["llmgate.yaml"]), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		return err
 	}
 	out, err := c.configCheck(ctx, path, env)

@@ -70,4 +70,18 @@ capabilities:
   readOnly: true
 - name: data
   mountPath: /var/lib/llmgate
+{{- if .Values.tls.secretName }}
+- name: tls
+  mountPath: /etc/llmgate/tls
+  readOnly: true
+{{- end }}
+{{- if .Values.tls.clientCASecretName }}
+- name: client-ca
+  mountPath: /etc/llmgate/client-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "llmgate.scheme" -}}
+{{- if .Values.tls.secretName -}}HTTPS{{- else -}}HTTP{{- end -}}
 {{- end -}}
