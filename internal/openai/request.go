@@ -84,15 +84,18 @@ type ChatRequest struct {
 	ResponseFormat      json.RawMessage `json:"response_format"`
 }
 
-// CompletionAllowance returns the completion limit the client asked for, or 0.
+// CompletionAllowance returns the completion limit the client asked for, or
+// 0. With both max_tokens and max_completion_tokens it is the larger: a
+// backend may honour either.
 func (r *ChatRequest) CompletionAllowance() int64 {
+	var n int64
 	if r.MaxCompletionTokens != nil {
-		return *r.MaxCompletionTokens
+		n = *r.MaxCompletionTokens
 	}
 	if r.MaxTokens != nil {
-		return *r.MaxTokens
+		n = max(n, *r.MaxTokens)
 	}
-	return 0
+	return n
 }
 
 // EmbeddingsRequest is the part of an embeddings request the gateway reads.
@@ -116,6 +119,9 @@ func ParseChat(body []byte) (*ChatRequest, *Error) {
 	var r ChatRequest
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, decodeError(err)
+	}
+	if err := checkKeys(body, chatShape); err != nil {
+		return nil, err
 	}
 	if r.Messages == nil {
 		return nil, BadRequest("messages", "Missing required parameter: 'messages'.")
@@ -165,6 +171,9 @@ func ParseEmbeddings(body []byte) (*EmbeddingsRequest, *Error) {
 	var r EmbeddingsRequest
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, decodeError(err)
+	}
+	if err := checkKeys(body, embeddingsShape); err != nil {
+		return nil, err
 	}
 	inputs, perr := embeddingInputs(r.Input)
 	if perr != nil {
