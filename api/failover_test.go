@@ -328,3 +328,26 @@ func TestBodyCutShortFailsOver(t *testing.T) {
 		t.Fatalf("a body cut short must be retried on the next backend: %d %s", a.status, a.body)
 	}
 }
+
+func TestHugeRetryAfterIsCapped(t *testing.T) {
+	noLeaks(t)
+	east := newUpstream(t, status(429, "Retry-After", "999999999"))
+	s := twoBackends(east, east)
+	s.mutate = func(c *config.Config) { c.Upstream.MaxRetryAfter = 2 * time.Second }
+	g := newGateway(t, s)
+	a := do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatBody)
+	if a.status != 503 || a.header.Get("Retry-After") != "2" {
+		t.Fatalf("a 31-year Retry-After behind a 2s cap: %d, Retry-After %q", a.status, a.header.Get("Retry-After"))
+	}
+	east.set(okChat("east"))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if a := do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatBody); a.status == 200 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the backend never came back after the capped rest")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -183,19 +183,26 @@ func withModel(body []byte, model string) []byte {
 }
 
 // retryAfter reads a backend's retry hint: retry-after-ms (Azure), then
-// Retry-After in seconds or as an HTTP date.
-func retryAfter(h http.Header, now time.Time) time.Duration {
+// Retry-After in seconds or as an HTTP date. It never exceeds limit
+// (upstream.max_retry_after): a backend must not close itself off for years.
+func retryAfter(h http.Header, now time.Time, limit time.Duration) time.Duration {
+	clamp := func(d float64) time.Duration {
+		if d >= float64(limit) {
+			return limit
+		}
+		return time.Duration(d)
+	}
 	if v := h.Get("retry-after-ms"); v != "" {
 		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
-			return time.Duration(ms * float64(time.Millisecond))
+			return clamp(ms * float64(time.Millisecond))
 		}
 	}
 	if v := h.Get("Retry-After"); v != "" {
 		if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 {
-			return time.Duration(s * float64(time.Second))
+			return clamp(s * float64(time.Second))
 		}
 		if t, err := http.ParseTime(v); err == nil && t.After(now) {
-			return t.Sub(now)
+			return min(t.Sub(now), limit)
 		}
 	}
 	return 0

@@ -652,7 +652,7 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		hint := retryAfter(resp.Header, g.now())
+		hint := retryAfter(resp.Header, g.now(), g.up.MaxRetryAfter)
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
 		d := g.now().Sub(start)
 		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {

@@ -76,9 +76,12 @@ func TestRetryAfter(t *testing.T) {
 		{"http date", http.Header{"Retry-After": {now.Add(5 * time.Second).Format(http.TimeFormat)}}, 5 * time.Second},
 		{"garbage", http.Header{"Retry-After": {"soon"}}, 0},
 		{"negative", http.Header{"Retry-After-Ms": {"-4"}}, 0},
+		{"31 years is capped", http.Header{"Retry-After": {"999999999"}}, 5 * time.Minute},
+		{"beyond Duration is capped", http.Header{"Retry-After-Ms": {"1e300"}}, 5 * time.Minute},
+		{"a far date is capped", http.Header{"Retry-After": {now.AddDate(30, 0, 0).Format(http.TimeFormat)}}, 5 * time.Minute},
 	}
 	for _, tc := range tests {
-		if got := retryAfter(tc.h, now); got != tc.want {
+		if got := retryAfter(tc.h, now, 5*time.Minute); got != tc.want {
 			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
 		}
 	}

@@ -256,6 +256,9 @@ type Upstream struct {
 	BreakerFailures int `yaml:"breaker_failures"`
 	// BreakerCooldown is how long an open circuit stays open when the backend gave no Retry-After. Default 10s.
 	BreakerCooldown time.Duration `yaml:"breaker_cooldown"`
+	// MaxRetryAfter caps how long a backend's Retry-After (or retry-after-ms)
+	// keeps its circuit open. Default 5m.
+	MaxRetryAfter time.Duration `yaml:"max_retry_after"`
 	// APIVersion is the Azure api-version used when neither backend nor client gives one.
 	APIVersion string `yaml:"api_version"`
 	// MaxIdleConnsPerBackend is the keep-alive pool size per backend. Default 256.
@@ -347,6 +350,7 @@ func (c *Config) ApplyDefaults() {
 	u.Timeout = cmp.Or(u.Timeout, 300*time.Second)
 	u.ResponseHeaderTimeout = cmp.Or(u.ResponseHeaderTimeout, 120*time.Second)
 	u.DialTimeout = cmp.Or(u.DialTimeout, 5*time.Second)
+	u.MaxRetryAfter = cmp.Or(u.MaxRetryAfter, 5*time.Minute)
 	u.BreakerFailures = cmp.Or(u.BreakerFailures, 3)
 	u.BreakerCooldown = cmp.Or(u.BreakerCooldown, 10*time.Second)
 	u.APIVersion = cmp.Or(u.APIVersion, DefaultAPIVersion)
@@ -546,6 +550,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.MaxBodyBytes < 1024 {
 		return fmt.Errorf("server.max_body_bytes: %d is below 1024", c.Server.MaxBodyBytes)
+	}
+	if c.Upstream.MaxRetryAfter < 0 {
+		return fmt.Errorf("upstream.max_retry_after: must not be negative")
 	}
 	if c.Upstream.BreakerFailures < 1 {
 		return fmt.Errorf("upstream.breaker_failures: must be at least 1")
