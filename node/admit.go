@@ -188,8 +188,20 @@ func retryAfterSeconds(wait time.Duration) string {
 }
 
 // settle charges the call's actual usage (nil: nothing was consumed) and
-// returns the charge.
+// returns the charge. A call that reached a backend is charged at least its
+// prompt estimate: the backend spent it even if the client left before the
+// answer or the answer never came.
 func (g *Gateway) settle(ctx context.Context, x *exchange, u *usage) int64 {
+	if x.reached {
+		if u == nil {
+			u = &usage{Prompt: x.adm.prompt}
+		} else if short := x.adm.prompt - u.total(); short > 0 {
+			v := *u
+			v.Prompt += short
+			v.Total = v.Prompt + v.Completion
+			u = &v
+		}
+	}
 	var actual int64
 	if u != nil {
 		actual = u.total()

@@ -21,6 +21,10 @@ type exchange struct {
 	// pin is the one backend the call may go to (it holds the state the
 	// call continues); nil = the route's groups.
 	pin *backend
+	// reached is set once a backend was sent the whole request and did not
+	// refuse it with an error status: it may have spent the prompt, so the
+	// call is charged at least the prompt estimate however it ends.
+	reached bool
 }
 
 // usage is a reply's token usage.
@@ -38,6 +42,13 @@ type usage struct {
 // what the limiter counts (a backend's absurd usage must not wrap counters).
 func (u *usage) total() int64 {
 	return min(max(u.Total, u.Prompt+u.Completion, 0), quota.MaxTokens)
+}
+
+// plausible reports whether a backend's usage can be charged as it is: no
+// negative count and none beyond what the limiter counts.
+func (u *usage) plausible() bool {
+	return u.Prompt >= 0 && u.Completion >= 0 && u.Total >= 0 &&
+		u.Prompt <= quota.MaxTokens && u.Completion <= quota.MaxTokens && u.Total <= quota.MaxTokens
 }
 
 // completion is the part of a chat.completion (or embeddings list) body the
@@ -209,17 +220,33 @@ func newReply(call *Call, status int, body []byte) *reply {
 }
 
 // replyUsage is what a whole reply consumed: its own usage; for a success
-// without usage, the prompt estimate plus the counted answer; nothing for an
-// error (backends do not charge for refused requests).
+// without usage, the prompt estimate plus the counted answer; for a success
+// that cannot be read or reports absurd usage, the whole estimate; nothing
+// for an error (backends do not charge for refused requests).
 func (g *Gateway) replyUsage(x *exchange) *usage {
 	r := x.reply
-	if !r.ok {
+	if r.status != http.StatusOK {
 		return nil
 	}
+	if !r.ok {
+		return x.estimated() // a 200 that cannot be read
+	}
 	if r.u != nil {
+		if !r.u.plausible() {
+			return x.estimated()
+		}
 		return r.u
 	}
+	if r.text == "" && bytes.Contains(r.body, []byte(`"usage"`)) {
+		return x.estimated() // usage its wire format could not decode (overflowing numbers)
+	}
 	return &usage{Prompt: x.adm.prompt, Completion: int64(g.counter.Count(x.call.Route, r.text))}
+}
+
+// estimated is the charge when a backend's answer says nothing usable about
+// its cost: the admission's estimate, prompt plus completion allowance.
+func (x *exchange) estimated() *usage {
+	return &usage{Prompt: x.adm.prompt, Completion: max(x.adm.tokens-x.adm.prompt, 0)}
 }
 
 // cacheable reports whether the reply is a success the cache may store.

@@ -11,10 +11,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -118,7 +120,7 @@ type Outcome struct {
 	Aborted string
 	// Cache is the x-llmgate-cache value: hit, miss, bypass or off.
 	Cache string
-	// Tokens is what the call was charged (0 for hits and failures).
+	// Tokens is what the call was charged (0 for hits and refusals).
 	Tokens int64
 	// Prompt, Completion and Cached are the charged usage's parts (Cached:
 	// prompt tokens the backend served from its own prompt cache).
@@ -206,6 +208,8 @@ type Gateway struct {
 	tracer    trace.Tracer // nil = no spans
 	owners    Owners
 	ownOwners *affinity.Store // the in-memory store made when none was given
+	// streamWrite bounds each write of a relayed stream to the client.
+	streamWrite time.Duration
 }
 
 // New builds a gateway from a validated configuration.
@@ -236,7 +240,8 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		owners:   opts.Owners,
 		// Waiting a little for a store means the client's next request
 		// usually finds the entry; a slow disk never holds an answer long.
-		storeWait: cmp.Or(opts.StoreWait, cfg.Cache.StoreWait, 20*time.Millisecond),
+		storeWait:   cmp.Or(opts.StoreWait, cfg.Cache.StoreWait, 20*time.Millisecond),
+		streamWrite: cmp.Or(cfg.Server.StreamWriteTimeout, 30*time.Second),
 	}
 	prev := opts.Previous
 	if g.counter == nil && prev != nil {
@@ -522,7 +527,9 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 		}
 		return out
 	}
-	g.settle(ctx, x, nil) // nothing reached a backend that charges: release the reservation
+	// No answer reached the client: release the reservation, down to the
+	// prompt estimate if a backend was sent the request (x.reached).
+	out.Tokens = g.settle(ctx, x, nil)
 	return out
 }
 
@@ -637,8 +644,15 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 	g.injectTrace(actx, req.Header)
 	start := g.now()
 	b.capacity.sent(x.adm.tokens, start)
+	var wrote atomic.Bool // the backend has the whole request (set by the transport's goroutine)
+	req = req.WithContext(httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
+	}))
 	resp, err := g.client.Do(req)
 	if err != nil {
+		// Sent but unanswered (the client left, a timeout, a reset): the
+		// backend may be generating all the same.
+		x.reached = x.reached || wrote.Load()
 		d := g.now().Sub(start)
 		if ctx.Err() == nil {
 			b.breaker.failure(g.now())
@@ -649,6 +663,9 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 	}
 	defer resp.Body.Close()
 	b.capacity.observe(resp.Header, g.now())
+	if resp.StatusCode < 400 {
+		x.reached = true // an error status is a refusal: nothing was spent
+	}
 
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
@@ -742,6 +759,10 @@ func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, body i
 			// The Responses API ends with a typed terminal event, no [DONE].
 			final = tap.ended()
 		}
+		// A client that reads nothing for stream_write_timeout is dropped:
+		// it would otherwise hold this goroutine, the upstream stream and
+		// the reservation for as long as it cares to.
+		_ = rc.SetWriteDeadline(time.Now().Add(g.streamWrite))
 		if _, err := w.Write(ev.Raw); err != nil {
 			g.metrics.streamAborted("client")
 			return "client"

@@ -108,6 +108,9 @@ func (t *streamTap) see(data []byte) bool {
 // prompt estimate plus the streamed text counted (also for aborted streams).
 func (t *streamTap) usage(g *Gateway, x *exchange) *usage {
 	if t.u != nil {
+		if !t.u.plausible() {
+			return x.estimated()
+		}
 		return t.u
 	}
 	var sb strings.Builder

@@ -238,6 +238,9 @@ type Server struct {
 	// 503 before its listeners close, so load balancers stop sending first.
 	// Default 2s.
 	DrainPeriod time.Duration `yaml:"drain_period"`
+	// StreamWriteTimeout drops a streaming client that reads nothing for this
+	// long (each chunk's write must finish within it). Default 30s.
+	StreamWriteTimeout time.Duration `yaml:"stream_write_timeout"`
 	// MaxConnections caps the connections each listener serves at once;
 	// one more is answered 503 and closed. Default 4096.
 	MaxConnections int `yaml:"max_connections"`
@@ -346,6 +349,7 @@ func (c *Config) ApplyDefaults() {
 	s.ShutdownTimeout = cmp.Or(s.ShutdownTimeout, 30*time.Second)
 	s.DrainPeriod = cmp.Or(s.DrainPeriod, 2*time.Second)
 	s.MaxConnections = cmp.Or(s.MaxConnections, 4096)
+	s.StreamWriteTimeout = cmp.Or(s.StreamWriteTimeout, 30*time.Second)
 	u := &c.Upstream
 	u.Timeout = cmp.Or(u.Timeout, 300*time.Second)
 	u.ResponseHeaderTimeout = cmp.Or(u.ResponseHeaderTimeout, 120*time.Second)
@@ -544,6 +548,9 @@ func (c *Config) Validate() error {
 		if v.TokensPerMinute < 0 || v.Timeout < 0 {
 			return fmt.Errorf("cache.verify: tokens_per_minute and timeout must not be negative")
 		}
+	}
+	if c.Server.StreamWriteTimeout < 0 {
+		return fmt.Errorf("server.stream_write_timeout: must not be negative")
 	}
 	if c.Server.MaxConnections < 1 {
 		return fmt.Errorf("server.max_connections: must be at least 1")
