@@ -341,3 +341,40 @@ func TestBackendCapacitySteers(t *testing.T) {
 		t.Errorf("served = %v, want primary once (its 150 TPM holds one 108-token request)", served)
 	}
 }
+
+func TestHugePromptIsRefusedBeforeCounting(t *testing.T) {
+	noLeaks(t)
+	up := newUpstream(t, okChat("east"))
+	g := limited(t, up, 20000, 0)
+	a := do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, hugePrompt(4_000_000))
+	if a.status != http.StatusTooManyRequests || !strings.Contains(string(a.body), "by its length alone") || up.calls.Load() != 0 {
+		t.Fatalf("a 4 MB prompt under 20000 TPM: %d %.300s", a.status, a.body)
+	}
+}
+
+func hugePrompt(n int) string {
+	return `{"model":"gpt-4o","messages":[{"role":"user","content":"` + strings.Repeat("a", n) + `"}]}`
+}
+
+// BenchmarkHugePromptRefusal is one 4 MB one-word prompt, sent over loopback
+// and refused under a 20000 TPM limit (target: under 50 ms).
+func BenchmarkHugePromptRefusal(b *testing.B) {
+	up := newUpstream(&testing.T{}, okChat("east"))
+	defer up.Close()
+	g := limited(&testing.T{}, up, 20000, 0)
+	defer g.data.Close()
+	body := hugePrompt(4_000_000)
+	for b.Loop() {
+		req, _ := http.NewRequest("POST", g.data.URL+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("api-key", keyA)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+}

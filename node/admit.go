@@ -1,7 +1,9 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -117,6 +119,73 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Err
 	}
 	g.metrics.rejected(d.Reason)
 	return a, refusal(call, a.tokens, g.allowanceNote(call), d, g.now())
+}
+
+// maxTokenBytes is the longest token, in bytes, of every tiktoken encoding
+// the gateway counts with (runs of 128 spaces in o200k_base and cl100k_base):
+// a text of n bytes is at least n/128 tokens, whatever it says.
+const maxTokenBytes = 128
+
+// floorMinBody is the body size from which admit bounds the prompt by its
+// length before counting it: below, counting costs less than the look-up.
+const floorMinBody = 64 << 10
+
+// refuseByLength refuses a call whose prompt, by its byte length alone,
+// cannot fit the consumer's TPM limit, before any token is counted: counting
+// megabytes costs seconds of CPU that the refusal would waste.
+func (g *Gateway) refuseByLength(ctx context.Context, call *Call) *openai.Error {
+	floor, textBytes := promptFloor(call)
+	if floor == 0 {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, admitTimeout)
+	d, err := g.limiter.Headroom(rctx, call.Consumer.Name, g.counterKey(call))
+	cancel()
+	if err != nil || d.Limit <= 0 || floor <= d.Limit {
+		return nil
+	}
+	g.metrics.rejected(quota.ReasonTooLarge)
+	return &openai.Error{Status: http.StatusTooManyRequests, Type: "tokens", Code: openai.CodeRateLimitExceeded,
+		Header: http.Header{http.CanonicalHeaderKey(HeaderShouldRetry): {"false"}},
+		Message: fmt.Sprintf("This request's prompt is at least %d tokens by its length alone (%d bytes of text), more than its limit of %d tokens per minute allows consumer '%s'; it can never be admitted. Shorten the prompt.",
+			floor, textBytes, d.Limit, call.Consumer.Name)}
+}
+
+// promptFloor returns a lower bound on the call's prompt tokens from byte
+// lengths alone, and the bytes of text it counted. Only text whose bytes are
+// all tokens counts: string contents and inputs, not content parts (an image
+// is bytes but few tokens).
+func promptFloor(call *Call) (tokens, textBytes int64) {
+	var pre int64 // pre-tokenized inputs: their length is their count
+	switch {
+	case call.Chat != nil:
+		for _, m := range call.Chat.Messages {
+			textBytes += stringBytesFloor(m.Content)
+		}
+	case call.Embeddings != nil:
+		for _, in := range call.Embeddings.Inputs {
+			textBytes += int64(len(in.Text))
+			pre += int64(len(in.Tokens))
+		}
+	case call.Responses != nil:
+		textBytes = stringBytesFloor(call.Responses.Input)
+		if call.Responses.Instructions != nil {
+			textBytes += int64(len(*call.Responses.Instructions))
+		}
+	}
+	return pre + (textBytes+maxTokenBytes-1)/maxTokenBytes, textBytes
+}
+
+// stringBytesFloor is a lower bound on the decoded length of raw when it is
+// a JSON string, else 0. An escape (at most 6 bytes, \uXXXX) decodes to at
+// least one byte.
+func stringBytesFloor(raw json.RawMessage) int64 {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) < 2 || raw[0] != '"' {
+		return 0
+	}
+	n := int64(len(raw)-2) - 5*int64(bytes.Count(raw, []byte{'\\'}))
+	return max(n, 0)
 }
 
 // HeaderShouldRetry tells the official SDKs whether retrying can help.

@@ -90,3 +90,79 @@ func BenchmarkReserveOnly(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1000, "p99-µs")
 }
+
+// hugeCall is a chat call whose one message is a one-word prompt of n bytes.
+func hugeCall(tb testing.TB, n int) *Call {
+	tb.Helper()
+	body, _ := json.Marshal(map[string]any{"model": "gpt-4o", "messages": []map[string]string{{"role": "user", "content": strings.Repeat("a", n)}}})
+	r, e := openai.ParseChat(body)
+	if e != nil {
+		tb.Fatal(e)
+	}
+	return &Call{Op: openai.OpChat, Route: "gpt-4o", Model: "gpt-4o", Body: body, Chat: r, Consumer: &Consumer{Name: "team-a", CounterKey: config.CounterConsumer}, Header: http.Header{}}
+}
+
+func limitedGateway(tb testing.TB, tpm int64) *Gateway {
+	tb.Helper()
+	g := admitGateway(tb)
+	l, err := quota.Open(quota.Options{}, map[string]quota.Limits{"team-a": {TPM: tpm}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = l.Close() })
+	g.limiter = l
+	return g
+}
+
+func TestHugePromptIsRefusedByItsLength(t *testing.T) {
+	g := limitedGateway(t, 20000)
+	e := g.refuseByLength(context.Background(), hugeCall(t, 4_000_000))
+	if e == nil || e.Status != http.StatusTooManyRequests || !strings.Contains(e.Message, "by its length alone") ||
+		e.Header.Get(HeaderShouldRetry) != "false" {
+		t.Fatalf("a 4 MB prompt against 20000 TPM: %+v", e)
+	}
+	// 4 MB of 'a' is 31250 tokens at the least; a limit above that must not
+	// be refused by length (the count decides).
+	if e := g.refuseByLength(context.Background(), hugeCall(t, 1_000_000)); e != nil {
+		t.Fatalf("a 1 MB prompt (at least 7813 tokens) refused by length under 20000 TPM: %s", e.Message)
+	}
+}
+
+func TestPromptFloorIsALowerBound(t *testing.T) {
+	g := admitGateway(t)
+	for _, tc := range []struct {
+		text     string
+		positive bool // plain text: the floor says something
+	}{
+		{strings.Repeat(" ", 100_000), true},
+		{strings.Repeat("a", 100_000), true},
+		{strings.Repeat("The quick brown fox. ", 5000), true},
+		{strings.Repeat("\u00e9\u4e2d\U0001F600", 10000), true},
+		{strings.Repeat("\\\"\n\t", 10000), false}, // all escapes: the floor gives up
+	} {
+		text := tc.text
+		body, _ := json.Marshal(map[string]any{"model": "gpt-4o", "messages": []map[string]string{{"role": "user", "content": text}}})
+		r, e := openai.ParseChat(body)
+		if e != nil {
+			t.Fatal(e)
+		}
+		call := &Call{Op: openai.OpChat, Route: "gpt-4o", Body: body, Chat: r}
+		floor, _ := promptFloor(call)
+		if prompt, _ := g.estimate(call); floor > prompt || tc.positive && floor == 0 {
+			t.Fatalf("floor %d against a count of %d for %.20q", floor, prompt, text)
+		}
+	}
+}
+
+// BenchmarkRefuseHugePrompt is the length check refusing a 4 MB one-word
+// prompt against a 20000 TPM limit (the whole request: api's BenchmarkHugePromptRefusal).
+func BenchmarkRefuseHugePrompt(b *testing.B) {
+	g := limitedGateway(b, 20000)
+	call := hugeCall(b, 4_000_000)
+	b.ResetTimer()
+	for b.Loop() {
+		if e := g.refuseByLength(context.Background(), call); e == nil {
+			b.Fatal("admitted")
+		}
+	}
+}

@@ -447,6 +447,14 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 	ctx, cancel := context.WithTimeout(ctx, g.up.Timeout)
 	defer cancel()
 
+	if g.limiter != nil && call.Consumer != nil && len(call.Body) > floorMinBody {
+		// Before the cache too: hashing and embedding megabytes cost as
+		// much as counting them, and what can never be admitted was never stored.
+		if e := g.refuseByLength(ctx, call); e != nil {
+			e.Write(w)
+			return Outcome{Status: e.Status}
+		}
+	}
 	cp := g.planCache(call)
 	w.Header().Set(HeaderCache, cp.state)
 	g.metrics.cacheState(cp.state)

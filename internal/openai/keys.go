@@ -34,6 +34,14 @@ var (
 		"tools": nil, "response_format": nil,
 	}}
 	embeddingsShape = &shape{fields: map[string]*shape{"model": nil, "input": nil}}
+	itemShape       = &shape{fields: map[string]*shape{
+		"type": nil, "role": nil, "content": {elem: partShape}, "output": nil, "arguments": nil, "name": nil,
+	}}
+	responsesShape = &shape{fields: map[string]*shape{
+		"model": nil, "input": {elem: itemShape}, "instructions": nil, "tools": nil, "stream": nil,
+		"max_output_tokens": nil, "temperature": nil, "previous_response_id": nil, "conversation": nil,
+		"background": nil, "store": nil,
+	}}
 )
 
 // maxCheckDepth matches encoding/json's own nesting limit: deeper bodies never get here.

@@ -3,6 +3,7 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -49,6 +50,12 @@ func TestUnambiguousBodiesStayAccepted(t *testing.T) {
 	}
 	if _, err := ParseEmbeddings([]byte(`{"model":"e","input":"x","INPUT":"y"}`)); err == nil || err.Param != "INPUT" {
 		t.Fatalf("embeddings with a case variant: %v", err)
+	}
+	if _, err := ParseResponses([]byte(`{"model":"m","input":"x","Max_Output_Tokens":1}`)); err == nil || err.Param != "Max_Output_Tokens" {
+		t.Fatalf("responses with a case variant: %v", err)
+	}
+	if _, err := ParseResponses([]byte(`{"model":"m","input":[{"role":"user","content":"a","content":"b"}]}`)); err == nil || err.Param != "input[0].content" {
+		t.Fatalf("responses with a repeated key in an item: %v", err)
 	}
 }
 
@@ -131,4 +138,16 @@ func FuzzDecoderAgreesWithExactReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkParseHugeChat is the parse of a 4 MB one-word prompt: what the
+// gateway spends on such a body before it can refuse it.
+func BenchmarkParseHugeChat(b *testing.B) {
+	body, _ := json.Marshal(map[string]any{"model": "gpt-4o", "messages": []map[string]string{{"role": "user", "content": strings.Repeat("a", 4_000_000)}}})
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := ParseChat(body); err != nil {
+			b.Fatal(err.Message)
+		}
+	}
 }

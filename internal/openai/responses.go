@@ -66,6 +66,9 @@ func ParseResponses(body []byte) (*ResponsesRequest, *Error) {
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, decodeError(err)
 	}
+	if err := checkKeys(body, responsesShape); err != nil {
+		return nil, err
+	}
 	in := bytes.TrimSpace(r.Input)
 	switch {
 	case len(in) == 0 || bytes.Equal(in, []byte("null")):
