@@ -80,7 +80,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer stopMock()
 		cfg.Backends[0].URL = url
-		logger.Info("no --config and no --upstream: serving the built-in mock upstream", "url", url, "consumer_key", cfg.Consumers[0].Keys[0])
+		// The built-in key is public (it is in the README); one chosen
+		// through LLMGATE_DEV_KEY is a secret and never logged.
+		key := "from LLMGATE_DEV_KEY (not shown)"
+		if cfg.Consumers[0].Keys[0] == devKey {
+			key = devKey
+		}
+		logger.Info("no --config and no --upstream: serving the built-in mock upstream", "url", url, "consumer_key", key)
 	}
 
 	n, err := startNode(cfg, logger)

@@ -385,3 +385,28 @@ func TestStateSurvivesKill9(t *testing.T) {
 		t.Fatalf("stop: %v\n%s", err, p2.stderr)
 	}
 }
+
+func TestDevKeyIsNeverLogged(t *testing.T) {
+	listen := freeAddr(t)
+	const secret = "sk-dev-secret-5d1e9a"
+	p := exec.Command(binary, "serve", "--listen", listen, "--admin-listen", freeAddr(t), "--gossip", freeAddr(t), "--data-dir", t.TempDir())
+	p.Env = append(os.Environ(), "LLMGATE_DEV_KEY="+secret, "LLMGATE_UPSTREAM_KEY=")
+	var stderr bytes.Buffer
+	p.Stdout, p.Stderr = &stderr, &stderr
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Process.Kill(); _ = p.Wait() })
+	waitReady(t, "http://"+listen+"/readyz")
+	if code, body := chatThrough(t, listen, secret); code != http.StatusOK {
+		t.Fatalf("the dev key does not work: %d %s", code, body)
+	}
+	_ = p.Process.Signal(syscall.SIGTERM)
+	_ = p.Wait()
+	if strings.Contains(stderr.String(), secret) {
+		t.Fatalf("the dev key is in the log:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "LLMGATE_DEV_KEY") {
+		t.Fatalf("the log does not say where the key comes from:\n%s", stderr.String())
+	}
+}
