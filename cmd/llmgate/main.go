@@ -24,6 +24,7 @@ Usage:
   llmgate healthcheck [--url URL]          exit 0 if a node's /healthz answers 200 (container healthchecks)
   llmgate cache calibrate [--pairs FILE] [--target-precision P] [--config FILE --write]
                                            choose cache.score_threshold on labelled pairs (held-out split reported)
+  llmgate repair --data-dir DIR            salvage what is readable of a damaged data directory
   llmgate version                          print version and build information
 
 Run 'llmgate COMMAND --help' for a command's flags.
@@ -69,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runHealthcheck(ctx, rest, stdout, stderr)
 	case "cache":
 		return runCache(ctx, rest, stdout, stderr)
+	case "repair":
+		return runRepair(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		return runVersion(stdout)
 	case "help", "-h", "--help":

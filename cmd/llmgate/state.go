@@ -46,6 +46,9 @@ func openState(cfg *config.Config, logger *slog.Logger, onChange func(index.Chan
 	}()
 	st.db, err = store.Open(filepath.Join(cfg.Node.DataDir, "db"), store.Options{Logger: logger})
 	if err != nil {
+		if de := (*store.DamageError)(nil); errors.As(err, &de) {
+			return nil, fmt.Errorf("data directory %s: %w; refusing to start on it (llmgate repair --data-dir %s salvages what is readable)", cfg.Node.DataDir, err, cfg.Node.DataDir)
+		}
 		return nil, fmt.Errorf("data directory %s: %w", cfg.Node.DataDir, err)
 	}
 	limits := make(map[string]quota.Limits, len(cfg.Consumers))

@@ -37,6 +37,8 @@ type DB struct {
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   sync.WaitGroup
+	dir    string
+	record bool // write the entry record on a clean close
 }
 
 // Open opens (or creates) the database in dir. A locked or corrupt directory
@@ -48,31 +50,27 @@ func Open(dir string, opts Options) (*DB, error) {
 	if opts.GCInterval <= 0 {
 		opts.GCInterval = time.Minute
 	}
-	bo := badger.DefaultOptions(dir).
-		WithInMemory(opts.InMemory).
-		WithLogger(badgerLogger{opts.Logger}).
-		WithLoggingLevel(badger.WARNING).
-		// Sized for a gateway, not a database server: Badger's defaults
-		// (5 × 64 MB memtables, 256 MB block cache) would dwarf the node.
-		WithMemTableSize(16 << 20).
-		WithNumMemtables(2).
-		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(8).
-		WithValueThreshold(1 << 10).
-		WithBlockCacheSize(16 << 20).
-		WithIndexCacheSize(16 << 20).
-		WithValueLogFileSize(64 << 20).
-		WithNumCompactors(2).
-		WithDetectConflicts(false)
-	if opts.InMemory {
-		bo.Dir, bo.ValueDir = "", ""
+	bo := badgerOptions(dir, opts)
+	if !opts.InMemory {
+		// Refuse a damaged directory before Badger opens it: Badger would
+		// start empty without its MANIFEST (and delete the tables), serve
+		// what it can of a corrupt table, and panic on a truncated one.
+		if err := Check(dir); err != nil {
+			return nil, err
+		}
 	}
 	bdb, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("opening database in %s: %w", dir, err)
 	}
+	if !opts.InMemory {
+		if err := checkRecord(bdb, dir, time.Now()); err != nil {
+			_ = bdb.Close()
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	db := &DB{DB: bdb, log: opts.Logger, cancel: cancel}
+	db := &DB{DB: bdb, log: opts.Logger, cancel: cancel, dir: dir, record: !opts.InMemory}
 	if !opts.InMemory {
 		db.done.Add(1)
 		go db.gcLoop(ctx, opts.GCInterval)
@@ -104,10 +102,17 @@ func (db *DB) gcLoop(ctx context.Context, every time.Duration) {
 	}
 }
 
-// Close stops GC and closes the database, flushing what is buffered.
+// Close stops GC and closes the database, flushing what is buffered. Call it
+// once every owner has stopped writing: it records the entries it holds, for
+// the next start to check against.
 func (db *DB) Close() error {
 	db.cancel()
 	db.done.Wait()
+	if db.record {
+		if err := writeRecord(db.DB, db.dir); err != nil {
+			db.log.Warn("recording the database's entry counts; the next start cannot check them", "err", err)
+		}
+	}
 	if err := db.DB.Close(); err != nil {
 		return fmt.Errorf("closing database: %w", err)
 	}
@@ -128,4 +133,27 @@ func (b badgerLogger) Infof(f string, a ...any) {
 }
 func (b badgerLogger) Debugf(f string, a ...any) {
 	b.l.Debug(fmt.Sprintf(f, a...), "component", "badger")
+}
+
+// badgerOptions are the database's settings, shared by Open and Repair.
+func badgerOptions(dir string, opts Options) badger.Options {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return badger.DefaultOptions(dir).
+		WithInMemory(opts.InMemory).
+		WithLogger(badgerLogger{opts.Logger}).
+		WithLoggingLevel(badger.WARNING).
+		// Sized for a gateway, not a database server: Badger's defaults
+		// (5 × 64 MB memtables, 256 MB block cache) would dwarf the node.
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithValueThreshold(1 << 10).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithNumCompactors(2).
+		WithDetectConflicts(false)
 }
