@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"sync/atomic"
@@ -39,6 +40,9 @@ type Options struct {
 	// node runs without them.
 	Cache CacheAdmin
 	Quota QuotaAdmin
+	// Storage explains on /readyz why storing is paused (a full data
+	// disk); nil = nothing to say. The node stays ready: it serves.
+	Storage interface{ Detail() string }
 	// Cluster lists the members on /admin/cluster; nil = this node alone.
 	Cluster ClusterView
 	// Usage answers /admin/usage; nil = the route answers 404.
@@ -132,6 +136,12 @@ func (a *API) DataHandler() http.Handler {
 		if !a.ready.Load() {
 			c.Response().Header().Set("Retry-After", "1")
 			return c.JSONBlob(http.StatusServiceUnavailable, []byte(`{"status":"draining"}`))
+		}
+		if a.opts.Storage != nil {
+			if d := a.opts.Storage.Detail(); d != "" {
+				b, _ := json.Marshal(map[string]string{"status": "ready", "storage": d})
+				return c.JSONBlob(http.StatusOK, b)
+			}
 		}
 		return c.JSONBlob(http.StatusOK, []byte(`{"status":"ready"}`))
 	})

@@ -428,6 +428,9 @@ func storedUsage(body []byte) int64 {
 // store caches body, an answer its caller found cacheable. Failures are
 // logged, never returned: the client has its answer either way.
 func (g *Gateway) store(ctx context.Context, call *Call, cp cachePlan, body []byte) {
+	if g.space != nil && !g.space.Storing() {
+		return // the data disk is below its reserve: served, not stored
+	}
 	if limit := g.cacheCfg.MaxEntryBytes; limit > 0 && int64(len(body)) > limit {
 		g.log.Debug("answer larger than cache.max_entry_bytes; served, not stored", "route", call.Route, "request_id", call.RequestID, "bytes", len(body))
 		return

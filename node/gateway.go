@@ -168,6 +168,8 @@ type Options struct {
 	// BackendTokens supply Microsoft Entra ID tokens to the backends with
 	// auth: entra, by backend name.
 	BackendTokens map[string]TokenSource
+	// Space says whether the data disk has room for new cache entries; nil = always.
+	Space Space
 	// StoreWait overrides cfg.Cache.StoreWait (tests).
 	StoreWait time.Duration
 	// Tracer starts the child spans of a request's trace (cache look-up,
@@ -181,6 +183,12 @@ type Options struct {
 	// Owners remembers who owns each Responses API response id (cluster-wide);
 	// nil = an in-memory store for this node alone.
 	Owners Owners
+}
+
+// Space is what the store stage asks of the data disk: implemented by
+// *space.Watcher. Below its reserve answers are served and not stored.
+type Space interface {
+	Storing() bool
 }
 
 // Gateway runs the request pipeline of one node.
@@ -210,6 +218,7 @@ type Gateway struct {
 	ownOwners *affinity.Store // the in-memory store made when none was given
 	// streamWrite bounds each write of a relayed stream to the client.
 	streamWrite time.Duration
+	space       Space
 }
 
 // New builds a gateway from a validated configuration.
@@ -242,6 +251,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		// usually finds the entry; a slow disk never holds an answer long.
 		storeWait:   cmp.Or(opts.StoreWait, cfg.Cache.StoreWait, 20*time.Millisecond),
 		streamWrite: cmp.Or(cfg.Server.StreamWriteTimeout, 30*time.Second),
+		space:       opts.Space,
 	}
 	prev := opts.Previous
 	if g.counter == nil && prev != nil {

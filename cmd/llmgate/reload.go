@@ -50,7 +50,7 @@ func (n *runningNode) build(cfg *config.Config, prev *generation) (*generation, 
 	if prev != nil {
 		prevGW = prev.gw
 	}
-	gw, err := node.New(cfg, node.Options{Logger: n.log, Registry: n.reg, Limiter: n.state.limiter, Cache: n.state.nodeCache(), Tracer: n.tracer, Previous: prevGW, BackendTokens: n.tokens, Owners: n.state.owners})
+	gw, err := node.New(cfg, node.Options{Logger: n.log, Registry: n.reg, Limiter: n.state.limiter, Cache: n.state.nodeCache(), Tracer: n.tracer, Previous: prevGW, BackendTokens: n.tokens, Owners: n.state.owners, Space: n.disk})
 	if err != nil {
 		return nil, fmt.Errorf("building the gateway: %w", err)
 	}
@@ -58,7 +58,7 @@ func (n *runningNode) build(cfg *config.Config, prev *generation) (*generation, 
 		Logger: n.log, Registry: n.reg, Gatherer: n.reg,
 		MaxBodyBytes: cfg.Server.MaxBodyBytes,
 		AdminToken:   cfg.AdminToken, NodeName: cfg.Node.Name, GossipAddr: n.cluster.Addr(),
-		Quota: n.state.limiter, Cache: n.state.adminCache(), Cluster: n.cluster,
+		Quota: n.state.limiter, Cache: n.state.adminCache(), Cluster: n.cluster, Storage: n.disk,
 		Observer: n.obs, Tracer: n.tracer, CaptureContent: cfg.Telemetry.CaptureContent,
 		Identity: n.ident, Keys: n.state.keys,
 		Usage:  n.state.usageAdmin(),

@@ -30,6 +30,7 @@ import (
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/edge"
 	"github.com/llmgate/llmgate/internal/mock"
+	"github.com/llmgate/llmgate/internal/space"
 	"github.com/llmgate/llmgate/node"
 	"github.com/llmgate/llmgate/telemetry"
 )
@@ -240,6 +241,7 @@ type runningNode struct {
 	unlock    func()
 	state     *state
 	otlp      *telemetry.OTLP // nil unless telemetry.otlp_endpoint is set
+	disk      *space.Watcher  // the data disk's free space
 	cluster   *cluster.Cluster
 	errc      chan error
 	stopOnce  sync.Once
@@ -285,6 +287,10 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		return nil, err
 	}
 	undo = append(undo, unlock)
+	spaceOpts := space.Options{Dir: cfg.Node.DataDir, Reserve: cfg.Node.DiskReserveBytes, Logger: logger}
+	if _, err := space.Prepare(spaceOpts); err != nil {
+		return nil, err
+	}
 	// The cache reports its changes before the cluster exists: they go
 	// nowhere until it starts (a peer catches up on them when it joins).
 	var replicas atomic.Pointer[cluster.Cluster]
@@ -342,8 +348,14 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		return nil, err
 	}
 	undo = append(undo, stopTokens)
+	spaceOpts.Registry = reg
+	disk, err := space.Start(spaceOpts)
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, disk.Close)
 	n := &runningNode{
-		cfg: cfg, log: logger, reg: reg,
+		cfg: cfg, log: logger, reg: reg, disk: disk,
 		dataAddr: dataLn.Addr().String(), adminAddr: adminLn.Addr().String(),
 		unlock: unlock, state: st, cluster: cl, errc: make(chan error, 2), otlp: otlp, tracer: tracer,
 		tokens: backendTokens,
@@ -481,6 +493,7 @@ func (n *runningNode) stop(ctx context.Context) error {
 				n.log.Warn("flushing OpenTelemetry data", "err", oerr)
 			}
 		}
+		n.disk.Close()
 		if cerr := n.state.close(); cerr != nil {
 			n.log.Error("closing storage", "err", cerr)
 			err = errors.Join(err, cerr)

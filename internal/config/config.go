@@ -39,6 +39,9 @@ type Config struct {
 type Node struct {
 	Name    string `yaml:"name"`
 	DataDir string `yaml:"data_dir"`
+	// DiskReserveBytes is the free space on the data disk below which new
+	// cache entries are not stored (requests are still served). Default 256 MiB.
+	DiskReserveBytes int64 `yaml:"disk_reserve_bytes"`
 }
 
 // Cluster is the gossip membership configuration.
@@ -349,6 +352,7 @@ func (c *Config) ApplyDefaults() {
 	s.ShutdownTimeout = cmp.Or(s.ShutdownTimeout, 30*time.Second)
 	s.DrainPeriod = cmp.Or(s.DrainPeriod, 2*time.Second)
 	s.MaxConnections = cmp.Or(s.MaxConnections, 4096)
+	c.Node.DiskReserveBytes = cmp.Or(c.Node.DiskReserveBytes, 256<<20)
 	s.StreamWriteTimeout = cmp.Or(s.StreamWriteTimeout, 30*time.Second)
 	u := &c.Upstream
 	u.Timeout = cmp.Or(u.Timeout, 300*time.Second)
@@ -548,6 +552,9 @@ func (c *Config) Validate() error {
 		if v.TokensPerMinute < 0 || v.Timeout < 0 {
 			return fmt.Errorf("cache.verify: tokens_per_minute and timeout must not be negative")
 		}
+	}
+	if c.Node.DiskReserveBytes < 0 {
+		return fmt.Errorf("node.disk_reserve_bytes: must not be negative")
 	}
 	if c.Server.StreamWriteTimeout < 0 {
 		return fmt.Errorf("server.stream_write_timeout: must not be negative")
