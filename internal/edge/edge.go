@@ -72,7 +72,28 @@ func Guard(h http.Handler) http.Handler {
 		ww := &writer{ResponseWriter: w, body: b}
 		h.ServeHTTP(ww, r)
 		ww.mark() // a handler that wrote nothing gets the same treatment
+		if !b.done.Load() && (b.size < 0 || b.size > drainedBytes) {
+			linger(rc, b)
+		}
 	})
+}
+
+// A refused body larger than net/http drains is read and discarded for at
+// most lingerTime and lingerBytes after the answer went out. Closing a socket
+// that still holds unread bytes makes the kernel send a reset; a client still
+// writing a 50 MB body then fails its write, and Go's http.Client reports that
+// write error instead of the 413 whenever it sees it before the answer.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 64 << 20
+)
+
+func linger(rc *http.ResponseController, b *body) {
+	if rc.Flush() != nil {
+		return
+	}
+	_ = rc.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.CopyN(io.Discard, b.ReadCloser, lingerBytes)
 }
 
 // body tracks whether the request body was read to its end.

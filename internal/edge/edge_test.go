@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -196,4 +197,45 @@ func TestConnectionCapRefusesClearly(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// A client still uploading an oversized body when the 413 comes (Go's
+// http.Client, curl) must be able to finish the upload: a server that closes
+// with the rest unread resets the connection, and the client's failed write
+// can then win over the answer it has not read yet.
+func TestOversizedBodyUploadFinishesAndGets413(t *testing.T) {
+	tooLarge := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<20)); err != nil {
+			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	addr := serve(t, tooLarge, Options{}, 0, nil)
+	const size = 20 << 20
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	uploaded := make(chan error, 1)
+	go func() {
+		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(size)+"\r\n\r\n")
+		if err == nil {
+			_, err = io.CopyN(c, zeros{}, size)
+		}
+		uploaded <- err
+	}()
+	resp, body := readResponse(t, c, br, 5*time.Second)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d (%q), want 413", resp.StatusCode, body)
+	}
+	if err := <-uploaded; err != nil {
+		t.Fatalf("the upload was cut off: %v", err)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
