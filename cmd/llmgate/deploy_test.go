@@ -113,7 +113,7 @@ func TestDeployFilesNameExportedMetrics(t *testing.T) {
 	if len(types) < 20 {
 		t.Fatalf("the node exports only %d metrics: %v", len(types), types)
 	}
-	for _, want := range []string{"llmgate_consumer_requests_total", "llmgate_cache_tokens_saved_total", "llmgate_consumer_tpm_remaining", "llmgate_consumer_quota_remaining_tokens"} {
+	for _, want := range []string{"llmgate_consumer_requests_total", "llmgate_cache_tokens_saved_total", "llmgate_consumer_tpm_remaining", "llmgate_consumer_quota_remaining_tokens", "llmgate_storage_paused", "llmgate_data_disk_free_bytes"} {
 		if _, ok := types[want]; !ok {
 			t.Errorf("%s is not exported after the workload", want)
 		}
@@ -183,7 +183,7 @@ func TestDeployFilesNameExportedMetrics(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"LLMGateConsumerNearTPM", "LLMGateConsumerNearQuota", "LLMGateBackendCircuitOpen", "LLMGateClusterMemberDown", "LLMGateCachePrecisionLow"} {
+	for _, want := range []string{"LLMGateConsumerNearTPM", "LLMGateConsumerNearQuota", "LLMGateBackendCircuitOpen", "LLMGateClusterMemberDown", "LLMGateCachePrecisionLow", "LLMGateDiskReserveReached"} {
 		if !alerts[want] {
 			t.Errorf("alert %s is missing", want)
 		}
