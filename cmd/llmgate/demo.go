@@ -42,6 +42,12 @@ type demoStep struct {
 	wantCache  string // expected x-llmgate-cache, when set
 	headers    []string
 	node       int // which node it is sent to: 0 = gw-1, 1 = gw-2
+	// bodyFn, when set, gives the body at play time (it depends on an
+	// earlier step's answer, e.g. a response id).
+	bodyFn func() string
+	// check, when set, is a further expectation on a non-streamed answer;
+	// it may also note what later steps need from it.
+	check func(r *demoRow, body []byte) bool
 }
 
 type demoRow struct {
@@ -161,6 +167,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	for i, s := range steps {
 		if s.title == "wrong key" { // identity steps beside the other credential step
 			steps = slices.Insert(steps, i, idSteps...)
+			break
+		}
+	}
+	for i, s := range steps {
+		if s.title == "wrong key" { // before the failover steps change the backends
+			steps = slices.Insert(steps, i, demoResponsesSteps(nodes)...)
 			break
 		}
 	}
@@ -328,6 +340,9 @@ func demoConfig(eastURL, westURL, dir, name string, seeds []string) *config.Conf
 
 func playStep(ctx context.Context, client *http.Client, base string, s demoStep) demoRow {
 	row := demoRow{step: s}
+	if s.bodyFn != nil {
+		s.body = s.bodyFn()
+	}
 	req, err := http.NewRequestWithContext(ctx, s.method, base+s.path, strings.NewReader(s.body))
 	if err != nil {
 		row.detail = err.Error()
@@ -364,9 +379,13 @@ func playStep(ctx context.Context, client *http.Client, base string, s demoStep)
 	cacheOK := s.wantCache == "" || resp.Header.Get("x-llmgate-cache") == s.wantCache
 	if s.stream && resp.StatusCode == 200 {
 		events, done := 0, false
+		var typed []string // the Responses API's event types, in order
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
 			line := sc.Text()
+			if typ, ok := strings.CutPrefix(line, "event:"); ok {
+				typed = append(typed, strings.TrimSpace(typ))
+			}
 			if strings.HasPrefix(line, "data:") {
 				if events == 0 {
 					row.firstEventAfter = time.Since(start)
@@ -376,6 +395,12 @@ func playStep(ctx context.Context, client *http.Client, base string, s demoStep)
 			}
 		}
 		row.detail = fmt.Sprintf("%d events, first after %s, [DONE]=%v", events, row.firstEventAfter.Round(time.Millisecond), done)
+		if len(typed) > 0 {
+			// Typed events end with the terminal one, not [DONE]; every
+			// data line must have had its type.
+			done = typed[len(typed)-1] == "response.completed" && len(typed) == events
+			row.detail = fmt.Sprintf("%d typed events, %s … %s, first after %s", events, typed[0], typed[len(typed)-1], row.firstEventAfter.Round(time.Millisecond))
+		}
 		row.latency = time.Since(start)
 		row.ok = done && s.wantStatus == resp.StatusCode && cacheOK
 		return row
@@ -384,11 +409,17 @@ func playStep(ctx context.Context, client *http.Client, base string, s demoStep)
 	row.latency = time.Since(start)
 	row.detail = summarize(body)
 	row.ok = resp.StatusCode == s.wantStatus && cacheOK
+	if s.check != nil {
+		row.ok = s.check(&row, body) && row.ok
+	}
 	return row
 }
 
 // summarize shortens a body for the report: the error code, or the reply's text.
 func summarize(body []byte) string {
+	if r, ok := summarizeResponse(body); ok {
+		return r
+	}
 	s := string(body)
 	if i := strings.Index(s, `"code":"`); i >= 0 && strings.Contains(s, `"error"`) {
 		rest := s[i+8:]
