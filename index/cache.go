@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +50,8 @@ type Options struct {
 	TTL time.Duration
 	// MaxEntries bounds the entries across all shards; 0 = unbounded. Beyond
 	// it, Store evicts the entry that expires soonest (ties: the lower ID),
-	// from the graph, the maps and the disk, before it returns.
+	// from the graph, the maps and the disk, before it returns. Records of
+	// internal Spaces are neither counted nor evicted (see Space.Internal).
 	MaxEntries int
 	// Check guards semantic hits: called with the query's prompt and a
 	// candidate's, from the caller's goroutine of LookupSemantic (never from
@@ -82,6 +84,18 @@ type Space struct {
 	Route     string
 	Shape     string // opaque hash of the answer-shaping request parameters
 }
+
+// Internal reports whether sp is an internal Space: its Route begins with
+// "·" (U+00B7), which no configured route name may (config refuses it). The
+// node keeps its own records there (verified-matching verdicts) so that
+// persistence, replication and catch-up carry them like entries, but they
+// are not cache entries for an operator: Stats counts them apart
+// (InternalEntries, InternalBytes), List and Purge reach them only when
+// they name the Space's partition or route, and max_entries neither counts
+// nor evicts them (they leave by their own ExpiresAt). Evicting them
+// soonest-expiring-first with answers would silently reset what they
+// record; their number is bounded by whoever writes them.
+func (sp Space) Internal() bool { return strings.HasPrefix(sp.Route, "·") }
 
 // Entry is one cached answer.
 //
@@ -124,7 +138,8 @@ type SearchMatch struct {
 }
 
 // Stats are the cache's counters since Open. Entries and Bytes are current
-// values; the others only grow.
+// values of the ordinary entries, InternalEntries and InternalBytes those of
+// internal Spaces (Space.Internal); the others only grow.
 type Stats struct {
 	Entries      int64 `json:"entries"`
 	Hits         int64 `json:"hits"`
@@ -135,6 +150,10 @@ type Stats struct {
 	// normalisation), counted in Hits too.
 	NormalizedHits int64 `json:"normalized_hits"`
 	Bytes          int64 `json:"bytes"` // prompt + response + 4 × vector length, summed
+	// InternalEntries and InternalBytes are the records the node keeps in
+	// internal Spaces (verified-matching verdicts), not in Entries or Bytes.
+	InternalEntries int64 `json:"internal_entries"`
+	InternalBytes   int64 `json:"internal_bytes"`
 }
 
 // Cache is the semantic cache's state. Its methods are safe for concurrent
@@ -157,6 +176,7 @@ type Cache struct {
 	entries, bytes                   atomic.Int64
 	hits, misses, exactHits, semHits atomic.Int64
 	normHits                         atomic.Int64
+	ientries, ibytes                 atomic.Int64 // internal Spaces
 
 	// evictMu serialises eviction passes so that two Stores never both evict
 	// for the same excess entry. It guards no data.
@@ -670,7 +690,8 @@ func (c *Cache) deleteID(ctx context.Context, id string, at time.Time) (found, f
 	return found, fresh, c.writeTombs([]killed{k}, []string{id})
 }
 
-// Purge removes every entry of partition and route ("" matches all) from
+// Purge removes every entry of partition and route ("" matches all, but
+// not an internal Space, which must be named: see Space.Internal) from
 // memory and disk, tombstoning each, and returns how many it removed from
 // memory. It keeps a purge record for TTL, so that replicas of the
 // partition and route created before now are refused. While loading,
@@ -709,7 +730,7 @@ func (c *Cache) purge(ctx context.Context, partition, route string, at time.Time
 }
 
 // List returns up to limit live entries of partition and route ("" matches
-// all) with IDs after cursor, in ID order, and the cursor of the next page
+// all but internal Spaces) with IDs after cursor, in ID order, and the cursor of the next page
 // ("" at the end). limit ≤ 0 means 100.
 func (c *Cache) List(ctx context.Context, partition, route string, limit int, cursor string) ([]*Entry, string, error) {
 	if limit <= 0 {
@@ -782,7 +803,21 @@ func (c *Cache) Stats() Stats {
 		SemanticHits:   c.semHits.Load(),
 		NormalizedHits: c.normHits.Load(),
 		Bytes:          c.bytes.Load(),
+
+		InternalEntries: c.ientries.Load(),
+		InternalBytes:   c.ibytes.Load(),
 	}
+}
+
+// count adds n entries of size bytes in sp to the counters of its kind.
+func (c *Cache) count(sp Space, n, bytes int64) {
+	if sp.Internal() {
+		c.ientries.Add(n)
+		c.ibytes.Add(bytes)
+		return
+	}
+	c.entries.Add(n)
+	c.bytes.Add(bytes)
 }
 
 // sweepLoop removes expired entries every SweepInterval.

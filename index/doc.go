@@ -63,6 +63,11 @@
 //     the sweeper removes them about once a second.
 //   - With MaxEntries, the entry that expires soonest (then the lower ID) is
 //     evicted first, before the Store that overflowed returns.
+//   - Records of an internal Space (Space.Internal: the node's verdicts)
+//     replicate, persist and expire like entries, but sit in their own
+//     expiry heap and counters: MaxEntries neither counts nor evicts them,
+//     Stats reports them apart, and List and Purge reach them only when
+//     they name their partition or route.
 //   - Entries handed out are copies whose slices are shared and never
 //     written; an entry's stored fields never change after it is added (only
 //     its hit count, which lives beside it).

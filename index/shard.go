@@ -21,7 +21,8 @@ type shard struct {
 	exact   map[[32]byte]uint64      // request hash → id (hashes include the Space)
 	norm    map[[32]byte]uint64      // normalised-dialog hash → id (include the Space too)
 	graphs  map[graphKey]graph.Index // one graph per Space and vector length
-	expiry  expiryHeap               // every record, soonest ExpiresAt first
+	expiry  expiryHeap               // every ordinary record, soonest ExpiresAt first
+	iexpiry expiryHeap               // every record of an internal Space (see Space.Internal)
 
 	// tombs holds a copy of every tombstone whose ID may land here: the
 	// shard of the deleted entry's Space, or every shard when the Space is
@@ -115,7 +116,12 @@ type filter struct {
 	before           time.Time // Purge: entries created at or before this time
 }
 
+// An internal Space (Space.Internal) matches only a filter that names its
+// partition or its route: listing or purging "everything" leaves it alone.
 func (f filter) match(sp Space) bool {
+	if sp.Internal() && f.partition != sp.Partition && f.route != sp.Route {
+		return false
+	}
 	return (f.partition == "" || f.partition == sp.Partition) && (f.route == "" || f.route == sp.Route)
 }
 
@@ -296,10 +302,9 @@ func (s *shard) add(id uint64, e *Entry, replica, loaded bool) (stale []string, 
 		slim.Vector = nil
 		r.e = &slim
 	}
-	heap.Push(&s.expiry, r)
+	heap.Push(s.heapOf(r), r)
 	s.digest[byte(id)] ^= liveMix(id, e.CreatedAt.UnixNano())
-	s.c.entries.Add(1)
-	s.c.bytes.Add(r.size)
+	s.c.count(e.Space, 1, r.size)
 	return stale, nil, true
 }
 
@@ -326,14 +331,22 @@ func (s *shard) remove(id uint64) *Entry {
 			}
 		}
 	}
-	heap.Remove(&s.expiry, r.at)
+	heap.Remove(s.heapOf(r), r.at)
 	s.digest[byte(id)] ^= liveMix(id, r.e.CreatedAt.UnixNano())
-	s.c.entries.Add(-1)
-	s.c.bytes.Add(-r.size)
+	s.c.count(r.e.Space, -1, -r.size)
 	return view(r)
 }
 
-// soonest is the shard's next entry to evict.
+// heapOf is the expiry heap r belongs to.
+func (s *shard) heapOf(r *record) *expiryHeap {
+	if r.e.Space.Internal() {
+		return &s.iexpiry
+	}
+	return &s.expiry
+}
+
+// soonest is the shard's next entry to evict: an ordinary one, never an
+// internal one (those leave by their own expiry only).
 func (s *shard) soonest() (expiry, bool) {
 	if len(s.expiry) == 0 {
 		return expiry{}, false
@@ -355,6 +368,9 @@ func (s *shard) expire(now time.Time) swept {
 	var out swept
 	for len(s.expiry) > 0 && !live(s.expiry[0], now) {
 		out.entries = append(out.entries, s.remove(s.expiry[0].id).ID)
+	}
+	for len(s.iexpiry) > 0 && !live(s.iexpiry[0], now) {
+		out.entries = append(out.entries, s.remove(s.iexpiry[0].id).ID)
 	}
 	ns := now.UnixNano()
 	for len(s.tombQ) > 0 && s.tombQ[0].until <= ns {

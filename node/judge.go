@@ -82,10 +82,12 @@ func (r *RouteJudge) Judge(ctx context.Context, query, candidate string) (same b
 	return verify.Yes(c.Choices[0].Message.Content), c.Usage.TotalTokens, nil
 }
 
-// verdictSpace is where verdicts live in the cache: a reserved partition and
-// route no request can name (a consumer's partition is never "·verify", a
-// route name is a config key), so the cache's persistence, replication and
-// catch-up carry them to every node.
+// verdictSpace is where verdicts live in the cache: an internal Space
+// (index.Space.Internal; config refuses route names beginning with "·"), so
+// the cache's persistence, replication and catch-up carry them to every node
+// while stats entries, listings, a purge of everything and max_entries
+// eviction leave them alone: only DELETE /admin/cache?route=·verify (or
+// partition=·verify) resets the learned thresholds.
 var verdictSpace = index.Space{Partition: "·verify", Route: "·verify"}
 
 // verdictTTL is how long a verdict counts.

@@ -448,6 +448,10 @@ func (c *Config) Validate() error {
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Routes)) {
 		r := c.Routes[name]
+		if strings.HasPrefix(name, "·") {
+			// Reserved for the cache's internal records (verdicts).
+			return fmt.Errorf("routes.%s: a route name must not begin with \"·\"", name)
+		}
 		if p := r.Price; p.InputPer1M < 0 || p.OutputPer1M < 0 || p.CachedInputPer1M < 0 {
 			return fmt.Errorf("routes.%s.price: prices must not be negative", name)
 		}

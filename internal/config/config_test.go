@@ -112,6 +112,7 @@ func TestValidate(t *testing.T) {
 		{"backend lacks deployment", func(c *Config) { c.Routes["gpt-4o-mini"] = Route{Pool: [][]string{{"east"}}} }, `has no deployment "gpt-4o-mini"`},
 		{"empty group", func(c *Config) { c.Routes["gpt-4o"] = Route{Pool: [][]string{{}}} }, "empty priority group"},
 		{"no routes", func(c *Config) { c.Routes = nil }, "routes:"},
+		{"route name reserved for the cache", func(c *Config) { c.Routes["·verify"] = c.Routes["gpt-4o"] }, `must not begin with "·"`},
 		{"shared key", func(c *Config) {
 			c.Consumers = append(c.Consumers, Consumer{Name: "team-b", Keys: []string{"k1"}})
 		}, "shared with consumer"},
