@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -44,6 +45,10 @@ type admission struct {
 	reserved bool
 	limit    int64 // TPM, 0 = none
 	remain   int64
+	// money is the reservation of the estimate's cost (micro-dollars)
+	// against the consumer's money budget, when it has one and the route a price.
+	money         quota.Reservation
+	moneyReserved bool
 }
 
 // setHeaders writes the consumer's TPM headers (SPEC §4) when it has a limit.
@@ -113,12 +118,86 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Err
 		return a, nil
 	}
 	a.limit, a.remain = d.Limit, d.Remaining
+	if !d.Allowed {
+		g.metrics.rejected(d.Reason)
+		return a, refusal(call, a.tokens, g.allowanceNote(call), d, g.now())
+	}
+	a.res, a.reserved = res, true
+	if e := g.admitBudget(ctx, call, &a); e != nil {
+		// Refused by the money budget: the tokens were not spent.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), admitTimeout)
+		g.limiter.Settle(sctx, a.res, 0)
+		cancel()
+		a.res, a.reserved = quota.Reservation{}, false
+		return a, e
+	}
+	return a, nil
+}
+
+// costMicro is what tokens cost at price, in micro-dollars (a price per
+// million tokens is that many micro-dollars per token); cached prompt
+// tokens cost the cached price when the route has one.
+func costMicro(p config.Price, prompt, completion, cached int64) float64 {
+	cached = min(max(cached, 0), prompt)
+	cachedPrice := p.CachedInputPer1M
+	if cachedPrice == 0 {
+		cachedPrice = p.InputPer1M
+	}
+	return float64(prompt-cached)*p.InputPer1M + float64(cached)*cachedPrice + float64(completion)*p.OutputPer1M
+}
+
+// admitBudget reserves the estimate's cost against the consumer's money
+// budget: the prompt estimate and the completion allowance at the route's
+// price, rounded up. A route without a price costs nothing and is not
+// limited by money; a limiter failure admits (and is logged).
+func (g *Gateway) admitBudget(ctx context.Context, call *Call, a *admission) *openai.Error {
+	rt := g.routes[call.Route]
+	if !g.budgets[call.Consumer.Name] || rt == nil {
+		return nil
+	}
+	cost := int64(math.Ceil(costMicro(rt.price, a.prompt, max(a.tokens-a.prompt, 0), 0)))
+	if cost <= 0 {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, admitTimeout)
+	res, d, err := g.limiter.Reserve(rctx, quota.BudgetName(call.Consumer.Name), "", cost)
+	cancel()
+	if err != nil {
+		g.log.Warn("budget reservation failed; admitting without a money limit", "consumer", call.Consumer.Name, "request_id", call.RequestID, "err", err)
+		return nil
+	}
 	if d.Allowed {
-		a.res, a.reserved = res, true
-		return a, nil
+		a.money, a.moneyReserved = res, true
+		return nil
 	}
 	g.metrics.rejected(d.Reason)
-	return a, refusal(call, a.tokens, g.allowanceNote(call), d, g.now())
+	return budgetRefusal(call, cost, d, g.now())
+}
+
+// budgetRefusal is the OpenAI-format answer to a money budget's refusal.
+func budgetRefusal(call *Call, cost int64, d quota.Decision, now time.Time) *openai.Error {
+	who := call.Consumer.Name
+	switch d.Reason {
+	case quota.ReasonTooLarge:
+		return &openai.Error{Status: http.StatusTooManyRequests, Type: "tokens", Code: openai.CodeRateLimitExceeded,
+			Header:  http.Header{http.CanonicalHeaderKey(HeaderShouldRetry): {"false"}},
+			Message: fmt.Sprintf("This request costs an estimated $%.6f at route '%s''s price, more than the whole budget of consumer '%s' for the period; it can never be admitted. Shorten the prompt or set a lower output limit.", float64(cost)/quota.MicroUSD, call.Route, who)}
+	case quota.ReasonQuota:
+		wait := d.RetryAfter
+		if !d.QuotaResetsAt.IsZero() {
+			wait = d.QuotaResetsAt.Sub(now)
+		}
+		e := &openai.Error{Status: http.StatusForbidden, Type: "insufficient_quota", Code: openai.CodeQuotaExceeded,
+			Message: fmt.Sprintf("Consumer '%s' has used its budget in US dollars for this period; it resets at %s.", who, d.QuotaResetsAt.UTC().Format(time.RFC3339))}
+		e.Header = retryHeaders(wait)
+		e.Header.Set(HeaderShouldRetry, "false")
+		return e
+	default: // share: this node's part of what the cluster has left is in use
+		e := &openai.Error{Status: http.StatusTooManyRequests, Type: "tokens", Code: openai.CodeRateLimitExceeded,
+			Message: fmt.Sprintf("Consumer '%s' is close to its budget across the gateway's nodes and this node's part of what remains is in use. Retry after %.2f seconds.", who, d.RetryAfter.Seconds())}
+		e.Header = retryHeaders(d.RetryAfter)
+		return e
+	}
 }
 
 // maxTokenBytes is the longest token, in bytes, of every tiktoken encoding
@@ -275,6 +354,20 @@ func (g *Gateway) settle(ctx context.Context, x *exchange, u *usage) int64 {
 	if u != nil {
 		actual = u.total()
 		g.metrics.tokens(x.call.Consumer, x.call.Route, u.Prompt, u.Completion)
+	}
+	if x.adm.moneyReserved {
+		var cost float64
+		if rt := g.routes[x.call.Route]; rt != nil && u != nil {
+			var cached int64
+			if u.Details != nil {
+				cached = u.Details.Cached
+			}
+			cost = costMicro(rt.price, u.Prompt, u.Completion, cached)
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), admitTimeout)
+		g.limiter.Settle(sctx, x.adm.money, int64(math.Round(min(cost, quota.MaxTokens))))
+		cancel()
+		x.adm.money, x.adm.moneyReserved = quota.Reservation{}, false
 	}
 	if !x.adm.reserved {
 		return actual

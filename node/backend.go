@@ -265,4 +265,6 @@ type route struct {
 	// metered is set when a backend of the route has a configured tpm: its
 	// capacity steering needs each request's token estimate.
 	metered bool
+	// price turns its tokens into the cost charged to money budgets.
+	price config.Price
 }

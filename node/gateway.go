@@ -200,7 +200,8 @@ type Gateway struct {
 	keys    map[[32]byte]*Consumer
 	byName  map[string]*Consumer
 	routes  map[string]*route
-	names   []string // route names, sorted
+	names   []string        // route names, sorted
+	budgets map[string]bool // the consumers with a money budget (quota.usd)
 	backs   []*backend
 	metrics *metrics
 
@@ -239,6 +240,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		keys:     map[[32]byte]*Consumer{},
 		byName:   map[string]*Consumer{},
 		routes:   map[string]*route{},
+		budgets:  map[string]bool{},
 		counter:  opts.Counter,
 		limits:   cfg.Limits,
 		limiter:  opts.Limiter,
@@ -300,7 +302,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		g.backs = append(g.backs, b)
 	}
 	for name, rc := range cfg.Routes {
-		r := &route{name: name}
+		r := &route{name: name, price: rc.Price}
 		for gi, names := range rc.Pool {
 			members := make([]*backend, 0, len(names))
 			for _, n := range names {
@@ -320,6 +322,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	for _, cc := range cfg.Consumers {
 		c := &Consumer{Name: cc.Name, CounterKey: cc.CounterKey, Credential: "api_key"}
 		g.byName[cc.Name] = c
+		g.budgets[cc.Name] = cc.Quota.USD > 0
 		keys := cc.UsableKeys()
 		if len(keys) == 0 && len(cc.ClientIDs) == 0 {
 			// Run-time keys may still come; tokens need client_ids.

@@ -18,6 +18,10 @@
 //     64 buckets) and per origin per calendar period, each as two grow-only
 //     totals (added, removed). This node's own usage is origin
 //     Options.NodeName; remote origins arrive through MergeUsage.
+//   - Money budgets: a consumer's budget is the period quota of a counter
+//     named BudgetName(consumer) whose unit is the micro-dollar; the node
+//     reserves and settles costs there. Status shows it inside its
+//     consumer's (quota_usd); List and SetLimits never treat it as a consumer.
 //   - The effective limits of every configured consumer: configuration,
 //     overridden by run-time changes (with versions) persisted under
 //     store.PrefixLimits.

@@ -125,6 +125,8 @@ type Status struct {
 	// the window and quota had room (see SetPeers). Always 0 for a node
 	// alone.
 	ShareRefusals int64 `json:"share_refusals,omitempty"`
+	// Budget is the consumer's money budget (quota.usd), when it has one.
+	Budget *Budget `json:"quota_usd,omitempty"`
 }
 
 // KeyStatus is the usage of one counter key of a consumer.
@@ -420,7 +422,7 @@ func (l *Limiter) status(consumer string, lim Limits, views []keyView, now time.
 // Status returns a configured consumer's limits and usage; false if the
 // consumer is not configured, ctx is done or the Limiter is closed.
 func (l *Limiter) Status(ctx context.Context, consumer string) (Status, bool) {
-	if _, ok := l.configured()[consumer]; !ok {
+	if _, ok := l.configured()[consumer]; !ok || isBudget(consumer) {
 		return Status{}, false
 	}
 	all, err := l.collect(ctx, consumer)
@@ -429,6 +431,7 @@ func (l *Limiter) Status(ctx context.Context, consumer string) (Status, bool) {
 	}
 	st := l.status(consumer, all.limits[consumer], all.views, l.now())
 	st.ShareRefusals = all.refusals[consumer]
+	l.withBudget(ctx, &st)
 	return st, true
 }
 
@@ -447,8 +450,14 @@ func (l *Limiter) List(ctx context.Context) []Status {
 	names := slices.Sorted(maps.Keys(l.configured()))
 	out := make([]Status, 0, len(names))
 	for _, name := range names {
+		if isBudget(name) {
+			continue // shown in its consumer's Status
+		}
 		st := l.status(name, all.limits[name], byConsumer[name], now)
 		st.ShareRefusals = all.refusals[name]
+		if b := BudgetName(name); all.limits[b].QuotaTokens > 0 {
+			st.Budget = budgetOf(l.status(b, all.limits[b], byConsumer[b], now))
+		}
 		out = append(out, st)
 	}
 	return out
@@ -465,7 +474,7 @@ func (l *Limiter) List(ctx context.Context) []Status {
 // or a quota for a consumer without a period; others are database or
 // context failures.
 func (l *Limiter) SetLimits(ctx context.Context, consumer string, tpm, quotaTokens *int64) (Status, error) {
-	if _, ok := l.configured()[consumer]; !ok {
+	if _, ok := l.configured()[consumer]; !ok || isBudget(consumer) {
 		return Status{}, fmt.Errorf("quota: set limits of %q: %w", consumer, ErrUnknownConsumer)
 	}
 	if err := l.usable(ctx); err != nil {

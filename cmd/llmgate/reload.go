@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -184,6 +185,9 @@ func consumerLimits(cfg *config.Config) map[string]quota.Limits {
 	limits := make(map[string]quota.Limits, len(cfg.Consumers))
 	for _, c := range cfg.Consumers {
 		limits[c.Name] = quota.Limits{TPM: c.TPM, QuotaTokens: c.Quota.Tokens, Period: quota.Period(c.Quota.Period)}
+		if c.Quota.USD > 0 { // the money budget: a period quota in micro-dollars
+			limits[quota.BudgetName(c.Name)] = quota.Limits{QuotaTokens: int64(math.Round(c.Quota.USD * quota.MicroUSD)), Period: quota.Period(c.Quota.Period)}
+		}
 	}
 	return limits
 }

@@ -51,11 +51,7 @@ func openState(cfg *config.Config, logger *slog.Logger, onChange func(index.Chan
 		}
 		return nil, fmt.Errorf("data directory %s: %w", cfg.Node.DataDir, err)
 	}
-	limits := make(map[string]quota.Limits, len(cfg.Consumers))
-	for _, c := range cfg.Consumers {
-		limits[c.Name] = quota.Limits{TPM: c.TPM, QuotaTokens: c.Quota.Tokens, Period: quota.Period(c.Quota.Period)}
-	}
-	st.limiter, err = quota.Open(quota.Options{DB: st.db.DB, Logger: logger, NodeName: cfg.Node.Name}, limits)
+	st.limiter, err = quota.Open(quota.Options{DB: st.db.DB, Logger: logger, NodeName: cfg.Node.Name}, consumerLimits(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("starting token accounting: %w", err)
 	}

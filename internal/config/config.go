@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -154,8 +155,11 @@ type Limits struct {
 
 // Quota is a token budget per UTC calendar period.
 type Quota struct {
-	Tokens int64  `yaml:"tokens"`
-	Period string `yaml:"period"`
+	Tokens int64 `yaml:"tokens"`
+	// USD is a money budget for the period: the cost of the consumer's
+	// tokens at routes.*.price, enforced like Tokens (0 = none).
+	USD    float64 `yaml:"usd"`
+	Period string  `yaml:"period"`
 }
 
 // Quota periods.
@@ -502,7 +506,10 @@ func (c *Config) Validate() error {
 		if cs.Quota.Tokens < 0 {
 			return fmt.Errorf("%s.quota.tokens: must not be negative", p)
 		}
-		if cs.Quota.Tokens > 0 && !slices.Contains(Periods, cs.Quota.Period) {
+		if cs.Quota.USD < 0 || math.IsNaN(cs.Quota.USD) || cs.Quota.USD > 1e6 {
+			return fmt.Errorf("%s.quota.usd: %v is outside 0..1000000 (a budget is counted in micro-dollars)", p, cs.Quota.USD)
+		}
+		if (cs.Quota.Tokens > 0 || cs.Quota.USD > 0) && !slices.Contains(Periods, cs.Quota.Period) {
 			return fmt.Errorf("%s.quota.period: %q is not one of %s", p, cs.Quota.Period, strings.Join(Periods, ", "))
 		}
 		switch cs.CounterKey {
