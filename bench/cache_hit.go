@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 )
@@ -83,8 +84,9 @@ const cacheHitKey = "sk-bench-cache"
 // CacheHit starts a mock upstream (20 ms to first token) and a node with the
 // cache on, fills the cache with opts.Entries answers, then sends open-loop
 // load of one cached prompt verbatim (exact tier), of the same prompt
-// lower-cased without punctuation (semantic tier: embedding, HNSW look-up,
-// guard), and of uncached prompts (a miss) for comparison.
+// lower-cased without punctuation (normalised tier), of a rewording only the
+// semantic tier catches (embedding, HNSW look-up, guard; no judge), and of
+// the prompt with the cache off (a miss) for comparison.
 func CacheHit(ctx context.Context, opts CacheHitOptions, w io.Writer) (*CacheHitReport, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -119,27 +121,69 @@ func CacheHit(ctx context.Context, opts CacheHitOptions, w io.Writer) (*CacheHit
 	defer client.CloseIdleConnections()
 	url := "http://" + n.listen + "/v1/chat/completions"
 	fill := &Request{URL: url, Header: cacheHitHeader(), Timeout: 30 * time.Second}
+	// Filled by parallel workers: at 100k entries, one at a time behind a
+	// 20 ms upstream would take over half an hour.
+	next, failed := make(chan int), make(chan error, cacheHitFillers)
+	var wg sync.WaitGroup
+	for range cacheHitFillers {
+		wg.Go(func() {
+			r := *fill
+			for i := range next {
+				r.Body = cacheHitBody(cacheHitPrompt(i))
+				if o := r.do(ctx, client, time.Now()); o.err != "" {
+					failed <- fmt.Errorf("cache hit: filling entry %d: %s", i, o.err)
+					return
+				}
+			}
+		})
+	}
+	var ferr error
+feed:
 	for i := range opts.Entries {
-		fill.Body = cacheHitBody(cacheHitPrompt(i))
-		if o := fill.do(ctx, client, time.Now()); o.err != "" {
-			return nil, fmt.Errorf("cache hit: filling entry %d: %s", i, o.err)
+		select {
+		case next <- i:
+		case ferr = <-failed:
+			break feed
 		}
+	}
+	close(next)
+	wg.Wait()
+	if ferr == nil && len(failed) > 0 {
+		ferr = <-failed
+	}
+	if ferr != nil {
+		return nil, ferr
 	}
 	fmt.Fprintf(opts.Progress, "cached %d answers on %s\n", opts.Entries, n.listen)
 
 	probe := cacheHitPrompt(opts.Entries / 2)
+	// The semantic row needs a rewording that neither the exact nor the
+	// normalised tier catches and the guard accepts: the first of these
+	// the node serves from the semantic tier (no judge: none configured).
+	var semantic *Request
+	for _, p := range cacheHitRewordings(probe) {
+		r := &Request{URL: url, Header: cacheHitHeader(), Body: cacheHitBody(p)}
+		if got, tier, err := cacheState(ctx, client, r); err == nil && got == "hit" && tier == "semantic" {
+			semantic = r
+			break
+		}
+	}
+	if semantic == nil {
+		return nil, fmt.Errorf("cache hit: no rewording of %q is a semantic hit", probe)
+	}
 	kinds := []struct {
-		name, want string
-		req        *Request
+		name, want, tier string
+		req              *Request
 	}{
-		{"exact hit", "hit", &Request{URL: url, Header: cacheHitHeader(), Body: cacheHitBody(probe)}},
-		{"semantic hit", "hit", &Request{URL: url, Header: cacheHitHeader(), Body: cacheHitBody(strings.ToLower(strings.TrimSuffix(probe, "?")))}},
-		{"miss (cache off, 20 ms upstream)", "off", &Request{URL: url, Header: cacheHitHeader("x-llmgate-cache", "off"), Body: cacheHitBody(probe)}},
-		{"floor: mock answering at once, direct", "", &Request{URL: "http://" + floorAddr + "/v1/chat/completions", Header: cacheHitHeader(), Body: cacheHitBody(probe)}},
+		{"exact hit", "hit", "exact", &Request{URL: url, Header: cacheHitHeader(), Body: cacheHitBody(probe)}},
+		{"normalised hit", "hit", "normalized", &Request{URL: url, Header: cacheHitHeader(), Body: cacheHitBody(strings.ToLower(strings.TrimSuffix(probe, "?")))}},
+		{"semantic hit (no judge)", "hit", "semantic", semantic},
+		{"miss (cache off, 20 ms upstream)", "off", "", &Request{URL: url, Header: cacheHitHeader("x-llmgate-cache", "off"), Body: cacheHitBody(probe)}},
+		{"floor: mock answering at once, direct", "", "", &Request{URL: "http://" + floorAddr + "/v1/chat/completions", Header: cacheHitHeader(), Body: cacheHitBody(probe)}},
 	}
 	for _, k := range kinds {
-		if got, err := cacheState(ctx, client, k.req); err != nil || got != k.want {
-			return nil, fmt.Errorf("cache hit: probing %s: x-llmgate-cache %q (want %q), %v", k.name, got, k.want, err)
+		if got, tier, err := cacheState(ctx, client, k.req); err != nil || got != k.want || tier != k.tier {
+			return nil, fmt.Errorf("cache hit: probing %s: x-llmgate-cache %q tier %q (want %q %q), %v", k.name, got, tier, k.want, k.tier, err)
 		}
 	}
 	rep := &CacheHitReport{Entries: opts.Entries, Rate: opts.Rate, Duration: opts.Duration.String(), Rounds: opts.Rounds}
@@ -187,23 +231,39 @@ func cacheHitPrompt(i int) string {
 		verbs[i%len(verbs)], things[(i/len(verbs))%len(things)], owners[(i/(len(verbs)*len(things)))%len(owners)], i)
 }
 
-// cacheState sends req once and returns its x-llmgate-cache header.
-func cacheState(ctx context.Context, c *http.Client, r *Request) (string, error) {
+// cacheHitFillers is how many requests fill the cache at once.
+const cacheHitFillers = 32
+
+// cacheHitRewordings are rewordings of a cacheHitPrompt for the semantic
+// row, most likely first.
+func cacheHitRewordings(p string) []string {
+	return []string{
+		strings.Replace(p, "How should our team", "How should our group", 1),
+		strings.Replace(p, "when traffic doubles", "when the traffic doubles", 1),
+		strings.Replace(p, "traffic doubles", "traffic doubled", 1),
+		strings.Replace(p, "quarterly launch", "quarterly release", 1),
+		strings.Replace(p, "How should our team", "How should we", 1),
+	}
+}
+
+// cacheState sends req once and returns its x-llmgate-cache and
+// x-llmgate-cache-tier headers.
+func cacheState(ctx context.Context, c *http.Client, r *Request) (state, tier string, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, strings.NewReader(string(r.Body)))
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	req.Header = r.Header.Clone()
 	resp, err := c.Do(req)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %d", resp.StatusCode)
+		return "", "", fmt.Errorf("status %d", resp.StatusCode)
 	}
-	return resp.Header.Get("x-llmgate-cache"), nil
+	return resp.Header.Get("x-llmgate-cache"), resp.Header.Get("x-llmgate-cache-tier"), nil
 }
 
 // WriteTable writes the report as an aligned text table.

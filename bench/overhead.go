@@ -632,7 +632,7 @@ func checkFeature(ctx context.Context, c *http.Client, r *Request, f Feature) er
 		if r.NextBody != nil {
 			probe.Body = r.NextBody()
 		}
-		got, err := cacheState(ctx, c, &probe)
+		got, _, err := cacheState(ctx, c, &probe)
 		if err != nil {
 			return fmt.Errorf("probing the cache: %w", err)
 		}

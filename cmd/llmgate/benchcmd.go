@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/llmgate/llmgate/bench"
 )
@@ -306,6 +307,9 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 	efConstruction := fs.Int("ef-construction", 0, "HNSW construction beam (0 = the default)")
 	data := fs.String("data", "../shared/data", "`DIR` with paws_dev.tsv and gptcache_mock_data.json (index/testdata holds a 300-pair subset)")
 	rate := fs.Int("rate", 500, "open-loop rate of the end-to-end part, requests/s")
+	hitEntries := fs.Int("hit-entries", 2000, "answers cached before the end-to-end part measures")
+	hitDuration := fs.Duration("hit-duration", 5*time.Second, "one measured run of the end-to-end part")
+	hitRounds := fs.Int("hit-rounds", 3, "rounds of the end-to-end part; figures are medians")
 	out := fs.String("out", "", "also write the report as JSON to `FILE`")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -336,7 +340,7 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 		case "memory":
 			rep.Memory, err = bench.CacheMemory(ctx, *memEntries, stdout)
 		case "hit":
-			rep.Hit, err = bench.CacheHit(ctx, bench.CacheHitOptions{Rate: *rate, Progress: stderr}, stdout)
+			rep.Hit, err = bench.CacheHit(ctx, bench.CacheHitOptions{Rate: *rate, Entries: *hitEntries, Duration: *hitDuration, Rounds: *hitRounds, Progress: stderr}, stdout)
 		default:
 			return fmt.Errorf("bench cache: unknown part %q (index, memory, quality, hit)", part)
 		}
