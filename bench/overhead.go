@@ -22,6 +22,9 @@ const (
 	TargetDirect       = "direct"        // the mock upstream itself
 	TargetGateway      = "llmgate"       // one llmgate node in front of the mock
 	TargetReverseProxy = "reverse-proxy" // a bare httputil.ReverseProxy in front of the mock
+	// TargetDirectResponses is the mock answering the responses feature's
+	// request itself: that feature's added latency is counted from it.
+	TargetDirectResponses = "direct+responses"
 )
 
 // Feature is a stage of a node's request path that the overhead benchmark
@@ -54,10 +57,16 @@ const (
 	// FeatureJWT is keys with the consumer authenticated by an OIDC bearer
 	// token (RS256, its key fetched from a loopback issuer) instead of a key.
 	FeatureJWT Feature = "jwt"
+	// FeatureResponses is tpm with the same request sent as the Responses
+	// API (POST /v1/responses: the system prompt as instructions, the user
+	// text as input): counted, reserved, settled from the answer's usage,
+	// and its response id remembered with owner and backend, as every
+	// created response is. Compare it with tpm measured in the same run.
+	FeatureResponses Feature = "responses"
 )
 
 // OverheadFeatures lists the features in the order they add up.
-var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheHit, FeatureTelemetry, FeatureOTLP, FeatureOTLPSampled, FeatureJWT}
+var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheHit, FeatureTelemetry, FeatureOTLP, FeatureOTLPSampled, FeatureJWT, FeatureResponses}
 
 // featureTPM is the TPM limit of the tpm and cache features' consumer: far
 // above what any run sends, so that every request is counted and admitted.
@@ -69,9 +78,15 @@ const (
 	// overheadBody is a typical chat request of about 200 prompt tokens:
 	// counting it is part of what a node with a TPM does per request.
 	overheadBody = `{"model":"gpt-4o-mini","messages":[` +
-		`{"role":"system","content":"You are a careful assistant for an engineering team. Answer in plain English, cite the relevant section of the document when you can, and say so when the document does not answer the question. Keep answers under five sentences."},` +
-		`{"role":"user","content":"Our deployment runs three gateway nodes behind a load balancer, each with 2 vCPUs and 4 GiB of memory. Last week the p99 latency rose from 180 ms to 1.2 s during the nightly batch (about 40,000 requests between 01:00 and 02:00 UTC), while CPU stayed below 60%. The backend's x-ratelimit-remaining-tokens header dropped to zero several times. Which of these is the most likely cause, and what should we change first: the TPM limits of the batch consumer, the priority groups of the route, or the size of the nodes?"}` +
+		`{"role":"system","content":"` + overheadSystem + `"},` +
+		`{"role":"user","content":"` + overheadUser + `"}` +
 		`],"max_tokens":16}`
+	overheadSystem = "You are a careful assistant for an engineering team. Answer in plain English, cite the relevant section of the document when you can, and say so when the document does not answer the question. Keep answers under five sentences."
+	overheadUser   = "Our deployment runs three gateway nodes behind a load balancer, each with 2 vCPUs and 4 GiB of memory. Last week the p99 latency rose from 180 ms to 1.2 s during the nightly batch (about 40,000 requests between 01:00 and 02:00 UTC), while CPU stayed below 60%. The backend's x-ratelimit-remaining-tokens header dropped to zero several times. Which of these is the most likely cause, and what should we change first: the TPM limits of the batch consumer, the priority groups of the route, or the size of the nodes?"
+	// responsesPath and responsesBody are the overhead request as the
+	// Responses API asks it, for the responses feature.
+	responsesPath    = "/v1/responses"
+	responsesBody    = `{"model":"gpt-4o-mini","instructions":"` + overheadSystem + `","input":"` + overheadUser + `","max_output_tokens":16}`
 	overheadKey      = "sk-bench"
 	overheadConsumer = "bench"
 )
@@ -198,6 +213,21 @@ type OverheadReport struct {
 	Memory []MemoryRow `json:"memory"`
 	// Features compares every llmgate target with the reverse proxy.
 	Features []FeatureRow `json:"features"`
+	// ResponsesVsChat divides the responses feature's figures by tpm's
+	// (the same request as chat completions), when both ran.
+	ResponsesVsChat *Comparison `json:"responses_vs_chat,omitempty"`
+}
+
+// Comparison holds the ratios of one llmgate target's figures to
+// another's, measured in the same run.
+type Comparison struct {
+	Target string `json:"target"`
+	Base   string `json:"base"`
+	// AddedP50 is the ratio of the added p50s at the lowest rate, RPS of the
+	// closed-loop throughputs, CPU of the CPU times per request.
+	AddedP50 float64 `json:"added_p50"`
+	RPS      float64 `json:"rps"`
+	CPU      float64 `json:"cpu"`
 }
 
 // FeatureRow is one llmgate target against the bare reverse proxy, from the
@@ -378,6 +408,11 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 		}
 		procs = append(procs, gw)
 		t := overheadTarget{name: featureTarget(f), req: featureRequest(gwAddr, f), proc: gw}
+		if f == FeatureResponses {
+			// Its added latency counts from the mock answering the same
+			// Responses request.
+			targets = append(targets, overheadTarget{name: TargetDirectResponses, req: responsesRequest(mockAddr)})
+		}
 		if f == FeatureJWT {
 			t.req.Header.Del("api-key")
 			t.req.Header.Set("Authorization", "Bearer "+opts.issuer.token)
@@ -483,8 +518,11 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 		})
 	}
 	for _, rate := range opts.Rates {
-		direct := lat[key{TargetDirect, rate}]
 		for _, t := range targets {
+			direct := lat[key{TargetDirect, rate}]
+			if t.name == featureTarget(FeatureResponses) {
+				direct = lat[key{TargetDirectResponses, rate}]
+			}
 			rep.Latency = append(rep.Latency, latencyRow(t.name, rate, lat[key{t.name, rate}], direct))
 		}
 	}
@@ -506,6 +544,7 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 		}
 	}
 	rep.Features = featureRows(rep, slices.Min(opts.Rates))
+	rep.ResponsesVsChat = compareFeatures(rep.Features, FeatureResponses, FeatureTPM)
 	rep.ElapsedSeconds = time.Since(started).Seconds()
 
 	if err := rep.WriteTable(w); err != nil {
@@ -569,6 +608,15 @@ func overheadRequest(addr string) *Request {
 	}
 }
 
+// responsesRequest is the overhead request as the Responses API asks it,
+// to the target at addr.
+func responsesRequest(addr string) *Request {
+	r := overheadRequest(addr)
+	r.URL = "http://" + addr + responsesPath
+	r.Body = []byte(responsesBody)
+	return r
+}
+
 // featureConfig turns the keys-only config of a benchmarked node into
 // feature f's: the same consumer with a TPM limit for the tpm and cache
 // features, the cache on for the cache features, the request log and usage
@@ -601,6 +649,8 @@ func featureRequest(addr string, f Feature) *Request {
 	switch f {
 	case FeatureCacheHit:
 		r.Header.Del("x-llmgate-cache")
+	case FeatureResponses:
+		r = responsesRequest(addr)
 	case FeatureCacheMiss:
 		r.Header.Del("x-llmgate-cache")
 		var seq atomic.Int64
@@ -702,6 +752,31 @@ func featureRows(rep *OverheadReport, rate int) []FeatureRow {
 	return rows
 }
 
+// compareFeatures divides target's figures by base's; nil unless both are
+// among rows.
+func compareFeatures(rows []FeatureRow, target, base Feature) *Comparison {
+	var t, b *FeatureRow
+	for i := range rows {
+		switch rows[i].Target {
+		case featureTarget(target):
+			t = &rows[i]
+		case featureTarget(base):
+			b = &rows[i]
+		}
+	}
+	if t == nil || b == nil {
+		return nil
+	}
+	div := func(x, y float64) float64 {
+		if y <= 0 {
+			return 0
+		}
+		return x / y
+	}
+	return &Comparison{Target: t.Target, Base: b.Target,
+		AddedP50: div(t.AddedP50Ms, b.AddedP50Ms), RPS: div(t.RPS, b.RPS), CPU: div(t.CPUMicros, b.CPUMicros)}
+}
+
 // rotate returns ts rotated left by n, so each round starts with a different
 // target and no target always runs right after another.
 func rotate[T any](ts []T, n int) []T {
@@ -739,7 +814,7 @@ func latencyRow(target string, rate int, rounds, direct []*LatencyResult) Latenc
 		p90 = append(p90, ms(r.Latency.P90))
 		p99 = append(p99, ms(r.Latency.P99))
 		lag = append(lag, ms(r.LagP99))
-		if target != TargetDirect && i < len(direct) {
+		if !isDirect(target) && i < len(direct) {
 			d := direct[i].Latency
 			d50 = append(d50, ms(r.Latency.P50-d.P50))
 			d90 = append(d90, ms(r.Latency.P90-d.P90))
@@ -748,12 +823,15 @@ func latencyRow(target string, rate int, rounds, direct []*LatencyResult) Latenc
 	}
 	row.P50Ms, row.P90Ms, row.P99Ms = Median(p50), Median(p90), Median(p99)
 	row.GeneratorLagP99Ms = Median(lag)
-	if target != TargetDirect && len(d50) > 0 {
+	if !isDirect(target) && len(d50) > 0 {
 		a50, a90, a99 := Median(d50), Median(d90), Median(d99)
 		row.AddedP50Ms, row.AddedP90Ms, row.AddedP99Ms = &a50, &a90, &a99
 	}
 	return row
 }
+
+// isDirect tells the targets that are the mock itself.
+func isDirect(target string) bool { return target == TargetDirect || target == TargetDirectResponses }
 
 // throughputRow folds the closed-loop rounds of one target into a report row.
 func throughputRow(target string, workers int, rounds []*ThroughputResult) ThroughputRow {
@@ -829,6 +907,14 @@ func (r *OverheadReport) WriteTable(w io.Writer) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if c := r.ResponsesVsChat; c != nil {
+		// The responses target's +p50 counts from direct+responses.
+		if _, err := fmt.Fprintf(w, "\n%s / %s (the same request as the Responses API / as chat completions): +p50 %.2fx, req/s %.2fx, CPU/req %.2fx\n"+
+			"(%s's added latency counts from %s, the mock answering the same Responses request)\n",
+			c.Target, c.Base, c.AddedP50, c.RPS, c.CPU, c.Target, TargetDirectResponses); err != nil {
+			return err
+		}
 	}
 	var notes []string
 	for _, l := range r.Latency {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestOverheadOptionsFeatures(t *testing.T) {
@@ -35,6 +36,7 @@ func TestFeatureConfigAddsUp(t *testing.T) {
 		{FeatureTelemetry, false, false, true},
 		{FeatureOTLP, false, false, true},
 		{FeatureOTLPSampled, false, false, true},
+		{FeatureResponses, true, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.feature), func(t *testing.T) {
@@ -85,6 +87,63 @@ func TestOverheadBodyIsAChatRequest(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(overheadBody), &req); err != nil || len(req.Messages) != 2 {
 		t.Fatalf("overhead body: %v", err)
+	}
+}
+
+func TestResponsesBodyAsksWhatTheChatBodyAsks(t *testing.T) {
+	var chat struct {
+		Model     string `json:"model"`
+		MaxTokens int    `json:"max_tokens"`
+		Messages  []struct{ Role, Content string }
+	}
+	var resp struct {
+		Model           string `json:"model"`
+		Instructions    string `json:"instructions"`
+		Input           string `json:"input"`
+		MaxOutputTokens int    `json:"max_output_tokens"`
+	}
+	if err := json.Unmarshal([]byte(overheadBody), &chat); err != nil || len(chat.Messages) != 2 {
+		t.Fatalf("overhead body: %v", err)
+	}
+	if err := json.Unmarshal([]byte(responsesBody), &resp); err != nil {
+		t.Fatalf("responses body: %v", err)
+	}
+	if resp.Model != chat.Model || resp.Instructions != chat.Messages[0].Content || resp.Input != chat.Messages[1].Content || resp.MaxOutputTokens != chat.MaxTokens {
+		t.Errorf("responses body %+v does not ask what the chat body asks %+v", resp, chat)
+	}
+	r := featureRequest("127.0.0.1:5", FeatureResponses)
+	if r.URL != "http://127.0.0.1:5/v1/responses" || string(r.Body) != responsesBody {
+		t.Errorf("responses feature sends %s %s", r.URL, r.Body)
+	}
+}
+
+func TestResponsesComparedWithChat(t *testing.T) {
+	rows := []FeatureRow{
+		{Target: featureTarget(FeatureTPM), AddedP50Ms: 0.40, RPS: 8000, CPUMicros: 100},
+		{Target: featureTarget(FeatureResponses), AddedP50Ms: 0.42, RPS: 7600, CPUMicros: 108},
+	}
+	c := compareFeatures(rows, FeatureResponses, FeatureTPM)
+	near := func(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+	if c == nil || !near(c.AddedP50, 1.05) || !near(c.RPS, 0.95) || !near(c.CPU, 1.08) {
+		t.Fatalf("comparison %+v, want +p50 1.05, rps 0.95, cpu 1.08", c)
+	}
+	if compareFeatures(rows[:1], FeatureResponses, FeatureTPM) != nil {
+		t.Error("a comparison without the responses target")
+	}
+	var b strings.Builder
+	if err := (&OverheadReport{ResponsesVsChat: c}).WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "llmgate+responses / llmgate+tpm") || !strings.Contains(b.String(), "CPU/req 1.08x") {
+		t.Errorf("table lacks the comparison:\n%s", b.String())
+	}
+}
+
+func TestDirectResponsesIsABaseline(t *testing.T) {
+	r := &LatencyResult{}
+	r.Latency.P50 = 2 * time.Millisecond
+	if row := latencyRow(TargetDirectResponses, 500, []*LatencyResult{r}, []*LatencyResult{r}); row.AddedP50Ms != nil {
+		t.Error("direct+responses has an added latency, as if it went through something")
 	}
 }
 

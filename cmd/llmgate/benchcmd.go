@@ -77,7 +77,7 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	rounds := fs.Int("rounds", def.Rounds, "rounds; every figure is the median across rounds")
 	concurrency := fs.Int("concurrency", def.Concurrency, "closed-loop workers for the throughput runs")
 	tputDuration := fs.Duration("throughput-duration", def.ThroughputDuration, "length of one closed-loop throughput run")
-	features := fs.String("features", joinNames(def.Features), "llmgate targets, one node each, comma separated: "+joinNames(bench.OverheadFeatures)+" (keys only; + a TPM; + the cache, every prompt unique; + the cache, every request a hit; keys + request log and usage history; + OpenTelemetry to a loopback receiver; the same tracing one request in ten; keys replaced by an OIDC bearer token)")
+	features := fs.String("features", joinNames(def.Features), "llmgate targets, one node each, comma separated: "+joinNames(bench.OverheadFeatures)+" (keys only; + a TPM; + the cache, every prompt unique; + the cache, every request a hit; keys + request log and usage history; + OpenTelemetry to a loopback receiver; the same tracing one request in ten; keys replaced by an OIDC bearer token; tpm with the same request sent as the Responses API, compared with tpm)")
 	out := fs.String("out", "", "also write the report as JSON to `FILE`")
 	if err := fs.Parse(args); err != nil {
 		return err
