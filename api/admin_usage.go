@@ -95,7 +95,7 @@ func parseUsageQuery(r *http.Request, now time.Time) (usage.Query, string) {
 // usageColumns are a row's fields: start, the grouped fields, the totals.
 func usageColumns(groupBy []string) []string {
 	cols := append([]string{"start"}, groupBy...)
-	return append(cols, "requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_hits", "tokens_saved", "cost_usd")
+	return append(cols, "requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_hits", "tokens_saved", "cost_usd", "saved_usd")
 }
 
 func usageValue(l usage.Line, col string) any {
@@ -122,6 +122,8 @@ func usageValue(l usage.Line, col string) any {
 		return l.Saved
 	case "cost_usd":
 		return l.CostUSD()
+	case "saved_usd":
+		return l.SavedUSD()
 	}
 	return nil
 }

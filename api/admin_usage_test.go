@@ -84,7 +84,7 @@ func TestAdminUsageJSONAndCSV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantHeader := "start,user,requests,prompt_tokens,completion_tokens,cached_tokens,cache_hits,tokens_saved,cost_usd"
+	wantHeader := "start,user,requests,prompt_tokens,completion_tokens,cached_tokens,cache_hits,tokens_saved,cost_usd,saved_usd"
 	if len(recs) != 2 || strings.Join(recs[0], ",") != wantHeader {
 		t.Fatalf("CSV = %q, want the header %q and one line", recs, wantHeader)
 	}
@@ -104,5 +104,53 @@ func TestAdminUsageAbsentIs404(t *testing.T) {
 	g := newGateway(t, twoBackends(up, up))
 	if a := do(t, "GET", g.admin.URL+"/admin/usage", "", ""); a.status != http.StatusNotFound {
 		t.Errorf("/admin/usage without a history: %d", a.status)
+	}
+}
+
+func TestAdminUsageSavedUSDPricesTheSparedCall(t *testing.T) {
+	up := newUpstream(t, okChat("east")) // usage 5 + 3
+	s := twoBackends(up, up)
+	s.cache = true
+	s.history = map[string]usage.Price{"gpt-4o": {InputPer1M: 2.5, OutputPer1M: 10}}
+	g := newGateway(t, s)
+	hits := 0
+	deadline := time.Now().Add(5 * time.Second)
+	for hits == 0 && time.Now().Before(deadline) {
+		a := do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatBody)
+		if a.status != 200 {
+			t.Fatalf("%d %s", a.status, a.body)
+		}
+		if a.header.Get("x-llmgate-cache") == "hit" {
+			hits++
+		}
+	}
+	if hits == 0 {
+		t.Fatal("the repeated prompt never hit the cache")
+	}
+	var got struct {
+		Rows []struct {
+			CacheHits   int64    `json:"cache_hits"`
+			TokensSaved int64    `json:"tokens_saved"`
+			SavedUSD    *float64 `json:"saved_usd"`
+		}
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		a := do(t, "GET", g.admin.URL+"/admin/usage", "", "")
+		got.Rows = nil
+		if err := json.Unmarshal(a.body, &got); err != nil {
+			t.Fatal(err)
+		}
+		if (len(got.Rows) == 1 && got.Rows[0].CacheHits == 1) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(got.Rows) != 1 || got.Rows[0].CacheHits != 1 || got.Rows[0].TokensSaved != 8 || got.Rows[0].SavedUSD == nil {
+		t.Fatalf("rows = %+v, want one row with the hit and its 8 spared tokens", got.Rows)
+	}
+	// The spared call: 5 prompt tokens at 2.50 and 3 completion tokens at 10 per million.
+	if want := (5*2.5 + 3*10) / 1e6; math.Abs(*got.Rows[0].SavedUSD-want) > 1e-12 {
+		t.Errorf("saved_usd = %v, want %v", *got.Rows[0].SavedUSD, want)
 	}
 }

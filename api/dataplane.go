@@ -113,7 +113,7 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	a.metrics.request(label, out.Status, out.Backend, total, max(total-out.Upstream, 0))
 	rec.Backend, rec.Status, rec.Cache, rec.Refusal, rec.Aborted, rec.Attempts = out.Backend, out.Status, out.Cache, out.Refusal, out.Aborted, out.Attempts
 	rec.PromptTokens, rec.CompletionTokens, rec.CachedTokens = out.Prompt, out.Completion, out.Cached
-	rec.Distance, rec.Saved, rec.ResponseID = out.Distance, out.Saved, out.ResponseID
+	rec.Distance, rec.Saved, rec.SavedPrompt, rec.ResponseID = out.Distance, out.Saved, out.SavedPrompt, out.ResponseID
 	rec.Duration, rec.Upstream = total, out.Upstream
 	if call.Capture {
 		rec.Prompt, rec.Completion = body, out.Answer

@@ -406,7 +406,8 @@ func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Cal
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(e.Response)
 	}
-	out := Outcome{Status: http.StatusOK, Cache: cacheHit, Distance: float64(max(d, 0)), Saved: storedUsage(e.Response)}
+	out := Outcome{Status: http.StatusOK, Cache: cacheHit, Distance: float64(max(d, 0))}
+	out.Saved, out.SavedPrompt = storedUsage(e.Response)
 	if call.Capture {
 		out.Answer = e.Response
 	}
@@ -415,14 +416,15 @@ func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Cal
 
 // storedUsage is the token usage recorded in a stored answer: what a hit on
 // it spared.
-func storedUsage(body []byte) int64 {
+func storedUsage(body []byte) (total, prompt int64) {
 	var c struct {
 		Usage *usage `json:"usage"`
 	}
 	if json.Unmarshal(body, &c) != nil || c.Usage == nil {
-		return 0
+		return 0, 0
 	}
-	return c.Usage.total()
+	total = c.Usage.total()
+	return total, min(max(c.Usage.Prompt, 0), total)
 }
 
 // store caches body, an answer its caller found cacheable. Failures are

@@ -126,9 +126,9 @@ type Outcome struct {
 	// prompt tokens the backend served from its own prompt cache).
 	Prompt, Completion, Cached int64
 	// Distance is a hit's cosine distance; Saved the stored answer's usage,
-	// which the hit spared.
-	Distance float64
-	Saved    int64
+	// which the hit spared, and SavedPrompt its prompt part.
+	Distance           float64
+	Saved, SavedPrompt int64
 	// Refusal is the error code of an answer the gateway wrote itself
 	// (model_not_found, rate_limit_exceeded, quota_exceeded, backend_unavailable).
 	Refusal string

@@ -30,10 +30,11 @@ type Request struct {
 	// distance on a hit (0 for an exact hit).
 	Cache    string
 	Distance float64
-	// Saved is what a cache hit spared: the stored answer's token usage.
-	Saved    int64
-	Duration time.Duration // arrival to the last byte
-	Upstream time.Duration // waiting on backends, all attempts
+	// Saved is what a cache hit spared: the stored answer's token usage;
+	// SavedPrompt the prompt part of it.
+	Saved, SavedPrompt int64
+	Duration           time.Duration // arrival to the last byte
+	Upstream           time.Duration // waiting on backends, all attempts
 	// Refusal is the error code when the gateway refused or failed the
 	// request (invalid_api_key, model_not_found, rate_limit_exceeded,
 	// quota_exceeded, backend_unavailable, …).

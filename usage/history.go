@@ -166,6 +166,11 @@ func (h *History) Observe(_ context.Context, r *telemetry.Request) {
 	}
 	if p, ok := h.opts.Prices[r.Route]; ok {
 		e.t.CostNano = p.costNano(r.PromptTokens, r.CompletionTokens, r.CachedTokens)
+		if r.Saved > 0 {
+			// The spared call is priced as the stored answer's usage, uncached.
+			savedPrompt := min(max(r.SavedPrompt, 0), r.Saved)
+			e.t.SavedNano = p.costNano(savedPrompt, r.Saved-savedPrompt, 0)
+		}
 	}
 	select {
 	case h.events <- e:

@@ -87,7 +87,7 @@ func TestObserveCountsServedRequestsWithCost(t *testing.T) {
 	r := served(t0.Add(time.Minute), "team-a", "gpt-4o", "bob", 1000, 0)
 	r.CachedTokens = 400
 	h.Observe(ctx, r)
-	h.Observe(ctx, &telemetry.Request{Time: t0, Consumer: "team-a", Route: "gpt-4o", Status: 200, Cache: "hit", Saved: 42})
+	h.Observe(ctx, &telemetry.Request{Time: t0, Consumer: "team-a", Route: "gpt-4o", Status: 200, Cache: "hit", Saved: 42, SavedPrompt: 30})
 	h.Observe(ctx, served(t0.Add(-time.Hour), "team-b", "gpt-4o-mini", "", 10, 10))
 	// Not usage: refused, or no consumer.
 	h.Observe(ctx, &telemetry.Request{Time: t0, Consumer: "team-a", Route: "gpt-4o", Status: 429, Refusal: "rate_limit_exceeded"})
@@ -109,6 +109,10 @@ func TestObserveCountsServedRequestsWithCost(t *testing.T) {
 	want := (1600*2.5 + 400*1.25 + 500*10) / 1e6
 	if math.Abs(a.CostUSD()-want) > 1e-9 {
 		t.Errorf("cost = %v, want %v", a.CostUSD(), want)
+	}
+	// The hit spared 30 prompt and 12 completion tokens, priced uncached.
+	if wantSaved := (30*2.5 + 12*10) / 1e6; math.Abs(a.SavedUSD()-wantSaved) > 1e-9 {
+		t.Errorf("saved = %v, want %v", a.SavedUSD(), wantSaved)
 	}
 	byUser := query(t, h, Query{GroupBy: []string{ByUser}})
 	users := map[string]int64{}
@@ -294,7 +298,7 @@ func TestQueryValidation(t *testing.T) {
 
 func TestRowsRoundTrip(t *testing.T) {
 	rows := []Row{
-		{Key: Key{Hour: 3600, Origin: "gw-1@x", Consumer: "team-a", Route: "gpt-4o", User: "ünïcode"}, Totals: Totals{1, 2, 3, 4, 5, 6, 7}},
+		{Key: Key{Hour: 3600, Origin: "gw-1@x", Consumer: "team-a", Route: "gpt-4o", User: "ünïcode"}, Totals: Totals{1, 2, 3, 4, 5, 6, 7, 8}},
 		{Key: Key{Hour: -7200, Origin: "o"}, Totals: Totals{Requests: 1 << 40}},
 	}
 	ps := EncodeRows(append(rows, rows...), 60)

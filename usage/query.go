@@ -36,6 +36,9 @@ type Line struct {
 // CostUSD is the line's cost in US dollars.
 func (l Line) CostUSD() float64 { return float64(l.CostNano) / 1e9 }
 
+// SavedUSD is what the line's cache hits would have cost at the route's price.
+func (l Line) SavedUSD() float64 { return float64(l.SavedNano) / 1e9 }
+
 // Validate reports the first problem with q.
 func (q Query) Validate() error {
 	if q.Interval != time.Hour && q.Interval != 24*time.Hour {

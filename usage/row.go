@@ -23,6 +23,7 @@ type Totals struct {
 	CacheHits  int64 // requests answered by the gateway's cache
 	Saved      int64 // tokens those hits spared
 	CostNano   int64 // cost in billionths of a US dollar
+	SavedNano  int64 // what the spared tokens would have cost, likewise
 }
 
 // Row is one origin's totals for one key.
@@ -32,8 +33,8 @@ type Row struct {
 }
 
 // fields lists a Totals' counters in their encoded order.
-func (t *Totals) fields() [7]*int64 {
-	return [7]*int64{&t.Requests, &t.Prompt, &t.Completion, &t.Cached, &t.CacheHits, &t.Saved, &t.CostNano}
+func (t *Totals) fields() [8]*int64 {
+	return [8]*int64{&t.Requests, &t.Prompt, &t.Completion, &t.Cached, &t.CacheHits, &t.Saved, &t.CostNano, &t.SavedNano}
 }
 
 // maxOf raises each counter of t to o's where o's is larger; it reports

@@ -267,6 +267,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		`document.querySelector('[data-stat="hit_rate"] dd') && document.querySelector('[data-stat="hit_rate"] dd').textContent !== "—" && document.querySelector('#backends .state-up') !== null`, 10*time.Second)
 	p.until("both members' config hashes", `[...document.querySelectorAll('#members tr[data-member] code')].filter(c => c.textContent.length >= 8).length === 2`, 10*time.Second)
 	p.until("the judge's figures (cache.verify)", `document.querySelector('[data-stat="verify_verdicts"]') !== null`, 10*time.Second)
+	// The prompt asked three times on a priced route: two hits, so money saved.
+	p.until("money saved by the cache", `(() => { const d = document.querySelector('[data-stat="saved_usd"] dd'); return d && /[1-9]/.test(d.textContent) })()`, 10*time.Second)
 	p.screenshot("1-overview")
 
 	// The consumer's tokens this minute, cluster-wide.
