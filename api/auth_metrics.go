@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llmgate/llmgate/identity"
+	"github.com/llmgate/llmgate/internal/promreg"
 	"github.com/llmgate/llmgate/node"
 )
 
@@ -14,7 +15,7 @@ func newAuthMetrics(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
 		Name: "llmgate_authentications_total",
 		Help: "Data-plane authentications by credential kind (api_key, runtime_key, jwt, none), token issuer and result (ok, refused). Never the credential.",
 	}, []string{"credential", "issuer", "result"})
-	c, err := register(reg, c) // an API rebuilt by a reload counts on
+	c, err := promreg.Register(reg, c) // an API rebuilt by a reload counts on
 	if err != nil {
 		return nil, fmt.Errorf("registering authentication metrics: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llmgate/llmgate/internal/promreg"
 )
 
 type routeLabel struct{ op, route string }
@@ -38,26 +40,13 @@ func newMetrics(reg prometheus.Registerer, routes []string) (*metrics, error) {
 	// An API rebuilt by a configuration reload keeps counting in the series
 	// of the one it replaces.
 	var errs [3]error
-	m.requests, errs[0] = register(reg, m.requests)
-	m.duration, errs[1] = register(reg, m.duration)
-	m.overhead, errs[2] = register(reg, m.overhead)
+	m.requests, errs[0] = promreg.Register(reg, m.requests)
+	m.duration, errs[1] = promreg.Register(reg, m.duration)
+	m.overhead, errs[2] = promreg.Register(reg, m.overhead)
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("registering request metrics: %w", err)
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered with
-// the same descriptors.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if old, ok := are.ExistingCollector.(T); ok {
-			return old, nil
-		}
-	}
-	return c, err
 }
 
 func (m *metrics) request(l routeLabel, status int, backend string, total, overhead time.Duration) {

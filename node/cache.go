@@ -275,29 +275,7 @@ func messageText(m openai.Message) (string, bool) {
 		}
 		return strings.Join(t.Parts, ""), true
 	}
-	raw := bytes.TrimSpace(m.Content)
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return "", true
-	}
-	if raw[0] == '"' {
-		var s string
-		return s, json.Unmarshal(raw, &s) == nil
-	}
-	var parts []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
-	if json.Unmarshal(raw, &parts) != nil {
-		return "", false
-	}
-	var sb strings.Builder
-	for _, p := range parts {
-		if p.Type != "text" {
-			return "", false
-		}
-		sb.WriteString(p.Text)
-	}
-	return sb.String(), true
+	return openai.ContentText(m.Content, func(t string) bool { return t == "text" })
 }
 
 // lookup tries the exact tier, then embeds the prompt and tries the semantic

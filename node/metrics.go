@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llmgate/llmgate/internal/promreg"
 )
 
 // metrics are the node's backend-side series. The front end records requests.
@@ -66,15 +68,15 @@ func newMetrics(reg prometheus.Registerer, backs []*backend, now func() time.Tim
 		Help: "Answers that could not be stored in the cache.",
 	})
 	var errs [9]error
-	m.attempts, errs[0] = register(reg, m.attempts)
-	m.latency, errs[1] = register(reg, m.latency)
-	m.aborted, errs[2] = register(reg, m.aborted)
-	m.tokensUsed, errs[3] = register(reg, m.tokensUsed)
-	m.rejections, errs[4] = register(reg, m.rejections)
-	m.cacheReqs, errs[5] = register(reg, m.cacheReqs)
-	m.cacheTime, errs[6] = register(reg, m.cacheTime)
-	m.embedTime, errs[7] = register(reg, m.embedTime)
-	m.storeErrs, errs[8] = register(reg, m.storeErrs)
+	m.attempts, errs[0] = promreg.Register(reg, m.attempts)
+	m.latency, errs[1] = promreg.Register(reg, m.latency)
+	m.aborted, errs[2] = promreg.Register(reg, m.aborted)
+	m.tokensUsed, errs[3] = promreg.Register(reg, m.tokensUsed)
+	m.rejections, errs[4] = promreg.Register(reg, m.rejections)
+	m.cacheReqs, errs[5] = promreg.Register(reg, m.cacheReqs)
+	m.cacheTime, errs[6] = promreg.Register(reg, m.cacheTime)
+	m.embedTime, errs[7] = promreg.Register(reg, m.embedTime)
+	m.storeErrs, errs[8] = promreg.Register(reg, m.storeErrs)
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("registering backend metrics: %w", err)
 	}
@@ -154,20 +156,6 @@ func (m *metrics) embedded(err error, d time.Duration) {
 
 func (m *metrics) storeFailed() { m.storeErrs.Inc() }
 
-// register registers c, or returns the collector already registered with
-// the same descriptors: a gateway rebuilt by a configuration reload keeps
-// counting in the series of the one it replaces.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if old, ok := are.ExistingCollector.(T); ok {
-			return old, nil
-		}
-	}
-	return c, err
-}
-
 // registerCacheGauges exports the cache's size; read from its actors at scrape time.
 func registerCacheGauges(reg prometheus.Registerer, c Cache) error {
 	for _, g := range []prometheus.Collector{
@@ -176,7 +164,7 @@ func registerCacheGauges(reg prometheus.Registerer, c Cache) error {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llmgate_cache_bytes", Help: "Bytes held by cache entries (responses, prompts, vectors)."},
 			func() float64 { return float64(c.Stats().Bytes) }),
 	} {
-		if _, err := register(reg, g); err != nil {
+		if _, err := promreg.Register(reg, g); err != nil {
 			return fmt.Errorf("registering cache metrics: %w", err)
 		}
 	}

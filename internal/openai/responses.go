@@ -131,9 +131,15 @@ func (r *ResponsesRequest) Messages() (msgs []Message, ok bool) {
 	return msgs, true
 }
 
-// partsText reads a content that is a string, null, or an array of text
-// parts.
-func partsText(raw json.RawMessage) (string, bool) {
+// responsesText is a text part of a Responses item.
+func responsesText(t string) bool { return t == "input_text" || t == "output_text" || t == "text" }
+
+// partsText reads a Responses item's content: a string, null, or text parts.
+func partsText(raw json.RawMessage) (string, bool) { return ContentText(raw, responsesText) }
+
+// ContentText reads a content that is a string, null, or an array of parts
+// whose types isText accepts; ok is false for any other part or shape.
+func ContentText(raw json.RawMessage, isText func(partType string) bool) (string, bool) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return "", true
@@ -151,12 +157,10 @@ func partsText(raw json.RawMessage) (string, bool) {
 	}
 	var sb bytes.Buffer
 	for _, p := range parts {
-		switch p.Type {
-		case "input_text", "output_text", "text":
-			sb.WriteString(p.Text)
-		default:
+		if !isText(p.Type) {
 			return "", false
 		}
+		sb.WriteString(p.Text)
 	}
 	return sb.String(), true
 }
