@@ -313,3 +313,79 @@ func itoa(n int64) string {
 	b, _ := json.Marshal(n)
 	return string(b)
 }
+
+// TestResponsesStreamBrokenOff: a Responses stream the backend breaks off
+// ends with the API's typed error event (event: error, type "error", the
+// next sequence_number), never with chat's untyped error data or a terminal
+// event; it is charged what was streamed and not cached, and the node keeps
+// serving.
+func TestResponsesStreamBrokenOff(t *testing.T) {
+	noLeaks(t)
+	const cutAfter = 5
+	cut := httptest.NewServer(mock.New(mock.Options{Name: "cut", Counter: mockCounter(), CutStreamsAfter: cutAfter}))
+	t.Cleanup(cut.Close)
+	g := newGateway(t, setup{
+		backends: []config.Backend{{Name: "cut", Kind: "openai", URL: cut.URL + "/v1"}},
+		routes:   map[string]config.Route{"gpt-4o": {Pool: [][]string{{"cut"}}}},
+		limits:   true, cache: true,
+		mutate: func(c *config.Config) { c.Consumers[0].TPM = 100000 },
+	})
+	body := `{"model":"gpt-4o","input":"Tell me a long story.","stream":true}`
+	for round := range 2 {
+		req, _ := http.NewRequest("POST", g.data.URL+"/v1/responses", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+keyA)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("round %d: %d %v %s", round, resp.StatusCode, err, raw)
+		}
+		if c := resp.Header.Get("x-llmgate-cache"); c != "miss" {
+			t.Fatalf("round %d: a broken stream was cached (x-llmgate-cache %q)", round, c)
+		}
+		events := strings.Split(strings.TrimSpace(string(raw)), "\n\n")
+		if len(events) != cutAfter+1 {
+			t.Fatalf("round %d: %d events, want the %d relayed and one error: %s", round, len(events), cutAfter, raw)
+		}
+		last := events[len(events)-1]
+		name, data, ok := strings.Cut(last, "\n")
+		if !ok || name != "event: error" || !strings.HasPrefix(data, "data: ") {
+			t.Fatalf("round %d: the last event is not a typed error event: %q", round, last)
+		}
+		var ev struct {
+			Type    string  `json:"type"`
+			Code    string  `json:"code"`
+			Message string  `json:"message"`
+			Param   *string `json:"param"`
+			Seq     *int    `json:"sequence_number"`
+			Error   any     `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(strings.TrimPrefix(data, "data: ")), &ev); err != nil {
+			t.Fatalf("round %d: error event data: %v: %s", round, err, data)
+		}
+		if ev.Type != "error" || ev.Code != "stream_interrupted" || ev.Message == "" || ev.Seq == nil || *ev.Seq != cutAfter || ev.Error != nil {
+			t.Fatalf("round %d: error event %s, want type error, code stream_interrupted, sequence_number %d", round, data, cutAfter)
+		}
+		if strings.Contains(string(raw), "response.completed") {
+			t.Fatalf("round %d: a terminal event after the break: %s", round, raw)
+		}
+		if tr := resp.Trailer.Get("x-llmgate-tokens-consumed"); tr == "" || tr == "0" {
+			t.Fatalf("round %d: a broken stream is charged what it streamed, trailer %q", round, tr)
+		}
+	}
+	// The chat stream of the same backend keeps chat's error shape.
+	req, _ := http.NewRequest("POST", g.data.URL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o","messages":[{"role":"user","content":"Tell me a long story."}],"stream":true}`))
+	req.Header.Set("api-key", keyA)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(raw), "event: error") || !strings.Contains(string(raw), `data: {"error":{`) {
+		t.Fatalf("a broken chat stream ends with data: {\"error\":…}: %s", raw)
+	}
+}

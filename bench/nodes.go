@@ -28,7 +28,9 @@ type benchNode struct {
 	// config writes the node's config for its data directory and addresses;
 	// kept so a restart on other ports can write a new one.
 	config func(dataDir string, n *benchNode) string
-	proc   *process
+	// args are more `serve` flags (--cpu-profile).
+	args []string
+	proc *process
 }
 
 // nodeStartAttempts is how many times a node is started on fresh ports when
@@ -39,7 +41,7 @@ const nodeStartAttempts = 3
 // node's data directory and addresses, and waits until it is ready. The
 // addresses are fixed in the config, so ports are picked free beforehand; if
 // the node exits before it is ready it is retried with new ports.
-func startNode(ctx context.Context, exe string, timeout time.Duration, dir, name string, configFor func(dataDir string, n *benchNode) string) (*benchNode, error) {
+func startNode(ctx context.Context, exe string, timeout time.Duration, dir, name string, configFor func(dataDir string, n *benchNode) string, args ...string) (*benchNode, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("node %s: %w", name, err)
 	}
@@ -50,6 +52,7 @@ func startNode(ctx context.Context, exe string, timeout time.Duration, dir, name
 			dataDir: filepath.Join(dir, fmt.Sprintf("%s-data-%d", name, attempt)),
 			cfgPath: filepath.Join(dir, fmt.Sprintf("%s-%d.yaml", name, attempt)),
 			config:  configFor,
+			args:    args,
 		}
 		if err := n.pickPorts(); err != nil {
 			return nil, err
@@ -117,7 +120,7 @@ func (n *benchNode) launch(ctx context.Context, exe string, timeout time.Duratio
 			return false, fmt.Errorf("writing node config: %w", err)
 		}
 	}
-	proc, err := startProcess(ctx, "llmgate serve "+n.name, exe, "serve", "--config", n.cfgPath)
+	proc, err := startProcess(ctx, "llmgate serve "+n.name, exe, append([]string{"serve", "--config", n.cfgPath}, n.args...)...)
 	if err != nil {
 		return false, err
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -120,6 +121,9 @@ type OverheadOptions struct {
 	Features []Feature
 	// Progress receives one line per run as the benchmark goes. Nil: silent.
 	Progress io.Writer
+	// CPUProfileDir, when set, receives a CPU profile (pprof) of every
+	// llmgate node, named after its feature: <feature>.pprof.
+	CPUProfileDir string
 
 	otlpURL string       // the loopback OTLP receiver of the otlp feature
 	issuer  *benchIssuer // the loopback OIDC issuer of the jwt feature
@@ -559,13 +563,17 @@ func featureTarget(f Feature) string { return TargetGateway + "+" + string(f) }
 // startGateway starts the benchmarked node of feature f against the mock at
 // mockAddr.
 func startGateway(ctx context.Context, opts OverheadOptions, dir, mockAddr string, f Feature) (*process, string, error) {
+	var args []string
+	if opts.CPUProfileDir != "" {
+		args = []string{"--cpu-profile", filepath.Join(opts.CPUProfileDir, string(f)+".pprof")}
+	}
 	n, err := startNode(ctx, opts.Executable, opts.StartTimeout, dir, "bench-"+string(f), func(dataDir string, n *benchNode) string {
 		cfg := featureConfig(gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr, overheadKey, ""), f, opts.otlpURL)
 		if f == FeatureJWT {
 			cfg = jwtConfig(cfg, opts.issuer.url)
 		}
 		return cfg
-	})
+	}, args...)
 	if err != nil {
 		return nil, "", err
 	}

@@ -763,7 +763,7 @@ func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, body i
 			}
 			g.metrics.streamAborted("upstream")
 			msg := "The backend stream ended before completion: " + describe(err)
-			_, _ = w.Write(openai.WriteDataEvent(nil, (&openai.Error{Type: "server_error", Code: "stream_interrupted", Message: msg}).Body()))
+			_, _ = w.Write(tap.broken(&openai.Error{Type: "server_error", Code: "stream_interrupted", Message: msg}))
 			_ = rc.Flush()
 			return "upstream"
 		}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"strings"
+
+	"github.com/llmgate/llmgate/internal/openai"
 )
 
 // maxCapture bounds the streamed text a tap keeps (for counting and caching).
@@ -189,3 +191,6 @@ func (t *streamTap) responseID() string { return t.id }
 
 // ended: a chat stream ends with [DONE], which the relay sees itself.
 func (t *streamTap) ended() bool { return false }
+
+// broken: a chat stream's error is a data event carrying an error body.
+func (t *streamTap) broken(e *openai.Error) []byte { return openai.WriteDataEvent(nil, e.Body()) }

@@ -53,6 +53,9 @@ type streamWatcher interface {
 	completion() []byte
 	// responseID is the answer's id ("" until seen).
 	responseID() string
+	// broken is the event that tells the client the backend broke off, in
+	// the stream's own error shape.
+	broken(e *openai.Error) []byte
 }
 
 // wireOf returns call's wire format.

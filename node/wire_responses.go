@@ -137,17 +137,22 @@ type responsesTap struct {
 	obj     *responseObject
 	text    []byte // output_text deltas, counted when the stream breaks off
 	done    bool
+	seq     int64 // the next event's sequence_number
 }
 
 func (t *responsesTap) see(data []byte) bool {
 	var ev struct {
 		Type     string          `json:"type"`
+		Seq      *int64          `json:"sequence_number"`
 		Delta    string          `json:"delta"`
 		Response json.RawMessage `json:"response"`
 	}
 	if json.Unmarshal(data, &ev) != nil {
 		t.capture = false
 		return true
+	}
+	if ev.Seq != nil {
+		t.seq = *ev.Seq + 1
 	}
 	switch ev.Type {
 	case "response.created":
@@ -192,6 +197,24 @@ func (t *responsesTap) completion() []byte {
 
 // responseID is the id of the response the stream created ("" if none).
 func (t *responsesTap) responseID() string { return t.id }
+
+// broken is the Responses API's typed error event (event: error, type
+// "error", code, message, param, sequence_number), numbered after the last
+// event relayed, as the API ends a stream that fails.
+func (t *responsesTap) broken(e *openai.Error) []byte {
+	var param *string
+	if e.Param != "" {
+		param = &e.Param
+	}
+	b, _ := json.Marshal(struct {
+		Type    string  `json:"type"`
+		Code    string  `json:"code"`
+		Message string  `json:"message"`
+		Param   *string `json:"param"`
+		Seq     int64   `json:"sequence_number"`
+	}{"error", e.Code, e.Message, param, t.seq})
+	return openai.WriteDataEvent([]byte("event: error\n"), b)
+}
 
 // replay renders a stored response object as the Responses API's typed
 // events: created, in_progress, per message its item and text, then the

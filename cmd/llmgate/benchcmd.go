@@ -79,6 +79,7 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	tputDuration := fs.Duration("throughput-duration", def.ThroughputDuration, "length of one closed-loop throughput run")
 	features := fs.String("features", joinNames(def.Features), "llmgate targets, one node each, comma separated: "+joinNames(bench.OverheadFeatures)+" (keys only; + a TPM; + the cache, every prompt unique; + the cache, every request a hit; keys + request log and usage history; + OpenTelemetry to a loopback receiver; the same tracing one request in ten; keys replaced by an OIDC bearer token; tpm with the same request sent as the Responses API, compared with tpm)")
 	out := fs.String("out", "", "also write the report as JSON to `FILE`")
+	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile (pprof) of every llmgate node to `DIR`/FEATURE.pprof")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -107,6 +108,12 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	opts.Duration, opts.Rounds, opts.Concurrency, opts.ThroughputDuration = *duration, *rounds, *concurrency, *tputDuration
 	opts.Progress = stderr
+	if *cpuProfile != "" {
+		if err := os.MkdirAll(*cpuProfile, 0o755); err != nil {
+			return fmt.Errorf("bench overhead: --cpu-profile: %w", err)
+		}
+		opts.CPUProfileDir = *cpuProfile
+	}
 
 	rep, err := bench.Overhead(ctx, opts, stdout)
 	if err != nil {

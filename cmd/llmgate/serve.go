@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,8 @@ const devKey = "sk-llmgate-dev"
 
 type serveFlags struct {
 	config, listen, adminListen, gossip, join, dataDir, nodeName, upstream, upstreamKey string
+	// cpuProfile names a file that receives a CPU profile of the whole run.
+	cpuProfile string
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -56,11 +59,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.nodeName, "node-name", "", "unique node name (overrides node.name)")
 	fs.StringVar(&f.upstream, "upstream", "", "without --config: the backend URL (a path ending in /v1 means an OpenAI-style API, else Azure)")
 	fs.StringVar(&f.upstreamKey, "upstream-key", os.Getenv("LLMGATE_UPSTREAM_KEY"), "with --upstream: the backend's API key (default $LLMGATE_UPSTREAM_KEY)")
+	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile (pprof) of the whole run to `FILE`, completed at shutdown")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if f.cpuProfile != "" {
+		stop, err := startCPUProfile(f.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("serve: --cpu-profile: %w", err)
+		}
+		defer stop()
 	}
 
 	cfg, err := serveConfig(f)
@@ -524,5 +535,21 @@ func lockDataDir(dir string) (func(), error) {
 	return func() {
 		_ = syscall.Flock(int(fh.Fd()), syscall.LOCK_UN)
 		fh.Close()
+	}, nil
+}
+
+// startCPUProfile profiles the process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
 	}, nil
 }

@@ -186,7 +186,8 @@ func TestServeRealProcess(t *testing.T) {
 	mockURL := startMock(t)
 	listen, admin := freeAddr(t), freeAddr(t)
 	path := writeConfig(t, dir, mockURL, listen, admin)
-	p := start(t, "serve", "--config", path)
+	profile := filepath.Join(dir, "cpu.pprof")
+	p := start(t, "serve", "--config", path, "--cpu-profile", profile)
 	waitReady(t, "http://"+listen+"/readyz")
 
 	req, _ := http.NewRequest("POST", "http://"+listen+"/v1/chat/completions",
@@ -229,6 +230,10 @@ func TestServeRealProcess(t *testing.T) {
 	first, _, _ := strings.Cut(p.stderr.String(), "\n")
 	if !strings.HasPrefix(first, `{"time":`) {
 		t.Fatalf("serve logs JSON lines, got %q", first)
+	}
+	// --cpu-profile: a pprof profile (gzipped protobuf), completed at shutdown.
+	if b, err := os.ReadFile(profile); err != nil || len(b) < 64 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("--cpu-profile wrote no profile (%v, %d bytes)", err, len(b))
 	}
 
 	// kill -9 leaves the directory lock to the kernel: a restart on the same data dir works.

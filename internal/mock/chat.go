@@ -278,7 +278,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ans *answer, inc
 	rc := http.NewResponseController(w)
 
 	var buf []byte
+	events := 0
 	send := func(c chatChunk) bool {
+		s.cut(events)
+		events++
 		payload, err := json.Marshal(c)
 		if err != nil {
 			return false
@@ -342,6 +345,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, ans *answer, inc
 			return
 		}
 	}
+	s.cut(events)
 	if _, err := w.Write([]byte("data: [DONE]\n\n")); err != nil {
 		return
 	}

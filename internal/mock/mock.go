@@ -88,6 +88,12 @@ type Options struct {
 
 	// Counter counts prompt tokens. Nil means a new one.
 	Counter *tokens.Counter
+
+	// CutStreamsAfter, when positive, breaks off every streamed answer
+	// (chat and Responses) after that many events: the connection closes
+	// mid-stream, without [DONE] or a terminal event, as a failing backend's
+	// would.
+	CutStreamsAfter int
 }
 
 // Server is the simulated backend. Create it with New; it is safe for
@@ -96,6 +102,7 @@ type Server struct {
 	name      string
 	apiKey    string
 	tokenRate float64
+	cutAfter  int // Options.CutStreamsAfter
 	now       func() time.Time
 	counter   *tokens.Counter
 	mux       *http.ServeMux
@@ -116,6 +123,7 @@ func New(opts Options) *Server {
 		name:      opts.Name,
 		apiKey:    opts.APIKey,
 		tokenRate: max(opts.TokenRate, 0),
+		cutAfter:  max(opts.CutStreamsAfter, 0),
 		now:       opts.Now,
 		counter:   opts.Counter,
 		responses: newResponseStore(),
@@ -469,4 +477,13 @@ func newRequestID() string {
 		out = append(out, hex[c>>4], hex[c&0x0f])
 	}
 	return string(out)
+}
+
+// cut breaks off the stream being answered once sent events went out, when
+// the server is told to (Options.CutStreamsAfter): the handler aborts, so
+// the connection closes without the stream's proper end.
+func (s *Server) cut(sent int) {
+	if s.cutAfter > 0 && sent >= s.cutAfter {
+		panic(http.ErrAbortHandler)
+	}
 }

@@ -344,6 +344,7 @@ func (s *Server) streamResponse(w http.ResponseWriter, r *http.Request, obj resp
 	rc := http.NewResponseController(w)
 	seq := 0
 	send := func(typ string, fields map[string]any) bool {
+		s.cut(seq)
 		fields["type"] = typ
 		fields["sequence_number"] = seq
 		seq++

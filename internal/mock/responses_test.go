@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -299,3 +300,35 @@ func FuzzExampleJSON(f *testing.F) {
 }
 
 var _ = http.StatusOK
+
+// TestCutStreams: with CutStreamsAfter a stream breaks off after that many
+// events, chat and Responses alike: the client reads an unexpected end and
+// never the stream's proper end.
+func TestCutStreams(t *testing.T) {
+	_, ts := newTestServer(t, Options{CutStreamsAfter: 3})
+	tests := []struct {
+		name, path, body, end string
+	}{
+		{"responses", "/v1/responses", `{"model":"gpt-4o","input":"Stream me.","stream":true}`, "response.completed"},
+		{"chat", "/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"Stream me."}],"stream":true}`, "[DONE]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := ts.Client().Post(ts.URL+tt.path, "application/json", strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err == nil {
+				t.Fatalf("the stream ended cleanly: %s", body)
+			}
+			if n := bytes.Count(body, []byte("data: ")); n != 3 {
+				t.Fatalf("%d events before the cut, want 3: %s", n, body)
+			}
+			if bytes.Contains(body, []byte(tt.end)) {
+				t.Fatalf("a cut stream has its proper end: %s", body)
+			}
+		})
+	}
+}
