@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -18,6 +19,9 @@ import (
 type Owner struct {
 	Consumer string `json:"c"`
 	Backend  string `json:"b"`
+	// Origin is set on the id of a cached answer's replay: the response
+	// the backend holds, which the replay repeats under its own id.
+	Origin string `json:"o,omitempty"`
 }
 
 // record is one id's state as persisted and replicated.
@@ -34,7 +38,8 @@ const (
 	maxIDLen       = 256
 	recordsPerLoad = 256            // records in one replicated payload
 	fullWindow     = 24 * time.Hour // push/pull carries the changes of this window
-	fullMaxRecords = 20000          // and at most this many
+	fullMaxRecords = 10000          // (at most this many)
+	defaultPage    = 10000          // and the next page of every record
 	defaultTTL     = 30 * 24 * time.Hour
 )
 
@@ -45,12 +50,16 @@ type Options struct {
 	TTL    time.Duration // how long a record lives; default 30 days
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Page is how many records of the whole set one push/pull carries
+	// besides the last day's changes; default 10,000.
+	Page int
 }
 
 // Store remembers response owners. Create it with Open; Close stops it.
 type Store struct {
 	db   *badger.DB
 	ttl  time.Duration
+	page int
 	now  func() time.Time
 	log  *slog.Logger
 	ops  chan func()
@@ -60,6 +69,9 @@ type Store struct {
 	// Owned by the actor goroutine.
 	news []record
 	mem  map[string]record // the records, when there is no database
+	// cursor is where the next catch-up page starts: the records whose id
+	// sorts at or after it ("" = from the first).
+	cursor string
 }
 
 // Open starts a Store.
@@ -73,7 +85,10 @@ func Open(opts Options) *Store {
 	if opts.TTL <= 0 {
 		opts.TTL = defaultTTL
 	}
-	s := &Store{db: opts.DB, ttl: opts.TTL, now: opts.Now, log: opts.Logger,
+	if opts.Page <= 0 {
+		opts.Page = defaultPage
+	}
+	s := &Store{db: opts.DB, ttl: opts.TTL, page: opts.Page, now: opts.Now, log: opts.Logger,
 		ops: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
 	if s.db == nil {
 		s.mem = map[string]record{}
@@ -181,20 +196,27 @@ func (s *Store) apply(ctx context.Context, in []record, local bool) error {
 		}
 		keep = append(keep, r)
 	}
+	return s.put(ctx, keep, local)
+}
+
+// put persists records and, when local, queues them for the cluster.
+func (s *Store) put(ctx context.Context, keep []record, local bool) error {
 	if len(keep) == 0 {
 		return nil
 	}
+	now := s.now().UnixMilli()
 	if s.db != nil {
-		wb := s.db.NewWriteBatch()
-		defer wb.Cancel()
-		for _, r := range keep {
-			v, _ := json.Marshal(r)
-			e := badger.NewEntry([]byte(store.PrefixAffinity+r.ID), v).WithTTL(time.Duration(r.Expires-now) * time.Millisecond)
-			if err := wb.SetEntry(e); err != nil {
-				return fmt.Errorf("persisting response owners: %w", err)
+		err := s.db.Update(func(txn *badger.Txn) error {
+			for _, r := range keep {
+				v, _ := json.Marshal(r)
+				e := badger.NewEntry([]byte(store.PrefixAffinity+r.ID), v).WithTTL(time.Duration(r.Expires-now) * time.Millisecond)
+				if err := txn.SetEntry(e); err != nil {
+					return err
+				}
 			}
-		}
-		if err := wb.Flush(); err != nil {
+			return nil
+		})
+		if err != nil {
 			return fmt.Errorf("persisting response owners: %w", err)
 		}
 	}
@@ -211,8 +233,12 @@ func (s *Store) apply(ctx context.Context, in []record, local bool) error {
 }
 
 // Outgoing returns the local changes since the previous call as payloads
-// for the cluster's reliable channel; with full, the changes of the last
-// day (at most fullMaxRecords), so a node that joins or returns catches up.
+// for the cluster's reliable channel. With full (push/pull), the changes of
+// the last day (at most fullMaxRecords) and the next page of every
+// unexpired record and tombstone, in id order from where the previous full
+// call stopped, wrapping around: a node that joins or comes back has the
+// last day's ids at its first exchange and every other id within
+// records/Page exchanges, and no call holds more than about two pages.
 func (s *Store) Outgoing(ctx context.Context, full bool) ([][]byte, error) {
 	var rs []record
 	if err := s.do(ctx, func() {
@@ -227,6 +253,11 @@ func (s *Store) Outgoing(ctx context.Context, full bool) ([][]byte, error) {
 		if rs, err = s.recent(ctx); err != nil {
 			return nil, err
 		}
+		page, err := s.nextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, page...)
 	}
 	var out [][]byte
 	for len(rs) > 0 {
@@ -270,6 +301,61 @@ func (s *Store) recent(ctx context.Context) ([]record, error) {
 		return nil
 	})
 	return out, err
+}
+
+// nextPage returns up to Page records from the cursor on, in id order, and
+// moves the cursor past them (back to the first id after the last).
+func (s *Store) nextPage(ctx context.Context) ([]record, error) {
+	var from string
+	if err := s.do(ctx, func() { from = s.cursor }); err != nil {
+		return nil, err
+	}
+	now := s.now().UnixMilli()
+	var out []record
+	next := "" // wrapped
+	if s.db == nil {
+		err := s.do(ctx, func() {
+			ids := make([]string, 0, len(s.mem))
+			for id, r := range s.mem {
+				if id >= from && r.Expires > now {
+					ids = append(ids, id)
+				}
+			}
+			slices.Sort(ids)
+			if len(ids) > s.page {
+				ids, next = ids[:s.page], ids[s.page-1]+"\x00"
+			}
+			for _, id := range ids {
+				out = append(out, s.mem[id])
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		err := s.db.View(func(txn *badger.Txn) error {
+			prefix := []byte(store.PrefixAffinity)
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+			defer it.Close()
+			for it.Seek(append(prefix, from...)); it.Valid(); it.Next() {
+				if len(out) == s.page {
+					// The key is the id after the last one taken.
+					next = string(it.Item().Key()[len(prefix):])
+					break
+				}
+				var r record
+				if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil || r.Expires <= now {
+					continue
+				}
+				out = append(out, r)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, s.do(ctx, func() { s.cursor = next })
 }
 
 // Merge applies a payload from another node's Outgoing.

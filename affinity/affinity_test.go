@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -130,4 +131,106 @@ func FuzzDecode(f *testing.F) {
 		_ = s.Merge(context.Background(), []byte(payload))
 		_, _ = decode([]byte(payload))
 	})
+}
+
+// TestCatchUpCarriesEveryRecord: push/pull carries, besides the last day's
+// changes, the whole set page by page, so a node that was away longer than
+// a day learns every unexpired id and tombstone, none expired, and no
+// exchange carries more than the last day plus one page.
+func TestCatchUpCarriesEveryRecord(t *testing.T) {
+	ctx := context.Background()
+	const page, old, fresh = 300, 1000, 50
+	for _, name := range []string{"badger", "memory"} {
+		t.Run(name, func(t *testing.T) {
+			c := &clock{t: time.Unix(1_700_000_000, 0)}
+			opts := Options{TTL: 10 * 24 * time.Hour, Now: c.now, Page: page}
+			if name == "badger" {
+				db, err := store.Open("", store.Options{InMemory: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = db.Close() })
+				opts.DB = db.DB
+			}
+			a := Open(opts)
+			defer a.Close()
+			b := Open(Options{TTL: 10 * 24 * time.Hour, Now: c.now})
+			defer b.Close()
+			// Expire after 3 days (a record merged with its own expiry),
+			// then old records, a tombstone, then the last day's.
+			short := fmt.Sprintf(`[{"id":"resp_short","c":"team-a","b":"east","at":%d,"exp":%d}]`, c.now().UnixMilli(), c.now().Add(72*time.Hour).UnixMilli())
+			if err := a.Merge(ctx, []byte(short)); err != nil {
+				t.Fatal(err)
+			}
+			for i := range old {
+				if err := a.Remember(ctx, fmt.Sprintf("resp_old_%04d", i), Owner{Consumer: "team-a", Backend: "east"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = a.Forget(ctx, "resp_old_0007")
+			c.add(4 * 24 * time.Hour) // b was away: none of this reached it
+			for i := range fresh {
+				_ = a.Remember(ctx, fmt.Sprintf("resp_new_%04d", i), Owner{Consumer: "team-b", Backend: "west"})
+			}
+			_, _ = a.Outgoing(ctx, false) // the news went to the others, not to b
+
+			known := func() int {
+				n := 0
+				for i := range old {
+					if _, ok := b.Lookup(ctx, fmt.Sprintf("resp_old_%04d", i)); ok {
+						n++
+					}
+				}
+				return n
+			}
+			exchange := func() {
+				ps, err := a.Outgoing(ctx, true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := 0
+				for _, p := range ps {
+					rs, err := decode(p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					n += len(rs)
+					if err := b.Merge(ctx, p); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if n > fresh+page {
+					t.Fatalf("one exchange carried %d records, more than the last day's %d and a page of %d", n, fresh, page)
+				}
+			}
+			exchange()
+			if _, ok := b.Lookup(ctx, "resp_new_0000"); !ok {
+				t.Fatal("the last day's ids are not in the first exchange")
+			}
+			if n := known(); n >= old-1 {
+				t.Fatalf("one exchange carried all %d old ids: not paged", n)
+			}
+			// Old ids + fresh ones + the tombstone, a page at a time.
+			for range (old + fresh + page - 1) / page {
+				exchange()
+			}
+			if n := known(); n != old-1 {
+				t.Fatalf("after a full round b knows %d of the %d live old ids", n, old-1)
+			}
+			if _, ok := b.Lookup(ctx, "resp_old_0007"); ok {
+				t.Fatal("the tombstone did not travel")
+			}
+			if err := b.Remember(ctx, "resp_old_0007", Owner{Consumer: "team-z", Backend: "east"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := b.Lookup(ctx, "resp_old_0007"); ok {
+				t.Fatal("b did not keep the tombstone: a deleted id was claimed again")
+			}
+			if _, ok := b.Lookup(ctx, "resp_short"); ok {
+				t.Fatal("an expired record travelled")
+			}
+			// The cursor wraps: the next round starts over.
+			exchange()
+		})
+	}
 }

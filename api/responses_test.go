@@ -262,11 +262,11 @@ func TestResponsesSettleAndCache(t *testing.T) {
 	}
 	hit := do(t, "POST", url, keyA, body)
 	var h respBody
-	if hit.header.Get("x-llmgate-cache") != "hit" || json.Unmarshal(hit.body, &h) != nil || h.ID != r.ID || h.text() != r.text() {
+	if hit.header.Get("x-llmgate-cache") != "hit" || json.Unmarshal(hit.body, &h) != nil || h.ID == r.ID || h.text() != r.text() {
 		t.Fatalf("JSON replay: %v %s", hit.header.Get("x-llmgate-cache"), hit.body)
 	}
 	names, final, text, hh := streamResponses(t, url, keyA, `{"model":"gpt-4o","input":"What is the tallest mountain?","stream":true}`)
-	if hh.Get("x-llmgate-cache") != "hit" || names[0] != "response.created" || names[len(names)-1] != "response.completed" || text != r.text() || final.ID != r.ID {
+	if hh.Get("x-llmgate-cache") != "hit" || names[0] != "response.created" || names[len(names)-1] != "response.completed" || text != r.text() || final.ID == r.ID || final.ID == h.ID {
 		t.Fatalf("stream replay: %v %v %q", hh.Get("x-llmgate-cache"), names, text)
 	}
 	// A streamed answer is stored too, and serves a JSON client.
@@ -387,5 +387,99 @@ func TestResponsesStreamBrokenOff(t *testing.T) {
 	resp.Body.Close()
 	if strings.Contains(string(raw), "event: error") || !strings.Contains(string(raw), `data: {"error":{`) {
 		t.Fatalf("a broken chat stream ends with data: {\"error\":…}: %s", raw)
+	}
+}
+
+// TestResponsesReplayIsItsOwnResponse: every replay of a cached answer gets
+// a fresh id owned by the consumer it answered. GET and input_items on it
+// reach the original (shown under the replay's id), previous_response_id
+// continues the original on the backend holding it, DELETE forgets the
+// replay alone; another consumer's replay id is a 404, and input_items of
+// a replay of another consumer's original is refused.
+func TestResponsesReplayIsItsOwnResponse(t *testing.T) {
+	noLeaks(t)
+	east, west := mockBackends(t)
+	g := responsesGateway(t, config.Backend{Kind: "openai", URL: east.URL + "/v1", APIKey: "k-east"}, config.Backend{Kind: "azure", API: "v1", URL: west.URL, APIKey: "k-west"},
+		func(s *setup) {
+			s.cache = true
+			s.mutate = func(c *config.Config) { c.Cache.Shared = true }
+		})
+	url := g.data.URL + "/v1/responses"
+	body := `{"model":"gpt-4o","input":"Which river is the longest?"}`
+	read := func(a answer) respBody {
+		t.Helper()
+		var r respBody
+		if a.status != 200 || json.Unmarshal(a.body, &r) != nil || !strings.HasPrefix(r.ID, "resp_") {
+			t.Fatalf("%d %s", a.status, a.body)
+		}
+		return r
+	}
+	first := do(t, "POST", url, keyA, body)
+	orig := read(first)
+	holder := first.header.Get("x-llmgate-backend")
+	replayA := do(t, "POST", url, keyA, body)
+	replayB := do(t, "POST", url, keyB, body)
+	ra, rb := read(replayA), read(replayB)
+	if replayA.header.Get("x-llmgate-cache") != "hit" || replayB.header.Get("x-llmgate-cache") != "hit" {
+		t.Fatalf("not replays: %v %v", replayA.header.Get("x-llmgate-cache"), replayB.header.Get("x-llmgate-cache"))
+	}
+	if ra.ID == orig.ID || rb.ID == orig.ID || ra.ID == rb.ID || ra.text() != orig.text() || rb.text() != orig.text() {
+		t.Fatalf("replays must have fresh ids and the same answer: %s %s %s", orig.ID, ra.ID, rb.ID)
+	}
+	if strings.Contains(string(replayB.body), orig.ID) {
+		t.Fatalf("the original id shows in a replay: %s", replayB.body)
+	}
+	// GET on a replay: the original's object under the replay's id.
+	if got := read(do(t, "GET", url+"/"+rb.ID, keyB, "")); got.ID != rb.ID || got.text() != orig.text() {
+		t.Fatalf("GET replay: %+v", got)
+	}
+	for _, c := range []struct{ id, key string }{{rb.ID, keyA}, {ra.ID, keyB}, {orig.ID, keyB}} {
+		if a := do(t, "GET", url+"/"+c.id, c.key, ""); a.status != 404 || a.errorCode(t) != "not_found" {
+			t.Errorf("GET %s with another consumer's key: %d %s", c.id, a.status, a.body)
+		}
+	}
+	// input_items: the creator's own replay reaches the original's input;
+	// another consumer's replay does not show the creator's prompt.
+	if a := do(t, "GET", url+"/"+ra.ID+"/input_items", keyA, ""); a.status != 200 || !strings.Contains(string(a.body), "Which river is the longest?") {
+		t.Errorf("input_items of the creator's replay: %d %s", a.status, a.body)
+	}
+	if a := do(t, "GET", url+"/"+rb.ID+"/input_items", keyB, ""); a.status != 404 || strings.Contains(string(a.body), "Which river") {
+		t.Errorf("input_items of another consumer's original: %d %s", a.status, a.body)
+	}
+	// previous_response_id of a replay continues the original where it is held.
+	for range 2 { // the route alternates its backends: both turns must reach the holder
+		cont := do(t, "POST", url, keyB, `{"model":"gpt-4o","input":"And the second?","previous_response_id":"`+rb.ID+`"}`)
+		if c := read(cont); cont.header.Get("x-llmgate-backend") != holder || c.ID == rb.ID {
+			t.Fatalf("continuing a replay: %s %s", cont.header.Get("x-llmgate-backend"), cont.body)
+		}
+	}
+	if a := do(t, "POST", url, keyA, `{"model":"gpt-4o","input":"And the second?","previous_response_id":"`+rb.ID+`"}`); a.status != 404 {
+		t.Errorf("another consumer continued a replay: %d %s", a.status, a.body)
+	}
+	// A stream replay: one fresh id throughout, followed up like the others.
+	_, final, _, hh := streamResponses(t, url, keyB, `{"model":"gpt-4o","input":"Which river is the longest?","stream":true}`)
+	if hh.Get("x-llmgate-cache") != "hit" || final.ID == orig.ID || final.ID == rb.ID {
+		t.Fatalf("stream replay id %s", final.ID)
+	}
+	if got := read(do(t, "GET", url+"/"+final.ID, keyB, "")); got.ID != final.ID {
+		t.Fatalf("GET stream replay: %+v", got)
+	}
+	// DELETE forgets the replay; the original and the other replays stay.
+	del := do(t, "DELETE", url+"/"+rb.ID, keyB, "")
+	var d struct {
+		ID      string `json:"id"`
+		Deleted bool   `json:"deleted"`
+	}
+	if del.status != 200 || json.Unmarshal(del.body, &d) != nil || d.ID != rb.ID || !d.Deleted {
+		t.Fatalf("DELETE replay: %d %s", del.status, del.body)
+	}
+	if a := do(t, "GET", url+"/"+rb.ID, keyB, ""); a.status != 404 {
+		t.Errorf("GET a deleted replay: %d", a.status)
+	}
+	if got := read(do(t, "GET", url+"/"+orig.ID, keyA, "")); got.ID != orig.ID {
+		t.Errorf("the original after its replay's deletion: %+v", got)
+	}
+	if got := read(do(t, "GET", url+"/"+ra.ID, keyA, "")); got.ID != ra.ID {
+		t.Errorf("another replay after one's deletion: %+v", got)
 	}
 }

@@ -372,22 +372,23 @@ func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Cal
 	h.Set(HeaderTokensConsumed, "0")
 	// A hit costs no tokens: it only reports the consumer's headroom.
 	g.LimitHeaders(ctx, h, call.Consumer, call.Header, call.Route)
+	body, id := wireOf(call).hit(ctx, g, call, e.Response)
 	if call.Stream {
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-cache")
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(wireOf(call).replay(call, e.Response))
+		_, _ = w.Write(wireOf(call).replay(call, body))
 		_ = http.NewResponseController(w).Flush()
 	} else {
 		h.Set("Content-Type", "application/json")
-		h.Set("Content-Length", strconv.Itoa(len(e.Response)))
+		h.Set("Content-Length", strconv.Itoa(len(body)))
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(e.Response)
+		_, _ = w.Write(body)
 	}
-	out := Outcome{Status: http.StatusOK, Cache: cacheHit, Distance: float64(max(d, 0))}
+	out := Outcome{Status: http.StatusOK, Cache: cacheHit, Distance: float64(max(d, 0)), ResponseID: id}
 	out.Saved, out.SavedPrompt = storedUsage(e.Response)
 	if call.Capture {
-		out.Answer = e.Response
+		out.Answer = body
 	}
 	return out
 }

@@ -205,7 +205,16 @@ type reply struct {
 	text     string
 }
 
+// replyReader is a wire format that reads a whole answer by itself, in one
+// pass (the Responses API, whose answers are large).
+type replyReader interface {
+	readReply(status int, body []byte) *reply
+}
+
 func newReply(call *Call, status int, body []byte) *reply {
+	if rr, ok := wireOf(call).(replyReader); ok {
+		return rr.readReply(status, body)
+	}
 	r := &reply{status: status, body: body}
 	if status == http.StatusOK && json.Valid(body) {
 		r.ok = true

@@ -499,13 +499,17 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 	if prev := wireOf(call).follows(call); prev != "" {
 		// A follow-up goes to the backend holding what it continues, and
 		// only for the consumer that created it.
-		b, e := g.holder(ctx, call.Consumer, prev, "previous_response_id")
+		b, held, e := g.holder(ctx, call.Consumer, prev, "previous_response_id")
 		if e != nil {
 			g.settle(ctx, x, nil)
 			e.Write(w)
 			return Outcome{Status: e.Status, Cache: cp.state, Refusal: e.Code}
 		}
 		x.pin = b
+		if held != prev {
+			// A cached answer's replay: the backend continues the original.
+			call.Body = withPreviousResponse(call.Body, prev, held)
+		}
 	}
 	out := g.forward(ctx, w, call, rt, x)
 	out.Cache = cp.state

@@ -3,6 +3,9 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -34,22 +37,84 @@ func responseNotFound(id, param string) *openai.Error {
 		Message: fmt.Sprintf("Response with id '%s' not found.", id)}
 }
 
-// holder returns the backend holding response id, if it belongs to c.
-func (g *Gateway) holder(ctx context.Context, c *Consumer, id, param string) (*backend, *openai.Error) {
+// holder returns the backend holding response id, if it belongs to c, and
+// the id the backend knows it by: id itself, or for the replay of a cached
+// answer the response it repeats.
+func (g *Gateway) holder(ctx context.Context, c *Consumer, id, param string) (*backend, string, *openai.Error) {
 	lctx, cancel := context.WithTimeout(ctx, ownersTimeout)
 	o, ok := g.owners.Lookup(lctx, id)
 	cancel()
-	if !ok || c == nil || o.Consumer != c.Name {
-		return nil, responseNotFound(id, param)
+	if !ok || c == nil || o.Consumer != c.Name || o.Backend == "" {
+		// (A replay whose original no node knows has nothing behind it.)
+		return nil, "", responseNotFound(id, param)
+	}
+	held := id
+	if o.Origin != "" {
+		held = o.Origin
 	}
 	for _, b := range g.backs {
 		if b.name == o.Backend {
-			return b, nil
+			return b, held, nil
 		}
 	}
 	e := openai.Unavailable(fmt.Sprintf("Response '%s' is held by backend '%s', which this gateway no longer has.", id, o.Backend))
 	e.Header = http.Header{"Retry-After": {"1"}}
-	return nil, e
+	return nil, "", e
+}
+
+// reissue gives the replay of a cached Responses answer an id of its own,
+// owned by the caller: replays to several consumers (or twice to one) are
+// distinct responses, each with its own follow-ups. The id stands for the
+// stored answer's original, which the backend holds: GET, input_items,
+// cancel and previous_response_id on it reach the original (answers shown
+// under the replay's id); DELETE forgets the replay only. Without an owner
+// record the replay still gets its id, followed up as unknown (404).
+func (g *Gateway) reissue(ctx context.Context, call *Call, stored []byte) (body []byte, id string) {
+	origin := storedID(stored)
+	if !strings.HasPrefix(origin, "resp_") || call.Consumer == nil {
+		return stored, origin
+	}
+	id = newResponseID()
+	body = bytes.ReplaceAll(stored, quoted(origin), quoted(id))
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ownersTimeout)
+	defer cancel()
+	o, _ := g.owners.Lookup(rctx, origin)
+	if o.Origin != "" {
+		origin = o.Origin
+	}
+	if err := g.owners.Remember(rctx, id, affinity.Owner{Consumer: call.Consumer.Name, Backend: o.Backend, Origin: origin}); err != nil {
+		g.log.Warn("remembering a replayed response's owner failed; follow-ups on it will be refused", "response_id", id, "request_id", call.RequestID, "err", err)
+	}
+	return body, id
+}
+
+// storedID is the id of a stored answer.
+func storedID(stored []byte) string {
+	var head struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(stored, &head)
+	return head.ID
+}
+
+// newResponseID makes a response id in the API's form: resp_ and 48 hex digits.
+func newResponseID() string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return "resp_" + hex.EncodeToString(b[:])
+}
+
+func quoted(id string) []byte { return []byte(`"` + id + `"`) }
+
+// replayDeleted is the answer to DELETE on a replay's id: the replay is
+// forgotten, the original (another response, maybe another consumer's) stays.
+func replayDeleted(id string) []byte {
+	b, _ := json.Marshal(struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Deleted bool   `json:"deleted"`
+	}{id, "response", true})
+	return b
 }
 
 // remember records that the answer x created belongs to the caller and to
@@ -88,14 +153,54 @@ func (g *Gateway) ServeFollowUp(ctx context.Context, w http.ResponseWriter, f *F
 	h := w.Header()
 	h.Set(HeaderCache, cacheBypass)
 	g.LimitHeaders(ctx, h, f.Consumer, f.Header, "")
-	b, e := g.holder(ctx, f.Consumer, f.ID, "response_id")
+	b, held, e := g.holder(ctx, f.Consumer, f.ID, "response_id")
 	if e != nil {
 		e.Write(w)
 		return Outcome{Status: e.Status, Refusal: e.Code, Cache: cacheBypass}
 	}
+	replay := held != f.ID
+	if replay && f.Method == http.MethodDelete {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ownersTimeout)
+		err := g.owners.Forget(fctx, f.ID)
+		cancel()
+		if err != nil {
+			g.log.Warn("forgetting a deleted replay failed", "response_id", f.ID, "err", err)
+			e := openai.Unavailable("Deleting response '" + f.ID + "' failed; try again.")
+			e.Header = http.Header{"Retry-After": {"1"}}
+			e.Write(w)
+			return Outcome{Status: e.Status, Refusal: e.Code, Cache: cacheBypass}
+		}
+		data := replayDeleted(f.ID)
+		h.Set("Content-Type", "application/json")
+		h.Set("Content-Length", strconv.Itoa(len(data)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(data)
+		return Outcome{Status: http.StatusOK, Cache: cacheBypass}
+	}
+	if replay && f.Sub == "input_items" {
+		// The original's input is its creator's prompt, which a shared
+		// cache's semantic hit does not repeat word for word: shown only
+		// to the consumer that created the original.
+		lctx, cancel := context.WithTimeout(ctx, ownersTimeout)
+		o, ok := g.owners.Lookup(lctx, held)
+		cancel()
+		if !ok || o.Consumer != f.Consumer.Name {
+			e := responseNotFound(f.ID, "response_id")
+			e.Message = fmt.Sprintf("Response '%s' is a cached answer's replay; its input items are not available.", f.ID)
+			e.Write(w)
+			return Outcome{Status: e.Status, Refusal: e.Code, Cache: cacheBypass}
+		}
+	}
+	// A replay's answers show its own id where the backend's show the original's.
+	shown := func(b []byte) []byte {
+		if !replay {
+			return b
+		}
+		return bytes.ReplaceAll(b, quoted(held), quoted(f.ID))
+	}
 	ctx, cancel := context.WithTimeout(ctx, g.up.Timeout)
 	defer cancel()
-	suffix := "/" + url.PathEscape(f.ID)
+	suffix := "/" + url.PathEscape(held)
 	if f.Sub != "" {
 		suffix += "/" + f.Sub
 	}
@@ -156,6 +261,22 @@ func (g *Gateway) ServeFollowUp(ctx context.Context, w http.ResponseWriter, f *F
 		h.Del("Content-Length")
 		w.WriteHeader(resp.StatusCode)
 		rc := http.NewResponseController(w)
+		if replay {
+			// Event by event, so that each shows the replay's id.
+			er := openai.NewEventReader(resp.Body)
+			for {
+				ev, err := er.Next()
+				if err != nil {
+					break
+				}
+				if _, werr := w.Write(shown(ev.Raw)); werr != nil {
+					break
+				}
+				_ = rc.Flush()
+			}
+			out.Upstream = g.now().Sub(start)
+			return out
+		}
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := resp.Body.Read(buf)
@@ -188,6 +309,7 @@ func (g *Gateway) ServeFollowUp(ctx context.Context, w http.ResponseWriter, f *F
 		}
 		cancel()
 	}
+	data = shown(data)
 	h.Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(data)

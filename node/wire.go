@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 
@@ -38,6 +39,8 @@ type wire interface {
 	// created is the id of the response the answer created and the backend
 	// now holds ("" for none).
 	created(x *exchange) string
+	// hit is a stored answer as a cache hit serves it, and its id.
+	hit(ctx context.Context, g *Gateway, call *Call, stored []byte) (body []byte, id string)
 }
 
 // streamWatcher reads a relayed stream event by event.
@@ -158,3 +161,8 @@ var _ = http.StatusOK
 // Response state hooks: chat and embeddings hold none.
 func (chatWire) follows(*Call) string     { return "" }
 func (chatWire) created(*exchange) string { return "" }
+
+// hit: a chat answer is served as stored.
+func (chatWire) hit(_ context.Context, _ *Gateway, _ *Call, stored []byte) ([]byte, string) {
+	return stored, ""
+}

@@ -2,7 +2,9 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"net/http"
 	"strings"
 
 	"github.com/llmgate/llmgate/internal/openai"
@@ -119,6 +121,26 @@ func (responsesWire) read(body []byte) (*usage, bool, string) {
 		return nil, false, ""
 	}
 	return o.usage(), o.storable() && !contentFiltered(body), o.text()
+}
+
+// readReply reads a whole answer with one decode: a 200 that does not
+// decode as a response object is unreadable (charged the estimate, not
+// stored); the text is kept only to be counted when usage is missing.
+func (responsesWire) readReply(status int, body []byte) *reply {
+	r := &reply{status: status, body: body}
+	if status != http.StatusOK {
+		return r
+	}
+	var o responseObject
+	if json.Unmarshal(body, &o) != nil {
+		return r
+	}
+	r.ok, r.id, r.u = true, o.ID, o.usage()
+	r.storable = o.storable() && !contentFiltered(body)
+	if r.u == nil {
+		r.text = o.text()
+	}
+	return r
 }
 
 func (responsesWire) tap(call *Call, capture bool) streamWatcher {
@@ -290,4 +312,29 @@ func (responsesWire) created(x *exchange) string {
 		return x.stream.responseID()
 	}
 	return ""
+}
+
+// hit: each replay of a stored response is a response of its own, with a
+// fresh id owned by the caller (see reissue).
+func (responsesWire) hit(ctx context.Context, g *Gateway, call *Call, stored []byte) ([]byte, string) {
+	return g.reissue(ctx, call, stored)
+}
+
+// withPreviousResponse returns body with previous_response_id id replaced
+// by held, the response the backend knows.
+func withPreviousResponse(body []byte, id, held string) []byte {
+	if bytes.Count(body, quoted(id)) == 1 {
+		return bytes.Replace(body, quoted(id), quoted(held), 1)
+	}
+	// Escaped, or the id also in the input: rewrite the field alone.
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(body, &obj) != nil {
+		return body
+	}
+	obj["previous_response_id"] = quoted(held)
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return body
+	}
+	return out
 }

@@ -20,6 +20,11 @@ type ResponsesRequest struct {
 	Conversation       json.RawMessage `json:"conversation"`
 	Background         bool            `json:"background"`
 	Store              *bool           `json:"store"`
+
+	// msgs are Messages' result, made once by ParseResponses (parsed).
+	msgs   []Message
+	msgsOK bool
+	parsed bool
 }
 
 // Stateful reports whether the request builds on or creates state held by
@@ -85,6 +90,8 @@ func ParseResponses(body []byte) (*ResponsesRequest, *Error) {
 		if len(items) > MaxMessages {
 			return nil, BadRequest("input", "'input' has too many items.")
 		}
+		r.msgs, r.msgsOK = r.messages(items)
+		r.parsed = true
 	default:
 		return nil, BadRequest("input", "'input' must be a string or an array of input items.")
 	}
@@ -94,6 +101,10 @@ func ParseResponses(body []byte) (*ResponsesRequest, *Error) {
 	if r.Temperature != nil && (*r.Temperature < 0 || *r.Temperature > 2) {
 		return nil, BadRequest("temperature", "'temperature' must be between 0 and 2.")
 	}
+	if !r.parsed {
+		r.msgs, r.msgsOK = r.messages(nil)
+		r.parsed = true
+	}
 	return &r, nil
 }
 
@@ -102,26 +113,53 @@ func ParseResponses(body []byte) (*ResponsesRequest, *Error) {
 // keep their role and text parts (input_text, output_text, text), function
 // calls and their outputs become assistant and tool turns. ok is false when
 // an item holds something that is not text (an image, a file, audio).
+//
+// ParseResponses makes them once; the slice is shared, not to be changed.
+// Each message's Text is its content decoded, as ParseChat leaves it.
 func (r *ResponsesRequest) Messages() (msgs []Message, ok bool) {
-	if r.Instructions != nil && *r.Instructions != "" {
-		msgs = append(msgs, Message{Role: "system", Content: jsonString(*r.Instructions)})
+	if r.parsed {
+		return r.msgs, r.msgsOK
 	}
-	for _, it := range r.Items() {
+	return r.messages(nil)
+}
+
+// messages makes Messages from the request's items (nil: decoded from Input).
+func (r *ResponsesRequest) messages(items []InputItem) (msgs []Message, ok bool) {
+	in := bytes.TrimSpace(r.Input)
+	if items == nil && len(in) > 0 && in[0] == '"' {
+		// The common case, one user string: its JSON is a chat content as is.
+		text, ok := decodeJSONString(in)
+		if !ok {
+			return nil, false
+		}
+		msgs = make([]Message, 0, 2)
+		if r.Instructions != nil && *r.Instructions != "" {
+			msgs = append(msgs, textMessage("system", "", *r.Instructions, nil))
+		}
+		return append(msgs, textMessage("user", "", text, in)), true
+	}
+	if items == nil {
+		items = r.Items()
+	}
+	if r.Instructions != nil && *r.Instructions != "" {
+		msgs = append(msgs, textMessage("system", "", *r.Instructions, nil))
+	}
+	for _, it := range items {
 		switch it.Type {
 		case "", "message":
 			text, ok := partsText(it.Content)
 			if !ok {
 				return nil, false
 			}
-			msgs = append(msgs, Message{Role: it.Role, Content: jsonString(text)})
+			msgs = append(msgs, textMessage(it.Role, "", text, nil))
 		case "function_call":
-			msgs = append(msgs, Message{Role: "assistant", Name: it.Name, Content: jsonString(it.Arguments)})
+			msgs = append(msgs, textMessage("assistant", it.Name, it.Arguments, nil))
 		case "function_call_output":
 			out, ok := partsText(it.Output)
 			if !ok {
 				return nil, false
 			}
-			msgs = append(msgs, Message{Role: "tool", Content: jsonString(out)})
+			msgs = append(msgs, textMessage("tool", "", out, nil))
 		case "item_reference", "reasoning":
 			// Refers to state the backend holds: nothing to count here.
 		default:
@@ -168,4 +206,17 @@ func ContentText(raw json.RawMessage, isText func(partType string) bool) (string
 func jsonString(s string) json.RawMessage {
 	b, _ := json.Marshal(s)
 	return b
+}
+
+// textMessage is a chat message whose content is text, decoded in Text;
+// raw is the text's JSON string when the caller has it (nil: encoded here).
+func textMessage(role, name, text string, raw json.RawMessage) Message {
+	if raw == nil {
+		raw = jsonString(text)
+	}
+	t := &MessageText{}
+	if text != "" {
+		t.Parts = []string{text}
+	}
+	return Message{Role: role, Name: name, Content: raw, Text: t}
 }

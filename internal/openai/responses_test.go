@@ -1,6 +1,9 @@
 package openai
 
 import (
+	"encoding/json"
+	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -58,7 +61,22 @@ func FuzzParseResponses(f *testing.F) {
 			t.Fatalf("want exactly one of request and error: %v %v", r, err)
 		}
 		if r != nil {
-			r.Messages()
+			// The messages made at parse time are those read from the
+			// request as it stands, and their Text is their content.
+			msgs, ok := r.Messages()
+			again, okAgain := r.messages(nil)
+			if ok != okAgain || len(msgs) != len(again) {
+				t.Fatalf("parsed messages %v %v, read again %v %v", msgs, ok, again, okAgain)
+			}
+			for i := range msgs {
+				if msgs[i].Role != again[i].Role || msgs[i].Name != again[i].Name || !reflect.DeepEqual(msgs[i].Text, again[i].Text) {
+					t.Fatalf("message %d: %+v, read again %+v", i, msgs[i], again[i])
+				}
+				var content string
+				if json.Unmarshal(msgs[i].Content, &content) != nil || content != strings.Join(msgs[i].Text.Parts, "") {
+					t.Fatalf("message %d: content %s, text %q", i, msgs[i].Content, msgs[i].Text.Parts)
+				}
+			}
 			r.Stateful()
 		}
 	})
