@@ -435,7 +435,8 @@ func TestVerifiedMatching(t *testing.T) {
 		{"close paraphrase needs no judge", "How do I rotate the API key for my Azure OpenAI resource?", "hit", "semantic", false},
 		{"near miss the judge confirms is a verified hit", "How would I rotate the API key of my Azure OpenAI resource?", "hit", "verified", true},
 		{"near miss the judge refuses is a miss", "How do I rotate the API key of the Azure OpenAI resource?", "miss", "", true},
-		{"guard refusal never reaches the judge", "How do I delete the API key of my Azure OpenAI resource?", "miss", "", false},
+		{"wording the guard refuses is left to the judge", "How do I delete the API key of my Azure OpenAI resource?", "miss", "", true},
+		{"a number the guard refuses never reaches the judge", "How do I rotate the 2 API keys of my Azure OpenAI resource?", "miss", "", false},
 	}
 	for _, st := range steps {
 		before := judged.Load()
@@ -464,13 +465,101 @@ func TestVerifiedMatching(t *testing.T) {
 	if err := json.Unmarshal(s.body, &stats); err != nil || stats.Verify == nil {
 		t.Fatalf("stats %s: no verify section", s.body)
 	}
-	if v := stats.Verify; v.Confirmed != 1 || v.Refused != 1 || v.Failed < 1 || v.Tokens != 122 {
-		t.Errorf("verify stats %+v: want 1 confirmed, 1 refused, a failure, 122 judge tokens", *v)
+	if v := stats.Verify; v.Confirmed != 1 || v.Refused != 2 || v.Failed < 1 || v.Tokens != 183 {
+		t.Errorf("verify stats %+v: want 1 confirmed, 2 refused, a failure, 183 judge tokens", *v)
 	}
 	m := string(do(t, "GET", g.admin.URL+"/metrics", "", "").body)
-	for _, want := range []string{`result="hit_verified"`, "llmgate_cache_judge_tokens_total 122", `llmgate_cache_judge_calls_total{result="refused"} 1`} {
+	for _, want := range []string{`result="hit_verified"`, "llmgate_cache_judge_tokens_total 183", `llmgate_cache_judge_calls_total{result="refused"} 2`} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestJudgeSettlesOnlyWording: with a judge, a candidate the guard refused
+// on wording alone (a content word, word order, a qualifier) is the judge's
+// to decide, while the hard classes stay misses even when the judge says
+// yes to everything: the judge is never asked about them.
+func TestJudgeSettlesOnlyWording(t *testing.T) {
+	dialog := func(turns ...string) string {
+		var msgs []map[string]string
+		for i, c := range turns {
+			role := "user"
+			if i%2 == 1 {
+				role = "assistant"
+			}
+			msgs = append(msgs, map[string]string{"role": role, "content": c})
+		}
+		b, _ := json.Marshal(map[string]any{"model": "gpt-4o", "messages": msgs})
+		return string(b)
+	}
+	withSystem := func(system, user string) string {
+		b, _ := json.Marshal(map[string]any{"model": "gpt-4o", "messages": []map[string]string{{"role": "system", "content": system}, {"role": "user", "content": user}}})
+		return string(b)
+	}
+	hard := []struct{ name, first, second string }{
+		{"operator differs is a miss", chatAbout("What does print(7 + 3) output in Python?"), chatAbout("What does print(7 - 3) output in Python?")},
+		{"comparison operator differs is a miss", chatAbout("When is a == b true in JavaScript?"), chatAbout("When is a != b true in JavaScript?")},
+		{"increment and decrement differ", chatAbout("What does i++ do in a loop?"), chatAbout("What does i-- do in a loop?")},
+		{"C++ and C# differ", chatAbout("Is C++ good for games?"), chatAbout("Is C# good for games?")},
+		{"currency differs is a miss", chatAbout("How much is $100 in yen?"), chatAbout("How much is €100 in yen?")},
+		{"percent sign is a miss", chatAbout("Raise the price by 20% please"), chatAbout("Raise the price by 20 please")},
+		{"number differs is a miss", chatAbout("Write a poem of 4 lines about the sea"), chatAbout("Write a poem of 5 lines about the sea")},
+		{"negation is a miss", chatAbout("Is it safe to eat raw eggs every day?"), chatAbout("Is it not safe to eat raw eggs every day?")},
+		{"changed entity is a miss", chatAbout("Who is Barack Obama and what did he do?"), chatAbout("Who is Donald Trump and what did he do?")},
+		{"pronoun differs is a miss", chatAbout("What did he say at the meeting on the budget?"), chatAbout("What did she say at the meeting on the budget?")},
+		{"quantifier differs is a miss", chatAbout("delete all files in the build folder"), chatAbout("delete some files in the build folder")},
+		{"and or is a miss", chatAbout("tea and coffee for a long breakfast"), chatAbout("tea or coffee for a long breakfast")},
+		{"direction word differs is a miss", chatAbout("What happened in Europe before the war?"), chatAbout("What happened in Europe after the war?")},
+		{"moved turn boundary is a miss", dialog("tell me a joke\nabout cats", "why did the cat sit on the computer", "explain it"), dialog("tell me a joke", "about cats\nwhy did the cat sit on the computer", "explain it")},
+		{"extra turn is a miss", dialog("tell me a joke about cats", "why did the cat sit on the computer", "explain it"), dialog("tell me a joke about cats")},
+		{"different system message is a miss", withSystem("Customer Alice, balance $10", "What is my balance?"), withSystem("Customer Bob, balance $99000", "What is my balance?")},
+	}
+	soft := []struct{ name, first, second string }{
+		{"swapped content word is the judge's", chatAbout("Write a long story about a mango that learns to fly over the sea"), chatAbout("Write a long story about a banana that learns to fly over the sea")},
+		{"antonym is the judge's", chatAbout("How do I add a user to the docker group?"), chatAbout("How do I remove a user to the docker group?")},
+		{"word order is the judge's", chatAbout("the dog chased the cat across the garden"), chatAbout("the cat chased the dog across the garden")},
+		{"added qualifier is the judge's", chatAbout("Can I share my dataset with my team?"), chatAbout("Can I share my audio dataset with my team?")},
+		{"word swapped in one turn of a dialog is the judge's", dialog("plan a trip to the coast", "sure, by train or car?", "open the itinerary"), dialog("plan a trip to the coast", "sure, by train or car?", "close the itinerary")},
+	}
+	for _, answer := range []string{"yes", "no"} {
+		var fail, judged atomic.Int32
+		up := newUpstream(t, judgeUpstream(func(a, b string) string { return answer }, &fail, &judged))
+		g := cached(t, up, func(s *setup) {
+			s.mutate = func(c *config.Config) {
+				c.Cache.Verify = &config.CacheVerify{Route: "gpt-4o-mini", AuditRate: 1e-9}
+			}
+		})
+		url := g.data.URL + "/v1/chat/completions"
+		check := func(t *testing.T, first, second, wantCache, wantTier string, wantJudged bool) {
+			t.Helper()
+			if a := do(t, "POST", url, keyA, first); a.status != 200 {
+				t.Fatalf("first: %d %s", a.status, a.body)
+			}
+			before, calls := judged.Load(), up.calls.Load()
+			a := do(t, "POST", url, keyA, second)
+			if a.status != 200 || a.header.Get("x-llmgate-cache") != wantCache || a.header.Get("x-llmgate-cache-tier") != wantTier {
+				t.Errorf("second: %d cache %q tier %q (distance %s), want %s %q", a.status, a.header.Get("x-llmgate-cache"),
+					a.header.Get("x-llmgate-cache-tier"), a.header.Get("x-llmgate-cache-distance"), wantCache, wantTier)
+			}
+			if got := judged.Load() > before; got != wantJudged {
+				t.Errorf("judge called = %v, want %v", got, wantJudged)
+			}
+			if wantCache == "miss" && up.calls.Load()-calls < 1 {
+				t.Errorf("a miss that did not reach the backend")
+			}
+		}
+		for _, tc := range hard {
+			t.Run("judge says "+answer+"/"+tc.name, func(t *testing.T) { check(t, tc.first, tc.second, "miss", "", false) })
+		}
+		for _, tc := range soft {
+			t.Run("judge says "+answer+"/"+tc.name, func(t *testing.T) {
+				if answer == "yes" {
+					check(t, tc.first, tc.second, "hit", "verified", true)
+				} else {
+					check(t, tc.first, tc.second, "miss", "", true)
+				}
+			})
 		}
 	}
 }

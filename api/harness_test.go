@@ -153,7 +153,7 @@ func newGateway(t *testing.T, s setup) *gateway {
 	}
 	if s.cache {
 		cfg.Cache.Enabled = true
-		c, err := index.Open(context.Background(), index.Options{Now: s.now, Check: guard.Check})
+		c, err := index.Open(context.Background(), index.Options{Now: s.now, Check: guard.Check, Judgeable: guard.Judgeable})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -75,7 +75,7 @@ type CacheQualityReport struct {
 	EmbedMicros map[string]float64 `json:"embed_us"`
 	// Tiers scores each tier, with and without the guard and the judge, on
 	// the held-out half of the pairs.
-	Tiers []CacheTierRow `json:"tiers"`
+	Tiers *TierReport `json:"tiers"`
 }
 
 // CacheQuality measures cache hit precision and recall on the labelled pairs

@@ -57,6 +57,10 @@ type Options struct {
 	// candidate's, from the caller's goroutine of LookupSemantic (never from
 	// an actor), it may veto a near-miss. nil accepts every candidate.
 	Check func(query, candidate string) (ok bool, reason string)
+	// Judgeable tells, for a candidate Check refused, whether the refusal
+	// is one a judge may settle (guard.Judgeable): NearestJudgeable then
+	// offers it. nil: no refusal is.
+	Judgeable func(query, candidate string) bool
 	// Candidates is how many nearest neighbours a semantic lookup examines
 	// (default 4).
 	Candidates int
@@ -449,26 +453,48 @@ func (c *Cache) LookupSemantic(ctx context.Context, sp Space, vec []float32, pro
 // entry within threshold that Check accepts, and the caller decides (a
 // judge may refuse it) and counts with SemanticHit or Miss.
 func (c *Cache) NearestGuarded(ctx context.Context, sp Space, vec []float32, prompt string, threshold float32) (*Entry, float32, bool) {
+	e, d, _, ok := c.nearest(ctx, sp, vec, prompt, threshold, false)
+	return e, d, ok
+}
+
+// NearestJudgeable is NearestGuarded for a cache with a judge: when no
+// candidate within threshold passes Check, it returns the nearest one whose
+// refusal Options.Judgeable leaves to a judge, with judge true. Such an
+// entry must not be served unless a judge confirms it.
+func (c *Cache) NearestJudgeable(ctx context.Context, sp Space, vec []float32, prompt string, threshold float32) (e *Entry, d float32, judge, ok bool) {
+	return c.nearest(ctx, sp, vec, prompt, threshold, c.opts.Judgeable != nil)
+}
+
+func (c *Cache) nearest(ctx context.Context, sp Space, vec []float32, prompt string, threshold float32, judgeable bool) (*Entry, float32, bool, bool) {
 	if !c.Ready() || len(vec) == 0 {
-		return nil, 0, false
+		return nil, 0, false, false
 	}
 	s := c.shardOf(sp)
 	var cands []candidate
 	if c.call(ctx, s, func(s *shard) { cands = s.nearest(sp, vec, threshold) }) != nil {
-		return nil, 0, false
+		return nil, 0, false, false
 	}
-	for _, cd := range cands {
+	soft := -1 // the nearest candidate refused in a way a judge may settle
+	for i, cd := range cands {
 		if c.opts.Check != nil {
 			if ok, reason := c.opts.Check(prompt, cd.e.Prompt); !ok {
 				c.log.Debug("cache guard vetoed a semantic match", "id", cd.e.ID, "distance", cd.d, "reason", reason)
+				if judgeable && soft < 0 && c.opts.Judgeable(prompt, cd.e.Prompt) {
+					soft = i
+				}
 				continue
 			}
 		}
 		e := *cd.e // the copy handed out (see view)
 		e.Hits = cd.hits
-		return &e, cd.d, true
+		return &e, cd.d, false, true
 	}
-	return nil, 0, false
+	if soft >= 0 {
+		e := *cands[soft].e
+		e.Hits = cands[soft].hits
+		return &e, cands[soft].d, true, true
+	}
+	return nil, 0, false, false
 }
 
 // SemanticHit counts a semantic hit on e (found by NearestGuarded in sp).

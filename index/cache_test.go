@@ -114,6 +114,45 @@ func TestGuardFallsThroughToNextCandidate(t *testing.T) {
 	}
 }
 
+// NearestJudgeable prefers a candidate the guard accepts; when there is
+// none, it offers the nearest one whose refusal a judge may settle, marked
+// for the judge, and never one refused on a hard difference.
+func TestNearestJudgeable(t *testing.T) {
+	check := func(q, cand string) (bool, string) { return cand == "accepted", "vetoed" }
+	judgeable := func(q, cand string) bool { return cand == "soft" }
+	tests := []struct {
+		name      string
+		stored    []string // at increasing distances
+		want      string   // "" for none
+		wantJudge bool
+	}{
+		{"accepted candidate is served as before", []string{"soft", "accepted"}, "accepted", false},
+		{"soft refusal goes to the judge", []string{"hard", "soft"}, "soft", true},
+		{"hard refusals are never offered", []string{"hard", "hard"}, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := open(t, Options{Check: check, Judgeable: judgeable})
+			for i, p := range tt.stored {
+				mustStore(t, c, entry(teamA, p, axis(0, 0.1*float32(i+1))))
+			}
+			e, _, judge, ok := c.NearestJudgeable(t.Context(), teamA, axis(0, 0), "q", 0.5)
+			if got := ""; ok {
+				got = e.Prompt
+				if got != tt.want || judge != tt.wantJudge {
+					t.Fatalf("got %q judge %v, want %q judge %v", got, judge, tt.want, tt.wantJudge)
+				}
+			} else if tt.want != "" {
+				t.Fatalf("no candidate, want %q", tt.want)
+			}
+			// Without a judge (NearestGuarded) a soft refusal is a miss.
+			if e, _, ok := c.NearestGuarded(t.Context(), teamA, axis(0, 0), "q", 0.5); ok && e.Prompt != "accepted" {
+				t.Fatalf("NearestGuarded returned %q", e.Prompt)
+			}
+		})
+	}
+}
+
 func TestStoreReplacesSameExactHash(t *testing.T) {
 	db := memDB(t)
 	c := open(t, Options{DB: db.DB})

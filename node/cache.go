@@ -36,6 +36,10 @@ type Cache interface {
 	// NearestGuarded returns the nearest entry within threshold that the
 	// guard accepts, counting nothing; SemanticHit or Miss counts it.
 	NearestGuarded(ctx context.Context, sp index.Space, vec []float32, prompt string, threshold float32) (*index.Entry, float32, bool)
+	// NearestJudgeable is NearestGuarded that, when the guard accepts no
+	// candidate, offers the nearest one it refused only on wording
+	// (guard.Judgeable) with judge true: served only if a judge confirms.
+	NearestJudgeable(ctx context.Context, sp index.Space, vec []float32, prompt string, threshold float32) (e *index.Entry, d float32, judge, ok bool)
 	SemanticHit(ctx context.Context, sp index.Space, e *index.Entry)
 	Store(ctx context.Context, e *index.Entry) error
 	Stats() index.Stats
@@ -329,13 +333,25 @@ func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call,
 		radius = max(base, float32(g.cacheCfg.Verify.Radius))
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-	e, d, ok := g.cache.NearestGuarded(lctx, cp.space, vec, cp.prompt, radius)
+	var e *index.Entry
+	var d float32
+	var ok, judge bool
+	if g.verifier != nil {
+		e, d, judge, ok = g.cache.NearestJudgeable(lctx, cp.space, vec, cp.prompt, radius)
+	} else {
+		e, d, ok = g.cache.NearestGuarded(lctx, cp.space, vec, cp.prompt, radius)
+	}
 	cancel()
 	if ok && g.replayable(call, e) {
 		tier := "semantic"
 		if g.verifier != nil {
 			key := verify.Key(cp.space.Partition, call.Route)
 			switch {
+			case judge: // refused by the guard on wording only: the judge decides, always
+				if !g.verifier.Settle(ctx, key, call.Route, cp.prompt, e.Prompt, d) {
+					ok = false
+				}
+				tier = "verified"
 			case d <= base || g.verifier.Vouched(ctx, key, d):
 				g.verifier.MaybeAudit(key, call.Route, cp.prompt, e.Prompt, d)
 			case g.verifier.Confirm(ctx, key, call.Route, cp.prompt, e.Prompt, d):

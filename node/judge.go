@@ -111,11 +111,12 @@ type wireVerdict struct {
 	Distance float32 `json:"distance"`
 	Same     bool    `json:"same"`
 	Audit    bool    `json:"audit,omitempty"`
+	Soft     bool    `json:"soft,omitempty"`
 	At       int64   `json:"at"`
 }
 
 func (s verdictStore) Save(ctx context.Context, v verify.Verdict) error {
-	b, err := json.Marshal(wireVerdict{v.Key, v.Route, v.Distance, v.Same, v.Audit, v.At.UnixNano()})
+	b, err := json.Marshal(wireVerdict{v.Key, v.Route, v.Distance, v.Same, v.Audit, v.Soft, v.At.UnixNano()})
 	if err != nil {
 		return err
 	}
@@ -135,7 +136,7 @@ func (s verdictStore) Load(ctx context.Context) ([]verify.Verdict, error) {
 			if json.Unmarshal([]byte(e.Prompt), &w) != nil {
 				continue
 			}
-			out = append(out, verify.Verdict{Key: w.Key, Route: w.Route, Distance: w.Distance, Same: w.Same, Audit: w.Audit, At: time.Unix(0, w.At)})
+			out = append(out, verify.Verdict{Key: w.Key, Route: w.Route, Distance: w.Distance, Same: w.Same, Audit: w.Audit, Soft: w.Soft, At: time.Unix(0, w.At)})
 		}
 		if next == "" {
 			return out, nil

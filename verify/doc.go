@@ -20,6 +20,13 @@
 // catch-up carry them); the Verifier reloads the Store's verdicts every
 // Reload interval, so a verdict made on one node moves the thresholds of all.
 //
+// A candidate the match guard refused on wording only (guard.Judgeable) is
+// offered to the judge by Settle: no learned threshold vouches for it, the
+// judge is always asked, and its verdict (Verdict.Soft) never moves a
+// threshold. The node's radius (cache.verify.radius) bounds how far such
+// candidates are looked for; bench cache --parts quality chooses it on the
+// tuning half of the labelled pairs.
+//
 // A judge that fails, is slow (Timeout) or has spent its budget
 // (TokensPerMinute) gives no verdict: the candidate is a miss.
 //

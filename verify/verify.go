@@ -26,7 +26,11 @@ type Verdict struct {
 	Distance float32 // cosine distance of the candidate
 	Same     bool    // the judge's answer
 	Audit    bool    // a sampled hit served without a judge
-	At       time.Time
+	// Soft: the guard refused the candidate on wording only and the judge
+	// settled it (Settle). Such verdicts never move a learned threshold,
+	// which vouches for candidates the guard accepts.
+	Soft bool
+	At   time.Time
 }
 
 // Store persists and shares verdicts. Save may be slow (a disk write, a
@@ -63,6 +67,7 @@ type Options struct {
 type Stats struct {
 	Judged     int64 `json:"judged"`      // judge calls that gave a verdict
 	Confirmed  int64 `json:"confirmed"`   // verdicts "yes" on candidates that needed one (verified hits)
+	Settled    int64 `json:"settled"`     // of Confirmed, candidates the guard had refused on wording (Settle)
 	Refused    int64 `json:"refused"`     // verdicts "no"
 	Failed     int64 `json:"failed"`      // judge errors and timeouts (misses)
 	OverBudget int64 `json:"over_budget"` // candidates not judged for lack of budget (misses)
@@ -213,7 +218,17 @@ func (v *Verifier) Threshold(ctx context.Context, key string) (float32, bool) {
 // Timeout and the token budget, and records the verdict. It returns true
 // only on a "yes"; a failing, slow or over-budget judge is a no.
 func (v *Verifier) Confirm(ctx context.Context, key, route, query, candidate string, d float32) bool {
-	same, ok := v.judge(ctx, key, route, query, candidate, d, false)
+	same, ok := v.judge(ctx, key, route, query, candidate, d, false, false)
+	return ok && same
+}
+
+// Settle is Confirm for a candidate the match guard refused on wording
+// only (guard.Judgeable: a content word without a WordNet link, a
+// qualifier, word order, an entity one text lacks): no learned threshold
+// vouches for such a candidate, so the judge is always asked, and its
+// verdict does not move the threshold of key.
+func (v *Verifier) Settle(ctx context.Context, key, route, query, candidate string, d float32) bool {
+	same, ok := v.judge(ctx, key, route, query, candidate, d, false, true)
 	return ok && same
 }
 
@@ -226,13 +241,13 @@ func (v *Verifier) MaybeAudit(key, route, query, candidate string, d float32) {
 	v.wg.Add(1)
 	go func() {
 		defer v.wg.Done()
-		v.judge(v.ctx, key, route, query, candidate, d, true)
+		v.judge(v.ctx, key, route, query, candidate, d, true, false)
 	}()
 }
 
 // judge calls the judge if the budget allows and records the verdict; ok
 // is false when there is no verdict.
-func (v *Verifier) judge(ctx context.Context, key, route, query, candidate string, d float32, audit bool) (same, ok bool) {
+func (v *Verifier) judge(ctx context.Context, key, route, query, candidate string, d float32, audit, soft bool) (same, ok bool) {
 	allowed := false
 	if !v.do(ctx, func(s *state) {
 		m := v.o.Now().Unix() / 60
@@ -249,7 +264,7 @@ func (v *Verifier) judge(ctx context.Context, key, route, query, candidate strin
 	jctx, cancel := context.WithTimeout(ctx, v.o.Timeout)
 	same, tokens, err := v.o.Judge.Judge(jctx, query, candidate)
 	cancel()
-	vd := Verdict{Key: key, Route: route, Distance: d, Same: same, Audit: audit, At: v.o.Now()}
+	vd := Verdict{Key: key, Route: route, Distance: d, Same: same, Audit: audit, Soft: soft, At: v.o.Now()}
 	v.do(context.WithoutCancel(ctx), func(s *state) {
 		s.spent += max(tokens, 0)
 		s.stats.Tokens += max(tokens, 0)
@@ -261,6 +276,9 @@ func (v *Verifier) judge(ctx context.Context, key, route, query, candidate strin
 		if same {
 			if !audit {
 				s.stats.Confirmed++
+			}
+			if soft {
+				s.stats.Settled++
 			}
 		} else {
 			s.stats.Refused++
@@ -344,8 +362,10 @@ func (v *Verifier) recompute(s *state) {
 	clear(s.thresholds)
 	for _, list := range [][]Verdict{s.stored, s.local} {
 		for _, x := range list {
-			s.byKey[x.Key] = append(s.byKey[x.Key], x)
 			v.audited(s, x)
+			if !x.Soft {
+				s.byKey[x.Key] = append(s.byKey[x.Key], x)
+			}
 		}
 	}
 	for k, vs := range s.byKey {
@@ -358,11 +378,14 @@ func (v *Verifier) recompute(s *state) {
 
 // add counts one new verdict: its key's threshold is learned again.
 func (v *Verifier) add(s *state, x Verdict) {
+	v.audited(s, x)
+	if x.Soft {
+		return
+	}
 	vs := s.byKey[x.Key]
 	i, _ := slices.BinarySearchFunc(vs, x, byDistance)
 	vs = slices.Insert(vs, i, x)
 	s.byKey[x.Key] = vs
-	v.audited(s, x)
 	if t, ok := learnSorted(vs, v.o.MaxErrorRate, v.o.MinVerdicts); ok {
 		s.thresholds[x.Key] = t
 	} else {

@@ -267,3 +267,50 @@ func TestJudgePrompt(t *testing.T) {
 		}
 	}
 }
+
+// Settle asks the judge every time (no threshold vouches for a candidate
+// the guard refused) and its verdicts never move the learned threshold.
+func TestSettleNeverMovesTheThreshold(t *testing.T) {
+	o := &oracle{boundary: 0.12, rng: rand.New(rand.NewPCG(1, 2)), dist: map[string]float32{}}
+	store := &memStore{}
+	v, err := New(Options{Judge: o, Store: store, MaxErrorRate: 0.01, AuditRate: -1, TokensPerMinute: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	key := Key("team-a", "gpt-4o")
+	simulate(t, v, o, 2000, 7)
+	before, ok := v.Threshold(t.Context(), key)
+	if !ok {
+		t.Fatal("no threshold learned")
+	}
+	// Soft candidates all judged "no" below the threshold: counted, yet
+	// the threshold stays.
+	o.boundary = -1
+	for i := range 50 {
+		if v.Settle(t.Context(), key, "gpt-4o", "soft", "c", before*float32(i)/50) {
+			t.Fatal("settled a candidate the judge refused")
+		}
+	}
+	v.Reload(t.Context())
+	if after, ok := v.Threshold(t.Context(), key); !ok || after != before {
+		t.Errorf("threshold %v (ok %v) after soft verdicts, want %v unchanged", after, ok, before)
+	}
+	o.boundary = 1
+	if !v.Settle(t.Context(), key, "gpt-4o", "soft", "c", 0.001) {
+		t.Error("judge said yes, Settle refused")
+	}
+	st := v.Stats(t.Context())
+	if st.Settled != 1 {
+		t.Errorf("settled %d, want 1", st.Settled)
+	}
+	soft := 0
+	for _, x := range store.vs {
+		if x.Soft {
+			soft++
+		}
+	}
+	if soft != 51 {
+		t.Errorf("%d soft verdicts stored, want 51", soft)
+	}
+}

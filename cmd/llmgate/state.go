@@ -83,7 +83,7 @@ func openState(cfg *config.Config, logger *slog.Logger, onChange func(index.Chan
 		}
 		st.cache, err = index.Open(context.Background(), index.Options{
 			DB: st.db.DB, Logger: logger, NewGraph: newGraph,
-			TTL: cfg.Cache.TTL, MaxEntries: cfg.Cache.MaxEntries, Check: guard.Check,
+			TTL: cfg.Cache.TTL, MaxEntries: cfg.Cache.MaxEntries, Check: guard.Check, Judgeable: guard.Judgeable,
 			OnChange: onChange,
 		})
 		if err != nil {

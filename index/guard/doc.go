@@ -41,6 +41,17 @@
 //     reduced by gen/main.go to lexicon.txt.gz (licence in NOTICE) and parsed
 //     on first use.
 //
+// With a judge (cache.verify), Differences names every class of difference
+// of a pair, and Judgeable splits Check's refusals in two. Hard ones (Hard:
+// a number, a negation, a symbol or operator, a named entity, a pronoun,
+// quantifier, and/or or comparative word exchanged for another, a changed
+// turn count or more than one turn differing) stay misses whatever a judge
+// says. The others — a content word without a WordNet link, a qualifier,
+// word order, a pronoun, quantifier or comparative present on one side
+// only, in at most one turn — are wording a judge may settle: the node
+// asks it (verify.Verifier.Settle) and serves only on a "yes". Without a
+// judge every refusal stands.
+//
 // Dialog texts hold their turns joined by TurnSeparator: Check compares
 // turn by turn, and dialogs with different numbers of turns refuse.
 //

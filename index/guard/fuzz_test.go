@@ -2,8 +2,8 @@ package guard
 
 import "testing"
 
-// FuzzCheck: Check never panics, and refuses or accepts a pair the same way
-// whichever side is the query.
+// FuzzCheck: Check and Differences never panic, refuse or accept a pair the
+// same way whichever side is the query, and agree with each other.
 func FuzzCheck(f *testing.F) {
 	for _, s := range [][2]string{
 		{"Who is Barack Obama?\nHow old is he?", "Who is Donald Trump?\nHow old is he?"},
@@ -19,6 +19,9 @@ func FuzzCheck(f *testing.F) {
 		ok2, r2 := Check(b, a)
 		if ok1 != ok2 || r1 != r2 {
 			t.Errorf("Check(a, b) = %v %q, Check(b, a) = %v %q", ok1, r1, ok2, r2)
+		}
+		if d1, d2 := Differences(a, b), Differences(b, a); d1 != d2 || (d1 == 0) != ok1 {
+			t.Errorf("Differences(a, b) = %b, Differences(b, a) = %b, Check = %v", d1, d2, ok1)
 		}
 		if ok, r := Check(a, a); !ok {
 			t.Errorf("a text refused against itself: %q", r)

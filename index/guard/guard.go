@@ -54,6 +54,73 @@ func Check(query, candidate string) (ok bool, reason string) {
 	}
 }
 
+// Class is a set of kinds of difference the guard finds between two
+// dialog texts, one bit each.
+type Class uint32
+
+// The classes of difference. Hard ones decide the answer by themselves and
+// no judge may override them (Hard); the others are differences of
+// wording that a judge can settle (see Judgeable).
+const (
+	ClassTurns           Class = 1 << iota // a different number of turns, or more than one turn differs
+	ClassNumber                            // a number differs, is added, removed or moved
+	ClassNegation                          // the count of negations differs
+	ClassSymbol                            // a symbol or operator run differs
+	ClassMarkedSwap                        // a pronoun, quantifier or and/or exchanged for another (he/she, all/some, and/or)
+	ClassMarked                            // a pronoun, quantifier or and/or only one text has
+	ClassEntity                            // an entity or quoted string only one text has, or shared ones in another order
+	ClassComparativeSwap                   // a comparative or direction word exchanged for another (before/after)
+	ClassComparative                       // a comparative or direction word only one text has
+	ClassOrder                             // shared content words come in another order
+	ClassQualifier                         // one text's content words are a strict subset of the other's
+	ClassWord                              // a content word is neither a form nor a WordNet synonym
+)
+
+// Hard are the differences no judge may override: a number, a negation, a
+// symbol or operator, a named entity, a pronoun, quantifier or and/or
+// exchanged for another, a comparative or direction word exchanged for
+// another, and turns (a changed turn count, or a dialog in which more than
+// one turn differs, as when a turn boundary moves). They are the facts the
+// cache promises never to confuse, whatever a judge answers.
+const Hard Class = ClassTurns | ClassNumber | ClassNegation | ClassSymbol | ClassMarkedSwap |
+	ClassEntity | ClassComparativeSwap
+
+// Differences returns every class of difference between query and
+// candidate, turn by turn (0 when Check accepts the pair). Unlike Check it
+// does not stop at the first: it is meant for a candidate Check refused.
+func Differences(query, candidate string) Class {
+	if strings.Count(query, TurnSeparator) != strings.Count(candidate, TurnSeparator) {
+		return ClassTurns
+	}
+	var out Class
+	differing := 0
+	for {
+		qa, qrest, qmore := cutTurn(query)
+		ca, crest, _ := cutTurn(candidate)
+		if c := turnDifferences(qa, ca); c != 0 {
+			out |= c
+			differing++
+		}
+		if !qmore {
+			break
+		}
+		query, candidate = qrest, crest
+	}
+	if differing > 1 {
+		out |= ClassTurns
+	}
+	return out
+}
+
+// Judgeable reports whether a pair Check refuses differs only in ways a
+// judge may settle, in at most one turn: a content word without a WordNet
+// link, a qualifier added, shared words in another order, a pronoun,
+// quantifier, and/or or comparative word only one text has. Pairs Check
+// accepts are judgeable too.
+func Judgeable(query, candidate string) bool {
+	return Differences(query, candidate)&Hard == 0
+}
+
 func cutTurn(s string) (turn, rest string, more bool) {
 	for i := 0; i < len(s); i++ {
 		if s[i] == TurnSeparator[0] {
@@ -98,6 +165,60 @@ func checkTurn(query, candidate string) (ok bool, reason string) {
 		return false, ReasonWord
 	}
 	return true, ""
+}
+
+// turnDifferences is checkTurn without stopping at the first difference.
+func turnDifferences(query, candidate string) Class {
+	var a, b facts
+	var at, bt [256]uint64
+	var ae, be [32]uint64
+	var aq, bq [8]uint64
+	var an, bn [16]number
+	var ac, bc [128]uint64
+	var as, bs [16]uint64
+	a.content, b.content = ac[:0], bc[:0]
+	a.toks, a.ents, a.quotes, a.nums = at[:0], ae[:0], aq[:0], an[:0]
+	b.toks, b.ents, b.quotes, b.nums = bt[:0], be[:0], bq[:0], bn[:0]
+	a = a.scan(query)
+	b = b.scan(candidate)
+	var out Class
+	if !a.sameNumbers(&b) {
+		out |= ClassNumber
+	}
+	if a.neg != b.neg {
+		out |= ClassNegation
+	}
+	if !a.sameEntities(&b) {
+		out |= ClassEntity
+	}
+	out |= setDifference(a.comp, b.comp, ClassComparativeSwap, ClassComparative)
+	if !slicesEqual(symbols(as[:0], query), symbols(bs[:0], candidate)) {
+		out |= ClassSymbol
+	}
+	out |= setDifference(a.marked, b.marked, ClassMarkedSwap, ClassMarked)
+	if !sameOrder(a.content, b.content) {
+		out |= ClassOrder
+	}
+	if qualified(a.content, b.content) {
+		out |= ClassQualifier
+	}
+	if !sameWords(query, candidate, a.content, b.content) {
+		out |= ClassWord
+	}
+	return out
+}
+
+// setDifference classifies how two sets of word classes differ: each has one
+// the other lacks (swap), or only one has more (oneSided).
+func setDifference(a, b uint64, swap, oneSided Class) Class {
+	switch {
+	case a == b:
+		return 0
+	case a&^b != 0 && b&^a != 0:
+		return swap
+	default:
+		return oneSided
+	}
 }
 
 // number is one number of a text: its value and whether it is an ordinal

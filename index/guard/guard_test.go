@@ -114,3 +114,53 @@ func TestLongNumbersCompareExactly(t *testing.T) {
 		t.Errorf("the same long number was refused: %s", why)
 	}
 }
+
+func TestJudgeable(t *testing.T) {
+	tests := []struct {
+		name       string
+		query, hit string
+		judgeable  bool
+		classes    Class // must be among the differences found
+	}{
+		// Hard: no judge may override them.
+		{"operator differs is never the judge's", "print(7 + 3)", "print(7 - 3)", false, ClassSymbol},
+		{"currency differs is never the judge's", "Convert $100 to yen", "Convert €100 to yen", false, ClassSymbol},
+		{"percent sign is never the judge's", "increase the price by 20%", "increase the price by 20", false, ClassSymbol},
+		{"number differs is never the judge's", "Write a poem of 4 lines", "Write a poem of 5 lines", false, ClassNumber},
+		{"negation is never the judge's", "Is it safe to eat raw eggs?", "Is it not safe to eat raw eggs?", false, ClassNegation},
+		{"entity differs is never the judge's", "Who is Barack Obama?", "Who is Donald Trump?", false, ClassEntity},
+		{"entity added is never the judge's", "What is the capital?", "What is the capital of France?", false, ClassEntity},
+		{"pronoun exchanged is never the judge's", "What did he say in the meeting yesterday?", "What did she say in the meeting yesterday?", false, ClassMarkedSwap},
+		{"quantifier exchanged is never the judge's", "delete all files in the folder", "delete some files in the folder", false, ClassMarkedSwap},
+		{"and or is never the judge's", "tea and coffee for breakfast", "tea or coffee for breakfast", false, ClassMarkedSwap},
+		{"direction word exchanged is never the judge's", "What happened before the war?", "What happened after the war?", false, ClassComparativeSwap},
+		{"extra turn is never the judge's", "hello there" + TurnSeparator + "hi", "hello there", false, ClassTurns},
+		{"moved turn boundary is never the judge's", "tell me a joke\nabout cats" + TurnSeparator + "why did the cat sit", "tell me a joke" + TurnSeparator + "about cats\nwhy did the cat sit", false, ClassTurns},
+		{"a hard difference among soft ones is never the judge's", "How do I add 2 users to a group?", "How do I remove 3 users from a group?", false, ClassNumber | ClassWord},
+		// Soft: wording a judge may settle.
+		{"content word without a WordNet link is the judge's", "Write a short poem about a mango growing on a tree", "Write a short poem about a banana growing on a tree", true, ClassWord},
+		{"antonym verb is the judge's", "How do I add a user to a group in Linux?", "How do I remove a user from a group in Linux?", true, ClassWord},
+		{"swapped words are the judge's", "the dog chased the cat across the garden", "the cat chased the dog across the garden", true, ClassOrder},
+		{"added qualifier is the judge's", "Can I share my dataset with my team?", "Can I share my audio dataset with my team?", true, ClassQualifier},
+		{"pronoun on one side only is the judge's", "How do I reset my password?", "How to reset the password?", true, ClassMarked},
+		{"comparative on one side only is the judge's", "List the cities of the region", "List the largest cities of the region", true, ClassComparative},
+		{"one turn of a dialog differing is the judge's", "Plan a trip" + TurnSeparator + "Sure, where to?" + TurnSeparator + "Add a museum", "Plan a trip" + TurnSeparator + "Sure, where to?" + TurnSeparator + "Remove a museum", true, ClassWord},
+		{"accepted pair is judgeable", "How do I reset my password?", "How can I reset my password?", true, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, p := range [][2]string{{tt.query, tt.hit}, {tt.hit, tt.query}} {
+				d := Differences(p[0], p[1])
+				if got := Judgeable(p[0], p[1]); got != tt.judgeable {
+					t.Errorf("Judgeable(%q, %q) = %v, want %v (differences %b)", p[0], p[1], got, tt.judgeable, d)
+				}
+				if d&tt.classes != tt.classes {
+					t.Errorf("Differences(%q, %q) = %b, want it to hold %b", p[0], p[1], d, tt.classes)
+				}
+				if ok, _ := Check(p[0], p[1]); ok != (d == 0) {
+					t.Errorf("Check says %v but Differences found %b", ok, d)
+				}
+			}
+		})
+	}
+}

@@ -98,7 +98,23 @@ type Outcome struct {
 	Verdict  int     // Right, Wrong or Unknown: what a hit on that entry would be
 	GuardOK  bool    // guard.Check accepts the entry for the query
 	Reason   string  // guard.Check's reason when it refuses
+	// Candidates are the Candidates nearest entries, nearest first (the
+	// first is Entry), as a node's semantic lookup examines them.
+	Candidates []Candidate
 }
+
+// Candidate is one of a query's nearest entries.
+type Candidate struct {
+	Entry    string
+	Distance float32
+	Verdict  int         // Right, Wrong or Unknown
+	GuardOK  bool        // guard.Check accepts it
+	Diff     guard.Class // guard.Differences
+}
+
+// Candidates is how many nearest entries Run keeps per query: as many as a
+// node's semantic lookup examines (index.Options.Candidates' default).
+const Candidates = 4
 
 // Verdicts of a hit.
 const (
@@ -163,22 +179,29 @@ func Run(pairs []Pair, embed func(string) []float32) []Outcome {
 	}
 	out := make([]Outcome, len(queries))
 	for i, q := range queries {
-		m := idx.Search(embed(q.text), 1)
+		ms := idx.Search(embed(q.text), Candidates)
 		o := Outcome{Query: q.text, Set: q.set, Positive: q.positive, Distance: 2, Verdict: Wrong}
-		if len(m) == 1 {
-			e := texts[m[0].ID]
-			o.Entry = e
-			o.Distance = m[0].Distance
+		for k, m := range ms {
+			e := texts[m.ID]
+			c := Candidate{Entry: e, Distance: m.Distance}
 			same, labelled := labels[[2]string{q.text, e}]
 			switch {
 			case labelled && same:
-				o.Verdict = Right
+				c.Verdict = Right
 			case labelled || clusterOf[q.text] != clusterOf[e]:
-				o.Verdict = Wrong
+				c.Verdict = Wrong
 			default:
-				o.Verdict = Unknown
+				c.Verdict = Unknown
 			}
-			o.GuardOK, o.Reason = guard.Check(q.text, e)
+			var reason string
+			c.GuardOK, reason = guard.Check(q.text, e)
+			if !c.GuardOK {
+				c.Diff = guard.Differences(q.text, e)
+			}
+			if k == 0 {
+				o.Entry, o.Distance, o.Verdict, o.GuardOK, o.Reason = e, c.Distance, c.Verdict, c.GuardOK, reason
+			}
+			o.Candidates = append(o.Candidates, c)
 		}
 		out[i] = o
 	}
@@ -343,4 +366,109 @@ func Split(pairs []Pair) (tune, held []Pair) {
 		}
 	}
 	return tune, held
+}
+
+// Pick chooses among o's candidates as a node with a judge does (see
+// node's semantic lookup): the nearest one within radius that the guard
+// accepts, else the nearest one within radius whose refusal a judge may
+// settle (guard.Judgeable; judge true). ok is false when there is none.
+// Without a judge a node uses only the first kind, within the threshold.
+func Pick(o Outcome, radius float64) (c Candidate, judge, ok bool) {
+	for _, c := range o.Candidates {
+		if float64(c.Distance) <= radius && c.GuardOK {
+			return c, false, true
+		}
+	}
+	for _, c := range o.Candidates {
+		if float64(c.Distance) <= radius && c.Diff&guard.Hard == 0 {
+			return c, true, true
+		}
+	}
+	return Candidate{}, false, false
+}
+
+// RadiusPoint is what a verification radius gives on a set of outcomes,
+// with an exact judge: the candidates the judge is asked about (those
+// within the radius that the threshold does not serve), how many of them
+// are right and wrong, and the paraphrase hit rate.
+type RadiusPoint struct {
+	Radius    float64 `json:"radius"`
+	Judged    int     `json:"judged"`
+	Right     int     `json:"right"`
+	Wrong     int     `json:"wrong"`
+	Served    int     `json:"served"` // right hits served within the threshold, no judge
+	Positives int     `json:"positives"`
+	HitRate   float64 `json:"hit_rate"` // paraphrase queries that hit their right entry, exact judge
+	// NoisyError is the share of wrong hits a judge wrong on JudgeError
+	// of its answers would give: JudgeError·Wrong / (JudgeError·Wrong +
+	// (1−JudgeError)·Right + Served).
+	NoisyError float64 `json:"noisy_error"`
+}
+
+// JudgeError is the share of wrong answers of the judge ChooseRadius
+// plans for.
+const JudgeError = 0.10
+
+// RadiusCurve scores each radius on outs (threshold: the score threshold,
+// within which a guard-accepted candidate is served without a judge).
+func RadiusCurve(outs []Outcome, threshold float64, radii []float64) []RadiusPoint {
+	var pts []RadiusPoint
+	for _, r := range radii {
+		p := RadiusPoint{Radius: r}
+		hits := 0
+		for _, o := range outs {
+			if o.Positive {
+				p.Positives++
+			}
+			c, judge, ok := Pick(o, max(r, threshold))
+			if !ok {
+				continue
+			}
+			if !judge && float64(c.Distance) <= threshold {
+				if c.Verdict == Right {
+					p.Served++
+					if o.Positive {
+						hits++
+					}
+				}
+				continue
+			}
+			p.Judged++
+			switch c.Verdict {
+			case Right:
+				p.Right++
+				if o.Positive {
+					hits++
+				}
+			case Wrong:
+				p.Wrong++
+			}
+		}
+		if p.Positives > 0 {
+			p.HitRate = float64(hits) / float64(p.Positives)
+		}
+		e := JudgeError
+		if d := e*float64(p.Wrong) + (1-e)*float64(p.Right) + float64(p.Served); d > 0 {
+			p.NoisyError = e * float64(p.Wrong) / d
+		}
+		pts = append(pts, p)
+	}
+	return pts
+}
+
+// ChooseRadius walks out along pts (by increasing radius) while each step
+// adds at least as many right candidates for the judge as wrong ones (past
+// that, a judge call is more often a refusal than a hit) and a judge wrong
+// on JudgeError of its answers keeps the share of wrong hits within
+// maxError; it returns the last radius reached, 0 when the first fails.
+func ChooseRadius(pts []RadiusPoint, maxError float64) float64 {
+	chosen := 0.0
+	var prev RadiusPoint
+	for _, p := range pts {
+		if p.Right-prev.Right < p.Wrong-prev.Wrong || p.NoisyError > maxError {
+			break
+		}
+		chosen, prev = p.Radius, p
+	}
+	return chosen
 }

@@ -1,6 +1,10 @@
 package quality
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/llmgate/llmgate/index/guard"
+)
 
 func TestClustersJoinSharedTextsAndBags(t *testing.T) {
 	pairs := []Pair{
@@ -35,5 +39,44 @@ func TestEvaluateCountsRightAndWrongHits(t *testing.T) {
 	}
 	if s := Evaluate(nil, "", 0.05, true); s.Precision != 1 {
 		t.Errorf("no hits: precision %v, want 1", s.Precision)
+	}
+}
+
+func TestChooseRadius(t *testing.T) {
+	pt := func(r float64, right, wrong int, noisy float64) RadiusPoint {
+		return RadiusPoint{Radius: r, Right: right, Wrong: wrong, NoisyError: noisy}
+	}
+	tests := []struct {
+		name string
+		pts  []RadiusPoint
+		want float64
+	}{
+		{"stops where a step adds more wrong than right", []RadiusPoint{pt(0.1, 10, 1, 0.01), pt(0.2, 20, 5, 0.02), pt(0.3, 22, 12, 0.025)}, 0.2},
+		{"stops where the noisy error passes the bound", []RadiusPoint{pt(0.1, 10, 1, 0.01), pt(0.2, 30, 10, 0.04)}, 0.1},
+		{"none when the first fails", []RadiusPoint{pt(0.1, 1, 5, 0.2)}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ChooseRadius(tt.pts, 0.03); got != tt.want {
+				t.Errorf("ChooseRadius = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPickPrefersAcceptedThenJudgeable(t *testing.T) {
+	o := Outcome{Candidates: []Candidate{
+		{Entry: "hard", Distance: 0.01, Diff: guard.ClassNumber | guard.ClassWord},
+		{Entry: "soft", Distance: 0.05, Diff: guard.ClassWord},
+		{Entry: "ok", Distance: 0.2, GuardOK: true},
+	}}
+	if c, judge, ok := Pick(o, 0.3); !ok || c.Entry != "ok" || judge {
+		t.Errorf("radius 0.3: %q judge %v ok %v, want the accepted one", c.Entry, judge, ok)
+	}
+	if c, judge, ok := Pick(o, 0.1); !ok || c.Entry != "soft" || !judge {
+		t.Errorf("radius 0.1: %q judge %v ok %v, want the soft one for the judge", c.Entry, judge, ok)
+	}
+	if _, _, ok := Pick(o, 0.02); ok {
+		t.Error("radius 0.02: a hard refusal was picked")
 	}
 }
