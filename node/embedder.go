@@ -36,6 +36,13 @@ type RouteEmbedder struct {
 	Route string
 }
 
+// RouteEmbedder returns an embedder that calls route through g's backends
+// (llmgate cache calibrate uses it to embed labelled pairs the way the
+// node's cache does).
+func (g *Gateway) RouteEmbedder(route string) *RouteEmbedder {
+	return &RouteEmbedder{g: g, Route: route}
+}
+
 // Embed implements Embedder.
 func (r *RouteEmbedder) Embed(ctx context.Context, text string) ([]float32, error) {
 	rt, ok := r.g.routes[r.Route]

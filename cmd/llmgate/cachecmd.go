@@ -8,16 +8,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/embed"
 	"github.com/llmgate/llmgate/internal/embed/quality"
+	"github.com/llmgate/llmgate/node"
 )
 
 // runCache runs `llmgate cache SUBCOMMAND`.
@@ -36,7 +39,7 @@ func runCache(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func runCalibrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("llmgate cache calibrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "`FILE` whose cache.embedder is calibrated and, with --write, whose cache.score_threshold is set")
+	cfgPath := fs.String("config", "", "`FILE` whose cache.embedder (local, or an embeddings route called through its backends) is calibrated and, with --write, whose cache.score_threshold is set")
 	pairsPath := fs.String("pairs", "", "labelled pairs: TSV (text_a \\t text_b \\t 0|1, PAWS's id-first layout too) or JSONL ({\"a\",\"b\",\"same\"}); default the built-in PAWS + GPTCache sets in --data")
 	data := fs.String("data", "../shared/data", "`DIR` with paws_dev.tsv and gptcache_mock_data.json, for the built-in set")
 	target := fs.Float64("target-precision", 0.99, "precision the threshold must reach on the tuning half")
@@ -53,14 +56,13 @@ func runCalibrate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *write && *cfgPath == "" {
 		return errors.New("cache calibrate: --write needs --config")
 	}
+	var cfg *config.Config
 	if *cfgPath != "" {
-		cfg, err := config.Load(*cfgPath)
-		if err != nil {
+		var err error
+		if cfg, err = config.Load(*cfgPath); err != nil {
 			return fmt.Errorf("cache calibrate: %w", err)
 		}
-		if cfg.Cache.Embedder != "" && cfg.Cache.Embedder != "local" {
-			return fmt.Errorf("cache calibrate: cache.embedder %q: only the local embedder can be calibrated offline so far", cfg.Cache.Embedder)
-		}
+		cfg.ApplyDefaults() // cache.embed_timeout bounds each embedding call
 	}
 	var pairs []quality.Pair
 	var err error
@@ -81,10 +83,18 @@ func runCalibrate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	embedder, embedFn := "local embedder", embed.NewLocal().Embed
+	if cfg != nil && cfg.Cache.Embedder != "" && cfg.Cache.Embedder != "local" {
+		embedder = "embeddings route " + cfg.Cache.Embedder
+		vecs, err := embedThroughRoute(ctx, cfg, pairs, stderr)
+		if err != nil {
+			return fmt.Errorf("cache calibrate: %w", err)
+		}
+		embedFn = func(s string) []float32 { return vecs[s] }
+	}
 	tune, held := quality.Split(pairs)
-	e := embed.NewLocal()
-	tuneOut, heldOut := quality.Run(tune, e.Embed), quality.Run(held, e.Embed)
-	fmt.Fprintf(stdout, "cache calibrate: %d labelled pairs from %s, local embedder, guard on; tuning half %d pairs, held-out half %d pairs\n\n", len(pairs), source, len(tune), len(held))
+	tuneOut, heldOut := quality.Run(tune, embedFn), quality.Run(held, embedFn)
+	fmt.Fprintf(stdout, "cache calibrate: %d labelled pairs from %s, %s, guard on; tuning half %d pairs, held-out half %d pairs\n\n", len(pairs), source, embedder, len(tune), len(held))
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "threshold\ttune prec\ttune hit\ttune right\ttune wrong\theld prec\theld hit\theld right\theld wrong\t")
 	chosen := 0.0
@@ -113,6 +123,89 @@ func runCalibrate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "wrote cache.score_threshold: %.2f to %s\n", chosen, *cfgPath)
 	}
 	return nil
+}
+
+// calibrateWorkers is how many embedding calls calibrate keeps in flight.
+const calibrateWorkers = 8
+
+// embedThroughRoute embeds every distinct text of pairs through the
+// configured embeddings route (cache.embedder), with the route's backends
+// and credentials as a node would call them, each call bounded by
+// cache.embed_timeout. The first failure ends it with an error: a
+// calibration on a part of the pairs would mislead.
+func embedThroughRoute(ctx context.Context, cfg *config.Config, pairs []quality.Pair, stderr io.Writer) (map[string][]float32, error) {
+	route := cfg.Cache.Embedder
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	tokens, stopTokens, err := newBackendTokens(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	defer stopTokens()
+	g, err := node.New(cfg, node.Options{Logger: logger, BackendTokens: tokens})
+	if err != nil {
+		return nil, fmt.Errorf("building the gateway to call route %s: %w", route, err)
+	}
+	defer g.Close()
+	e := g.RouteEmbedder(route)
+	var texts []string
+	seen := map[string]bool{}
+	for _, p := range pairs {
+		for _, t := range []string{p.A, p.B} {
+			if !seen[t] {
+				seen[t] = true
+				texts = append(texts, t)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	vecs := make([][]float32, len(texts))
+	var (
+		mu    sync.Mutex
+		first error
+		next  int
+		wg    sync.WaitGroup
+	)
+	for range min(calibrateWorkers, len(texts)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= len(texts) || ctx.Err() != nil {
+					return
+				}
+				cctx, ccancel := context.WithTimeout(ctx, cfg.Cache.EmbedTimeout)
+				v, err := e.Embed(cctx, texts[i])
+				ccancel()
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = fmt.Errorf("embedding %d of %d texts: %w", i+1, len(texts), err)
+					}
+					mu.Unlock()
+					cancel()
+					return
+				}
+				vecs[i] = v
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, first
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make(map[string][]float32, len(texts))
+	for i, t := range texts {
+		out[t] = vecs[i]
+	}
+	return out, nil
 }
 
 // loadPairs reads labelled pairs from a TSV or JSONL file.
