@@ -23,9 +23,6 @@ const (
 	RadiusSlack  = 0.02
 )
 
-// Radii are the verification radii the tier benchmark considers.
-var Radii = []float64{0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.60}
-
 // CacheTierRow is one tier or configuration on the held-out half.
 type CacheTierRow struct {
 	Tier      string  `json:"tier"`  // normalized, semantic, semantic+verify
@@ -64,7 +61,7 @@ func tierQuality(ctx context.Context, pairs []quality.Pair) (*TierReport, error)
 	e := embed.NewLocal()
 	tuneOut, heldOut := quality.Run(tune, e.Embed), quality.Run(held, e.Embed)
 	th := embed.DefaultThreshold
-	rep := &TierReport{Curve: quality.RadiusCurve(tuneOut, th, Radii)}
+	rep := &TierReport{Curve: quality.RadiusCurve(tuneOut, th, quality.Radii)}
 	rep.Radius = max(quality.ChooseRadius(rep.Curve, MaxErrorRate+RadiusSlack), th)
 	// hit returns whether a query hits, and on which candidate.
 	type hitFunc func(o quality.Outcome) (quality.Candidate, bool)

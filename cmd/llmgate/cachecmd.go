@@ -116,6 +116,30 @@ func runCalibrate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	a, b := quality.Evaluate(tuneOut, "", chosen, true), quality.Evaluate(heldOut, "", chosen, true)
 	fmt.Fprintf(stdout, "\nthreshold for precision ≥ %.3f: %.2f (tuning half: precision %.3f, hit rate %.3f; held-out half: precision %.3f, hit rate %.3f)\n",
 		*target, chosen, a.Precision, a.HitRate, b.Precision, b.HitRate)
+	// The verification radius (cache.verify.radius) for this embedder, at
+	// the chosen threshold: how far a judge is asked.
+	maxErr := 0.01
+	if cfg != nil && cfg.Cache.Verify != nil && cfg.Cache.Verify.MaxErrorRate > 0 {
+		maxErr = cfg.Cache.Verify.MaxErrorRate
+	}
+	curve := quality.RadiusCurve(tuneOut, chosen, quality.Radii)
+	radius := quality.ChooseRadius(curve, maxErr+0.02)
+	fmt.Fprintf(stdout, "\nwith a judge (cache.verify), tuning half; noisy error: a judge wrong on %.0f %% of its answers:\n", 100*quality.JudgeError)
+	tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "radius\thit\tjudged\tright\twrong\tnoisy error\t")
+	for _, p := range curve {
+		fmt.Fprintf(tw, "%.2f\t%.3f\t%d\t%d\t%d\t%.3f\t\n", p.Radius, p.HitRate, p.Judged, p.Right, p.Wrong, p.NoisyError)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if radius > 0 {
+		h := quality.RadiusCurve(heldOut, chosen, []float64{radius})[0]
+		fmt.Fprintf(stdout, "radius for cache.verify.radius: %.2f (widest reached while each step adds as many right candidates as wrong and the noisy error stays ≤ %.2f; held-out half with an exact judge: hit rate %.3f, %d judge calls)\n",
+			radius, maxErr+0.02, h.HitRate, h.Judged)
+	} else {
+		fmt.Fprintf(stdout, "no verification radius keeps the noisy error within %.2f on the tuning half\n", maxErr+0.02)
+	}
 	if *write {
 		if err := writeThreshold(*cfgPath, chosen); err != nil {
 			return fmt.Errorf("cache calibrate: %w", err)

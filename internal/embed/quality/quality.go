@@ -2,6 +2,7 @@ package quality
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -180,6 +181,11 @@ func Run(pairs []Pair, embed func(string) []float32) []Outcome {
 	out := make([]Outcome, len(queries))
 	for i, q := range queries {
 		ms := idx.Search(embed(q.text), Candidates)
+		// Among equal distances the entry stored first comes first (what a
+		// search for the single nearest gives).
+		slices.SortFunc(ms, func(x, y graph.Match) int {
+			return cmp.Or(cmp.Compare(x.Distance, y.Distance), cmp.Compare(x.ID, y.ID))
+		})
 		o := Outcome{Query: q.text, Set: q.set, Positive: q.positive, Distance: 2, Verdict: Wrong}
 		for k, m := range ms {
 			e := texts[m.ID]
@@ -404,6 +410,9 @@ type RadiusPoint struct {
 	// (1−JudgeError)·Right + Served).
 	NoisyError float64 `json:"noisy_error"`
 }
+
+// Radii are the verification radii RadiusCurve is usually asked about.
+var Radii = []float64{0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.60}
 
 // JudgeError is the share of wrong answers of the judge ChooseRadius
 // plans for.
