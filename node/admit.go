@@ -16,14 +16,15 @@ import (
 )
 
 // Limiter is what the admit and settle stages need from token accounting.
-// Implemented by *quota.Limiter; both calls may block briefly (they are
-// messages to the limiter's actors) and honour ctx.
+// Implemented by *quota.Limiter; Reserve and Headroom may block briefly
+// (they are messages to the limiter's actors) and honour ctx.
 type Limiter interface {
 	// Reserve charges tokens to the consumer's counter key before the call
 	// is forwarded; Decision says whether it was admitted.
 	Reserve(ctx context.Context, consumer, key string, tokens int64) (quota.Reservation, quota.Decision, error)
-	// Settle replaces a reservation by the actual charge, exactly once.
-	Settle(ctx context.Context, r quota.Reservation, actual int64) quota.Decision
+	// SettleAsync replaces a reservation by the actual charge, exactly
+	// once, without waiting for the actor: the answer is not held for it.
+	SettleAsync(r quota.Reservation, actual int64)
 	// Headroom reads the counter key's TPM limit and what is left, charging nothing.
 	Headroom(ctx context.Context, consumer, key string) (quota.Decision, error)
 }
@@ -125,9 +126,7 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Err
 	a.res, a.reserved = res, true
 	if e := g.admitBudget(ctx, call, &a); e != nil {
 		// Refused by the money budget: the tokens were not spent.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), admitTimeout)
-		g.limiter.Settle(sctx, a.res, 0)
-		cancel()
+		g.limiter.SettleAsync(a.res, 0)
 		a.res, a.reserved = quota.Reservation{}, false
 		return a, e
 	}
@@ -339,7 +338,14 @@ func retryAfterSeconds(wait time.Duration) string {
 // returns the charge. A call that reached a backend is charged at least its
 // prompt estimate: the backend spent it even if the client left before the
 // answer or the answer never came.
-func (g *Gateway) settle(ctx context.Context, x *exchange, u *usage) int64 {
+//
+// The charge is queued to the limiter without waiting (SettleAsync), so the
+// answer is never held for the actor; the headroom the headers report is the
+// admission's, corrected by this call's charge (Decision.AfterSettle). The
+// settlement is queued before the answer is written, so the client's next
+// request is admitted against it; a crash loses it only as it loses any
+// counter change since the limiter's last snapshot.
+func (g *Gateway) settle(_ context.Context, x *exchange, u *usage) int64 {
 	if x.reached {
 		if u == nil {
 			u = &usage{Prompt: x.adm.prompt}
@@ -364,21 +370,16 @@ func (g *Gateway) settle(ctx context.Context, x *exchange, u *usage) int64 {
 			}
 			cost = costMicro(rt.price, u.Prompt, u.Completion, cached)
 		}
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), admitTimeout)
-		g.limiter.Settle(sctx, x.adm.money, int64(math.Round(min(cost, quota.MaxTokens))))
-		cancel()
+		g.limiter.SettleAsync(x.adm.money, int64(math.Round(min(cost, quota.MaxTokens))))
 		x.adm.money, x.adm.moneyReserved = quota.Reservation{}, false
 	}
 	if !x.adm.reserved {
 		return actual
 	}
-	// Settling must happen even when the client has gone: the tokens were
-	// spent. The limiter queues it regardless; the deadline bounds the wait
-	// for the new headroom only.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), admitTimeout)
-	d := g.limiter.Settle(sctx, x.adm.res, actual)
-	cancel()
+	// Queued even when the client has gone: the tokens were spent.
+	g.limiter.SettleAsync(x.adm.res, actual)
+	d := quota.Decision{Limit: x.adm.limit, Remaining: x.adm.remain}.AfterSettle(x.adm.res.Tokens(), actual)
 	x.adm.res, x.adm.reserved = quota.Reservation{}, false
-	x.adm.limit, x.adm.remain = d.Limit, d.Remaining
+	x.adm.remain = d.Remaining
 	return actual
 }

@@ -65,7 +65,10 @@
 // send it a message and wait on a buffered(1) reply channel, so a caller that
 // gives up (context done) never blocks the actor. A Reserve whose caller gave
 // up after the message was sent is released (settled to 0) by a helper
-// goroutine.
+// goroutine. SettleAsync sends a settlement without a reply channel and
+// does not wait: the shard applies it before anything sent to it later, and
+// it is held in memory exactly as a change Settle made would be, so it is
+// written by the next snapshot and lost by a crash before it as Settle's is.
 //
 // A persister goroutine asks every shard, once per Options.SnapshotInterval,
 // for encoded copies of its changed counters and writes them in one Badger

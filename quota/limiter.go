@@ -88,6 +88,21 @@ type Decision struct {
 	QuotaResetsAt time.Time
 }
 
+// AfterSettle returns d, the Decision that admitted a reservation of
+// reserved tokens, as it reads once the reservation is settled to actual:
+// Remaining grows by what was reserved and not used, or shrinks by what was
+// used beyond it. It counts only this reservation's change since d: what the
+// window gained or lost meanwhile (other calls, buckets leaving the window)
+// shows in the next Decision asked of the shard.
+func (d Decision) AfterSettle(reserved, actual int64) Decision {
+	if d.Limit <= 0 {
+		return d
+	}
+	actual = min(max(actual, 0), MaxTokens)
+	d.Remaining = min(max(d.Remaining+reserved-actual, 0), d.Limit)
+	return d
+}
+
 // Reservation is tokens charged by Reserve, to be settled exactly once with
 // Settle. The zero Reservation holds nothing (Settle ignores it). Copies of a
 // Reservation name the same reservation: only the first Settle counts.
@@ -361,6 +376,31 @@ func (l *Limiter) Settle(ctx context.Context, r Reservation, actual int64) Decis
 		return Decision{}
 	}
 	return res.dec
+}
+
+// SettleAsync is Settle without waiting: the settlement is queued to the
+// reservation's shard and SettleAsync returns at once (it blocks only while
+// that shard's inbox is full). It is for callers that compute the headroom
+// they report themselves (see Decision.AfterSettle) and must not hold an
+// answer for a round trip to the actor. A shard serves its inbox in order,
+// so a Reserve, Status or snapshot asked of the shard after SettleAsync
+// returned sees the settlement; what a crash can lose is what it can lose
+// of a Settle: the counters since the last snapshot. After Close the
+// settlement is dropped, as Settle's is.
+func (l *Limiter) SettleAsync(r Reservation, actual int64) {
+	if !r.Valid() {
+		return
+	}
+	actual = min(max(actual, 0), MaxTokens)
+	select {
+	case <-l.closing:
+		return
+	default:
+	}
+	select {
+	case l.shardOf(r.consumer, r.key).inbox <- message{kind: msgSettle, consumer: r.consumer, key: r.key, id: r.id, tokens: actual}:
+	case <-l.closing:
+	}
 }
 
 // collected is what collect gathers from the shards.

@@ -666,3 +666,103 @@ func TestHeadroomChargesNothing(t *testing.T) {
 		t.Errorf("tpm_used %d after reading headroom, want 30", s.TPMUsed)
 	}
 }
+
+func TestSettleAsync(t *testing.T) {
+	lim := map[string]Limits{"a": {TPM: 1000, QuotaTokens: 100000, Period: Hourly}}
+	t.Run("a later call sees the settlement", func(t *testing.T) {
+		l := open(t, newClock(t0), lim)
+		r, d := reserve(t, l, "a", "", 800)
+		l.SettleAsync(r, 300)
+		// The freed 500 must be there for the very next Reserve.
+		if _, d2 := reserve(t, l, "a", "", 700); !d2.Allowed || d2.Remaining != 0 {
+			t.Fatalf("reserve after SettleAsync(300): %+v", d2)
+		}
+		if st := status(t, l, "a"); st.TPMUsed != 1000 || st.QuotaUsed != 1000 {
+			t.Fatalf("status: used %d, quota %d; want 1000, 1000", st.TPMUsed, st.QuotaUsed)
+		}
+		if got := d.AfterSettle(800, 300); got.Remaining != 700 || got.Limit != 1000 {
+			t.Fatalf("AfterSettle: %+v, want Remaining 700 as Settle reports", got)
+		}
+	})
+	t.Run("exactly once, mixed with Settle", func(t *testing.T) {
+		l := open(t, newClock(t0), lim)
+		r, _ := reserve(t, l, "a", "", 500)
+		l.SettleAsync(r, 100)
+		l.SettleAsync(r, 900)
+		l.Settle(context.Background(), r, 400)
+		if st := status(t, l, "a"); st.TPMUsed != 100 || st.QuotaUsed != 100 {
+			t.Fatalf("used %d, quota %d; want 100, 100", st.TPMUsed, st.QuotaUsed)
+		}
+	})
+	t.Run("the snapshot at Close holds it", func(t *testing.T) {
+		dir := t.TempDir()
+		c := newClock(t0)
+		db := openDB(t, dir)
+		l := openWithDB(t, db, c, persistLimits, time.Hour) // only Close snapshots
+		r, _ := reserve(t, l, "a", "", 300)
+		l.SettleAsync(r, 120)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		_, l = reopen(t, dir, c, persistLimits)
+		if st := status(t, l, "a"); st.TPMUsed != 120 || st.QuotaUsed != 120 {
+			t.Fatalf("after restart: used %d, quota %d; want the settled 120", st.TPMUsed, st.QuotaUsed)
+		}
+	})
+	t.Run("zero reservation and closed limiter do nothing", func(t *testing.T) {
+		l := open(t, newClock(t0), lim)
+		r, _ := reserve(t, l, "a", "", 500)
+		l.SettleAsync(Reservation{}, 5)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { l.SettleAsync(r, 1); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("SettleAsync after Close blocked")
+		}
+	})
+	t.Run("a full inbox holds the caller, not the actor", func(t *testing.T) {
+		l := open(t, newClock(t0), lim)
+		var rs []Reservation
+		for range 600 { // more than an inbox holds
+			r, d := reserve(t, l, "a", "", 1)
+			if !d.Allowed {
+				t.Fatalf("reserve: %+v", d)
+			}
+			rs = append(rs, r)
+		}
+		for _, r := range rs {
+			l.SettleAsync(r, 0)
+		}
+		if st := status(t, l, "a"); st.TPMUsed != 0 {
+			t.Fatalf("used %d after settling everything to 0", st.TPMUsed)
+		}
+	})
+}
+
+func TestDecisionAfterSettle(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		d                Decision
+		reserved, actual int64
+		want             int64
+	}{
+		{"less than reserved gives back the rest", Decision{Limit: 1000, Remaining: 200}, 800, 300, 700},
+		{"more than reserved takes from what is left", Decision{Limit: 1000, Remaining: 200}, 100, 250, 50},
+		{"overshoot clamps at zero", Decision{Limit: 1000, Remaining: 200}, 100, 5000, 0},
+		{"never above the limit", Decision{Limit: 1000, Remaining: 990}, 500, 0, 1000},
+		{"negative actual counts as zero", Decision{Limit: 1000, Remaining: 0}, 10, -7, 10},
+		{"no limit stays zero", Decision{}, 100, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.d.AfterSettle(tc.reserved, tc.actual)
+			if got.Remaining != tc.want || got.Limit != tc.d.Limit {
+				t.Fatalf("AfterSettle(%d, %d) of %+v = %+v, want Remaining %d", tc.reserved, tc.actual, tc.d, got, tc.want)
+			}
+		})
+	}
+}

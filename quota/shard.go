@@ -30,7 +30,8 @@ const (
 )
 
 // message is a request to one shard. reply is buffered(1) and receives
-// exactly one result, so the actor never blocks on a caller.
+// exactly one result, so the actor never blocks on a caller; a nil reply
+// (SettleAsync) receives nothing.
 type message struct {
 	kind          msgKind
 	consumer, key string
@@ -123,7 +124,10 @@ func (s *shard) run(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case m := <-s.inbox:
-			m.reply <- s.handle(&m)
+			r := s.handle(&m)
+			if m.reply != nil { // nil: nobody waits (SettleAsync)
+				m.reply <- r
+			}
 		}
 	}
 }
