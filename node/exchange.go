@@ -218,6 +218,11 @@ func newReply(call *Call, status int, body []byte) *reply {
 	r := &reply{status: status, body: body}
 	if status == http.StatusOK && json.Valid(body) {
 		r.ok = true
+		if _, chat := wireOf(call).(chatWire); chat {
+			// The common answer: read in one pass, id included.
+			r.id, r.u, r.storable, r.text = readChat(body)
+			return r
+		}
 		r.u, r.storable, r.text = wireOf(call).read(body)
 		var head struct {
 			ID string `json:"id"`

@@ -109,11 +109,8 @@ func (chatWire) upstreamBody(call *Call, body []byte, usageOK bool) []byte {
 }
 
 func (chatWire) read(body []byte) (*usage, bool, string) {
-	var c completion
-	if json.Unmarshal(body, &c) != nil {
-		return nil, false, ""
-	}
-	return c.Usage, c.cacheable(body), c.text()
+	_, u, storable, text := readChat(body)
+	return u, storable, text
 }
 
 func (chatWire) tap(call *Call, capture bool) streamWatcher { return newStreamTap(call, capture) }

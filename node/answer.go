@@ -1,0 +1,399 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// readChat reads what the settle and store stages need of a whole
+// chat.completion (or embeddings list) body known to be valid JSON: its id,
+// usage, whether it may be stored and its text. It is what decoding the body
+// into a completion (and its id) gives, read in one pass without building
+// the choices' messages when they are not needed: the common answer (a
+// top-level object, plain strings, integer counts, each field once) is read
+// by a scanner; any other (a duplicate or escaped key, a value of an
+// unexpected type, a count that is not a plain integer) falls back to
+// encoding/json, so that the result is encoding/json's in every case
+// (FuzzReadChatMatchesDecoding checks it).
+func readChat(body []byte) (id string, u *usage, storable bool, text string) {
+	if a, ok := scanChat(body); ok {
+		return a.id, a.usage, a.cacheable(body), a.text
+	}
+	var c completion
+	if json.Unmarshal(body, &c) != nil {
+		var head struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(body, &head)
+		return head.ID, nil, false, ""
+	}
+	return c.ID, c.Usage, c.cacheable(body), c.text()
+}
+
+// scannedChat is what scanChat read.
+type scannedChat struct {
+	id      string
+	usage   *usage
+	choices int
+	// finished: every choice has a finish reason the cache accepts.
+	finished bool
+	text     string
+}
+
+func (a *scannedChat) cacheable(body []byte) bool {
+	return a.choices > 0 && a.finished && !contentFiltered(body)
+}
+
+// answerScanner walks JSON already known to be valid.
+type answerScanner struct {
+	b []byte
+	i int
+}
+
+func (s *answerScanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// peek returns the next non-space byte (0 at the end).
+func (s *answerScanner) peek() byte {
+	s.ws()
+	if s.i < len(s.b) {
+		return s.b[s.i]
+	}
+	return 0
+}
+
+// rawString returns the bytes between the quotes of the string at s.i and
+// whether it has an escape; s.i moves past it.
+func (s *answerScanner) rawString() (raw []byte, escaped bool) {
+	start := s.i + 1
+	for s.i = start; s.i < len(s.b); s.i++ {
+		switch s.b[s.i] {
+		case '\\':
+			escaped = true
+			s.i++
+		case '"':
+			raw = s.b[start:s.i]
+			s.i++
+			return raw, escaped
+		}
+	}
+	return s.b[start:], escaped
+}
+
+// skip moves past the value at s.i.
+func (s *answerScanner) skip() {
+	depth := 0
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case '"':
+			s.rawString()
+			if depth == 0 {
+				return
+			}
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return // the end of the container holding a scalar
+			}
+			if depth--; depth == 0 {
+				s.i++
+				return
+			}
+		case ',', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return
+			}
+		}
+		s.i++
+	}
+}
+
+// isNull consumes a null at s.i.
+func (s *answerScanner) isNull() bool {
+	if bytes.HasPrefix(s.b[s.i:], []byte("null")) {
+		s.i += 4
+		return true
+	}
+	return false
+}
+
+// object calls field for each member of the object at s.i, with its key's
+// raw bytes; false if a key has an escape or field says so.
+func (s *answerScanner) object(field func(key []byte) bool) bool {
+	s.i++ // '{'
+	if s.peek() == '}' {
+		s.i++
+		return true
+	}
+	for {
+		s.ws()
+		key, escaped := s.rawString()
+		if escaped {
+			return false // it could spell a field: encoding/json decides
+		}
+		s.ws()
+		s.i++ // ':'
+		s.ws()
+		if !field(key) {
+			return false
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// str reads the string (or null: "") at s.i as encoding/json decodes it.
+func (s *answerScanner) str(into *string) bool {
+	switch {
+	case s.isNull():
+		return true
+	case s.peek() != '"':
+		return false
+	}
+	start := s.i
+	raw, escaped := s.rawString()
+	if !escaped && utf8.Valid(raw) {
+		*into = string(raw)
+		return true
+	}
+	return json.Unmarshal(s.b[start:s.i], into) == nil
+}
+
+// int reads the plain integer (or null: unchanged) at s.i.
+func (s *answerScanner) int(into *int64) bool {
+	if s.isNull() {
+		return true
+	}
+	start := s.i
+	for s.i < len(s.b) && (s.b[s.i] == '-' || s.b[s.i] >= '0' && s.b[s.i] <= '9') {
+		s.i++
+	}
+	n, err := strconv.ParseInt(string(s.b[start:s.i]), 10, 64)
+	if err != nil || s.i < len(s.b) && (s.b[s.i] == '.' || s.b[s.i] == 'e' || s.b[s.i] == 'E') {
+		return false
+	}
+	*into = n
+	return true
+}
+
+// seen guards each field against a second occurrence, which encoding/json
+// merges in ways not worth copying.
+type seen uint8
+
+func (f *seen) first(bit seen) bool {
+	if *f&bit != 0 {
+		return false
+	}
+	*f |= bit
+	return true
+}
+
+func keyIs(key []byte, name string) bool { return bytes.EqualFold(key, []byte(name)) }
+
+// scanChat reads body; ok is false when encoding/json must decide.
+func scanChat(body []byte) (a scannedChat, ok bool) {
+	s := answerScanner{b: body}
+	if s.peek() != '{' {
+		return a, false
+	}
+	var text []byte
+	var plainText string // the only content, when there is one: not copied again
+	contents := 0
+	a.finished = true
+	var top seen
+	ok = s.object(func(key []byte) bool {
+		switch {
+		case keyIs(key, "id"):
+			return top.first(1) && s.str(&a.id)
+		case keyIs(key, "usage"):
+			if !top.first(2) {
+				return false
+			}
+			if s.isNull() {
+				return true
+			}
+			if s.peek() != '{' {
+				return false
+			}
+			a.usage = &usage{}
+			return s.usage(a.usage)
+		case keyIs(key, "choices"):
+			if !top.first(4) {
+				return false
+			}
+			if s.isNull() {
+				return true
+			}
+			if s.peek() != '[' {
+				return false
+			}
+			s.i++
+			if s.peek() == ']' {
+				s.i++
+				return true
+			}
+			for {
+				a.choices++
+				var reason, content *string
+				if !s.isNull() {
+					if s.peek() != '{' || !s.choice(&reason, &content) {
+						return false
+					}
+				}
+				if reason == nil || !finishedNormally(*reason) {
+					a.finished = false
+				}
+				if content != nil {
+					if contents++; contents == 1 {
+						plainText = *content
+					} else {
+						if contents == 2 {
+							text = append(text, plainText...)
+						}
+						text = append(text, *content...)
+					}
+				}
+				switch s.peek() {
+				case ',':
+					s.i++
+					s.ws()
+				case ']':
+					s.i++
+					return true
+				default:
+					return false
+				}
+			}
+		}
+		s.skip()
+		return true
+	})
+	if !ok || s.peek() != 0 {
+		return a, false
+	}
+	if contents > 1 {
+		a.text = string(text)
+	} else {
+		a.text = plainText
+	}
+	return a, true
+}
+
+func finishedNormally(reason string) bool {
+	switch reason {
+	case "stop", "length", "tool_calls", "function_call":
+		return true
+	}
+	return false // content_filter, or something this gateway does not know
+}
+
+// usage reads a usage object at s.i.
+func (s *answerScanner) usage(u *usage) bool {
+	var f seen
+	return s.object(func(key []byte) bool {
+		switch {
+		case keyIs(key, "prompt_tokens"):
+			return f.first(1) && s.int(&u.Prompt)
+		case keyIs(key, "completion_tokens"):
+			return f.first(2) && s.int(&u.Completion)
+		case keyIs(key, "total_tokens"):
+			return f.first(4) && s.int(&u.Total)
+		case keyIs(key, "prompt_tokens_details"):
+			if !f.first(8) {
+				return false
+			}
+			if s.isNull() {
+				return true
+			}
+			if s.peek() != '{' {
+				return false
+			}
+			u.Details = &struct {
+				Cached int64 `json:"cached_tokens"`
+			}{}
+			var g seen
+			return s.object(func(key []byte) bool {
+				if keyIs(key, "cached_tokens") {
+					return g.first(1) && s.int(&u.Details.Cached)
+				}
+				s.skip()
+				return true
+			})
+		}
+		s.skip()
+		return true
+	})
+}
+
+// choice reads one choice object at s.i: its finish reason and message
+// content (nil when absent or null).
+func (s *answerScanner) choice(reason, content **string) bool {
+	var f seen
+	return s.object(func(key []byte) bool {
+		switch {
+		case keyIs(key, "finish_reason"):
+			if !f.first(1) {
+				return false
+			}
+			if s.isNull() {
+				return true
+			}
+			var r string
+			if !s.str(&r) {
+				return false
+			}
+			*reason = &r
+			return true
+		case keyIs(key, "message"):
+			if !f.first(2) {
+				return false
+			}
+			if s.isNull() {
+				return true
+			}
+			if s.peek() != '{' {
+				return false
+			}
+			var g seen
+			return s.object(func(key []byte) bool {
+				if !keyIs(key, "content") {
+					s.skip()
+					return true
+				}
+				if !g.first(1) {
+					return false
+				}
+				if s.isNull() {
+					return true
+				}
+				var c string
+				if !s.str(&c) {
+					return false
+				}
+				*content = &c
+				return true
+			})
+		}
+		s.skip()
+		return true
+	})
+}
