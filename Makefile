@@ -60,6 +60,7 @@ fuzz:
 	$(GO) test ./internal/tokens -run '^$$' -fuzz FuzzCountIsExact -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzStreamTap -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzReadChatMatchesDecoding -fuzztime $(FUZZTIME)
+	$(GO) test ./node -run '^$$' -fuzz FuzzPlanKeysAreTheDecodedOnes -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz FuzzCanonicalHash -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz FuzzDecodeEntry -fuzztime $(FUZZTIME)
 	$(GO) test ./index/guard -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)

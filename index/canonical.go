@@ -33,12 +33,52 @@ func ignoredKey(k string) bool {
 // alike; any other difference (a value, a number's spelling, an array's
 // order, the order of duplicate keys) does not. Invalid JSON is an error.
 func CanonicalHash(sp Space, body []byte) ([32]byte, error) {
-	canon, err := canonicalJSON(body)
+	canon, err := canonicalJSON(body, nil)
 	if err != nil {
 		return [32]byte{}, err
 	}
-	// The canonical body is a fresh buffer: the Space goes in front of it in
-	// a second one, and both through one digest.
+	return HashCanonical(sp, canon), nil
+}
+
+// Canonical is a JSON request body in the canonical form CanonicalHash
+// hashes, with the canonical values of its top-level members: what a caller
+// needs to key a request and to describe its shape from one pass over the
+// body.
+type Canonical struct {
+	canon []byte
+	// Members are the top-level members of an object body, sorted by name
+	// (duplicates in the order given), without the keys CanonicalHash drops;
+	// nil for any other body.
+	Members []Member
+}
+
+// Member is one top-level member of a Canonical body.
+type Member struct {
+	Name  string // the key as encoding/json decodes it
+	Value []byte // the value's canonical form
+}
+
+// Canonicalize reads body once into its canonical form (see CanonicalHash).
+// Invalid JSON is an error.
+func Canonicalize(body []byte) (Canonical, error) {
+	var c Canonical
+	canon, err := canonicalJSON(body, &c.Members)
+	if err != nil {
+		return Canonical{}, err
+	}
+	c.canon = canon
+	return c, nil
+}
+
+// Hash is CanonicalHash(sp, body) of the body c was read from.
+func (c *Canonical) Hash(sp Space) [32]byte { return HashCanonical(sp, c.canon) }
+
+// HashCanonical is CanonicalHash for a body already in canonical form, such
+// as one assembled from Members and AppendCanonicalString: SHA-256 over sp's
+// fields and canon.
+func HashCanonical(sp Space, canon []byte) [32]byte {
+	// The canonical body is a buffer of its own: the Space goes in front of
+	// it in a second one, and both through one digest.
 	var buf [128]byte
 	head := append(buf[:0], "llmgate/index/v2\x00"...)
 	head = appendString(head, sp.Partition)
@@ -49,17 +89,30 @@ func CanonicalHash(sp Space, body []byte) ([32]byte, error) {
 	h.Write(canon)
 	var sum [32]byte
 	h.Sum(sum[:0])
-	return sum, nil
+	return sum
+}
+
+// AppendCanonicalString appends the canonical form of the JSON string that
+// encoding/json marshals s to (an invalid UTF-8 byte becomes U+FFFD, as
+// encoding/json writes it): what a value built in Go contributes to a
+// canonical body.
+func AppendCanonicalString(out []byte, s string) []byte {
+	out = append(out, '"')
+	for _, r := range s { // ranging turns an invalid byte into U+FFFD
+		out = appendRune(out, r)
+	}
+	return append(out, '"')
 }
 
 // canonicalJSON is the canonical form of body that CanonicalHash hashes.
 // encoding/json validates; a byte-level walk then rewrites (its token API is
 // an order of magnitude slower, and bodies carry base64 images).
-func canonicalJSON(body []byte) ([]byte, error) {
+// With top, the top-level members of an object body are also kept there.
+func canonicalJSON(body []byte, top *[]Member) ([]byte, error) {
 	if !json.Valid(body) {
 		return nil, errors.New("index: canonicalising request: invalid JSON")
 	}
-	p := canonParser{b: body}
+	p := canonParser{b: body, top: top}
 	out, err := p.value(make([]byte, 0, len(body)), 0)
 	if err != nil {
 		return nil, fmt.Errorf("index: canonicalising request: %w", err)
@@ -73,8 +126,9 @@ func canonicalJSON(body []byte) ([]byte, error) {
 // canonParser walks JSON already known to be valid; it still checks what it
 // relies on, so a bug is an error, never a panic.
 type canonParser struct {
-	b []byte
-	i int
+	b   []byte
+	i   int
+	top *[]Member // nil, or where the top-level object's members go
 }
 
 var errBadJSON = errors.New("malformed JSON")
@@ -154,6 +208,9 @@ func (p *canonParser) object(out []byte, depth int) ([]byte, error) {
 	var ms []member
 	if p.next() == '}' {
 		p.i++
+		if depth == 0 && p.top != nil {
+			*p.top = []Member{}
+		}
 		return append(out, "{}"...), nil
 	}
 	for {
@@ -194,6 +251,12 @@ func (p *canonParser) object(out []byte, depth int) ([]byte, error) {
 		}
 	}
 	slices.SortStableFunc(ms, func(a, b member) int { return strings.Compare(a.name, b.name) })
+	if depth == 0 && p.top != nil {
+		*p.top = make([]Member, len(ms))
+		for i, m := range ms {
+			(*p.top)[i] = Member{Name: m.name, Value: m.val}
+		}
+	}
 	out = append(out, '{')
 	for i, m := range ms {
 		if i > 0 {

@@ -80,7 +80,7 @@ func FuzzCanonicalHash(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		canon, err := canonicalJSON([]byte(s))
+		canon, err := canonicalJSON([]byte(s), nil)
 		h, herr := CanonicalHash(teamA, []byte(s))
 		if (err == nil) != (herr == nil) {
 			t.Fatal("CanonicalHash and canonicalJSON disagree on validity")
@@ -91,10 +91,15 @@ func FuzzCanonicalHash(f *testing.F) {
 		if !json.Valid([]byte(s)) {
 			t.Fatalf("accepted invalid JSON %q", s)
 		}
+		c, cerr := Canonicalize([]byte(s))
+		if cerr != nil || c.Hash(teamA) != h {
+			t.Fatalf("Canonicalize(%q).Hash differs from CanonicalHash (%v)", s, cerr)
+		}
+		checkMembers(t, s, c.Members)
 		if !utf8.ValidString(s) {
 			return // the canonical form marks invalid bytes; it is no longer JSON
 		}
-		if again, err := canonicalJSON(canon); err != nil || !bytes.Equal(again, canon) {
+		if again, err := canonicalJSON(canon, nil); err != nil || !bytes.Equal(again, canon) {
 			t.Fatalf("canonical form %q is not a fixed point: %q, %v", canon, again, err)
 		}
 		if dupKeys(s) {
@@ -236,7 +241,7 @@ func TestCanonicalJSONEscapes(t *testing.T) {
 		{`{"a":2,"a":1}`, `{"a":2,"a":1}`},
 	}
 	for _, tt := range tests {
-		got, err := canonicalJSON([]byte(tt.in))
+		got, err := canonicalJSON([]byte(tt.in), nil)
 		if err != nil || string(got) != tt.want {
 			t.Errorf("canonicalJSON(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
@@ -292,5 +297,65 @@ func TestExactTierNeverMergesDifferentRequests(t *testing.T) {
 		if ha != hb {
 			t.Errorf("%s and %s should share an exact key", p[0], p[1])
 		}
+	}
+}
+
+// checkMembers checks that members are body's top-level members as
+// encoding/json decodes them (names; values equal as JSON), sorted by name,
+// without the keys the exact tier ignores.
+func checkMembers(t *testing.T, body string, members []Member) {
+	t.Helper()
+	var top map[string]json.RawMessage
+	if json.Unmarshal([]byte(body), &top) != nil {
+		if members != nil {
+			t.Fatalf("members of a body that is not an object: %q", body)
+		}
+		return
+	}
+	if members == nil {
+		t.Fatalf("no members for object %q", body)
+	}
+	for i, m := range members {
+		if i > 0 && members[i-1].Name > m.Name {
+			t.Fatalf("members of %q not sorted: %q before %q", body, members[i-1].Name, m.Name)
+		}
+		if ignoredKey(m.Name) {
+			t.Fatalf("ignored key %q among the members of %q", m.Name, body)
+		}
+		if _, ok := top[m.Name]; !ok {
+			t.Fatalf("member %q is not a key of %q", m.Name, body)
+		}
+		if i+1 == len(members) || members[i+1].Name != m.Name { // the last of its name: the one decoding keeps
+			want, err := canonicalJSON(top[m.Name], nil)
+			if err != nil || !bytes.Equal(want, m.Value) {
+				t.Fatalf("member %q of %q: value %q, want %q", m.Name, body, m.Value, want)
+			}
+		}
+	}
+}
+
+func TestCanonicalizeMembers(t *testing.T) {
+	body := `{"stream":true,"b":[1, 2],"a":"x\u00e9","a":{"z":1,"y":2},"user":"u"}`
+	c, err := Canonicalize([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Member{{"a", []byte(`"xé"`)}, {"a", []byte(`{"y":2,"z":1}`)}, {"b", []byte(`[1,2]`)}}
+	if len(c.Members) != len(want) {
+		t.Fatalf("members %q, want %q", c.Members, want)
+	}
+	for i := range want {
+		if c.Members[i].Name != want[i].Name || !bytes.Equal(c.Members[i].Value, want[i].Value) {
+			t.Fatalf("member %d: %q = %s, want %q = %s", i, c.Members[i].Name, c.Members[i].Value, want[i].Name, want[i].Value)
+		}
+	}
+	if h, _ := CanonicalHash(teamA, []byte(body)); c.Hash(teamA) != h {
+		t.Fatal("Hash differs from CanonicalHash")
+	}
+	if c, err := Canonicalize([]byte(`[1]`)); err != nil || c.Members != nil {
+		t.Fatalf("an array body: members %v, err %v", c.Members, err)
+	}
+	if _, err := Canonicalize([]byte(`{"a":`)); err == nil {
+		t.Fatal("invalid JSON canonicalised")
 	}
 }

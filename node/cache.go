@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -112,46 +113,19 @@ func (g *Gateway) planCache(call *Call) cachePlan {
 		}
 		cp.ttl = time.Duration(min(secs, 1<<30)) * time.Second
 	}
-	var top map[string]json.RawMessage
-	if json.Unmarshal(call.Body, &top) != nil {
+	// One pass over the body gives both the exact key and the members the
+	// shape is made of.
+	canon, err := index.Canonicalize(call.Body)
+	if err != nil || canon.Members == nil {
 		return bypass
-	}
-	shape := map[string]any{}
-	for k, v := range top {
-		if answerNeutral(k) {
-			continue
-		}
-		shape[k] = v
-	}
-	if temperature != nil {
-		shape["temperature"] = temperatureBucket(*temperature)
-	}
-	if call.Op != openai.OpChat {
-		// Another operation's answers never serve this one (chat keeps the
-		// shapes it always had, so its stored entries stay reachable).
-		shape["·op"] = call.Op.String()
 	}
 	d, ok := retainedDialog(msgs)
 	if !ok {
 		return bypass // images, audio: the embedding cannot see them
 	}
-	shape["·roles"] = d.roles
-	if !g.cacheCfg.IgnoreSystemMessages {
-		shape["·system"] = d.system
-	}
-	sj, err := json.Marshal(shape)
-	if err != nil {
-		return bypass
-	}
-	sh, err := index.CanonicalHash(index.Space{}, sj)
-	if err != nil {
-		return bypass
-	}
+	sh := index.HashCanonical(index.Space{}, g.shape(call, canon.Members, temperature, d))
 	cp.space = index.Space{Partition: g.partition(call), Route: call.Route, Shape: hex.EncodeToString(sh[:8])}
-	cp.exact, err = index.CanonicalHash(cp.space, call.Body)
-	if err != nil {
-		return bypass
-	}
+	cp.exact = canon.Hash(cp.space)
 	if !d.toolTurns && !d.opaque {
 		// A tool's output is read by the model with the call that asked for
 		// it, which the dialog text does not show: such dialogs match exactly
@@ -160,6 +134,67 @@ func (g *Gateway) planCache(call *Call) cachePlan {
 		cp.norm = index.NormHash(cp.space, norm.Text(d.text))
 	}
 	return cp
+}
+
+// shape is the canonical JSON object (see index.CanonicalHash) of what,
+// besides the dialog, makes two requests' answers alike: the body's
+// top-level members that are not answer-neutral, the temperature's bucket,
+// the operation (not for chat, which keeps the shapes it always had, so its
+// stored entries stay reachable), the turns' roles and, unless ignored, the
+// system messages. A member the body names twice counts once, by its last
+// value, and a name given here replaces the body's.
+func (g *Gateway) shape(call *Call, members []index.Member, temperature *float64, d dialog) []byte {
+	type field struct {
+		name string
+		val  []byte
+	}
+	fields := make([]field, 0, len(members)+4)
+	for _, m := range members {
+		if !answerNeutral(m.Name) {
+			fields = append(fields, field{m.Name, m.Value})
+		}
+	}
+	if temperature != nil {
+		fields = append(fields, field{"temperature", index.AppendCanonicalString(nil, temperatureBucket(*temperature))})
+	}
+	if call.Op != openai.OpChat {
+		fields = append(fields, field{"·op", index.AppendCanonicalString(nil, call.Op.String())})
+	}
+	fields = append(fields, field{"·roles", canonicalStrings(d.roles)})
+	if !g.cacheCfg.IgnoreSystemMessages {
+		fields = append(fields, field{"·system", canonicalStrings(d.system)})
+	}
+	// Stable: of equal names the last stays last, and is the one kept.
+	slices.SortStableFunc(fields, func(a, b field) int { return strings.Compare(a.name, b.name) })
+	out := []byte{'{'}
+	for i, f := range fields {
+		if i+1 < len(fields) && fields[i+1].name == f.name {
+			continue
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = index.AppendCanonicalString(out, f.name)
+		out = append(out, ':')
+		out = append(out, f.val...)
+	}
+	return append(out, '}')
+}
+
+// canonicalStrings is the canonical JSON of ss as encoding/json marshals
+// it: null when nil.
+func canonicalStrings(ss []string) []byte {
+	if ss == nil {
+		return []byte("null")
+	}
+	out := []byte{'['}
+	for i, s := range ss {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = index.AppendCanonicalString(out, s)
+	}
+	return append(out, ']')
 }
 
 // dialog is what the cache keeps of a chat's messages.
