@@ -7,7 +7,10 @@
 // jwks_url or OIDC discovery: at start in the background, every
 // refresh_interval, and for a token naming an unknown kid at most once per
 // min_refresh_interval, one fetch shared by concurrent requests and bounded by
-// fetch_timeout. A failed fetch keeps the cached keys. Validation is
+// fetch_timeout. A failed fetch keeps the cached keys. A JWT built by a
+// configuration reload (JWTOptions.Previous) shares the key sets of the
+// issuers whose key settings are unchanged (reference counted: the last JWT
+// using one stops its fetches when it closes). Validation is
 // golang-jwt's (algorithm allow-list without none or HMAC, exp required, nbf,
 // iat, aud, leeway); iss picks the issuer, with Entra ID's v1 and v2 forms of
 // one tenant treated as one. Tokens that passed are remembered by hash until

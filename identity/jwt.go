@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/promreg"
 )
 
 // MaxTokenBytes is the largest bearer token looked at; larger ones are
@@ -44,6 +45,13 @@ type JWTOptions struct {
 	Logger     *slog.Logger
 	Now        func() time.Time
 	Registerer prometheus.Registerer // nil = no metrics
+	// Previous is the authenticator this one replaces after a configuration
+	// reload: the key sets of issuers whose issuer, jwks_url and fetch
+	// settings are unchanged are shared with it, keys and schedule
+	// included, so a reload fetches nothing again. Tokens are verified
+	// afresh (audiences, algorithms or client ids may have changed).
+	// Previous keeps working until it is closed.
+	Previous *JWT
 }
 
 // JWT authenticates consumers by OAuth2 / OIDC bearer tokens.
@@ -52,8 +60,8 @@ type JWT struct {
 	clientIDs map[string]string
 	log       *slog.Logger
 	now       func() time.Time
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	sets      []*keySet // one per configured issuer, shared with other JWTs by reference count
+	closing   sync.Once
 	fetches   *prometheus.CounterVec
 	seen      verified
 }
@@ -137,13 +145,11 @@ func issuerForms(iss string) []string {
 // NewJWT builds the token authenticator and starts fetching every issuer's
 // keys in the background, so the first request usually finds them.
 func NewJWT(opts JWTOptions) (*JWT, error) {
-	ctx, cancel := context.WithCancel(context.Background())
 	j := &JWT{
 		byIss:     map[string]*issuer{},
 		clientIDs: opts.ClientIDs,
 		log:       cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
 		now:       opts.Now,
-		cancel:    cancel,
 	}
 	if j.now == nil {
 		j.now = time.Now
@@ -156,11 +162,15 @@ func NewJWT(opts JWTOptions) (*JWT, error) {
 		Name: "llmgate_jwt_key_fetches_total",
 		Help: "Fetches of a token issuer's signing keys (discovery and JWKS), by issuer and result.",
 	}, []string{"issuer", "result"})
-	if opts.Registerer != nil {
-		if err := opts.Registerer.Register(j.fetches); err != nil {
-			cancel()
+	if opts.Previous != nil {
+		j.fetches = opts.Previous.fetches // the shared key sets count there
+	} else if opts.Registerer != nil {
+		// A JWT rebuilt by a reload keeps counting in the same series.
+		c, err := promreg.Register(opts.Registerer, j.fetches)
+		if err != nil {
 			return nil, fmt.Errorf("identity: registering JWT metrics: %w", err)
 		}
+		j.fetches = c
 	}
 	for _, ic := range opts.Issuers {
 		var auds []string
@@ -179,26 +189,52 @@ func NewJWT(opts JWTOptions) (*JWT, error) {
 				jwt.WithIssuedAt(),
 				jwt.WithAudience(auds...),
 			),
-			keys: &keySet{
-				issuer: ic.Issuer, jwksURL: ic.JWKSURL, client: client, ctx: ctx, wg: &j.wg,
+		}
+		if is.keys = opts.Previous.sharedKeys(ic); is.keys == nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			is.keys = &keySet{
+				issuer: ic.Issuer, jwksURL: ic.JWKSURL, client: client, ctx: ctx, cancel: cancel,
 				timeout: ic.FetchTimeout, minRefresh: ic.MinRefreshInterval, every: ic.RefreshInterval,
 				now: j.now, log: j.log, fetches: j.fetches,
-			},
+			}
+			is.keys.refs.Store(1)
+			is.keys.start()
 		}
+		j.sets = append(j.sets, is.keys)
 		for _, form := range issuerForms(ic.Issuer) {
 			if _, taken := j.byIss[form]; !taken {
 				j.byIss[form] = is
 			}
 		}
-		is.keys.start()
 	}
 	return j, nil
 }
 
-// Close stops background fetches.
+// sharedKeys returns j's key set for ic, with one more reference, when ic
+// fetches the same keys the same way; nil otherwise (or when j is nil).
+func (j *JWT) sharedKeys(ic config.JWTIssuer) *keySet {
+	if j == nil {
+		return nil
+	}
+	for _, s := range j.sets {
+		if s.issuer == ic.Issuer && s.jwksURL == ic.JWKSURL && s.timeout == ic.FetchTimeout &&
+			s.minRefresh == ic.MinRefreshInterval && s.every == ic.RefreshInterval {
+			s.refs.Add(1)
+			return s
+		}
+	}
+	return nil
+}
+
+// Close stops the background fetches of the key sets no other JWT shares.
 func (j *JWT) Close() {
-	j.cancel()
-	j.wg.Wait()
+	j.closing.Do(func() {
+		for _, s := range j.sets {
+			if s.refs.Add(-1) == 0 {
+				s.close()
+			}
+		}
+	})
 }
 
 // looksLikeJWT reports whether s has the shape of a compact JWS: three
@@ -316,8 +352,10 @@ func tokenRefusal(err error) error {
 type keySet struct {
 	issuer, jwksURL string
 	client          *http.Client
-	ctx             context.Context // ends at JWT.Close
-	wg              *sync.WaitGroup
+	ctx             context.Context // ends when the last JWT using it closes
+	cancel          context.CancelFunc
+	wg              sync.WaitGroup // fetches running
+	refs            atomic.Int32   // the JWTs using it
 	timeout         time.Duration
 	minRefresh      time.Duration
 	every           time.Duration
@@ -331,6 +369,7 @@ type keySet struct {
 	fetching    chan struct{} // closed when the running fetch ends; nil if none
 	lastAttempt time.Time
 	resolved    string // jwks_uri found by discovery
+	closed      bool   // no fetch starts any more
 }
 
 type keySnapshot struct {
@@ -340,6 +379,15 @@ type keySnapshot struct {
 
 func (s *keySet) start() { s.refresh(true) }
 
+// close ends the running fetch and starts no other.
+func (s *keySet) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+}
+
 // refresh starts a fetch unless one runs or (unless forced) one started
 // less than minRefresh ago. It returns the channel closed when the running
 // fetch ends, or nil when it started none.
@@ -348,6 +396,9 @@ func (s *keySet) refresh(force bool) chan struct{} {
 	defer s.mu.Unlock()
 	if s.fetching != nil {
 		return s.fetching
+	}
+	if s.closed {
+		return nil
 	}
 	now := s.now()
 	if !force && !s.lastAttempt.IsZero() && now.Sub(s.lastAttempt) < s.minRefresh {

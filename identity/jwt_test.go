@@ -434,3 +434,75 @@ func FuzzJWTAuthenticate(f *testing.F) {
 		}
 	})
 }
+
+// TestJWTPreviousSharesKeySets: a JWT built by a reload with an unchanged
+// issuer uses the key set already fetched (no fetch), applies its own
+// audiences and client ids at once, and keeps the keys when the old one
+// closes; an issuer whose key settings changed gets its own key set.
+func TestJWTPreviousSharesKeySets(t *testing.T) {
+	ti := newTestIssuer(t)
+	ctx := context.Background()
+	// An unknown kid may be fetched at once (the default waits 10s).
+	fast := func(more func(*config.JWTIssuer)) func(*config.JWTIssuer) {
+		return func(ic *config.JWTIssuer) {
+			ic.MinRefreshInterval = time.Millisecond
+			if more != nil {
+				more(ic)
+			}
+		}
+	}
+	old, err := NewJWT(JWTOptions{Issuers: []config.JWTIssuer{issuerConfig(ti.URL, fast(nil))}, ClientIDs: map[string]string{"client-a": "team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokA := ti.mint(t, "k1", nil)
+	if _, err := old.Authenticate(ctx, tokA); err != nil {
+		t.Fatal(err)
+	}
+	fetched := ti.fetches.Load()
+
+	// The audience and the client ids change; the key set does not.
+	next, err := NewJWT(JWTOptions{Previous: old,
+		Issuers:   []config.JWTIssuer{issuerConfig(ti.URL, fast(func(ic *config.JWTIssuer) { ic.Audience = "api://other" }))},
+		ClientIDs: map[string]string{"client-b": "team-b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokB := ti.mint(t, "k1", jwt.MapClaims{"aud": "api://other", "azp": "client-b"})
+	if p, err := next.Authenticate(ctx, tokB); err != nil || p.Consumer != "team-b" {
+		t.Fatalf("the new audience and client id: %+v %v", p, err)
+	}
+	if _, err := next.Authenticate(ctx, tokA); err == nil {
+		t.Fatal("a token for the old audience passed the reloaded authenticator")
+	}
+	if _, err := old.Authenticate(ctx, tokA); err != nil {
+		t.Fatalf("the previous authenticator must keep working until it closes: %v", err)
+	}
+	if got := ti.fetches.Load(); got != fetched {
+		t.Fatalf("an unchanged issuer's keys were fetched again: %d fetches, want %d", got, fetched)
+	}
+
+	// The old one closes; the shared key set still fetches for the new one
+	// (a rotated key is found through an unknown kid).
+	old.Close()
+	ti.rotate(t, "k2", rsaKey(t))
+	if _, err := next.Authenticate(ctx, ti.mint(t, "k2", jwt.MapClaims{"aud": "api://other", "azp": "client-b"})); err != nil {
+		t.Fatalf("after the previous authenticator closed, a rotated key: %v", err)
+	}
+
+	// Another jwks_url: a key set of its own, fetched at once.
+	before := ti.fetches.Load()
+	third, err := NewJWT(JWTOptions{Previous: next,
+		Issuers:   []config.JWTIssuer{issuerConfig(ti.URL, fast(func(ic *config.JWTIssuer) { ic.JWKSURL = ti.URL + "/keys" }))},
+		ClientIDs: map[string]string{"client-a": "team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, func() bool { return ti.fetches.Load() > before })
+	next.Close()
+	if _, err := third.Authenticate(ctx, ti.mint(t, "k2", nil)); err != nil {
+		t.Fatalf("the issuer with a new jwks_url: %v", err)
+	}
+	third.Close()
+	third.Close() // twice is harmless
+}

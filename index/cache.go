@@ -185,6 +185,10 @@ type Cache struct {
 	// evictMu serialises eviction passes so that two Stores never both evict
 	// for the same excess entry. It guards no data.
 	evictMu sync.Mutex
+
+	// ttlNanos and maxEntries are Options.TTL and Options.MaxEntries as
+	// SetLimits last changed them.
+	ttlNanos, maxEntries atomic.Int64
 }
 
 // Open starts the shard actors and the sweeper. With a DB it loads the
@@ -216,6 +220,8 @@ func Open(ctx context.Context, opts Options) (*Cache, error) {
 		opts.SweepInterval = time.Second
 	}
 	c := &Cache{opts: opts, log: opts.Logger}
+	c.ttlNanos.Store(int64(opts.TTL))
+	c.maxEntries.Store(int64(opts.MaxEntries))
 	for i := range opts.Shards {
 		c.shards = append(c.shards, newShard(c, i))
 	}
@@ -251,6 +257,27 @@ func Open(ctx context.Context, opts Options) (*Cache, error) {
 		c.load()
 	}()
 	return c, nil
+}
+
+// ttl is the lifetime of new entries, and how long tombstones and purge
+// records made now are kept.
+func (c *Cache) ttl() time.Duration { return time.Duration(c.ttlNanos.Load()) }
+
+// SetLimits changes the TTL and MaxEntries of a running cache (a
+// configuration reload; zero TTL means the default). The TTL applies to
+// entries stored from now on: those held keep the expiry they were stored
+// with. A MaxEntries below the entries held evicts the soonest-expiring ones
+// before it returns (if ctx ends first, the next Store finishes the job).
+func (c *Cache) SetLimits(ctx context.Context, ttl time.Duration, maxEntries int) error {
+	if maxEntries < 0 {
+		return fmt.Errorf("index: max entries %d is negative", maxEntries)
+	}
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	c.ttlNanos.Store(int64(ttl))
+	c.maxEntries.Store(int64(maxEntries))
+	return c.evict(ctx)
 }
 
 // Ready reports whether the persisted entries have been loaded. Until then
@@ -529,7 +556,7 @@ func (c *Cache) Store(ctx context.Context, e *Entry) error {
 	}
 	e.CreatedAt = now
 	if e.ExpiresAt.IsZero() {
-		e.ExpiresAt = now.Add(c.opts.TTL)
+		e.ExpiresAt = now.Add(c.ttl())
 	}
 	in, err := c.add(ctx, e, false)
 	if in != nil && c.opts.OnChange != nil {
@@ -551,7 +578,7 @@ func (c *Cache) Insert(ctx context.Context, e *Entry) error {
 		e.CreatedAt = c.opts.Now()
 	}
 	if e.ExpiresAt.IsZero() {
-		e.ExpiresAt = e.CreatedAt.Add(c.opts.TTL)
+		e.ExpiresAt = e.CreatedAt.Add(c.ttl())
 	}
 	_, err := c.add(ctx, e, true)
 	return err
@@ -609,7 +636,7 @@ func (c *Cache) add(ctx context.Context, in *Entry, replica bool) (*Entry, error
 
 // evict removes soonest-expiring entries until at most MaxEntries remain.
 func (c *Cache) evict(ctx context.Context) error {
-	limit := int64(c.opts.MaxEntries)
+	limit := c.maxEntries.Load()
 	if limit == 0 || c.entries.Load() <= limit {
 		return nil
 	}
@@ -702,7 +729,7 @@ func (c *Cache) deleteID(ctx context.Context, id string, at time.Time) (found, f
 	}
 	// No shard holds the entry, so its Space is unknown: every shard gets a
 	// copy, and removes an entry with that ID that raced in meanwhile.
-	k := killed{id: n, at: ats, until: ats + int64(c.opts.TTL)}
+	k := killed{id: n, at: ats, until: ats + int64(c.ttl())}
 	gone := make([]string, len(c.shards))
 	news := make([]bool, len(c.shards))
 	if err := c.each(ctx, func(i int, s *shard) { gone[i], news[i] = s.tombstone(k) }); err != nil {
@@ -737,7 +764,7 @@ func (c *Cache) Purge(ctx context.Context, partition, route string) (int, error)
 func (c *Cache) purge(ctx context.Context, partition, route string, at time.Time, all bool) (int, error) {
 	p := purgeRec{
 		f:     filter{partition: partition, route: route, before: at},
-		until: at.Add(c.opts.TTL).UnixNano(),
+		until: at.Add(c.ttl()).UnixNano(),
 	}
 	killedBy := make([][]killed, len(c.shards))
 	if err := c.each(ctx, func(i int, s *shard) { killedBy[i] = s.purge(p, all) }); err != nil {

@@ -615,3 +615,46 @@ func TestNormalizedTier(t *testing.T) {
 		t.Fatal("a deleted entry still answers the normalised tier")
 	}
 }
+
+// TestSetLimitsAppliesToTheRunningCache: a smaller max_entries evicts the
+// soonest-expiring entries at once (memory and disk); a new TTL gives new
+// entries their expiry and leaves stored ones theirs.
+func TestSetLimitsAppliesToTheRunningCache(t *testing.T) {
+	clk := newClock()
+	db := memDB(t)
+	c := open(t, Options{DB: db.DB, Now: clk.Now, TTL: time.Hour, Shards: 4})
+	ctx := t.Context()
+	var es []*Entry
+	for i, m := range []int{50, 10, 40, 20, 30} {
+		e := entry(Space{fmt.Sprintf("p%d", i), "r", "s"}, fmt.Sprintf("q%d", i), axis(i, 0))
+		e.ExpiresAt = clk.Now().Add(time.Duration(m) * time.Minute)
+		mustStore(t, c, e)
+		es = append(es, e)
+	}
+	if err := c.SetLimits(ctx, 5*time.Minute, 2); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Entries != 2 {
+		t.Fatalf("entries = %d after max_entries went to 2", st.Entries)
+	}
+	for i, keep := range []bool{true, false, true, false, false} {
+		_, inMem := c.Get(ctx, es[i].ID)
+		if disk := onDisk(t, db.DB, es[i].ID); inMem != keep || disk != keep {
+			t.Errorf("entry %d: in memory %v, on disk %v; want kept = %v", i, inMem, disk, keep)
+		}
+	}
+	fresh := entry(Space{"p9", "r", "s"}, "q9", axis(9, 0))
+	mustStore(t, c, fresh)
+	if want := clk.Now().Add(5 * time.Minute); !fresh.ExpiresAt.Equal(want) {
+		t.Errorf("a new entry expires at %v, want the new TTL's %v", fresh.ExpiresAt, want)
+	}
+	if got, ok := c.Get(ctx, es[0].ID); !ok || !got.ExpiresAt.Equal(es[0].ExpiresAt) {
+		t.Errorf("a stored entry's expiry changed: %v", got)
+	}
+	if st := c.Stats(); st.Entries != 2 {
+		t.Errorf("entries = %d: the new max_entries holds for new stores", st.Entries)
+	}
+	if err := c.SetLimits(ctx, 0, -1); err == nil {
+		t.Error("a negative max_entries was taken")
+	}
+}

@@ -62,7 +62,10 @@
 //   - Expired entries are misses at once (every check reads Options.Now);
 //     the sweeper removes them about once a second.
 //   - With MaxEntries, the entry that expires soonest (then the lower ID) is
-//     evicted first, before the Store that overflowed returns.
+//     evicted first, before the Store that overflowed returns. SetLimits
+//     changes TTL and MaxEntries of a running cache (a configuration
+//     reload): a smaller MaxEntries evicts before it returns; a new TTL
+//     applies to entries stored from then on.
 //   - Records of an internal Space (Space.Internal: the node's verdicts)
 //     replicate, persist and expire like entries, but sit in their own
 //     expiry heap and counters: MaxEntries neither counts nor evicts them,

@@ -103,7 +103,7 @@ func (c *Cache) replicated(ch Change, now time.Time) *Entry {
 		}
 	}
 	if e.ExpiresAt.IsZero() {
-		e.ExpiresAt = e.CreatedAt.Add(c.opts.TTL)
+		e.ExpiresAt = e.CreatedAt.Add(c.ttl())
 	}
 	return &e
 }

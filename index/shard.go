@@ -432,7 +432,7 @@ func (s *shard) kill(id uint64, e *Entry, at int64) *killed {
 	k := &killed{
 		id:       id,
 		at:       at,
-		until:    max(at+int64(s.c.opts.TTL), e.ExpiresAt.UnixNano()),
+		until:    max(at+int64(s.c.ttl()), e.ExpiresAt.UnixNano()),
 		space:    spaceHash(e.Space),
 		hasSpace: true,
 	}

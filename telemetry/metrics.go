@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/llmgate/llmgate/internal/promreg"
 	"github.com/llmgate/llmgate/quota"
 )
 
@@ -47,8 +48,11 @@ func NewMetrics(reg prometheus.Registerer, consumers, routes []string) (*Metrics
 		Name: "llmgate_prompt_cached_tokens_total",
 		Help: "Prompt tokens the backends served from their own prompt cache, by consumer and route.",
 	}, []string{"consumer", "route"})
-	for _, c := range []prometheus.Collector{m.requests, m.saved, m.cached} {
-		if err := reg.Register(c); err != nil {
+	// Metrics rebuilt by a configuration reload (new consumers and routes)
+	// keep counting in the series of the ones they replace.
+	for _, c := range []**prometheus.CounterVec{&m.requests, &m.saved, &m.cached} {
+		var err error
+		if *c, err = promreg.Register(reg, *c); err != nil {
 			return nil, fmt.Errorf("registering consumer metrics: %w", err)
 		}
 	}

@@ -63,12 +63,20 @@ type History struct {
 	events  chan event
 	calls   chan call
 	dropped atomic.Int64
+	// live holds what a configuration reload changes (SetConfig): read
+	// by requests (prices) and the actor (retention) without a lock.
+	live atomic.Pointer[liveOptions]
 
 	cursorMu sync.Mutex
 	cursor   int64 // the hour below which the next full exchange's older rows start; 0 = from the recent ones
 
 	cancel context.CancelFunc
 	done   chan struct{}
+}
+
+type liveOptions struct {
+	retention time.Duration
+	prices    map[string]Price
 }
 
 type event struct {
@@ -122,6 +130,7 @@ func Open(opts Options) (*History, error) {
 		calls:  make(chan call),
 		done:   make(chan struct{}),
 	}
+	h.SetConfig(opts.Prices, opts.Retention)
 	if err := h.sweep(); err != nil {
 		return nil, err
 	}
@@ -130,6 +139,15 @@ func Open(opts Options) (*History, error) {
 	go h.run(ctx)
 	return h, nil
 }
+
+// SetConfig changes the prices (requests observed from now on are costed
+// with them; recorded costs stay) and the retention (the next hourly sweep
+// applies it; 0 = the default). prices must not be written afterwards.
+func (h *History) SetConfig(prices map[string]Price, retention time.Duration) {
+	h.live.Store(&liveOptions{retention: cmp.Or(retention, 400*24*time.Hour), prices: prices})
+}
+
+func (h *History) retention() time.Duration { return h.live.Load().retention }
 
 // Origin is the name this process's rows carry.
 func (h *History) Origin() string { return h.origin }
@@ -164,7 +182,7 @@ func (h *History) Observe(_ context.Context, r *telemetry.Request) {
 	if r.Cache == "hit" {
 		e.t.CacheHits = 1
 	}
-	if p, ok := h.opts.Prices[r.Route]; ok {
+	if p, ok := h.live.Load().prices[r.Route]; ok {
 		e.t.CostNano = p.costNano(r.PromptTokens, r.CompletionTokens, r.CachedTokens)
 		if r.Saved > 0 {
 			// The spared call is priced as the stored answer's usage, uncached.
@@ -310,7 +328,7 @@ func (a *actor) outgoing() []Row {
 // Rows of this very origin are this actor's own: nobody holds more of them.
 func (h *History) merge(a *actor, rows []Row) {
 	now := h.now()
-	oldest, newest := hourOf(now.Add(-h.opts.Retention)), hourOf(now)+3600
+	oldest, newest := hourOf(now.Add(-h.retention())), hourOf(now)+3600
 	for _, r := range rows {
 		if r.Origin == h.origin || r.Hour < oldest || r.Hour > newest || r.Hour%3600 != 0 {
 			continue
@@ -389,7 +407,7 @@ func (h *History) write(a *actor) error {
 
 // sweep deletes the rows older than the retention.
 func (h *History) sweep() error {
-	cutoff := hourKey(prefix, hourOf(h.now().Add(-h.opts.Retention)))
+	cutoff := hourKey(prefix, hourOf(h.now().Add(-h.retention())))
 	var keys [][]byte
 	err := h.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})

@@ -341,3 +341,31 @@ func FuzzDecodeRows(f *testing.F) {
 		}
 	})
 }
+
+// TestSetConfigChangesPricesAndRetention: a reload's prices cost the
+// requests observed after it (earlier costs stay), and its retention
+// applies to what is taken from then on.
+func TestSetConfigChangesPricesAndRetention(t *testing.T) {
+	c := &clock{t: t0}
+	h := open(t, memDB(t), "gw-1", c, map[string]Price{"gpt-4o": {InputPer1M: 1}})
+	ctx := context.Background()
+	h.Observe(ctx, served(t0, "team-a", "gpt-4o", "", 1000, 0))
+	h.SetConfig(map[string]Price{"gpt-4o": {InputPer1M: 3}, "gpt-4o-mini": {OutputPer1M: 5}}, 24*time.Hour)
+	h.Observe(ctx, served(t0, "team-a", "gpt-4o", "", 1000, 0))
+	h.Observe(ctx, served(t0, "team-a", "gpt-4o-mini", "", 0, 1000))
+	byRoute := map[string]float64{}
+	for _, l := range query(t, h, Query{GroupBy: []string{ByRoute}}) {
+		byRoute[l.Route] += l.CostUSD()
+	}
+	if want := (1000*1 + 1000*3) / 1e6; math.Abs(byRoute["gpt-4o"]-want) > 1e-12 {
+		t.Errorf("gpt-4o cost = %v, want %v (the old price before, the new one after)", byRoute["gpt-4o"], want)
+	}
+	if want := 1000 * 5 / 1e6; math.Abs(byRoute["gpt-4o-mini"]-want) > 1e-12 {
+		t.Errorf("gpt-4o-mini cost = %v, want %v (a price the reload added)", byRoute["gpt-4o-mini"], want)
+	}
+	// A peer's row 30 hours old was kept under 400 days, not under 24 hours.
+	_ = h.Merge(ctx, []Row{{Key: Key{Hour: hourOf(t0.Add(-30 * time.Hour)), Origin: "x@1", Consumer: "team-a"}, Totals: Totals{Requests: 9}}})
+	if got := total(query(t, h, Query{})); got.Requests != 3 {
+		t.Errorf("requests = %d: a row past the new retention was taken", got.Requests)
+	}
+}

@@ -10,24 +10,14 @@ import (
 	"github.com/llmgate/llmgate/node"
 )
 
-// newIdentity builds what authenticates consumers beyond the configuration's
-// keys: the run-time keys, and the token issuers of auth.jwt (whose key
-// fetches start now, in the background). stop ends those fetches.
-func newIdentity(cfg *config.Config, logger *slog.Logger, reg prometheus.Registerer, keys *identity.Keys) (*identity.Identity, func(), error) {
+// newJWT builds the token authenticator of auth.jwt (nil without issuers),
+// whose key fetches start now, in the background; prev is the one it
+// replaces after a reload, whose unchanged issuers' keys it shares.
+func newJWT(cfg *config.Config, logger *slog.Logger, reg prometheus.Registerer, prev *identity.JWT) (*identity.JWT, error) {
 	if len(cfg.Auth.JWT) == 0 {
-		return identity.New(keys, nil), func() {}, nil
+		return nil, nil
 	}
-	clientIDs := map[string]string{}
-	for _, c := range cfg.Consumers {
-		for _, id := range c.ClientIDs {
-			clientIDs[id] = c.Name
-		}
-	}
-	j, err := identity.NewJWT(identity.JWTOptions{Issuers: cfg.Auth.JWT, ClientIDs: clientIDs, Logger: logger, Registerer: reg})
-	if err != nil {
-		return nil, nil, err
-	}
-	return identity.New(keys, j), j.Close, nil
+	return identity.NewJWT(identity.JWTOptions{Issuers: cfg.Auth.JWT, ClientIDs: clientIDs(cfg), Logger: logger, Registerer: reg, Previous: prev})
 }
 
 // newBackendTokens builds the Microsoft Entra ID token source of every

@@ -22,11 +22,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llmgate/llmgate/cluster"
 	"github.com/llmgate/llmgate/console"
-	"github.com/llmgate/llmgate/identity"
 	"github.com/llmgate/llmgate/internal/certs"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/edge"
@@ -120,6 +118,7 @@ serving:
 			// Not ready first, still serving: load balancers and Kubernetes see
 			// /readyz fail and stop sending before the listeners close.
 			drain := n.current().cfg.Server.DrainPeriod
+			n.draining.Store(true) // before: a reload from here on installs not ready
 			n.current().api.SetReady(false)
 			logger.Info("draining: /readyz answers 503, listeners close after the drain period", "node", cfg.Node.Name, "drain_period", drain)
 			time.Sleep(drain)
@@ -243,40 +242,32 @@ type runningNode struct {
 	log       *slog.Logger
 	reg       *prometheus.Registry
 	gen       atomic.Pointer[generation] // what new requests are served by
-	dataH     swapHandler
-	adminH    swapHandler
 	data      *http.Server
 	admin     *http.Server
 	dataAddr  string
 	adminAddr string
 	unlock    func()
 	state     *state
-	otlp      *telemetry.OTLP // nil unless telemetry.otlp_endpoint is set
-	disk      *space.Watcher  // the data disk's free space
+	disk      *space.Watcher // the data disk's free space
 	cluster   *cluster.Cluster
 	errc      chan error
 	stopOnce  sync.Once
 
-	// reloadMu serialises reloads and stop, and guards retired.
+	// reloadMu serialises reloads and stop.
 	reloadMu sync.Mutex
 	stopped  atomic.Bool // set by stop, under reloadMu
-	// retired are the gateways replaced by reloads: they finish their
-	// requests and are closed with the node.
-	retired []*node.Gateway
+	draining atomic.Bool // set when the node starts draining
+	// retiring counts the replaced generations not yet released; abandon
+	// ends when stop gives up waiting for their requests.
+	retiring    sync.WaitGroup
+	abandon     context.Context
+	abandonStop context.CancelFunc
 	// reread loads the configuration again as serve did (file and flags);
 	// nil when the node runs on built-in defaults.
 	reread  func() (*config.Config, error)
 	level   *slog.LevelVar // nil: the log level is not reloadable (demo)
 	reloads *prometheus.CounterVec
-	// ident authenticates run-time keys and bearer tokens; built once, as
-	// its token issuers' key fetches run for the node's life (auth is
-	// restart-only).
-	ident *identity.Identity
-	// Telemetry is built once too (telemetry is restart-only): the
-	// observers register their metrics, the exporter runs for the node's life.
-	obs    telemetry.Observers
-	tracer trace.Tracer
-	tokens map[string]node.TokenSource // Entra ID token sources of backends with auth: entra, fixed at start
+	tokens  map[string]node.TokenSource // Entra ID token sources of backends with auth: entra, fixed at start
 	// certs serves both listeners' certificate, re-read when its files
 	// change; nil without tls.cert_file.
 	certs *certs.Reloader
@@ -344,16 +335,6 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		_ = cl.Close(ctx)
 	})
 	replicas.Store(cl)
-	var otlp *telemetry.OTLP
-	var tracer trace.Tracer // nil: tracing off, no span is ever started
-	if cfg.Telemetry.OTLPEndpoint != "" {
-		otlp, err = telemetry.NewOTLP(context.Background(), telemetry.OTLPOptions{Endpoint: cfg.Telemetry.OTLPEndpoint, Node: cfg.Node.Name, Version: version, SampleRatio: cfg.Telemetry.TraceSampleRatio})
-		if err != nil {
-			return nil, err
-		}
-		undo = append(undo, func() { _ = otlp.Shutdown(context.Background()) })
-		tracer = otlp.Tracer()
-	}
 	backendTokens, stopTokens, err := newBackendTokens(cfg, logger)
 	if err != nil {
 		return nil, err
@@ -368,22 +349,15 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	n := &runningNode{
 		cfg: cfg, log: logger, reg: reg, disk: disk,
 		dataAddr: dataLn.Addr().String(), adminAddr: adminLn.Addr().String(),
-		unlock: unlock, state: st, cluster: cl, errc: make(chan error, 2), otlp: otlp, tracer: tracer,
+		unlock: unlock, state: st, cluster: cl, errc: make(chan error, 2),
 		tokens: backendTokens,
 	}
-	ident, stopIdent, err := newIdentity(cfg, logger, reg, st.keys)
-	if err != nil {
+	n.abandon, n.abandonStop = context.WithCancel(context.Background())
+	undo = append(undo, n.abandonStop)
+	st.stopIdentity = stopTokens // st.close (on failure or stop) ends their fetches
+	if err := telemetry.RegisterHeadroom(reg, st.limiter); err != nil {
 		return nil, err
 	}
-	st.stopIdentity = func() { stopIdent(); stopTokens() } // st.close (on failure or stop) ends their fetches
-	obs, err := observers(cfg, logger, reg, st)
-	if err != nil {
-		return nil, err
-	}
-	if otlp != nil {
-		obs = append(obs, otlp)
-	}
-	n.ident, n.obs = ident, obs
 	if n.reloads, err = newReloadMetric(reg); err != nil {
 		return nil, err
 	}
@@ -391,6 +365,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	if err != nil {
 		return nil, err
 	}
+	undo = append(undo, func() { n.release(gen) })
 	n.install(gen)
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	newServer := func(h http.Handler) *http.Server {
@@ -407,7 +382,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	dataLn = edge.Limit(dataLn, cfg.Server.MaxConnections, refused.WithLabelValues("data").Inc)
 	adminLn = edge.Limit(adminLn, cfg.Server.MaxConnections, refused.WithLabelValues("admin").Inc)
 	// The console's files do not change with a reload; the admin API under them does.
-	n.data, n.admin = newServer(&n.dataH), newServer(console.Mount(&n.adminH))
+	n.data, n.admin = newServer(genHandler{n: n}), newServer(console.Mount(genHandler{n: n, admin: true}))
 	if cfg.TLS.CertFile != "" {
 		minVersion, err := certs.ParseVersion(cfg.TLS.MinVersion) // validated
 		if err != nil {
@@ -441,9 +416,10 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	return n, nil
 }
 
-// observers are what receives each finished request: the usage history,
-// the per-consumer metrics, and the request log when telemetry.log_requests
-// is on. The consumers' headroom gauges are registered with them.
+// observers are what receives each finished request in a generation: the
+// per-consumer metrics (of cfg's consumers and routes), the usage history,
+// and the request log when telemetry.log_requests is on (capturing content
+// per telemetry.capture_content). The OTLP export is added by build.
 func observers(cfg *config.Config, logger *slog.Logger, reg prometheus.Registerer, st *state) (telemetry.Observers, error) {
 	consumers := make([]string, len(cfg.Consumers))
 	for i, c := range cfg.Consumers {
@@ -455,9 +431,6 @@ func observers(cfg *config.Config, logger *slog.Logger, reg prometheus.Registere
 	}
 	m, err := telemetry.NewMetrics(reg, consumers, routes)
 	if err != nil {
-		return nil, err
-	}
-	if err := telemetry.RegisterHeadroom(reg, st.limiter); err != nil {
 		return nil, err
 	}
 	obs := telemetry.Observers{m}
@@ -488,21 +461,21 @@ func (n *runningNode) stop(ctx context.Context) error {
 			_ = n.data.Close()
 			_ = n.admin.Close()
 		}
-		// Every generation's requests are done: their cache stores finish.
-		n.current().gw.Close()
-		for _, gw := range n.retired {
-			gw.Close()
+		// Every generation is released once its requests are done: cache
+		// stores finish, pending spans and metrics go out (within ctx).
+		n.retire(n.current())
+		released := make(chan struct{})
+		go func() { n.retiring.Wait(); close(released) }()
+		select {
+		case <-released:
+		case <-ctx.Done():
+			n.abandonStop()
+			<-released
 		}
+		n.abandonStop()
 		// Leave before the state closes: the cluster's workers call into it.
 		if cerr := n.cluster.Close(ctx); cerr != nil {
 			n.log.Warn("leaving the cluster", "err", cerr)
-		}
-		// In-flight requests are done: counters and entries are final.
-		if n.otlp != nil {
-			// Pending spans and metrics go out, within what is left of ctx.
-			if oerr := n.otlp.Shutdown(ctx); oerr != nil {
-				n.log.Warn("flushing OpenTelemetry data", "err", oerr)
-			}
 		}
 		n.disk.Close()
 		if cerr := n.state.close(); cerr != nil {

@@ -64,11 +64,7 @@ func openState(cfg *config.Config, logger *slog.Logger, onChange func(index.Chan
 		return nil, err
 	}
 	if uh := cfg.Telemetry.UsageHistory; uh == nil || *uh {
-		prices := map[string]history.Price{}
-		for name, r := range cfg.Routes {
-			prices[name] = history.Price{InputPer1M: r.Price.InputPer1M, OutputPer1M: r.Price.OutputPer1M, CachedInputPer1M: r.Price.CachedInputPer1M}
-		}
-		st.history, err = history.Open(history.Options{DB: st.db.DB, Logger: logger, Node: cfg.Node.Name, Retention: cfg.Telemetry.UsageRetention, Prices: prices})
+		st.history, err = history.Open(history.Options{DB: st.db.DB, Logger: logger, Node: cfg.Node.Name, Retention: cfg.Telemetry.UsageRetention, Prices: routePrices(cfg)})
 		if err != nil {
 			return nil, fmt.Errorf("starting the usage history: %w", err)
 		}

@@ -20,20 +20,21 @@ var restartOnly = []string{
 	"admin_listen",
 	"cluster",
 	"tls",
-	"auth",
+	// Opening or closing the cache means opening or dropping its index
+	// and its place in the cluster's exchange; the graph's kind and search
+	// beam are fixed when the graphs are built (entries would have to be
+	// re-indexed).
 	"cache.enabled",
 	"cache.index",
 	"cache.ef_search",
-	"cache.ttl",
-	"cache.max_entries",
 	"server.read_header_timeout",
 	"server.body_read_timeout",
 	"server.idle_timeout",
 	"server.max_connections",
 	"log.format",
-	// Built once with the node (the exporter, the observers' metrics);
-	// live once built per generation (cmd/llmgate/reload.go).
-	"telemetry",
+	// The usage history's actor and its share of the cluster's exchange
+	// start with the node.
+	"telemetry.usage_history",
 }
 
 // RestartOnly returns the settings that differ between the running

@@ -42,7 +42,21 @@ func TestDiffAndRestartOnly(t *testing.T) {
 		{"the data dir needs a restart", func(c *Config) { c.Node.DataDir = "/x" }, []string{"node.data_dir"}, []string{"node.data_dir"}},
 		{"the node name needs a restart", func(c *Config) { c.Node.Name = "gw-9" }, []string{"node.name"}, []string{"node.name"}},
 		{"gossip seeds need a restart", func(c *Config) { c.Cluster.Join = nil }, []string{"cluster.join"}, []string{"cluster.join"}},
-		{"the cache TTL needs a restart", func(c *Config) { c.Cache.TTL = time.Minute }, []string{"cache.ttl"}, []string{"cache.ttl"}},
+		{"the cache TTL and max_entries are live", func(c *Config) { c.Cache.TTL = time.Minute; c.Cache.MaxEntries = 10 },
+			[]string{"cache.ttl", "cache.max_entries"}, nil},
+		{"the cache index needs a restart", func(c *Config) { c.Cache.Index = IndexCoderHNSW }, []string{"cache.index"}, []string{"cache.index"}},
+		{"telemetry is live", func(c *Config) {
+			c.Telemetry.OTLPEndpoint = "http://127.0.0.1:4318"
+			c.Telemetry.CaptureContent = true
+			c.Telemetry.UsageRetention = time.Hour
+		}, []string{"telemetry.otlp_endpoint", "telemetry.capture_content", "telemetry.usage_retention"}, nil},
+		{"turning the usage history off needs a restart", func(c *Config) { off := false; c.Telemetry.UsageHistory = &off },
+			[]string{"telemetry.usage_history"}, []string{"telemetry.usage_history"}},
+		{"token issuers and client ids are live", func(c *Config) {
+			c.Auth.JWT = []JWTIssuer{{Issuer: "https://login.example.com/", Audience: "api://gw"}}
+			c.Consumers[0].ClientIDs = []string{"app-1"}
+		}, []string{"consumers", "auth.jwt"}, nil},
+		{"the log format needs a restart", func(c *Config) { c.Log.Format = "text" }, []string{"log.format"}, []string{"log.format"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
