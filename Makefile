@@ -28,7 +28,9 @@ demo: build
 	./$(BIN) demo
 
 # Packaging (deploy/): helm lint and template with Helm as a Go module, the
-# rendered manifests decoded strictly into the Kubernetes API types, the
+# rendered manifests decoded strictly into the Kubernetes API types and
+# validated against the Kubernetes OpenAPI schema (from the k8s.io/kubernetes
+# module, through the Go module proxy), the
 # compose file through the Compose specification's loader, the systemd unit
 # through systemd-analyze, the Dockerfile's shape, and config check of every
 # shipped configuration. Its own Go module (deploy/check), so Helm stays out

@@ -59,6 +59,13 @@ var valueSets = []struct {
 // configuration with the environment a pod would have.
 func (c *checker) chart(ctx context.Context) error {
 	dir := filepath.Join(c.root, "deploy/helm/llmgate")
+	schema, err := loadAPISchema(ctx)
+	if err != nil {
+		return fmt.Errorf("the Kubernetes OpenAPI schema: %w", err)
+	}
+	if err := schema.selfTest(); err != nil {
+		return err
+	}
 	for _, vs := range valueSets {
 		lint := action.NewLint()
 		lint.Strict = true
@@ -75,6 +82,10 @@ func (c *checker) chart(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("schema (%s): %w", vs.name, err)
 		}
+		outside, err := schema.validate(manifest)
+		if err != nil {
+			return fmt.Errorf("OpenAPI schema of %s (%s): %w", kubernetesModule, vs.name, err)
+		}
 		r, err := crossCheck(objs)
 		if err != nil {
 			return fmt.Errorf("manifests (%s): %w", vs.name, err)
@@ -82,7 +93,8 @@ func (c *checker) chart(ctx context.Context) error {
 		if err := c.checkRenderedConfig(ctx, r, vs.vals); err != nil {
 			return fmt.Errorf("rendered configuration (%s): %w", vs.name, err)
 		}
-		fmt.Printf("     %s: %d objects\n", vs.name, len(objs))
+		fmt.Printf("     %s: %d objects (%d checked against the Kubernetes OpenAPI schema; by API types only: %s)\n",
+			vs.name, len(objs), len(objs)-len(outside), strings.Join(outside, ", "))
 	}
 	return nil
 }

@@ -1,6 +1,10 @@
 // Command check verifies everything in deploy/ that CI cannot run for real:
 // it lints and renders the Helm chart with Helm itself (as a Go module),
-// checks every rendered manifest against the Kubernetes API types, checks the
+// checks every rendered manifest against the Kubernetes API types (strict
+// decoding) and the Kubernetes OpenAPI schema of the same release (the
+// document published in the k8s.io/kubernetes module, validated the way
+// kubectl's client-side validation does: unknown fields, missing required
+// fields, wrong types), checks the
 // compose file with the Compose specification's own loader, the systemd unit
 // with systemd-analyze, the Dockerfile's required shape, and runs
 // `llmgate config check` on every configuration the repository ships, with
