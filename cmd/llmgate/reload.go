@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -308,10 +309,29 @@ func (n *runningNode) reload(ctx context.Context) (changed []string, err error) 
 		result = "failed"
 		return nil, err
 	}
-	// Limits first: if they cannot be applied, nothing is swapped.
+	tlsChanged := n.certs != nil && !reflect.DeepEqual(cur.cfg.TLS, next.TLS)
+	if tlsChanged {
+		// Other files or settings: loaded now, served from the next
+		// handshake; files that do not load refuse the reload.
+		opts, err := certOptions(next.TLS)
+		if err == nil {
+			err = n.certs.Set(opts)
+		}
+		if err != nil {
+			result = "invalid"
+			n.release(gen)
+			return nil, &api.ReloadRefused{Reasons: []string{"tls: " + err.Error()}}
+		}
+	}
+	// Limits before the swap: if they cannot be applied, nothing is swapped.
 	if err := n.state.limiter.SetConfig(ctx, consumerLimits(next)); err != nil {
 		result = "failed"
 		n.release(gen)
+		if tlsChanged {
+			if opts, oerr := certOptions(cur.cfg.TLS); oerr == nil {
+				_ = n.certs.Set(opts) // back to the files it served
+			}
+		}
 		return nil, fmt.Errorf("applying consumer limits: %w", err)
 	}
 	n.install(gen)

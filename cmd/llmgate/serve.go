@@ -384,14 +384,12 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	// The console's files do not change with a reload; the admin API under them does.
 	n.data, n.admin = newServer(genHandler{n: n}), newServer(console.Mount(genHandler{n: n, admin: true}))
 	if cfg.TLS.CertFile != "" {
-		minVersion, err := certs.ParseVersion(cfg.TLS.MinVersion) // validated
+		opts, err := certOptions(cfg.TLS)
 		if err != nil {
-			return nil, fmt.Errorf("tls.min_version: %w", err)
+			return nil, err
 		}
-		n.certs, err = certs.New(certs.Options{
-			CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, ClientCAFile: cfg.TLS.AdminClientCAFile,
-			MinVersion: minVersion, Interval: cfg.TLS.ReloadInterval, Logger: logger,
-		})
+		opts.Logger = logger
+		n.certs, err = certs.New(opts)
 		if err != nil {
 			return nil, fmt.Errorf("tls: %w", err)
 		}
@@ -414,6 +412,18 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		}()
 	}
 	return n, nil
+}
+
+// certOptions are the listeners' TLS settings of tc (cert_file set).
+func certOptions(tc config.TLS) (certs.Options, error) {
+	minVersion, err := certs.ParseVersion(tc.MinVersion) // validated
+	if err != nil {
+		return certs.Options{}, fmt.Errorf("tls.min_version: %w", err)
+	}
+	return certs.Options{
+		CertFile: tc.CertFile, KeyFile: tc.KeyFile, ClientCAFile: tc.AdminClientCAFile,
+		MinVersion: minVersion, Interval: tc.ReloadInterval,
+	}, nil
 }
 
 // observers are what receives each finished request in a generation: the

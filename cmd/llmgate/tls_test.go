@@ -25,8 +25,9 @@ func TestServeOverTLSWithRotation(t *testing.T) {
 	certstest.Write(t, keyFile, k1)
 	certstest.Write(t, clientCAFile, clientCA.PEM)
 	listen, admin := freeAddr(t), freeAddr(t)
-	path := nodeConfig{name: "gw-tls", mockURL: startMock(t), listen: listen, admin: admin, gossip: freeAddr(t),
-		extra: fmt.Sprintf("tls: {cert_file: %s, key_file: %s, admin_client_ca_file: %s, reload_interval: 100ms}\n", certFile, keyFile, clientCAFile)}.write(t, dir)
+	nc := nodeConfig{name: "gw-tls", mockURL: startMock(t), listen: listen, admin: admin, gossip: freeAddr(t),
+		extra: fmt.Sprintf("tls: {cert_file: %s, key_file: %s, admin_client_ca_file: %s, reload_interval: 100ms}\n", certFile, keyFile, clientCAFile)}
+	path := nc.write(t, dir)
 	p := start(t, "serve", "--config", path)
 
 	clientCert := func(ca *certstest.CA) []tls.Certificate {
@@ -100,6 +101,47 @@ func TestServeOverTLSWithRotation(t *testing.T) {
 	})
 	if code, serial, err := do("GET", "https://"+admin+"/admin/cluster", "", &tls.Config{RootCAs: ca.Pool(), Certificates: clientCert(clientCA)}); err != nil || code != 200 || serial != 22 {
 		t.Fatalf("admin after rotation: %d serial %d %v", code, serial, err)
+	}
+
+	// A reload points the node at other files, drops the admin client
+	// certificates and raises the minimum version: applied from the next
+	// handshake by the same process and listeners.
+	reload := func(cfg *tls.Config) (int, error) {
+		code, _, err := do("POST", "https://"+admin+"/admin/config/reload", "", cfg)
+		return code, err
+	}
+	c3, k3 := ca.Issue(t, 33, false)
+	otherCert, otherKey := filepath.Join(dir, "other.crt"), filepath.Join(dir, "other.key")
+	certstest.Write(t, otherCert, c3)
+	certstest.Write(t, otherKey, k3)
+	nc.extra = fmt.Sprintf("tls: {cert_file: %s, key_file: %s, min_version: \"1.3\", reload_interval: 100ms}\n", otherCert, otherKey)
+	nc.write(t, dir)
+	if code, err := reload(&tls.Config{RootCAs: ca.Pool(), Certificates: clientCert(clientCA)}); err != nil || code != 200 {
+		t.Fatalf("reload with other TLS files: %d %v", code, err)
+	}
+	if code, serial, err := do("POST", "https://"+listen+"/v1/chat/completions", chat, trust); err != nil || code != 200 || serial != 33 {
+		t.Fatalf("chat after the TLS reload: %d serial %d %v", code, serial, err)
+	}
+	if code, serial, err := do("GET", "https://"+admin+"/admin/cluster", "", trust); err != nil || code != 200 || serial != 33 {
+		t.Fatalf("admin without a client certificate once admin_client_ca_file is gone: %d serial %d %v", code, serial, err)
+	}
+	if _, _, err := do("GET", "https://"+listen+"/readyz", "", &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS12}); err == nil {
+		t.Fatal("a TLS 1.2 client was served after min_version went to 1.3")
+	}
+	// Files that do not exist: refused, the node serves what it had.
+	nc.extra = fmt.Sprintf("tls: {cert_file: %s, key_file: %s, min_version: \"1.3\"}\n", filepath.Join(dir, "missing.crt"), otherKey)
+	nc.write(t, dir)
+	if code, err := reload(trust); err != nil || code != 400 {
+		t.Fatalf("reload with a missing certificate file: %d %v, want 400", code, err)
+	}
+	// Turning TLS off needs a restart.
+	nc.extra = ""
+	nc.write(t, dir)
+	if code, err := reload(trust); err != nil || code != 400 {
+		t.Fatalf("reload turning TLS off: %d %v, want 400", code, err)
+	}
+	if code, serial, err := do("POST", "https://"+listen+"/v1/chat/completions", chat, trust); err != nil || code != 200 || serial != 33 {
+		t.Fatalf("chat after two refused reloads: %d serial %d %v", code, serial, err)
 	}
 	select {
 	case err := <-p.done:

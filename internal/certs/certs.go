@@ -29,15 +29,18 @@ type Options struct {
 }
 
 // Reloader serves the current certificate and client CAs, re-reading the
-// files when their size or modification time changes.
+// files when their size or modification time changes. Set points it at
+// other files and settings (a configuration reload).
 type Reloader struct {
-	opts     Options
-	log      *slog.Logger
-	cert     atomic.Pointer[tls.Certificate]
-	clientCA atomic.Pointer[x509.CertPool] // nil without ClientCAFile
+	log        *slog.Logger
+	cert       atomic.Pointer[tls.Certificate]
+	clientCA   atomic.Pointer[x509.CertPool] // nil: no client certificate asked for
+	minVersion atomic.Uint32
+	interval   atomic.Int64 // how often the files are checked, in ns
 
-	mu     sync.Mutex // serialises loads; guards stamps
-	stamps string     // size and mtime of the files last tried
+	mu     sync.Mutex // serialises loads; guards opts and stamps
+	opts   Options
+	stamps string // size and mtime of the files last tried
 
 	stop chan struct{}
 	done chan struct{}
@@ -50,14 +53,37 @@ func New(opts Options) (*Reloader, error) {
 	if opts.CertFile == "" || opts.KeyFile == "" {
 		return nil, errors.New("certs: a certificate file and a key file are required")
 	}
-	opts.MinVersion = cmp.Or(opts.MinVersion, tls.VersionTLS12)
-	opts.Interval = cmp.Or(opts.Interval, 10*time.Second)
-	r := &Reloader{opts: opts, log: cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)), stop: make(chan struct{}), done: make(chan struct{})}
-	if err := r.Reload(); err != nil {
+	r := &Reloader{log: cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)), stop: make(chan struct{}), done: make(chan struct{})}
+	if err := r.Set(opts); err != nil {
 		return nil, err
 	}
 	go r.watch()
 	return r, nil
+}
+
+// Set loads the files opts names and, when they load, serves them from the
+// next handshake on with opts' client CA (none when empty), minimum version
+// and check interval; the files are watched from then on. On an error
+// nothing changes. Logger is ignored.
+func (r *Reloader) Set(opts Options) error {
+	if opts.CertFile == "" || opts.KeyFile == "" {
+		return errors.New("certs: a certificate file and a key file are required")
+	}
+	opts.MinVersion = cmp.Or(opts.MinVersion, tls.VersionTLS12)
+	opts.Interval = cmp.Or(opts.Interval, 10*time.Second)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cert, pool, err := loadFiles(opts)
+	if err != nil {
+		return err
+	}
+	r.opts = opts
+	r.stamps = r.stamp()
+	r.cert.Store(cert)
+	r.clientCA.Store(pool)
+	r.minVersion.Store(uint32(opts.MinVersion))
+	r.interval.Store(int64(opts.Interval))
+	return nil
 }
 
 // Reload re-reads the files now. On an error the previous certificate and
@@ -70,21 +96,30 @@ func (r *Reloader) Reload() error {
 }
 
 func (r *Reloader) load() error {
-	cert, err := tls.LoadX509KeyPair(r.opts.CertFile, r.opts.KeyFile)
+	cert, pool, err := loadFiles(r.opts)
 	if err != nil {
-		return fmt.Errorf("certs: loading %s and %s: %w", r.opts.CertFile, r.opts.KeyFile, err)
+		return err
 	}
-	var pool *x509.CertPool
-	if r.opts.ClientCAFile != "" {
-		if pool, err = LoadPool(r.opts.ClientCAFile, false); err != nil {
-			return err
-		}
-	}
-	r.cert.Store(&cert)
+	r.cert.Store(cert)
 	if pool != nil {
 		r.clientCA.Store(pool)
 	}
 	return nil
+}
+
+// loadFiles reads the key pair and the client CA bundle (nil without one).
+func loadFiles(opts Options) (*tls.Certificate, *x509.CertPool, error) {
+	cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: loading %s and %s: %w", opts.CertFile, opts.KeyFile, err)
+	}
+	var pool *x509.CertPool
+	if opts.ClientCAFile != "" {
+		if pool, err = LoadPool(opts.ClientCAFile, false); err != nil {
+			return nil, nil, err
+		}
+	}
+	return &cert, pool, nil
 }
 
 // stamp describes the files' current size and modification time; a change
@@ -108,13 +143,18 @@ func (r *Reloader) stamp() string {
 
 func (r *Reloader) watch() {
 	defer close(r.done)
-	t := time.NewTicker(r.opts.Interval)
+	every := time.Duration(r.interval.Load())
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-r.stop:
 			return
 		case <-t.C:
+		}
+		if d := time.Duration(r.interval.Load()); d != every { // changed by Set
+			every = d
+			t.Reset(d)
 		}
 		r.mu.Lock()
 		if st := r.stamp(); st != r.stamps {
@@ -147,32 +187,34 @@ func (r *Reloader) Close() {
 	})
 }
 
-// ServerConfig is the TLS configuration of the data-plane listener.
-func (r *Reloader) ServerConfig() *tls.Config {
-	return &tls.Config{
-		MinVersion: r.opts.MinVersion,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return r.cert.Load(), nil
-		},
-	}
-}
+// nextProtos are the protocols both listeners offer (net/http's HTTP/2 and
+// HTTP/1.1): each handshake's configuration must name them itself.
+var nextProtos = []string{"h2", "http/1.1"}
+
+// ServerConfig is the TLS configuration of the data-plane listener. Each
+// handshake gets the current certificate and minimum version.
+func (r *Reloader) ServerConfig() *tls.Config { return r.config(false) }
 
 // AdminConfig is the TLS configuration of the admin listener: the same
-// certificate and, with a client CA file, a verified client certificate
-// required of every client.
-func (r *Reloader) AdminConfig() *tls.Config {
-	cfg := r.ServerConfig()
-	if r.opts.ClientCAFile == "" {
-		return cfg
+// certificate and, while a client CA file is set, a verified client
+// certificate required of every client.
+func (r *Reloader) AdminConfig() *tls.Config { return r.config(true) }
+
+func (r *Reloader) config(admin bool) *tls.Config {
+	getCert := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return r.cert.Load(), nil }
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     nextProtos,
+		GetCertificate: getCert,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := &tls.Config{MinVersion: uint16(r.minVersion.Load()), NextProtos: nextProtos, GetCertificate: getCert}
+			if pool := r.clientCA.Load(); admin && pool != nil {
+				c.ClientAuth = tls.RequireAndVerifyClientCert
+				c.ClientCAs = pool
+			}
+			return c, nil
+		},
 	}
-	base := cfg.Clone()
-	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		c := base.Clone()
-		c.ClientAuth = tls.RequireAndVerifyClientCert
-		c.ClientCAs = r.clientCA.Load()
-		return c, nil
-	}
-	return cfg
 }
 
 // LoadPool reads a PEM bundle of CA certificates. With system set, they are

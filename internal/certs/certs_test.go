@@ -155,3 +155,76 @@ func TestNewRefusesBadFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestSetChangesFilesAndSettingsLive: a configuration reload points the
+// listeners at other files, turns client certificates on and off and raises
+// the minimum version, from the next handshake, without a new listener; a
+// Set whose files do not load changes nothing; HTTP/2 is still offered.
+func TestSetChangesFilesAndSettingsLive(t *testing.T) {
+	dir := t.TempDir()
+	ca, clientCA := certstest.NewCA(t, "server CA"), certstest.NewCA(t, "client CA")
+	file := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		certstest.Write(t, p, data)
+		return p
+	}
+	c1, k1 := ca.Issue(t, 1, false)
+	c2, k2 := ca.Issue(t, 2, false)
+	cert1, key1, cert2, key2 := file("1.crt", c1), file("1.key", k1), file("2.crt", c2), file("2.key", k2)
+	clients := file("clients.pem", clientCA.PEM)
+	r, err := New(Options{CertFile: cert1, KeyFile: key1, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	admin, data := serve(t, r.AdminConfig()), serve(t, r.ServerConfig())
+	roots := ca.Pool()
+	cp, kp := clientCA.Issue(t, 9, true)
+	pair, err := tls.X509KeyPair(cp, kp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get(t, admin, &tls.Config{RootCAs: roots}); err != nil {
+		t.Fatalf("admin without a client CA file needs no client certificate: %v", err)
+	}
+
+	if err := r.Set(Options{CertFile: cert2, KeyFile: key2, ClientCAFile: clients, MinVersion: tls.VersionTLS13, Interval: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if serial, err := get(t, data, &tls.Config{RootCAs: roots}); err != nil || serial != 2 {
+		t.Fatalf("after Set the data plane serves serial %d (%v), want 2", serial, err)
+	}
+	if _, err := get(t, data, &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS12}); err == nil {
+		t.Fatal("a TLS 1.2 client connected after the minimum went to 1.3")
+	}
+	if _, err := get(t, admin, &tls.Config{RootCAs: roots}); err == nil {
+		t.Fatal("admin served a client without a certificate after a client CA file was set")
+	}
+	if serial, err := get(t, admin, &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}); err != nil || serial != 2 {
+		t.Fatalf("admin with a client certificate: serial %d, %v", serial, err)
+	}
+
+	// Files that do not load: refused, the current ones keep serving.
+	if err := r.Set(Options{CertFile: cert1, KeyFile: key2, Interval: time.Hour}); err == nil {
+		t.Fatal("a certificate with another certificate's key was taken")
+	}
+	if serial, err := get(t, data, &tls.Config{RootCAs: roots}); err != nil || serial != 2 {
+		t.Fatalf("after a refused Set: serial %d, %v", serial, err)
+	}
+
+	// Back to no client certificates; HTTP/2 negotiated on both listeners.
+	if err := r.Set(Options{CertFile: cert1, KeyFile: key1, Interval: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	for _, url := range []string{admin, data} {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}, Timeout: 5 * time.Second}
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatalf("%s after the client CA was removed: %v", url, err)
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.TLS.PeerCertificates[0].SerialNumber.Int64() != 1 {
+			t.Errorf("%s: %s, serial %d; want HTTP/2 and serial 1", url, resp.Proto, resp.TLS.PeerCertificates[0].SerialNumber.Int64())
+		}
+	}
+}

@@ -19,7 +19,6 @@ var restartOnly = []string{
 	"listen",
 	"admin_listen",
 	"cluster",
-	"tls",
 	// Opening or closing the cache means opening or dropping its index
 	// and its place in the cluster's exchange; the graph's kind and search
 	// beam are fixed when the graphs are built (entries would have to be
@@ -42,6 +41,11 @@ var restartOnly = []string{
 // would change any of them is refused whole.
 func RestartOnly(running, next *Config) []string {
 	var out []string
+	if (running.TLS.CertFile == "") != (next.TLS.CertFile == "") {
+		// A listener serves TLS or plain HTTP from its start; other TLS
+		// files and settings apply live.
+		out = append(out, "tls.cert_file")
+	}
 	for _, p := range Diff(running, next) {
 		for _, r := range restartOnly {
 			if p == r || strings.HasPrefix(p, r+".") || strings.HasPrefix(p, r+"[") {

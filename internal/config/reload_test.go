@@ -87,3 +87,29 @@ func TestHashIgnoresPerNodeSettings(t *testing.T) {
 		t.Errorf("hash %q is not 16 hex digits", a.Hash())
 	}
 }
+
+func TestRestartOnlyTLS(t *testing.T) {
+	withTLS := func(c *Config) { c.TLS.CertFile, c.TLS.KeyFile = "/a.crt", "/a.key" }
+	tests := []struct {
+		name          string
+		before, after func(*Config)
+		fixed         []string
+	}{
+		{"other files, client CA and minimum version are live", withTLS, func(c *Config) {
+			c.TLS = TLS{CertFile: "/b.crt", KeyFile: "/b.key", AdminClientCAFile: "/ca.pem", MinVersion: "1.3"}
+		}, nil},
+		{"turning TLS off needs a restart", withTLS, func(c *Config) { c.TLS = TLS{} }, []string{"tls.cert_file"}},
+		{"turning TLS on needs a restart", func(*Config) {}, withTLS, []string{"tls.cert_file"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := loaded(t, base), loaded(t, base)
+			tc.before(a)
+			tc.before(b)
+			tc.after(b)
+			if got := RestartOnly(a, b); !slices.Equal(got, tc.fixed) {
+				t.Errorf("RestartOnly = %v, want %v", got, tc.fixed)
+			}
+		})
+	}
+}
