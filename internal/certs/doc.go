@@ -8,5 +8,6 @@
 // It knows nothing of HTTP: it hands out *tls.Config values. The current
 // certificate and client CA pool are immutable values behind atomic
 // pointers, replaced whole by the one goroutine that watches the files (or
-// by Reload); handshakes only read them.
+// by Reload, or Set for a configuration reload); each handshake reads them
+// and the minimum version afresh.
 package certs
