@@ -14,8 +14,8 @@ import (
 	"strings"
 
 	openapiv2 "github.com/google/gnostic-models/openapiv2"
-	"k8s.io/kube-openapi/pkg/util/proto"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/kube-openapi/pkg/util/proto"
 	"k8s.io/kube-openapi/pkg/util/proto/validation"
 	"sigs.k8s.io/yaml"
 )
