@@ -65,10 +65,18 @@ type Store struct {
 	ops  chan func()
 	quit chan struct{}
 	done chan struct{}
+	// The writer persists local creations off the request path.
+	kick       chan struct{}
+	stopWriter chan struct{}
+	writerDone chan struct{}
 
 	// Owned by the actor goroutine.
 	news []record
 	mem  map[string]record // the records, when there is no database
+	// queue are local creations not yet handed to the writer; pending are
+	// those and the ones it is writing, found by Lookup meanwhile.
+	queue   []record
+	pending map[string]record
 	// cursor is where the next catch-up page starts: the records whose id
 	// sorts at or after it ("" = from the first).
 	cursor string
@@ -89,9 +97,14 @@ func Open(opts Options) *Store {
 		opts.Page = defaultPage
 	}
 	s := &Store{db: opts.DB, ttl: opts.TTL, page: opts.Page, now: opts.Now, log: opts.Logger,
-		ops: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
+		ops: make(chan func()), quit: make(chan struct{}), done: make(chan struct{}),
+		kick: make(chan struct{}, 1), stopWriter: make(chan struct{}), writerDone: make(chan struct{}),
+		pending: map[string]record{}}
 	if s.db == nil {
 		s.mem = map[string]record{}
+		close(s.writerDone)
+	} else {
+		go s.write()
 	}
 	go s.run()
 	return s
@@ -127,8 +140,15 @@ func (s *Store) do(ctx context.Context, op func()) error {
 	}
 }
 
-// Close stops the Store. Records already persisted stay.
+// Close stops the Store after persisting the creations still queued.
+// Records already persisted stay.
 func (s *Store) Close() error {
+	select {
+	case <-s.stopWriter:
+	default:
+		close(s.stopWriter)
+	}
+	<-s.writerDone
 	select {
 	case <-s.quit:
 	default:
@@ -139,13 +159,109 @@ func (s *Store) Close() error {
 }
 
 // Remember records that id belongs to o, here and (through Outgoing) on
-// every node.
+// every node, unless id is known already (the first owner stays).
+//
+// With a database it returns once the record is queued: Lookup finds it at
+// once, and the writer persists the queue in the background, a batch per
+// write, then hands it to the cluster. A create pays a message to the
+// store's goroutine, not a disk write; what a crash can lose is the batch
+// being written (Close persists the queue).
 func (s *Store) Remember(ctx context.Context, id string, o Owner) error {
 	if id == "" || len(id) > maxIDLen {
 		return fmt.Errorf("response id of %d bytes", len(id))
 	}
 	now := s.now()
-	return s.apply(ctx, []record{{ID: id, Owner: o, At: now.UnixMilli(), Expires: now.Add(s.ttl).UnixMilli()}}, true)
+	r := record{ID: id, Owner: o, At: now.UnixMilli(), Expires: now.Add(s.ttl).UnixMilli()}
+	if s.db == nil {
+		return s.apply(ctx, []record{r}, true)
+	}
+	if err := s.do(ctx, func() {
+		if _, ok := s.pending[id]; !ok {
+			s.pending[id] = r
+			s.queue = append(s.queue, r)
+		}
+	}); err != nil {
+		return err
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default: // a write is due already
+	}
+	return nil
+}
+
+// write persists the queued creations, a batch at a time: those that
+// arrive while a batch is written make the next one.
+func (s *Store) write() {
+	defer close(s.writerDone)
+	for {
+		select {
+		case <-s.kick:
+			s.writeQueue()
+		case <-s.stopWriter:
+			s.writeQueue()
+			return
+		}
+	}
+}
+
+// writeBatch bounds the records of one transaction.
+const writeBatch = 1000
+
+// writeQueue persists the queue (the creations no record is known for
+// yet) and hands them to the cluster.
+func (s *Store) writeQueue() {
+	ctx := context.Background()
+	for {
+		var batch []record
+		if s.do(ctx, func() {
+			n := min(len(s.queue), writeBatch)
+			batch = s.queue[:n:n]
+			s.queue = s.queue[n:]
+			if len(s.queue) == 0 {
+				s.queue = nil
+			}
+		}) != nil || len(batch) == 0 {
+			return
+		}
+		keep, err := s.unknown(ctx, batch)
+		if err == nil {
+			err = s.persist(keep)
+		}
+		if err != nil {
+			s.log.Warn("persisting response owners failed; follow-ups on these ids will be refused", "records", len(batch), "err", err)
+		}
+		_ = s.do(ctx, func() {
+			for _, r := range batch {
+				delete(s.pending, r.ID)
+			}
+			if err == nil {
+				s.news = append(s.news, keep...)
+			}
+		})
+	}
+}
+
+// flush waits until the queue is persisted (tests).
+func (s *Store) flush(ctx context.Context) error {
+	for {
+		var n int
+		if err := s.do(ctx, func() { n = len(s.pending) }); err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // Forget records that id was deleted: it is unknown from now on, everywhere.
@@ -157,6 +273,14 @@ func (s *Store) Forget(ctx context.Context, id string) error {
 // Lookup returns id's owner; false when the id is unknown, expired or deleted.
 func (s *Store) Lookup(ctx context.Context, id string) (Owner, bool) {
 	r, ok := s.get(ctx, id)
+	if !ok && s.db != nil {
+		// Not yet written (a persisted record wins: it came first), or
+		// written since the read: the writer commits before it forgets.
+		_ = s.do(ctx, func() { r, ok = s.pending[id] })
+		if !ok {
+			r, ok = s.get(ctx, id)
+		}
+	}
 	if !ok || r.Deleted || r.Expires <= s.now().UnixMilli() {
 		return Owner{}, false
 	}
@@ -184,19 +308,85 @@ func (s *Store) get(ctx context.Context, id string) (record, bool) {
 // otherwise the earlier creation stays) and, when local, queues them for
 // the cluster.
 func (s *Store) apply(ctx context.Context, in []record, local bool) error {
-	now := s.now().UnixMilli()
-	var keep []record
-	for _, r := range in {
-		if r.ID == "" || len(r.ID) > maxIDLen || r.Expires <= now {
-			continue
-		}
-		old, ok := s.get(ctx, r.ID)
-		if ok && (old.Deleted || !r.Deleted) {
-			continue // already known, or already gone
-		}
-		keep = append(keep, r)
+	keep, err := s.unknown(ctx, in)
+	if err != nil {
+		return err
 	}
 	return s.put(ctx, keep, local)
+}
+
+// unknown returns the records of in that change what is persisted: valid,
+// unexpired, and either new or a tombstone for a live record (a tombstone
+// wins; otherwise the earlier creation stays). One read transaction.
+func (s *Store) unknown(ctx context.Context, in []record) ([]record, error) {
+	now := s.now().UnixMilli()
+	keep := make([]record, 0, len(in))
+	for _, r := range in {
+		if r.ID != "" && len(r.ID) <= maxIDLen && r.Expires > now {
+			keep = append(keep, r)
+		}
+	}
+	if len(keep) == 0 {
+		return nil, nil
+	}
+	known := func(r record, old record) bool { return old.Deleted || !r.Deleted }
+	out := keep[:0]
+	if s.db == nil {
+		err := s.do(ctx, func() {
+			for _, r := range keep {
+				if old, ok := s.mem[r.ID]; !ok || !known(r, old) {
+					out = append(out, r)
+				}
+			}
+		})
+		return out, err
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, r := range keep {
+			it, err := txn.Get([]byte(store.PrefixAffinity + r.ID))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				out = append(out, r)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !r.Deleted {
+				continue // a creation: any record there came first
+			}
+			var old record
+			if it.Value(func(v []byte) error { return json.Unmarshal(v, &old) }) != nil || !known(r, old) {
+				out = append(out, r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading response owners: %w", err)
+	}
+	return out, nil
+}
+
+// persist writes records to the database, in one transaction.
+func (s *Store) persist(rs []record) error {
+	if s.db == nil || len(rs) == 0 {
+		return nil
+	}
+	now := s.now().UnixMilli()
+	err := s.db.Update(func(txn *badger.Txn) error {
+		for _, r := range rs {
+			v, _ := json.Marshal(r)
+			e := badger.NewEntry([]byte(store.PrefixAffinity+r.ID), v).WithTTL(time.Duration(max(r.Expires-now, 1)) * time.Millisecond)
+			if err := txn.SetEntry(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("persisting response owners: %w", err)
+	}
+	return nil
 }
 
 // put persists records and, when local, queues them for the cluster.
@@ -204,21 +394,8 @@ func (s *Store) put(ctx context.Context, keep []record, local bool) error {
 	if len(keep) == 0 {
 		return nil
 	}
-	now := s.now().UnixMilli()
-	if s.db != nil {
-		err := s.db.Update(func(txn *badger.Txn) error {
-			for _, r := range keep {
-				v, _ := json.Marshal(r)
-				e := badger.NewEntry([]byte(store.PrefixAffinity+r.ID), v).WithTTL(time.Duration(r.Expires-now) * time.Millisecond)
-				if err := txn.SetEntry(e); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("persisting response owners: %w", err)
-		}
+	if err := s.persist(keep); err != nil {
+		return err
 	}
 	return s.do(ctx, func() {
 		for _, r := range keep {

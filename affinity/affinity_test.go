@@ -168,9 +168,15 @@ func TestCatchUpCarriesEveryRecord(t *testing.T) {
 				}
 			}
 			_ = a.Forget(ctx, "resp_old_0007")
+			if err := a.flush(ctx); err != nil {
+				t.Fatal(err)
+			}
 			c.add(4 * 24 * time.Hour) // b was away: none of this reached it
 			for i := range fresh {
 				_ = a.Remember(ctx, fmt.Sprintf("resp_new_%04d", i), Owner{Consumer: "team-b", Backend: "west"})
+			}
+			if err := a.flush(ctx); err != nil {
+				t.Fatal(err)
 			}
 			_, _ = a.Outgoing(ctx, false) // the news went to the others, not to b
 
@@ -232,5 +238,76 @@ func TestCatchUpCarriesEveryRecord(t *testing.T) {
 			// The cursor wraps: the next round starts over.
 			exchange()
 		})
+	}
+}
+
+// TestRememberIsQueued: with a database a creation is queued and written
+// in the background: found at once, the first claim still wins while
+// queued, a deletion while queued wins over the write, the cluster hears of
+// it once written, and Close writes what is still queued.
+func TestRememberIsQueued(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Open(Options{DB: db.DB})
+	for i := range 500 {
+		if err := s.Remember(ctx, fmt.Sprintf("resp_%03d", i), Owner{Consumer: "team-a", Backend: "east"}); err != nil {
+			t.Fatal(err)
+		}
+		if o, ok := s.Lookup(ctx, fmt.Sprintf("resp_%03d", i)); !ok || o.Consumer != "team-a" {
+			t.Fatalf("resp_%03d not found right after Remember: %v %v", i, o, ok)
+		}
+	}
+	_ = s.Remember(ctx, "resp_000", Owner{Consumer: "team-b", Backend: "west"})
+	if err := s.Forget(ctx, "resp_499"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := s.Lookup(ctx, "resp_000"); o.Consumer != "team-a" {
+		t.Fatalf("a second claim changed the owner: %v", o)
+	}
+	if _, ok := s.Lookup(ctx, "resp_499"); ok {
+		t.Fatal("a creation written after its deletion revived it")
+	}
+	ps, err := s.Outgoing(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := map[string]bool{}
+	for _, p := range ps {
+		rs, _ := decode(p)
+		for _, r := range rs {
+			sent[r.ID] = true
+		}
+	}
+	if len(sent) != 500 { // 499 creations (one was deleted first) and the tombstone
+		t.Fatalf("the cluster heard of %d ids, want 500", len(sent))
+	}
+	// Queued, then closed at once: the queue is written before Close returns.
+	for i := range 300 {
+		_ = s.Remember(ctx, fmt.Sprintf("resp_late_%03d", i), Owner{Consumer: "team-a", Backend: "east"})
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s = Open(Options{DB: db.DB})
+	defer s.Close()
+	for i := range 300 {
+		if _, ok := s.Lookup(ctx, fmt.Sprintf("resp_late_%03d", i)); !ok {
+			t.Fatalf("resp_late_%03d queued before Close was lost", i)
+		}
 	}
 }

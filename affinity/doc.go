@@ -14,7 +14,14 @@
 // payloads; node's SharedState puts them on the cluster's reliable channel),
 // other owners' keys in the database.
 //
-// Concurrency: the change queue (and, without a database, the records) is
-// owned by one goroutine and changed by messages to it; look-ups read Badger,
-// which is safe for concurrent use.
+// Local creations are queued in memory (found by look-ups at once) and
+// written by a writer goroutine, a batch per transaction, off the request
+// path; Close writes what is queued. Push/pull carries the last day's
+// changes and, page by page in id order, every unexpired record, so a node
+// away for any time learns every id.
+//
+// Concurrency: the change queue, the creations not yet written and the
+// catch-up cursor (and, without a database, the records) are owned by one
+// goroutine and changed by messages to it; look-ups read Badger, which is
+// safe for concurrent use.
 package affinity
