@@ -6,7 +6,9 @@
 // kubectl's client-side validation does: unknown fields, missing required
 // fields, wrong types), checks the
 // compose file with the Compose specification's own loader, the systemd unit
-// with systemd-analyze, the Dockerfile's required shape, and runs
+// with systemd-analyze, the Dockerfile's required shape (and its build
+// stage's `make build`, rehearsed on a copy of the build context: the
+// binary must be static), and runs
 // `llmgate config check` on every configuration the repository ships, with
 // the flags and environment each deployment gives it.
 //

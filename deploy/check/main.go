@@ -45,7 +45,7 @@ func main() {
 		{"helm chart: lint, render, API types, cross references, config check", c.chart},
 		{"compose: specification loader, nodes' configs checked with their flags", c.compose},
 		{"systemd unit: systemd-analyze verify, hardening, config check", c.systemd},
-		{"Dockerfile: make build stage, distroless non-root, healthcheck, volume", c.dockerfile},
+		{"Dockerfile: distroless non-root, healthcheck, volume; build stage (make build) rehearsed, static binary", c.dockerfile},
 		{"shipped configurations: llmgate config check", c.configs},
 	}
 	passed, failed, skipped := 0, 0, 0
