@@ -68,6 +68,19 @@ type CacheHitRow struct {
 	P50Ms  float64 `json:"p50_ms"`
 	P90Ms  float64 `json:"p90_ms"`
 	P99Ms  float64 `json:"p99_ms"`
+	// In the node, from its own histograms over all rounds (the upper
+	// bound of the bucket holding the quantile, so "at most"): the whole
+	// request (llmgate_request_duration_seconds, arrival to last byte),
+	// the embedding and the index look-up with the guard. 0 when not
+	// observed (the floor; embedding and look-up for exact hits and misses).
+	NodeP50Ms   float64 `json:"node_p50_ms,omitempty"`
+	NodeP99Ms   float64 `json:"node_p99_ms,omitempty"`
+	EmbedP99Ms  float64 `json:"embed_p99_ms,omitempty"`
+	LookupP99Ms float64 `json:"lookup_p99_ms,omitempty"`
+	// NodeCPUMs is the node process's CPU time (user + system, from
+	// /proc) over all rounds divided by the requests sent: the work one
+	// request costs it, which waiting for a busy CPU does not inflate.
+	NodeCPUMs float64 `json:"node_cpu_ms_per_request,omitempty"`
 }
 
 // CacheHitReport is the result of the end-to-end cache-hit benchmark.
@@ -187,8 +200,18 @@ feed:
 		}
 	}
 	rep := &CacheHitReport{Entries: opts.Entries, Rate: opts.Rate, Duration: opts.Duration.String(), Rounds: opts.Rounds}
+	metricsURL := "http://" + n.admin + "/metrics"
 	for _, k := range kinds {
 		row := CacheHitRow{Kind: k.name}
+		series := []string{`llmgate_request_duration_seconds{op="chat",route="gpt-4o-mini"`, `llmgate_cache_embed_duration_seconds{result="ok"`}
+		if k.tier != "" {
+			series = append(series, `llmgate_cache_lookup_duration_seconds{tier="`+k.tier+`"`)
+		}
+		before, err := scrapeHistograms(ctx, client, metricsURL, series...)
+		if err != nil {
+			return nil, fmt.Errorf("cache hit: %w", err)
+		}
+		cpuBefore, cpuErr := readCPU(n.proc.cmd.Process.Pid)
 		var p50, p90, p99 []float64
 		for round := range opts.Rounds {
 			res, err := OpenLoop(ctx, client, k.req, float64(opts.Rate), opts.Duration)
@@ -202,6 +225,27 @@ feed:
 				fmtMs(ms(res.Latency.P50)), fmtMs(ms(res.Latency.P99)), res.Errors)
 		}
 		row.P50Ms, row.P90Ms, row.P99Ms = Median(p50), Median(p90), Median(p99)
+		if k.want != "" { // through the node
+			after, err := scrapeHistograms(ctx, client, metricsURL, series...)
+			if err != nil {
+				return nil, fmt.Errorf("cache hit: %w", err)
+			}
+			bound := func(i int, q float64) float64 {
+				if i >= len(series) {
+					return 0
+				}
+				h := after[series[i]].minus(before[series[i]])
+				if h.count() < float64(row.Sent)/2 { // not on this kind's path
+					return 0
+				}
+				return 1000 * h.upperBound(q)
+			}
+			row.NodeP50Ms, row.NodeP99Ms = bound(0, 0.5), bound(0, 0.99)
+			row.EmbedP99Ms, row.LookupP99Ms = bound(1, 0.99), bound(2, 0.99)
+			if cpuAfter, err := readCPU(n.proc.cmd.Process.Pid); err == nil && cpuErr == nil && row.Sent > 0 {
+				row.NodeCPUMs = ms(cpuAfter-cpuBefore) / float64(row.Sent)
+			}
+		}
 		rep.Rows = append(rep.Rows, row)
 	}
 	if err := rep.WriteTable(w); err != nil {
@@ -270,9 +314,20 @@ func cacheState(ctx context.Context, c *http.Client, r *Request) (state, tier st
 func (r *CacheHitReport) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "\nend to end through a node (%d entries cached; open loop %d/s, %s × %d rounds, medians)\n", r.Entries, r.Rate, r.Duration, r.Rounds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "request\tp50\tp90\tp99\tsent\terrors\t")
-	for _, row := range r.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t\n", row.Kind, fmtMs(row.P50Ms), fmtMs(row.P90Ms), fmtMs(row.P99Ms), row.Sent, row.Errors)
+	fmt.Fprintln(tw, "request\tp50\tp90\tp99\tsent\terrors\tin node p50 ≤\tin node p99 ≤\tembed p99 ≤\tlook-up p99 ≤\tnode CPU/request\t")
+	bound := func(v float64) string {
+		if v == 0 {
+			return "-"
+		}
+		return fmtMs(v)
 	}
-	return tw.Flush()
+	for _, row := range r.Rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n", row.Kind, fmtMs(row.P50Ms), fmtMs(row.P90Ms), fmtMs(row.P99Ms), row.Sent, row.Errors,
+			bound(row.NodeP50Ms), bound(row.NodeP99Ms), bound(row.EmbedP99Ms), bound(row.LookupP99Ms), bound(row.NodeCPUMs))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, "in node: the node's own histograms over all rounds (request arrival to last byte; embedding; index look-up and guard), the upper bound of the bucket holding the quantile;\nnode CPU/request: the node process's user + system CPU over all rounds / requests sent")
+	return err
 }
