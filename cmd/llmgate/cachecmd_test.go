@@ -97,6 +97,7 @@ routes:
 cache:
   enabled: true
   embedder: text-embedding-3-small
+  embed_timeout: 30s # a loaded test machine, not the request path
   score_threshold: 0.5
 `, srv.URL)), 0o600); err != nil {
 		t.Fatal(err)
