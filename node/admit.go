@@ -187,7 +187,7 @@ func budgetRefusal(call *Call, cost int64, d quota.Decision, now time.Time) *ope
 			wait = d.QuotaResetsAt.Sub(now)
 		}
 		e := &openai.Error{Status: http.StatusForbidden, Type: "insufficient_quota", Code: openai.CodeQuotaExceeded,
-			Message: fmt.Sprintf("Consumer '%s' has used its budget in US dollars for this period; it resets at %s.", who, d.QuotaResetsAt.UTC().Format(time.RFC3339))}
+			Message: fmt.Sprintf("Consumer '%s' has used its budget in US dollars for this period, or what is left of it cannot hold this request's estimated $%.6f; it resets at %s.", who, float64(cost)/quota.MicroUSD, d.QuotaResetsAt.UTC().Format(time.RFC3339))}
 		e.Header = retryHeaders(wait)
 		e.Header.Set(HeaderShouldRetry, "false")
 		return e
@@ -303,7 +303,7 @@ func refusal(call *Call, need int64, allowance string, d quota.Decision, now tim
 			wait = d.QuotaResetsAt.Sub(now)
 		}
 		e := &openai.Error{Status: http.StatusForbidden, Type: "insufficient_quota", Code: openai.CodeQuotaExceeded,
-			Message: fmt.Sprintf("Consumer '%s' has used its token quota for this period; it resets at %s.", who, d.QuotaResetsAt.UTC().Format(time.RFC3339))}
+			Message: fmt.Sprintf("Consumer '%s' has used its token quota for this period, or what is left of it cannot hold this request's estimated %d tokens; it resets at %s.", who, need, d.QuotaResetsAt.UTC().Format(time.RFC3339))}
 		e.Header = retryHeaders(wait)
 		e.Header.Set(HeaderShouldRetry, "false") // not within any SDK's retry budget
 		return e

@@ -45,6 +45,12 @@
 //     within its share of the budget they have not claimed together (see
 //     share.go), so the cluster stays within each limit while the gossip lag
 //     stays within Options.PeerLag. A node alone never applies that rule.
+//     The one exception is the tail of a period quota (a remainder too small
+//     for any node's share to hold a request, which would otherwise stay
+//     refused as ReasonShare until the period ends): one node, chosen by
+//     demand, takes it on the quota alone and the others refuse for the
+//     period (ReasonQuota), so the cluster may exceed a quota by less than
+//     that remainder, about one request's estimate.
 //   - A request larger than the TPM limit or the whole period quota is refused
 //     at once (ReasonTooLarge) and never charged.
 //   - Merging takes the larger of each grow-only total per (origin, bucket)

@@ -18,7 +18,7 @@ import (
 // Reasons a reservation is refused (Decision.Reason).
 const (
 	ReasonTPM      = "tpm"       // the sliding-minute window is full; retry after RetryAfter
-	ReasonQuota    = "quota"     // the period quota is used up; retry when it resets
+	ReasonQuota    = "quota"     // the period quota is used up (or, with peers, its tail is another node's); retry when it resets
 	ReasonTooLarge = "too_large" // the request alone exceeds the TPM limit or the whole quota
 	// ReasonShare: the cluster still has room, but this node's share of what
 	// remains is in flight (not yet seen by its peers); retry in well under

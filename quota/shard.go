@@ -216,8 +216,11 @@ func (s *shard) reserve(m *message, now time.Time) result {
 		return result{dec: d}
 	}
 	if limited && len(s.peers) > 0 {
-		if refused, retry := s.shareRefusal(c, lim, used, m.tokens, now, cur); refused {
-			d.Reason, d.RetryAfter = ReasonShare, retry
+		if refused, retry, reason := s.shareRefusal(c, lim, used, m.tokens, now, cur); refused {
+			d.Reason, d.RetryAfter = reason, retry
+			if reason == ReasonQuota {
+				d.RetryAfter = d.QuotaResetsAt.Sub(now)
+			}
 			s.refusals[m.consumer]++
 			return result{dec: d}
 		}

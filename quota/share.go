@@ -42,7 +42,8 @@ import (
 // shareFloor), which costs it a few tokens, not a share of the limit. Busy
 // nodes that compete pay more: with a remainder R smaller than t/w, no node
 // may take a request of t tokens until the window slides, so the last few
-// requests' worth of the window may stay unused.
+// requests' worth of the window may stay unused. A period quota's remainder
+// never slides away: its tail goes to one node (see shareRefusal).
 //
 // Settlements keep in-flight equal to what peers have not seen: a refund of
 // a reservation still in flight removes it from in-flight (peers that saw the
@@ -239,33 +240,102 @@ func (s *shard) weight(c *counter, now int64) float64 {
 	return (self + f) / (sum + n*f)
 }
 
+// tailSpan bounds the tail of a period quota: a remainder R is a tail for a
+// request of t tokens when it is less than tailSpan × t per node. Above it,
+// an equal share holds the request with a margin, so a node refused by its
+// share waits for its demand to raise that share; below it, the nodes'
+// shares may all stay too small.
+const tailSpan = 1.25
+
+// tailTie is how close two nodes' demands must be, as a ratio, for the
+// tail of a period quota to go by name rather than by demand (see tailTaker).
+const tailTie = 0.75
+
+// tailTaker reports whether this node takes the tail of c's period quota:
+// what is left when no node's share of it holds a request. The taker is the
+// node with the largest demand, this node's and its live peers' as it knows
+// them (the values weight uses, floor included); demands within tailTie of
+// the largest tie, and the lowest name among them wins. Every node computes
+// it alone, from views that agree within a gossip lag, so the nodes
+// normally name the same taker.
+func (s *shard) tailTaker(c *counter, now int64) bool {
+	self := min(c.demand.at(now, s.halfLife), c.sent.floor(now, s.lag, s.halfLife))
+	demand := make([]float64, len(s.peers))
+	top, sum := self, self
+	for j, p := range s.peers {
+		for i := 1; i < len(c.origins); i++ {
+			if o := &c.origins[i]; o.name == p {
+				demand[j] = decay(o.demand, now-o.demandAt, s.halfLife)
+				break
+			}
+		}
+		top, sum = max(top, demand[j]), sum+demand[j]
+	}
+	f := max(shareFloor*sum/float64(1+len(s.peers)), 1)
+	cut := tailTie*(top+f) - f
+	if self < cut {
+		return false
+	}
+	for j, p := range s.peers {
+		if demand[j] >= cut && p < s.node {
+			return false
+		}
+	}
+	return true
+}
+
 // shareRefusal applies the share rule to a request of tokens that the
 // window (holding used tokens) and the quota admit. It reports whether the
-// request is over this node's share, and if so when to retry.
-func (s *shard) shareRefusal(c *counter, lim Limits, used, tokens int64, at time.Time, cur int64) (bool, time.Duration) {
+// request is refused, why (ReasonShare, or ReasonQuota for the tail of a
+// period quota that another node takes) and when to retry.
+//
+// The tail of a period quota: with a remainder R smaller than t/w, no node
+// may take a request of t tokens, and unlike a window's, a period's
+// remainder never grows until the period ends, so shares alone would
+// refuse every request as ReasonShare (a 429 to retry) until then. So once
+// waiting for this node's in-flight tokens cannot make the request fit and
+// R is less than tailSpan × t per node (more than that, an equal share
+// would hold it, and the demands move the shares towards the nodes whose
+// requests wait), one node, the tail's taker, admits it on the quota alone (its view of the
+// cluster's total plus t within the quota), and the others refuse it for the
+// period (ReasonQuota: a 403). While the taker spends the tail, the others
+// may still admit within their shares, so the cluster can exceed the quota
+// by at most what their shares held, less than the tail itself; as the
+// taker takes more than its own share each time, the tails it takes
+// shrink geometrically and the excess over the whole period stays below
+// one remainder R < t/w, about one request's estimate.
+func (s *shard) shareRefusal(c *counter, lim Limits, used, tokens int64, at time.Time, cur int64) (bool, time.Duration, string) {
 	now := at.UnixNano()
 	c.flight.expire(now, s.lag)
 	inflight := c.flight.sum
-	budget, reason := int64(-1), ""
-	if lim.TPM > 0 {
-		budget, reason = lim.TPM-max(used-inflight, 0), ReasonTPM
-	}
+	w := -1.0
 	if lim.QuotaTokens > 0 && c.periodStart != 0 {
-		if r := lim.QuotaTokens - max(c.periodSum()-inflight, 0); reason == "" || r < budget {
-			budget, reason = r, ReasonQuota
+		budget := lim.QuotaTokens - max(c.periodSum()-inflight, 0)
+		w = s.weight(c, now)
+		if excess := float64(inflight+tokens) - w*float64(budget); excess > 0 {
+			drained := c.flight.retryAfter(excess, w, now, s.lag)
+			if (1-w)*float64(inflight) >= excess || float64(budget) >= tailSpan*float64(1+len(s.peers))*float64(tokens) {
+				return true, drained, ReasonShare
+			}
+			if !s.tailTaker(c, now) {
+				return true, 0, ReasonQuota
+			}
 		}
 	}
-	if reason == "" {
-		return false, 0
+	if lim.TPM <= 0 {
+		return false, 0, ""
 	}
-	w := s.weight(c, now)
+	budget := lim.TPM - max(used-inflight, 0)
+	if w < 0 {
+		w = s.weight(c, now)
+	}
 	excess := float64(inflight+tokens) - w*float64(budget)
 	if excess <= 0 {
-		return false, 0
+		return false, 0, ""
 	}
 	drained := c.flight.retryAfter(excess, w, now, s.lag)
-	if (1-w)*float64(inflight) >= excess || reason != ReasonTPM {
-		return true, drained
+	if (1-w)*float64(inflight) >= excess {
+		return true, drained, ReasonShare
 	}
 	// Even with nothing in flight the request is over this node's share of
 	// what the window leaves: that share grows as the window slides (or
@@ -274,7 +344,7 @@ func (s *shard) shareRefusal(c *counter, lim Limits, used, tokens int64, at time
 	// If the whole window leaving is not enough, only the weights can help.
 	need := int64(math.Ceil(float64(tokens)/max(w, 1e-3))) - (budget - inflight)
 	if need > used-inflight {
-		return true, drained
+		return true, drained, ReasonShare
 	}
-	return true, max(drained, c.retryAfter(at, cur, need))
+	return true, max(drained, c.retryAfter(at, cur, need)), ReasonShare
 }

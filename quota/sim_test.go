@@ -47,6 +47,7 @@ type simResult struct {
 	admitted               []*simAdmission
 	attempts, refused      int
 	early                  int // refused although the true cluster usage left room
+	lateShare              int // share refusals in the run's last 10 s
 	shareRefusals          int64
 	maxWindow, totalCharge int64
 }
@@ -191,6 +192,9 @@ func runSim(t testing.TB, cfg simConfig) simResult {
 		if s.truth(now)+simEstimate <= limit {
 			s.res.early++
 		}
+		if d.Reason == ReasonShare && s.clk.ns.Load() >= end-int64(10*time.Second) {
+			s.res.lateShare++
+		}
 		s.after(d.RetryAfter+s.jitter(20*time.Millisecond), func() { client(n) })
 	}
 	for n, k := range cfg.clients {
@@ -304,7 +308,9 @@ func TestTwoNodesStayWithinTPM(t *testing.T) {
 	}
 }
 
-// TestTwoNodesStayWithinQuota: a period quota shared by two nodes.
+// TestTwoNodesStayWithinQuota: a period quota shared by two nodes is spent
+// to within a request's estimate, never beyond 1.02 × the quota, and its end
+// is a quota refusal on both nodes.
 func TestTwoNodesStayWithinQuota(t *testing.T) {
 	const quota = 50000
 	for _, share := range []bool{true, false} {
@@ -318,6 +324,12 @@ func TestTwoNodesStayWithinQuota(t *testing.T) {
 			}
 			if share && r.totalCharge < quota*9/10 {
 				t.Fatalf("charged only %d of a quota of %d", r.totalCharge, quota)
+			}
+			// The quota is spent in a few seconds: by the last 10 s every
+			// client has been served or told the period is over, none is
+			// still refused by the share rule (the tail of the quota).
+			if r.lateShare > 0 {
+				t.Fatalf("%d share refusals in the last 10 s of the run, after the quota was spent", r.lateShare)
 			}
 		})
 	}
