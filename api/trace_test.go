@@ -129,12 +129,41 @@ func TestTraceOfARefusal(t *testing.T) {
 	}
 }
 
-func TestNoTracerNoTraceparentUpstream(t *testing.T) {
+// TestTracingOffForwardsTheClientsTraceparent: with no tracer the node
+// starts no span, yet the backend still gets the client's W3C trace context,
+// so its traces join the client's; nothing is made up and garbage is not
+// passed on.
+func TestTracingOffForwardsTheClientsTraceparent(t *testing.T) {
+	const valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	tests := []struct {
+		name                  string
+		headers               []string
+		wantParent, wantState string
+	}{
+		{"the client's traceparent reaches the backend", []string{"traceparent", valid}, valid, ""},
+		{"with its tracestate", []string{"traceparent", valid, "tracestate", "vendor=abc,other=1"}, valid, "vendor=abc,other=1"},
+		{"an unsampled one too", []string{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"}, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", ""},
+		{"none sent, none made up", nil, "", ""},
+		{"a tracestate alone is not passed on", []string{"tracestate", "vendor=abc"}, "", ""},
+		{"a malformed traceparent is not passed on", []string{"traceparent", "00-not-a-trace-01", "tracestate", "vendor=abc"}, "", ""},
+		{"an all-zero trace id is not passed on", []string{"traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}, "", ""},
+	}
 	up := newUpstream(t, okChat("east"))
 	g := newGateway(t, twoBackends(up, up))
-	do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatBody, "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	if tp := up.lastReq.Load().header.Get("traceparent"); tp != "" {
-		t.Errorf("tracing off, yet the backend got traceparent %q", tp)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, chatBody, tt.headers...)
+			if r.status != 200 {
+				t.Fatalf("%d %s", r.status, r.body)
+			}
+			h := up.lastReq.Load().header
+			if got := h.Get("traceparent"); got != tt.wantParent {
+				t.Errorf("the backend got traceparent %q, want %q", got, tt.wantParent)
+			}
+			if got := h.Get("tracestate"); got != tt.wantState {
+				t.Errorf("the backend got tracestate %q, want %q", got, tt.wantState)
+			}
+		})
 	}
 }
 

@@ -666,7 +666,7 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 	if err != nil {
 		return attemptResult{reason: err.Error()}
 	}
-	g.injectTrace(actx, req.Header)
+	g.injectTrace(actx, call.Header, req.Header)
 	start := g.now()
 	b.capacity.sent(x.adm.tokens, start)
 	var wrote atomic.Bool // the backend has the whole request (set by the transport's goroutine)

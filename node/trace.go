@@ -10,8 +10,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Tracing is optional: with no Options.Tracer the pipeline starts no spans
-// and injects no headers, so tracing off costs one nil check per stage.
+// Tracing is optional: with no Options.Tracer the pipeline starts no spans,
+// so tracing off costs one nil check per stage; a client's own W3C trace
+// context still reaches the backends unchanged.
 
 // startSpan starts a child span of ctx's span, or nothing without a tracer.
 func (g *Gateway) startSpan(ctx context.Context, name string, kind trace.SpanKind, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
@@ -34,10 +35,20 @@ func endSpan(s trace.Span, failed string, attrs ...attribute.KeyValue) {
 }
 
 // injectTrace puts the W3C traceparent (and tracestate) of ctx's span into
-// an upstream request, so the backend's own traces join the client's.
-func (g *Gateway) injectTrace(ctx context.Context, h http.Header) {
+// an upstream request, so the backend's own traces join the client's. With
+// tracing off it is the client's own (from, its request header), passed on
+// as the client sent it once parsed, so that the backend's traces still join
+// the client's; a malformed one is not passed on.
+func (g *Gateway) injectTrace(ctx context.Context, from, h http.Header) {
+	tc := propagation.TraceContext{}
 	if g.tracer == nil {
-		return
+		if len(from[traceparentHeader]) == 0 {
+			return
+		}
+		ctx = tc.Extract(ctx, propagation.HeaderCarrier(from))
 	}
-	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(h))
+	tc.Inject(ctx, propagation.HeaderCarrier(h))
 }
+
+// traceparentHeader is W3C Trace Context's header, in canonical form.
+const traceparentHeader = "Traceparent"
