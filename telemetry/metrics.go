@@ -88,11 +88,13 @@ type HeadroomSource interface {
 type headroom struct {
 	src                                              HeadroomSource
 	tpmLimit, tpmRemaining, quotaLimit, quotaRemains *prometheus.Desc
+	budgetLimit, budgetRemains                       *prometheus.Desc
 }
 
 // RegisterHeadroom exports the consumers' TPM and quota headroom as gauges
-// (cluster-wide, as this node sees it). A consumer without a TPM limit has
-// no TPM series; one without a quota no quota series.
+// (cluster-wide, as this node sees it), and its money budget's in US
+// dollars. A consumer without a TPM limit has no TPM series; one without a
+// quota no quota series; one without a budget no budget series.
 func RegisterHeadroom(reg prometheus.Registerer, src HeadroomSource) error {
 	h := &headroom{
 		src:          src,
@@ -100,6 +102,9 @@ func RegisterHeadroom(reg prometheus.Registerer, src HeadroomSource) error {
 		tpmRemaining: prometheus.NewDesc("llmgate_consumer_tpm_remaining", "Tokens left in the consumer's sliding minute, cluster-wide.", []string{"consumer"}, nil),
 		quotaLimit:   prometheus.NewDesc("llmgate_consumer_quota_limit_tokens", "The consumer's token quota for its period.", []string{"consumer", "period"}, nil),
 		quotaRemains: prometheus.NewDesc("llmgate_consumer_quota_remaining_tokens", "Tokens left of the consumer's quota in the current period, cluster-wide.", []string{"consumer", "period"}, nil),
+		budgetLimit:  prometheus.NewDesc("llmgate_consumer_budget_limit_usd", "The consumer's money budget for its period, in US dollars.", []string{"consumer", "period"}, nil),
+		budgetRemains: prometheus.NewDesc("llmgate_consumer_budget_remaining_usd",
+			"US dollars left of the consumer's money budget in the current period, cluster-wide.", []string{"consumer", "period"}, nil),
 	}
 	if err := reg.Register(h); err != nil {
 		return fmt.Errorf("registering headroom metrics: %w", err)
@@ -112,6 +117,8 @@ func (h *headroom) Describe(ch chan<- *prometheus.Desc) {
 	ch <- h.tpmRemaining
 	ch <- h.quotaLimit
 	ch <- h.quotaRemains
+	ch <- h.budgetLimit
+	ch <- h.budgetRemains
 }
 
 func (h *headroom) Collect(ch chan<- prometheus.Metric) {
@@ -125,6 +132,10 @@ func (h *headroom) Collect(ch chan<- prometheus.Metric) {
 		if s.QuotaLimit > 0 {
 			ch <- prometheus.MustNewConstMetric(h.quotaLimit, prometheus.GaugeValue, float64(s.QuotaLimit), s.Consumer, s.QuotaPeriod)
 			ch <- prometheus.MustNewConstMetric(h.quotaRemains, prometheus.GaugeValue, float64(max(s.QuotaLimit-s.QuotaUsed, 0)), s.Consumer, s.QuotaPeriod)
+		}
+		if b := s.Budget; b != nil && b.LimitUSD > 0 {
+			ch <- prometheus.MustNewConstMetric(h.budgetLimit, prometheus.GaugeValue, b.LimitUSD, s.Consumer, b.Period)
+			ch <- prometheus.MustNewConstMetric(h.budgetRemains, prometheus.GaugeValue, b.RemainingUSD, s.Consumer, b.Period)
 		}
 	}
 }

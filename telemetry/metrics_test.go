@@ -44,13 +44,23 @@ func (f fakeLimits) List(context.Context) []quota.Status { return f }
 func TestHeadroomGauges(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	src := fakeLimits{
-		{Consumer: "team-a", TPMLimit: 1000, TPMRemaining: 250, QuotaLimit: 5000, QuotaUsed: 4500, QuotaPeriod: "daily"},
-		{Consumer: "team-b", TPMRemaining: quota.Unlimited}, // no limits: no series
+		{Consumer: "team-a", TPMLimit: 1000, TPMRemaining: 250, QuotaLimit: 5000, QuotaUsed: 4500, QuotaPeriod: "daily",
+			Budget: &quota.Budget{LimitUSD: 50, UsedUSD: 12.5, RemainingUSD: 37.5, Period: "daily"}},
+		{Consumer: "team-b", TPMRemaining: quota.Unlimited},                                                                    // no limits: no series
+		{Consumer: "team-c", TPMRemaining: quota.Unlimited, Budget: &quota.Budget{LimitUSD: 2, UsedUSD: 2, Period: "monthly"}}, // a budget alone
 	}
 	if err := RegisterHeadroom(reg, src); err != nil {
 		t.Fatal(err)
 	}
 	want := `
+# HELP llmgate_consumer_budget_limit_usd The consumer's money budget for its period, in US dollars.
+# TYPE llmgate_consumer_budget_limit_usd gauge
+llmgate_consumer_budget_limit_usd{consumer="team-a",period="daily"} 50
+llmgate_consumer_budget_limit_usd{consumer="team-c",period="monthly"} 2
+# HELP llmgate_consumer_budget_remaining_usd US dollars left of the consumer's money budget in the current period, cluster-wide.
+# TYPE llmgate_consumer_budget_remaining_usd gauge
+llmgate_consumer_budget_remaining_usd{consumer="team-a",period="daily"} 37.5
+llmgate_consumer_budget_remaining_usd{consumer="team-c",period="monthly"} 0
 # HELP llmgate_consumer_quota_limit_tokens The consumer's token quota for its period.
 # TYPE llmgate_consumer_quota_limit_tokens gauge
 llmgate_consumer_quota_limit_tokens{consumer="team-a",period="daily"} 5000

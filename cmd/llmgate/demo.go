@@ -27,6 +27,10 @@ const (
 	demoKeyB = "sk-demo-team-b"
 	demoKeyC = "sk-demo-team-c" // a small TPM, driven past it
 	demoTPM  = 400
+	demoKeyD = "sk-demo-team-d" // a small money budget, spent
+	// demoBudget is team-d's daily budget in US dollars: about five
+	// requests at gpt-4o's price.
+	demoBudget = 0.0015
 )
 
 // demoStep is one scripted request and what the report expects of it.
@@ -223,6 +227,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stdout, "team-c was never refused by its TPM")
 	}
 
+	if demoBudgetDrive(ctx, nodes, send, record) < len(nodes) {
+		failed++
+		fmt.Fprintln(stdout, "team-d's budget did not end with a 403 on both nodes")
+	}
+	budgetGauge, ok := demoBudgetGauge(ctx, nodes[0])
+	if !ok {
+		failed++
+	}
+
 	for _, s := range steps {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -239,6 +252,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stdout, "\nbackend calls: east %d, west %d; team-c: %d tokens admitted over both nodes for a TPM of %d (%d short refusals retried while the other node's tokens were in flight)\n",
 		east.Requests(), west.Requests(), admitted, demoTPM, short)
+	fmt.Fprintf(stdout, "team-d: a $%g daily budget spent from both nodes; %s\n", demoBudget, budgetGauge)
 	for _, n := range nodes {
 		var alive []string
 		for _, m := range n.cluster.Members() {
@@ -325,6 +339,7 @@ func demoConfig(eastURL, westURL, dir, name string, seeds []string) *config.Conf
 			{Name: "team-a", Keys: []string{demoKey}},
 			{Name: "team-b", Keys: []string{demoKeyB}},
 			{Name: "team-c", Keys: []string{demoKeyC}, TPM: demoTPM},
+			{Name: "team-d", Keys: []string{demoKeyD}, Quota: config.Quota{USD: demoBudget, Period: "daily"}},
 		},
 	}
 	cfg.Cache.Enabled = true

@@ -24,7 +24,7 @@ func exportedMetrics(t *testing.T) map[string]string {
 	dir := t.TempDir()
 	n := &clusterNode{name: "gw-m", dir: dir, listen: freeAddr(t), admin: freeAddr(t), gossip: freeAddr(t)}
 	n.config = nodeConfig{name: n.name, mockURL: mockURL, listen: n.listen, admin: n.admin, gossip: n.gossip,
-		consumer: ", tpm: 2000, quota: {tokens: 1000000, period: daily}", extra: "cache: {enabled: true, store_wait: 1s}\n"}.write(t, dir)
+		consumer: ", tpm: 2000, quota: {tokens: 1000000, usd: 100, period: daily}", route: ", price: {input_per_1m: 2.5, output_per_1m: 10}", extra: "cache: {enabled: true, store_wait: 1s}\n"}.write(t, dir)
 	n.start(t)
 	for _, max := range []int{10, 10, 5000} { // miss, hit, too large for the TPM
 		n.chat(t, "what the dashboard shows", max)
@@ -113,7 +113,7 @@ func TestDeployFilesNameExportedMetrics(t *testing.T) {
 	if len(types) < 20 {
 		t.Fatalf("the node exports only %d metrics: %v", len(types), types)
 	}
-	for _, want := range []string{"llmgate_consumer_requests_total", "llmgate_cache_tokens_saved_total", "llmgate_consumer_tpm_remaining", "llmgate_consumer_quota_remaining_tokens", "llmgate_storage_paused", "llmgate_data_disk_free_bytes"} {
+	for _, want := range []string{"llmgate_consumer_requests_total", "llmgate_cache_tokens_saved_total", "llmgate_consumer_tpm_remaining", "llmgate_consumer_quota_remaining_tokens", "llmgate_consumer_budget_remaining_usd", "llmgate_storage_paused", "llmgate_data_disk_free_bytes"} {
 		if _, ok := types[want]; !ok {
 			t.Errorf("%s is not exported after the workload", want)
 		}
@@ -183,7 +183,7 @@ func TestDeployFilesNameExportedMetrics(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"LLMGateConsumerNearTPM", "LLMGateConsumerNearQuota", "LLMGateBackendCircuitOpen", "LLMGateClusterMemberDown", "LLMGateCachePrecisionLow", "LLMGateDiskReserveReached"} {
+	for _, want := range []string{"LLMGateConsumerNearTPM", "LLMGateConsumerNearQuota", "LLMGateBackendCircuitOpen", "LLMGateClusterMemberDown", "LLMGateCachePrecisionLow", "LLMGateDiskReserveReached", "LLMGateConsumerNearBudget", "LLMGateConsumerBudgetExhausted"} {
 		if !alerts[want] {
 			t.Errorf("alert %s is missing", want)
 		}
