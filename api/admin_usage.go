@@ -95,7 +95,7 @@ func parseUsageQuery(r *http.Request, now time.Time) (usage.Query, string) {
 // usageColumns are a row's fields: start, the grouped fields, the totals.
 func usageColumns(groupBy []string) []string {
 	cols := append([]string{"start"}, groupBy...)
-	return append(cols, "requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_hits", "tokens_saved", "cost_usd", "saved_usd")
+	return append(cols, "requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_hits", "tokens_saved", "cost_usd", "saved_usd", "refused")
 }
 
 func usageValue(l usage.Line, col string) any {
@@ -124,6 +124,8 @@ func usageValue(l usage.Line, col string) any {
 		return l.CostUSD()
 	case "saved_usd":
 		return l.SavedUSD()
+	case "refused":
+		return l.Refused
 	}
 	return nil
 }

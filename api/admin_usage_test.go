@@ -23,7 +23,11 @@ func TestAdminUsageJSONAndCSV(t *testing.T) {
 			t.Fatalf("%d %s", a.status, a.body)
 		}
 	}
-	do(t, "POST", g.data.URL+"/v1/chat/completions", "sk-nobody", chatBody) // refused: not usage
+	do(t, "POST", g.data.URL+"/v1/chat/completions", "sk-nobody", chatBody) // no consumer: not counted
+	// Refused: counted in refused, under no route for a name that is none.
+	if a := do(t, "POST", g.data.URL+"/v1/chat/completions", keyA, `{"model":"gpt-9","messages":[{"role":"user","content":"hi"}]}`, "x-user-id", "u1"); a.status != 404 {
+		t.Fatalf("unknown model: %d %s", a.status, a.body)
+	}
 
 	get := func(query, accept string) answer {
 		return do(t, "GET", g.admin.URL+"/admin/usage"+query, "", "", "Accept", accept)
@@ -38,6 +42,7 @@ func TestAdminUsageJSONAndCSV(t *testing.T) {
 		CompletionTokens int64    `json:"completion_tokens"`
 		CacheHits        *int64   `json:"cache_hits"`
 		CostUSD          *float64 `json:"cost_usd"`
+		Refused          *int64   `json:"refused"`
 	}
 	var got struct{ Rows []row }
 	// The observer runs after the answer: wait until all three are counted.
@@ -54,18 +59,26 @@ func TestAdminUsageJSONAndCSV(t *testing.T) {
 		var n int64
 		for _, r := range got.Rows {
 			n += r.Requests
+			if r.Refused != nil {
+				n += *r.Refused
+			}
 		}
-		if n == 3 || time.Now().After(deadline) {
+		if n == 4 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if len(got.Rows) != 2 {
-		t.Fatalf("rows = %+v, want team-a's and team-b's (grouped by consumer and route)", got.Rows)
+	if len(got.Rows) != 3 {
+		t.Fatalf("rows = %+v, want team-a's refusal, team-a's and team-b's (grouped by consumer and route)", got.Rows)
 	}
-	ra := got.Rows[0]
+	if r := got.Rows[0]; r.Consumer == nil || *r.Consumer != "team-a" || r.Route == nil || *r.Route != "" || r.Requests != 0 ||
+		r.Refused == nil || *r.Refused != 1 || r.CostUSD == nil || *r.CostUSD != 0 {
+		t.Fatalf("team-a's refusal row = %+v, want one refused request under route \"\"", r)
+	}
+	ra := got.Rows[1]
 	if ra.Consumer == nil || *ra.Consumer != "team-a" || ra.Route == nil || *ra.Route != "gpt-4o" || ra.User != nil ||
-		ra.Requests != 2 || ra.PromptTokens != 10 || ra.CompletionTokens != 6 || ra.CacheHits == nil || ra.CostUSD == nil {
+		ra.Requests != 2 || ra.PromptTokens != 10 || ra.CompletionTokens != 6 || ra.CacheHits == nil || ra.CostUSD == nil ||
+		ra.Refused == nil || *ra.Refused != 0 {
 		t.Fatalf("team-a row = %+v", ra)
 	}
 	if want := (10*2.5 + 6*10) / 1e6; math.Abs(*ra.CostUSD-want) > 1e-12 {
@@ -84,12 +97,12 @@ func TestAdminUsageJSONAndCSV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantHeader := "start,user,requests,prompt_tokens,completion_tokens,cached_tokens,cache_hits,tokens_saved,cost_usd,saved_usd"
+	wantHeader := "start,user,requests,prompt_tokens,completion_tokens,cached_tokens,cache_hits,tokens_saved,cost_usd,saved_usd,refused"
 	if len(recs) != 2 || strings.Join(recs[0], ",") != wantHeader {
 		t.Fatalf("CSV = %q, want the header %q and one line", recs, wantHeader)
 	}
-	if l := recs[1]; l[1] != "u1" || l[2] != "3" || l[3] != "15" || l[4] != "9" || !strings.HasSuffix(l[0], "T00:00:00Z") {
-		t.Errorf("CSV line = %q, want u1's day: 3 requests, 15 prompt and 9 completion tokens", l)
+	if l := recs[1]; l[1] != "u1" || l[2] != "3" || l[3] != "15" || l[4] != "9" || l[10] != "1" || !strings.HasSuffix(l[0], "T00:00:00Z") {
+		t.Errorf("CSV line = %q, want u1's day: 3 requests, 15 prompt and 9 completion tokens, 1 refused", l)
 	}
 
 	for _, bad := range []string{"?interval=minute", "?from=yesterday", "?group_by=backend", "?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z"} {

@@ -166,10 +166,22 @@ func (h *History) Close() error {
 }
 
 // Observe implements telemetry.Observer: it counts a request the gateway
-// served (refused requests are not usage) without blocking; when the
-// actor's queue is full the request is dropped and counted in Dropped.
+// served, or one it refused or failed (Refused only: no tokens, no cost),
+// without blocking; when the actor's queue is full the request is dropped
+// and counted in Dropped. Requests of no consumer are not counted, and a
+// refusal names its route only if the route has a price entry (every
+// configured route has one), so that names clients make up never become
+// rows.
 func (h *History) Observe(_ context.Context, r *telemetry.Request) {
-	if r.Consumer == "" || r.Refusal != "" {
+	if r.Consumer == "" {
+		return
+	}
+	if r.Refusal != "" {
+		route := r.Route
+		if _, ok := h.opts.Prices[route]; !ok {
+			route = ""
+		}
+		h.enqueue(event{key: Key{Hour: hourOf(r.Time), Origin: h.origin, Consumer: r.Consumer, Route: route, User: r.User}, t: Totals{Refused: 1}})
 		return
 	}
 	e := event{
@@ -190,6 +202,11 @@ func (h *History) Observe(_ context.Context, r *telemetry.Request) {
 			e.t.SavedNano = p.costNano(savedPrompt, r.Saved-savedPrompt, 0)
 		}
 	}
+	h.enqueue(e)
+}
+
+// enqueue hands e to the actor, or drops it (counted) when its queue is full.
+func (h *History) enqueue(e event) {
 	select {
 	case h.events <- e:
 	default:
@@ -370,7 +387,7 @@ func (h *History) write(a *actor) error {
 				var old Totals
 				if verr := item.Value(func(v []byte) error {
 					var rerr error
-					old, _, rerr = readTotals(v)
+					old, rerr = readDiskTotals(v)
 					return rerr
 				}); verr == nil {
 					cur := old
@@ -544,7 +561,7 @@ func readRow(item *badger.Item) (Row, error) {
 	var t Totals
 	err = item.Value(func(v []byte) error {
 		var rerr error
-		t, _, rerr = readTotals(v)
+		t, rerr = readDiskTotals(v)
 		return rerr
 	})
 	return Row{Key: k, Totals: t}, err

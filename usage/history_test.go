@@ -2,6 +2,7 @@ package usage
 
 import (
 	"context"
+	"encoding/binary"
 	"math"
 	"sync"
 	"testing"
@@ -79,6 +80,8 @@ func total(lines []Line) Totals {
 	return t
 }
 
+// TestObserveCountsServedRequestsWithCost also counts refusals: each adds
+// one to Refused of its consumer, route and hour, and nothing else.
 func TestObserveCountsServedRequestsWithCost(t *testing.T) {
 	c := &clock{t: t0}
 	h := open(t, memDB(t), "gw-1", c, map[string]Price{"gpt-4o": {InputPer1M: 2.5, OutputPer1M: 10, CachedInputPer1M: 1.25}})
@@ -89,15 +92,25 @@ func TestObserveCountsServedRequestsWithCost(t *testing.T) {
 	h.Observe(ctx, r)
 	h.Observe(ctx, &telemetry.Request{Time: t0, Consumer: "team-a", Route: "gpt-4o", Status: 200, Cache: "hit", Saved: 42, SavedPrompt: 30})
 	h.Observe(ctx, served(t0.Add(-time.Hour), "team-b", "gpt-4o-mini", "", 10, 10))
-	// Not usage: refused, or no consumer.
-	h.Observe(ctx, &telemetry.Request{Time: t0, Consumer: "team-a", Route: "gpt-4o", Status: 429, Refusal: "rate_limit_exceeded"})
+	// Refused: counted as such, with no tokens and no cost, even when the
+	// refusal reports some; a route that is not one is not named.
+	h.Observe(ctx, &telemetry.Request{Time: t0, Consumer: "team-a", Route: "gpt-4o", Status: 429, Refusal: "rate_limit_exceeded", PromptTokens: 99})
+	h.Observe(ctx, &telemetry.Request{Time: t0, Consumer: "team-a", Route: "gpt-4o", Status: 403, Refusal: "quota_exceeded"})
+	h.Observe(ctx, &telemetry.Request{Time: t0, Consumer: "team-a", Route: "made-up-by-a-client", Status: 404, Refusal: "model_not_found"})
+	// Not counted at all: no consumer.
 	h.Observe(ctx, &telemetry.Request{Time: t0, Status: 401, Refusal: "invalid_api_key"})
 
 	lines := query(t, h, Query{GroupBy: []string{ByConsumer, ByRoute}})
-	if len(lines) != 2 {
-		t.Fatalf("lines = %+v, want team-b's earlier hour and team-a's", lines)
+	if len(lines) != 3 {
+		t.Fatalf("lines = %+v, want team-b's earlier hour and team-a's two", lines)
 	}
-	b, a := lines[0], lines[1]
+	b, unknown, a := lines[0], lines[1], lines[2]
+	if unknown.Consumer != "team-a" || unknown.Route != "" || unknown.Totals != (Totals{Refused: 1}) {
+		t.Errorf("team-a's refusal on no route = %+v, want one refused request under route \"\"", unknown)
+	}
+	if a.Refused != 2 {
+		t.Errorf("team-a's gpt-4o line has %d refused, want 2", a.Refused)
+	}
 	if b.Consumer != "team-b" || !b.Start.Equal(t0.Truncate(time.Hour).Add(-time.Hour)) || b.Requests != 1 || b.CostNano != 0 {
 		t.Errorf("team-b line = %+v, want one request in the previous hour, no price", b)
 	}
@@ -123,8 +136,8 @@ func TestObserveCountsServedRequestsWithCost(t *testing.T) {
 		t.Errorf("requests by user = %v", users)
 	}
 	days := query(t, h, Query{Interval: 24 * time.Hour})
-	if len(days) != 1 || days[0].Requests != 4 || !days[0].Start.Equal(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)) {
-		t.Errorf("by day = %+v, want one line of 4 requests starting at midnight", days)
+	if len(days) != 1 || days[0].Requests != 4 || days[0].Refused != 3 || !days[0].Start.Equal(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("by day = %+v, want one line of 4 requests and 3 refused starting at midnight", days)
 	}
 }
 
@@ -298,7 +311,7 @@ func TestQueryValidation(t *testing.T) {
 
 func TestRowsRoundTrip(t *testing.T) {
 	rows := []Row{
-		{Key: Key{Hour: 3600, Origin: "gw-1@x", Consumer: "team-a", Route: "gpt-4o", User: "ünïcode"}, Totals: Totals{1, 2, 3, 4, 5, 6, 7, 8}},
+		{Key: Key{Hour: 3600, Origin: "gw-1@x", Consumer: "team-a", Route: "gpt-4o", User: "ünïcode"}, Totals: Totals{1, 2, 3, 4, 5, 6, 7, 8, 9}},
 		{Key: Key{Hour: -7200, Origin: "o"}, Totals: Totals{Requests: 1 << 40}},
 	}
 	ps := EncodeRows(append(rows, rows...), 60)
@@ -319,6 +332,51 @@ func TestRowsRoundTrip(t *testing.T) {
 	k := rows[0].Key
 	if back, err := parseDiskKey(prefix, diskKey(prefix, k)); err != nil || back != k {
 		t.Errorf("disk key round trip = %+v, %v", back, err)
+	}
+}
+
+// TestOlderEncodingsStillRead: a payload of the first version (eight
+// counters a row, no count) from a node not yet upgraded, a row written to
+// disk with fewer counters, and a payload from a newer node with counters
+// this one does not know all read, the missing counters as 0.
+func TestOlderEncodingsStillRead(t *testing.T) {
+	row := Row{Key: Key{Hour: 3600, Origin: "gw-1@x", Consumer: "team-a", Route: "gpt-4o"}, Totals: Totals{1, 2, 3, 4, 5, 6, 7, 8, 0}}
+	head := appendStrings(binary.AppendVarint(nil, row.Hour), row.Origin, row.Consumer, row.Route, row.User)
+	var eight []byte
+	for _, v := range []uint64{1, 2, 3, 4, 5, 6, 7, 8} {
+		eight = binary.AppendUvarint(eight, v)
+	}
+	v1 := append(append([]byte{1}, head...), eight...)
+	got, err := DecodeRows(append(v1, v1[1:]...))
+	if err != nil || len(got) != 2 || got[0] != row || got[1] != row {
+		t.Errorf("version 1 payload = %+v, %v; want twice %+v", got, err, row)
+	}
+	// Eleven counters, two of them unknown here.
+	newer := append(append([]byte{2}, head...), 11)
+	newer = append(newer, eight...)
+	newer = binary.AppendUvarint(newer, 9)
+	newer = binary.AppendUvarint(newer, 300)
+	newer = binary.AppendUvarint(newer, 1<<20)
+	row.Refused = 9
+	if got, err := DecodeRows(append(newer, newer[1:]...)); err != nil || len(got) != 2 || got[0] != row || got[1] != row {
+		t.Errorf("payload with unknown counters = %+v, %v; want twice %+v", got, err, row)
+	}
+	for _, tt := range []struct {
+		name  string
+		value []byte
+		want  Totals
+		ok    bool
+	}{
+		{"seven counters, before saved cost", eight[:7], Totals{1, 2, 3, 4, 5, 6, 7, 0, 0}, true},
+		{"eight counters, before refusals", eight, Totals{1, 2, 3, 4, 5, 6, 7, 8, 0}, true},
+		{"this version's", appendTotals(nil, Totals{1, 2, 3, 4, 5, 6, 7, 8, 9}), Totals{1, 2, 3, 4, 5, 6, 7, 8, 9}, true},
+		{"empty", nil, Totals{}, false},
+		{"cut inside a counter", []byte{1, 0x80}, Totals{}, false},
+	} {
+		got, err := readDiskTotals(tt.value)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("%s: %+v, %v; want %+v (ok %v)", tt.name, got, err, tt.want, tt.ok)
+		}
 	}
 }
 

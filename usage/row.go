@@ -24,6 +24,9 @@ type Totals struct {
 	Saved      int64 // tokens those hits spared
 	CostNano   int64 // cost in billionths of a US dollar
 	SavedNano  int64 // what the spared tokens would have cost, likewise
+	// Refused counts the requests answered with an error instead (a limit,
+	// bad input, no backend …); they are not in Requests and cost nothing.
+	Refused int64
 }
 
 // Row is one origin's totals for one key.
@@ -32,10 +35,16 @@ type Row struct {
 	Totals
 }
 
-// fields lists a Totals' counters in their encoded order.
-func (t *Totals) fields() [8]*int64 {
-	return [8]*int64{&t.Requests, &t.Prompt, &t.Completion, &t.Cached, &t.CacheHits, &t.Saved, &t.CostNano, &t.SavedNano}
+// fields lists a Totals' counters in their encoded order. New counters go
+// at the end: an encoding with fewer fields (an older node's, or a row on
+// disk from before) reads as zeros for the missing ones, and a reader
+// skips the fields it does not know.
+func (t *Totals) fields() [9]*int64 {
+	return [9]*int64{&t.Requests, &t.Prompt, &t.Completion, &t.Cached, &t.CacheHits, &t.Saved, &t.CostNano, &t.SavedNano, &t.Refused}
 }
+
+// maxFields bounds the counters an encoding may hold, known or not.
+const maxFields = 64
 
 // maxOf raises each counter of t to o's where o's is larger; it reports
 // whether anything changed.
@@ -88,21 +97,46 @@ func readString(b []byte) (string, []byte, error) {
 	return string(b[k : k+int(n)]), b[k+int(n):], nil
 }
 
-func readTotals(b []byte) (Totals, []byte, error) {
+// readTotals reads n counters from b, in fields order; those beyond the
+// known fields are skipped.
+func readTotals(b []byte, n int) (Totals, []byte, error) {
 	var t Totals
-	for _, f := range t.fields() {
+	fs := t.fields()
+	for i := range n {
 		v, k := binary.Uvarint(b)
 		if k <= 0 || v > 1<<62 {
 			return Totals{}, nil, errCorrupt
 		}
-		*f = int64(v)
+		if i < len(fs) {
+			*fs[i] = int64(v)
+		}
 		b = b[k:]
 	}
 	return t, b, nil
 }
 
-// wireVersion starts every encoded packet.
-const wireVersion = 1
+// readDiskTotals reads a value written by appendTotals, by this version or
+// an older one with fewer fields.
+func readDiskTotals(b []byte) (Totals, error) {
+	n := 0
+	for i := 0; i < len(b); i++ {
+		if b[i] < 0x80 {
+			n++
+		}
+	}
+	if n == 0 || n > maxFields || b[len(b)-1] >= 0x80 {
+		return Totals{}, errCorrupt
+	}
+	t, _, err := readTotals(b, n)
+	return t, err
+}
+
+// Payload versions: 1 holds exactly the first eight fields per row; 2
+// (written now) a count of fields before them.
+const (
+	wireV1      = 1
+	wireVersion = 2
+)
 
 // EncodeRows packs rows into payloads of at most maxBytes each (a row
 // larger than that travels alone).
@@ -113,6 +147,7 @@ func EncodeRows(rows []Row, maxBytes int) [][]byte {
 	for _, r := range rows {
 		row = binary.AppendVarint(row[:0], r.Hour)
 		row = appendStrings(row, r.Origin, r.Consumer, r.Route, r.User)
+		row = binary.AppendUvarint(row, uint64(len(r.Totals.fields())))
 		row = appendTotals(row, r.Totals)
 		if len(pkt) > 1 && len(pkt)+len(row) > maxBytes {
 			out = append(out, pkt)
@@ -128,9 +163,10 @@ func EncodeRows(rows []Row, maxBytes int) [][]byte {
 
 // DecodeRows reads one payload of EncodeRows.
 func DecodeRows(p []byte) ([]Row, error) {
-	if len(p) == 0 || p[0] != wireVersion {
+	if len(p) == 0 || p[0] != wireVersion && p[0] != wireV1 {
 		return nil, fmt.Errorf("usage: unknown payload version")
 	}
+	version := p[0]
 	p = p[1:]
 	var rows []Row
 	for len(p) > 0 {
@@ -147,7 +183,15 @@ func DecodeRows(p []byte) ([]Row, error) {
 				return nil, err
 			}
 		}
-		if r.Totals, p, err = readTotals(p); err != nil {
+		n := uint64(8)
+		if version != wireV1 {
+			var k int
+			if n, k = binary.Uvarint(p); k <= 0 || n > maxFields {
+				return nil, errCorrupt
+			}
+			p = p[k:]
+		}
+		if r.Totals, p, err = readTotals(p, int(n)); err != nil {
 			return nil, err
 		}
 		rows = append(rows, r)

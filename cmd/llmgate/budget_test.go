@@ -87,7 +87,8 @@ func (n *clusterNode) budgetStatus(t *testing.T) (limit, used float64) {
 // left is smaller than a request's cost while the whole remainder is not:
 // the budget must still end, as a 403 on both nodes, after being spent to
 // within a few requests' cost and not beyond about one, and never with an
-// endless run of 429s. Both nodes then show the same spending.
+// endless run of 429s. Both nodes then show the same spending, and their
+// usage histories count the served requests and every refusal.
 func TestMoneyBudgetAcrossTwoNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs processes")
@@ -148,9 +149,38 @@ func TestMoneyBudgetAcrossTwoNodes(t *testing.T) {
 		}
 		return used[0] == used[1]
 	})
+	// The history counts what the clients saw on both nodes: the served
+	// requests and the refusals (the 429s and the two 403s).
+	for _, n := range nodes {
+		var requests, refused int64
+		waitFor(t, 10*time.Second, n.name+"'s usage history counts every request", func() bool {
+			requests, refused = n.usageServedAndRefused(t)
+			return requests == int64(served) && refused == int64(shareRefusals+2)
+		})
+	}
 	limit, _ := nodes[0].budgetStatus(t)
 	t.Logf("%d served, %d refused by a node's share; $%.6f of $%.6f used", served, shareRefusals, used[0], limit)
 	if used[0] > limit+maxCost || used[0] < limit-3*maxCost {
 		t.Fatalf("$%.6f of a budget of $%.6f used: want it spent to within three requests' cost and not beyond one", used[0], limit)
 	}
+}
+
+// usageServedAndRefused sums the requests and the refusals of n's
+// /admin/usage over the last day.
+func (n *clusterNode) usageServedAndRefused(t *testing.T) (requests, refused int64) {
+	t.Helper()
+	var u struct {
+		Rows []struct {
+			Requests int64 `json:"requests"`
+			Refused  int64 `json:"refused"`
+		} `json:"rows"`
+	}
+	if code := n.adminDo(t, "GET", "/admin/usage?group_by=consumer", "", &u); code != 200 {
+		t.Fatalf("%s: /admin/usage: %d", n.name, code)
+	}
+	for _, r := range u.Rows {
+		requests += r.Requests
+		refused += r.Refused
+	}
+	return requests, refused
 }

@@ -527,9 +527,9 @@ func printUsage(ctx context.Context, w io.Writer, nodes []*runningNode) error {
 	}
 	fmt.Fprintf(w, "\nusage history (GET /admin/usage?group_by=consumer), as %s answers it:\n", nodes[1].cfg.Node.Name)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "consumer\trequests\tprompt tokens\tcompletion tokens\tcache hits\ttokens saved\tcost (USD)")
+	fmt.Fprintln(tw, "consumer\trequests\tprompt tokens\tcompletion tokens\tcache hits\ttokens saved\tcost (USD)\trefused")
 	for _, l := range second {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%.6f\n", l.Consumer, l.Requests, l.Prompt, l.Completion, l.CacheHits, l.Saved, l.CostUSD())
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%.6f\t%d\n", l.Consumer, l.Requests, l.Prompt, l.Completion, l.CacheHits, l.Saved, l.CostUSD(), l.Refused)
 	}
 	_ = tw.Flush()
 	if !slices.Equal(first, second) {
