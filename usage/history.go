@@ -178,7 +178,7 @@ func (h *History) Observe(_ context.Context, r *telemetry.Request) {
 	}
 	if r.Refusal != "" {
 		route := r.Route
-		if _, ok := h.opts.Prices[route]; !ok {
+		if _, ok := h.live.Load().prices[route]; !ok {
 			route = ""
 		}
 		h.enqueue(event{key: Key{Hour: hourOf(r.Time), Origin: h.origin, Consumer: r.Consumer, Route: route, User: r.User}, t: Totals{Refused: 1}})
