@@ -63,6 +63,8 @@ fuzz:
 	$(GO) test ./node -run '^$$' -fuzz FuzzStreamTap -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzReadChatMatchesDecoding -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzPlanKeysAreTheDecodedOnes -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzPromptFloorIsALowerBound -fuzztime $(FUZZTIME)
+	$(GO) test ./node -run '^$$' -fuzz FuzzLengthFloorBelowCount -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz FuzzCanonicalHash -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz FuzzDecodeEntry -fuzztime $(FUZZTIME)
 	$(GO) test ./index/guard -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)

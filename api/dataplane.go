@@ -75,6 +75,11 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	if aerr != nil {
 		return fail(aerr)
 	}
+	// A prompt that cannot fit the consumer's limit by its length is refused
+	// before the body is decoded (see node.Gateway.RefuseByLength).
+	if e := a.gw.RefuseByLength(ctx, consumer, op, body); e != nil {
+		return fail(e)
+	}
 	call := &node.Call{Op: op, Body: body, Consumer: consumer, RequestID: rec.RequestID, Header: req.Header, Capture: a.opts.CaptureContent}
 	switch op {
 	case openai.OpChat:

@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -352,6 +356,29 @@ func TestHugePromptIsRefusedBeforeCounting(t *testing.T) {
 	}
 }
 
+func TestHugePromptIsRefusedBeforeDecoding(t *testing.T) {
+	up := newUpstream(t, okChat("east"))
+	g := limited(t, up, 20000, 0)
+	url := g.data.URL + "/v1/chat/completions"
+	// A key repeated after the text is a 400 once decoded: the 429 shows the
+	// refusal came from the length pass, before the decoder.
+	body := strings.TrimSuffix(hugePrompt(4_000_000), "}") + `,"stream":false,"stream":true}`
+	a := do(t, "POST", url, keyA, body)
+	if a.status != http.StatusTooManyRequests || a.header.Get("x-should-retry") != "false" || !strings.Contains(string(a.body), "by its length alone") {
+		t.Fatalf("a 4 MB prompt under 20000 TPM: %d %.300s", a.status, a.body)
+	}
+	// 4 MB of base64 beside a short question is an image, not a prompt.
+	image := `{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"user","content":[{"type":"text","text":"What is in this image?"},` +
+		`{"type":"image_url","image_url":{"url":"data:image/png;base64,` + strings.Repeat("iVBORw0KGgo", 360_000) + `"}}]}]}`
+	if a := do(t, "POST", url, keyA, image); a.status != http.StatusOK || up.calls.Load() != 1 {
+		t.Fatalf("a 4 MB image with a short question: %d %.300s", a.status, a.body)
+	}
+	// Another consumer without a TPM limit is never refused by length.
+	if a := do(t, "POST", url, keyB, hugePrompt(4_000_000)); a.status != http.StatusOK {
+		t.Fatalf("a 4 MB prompt without a limit: %d %.300s", a.status, a.body)
+	}
+}
+
 func hugePrompt(n int) string {
 	return `{"model":"gpt-4o","messages":[{"role":"user","content":"` + strings.Repeat("a", n) + `"}]}`
 }
@@ -376,5 +403,64 @@ func BenchmarkHugePromptRefusal(b *testing.B) {
 		if resp.StatusCode != http.StatusTooManyRequests {
 			b.Fatalf("status %d", resp.StatusCode)
 		}
+	}
+}
+
+// BenchmarkBesideHugePrompts is another consumer's small chat request, alone
+// and while four clients keep sending 4 MB one-word prompts that are refused
+// by their length (team-a, 20000 TPM); the small requests' median latency is
+// reported as p50-ms (and p90-ms). Compare the two sub-benchmarks of one run.
+func BenchmarkBesideHugePrompts(b *testing.B) {
+	for _, senders := range []int{0, 4} {
+		b.Run(fmt.Sprintf("huge-senders=%d", senders), func(b *testing.B) {
+			up := newUpstream(&testing.T{}, okChat("east"))
+			defer up.Close()
+			g := limited(&testing.T{}, up, 20000, 0)
+			defer g.data.Close()
+			url := g.data.URL + "/v1/chat/completions"
+			send := func(key, body string) (int, error) {
+				req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+				req.Header.Set("api-key", key)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return 0, err
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode, nil
+			}
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var refused atomic.Int64
+			huge := hugePrompt(4_000_000)
+			for range senders {
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if code, err := send(keyA, huge); err == nil && code == http.StatusTooManyRequests {
+							refused.Add(1)
+						}
+					}
+				})
+			}
+			lat := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				start := time.Now()
+				if code, err := send(keyB, chatBody); err != nil || code != http.StatusOK {
+					b.Fatalf("small request: %d %v", code, err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			close(stop)
+			wg.Wait()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*9/10].Microseconds())/1000, "p90-ms")
+			b.ReportMetric(float64(refused.Load()), "huge-refused")
+		})
 	}
 }

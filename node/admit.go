@@ -213,11 +213,38 @@ const floorMinBody = 64 << 10
 // megabytes costs seconds of CPU that the refusal would waste.
 func (g *Gateway) refuseByLength(ctx context.Context, call *Call) *openai.Error {
 	floor, textBytes := promptFloor(call)
+	return g.lengthRefusal(ctx, call.Consumer, floor, textBytes)
+}
+
+// RefuseByLength refuses, before body is decoded, a request of operation op
+// whose prompt text alone (openai.ScanPromptFloor: one pass over the raw
+// bytes) is more tokens than the consumer's TPM limit: decoding megabytes
+// of JSON costs more than the answer. Bodies up to 64 KiB, consumers
+// without a limit and a limiter that cannot answer are never refused here;
+// the refusal is the one Serve's admission gives such a prompt after decoding.
+func (g *Gateway) RefuseByLength(ctx context.Context, c *Consumer, op openai.Operation, body []byte) *openai.Error {
+	if g.limiter == nil || c == nil || len(body) <= floorMinBody {
+		return nil
+	}
+	f := openai.ScanPromptFloor(op, body)
+	return g.lengthRefusal(ctx, c, floorTokens(f.TextBytes, f.Tokens), f.TextBytes)
+}
+
+// floorTokens is the fewest tokens textBytes of text and pre pre-tokenized
+// inputs can be.
+func floorTokens(textBytes, pre int64) int64 {
+	return pre + (textBytes+maxTokenBytes-1)/maxTokenBytes
+}
+
+// lengthRefusal refuses a prompt of at least floor tokens (textBytes of
+// text) that is more than consumer c's TPM limit. The limit is the
+// consumer's whatever its counter key, so no counter is named.
+func (g *Gateway) lengthRefusal(ctx context.Context, c *Consumer, floor, textBytes int64) *openai.Error {
 	if floor == 0 {
 		return nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, admitTimeout)
-	d, err := g.limiter.Headroom(rctx, call.Consumer.Name, g.counterKey(call))
+	d, err := g.limiter.Headroom(rctx, c.Name, "")
 	cancel()
 	if err != nil || d.Limit <= 0 || floor <= d.Limit {
 		return nil
@@ -226,7 +253,7 @@ func (g *Gateway) refuseByLength(ctx context.Context, call *Call) *openai.Error 
 	return &openai.Error{Status: http.StatusTooManyRequests, Type: "tokens", Code: openai.CodeRateLimitExceeded,
 		Header: http.Header{http.CanonicalHeaderKey(HeaderShouldRetry): {"false"}},
 		Message: fmt.Sprintf("This request's prompt is at least %d tokens by its length alone (%d bytes of text), more than its limit of %d tokens per minute allows consumer '%s'; it can never be admitted. Shorten the prompt.",
-			floor, textBytes, d.Limit, call.Consumer.Name)}
+			floor, textBytes, d.Limit, c.Name)}
 }
 
 // promptFloor returns a lower bound on the call's prompt tokens from byte
@@ -247,11 +274,13 @@ func promptFloor(call *Call) (tokens, textBytes int64) {
 		}
 	case call.Responses != nil:
 		textBytes = stringBytesFloor(call.Responses.Input)
-		if call.Responses.Instructions != nil {
+		if call.Responses.Instructions != nil && textBytes > 0 {
+			// Counted as a system message only when the input is all text,
+			// as a string input is; with images the raw input is counted alone.
 			textBytes += int64(len(*call.Responses.Instructions))
 		}
 	}
-	return pre + (textBytes+maxTokenBytes-1)/maxTokenBytes, textBytes
+	return floorTokens(textBytes, pre), textBytes
 }
 
 // stringBytesFloor is a lower bound on the decoded length of raw when it is
