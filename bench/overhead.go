@@ -124,6 +124,11 @@ type OverheadOptions struct {
 	// CPUProfileDir, when set, receives a CPU profile (pprof) of every
 	// llmgate node, named after its feature: <feature>.pprof.
 	CPUProfileDir string
+	// Baseline, when set, is another llmgate binary (an older build) started
+	// beside each feature's node with the same configuration, as one more
+	// target, <feature target>@baseline, measured in the same rounds: the
+	// two builds' ratios then come from one run.
+	Baseline string
 
 	otlpURL string       // the loopback OTLP receiver of the otlp feature
 	issuer  *benchIssuer // the loopback OIDC issuer of the jwt feature
@@ -406,11 +411,28 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 		opts.issuer = iss
 	}
 	for _, f := range opts.Features {
-		gw, gwAddr, err := startGateway(ctx, opts, dir, mockAddr, f)
+		gw, gwAddr, err := startGateway(ctx, opts, opts.Executable, dir, mockAddr, f)
 		if err != nil {
 			return nil, fmt.Errorf("overhead: %s: %w", f, err)
 		}
 		procs = append(procs, gw)
+		if opts.Baseline != "" {
+			bgw, bAddr, err := startGateway(ctx, opts, opts.Baseline, dir, mockAddr, f)
+			if err != nil {
+				return nil, fmt.Errorf("overhead: %s: the baseline binary: %w", f, err)
+			}
+			procs = append(procs, bgw)
+			bt := overheadTarget{name: featureTarget(f) + "@baseline", req: featureRequest(bAddr, f), proc: bgw}
+			if f == FeatureJWT {
+				bt.req.Header.Del("api-key")
+				bt.req.Header.Set("Authorization", "Bearer "+opts.issuer.token)
+			}
+			if err := checkFeature(ctx, client, bt.req, f); err != nil {
+				return nil, fmt.Errorf("overhead: %s: %w", bt.name, err)
+			}
+			fmt.Fprintf(progress, "%s %s (pid %d)\n", bt.name, bAddr, bgw.PID())
+			targets = append(targets, bt)
+		}
 		t := overheadTarget{name: featureTarget(f), req: featureRequest(gwAddr, f), proc: gw}
 		if f == FeatureResponses {
 			// Its added latency counts from the mock answering the same
@@ -560,14 +582,18 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 // featureTarget names the llmgate target of feature f in the report.
 func featureTarget(f Feature) string { return TargetGateway + "+" + string(f) }
 
-// startGateway starts the benchmarked node of feature f against the mock at
-// mockAddr.
-func startGateway(ctx context.Context, opts OverheadOptions, dir, mockAddr string, f Feature) (*process, string, error) {
+// startGateway starts the benchmarked node of feature f, from the binary
+// exe, against the mock at mockAddr.
+func startGateway(ctx context.Context, opts OverheadOptions, exe, dir, mockAddr string, f Feature) (*process, string, error) {
 	var args []string
-	if opts.CPUProfileDir != "" {
-		args = []string{"--cpu-profile", filepath.Join(opts.CPUProfileDir, string(f)+".pprof")}
+	name := "bench-" + string(f)
+	if exe != opts.Executable {
+		name += "-baseline"
 	}
-	n, err := startNode(ctx, opts.Executable, opts.StartTimeout, dir, "bench-"+string(f), func(dataDir string, n *benchNode) string {
+	if opts.CPUProfileDir != "" {
+		args = []string{"--cpu-profile", filepath.Join(opts.CPUProfileDir, strings.TrimPrefix(name, "bench-")+".pprof")}
+	}
+	n, err := startNode(ctx, exe, opts.StartTimeout, dir, name, func(dataDir string, n *benchNode) string {
 		cfg := featureConfig(gatewayConfig(dataDir, n.listen, n.admin, n.gossip, mockAddr, overheadKey, ""), f, opts.otlpURL)
 		if f == FeatureJWT {
 			cfg = jwtConfig(cfg, opts.issuer.url)

@@ -80,6 +80,7 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	features := fs.String("features", joinNames(def.Features), "llmgate targets, one node each, comma separated: "+joinNames(bench.OverheadFeatures)+" (keys only; + a TPM; + the cache, every prompt unique; + the cache, every request a hit; keys + request log and usage history; + OpenTelemetry to a loopback receiver; the same tracing one request in ten; keys replaced by an OIDC bearer token; tpm with the same request sent as the Responses API, compared with tpm)")
 	out := fs.String("out", "", "also write the report as JSON to `FILE`")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile (pprof) of every llmgate node to `DIR`/FEATURE.pprof")
+	baseline := fs.String("baseline", "", "also measure the llmgate binary `FILE` (an older build) with each feature's configuration, in the same rounds")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -115,6 +116,7 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 		opts.CPUProfileDir = *cpuProfile
 	}
 
+	opts.Baseline = *baseline
 	rep, err := bench.Overhead(ctx, opts, stdout)
 	if err != nil {
 		return err
