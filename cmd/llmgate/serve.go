@@ -289,7 +289,7 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		return nil, err
 	}
 	undo = append(undo, unlock)
-	spaceOpts := space.Options{Dir: cfg.Node.DataDir, Reserve: cfg.Node.DiskReserveBytes, Logger: logger}
+	spaceOpts := space.Options{Dir: cfg.Node.DataDir, DBDir: filepath.Join(cfg.Node.DataDir, "db"), Reserve: cfg.Node.DiskReserveBytes, Logger: logger}
 	if _, err := space.Prepare(spaceOpts); err != nil {
 		return nil, err
 	}

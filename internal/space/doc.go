@@ -9,6 +9,10 @@
 // fills regardless (another process, the small writes that go on), so that
 // Badger's flushes, and a restart on a full disk, always find room.
 //
-// It owns the statfs polling, the ballast file and the paused state. It does
-// not write to the database and knows nothing of what is stored.
+// While paused it also preallocates (fallocate, keeping sizes and contents)
+// the files Badger is writing through memory maps, the memtable and value
+// logs, so that the writes that go on land on blocks the disk already gave.
+//
+// It owns the statfs polling, the ballast files and the paused state. It
+// never writes the database's contents and knows nothing of what is stored.
 package space

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,11 @@ const (
 type Options struct {
 	// Dir is the data directory.
 	Dir string
+	// DBDir is the database's directory: while storing is paused, the files
+	// Badger writes through memory maps there (memtable logs *.mem, value
+	// logs *.vlog) are given real blocks, so that the writes that go on
+	// cannot fault on a full disk. "" leaves them as they are.
+	DBDir string
 	// Reserve is the free space below which storing stops (default 256 MiB).
 	Reserve int64
 	// Interval is how often free space is measured (default 1s).
@@ -85,6 +91,8 @@ func Prepare(o Options) (int64, error) {
 // owns the measurements and the ballast; readers see atomics.
 type Watcher struct {
 	o       Options
+	pinned  map[string]int64 // DBDir files allocated in full, by name: their size then
+	noPin   bool             // the filesystem cannot allocate: stop trying
 	paused  atomic.Bool
 	free    atomic.Int64
 	stop    chan struct{}
@@ -96,7 +104,7 @@ type Watcher struct {
 // Start measures once, lays the ballast if there is room and watches.
 func Start(o Options) (*Watcher, error) {
 	o.defaults()
-	w := &Watcher{o: o, stop: make(chan struct{}),
+	w := &Watcher{o: o, stop: make(chan struct{}), pinned: map[string]int64{},
 		gPaused: prometheus.NewGauge(prometheus.GaugeOpts{Name: "llmgate_storage_paused",
 			Help: "1 while the data disk is below node.disk_reserve_bytes and new cache entries are not stored."}),
 		gFree: prometheus.NewGauge(prometheus.GaugeOpts{Name: "llmgate_data_disk_free_bytes",
@@ -159,6 +167,9 @@ func (w *Watcher) check() error {
 		w.gPaused.Set(0)
 		w.o.Logger.Info("data disk above its reserve again: storing resumed", "dir", w.o.Dir, "free_bytes", free)
 	}
+	if w.paused.Load() {
+		w.pin(free)
+	}
 	if !w.paused.Load() {
 		w.lay(free, StartBallastName, w.o.startBallastSize())
 		if f, err := w.o.free(w.o.Dir); err == nil {
@@ -167,6 +178,61 @@ func (w *Watcher) check() error {
 		w.lay(free, BallastName, w.o.ballastSize())
 	}
 	return nil
+}
+
+// pin gives the database's memory-mapped write files real blocks on disk.
+// Badger creates them sparse (ftruncate) and writes through a mapping: a
+// page of a hole written on a full disk is a SIGBUS, a page of an allocated
+// block is not, and no other process can take an allocated block. A file is
+// allocated in full, and only when what it lacks is at most half the free
+// space, so pinning never fills the disk itself (and what it takes is the
+// room Badger would fill anyway, returned when it truncates or removes the
+// file). Allocation never changes a file's contents or size
+// (FALLOC_FL_KEEP_SIZE), so it is safe beside Badger's writes and truncations.
+func (w *Watcher) pin(free int64) {
+	if w.o.DBDir == "" || w.noPin {
+		return
+	}
+	entries, err := os.ReadDir(w.o.DBDir)
+	if err != nil {
+		return
+	}
+	seen := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog") {
+			continue
+		}
+		seen[name] = true
+		path := filepath.Join(w.o.DBDir, name)
+		fi, err := e.Info()
+		if err != nil || fi.Size() == 0 || w.pinned[name] == fi.Size() {
+			continue
+		}
+		have, err := allocated(path)
+		if err != nil || fi.Size()-have > free/2 {
+			continue // does not fit: the ballast is what covers it
+		}
+		switch err := allocate(path, fi.Size()); {
+		case err == nil:
+			w.pinned[name] = fi.Size()
+			w.o.Logger.Info("database file preallocated on a nearly full disk", "file", name, "bytes", fi.Size()-have)
+			if f, err := w.o.free(w.o.Dir); err == nil {
+				free = f
+			}
+		case errors.Is(err, errNoAllocate):
+			w.noPin = true
+			w.o.Logger.Warn("the data disk's filesystem cannot preallocate; the database's files stay sparse", "dir", w.o.DBDir, "err", err)
+			return
+		case !errors.Is(err, os.ErrNotExist):
+			w.o.Logger.Warn("preallocating a database file on a nearly full disk", "file", name, "err", err)
+		}
+	}
+	for name := range w.pinned {
+		if !seen[name] {
+			delete(w.pinned, name) // flushed or rotated away
+		}
+	}
 }
 
 // lay creates a missing ballast file when the disk has room for it above the reserve.

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestWatcherPausesReleasesAndResumes(t *testing.T) {
@@ -75,5 +76,75 @@ func TestPrepareReleasesTheBallastOnAFullDisk(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, StartBallastName)); err == nil {
 		t.Fatal("a full disk kept its start ballast")
+	}
+}
+
+func TestPausedStoragePreallocatesTheDatabaseWriteFiles(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "db")
+	if err := os.Mkdir(db, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sparse := func(name string, size int64) string {
+		p := filepath.Join(db, name)
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write([]byte("header")); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(size); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	vlog, mem, sst := sparse("000001.vlog", 8<<20), sparse("00002.mem", 4<<20), sparse("000003.sst", 4<<20)
+	big := sparse("000004.vlog", 64<<20) // more than half the free space
+	if a, err := allocated(vlog); err != nil || a >= 8<<20 {
+		t.Skipf("this filesystem does not keep files sparse (%d bytes allocated, %v)", a, err)
+	}
+	var free atomic.Int64
+	free.Store(1 << 30)
+	w, err := Start(Options{Dir: dir, DBDir: db, Reserve: 64 << 20, Interval: time.Hour,
+		free: func(string) (int64, error) { return free.Load(), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if a, _ := allocated(vlog); a >= 8<<20 {
+		t.Fatalf("with room the value log was preallocated: %d bytes", a)
+	}
+	free.Store(40 << 20) // below the reserve: paused
+	if err := w.check(); err != nil {
+		t.Fatal(err)
+	}
+	if w.noPin {
+		t.Skip("this filesystem cannot preallocate")
+	}
+	for _, f := range []struct {
+		path string
+		size int64
+		full bool
+	}{{vlog, 8 << 20, true}, {mem, 4 << 20, true}, {sst, 4 << 20, false}, {big, 64 << 20, false}} {
+		a, err := allocated(f.path)
+		fi, serr := os.Stat(f.path)
+		if err != nil || serr != nil || fi.Size() != f.size || (a >= f.size) != f.full {
+			t.Fatalf("%s: %d bytes allocated of %v (%v %v), want allocated in full: %v", filepath.Base(f.path), a, fi.Size(), err, serr, f.full)
+		}
+		if b, _ := os.ReadFile(f.path); string(b[:6]) != "header" || b[len(b)-1] != 0 {
+			t.Fatalf("%s: contents changed", filepath.Base(f.path))
+		}
+	}
+	// A file the database truncated since is allocated again, never extended.
+	if err := os.Truncate(vlog, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.check(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(vlog); fi.Size() != 2<<20 {
+		t.Fatalf("the truncated value log is %d bytes, want 2 MiB", fi.Size())
 	}
 }
