@@ -54,6 +54,7 @@ func Repair(dir string) (*RepairReport, error) {
 		return nil, err
 	}
 	_ = os.Remove(recordPath(dir)) // its counts describe what was lost
+	_ = os.Remove(markPath(dir))   // and its mark may be among it
 
 	bo := badgerOptions(dir, Options{})
 	levels := map[uint64]badger.TableManifest{}

@@ -20,6 +20,7 @@ const (
 	PrefixKeys      = "k/" // identity: run-time consumer keys (salted hashes, never the keys)
 	PrefixUsage     = "h/" // usage: hourly usage history rows
 	PrefixAffinity  = "a/" // affinity: Responses API response id -> consumer and backend
+	PrefixStore     = "s/" // store: its own mark (see mark.go)
 )
 
 // Options tune the database; zero fields get defaults.
@@ -29,6 +30,10 @@ type Options struct {
 	InMemory bool
 	// GCInterval is how often value-log GC runs (default 1 minute).
 	GCInterval time.Duration
+	// MarkInterval is how often the mark a start after a crash checks is
+	// advanced (default 30 seconds; see mark.go): writes older than this
+	// that a crash's survivor lacks are found.
+	MarkInterval time.Duration
 }
 
 // DB is the node's open database.
@@ -50,6 +55,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	if opts.GCInterval <= 0 {
 		opts.GCInterval = time.Minute
 	}
+	if opts.MarkInterval <= 0 {
+		opts.MarkInterval = 30 * time.Second
+	}
 	bo := badgerOptions(dir, opts)
 	if !opts.InMemory {
 		// Refuse a damaged directory before Badger opens it: Badger would
@@ -63,8 +71,13 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening database in %s: %w", dir, err)
 	}
+	var mark uint64
 	if !opts.InMemory {
 		if err := checkRecord(bdb, dir, time.Now()); err != nil {
+			_ = bdb.Close()
+			return nil, err
+		}
+		if mark, err = checkMark(bdb, dir); err != nil {
 			_ = bdb.Close()
 			return nil, err
 		}
@@ -72,8 +85,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	db := &DB{DB: bdb, log: opts.Logger, cancel: cancel, dir: dir, record: !opts.InMemory}
 	if !opts.InMemory {
-		db.done.Add(1)
+		db.done.Add(2)
 		go db.gcLoop(ctx, opts.GCInterval)
+		go db.markLoop(ctx, opts.MarkInterval, mark)
 	}
 	return db, nil
 }
