@@ -67,7 +67,7 @@ type Options struct {
 type Stats struct {
 	Judged     int64 `json:"judged"`      // judge calls that gave a verdict
 	Confirmed  int64 `json:"confirmed"`   // verdicts "yes" on candidates that needed one (verified hits)
-	Settled    int64 `json:"settled"`     // of Confirmed, candidates the guard had refused on wording (Settle)
+	Settled    int64 `json:"settled"`     // of Confirmed, candidates the guard had refused on wording (Settle: both orders said yes)
 	Refused    int64 `json:"refused"`     // verdicts "no"
 	Failed     int64 `json:"failed"`      // judge errors and timeouts (misses)
 	OverBudget int64 `json:"over_budget"` // candidates not judged for lack of budget (misses)
@@ -224,12 +224,31 @@ func (v *Verifier) Confirm(ctx context.Context, key, route, query, candidate str
 
 // Settle is Confirm for a candidate the match guard refused on wording
 // only (guard.Judgeable: a content word without a WordNet link, a
-// qualifier, word order, an entity one text lacks): no learned threshold
-// vouches for such a candidate, so the judge is always asked, and its
-// verdict does not move the threshold of key.
+// qualifier, word order, a pronoun, quantifier or comparative on one side
+// only): no learned threshold vouches for such a candidate, so the judge is
+// always asked, and its verdicts do not move the threshold of key. It is
+// asked twice at once, with the two texts in either order, and both
+// answers must be yes: such candidates are wrong more often than the ones
+// the guard accepts, and a judge's slips (position bias, noise) seldom
+// repeat in both orders. The two calls run in parallel, so the request
+// waits for one judge call's time, and both count against the budget.
 func (v *Verifier) Settle(ctx context.Context, key, route, query, candidate string, d float32) bool {
+	var swapped, swappedOK bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		swapped, swappedOK = v.judge(ctx, key, route, candidate, query, d, false, true)
+	}()
 	same, ok := v.judge(ctx, key, route, query, candidate, d, false, true)
-	return ok && same
+	<-done
+	if !ok || !same || !swappedOK || !swapped {
+		return false
+	}
+	v.do(context.WithoutCancel(ctx), func(s *state) {
+		s.stats.Confirmed++
+		s.stats.Settled++
+	})
+	return true
 }
 
 // MaybeAudit samples a hit served without a judge (AuditRate) and judges it
@@ -274,11 +293,8 @@ func (v *Verifier) judge(ctx context.Context, key, route, query, candidate strin
 		}
 		s.stats.Judged++
 		if same {
-			if !audit {
+			if !audit && !soft { // Settle counts its hit once both orders agree
 				s.stats.Confirmed++
-			}
-			if soft {
-				s.stats.Settled++
 			}
 		} else {
 			s.stats.Refused++

@@ -310,7 +310,59 @@ func TestSettleNeverMovesTheThreshold(t *testing.T) {
 			soft++
 		}
 	}
-	if soft != 51 {
-		t.Errorf("%d soft verdicts stored, want 51", soft)
+	if soft != 102 {
+		t.Errorf("%d soft verdicts stored, want 102 (each candidate judged in both orders)", soft)
 	}
+}
+
+// Settle serves a candidate only when the judge says yes with the texts in
+// both orders, asked at once.
+func TestSettleNeedsBothOrders(t *testing.T) {
+	j := &orderJudge{yes: map[[2]string]bool{{"q", "c"}: true}, started: make(chan struct{}, 2), release: make(chan struct{})}
+	v, err := New(Options{Judge: j, AuditRate: -1, TokensPerMinute: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	key := Key("p", "r")
+	go func() { // both calls are in flight before either answers
+		<-j.started
+		<-j.started
+		close(j.release)
+	}()
+	if v.Settle(t.Context(), key, "r", "q", "c", 0.1) {
+		t.Error("served with the judge saying yes in one order only")
+	}
+	j.yes[[2]string{"c", "q"}] = true
+	j.release = nil
+	if !v.Settle(t.Context(), key, "r", "q", "c", 0.1) {
+		t.Error("refused with the judge saying yes in both orders")
+	}
+	if st := v.Stats(t.Context()); st.Settled != 1 || st.Confirmed != 1 || st.Judged != 4 || st.Refused != 1 {
+		t.Errorf("stats %+v: want 1 settled and confirmed, 4 judged, 1 refused", st)
+	}
+}
+
+// orderJudge says yes to the (query, candidate) orders in yes; with
+// release set, each call waits for it after announcing itself on started.
+type orderJudge struct {
+	mu      sync.Mutex
+	yes     map[[2]string]bool
+	started chan struct{}
+	release chan struct{}
+}
+
+func (j *orderJudge) Judge(ctx context.Context, q, c string) (bool, int64, error) {
+	j.mu.Lock()
+	release, same := j.release, j.yes[[2]string{q, c}]
+	j.mu.Unlock()
+	if release != nil {
+		j.started <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return false, 0, ctx.Err()
+		}
+	}
+	return same, 10, nil
 }
