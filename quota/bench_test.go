@@ -78,3 +78,34 @@ func BenchmarkReserveSettleParallel(b *testing.B) {
 		b.ReportMetric(float64(lat[len(lat)*999/1000].Nanoseconds())/1e3, "p99.9-reserve-µs")
 	}
 }
+
+// BenchmarkSettleStage is what settling costs the caller, the time the
+// answer waits for it: Settle (a round trip to the shard) against
+// SettleAsync (queued, not awaited), reported as settle-ns per call.
+func BenchmarkSettleStage(b *testing.B) {
+	for _, tc := range []struct {
+		name   string
+		settle func(l *Limiter, r Reservation)
+	}{
+		{"wait", func(l *Limiter, r Reservation) { l.Settle(context.Background(), r, 90) }},
+		{"async", func(l *Limiter, r Reservation) { l.SettleAsync(r, 90) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			l := benchLimiter(b)
+			ctx := context.Background()
+			var spent time.Duration
+			n := 0
+			for b.Loop() {
+				r, d, err := l.Reserve(ctx, "c0", "", 100)
+				if err != nil || !d.Allowed {
+					b.Fatal(err, d)
+				}
+				start := time.Now()
+				tc.settle(l, r)
+				spent += time.Since(start)
+				n++
+			}
+			b.ReportMetric(float64(spent.Nanoseconds())/float64(n), "settle-ns")
+		})
+	}
+}
