@@ -62,6 +62,7 @@ fuzz:
 	$(GO) test ./internal/tokens -run '^$$' -fuzz FuzzCountIsExact -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzStreamTap -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzReadChatMatchesDecoding -fuzztime $(FUZZTIME)
+	$(GO) test ./node -run '^$$' -fuzz FuzzReadResponseMatchesDecoding -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzPlanKeysAreTheDecodedOnes -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzPromptFloorIsALowerBound -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzLengthFloorBelowCount -fuzztime $(FUZZTIME)

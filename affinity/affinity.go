@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -66,7 +67,11 @@ type Store struct {
 	quit chan struct{}
 	done chan struct{}
 	// The writer persists local creations off the request path.
-	kick       chan struct{}
+	kick chan struct{}
+	// written serialises reading what is persisted and writing what
+	// changes it (the writer's batches, Forget, Merge): a deletion cannot
+	// fall between a batch's check and its write and be overwritten.
+	written    sync.Mutex
 	stopWriter chan struct{}
 	writerDone chan struct{}
 
@@ -191,12 +196,23 @@ func (s *Store) Remember(ctx context.Context, id string, o Owner) error {
 }
 
 // write persists the queued creations, a batch at a time: those that
-// arrive while a batch is written make the next one.
+// arrive within writeDelay of the first, or while a batch is written, make
+// one transaction (and one message to the cluster).
 func (s *Store) write() {
 	defer close(s.writerDone)
+	gather := time.NewTimer(writeDelay)
+	gather.Stop()
 	for {
 		select {
 		case <-s.kick:
+			gather.Reset(writeDelay)
+			select {
+			case <-gather.C:
+			case <-s.stopWriter:
+				gather.Stop()
+				s.writeQueue()
+				return
+			}
 			s.writeQueue()
 		case <-s.stopWriter:
 			s.writeQueue()
@@ -205,8 +221,13 @@ func (s *Store) write() {
 	}
 }
 
-// writeBatch bounds the records of one transaction.
-const writeBatch = 1000
+const (
+	// writeBatch bounds the records of one transaction.
+	writeBatch = 1000
+	// writeDelay is how long the writer gathers creations before a write:
+	// look-ups find them meanwhile; the cluster hears of them this much later.
+	writeDelay = 2 * time.Millisecond
+)
 
 // writeQueue persists the queue (the creations no record is known for
 // yet) and hands them to the cluster.
@@ -224,10 +245,12 @@ func (s *Store) writeQueue() {
 		}) != nil || len(batch) == 0 {
 			return
 		}
+		s.written.Lock()
 		keep, err := s.unknown(ctx, batch)
 		if err == nil {
 			err = s.persist(keep)
 		}
+		s.written.Unlock()
 		if err != nil {
 			s.log.Warn("persisting response owners failed; follow-ups on these ids will be refused", "records", len(batch), "err", err)
 		}
@@ -308,6 +331,8 @@ func (s *Store) get(ctx context.Context, id string) (record, bool) {
 // otherwise the earlier creation stays) and, when local, queues them for
 // the cluster.
 func (s *Store) apply(ctx context.Context, in []record, local bool) error {
+	s.written.Lock()
+	defer s.written.Unlock()
 	keep, err := s.unknown(ctx, in)
 	if err != nil {
 		return err

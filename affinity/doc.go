@@ -23,5 +23,7 @@
 // Concurrency: the change queue, the creations not yet written and the
 // catch-up cursor (and, without a database, the records) are owned by one
 // goroutine and changed by messages to it; look-ups read Badger, which is
-// safe for concurrent use.
+// safe for concurrent use. One mutex orders each check-then-write on Badger
+// (a writer batch, Forget, Merge), so that a deletion is never overwritten
+// by a creation checked before it.
 package affinity

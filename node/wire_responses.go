@@ -54,23 +54,31 @@ func (responsesWire) upstreamBody(_ *Call, body []byte, _ bool) []byte { return 
 
 // responseObject is the part of a response object the gateway reads.
 type responseObject struct {
-	ID                string `json:"id"`
-	Status            string `json:"status"`
-	IncompleteDetails *struct {
-		Reason string `json:"reason"`
-	} `json:"incomplete_details"`
-	Output []struct {
-		Type    string `json:"type"`
-		Content []struct {
-			Type string `json:"type"`
-			Text string `json:"text"`
-		} `json:"content"`
-	} `json:"output"`
-	Usage *struct {
-		Input  int64 `json:"input_tokens"`
-		Output int64 `json:"output_tokens"`
-		Total  int64 `json:"total_tokens"`
-	} `json:"usage"`
+	ID                string          `json:"id"`
+	Status            string          `json:"status"`
+	IncompleteDetails *respIncomplete `json:"incomplete_details"`
+	Output            []respOutput    `json:"output"`
+	Usage             *respUsage      `json:"usage"`
+}
+
+type respIncomplete struct {
+	Reason string `json:"reason"`
+}
+
+type respOutput struct {
+	Type    string     `json:"type"`
+	Content []respPart `json:"content"`
+}
+
+type respPart struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+type respUsage struct {
+	Input  int64 `json:"input_tokens"`
+	Output int64 `json:"output_tokens"`
+	Total  int64 `json:"total_tokens"`
 }
 
 func (o *responseObject) usage() *usage {
@@ -131,8 +139,8 @@ func (responsesWire) readReply(status int, body []byte) *reply {
 	if status != http.StatusOK {
 		return r
 	}
-	var o responseObject
-	if json.Unmarshal(body, &o) != nil {
+	o, ok := readResponse(body)
+	if !ok {
 		return r
 	}
 	r.ok, r.id, r.u = true, o.ID, o.usage()
@@ -337,4 +345,167 @@ func withPreviousResponse(body []byte, id, held string) []byte {
 		return body
 	}
 	return out
+}
+
+// readResponse reads the part of a response object body the gateway reads,
+// as decoding it into a responseObject does: the common answer (a
+// top-level object, plain strings, integer counts, each field once) by
+// answerScanner in one pass, any other by encoding/json
+// (FuzzReadResponseMatchesDecoding checks they agree). ok is false for a
+// body that does not decode.
+func readResponse(body []byte) (responseObject, bool) {
+	if o, ok := scanResponse(body); ok {
+		return o, true
+	}
+	var o responseObject
+	err := json.Unmarshal(body, &o)
+	return o, err == nil
+}
+
+// scanResponse reads body with answerScanner; ok is false when
+// encoding/json must decide.
+func scanResponse(body []byte) (o responseObject, ok bool) {
+	if !json.Valid(body) {
+		return o, false
+	}
+	s := answerScanner{b: body}
+	if s.peek() != '{' {
+		return o, false
+	}
+	var top seen
+	ok = s.object(func(key []byte) bool {
+		switch {
+		case keyIs(key, "id"):
+			return top.first(1) && s.str(&o.ID)
+		case keyIs(key, "status"):
+			return top.first(2) && s.str(&o.Status)
+		case keyIs(key, "incomplete_details"):
+			if !top.first(4) {
+				return false
+			}
+			if s.isNull() {
+				return true
+			}
+			if s.peek() != '{' {
+				return false
+			}
+			o.IncompleteDetails = &respIncomplete{}
+			var f seen
+			return s.object(func(key []byte) bool {
+				if keyIs(key, "reason") {
+					return f.first(1) && s.str(&o.IncompleteDetails.Reason)
+				}
+				s.skip()
+				return true
+			})
+		case keyIs(key, "output"):
+			if !top.first(8) {
+				return false
+			}
+			return s.respArray(func() bool {
+				o.Output = append(o.Output, respOutput{})
+				it := &o.Output[len(o.Output)-1]
+				var f seen
+				return s.object(func(key []byte) bool {
+					switch {
+					case keyIs(key, "type"):
+						return f.first(1) && s.str(&it.Type)
+					case keyIs(key, "content"):
+						if !f.first(2) {
+							return false
+						}
+						return s.respArray(func() bool {
+							it.Content = append(it.Content, respPart{})
+							p := &it.Content[len(it.Content)-1]
+							var g seen
+							return s.object(func(key []byte) bool {
+								switch {
+								case keyIs(key, "type"):
+									return g.first(1) && s.str(&p.Type)
+								case keyIs(key, "text"):
+									return g.first(2) && s.str(&p.Text)
+								}
+								s.skip()
+								return true
+							})
+						}, func() { it.Content = append(it.Content, respPart{}) }, func() { it.Content = []respPart{} })
+					}
+					s.skip()
+					return true
+				})
+			}, func() { o.Output = append(o.Output, respOutput{}) }, func() { o.Output = []respOutput{} })
+		case keyIs(key, "usage"):
+			if !top.first(16) {
+				return false
+			}
+			if s.isNull() {
+				return true
+			}
+			if s.peek() != '{' {
+				return false
+			}
+			o.Usage = &respUsage{}
+			var f seen
+			return s.object(func(key []byte) bool {
+				switch {
+				case keyIs(key, "input_tokens"):
+					return f.first(1) && s.int(&o.Usage.Input)
+				case keyIs(key, "output_tokens"):
+					return f.first(2) && s.int(&o.Usage.Output)
+				case keyIs(key, "total_tokens"):
+					return f.first(4) && s.int(&o.Usage.Total)
+				}
+				s.skip()
+				return true
+			})
+		}
+		s.skip()
+		return true
+	})
+	if !ok || s.peek() != 0 {
+		return responseObject{}, false
+	}
+	return o, true
+}
+
+// respArray reads the array (or null) at s.i: elem reads each object
+// element, null an element that is null; empty marks an array with none
+// (encoding/json makes it empty, not nil).
+func (s *answerScanner) respArray(elem func() bool, null, empty func()) bool {
+	if s.isNull() {
+		return true
+	}
+	if s.peek() != '[' {
+		return false
+	}
+	s.i++
+	if s.peek() == ']' {
+		s.i++
+		empty()
+		return true
+	}
+	for {
+		switch s.peek() {
+		case 'n':
+			if !s.isNull() {
+				return false
+			}
+			null()
+		case '{':
+			if !elem() {
+				return false
+			}
+		default:
+			return false
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			return true
+		default:
+			return false
+		}
+	}
 }
