@@ -77,7 +77,10 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	}
 	// A prompt that cannot fit the consumer's limit by its length is refused
 	// before the body is decoded (see node.Gateway.RefuseByLength).
-	if e := a.gw.RefuseByLength(ctx, consumer, op, body); e != nil {
+	if model, e := a.gw.RefuseByLength(ctx, consumer, op, body); e != nil {
+		if deployment == "" && a.gw.HasRoute(model) {
+			rec.Route, label.route = model, model
+		}
 		return fail(e)
 	}
 	call := &node.Call{Op: op, Body: body, Consumer: consumer, RequestID: rec.RequestID, Header: req.Header, Capture: a.opts.CaptureContent}

@@ -367,6 +367,10 @@ func TestHugePromptIsRefusedBeforeDecoding(t *testing.T) {
 	if a.status != http.StatusTooManyRequests || a.header.Get("x-should-retry") != "false" || !strings.Contains(string(a.body), "by its length alone") {
 		t.Fatalf("a 4 MB prompt under 20000 TPM: %d %.300s", a.status, a.body)
 	}
+	want := `llmgate_requests_total{backend="",code="429",op="chat",route="gpt-4o"} 1`
+	if m := do(t, "GET", g.admin.URL+"/metrics", "", ""); !strings.Contains(string(m.body), want) {
+		t.Errorf("the refusal is not counted under its route: want %s", want)
+	}
 	// 4 MB of base64 beside a short question is an image, not a prompt.
 	image := `{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"user","content":[{"type":"text","text":"What is in this image?"},` +
 		`{"type":"image_url","image_url":{"url":"data:image/png;base64,` + strings.Repeat("iVBORw0KGgo", 360_000) + `"}}]}]}`

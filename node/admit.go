@@ -222,12 +222,14 @@ func (g *Gateway) refuseByLength(ctx context.Context, call *Call) *openai.Error 
 // of JSON costs more than the answer. Bodies up to 64 KiB, consumers
 // without a limit and a limiter that cannot answer are never refused here;
 // the refusal is the one Serve's admission gives such a prompt after decoding.
-func (g *Gateway) RefuseByLength(ctx context.Context, c *Consumer, op openai.Operation, body []byte) *openai.Error {
+// model is the body's "model" as the pass read it ("" if it could not), for
+// naming the refused request's route.
+func (g *Gateway) RefuseByLength(ctx context.Context, c *Consumer, op openai.Operation, body []byte) (model string, e *openai.Error) {
 	if g.limiter == nil || c == nil || len(body) <= floorMinBody {
-		return nil
+		return "", nil
 	}
 	f := openai.ScanPromptFloor(op, body)
-	return g.lengthRefusal(ctx, c, floorTokens(f.TextBytes, f.Tokens), f.TextBytes)
+	return f.Model, g.lengthRefusal(ctx, c, floorTokens(f.TextBytes, f.Tokens), f.TextBytes)
 }
 
 // floorTokens is the fewest tokens textBytes of text and pre pre-tokenized

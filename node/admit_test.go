@@ -266,7 +266,7 @@ func TestRefuseByLengthBeforeDecoding(t *testing.T) {
 		{"a body the pass cannot follow is left to the parse", openai.OpChat, `{"model":"gpt-4o","messages":[{"role":"user","content":"` + text, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := g.RefuseByLength(ctx, c, tc.op, []byte(tc.body))
+			_, e := g.RefuseByLength(ctx, c, tc.op, []byte(tc.body))
 			if tc.refuse != (e != nil) {
 				t.Fatalf("refused = %v, want %v (%+v)", e != nil, tc.refuse, e)
 			}
@@ -275,7 +275,7 @@ func TestRefuseByLengthBeforeDecoding(t *testing.T) {
 			}
 		})
 	}
-	if e := limitedGateway(t, 0).RefuseByLength(ctx, c, openai.OpChat, []byte(`{"messages":[{"role":"user","content":"`+text+`"}]}`)); e != nil {
+	if _, e := limitedGateway(t, 0).RefuseByLength(ctx, c, openai.OpChat, []byte(`{"messages":[{"role":"user","content":"`+text+`"}]}`)); e != nil {
 		t.Fatalf("a consumer without a TPM limit refused by length: %s", e.Message)
 	}
 }

@@ -14,6 +14,9 @@ type PromptFloor struct {
 	// Tokens counts the pre-tokenized inputs (an embeddings request's
 	// integer arrays), one token per number.
 	Tokens int64
+	// Model is the top-level "model" when it is a string without escapes,
+	// else "": for naming the route of a refusal, never for routing.
+	Model string
 }
 
 // ScanPromptFloor bounds from below the prompt text of body, a request of
@@ -36,22 +39,37 @@ type PromptFloor struct {
 func ScanPromptFloor(op Operation, body []byte) PromptFloor {
 	s := floorScanner{b: body}
 	var f PromptFloor
+	model := func() {
+		if s.peek() != '"' {
+			s.skip()
+			return
+		}
+		if raw := s.rawStr(); bytes.IndexByte(raw, '\\') < 0 {
+			f.Model = string(raw)
+		}
+	}
 	switch op {
 	case OpChat:
 		s.object(func(key []byte) {
-			if string(key) == "messages" {
+			switch string(key) {
+			case "messages":
 				s.array(func() { s.chatMessage(&f) })
-				return
+			case "model":
+				model()
+			default:
+				s.skip()
 			}
-			s.skip()
 		})
 	case OpEmbeddings:
 		s.object(func(key []byte) {
-			if string(key) == "input" {
+			switch string(key) {
+			case "input":
 				s.embeddingsInput(&f)
-				return
+			case "model":
+				model()
+			default:
+				s.skip()
 			}
-			s.skip()
 		})
 	case OpResponses:
 		var instructions int64
@@ -67,6 +85,8 @@ func ScanPromptFloor(op Operation, body []byte) PromptFloor {
 					return
 				}
 				s.skip()
+			case "model":
+				model()
 			default:
 				s.skip()
 			}

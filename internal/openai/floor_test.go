@@ -48,6 +48,27 @@ func TestScanPromptFloor(t *testing.T) {
 	}
 }
 
+func TestScanPromptFloorNamesThePlainModel(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"model":"gpt-4o","messages":[]}`:         "gpt-4o",
+		`{"messages":[],"model":"gpt-4o"}`:         "gpt-4o",
+		`{"model":"gpt\u002d4o","messages":[]}`:    "",
+		`{"model":["gpt-4o"],"messages":[]}`:       "",
+		`{"metadata":{"model":"x"},"messages":[]}`: "",
+		`{"Model":"gpt-4o","messages":[]}`:         "",
+	} {
+		if got := ScanPromptFloor(OpChat, []byte(body)).Model; got != want {
+			t.Errorf("%s: model %q, want %q", body, got, want)
+		}
+	}
+	if got := ScanPromptFloor(OpResponses, []byte(`{"input":"x","model":"m"}`)).Model; got != "m" {
+		t.Errorf("responses: model %q", got)
+	}
+	if got := ScanPromptFloor(OpEmbeddings, []byte(`{"input":"x","model":"e"}`)).Model; got != "e" {
+		t.Errorf("embeddings: model %q", got)
+	}
+}
+
 // countedText is what the token count of a parsed request covers: the bytes
 // of text it tokenizes and the number of pre-tokenized inputs. It is the
 // reference ScanPromptFloor must never exceed.
