@@ -2,7 +2,7 @@
 // silent or hostile: it builds the http.Server of a listener (header and
 // whole-request read deadlines counted from the request's first byte), guards
 // every handler so an unread request body never holds a connection (the rest
-// of an oversized one is discarded for at most 2 s, so its sender reads the
+// of an oversized one is discarded for at most 5 s, so its sender reads the
 // refusal instead of a reset), and caps the connections a listener serves at
 // once.
 //

@@ -84,7 +84,7 @@ func Guard(h http.Handler) http.Handler {
 // writing a 50 MB body then fails its write, and Go's http.Client reports that
 // write error instead of the 413 whenever it sees it before the answer.
 const (
-	lingerTime  = 2 * time.Second
+	lingerTime  = 5 * time.Second
 	lingerBytes = 64 << 20
 )
 
