@@ -349,6 +349,9 @@ func (n *runningNode) reload(ctx context.Context) (changed []string, err error) 
 			n.log.Warn("evicting cache entries beyond the new cache.max_entries", "err", err)
 		}
 	}
+	if n.format != nil && next.Log.Format != cur.cfg.Log.Format {
+		n.format.set(next.Log.Format)
+	}
 	if n.level != nil {
 		var lv slog.Level
 		if lv.UnmarshalText([]byte(next.Log.Level)) == nil { // validated

@@ -295,7 +295,8 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if code, _, _ := n.chat(t, "sk-team-b", "gpt-4o", "before", false); code != 401 {
 		t.Fatalf("team-b's key works before it is configured: %d", code)
 	}
-	n.write(t, n.listen, "  - {name: team-b, keys: [sk-team-b]}\n", "", "cache: {enabled: true, score_threshold: 0.04}\n")
+	// The key and the log format (JSON to text) change together.
+	n.write(t, n.listen, "  - {name: team-b, keys: [sk-team-b]}\n", "", "cache: {enabled: true, score_threshold: 0.04}\nlog: {format: text}\n")
 	if err := n.proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +320,11 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	// The log is read once the process has exited (it writes it until then).
 	_ = n.proc.cmd.Process.Signal(syscall.SIGTERM)
 	_ = n.proc.wait(t, 30*time.Second)
-	if !strings.Contains(n.proc.stderr.String(), "configuration reload refused") {
+	logs := n.proc.stderr.String()
+	if !strings.Contains(logs, "configuration reload refused") {
 		t.Error("the refused reload is not logged")
+	}
+	if !strings.Contains(logs, `"msg":"llmgate node serving"`) || !strings.Contains(logs, `msg="configuration reloaded"`) {
+		t.Errorf("the log is not JSON before the reload and text after it:\n%s", logs)
 	}
 }

@@ -79,7 +79,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	level := new(slog.LevelVar)
 	lw := newLogWriter(stderr, 100*time.Millisecond)
 	defer lw.Close()
-	logger, err := newLogger(cfg.Log, lw, level)
+	logger, format, err := newLogger(cfg.Log, lw, level)
 	if err != nil {
 		return err
 	}
@@ -103,7 +103,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	n.level = level
+	n.level, n.format = level, format
 	if f.config != "" {
 		n.reread = func() (*config.Config, error) { return serveConfig(f) }
 	}
@@ -222,18 +222,16 @@ func startBuiltinMock() (stop func(), url string, err error) {
 	return stop, base + "/v1", nil
 }
 
-// newLogger builds the logger; its level is lv's, which a reload changes.
-func newLogger(lc config.Log, w io.Writer, lv *slog.LevelVar) (*slog.Logger, error) {
+// newLogger builds the logger; its level is lv's and its format the
+// returned logFormat's, which a reload changes.
+func newLogger(lc config.Log, w io.Writer, lv *slog.LevelVar) (*slog.Logger, *logFormat, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(lc.Level)); err != nil {
-		return nil, fmt.Errorf("log.level: %w", err)
+		return nil, nil, fmt.Errorf("log.level: %w", err)
 	}
 	lv.Set(level)
-	opts := &slog.HandlerOptions{Level: lv}
-	if lc.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return slog.New(slog.NewJSONHandler(w, opts)), nil
+	f := newLogFormat(w, lv, lc.Format)
+	return slog.New(f.handler()), f, nil
 }
 
 // runningNode is one gateway node with its listeners and servers.
@@ -266,6 +264,7 @@ type runningNode struct {
 	// nil when the node runs on built-in defaults.
 	reread  func() (*config.Config, error)
 	level   *slog.LevelVar // nil: the log level is not reloadable (demo)
+	format  *logFormat     // nil: the log format is not reloadable (demo)
 	reloads *prometheus.CounterVec
 	tokens  map[string]node.TokenSource // Entra ID token sources of backends with auth: entra, fixed at start
 	// certs serves both listeners' certificate, re-read when its files

@@ -10,8 +10,8 @@ import (
 )
 
 // restartOnly are the settings a running node cannot change: what it binds,
-// where it stores, who it is in the cluster, and what its listeners, index
-// and log handler were built with. A path names a key and everything under
+// where it stores, who it is in the cluster, and what its listeners and
+// index were built with. A path names a key and everything under
 // it. Everything else is applied by a reload.
 var restartOnly = []string{
 	"node.name",
@@ -30,7 +30,6 @@ var restartOnly = []string{
 	"server.body_read_timeout",
 	"server.idle_timeout",
 	"server.max_connections",
-	"log.format",
 	// The usage history's actor and its share of the cluster's exchange
 	// start with the node.
 	"telemetry.usage_history",
