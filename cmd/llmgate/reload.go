@@ -349,6 +349,11 @@ func (n *runningNode) reload(ctx context.Context) (changed []string, err error) 
 			n.log.Warn("evicting cache entries beyond the new cache.max_entries", "err", err)
 		}
 	}
+	if next.Server.MaxConnections != cur.cfg.Server.MaxConnections {
+		for _, l := range n.connLimits {
+			l.SetMax(next.Server.MaxConnections)
+		}
+	}
 	if n.format != nil && next.Log.Format != cur.cfg.Log.Format {
 		n.format.set(next.Log.Format)
 	}

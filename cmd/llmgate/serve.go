@@ -262,11 +262,13 @@ type runningNode struct {
 	abandonStop context.CancelFunc
 	// reread loads the configuration again as serve did (file and flags);
 	// nil when the node runs on built-in defaults.
-	reread  func() (*config.Config, error)
-	level   *slog.LevelVar // nil: the log level is not reloadable (demo)
-	format  *logFormat     // nil: the log format is not reloadable (demo)
-	reloads *prometheus.CounterVec
-	tokens  map[string]node.TokenSource // Entra ID token sources of backends with auth: entra, fixed at start
+	reread func() (*config.Config, error)
+	level  *slog.LevelVar // nil: the log level is not reloadable (demo)
+	format *logFormat     // nil: the log format is not reloadable (demo)
+	// connLimits cap both listeners' connections (server.max_connections).
+	connLimits []*edge.Limited
+	reloads    *prometheus.CounterVec
+	tokens     map[string]node.TokenSource // Entra ID token sources of backends with auth: entra, fixed at start
 	// certs serves both listeners' certificate, re-read when its files
 	// change; nil without tls.cert_file.
 	certs *certs.Reloader
@@ -378,8 +380,10 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 		Help: "Connections answered 503 and closed because the listener was at server.max_connections.",
 	}, []string{"listener"})
 	reg.MustRegister(refused)
-	dataLn = edge.Limit(dataLn, cfg.Server.MaxConnections, refused.WithLabelValues("data").Inc)
-	adminLn = edge.Limit(adminLn, cfg.Server.MaxConnections, refused.WithLabelValues("admin").Inc)
+	dataLim := edge.Limit(dataLn, cfg.Server.MaxConnections, refused.WithLabelValues("data").Inc)
+	adminLim := edge.Limit(adminLn, cfg.Server.MaxConnections, refused.WithLabelValues("admin").Inc)
+	dataLn, adminLn = dataLim, adminLim
+	n.connLimits = []*edge.Limited{dataLim, adminLim}
 	// The console's files do not change with a reload; the admin API under them does.
 	n.data, n.admin = newServer(genHandler{n: n}), newServer(console.Mount(genHandler{n: n, admin: true}))
 	if cfg.TLS.CertFile != "" {

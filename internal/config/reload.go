@@ -29,7 +29,6 @@ var restartOnly = []string{
 	"server.read_header_timeout",
 	"server.body_read_timeout",
 	"server.idle_timeout",
-	"server.max_connections",
 	// The usage history's actor and its share of the cluster's exchange
 	// start with the node.
 	"telemetry.usage_history",

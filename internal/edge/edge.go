@@ -164,36 +164,42 @@ func (w *writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // Limit returns ln capped at max connections served at once (max <= 0: no
 // cap). A connection beyond the cap is answered at once with a 503 in the
 // OpenAI error format and closed, so clients see why instead of a hang.
-// refused, if not nil, is called for each (a metric).
-func Limit(ln net.Listener, max int, refused func()) net.Listener {
-	if max <= 0 {
-		return ln
-	}
-	return &limited{Listener: ln, slots: make(chan struct{}, max), refused: refused}
+// refused, if not nil, is called for each (a metric). SetMax changes the cap.
+func Limit(ln net.Listener, max int, refused func()) *Limited {
+	l := &Limited{Listener: ln, refused: refused}
+	l.max.Store(int64(max))
+	return l
 }
 
-type limited struct {
+// Limited is a listener capped at a number of connections served at once.
+type Limited struct {
 	net.Listener
-	slots    chan struct{}
+	active   atomic.Int64 // connections accepted and not yet closed
+	max      atomic.Int64 // <= 0: no cap
 	refused  func()
 	refusing atomic.Int32 // refusals being written now
 }
+
+// SetMax changes the cap for the connections accepted from now on (a
+// configuration reload; <= 0: no cap). Connections over a lowered cap are
+// not closed: they finish, and new ones wait for the count to fall.
+func (l *Limited) SetMax(max int) { l.max.Store(int64(max)) }
 
 // maxRefusing bounds the goroutines writing refusals; past it, a connection
 // beyond the cap is closed without a word.
 const maxRefusing = 64
 
-func (l *limited) Accept() (net.Conn, error) {
+func (l *Limited) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
 		}
-		select {
-		case l.slots <- struct{}{}:
-			return &conn{Conn: c, release: sync.OnceFunc(func() { <-l.slots })}, nil
-		default:
+		max := l.max.Load()
+		if n := l.active.Add(1); max <= 0 || n <= max {
+			return &conn{Conn: c, release: sync.OnceFunc(func() { l.active.Add(-1) })}, nil
 		}
+		l.active.Add(-1)
 		if l.refused != nil {
 			l.refused()
 		}
@@ -204,7 +210,7 @@ func (l *limited) Accept() (net.Conn, error) {
 		}
 		go func() {
 			defer l.refusing.Add(-1)
-			refuse(c, cap(l.slots))
+			refuse(c, int(max))
 		}()
 	}
 }

@@ -243,3 +243,48 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// TestSetMaxChangesTheCapLive: a raised cap serves a connection the old one
+// refused; a lowered cap closes nothing and refuses the next.
+func TestSetMaxChangesTheCapLive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := Limit(ln, 1, nil)
+	srv := NewServer(refuseUnread, Options{})
+	go func() { _ = srv.Serve(lim) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	addr := ln.Addr().String()
+	get := func() (net.Conn, int) {
+		c := dial(t, addr)
+		br := bufio.NewReader(c)
+		_, _ = io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, _ := readResponse(t, c, br, 5*time.Second)
+		return c, resp.StatusCode
+	}
+	first, code := get()
+	if code != 200 {
+		t.Fatalf("first connection: %d", code)
+	}
+	if _, code := get(); code != 503 {
+		t.Fatalf("second connection over a cap of 1: %d", code)
+	}
+	lim.SetMax(2)
+	second, code := get()
+	if code != 200 {
+		t.Fatalf("second connection after the cap went to 2: %d", code)
+	}
+	lim.SetMax(1)
+	if _, err := io.WriteString(first, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := readResponse(t, first, bufio.NewReader(first), 5*time.Second); resp.StatusCode != 200 {
+		t.Fatalf("a connection held across a lowered cap: %d", resp.StatusCode)
+	}
+	if _, code := get(); code != 503 {
+		t.Fatalf("a new connection over the lowered cap: %d", code)
+	}
+	second.Close()
+	first.Close()
+}
