@@ -86,6 +86,8 @@ type API struct {
 	ready   atomic.Bool
 	metrics *metrics
 	auths   *prometheus.CounterVec // authentications by credential kind, issuer and result
+	// serverSpan is the start option of every request's span, built once.
+	serverSpan []trace.SpanStartOption
 }
 
 // New builds the HTTP front for gw.
@@ -107,7 +109,8 @@ func New(gw *node.Gateway, opts Options) (*API, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &API{gw: gw, opts: opts, log: opts.Logger, now: opts.Now, metrics: m}
+	a := &API{gw: gw, opts: opts, log: opts.Logger, now: opts.Now, metrics: m,
+		serverSpan: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}}
 	if a.auths, err = newAuthMetrics(opts.Registry); err != nil {
 		return nil, err
 	}

@@ -47,7 +47,7 @@ type recorded struct {
 	body                []byte
 }
 
-func newUpstream(t *testing.T, h http.HandlerFunc) *upstream {
+func newUpstream(t testing.TB, h http.HandlerFunc) *upstream {
 	t.Helper()
 	u := &upstream{}
 	u.set(h)
@@ -115,7 +115,7 @@ type setup struct {
 	tokens map[string]node.TokenSource
 }
 
-func newGateway(t *testing.T, s setup) *gateway {
+func newGateway(t testing.TB, s setup) *gateway {
 	t.Helper()
 	cfg := &config.Config{
 		Backends: s.backends,

@@ -16,18 +16,25 @@ import (
 // startTrace starts a request's server span, the child of the client's W3C
 // traceparent when it sent one.
 func (a *API) startTrace(ctx context.Context, h http.Header, op openai.Operation) (context.Context, trace.Span) {
-	ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(h))
-	return a.opts.Tracer.Start(ctx, op.String(), trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("gen_ai.operation.name", op.String())))
+	if len(h["Traceparent"]) > 0 {
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(h))
+	}
+	return a.opts.Tracer.Start(ctx, op.String(), a.serverSpan...)
 }
 
 // endTrace names the span after the OpenTelemetry GenAI conventions
-// ("{operation} {model}") and records what the request came to.
+// ("{operation} {model}") and records what the request came to. A span of
+// a trace not sampled records nothing: nothing is built for it.
 func endTrace(span trace.Span, r *telemetry.Request) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
 	if r.Route != "" {
 		span.SetName(r.Op + " " + r.Route)
 	}
 	attrs := []attribute.KeyValue{
+		attribute.String("gen_ai.operation.name", r.Op),
 		attribute.String("gen_ai.request.model", r.Route),
 		attribute.Int64("gen_ai.usage.input_tokens", r.PromptTokens),
 		attribute.Int64("gen_ai.usage.output_tokens", r.CompletionTokens),

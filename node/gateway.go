@@ -215,6 +215,7 @@ type Gateway struct {
 	stores    sync.WaitGroup // cache stores finishing in the background
 	storeWait time.Duration
 	tracer    trace.Tracer // nil = no spans
+	spanKinds *spanKinds   // the tracer's start options by span kind
 	owners    Owners
 	ownOwners *affinity.Store // the in-memory store made when none was given
 	// streamWrite bounds each write of a relayed stream to the client.
@@ -234,21 +235,22 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	g := &Gateway{
-		log:      opts.Logger,
-		now:      opts.Now,
-		up:       cfg.Upstream,
-		keys:     map[[32]byte]*Consumer{},
-		byName:   map[string]*Consumer{},
-		routes:   map[string]*route{},
-		budgets:  map[string]bool{},
-		counter:  opts.Counter,
-		limits:   cfg.Limits,
-		limiter:  opts.Limiter,
-		cache:    opts.Cache,
-		cacheCfg: cfg.Cache,
-		embedder: opts.Embedder,
-		tracer:   opts.Tracer,
-		owners:   opts.Owners,
+		log:       opts.Logger,
+		now:       opts.Now,
+		up:        cfg.Upstream,
+		keys:      map[[32]byte]*Consumer{},
+		byName:    map[string]*Consumer{},
+		routes:    map[string]*route{},
+		budgets:   map[string]bool{},
+		counter:   opts.Counter,
+		limits:    cfg.Limits,
+		limiter:   opts.Limiter,
+		cache:     opts.Cache,
+		cacheCfg:  cfg.Cache,
+		embedder:  opts.Embedder,
+		tracer:    opts.Tracer,
+		spanKinds: newSpanKinds(),
+		owners:    opts.Owners,
 		// Waiting a little for a store means the client's next request
 		// usually finds the entry; a slow disk never holds an answer long.
 		storeWait:   cmp.Or(opts.StoreWait, cfg.Cache.StoreWait, 20*time.Millisecond),
@@ -474,7 +476,9 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 	if cp.state == cacheMiss {
 		lctx, span := g.startSpan(ctx, "cache.lookup", trace.SpanKindInternal)
 		out, hit := g.lookup(lctx, w, call, &cp)
-		endSpan(span, "", attribute.Bool("llmgate.cache.hit", hit))
+		if span != nil {
+			endSpan(span, "", attribute.Bool("llmgate.cache.hit", hit))
+		}
 		if hit {
 			return out
 		}
@@ -650,14 +654,14 @@ type attemptResult struct {
 // can try the next backend; a stream is relayed to the client, and any other
 // answer is buffered into x.reply.
 func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call, b *backend, x *exchange) (res attemptResult) {
-	ctx, span := g.startSpan(ctx, "upstream "+b.name, trace.SpanKindClient, attribute.String("llmgate.backend", b.name))
+	ctx, span := g.startSpan(ctx, "upstream "+b.name, trace.SpanKindClient)
 	if span != nil {
 		defer func() {
 			failed := res.reason
 			if res.done && res.status >= 400 {
 				failed = "HTTP " + strconv.Itoa(res.status)
 			}
-			endSpan(span, failed, attribute.Int("http.response.status_code", res.status))
+			endSpan(span, failed, attribute.String("llmgate.backend", b.name), attribute.Int("http.response.status_code", res.status))
 		}()
 	}
 	actx, cancel := context.WithCancel(ctx)

@@ -14,12 +14,34 @@ import (
 // so tracing off costs one nil check per stage; a client's own W3C trace
 // context still reaches the backends unchanged.
 
-// startSpan starts a child span of ctx's span, or nothing without a tracer.
+// spanKinds holds each span kind's start options, built once: a variadic
+// call with a ready slice allocates nothing.
+type spanKinds [trace.SpanKindConsumer + 1][]trace.SpanStartOption
+
+func newSpanKinds() *spanKinds {
+	var k spanKinds
+	for i := range k {
+		k[i] = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKind(i))}
+	}
+	return &k
+}
+
+// startSpan starts a child span of ctx's span. Without a tracer it starts
+// nothing; when the trace is not sampled, the span (which records nothing)
+// is in the returned context, for the traceparent sent upstream, but nil is
+// returned, so that callers build no attributes for it.
 func (g *Gateway) startSpan(ctx context.Context, name string, kind trace.SpanKind, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
 	if g.tracer == nil {
 		return ctx, nil
 	}
-	return g.tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+	ctx, s := g.tracer.Start(ctx, name, g.spanKinds[kind]...)
+	if !s.IsRecording() {
+		return ctx, nil
+	}
+	if len(attrs) > 0 {
+		s.SetAttributes(attrs...)
+	}
+	return ctx, s
 }
 
 // endSpan ends s (nil: no tracing) with the attributes given; failed marks an error.

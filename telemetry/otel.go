@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/exemplar"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -48,32 +48,57 @@ type OTLP struct {
 	duration metric.Float64Histogram
 	requests metric.Int64Counter
 
-	// sets caches the metrics' attribute sets by their values: building a
-	// set (sorting, hashing) per record would cost more than the record.
+	// sets caches the metrics' measurement options (their attribute sets)
+	// by the values they hold: building a set (sorting, hashing) and its
+	// options per record would cost more than the record.
 	setsMu sync.RWMutex
-	sets   map[string]attribute.Set
+	sets   map[setKey]*measurement
+}
+
+// setKey names one attribute set of the metrics: kind 'r' (llmgate.requests)
+// or 'o' (the GenAI metrics, tokenType "" for the duration).
+type setKey struct {
+	kind                                  byte
+	op, route, consumer, cache, tokenType string
+	status                                int
+}
+
+// measurement is an attribute set's options, ready to pass as they are (a
+// variadic call with a slice allocates nothing).
+type measurement struct {
+	add    []metric.AddOption
+	record []metric.RecordOption
 }
 
 // maxCachedSets bounds the attribute-set cache; past it sets are built per record.
 const maxCachedSets = 4096
 
-func (t *OTLP) set(key string, build func() []attribute.KeyValue) attribute.Set {
+func (t *OTLP) set(key setKey) *measurement {
 	t.setsMu.RLock()
-	s, ok := t.sets[key]
+	m, ok := t.sets[key]
 	t.setsMu.RUnlock()
 	if ok {
-		return s
+		return m
 	}
-	s = attribute.NewSet(build()...)
+	kv := []attribute.KeyValue{attribute.String("gen_ai.operation.name", key.op), attribute.String("gen_ai.request.model", key.route)}
+	switch {
+	case key.kind == 'r':
+		kv = append(kv, attribute.String("llmgate.consumer", key.consumer), attribute.Int("http.response.status_code", key.status),
+			attribute.String("llmgate.cache", key.cache))
+	case key.tokenType != "":
+		kv = append(kv, attribute.String("gen_ai.token.type", key.tokenType))
+	}
+	opt := metric.WithAttributeSet(attribute.NewSet(kv...))
+	m = &measurement{add: []metric.AddOption{opt}, record: []metric.RecordOption{opt}}
 	t.setsMu.Lock()
 	if t.sets == nil {
-		t.sets = map[string]attribute.Set{}
+		t.sets = map[setKey]*measurement{}
 	}
 	if len(t.sets) < maxCachedSets {
-		t.sets[key] = s
+		t.sets[key] = m
 	}
 	t.setsMu.Unlock()
-	return s
+	return m
 }
 
 // NewOTLP starts the exporters. It does not contact the collector.
@@ -107,7 +132,11 @@ func NewOTLP(ctx context.Context, o OTLPOptions) (*OTLP, error) {
 	t := &OTLP{
 		tp: sdktrace.NewTracerProvider(sdktrace.WithBatcher(te), sdktrace.WithResource(res),
 			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.SampleRatio)))),
-		mp: sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me, sdkmetric.WithInterval(o.MetricInterval))), sdkmetric.WithResource(res)),
+		// No exemplars: requests are observed after their span has ended,
+		// outside its context, so none would ever name a trace, and
+		// offering each measurement to a reservoir costs allocations.
+		mp: sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me, sdkmetric.WithInterval(o.MetricInterval))), sdkmetric.WithResource(res),
+			sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter)),
 	}
 	t.tracer = t.tp.Tracer("github.com/llmgate/llmgate")
 	if err := t.instruments(t.mp.Meter("github.com/llmgate/llmgate")); err != nil {
@@ -148,33 +177,17 @@ func (t *OTLP) Observe(ctx context.Context, r *Request) {
 	if r.Refusal == "model_not_found" {
 		route = otherLabel // a name a client made up: not a label value
 	}
-	status := strconv.Itoa(r.Status)
-	reqs := t.set("r\x00"+r.Op+"\x00"+route+"\x00"+r.Consumer+"\x00"+status+"\x00"+r.Cache, func() []attribute.KeyValue {
-		return []attribute.KeyValue{
-			attribute.String("gen_ai.operation.name", r.Op), attribute.String("gen_ai.request.model", route),
-			attribute.String("llmgate.consumer", r.Consumer), attribute.Int("http.response.status_code", r.Status),
-			attribute.String("llmgate.cache", r.Cache),
-		}
-	})
-	t.requests.Add(ctx, 1, metric.WithAttributeSet(reqs))
+	reqs := t.set(setKey{kind: 'r', op: r.Op, route: route, consumer: r.Consumer, status: r.Status, cache: r.Cache})
+	t.requests.Add(ctx, 1, reqs.add...)
 	if r.Refusal != "" {
 		return
 	}
-	op := func(tokenType string) attribute.Set {
-		return t.set("o\x00"+r.Op+"\x00"+route+"\x00"+tokenType, func() []attribute.KeyValue {
-			kv := []attribute.KeyValue{attribute.String("gen_ai.operation.name", r.Op), attribute.String("gen_ai.request.model", route)}
-			if tokenType != "" {
-				kv = append(kv, attribute.String("gen_ai.token.type", tokenType))
-			}
-			return kv
-		})
-	}
-	t.duration.Record(ctx, r.Duration.Seconds(), metric.WithAttributeSet(op("")))
+	t.duration.Record(ctx, r.Duration.Seconds(), t.set(setKey{kind: 'o', op: r.Op, route: route}).record...)
 	if r.PromptTokens > 0 {
-		t.tokens.Record(ctx, r.PromptTokens, metric.WithAttributeSet(op("input")))
+		t.tokens.Record(ctx, r.PromptTokens, t.set(setKey{kind: 'o', op: r.Op, route: route, tokenType: "input"}).record...)
 	}
 	if r.CompletionTokens > 0 {
-		t.tokens.Record(ctx, r.CompletionTokens, metric.WithAttributeSet(op("output")))
+		t.tokens.Record(ctx, r.CompletionTokens, t.set(setKey{kind: 'o', op: r.Op, route: route, tokenType: "output"}).record...)
 	}
 }
 
