@@ -16,8 +16,9 @@ func TestClusterSharesVerdicts(t *testing.T) {
 	}
 	mockURL := startMock(t)
 	// max_error_rate 0.1: 25 "yes" verdicts put the Wilson bound of the
-	// "no" share under it (0.01 would need about 270).
-	const verify = "cache: {enabled: true, store_wait: 1s, verify: {route: gpt-4o, max_error_rate: 0.1, audit_rate: 0.000001}}\n"
+	// "no" share under it (0.01 would need about 270). A judge call past its
+	// timeout is a miss: a loaded test machine gets 20s, not the default 2s.
+	const verify = "cache: {enabled: true, store_wait: 1s, verify: {route: gpt-4o, max_error_rate: 0.1, audit_rate: 0.000001, timeout: 20s}}\n"
 	node := func(name string, seeds ...string) *clusterNode {
 		dir := t.TempDir()
 		n := &clusterNode{name: name, dir: dir, listen: freeAddr(t), admin: freeAddr(t), gossip: freeAddr(t)}
