@@ -19,9 +19,10 @@ import (
 // Implemented by *quota.Limiter; Reserve and Headroom may block briefly
 // (they are messages to the limiter's actors) and honour ctx.
 type Limiter interface {
-	// Reserve charges tokens to the consumer's counter key before the call
-	// is forwarded; Decision says whether it was admitted.
-	Reserve(ctx context.Context, consumer, key string, tokens int64) (quota.Reservation, quota.Decision, error)
+	// ReserveWithin charges tokens to the consumer's counter key before the
+	// call is forwarded, giving up after wait; Decision says whether it was
+	// admitted.
+	ReserveWithin(ctx context.Context, wait time.Duration, consumer, key string, tokens int64) (quota.Reservation, quota.Decision, error)
 	// SettleAsync replaces a reservation by the actual charge, exactly
 	// once, without waiting for the actor: the answer is not held for it.
 	SettleAsync(r quota.Reservation, actual int64)
@@ -111,9 +112,7 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Err
 		return a, nil
 	}
 	a.prompt, a.tokens = g.estimate(call)
-	rctx, cancel := context.WithTimeout(ctx, admitTimeout)
-	res, d, err := g.limiter.Reserve(rctx, call.Consumer.Name, g.counterKey(call), a.tokens)
-	cancel()
+	res, d, err := g.limiter.ReserveWithin(ctx, admitTimeout, call.Consumer.Name, g.counterKey(call), a.tokens)
 	if err != nil {
 		g.log.Warn("quota reservation failed; admitting without limits", "consumer", call.Consumer.Name, "request_id", call.RequestID, "err", err)
 		return a, nil
@@ -158,9 +157,7 @@ func (g *Gateway) admitBudget(ctx context.Context, call *Call, a *admission) *op
 	if cost <= 0 {
 		return nil
 	}
-	rctx, cancel := context.WithTimeout(ctx, admitTimeout)
-	res, d, err := g.limiter.Reserve(rctx, quota.BudgetName(call.Consumer.Name), "", cost)
-	cancel()
+	res, d, err := g.limiter.ReserveWithin(ctx, admitTimeout, quota.BudgetName(call.Consumer.Name), "", cost)
 	if err != nil {
 		g.log.Warn("budget reservation failed; admitting without a money limit", "consumer", call.Consumer.Name, "request_id", call.RequestID, "err", err)
 		return nil

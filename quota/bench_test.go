@@ -109,3 +109,37 @@ func BenchmarkSettleStage(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReserveBound is a reservation bounded in time inside a request's
+// context, as the node bounds it: a context.WithTimeout per call against
+// ReserveWithin's pooled timer, same run. The bound is 10s rather than the
+// node's 250ms so that a stall of a loaded machine cannot end the run; the
+// cost does not depend on it.
+func BenchmarkReserveBound(b *testing.B) {
+	parent, cancel := context.WithTimeout(context.Background(), time.Hour) // the request's
+	defer cancel()
+	b.Run("context", func(b *testing.B) {
+		l := benchLimiter(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			rctx, done := context.WithTimeout(parent, 10*time.Second)
+			r, _, err := l.Reserve(rctx, "c0", "", 100)
+			done()
+			if err != nil {
+				b.Fatal(err)
+			}
+			l.SettleAsync(r, 90)
+		}
+	})
+	b.Run("within", func(b *testing.B) {
+		l := benchLimiter(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			r, _, err := l.ReserveWithin(parent, 10*time.Second, "c0", "", 100)
+			if err != nil {
+				b.Fatal(err)
+			}
+			l.SettleAsync(r, 90)
+		}
+	})
+}

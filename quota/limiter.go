@@ -166,6 +166,7 @@ type Limiter struct {
 	config  atomic.Pointer[map[string]Limits]
 	shards  []*shard
 	replies sync.Pool // of chan result, buffered(1)
+	timers  sync.Pool // of stopped *time.Timer, for callWithin
 
 	// setMu serialises limit changes (SetLimits, ApplyLimits: merge,
 	// persist, broadcast) and guards the fields below.
@@ -216,6 +217,11 @@ func Open(opts Options, limits map[string]Limits) (*Limiter, error) {
 	halfLife := cmp.Or(opts.DemandHalfLife, 2*time.Second)
 	nShards := cmp.Or(opts.Shards, 8)
 	l.replies.New = func() any { return make(chan result, 1) }
+	l.timers.New = func() any {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
+	}
 	effective := make(map[string]Limits, len(limits))
 	config := make(map[string]Limits, len(limits))
 	for name, lim := range limits {
@@ -280,38 +286,61 @@ func (l *Limiter) shardIndex(consumer, key string) int {
 // whose caller gave up after sending is released by a helper goroutine.
 // With sendAnyway, m is queued even when ctx is already done.
 func (l *Limiter) call(ctx context.Context, s *shard, m message, sendAnyway bool) (result, error) {
+	return l.callWithin(ctx, 0, s, m, sendAnyway)
+}
+
+// callWithin is call that also gives up after wait (0: no limit but ctx's),
+// with context.DeadlineExceeded. The wait is a pooled timer: a context per
+// call would cost allocations and its parent's lock on every request.
+func (l *Limiter) callWithin(ctx context.Context, wait time.Duration, s *shard, m message, sendAnyway bool) (result, error) {
 	select {
 	case <-l.closing:
 		return result{}, ErrClosed
 	default:
 	}
+	var expired <-chan time.Time
+	if wait > 0 {
+		t := l.timers.Get().(*time.Timer)
+		t.Reset(wait)
+		// Stopped, a timer's channel holds nothing stale (Go 1.23): the next
+		// Reset starts clean.
+		defer func() { t.Stop(); l.timers.Put(t) }()
+		expired = t.C
+	}
 	ch := l.replies.Get().(chan result)
 	m.reply = ch
 	done := ctx.Done()
 	if sendAnyway {
-		done = nil
+		done, expired = nil, nil
 	}
 	select {
 	case s.inbox <- m:
 	case <-done:
 		l.replies.Put(ch)
 		return result{}, ctx.Err()
+	case <-expired:
+		l.replies.Put(ch)
+		return result{}, context.DeadlineExceeded
 	case <-l.closing:
 		l.replies.Put(ch)
 		return result{}, ErrClosed
 	}
+	err := error(nil)
 	select {
 	case r := <-ch:
 		l.replies.Put(ch)
 		return r, nil
 	case <-ctx.Done():
-		if m.kind == msgReserve {
-			go l.release(s, ch)
-		}
-		return result{}, ctx.Err()
+		err = ctx.Err()
+	case <-expired:
+		err = context.DeadlineExceeded
 	case <-l.stop:
 		return result{}, ErrClosed
 	}
+	if m.kind == msgReserve {
+		go l.release(s, ch)
+	}
+	return result{}, err
 }
 
 // release waits for the result of a Reserve nobody waits for any more and
@@ -338,10 +367,18 @@ const MaxTokens = 1 << 40
 // Decision is not Allowed, the Reservation is the zero one. Errors: negative
 // tokens, ctx done, or ErrClosed.
 func (l *Limiter) Reserve(ctx context.Context, consumer, key string, tokens int64) (Reservation, Decision, error) {
+	return l.ReserveWithin(ctx, 0, consumer, key, tokens)
+}
+
+// ReserveWithin is Reserve that also gives up after wait (0: only when ctx
+// is done), with an error wrapping context.DeadlineExceeded; a reservation
+// made after the caller gave up is released, as for a done ctx. It bounds
+// the wait without a context per call.
+func (l *Limiter) ReserveWithin(ctx context.Context, wait time.Duration, consumer, key string, tokens int64) (Reservation, Decision, error) {
 	if tokens < 0 {
 		return Reservation{}, Decision{}, fmt.Errorf("quota: reserve %d tokens: must not be negative", tokens)
 	}
-	r, err := l.call(ctx, l.shardOf(consumer, key), message{kind: msgReserve, consumer: consumer, key: key, tokens: min(tokens, MaxTokens)}, false)
+	r, err := l.callWithin(ctx, wait, l.shardOf(consumer, key), message{kind: msgReserve, consumer: consumer, key: key, tokens: min(tokens, MaxTokens)}, false)
 	if err != nil {
 		return Reservation{}, Decision{}, fmt.Errorf("quota: reserve for %q: %w", consumer, err)
 	}

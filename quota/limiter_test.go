@@ -766,3 +766,49 @@ func TestDecisionAfterSettle(t *testing.T) {
 		})
 	}
 }
+
+func TestReserveWithin(t *testing.T) {
+	l := open(t, newClock(t0), map[string]Limits{"a": {TPM: 1 << 40}})
+	var wg sync.WaitGroup
+	var expired atomic.Int64
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				wait := time.Duration((g*500+i)%5+1) * time.Microsecond
+				r, d, err := l.ReserveWithin(context.Background(), wait, "a", "", 10)
+				switch {
+				case errors.Is(err, context.DeadlineExceeded):
+					expired.Add(1)
+				case err != nil:
+					t.Errorf("ReserveWithin: %v", err)
+					return
+				case d.Allowed:
+					l.SettleAsync(r, 0)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d of 4000 calls gave up", expired.Load())
+	// The pooled timers are reused: one that fired or was stopped must not
+	// end a later, longer wait at once.
+	for range 200 {
+		if _, d, err := l.ReserveWithin(context.Background(), 10*time.Second, "a", "", 10); err != nil || !d.Allowed {
+			t.Fatalf("ReserveWithin(10s) after short waits: %+v, %v", d, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := status(t, l, "a")
+		if st.TPMUsed == 200*10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tokens charged, want the 2000 of the long waits: reservations whose caller gave up were not released", st.TPMUsed)
+		}
+		time.Sleep(time.Millisecond) // waiting for release goroutines, not for window logic
+	}
+	if _, _, err := l.ReserveWithin(context.Background(), time.Second, "a", "", -1); err == nil {
+		t.Fatal("negative tokens accepted")
+	}
+}
