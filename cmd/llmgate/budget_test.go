@@ -106,7 +106,7 @@ func TestMoneyBudgetAcrossTwoNodes(t *testing.T) {
 		n.start(t)
 		nodes[i] = n
 	}
-	waitFor(t, 15*time.Second, "joined", bothAlive(t, nodes...))
+	waitFor(t, 30*time.Second, "joined", bothAlive(t, nodes...))
 
 	// Each request costs about 20 tokens at $10 per million: $0.0002.
 	const maxCost = 0.0003
@@ -144,7 +144,7 @@ func TestMoneyBudgetAcrossTwoNodes(t *testing.T) {
 		t.Fatalf("only %d served from a budget of about ten requests", served)
 	}
 	var used [2]float64
-	waitFor(t, 10*time.Second, "both nodes show the same spending", func() bool {
+	waitFor(t, 20*time.Second, "both nodes show the same spending", func() bool {
 		for i, n := range nodes {
 			_, used[i] = n.budgetStatus(t)
 		}

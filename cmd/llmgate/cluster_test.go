@@ -151,7 +151,7 @@ func TestClusterJoinInEitherOrder(t *testing.T) {
 		t.Fatalf("alone: %v", m)
 	}
 	a.start(t)
-	waitFor(t, 15*time.Second, "both nodes see two alive members", bothAlive(t, a, b))
+	waitFor(t, 30*time.Second, "both nodes see two alive members", bothAlive(t, a, b))
 }
 
 // TestClusterSharesQuotaAndCache is the two-node story: one limit over both
@@ -167,7 +167,7 @@ func TestClusterSharesQuotaAndCache(t *testing.T) {
 	a.start(t)
 	b := newClusterNode(t, "gw-b", mockURL, tpm, a.gossip)
 	b.start(t)
-	waitFor(t, 15*time.Second, "joined", bothAlive(t, a, b))
+	waitFor(t, 30*time.Second, "joined", bothAlive(t, a, b))
 
 	// One consumer on both nodes at once is held to its single TPM: each
 	// request reserves prompt + max_tokens (about 110), alternating nodes.
@@ -203,7 +203,7 @@ func TestClusterSharesQuotaAndCache(t *testing.T) {
 		TPMUsed int64            `json:"tpm_used"`
 		ByNode  map[string]int64 `json:"by_node"`
 	}
-	waitFor(t, 5*time.Second, "b's quota view shows both nodes", func() bool {
+	waitFor(t, 20*time.Second, "b's quota view shows both nodes", func() bool {
 		b.adminDo(t, "GET", "/admin/quota/team-a", "", &st)
 		return st.ByNode["gw-a"] > 0 && st.ByNode["gw-b"] > 0
 	})
@@ -215,7 +215,7 @@ func TestClusterSharesQuotaAndCache(t *testing.T) {
 	var lim struct {
 		TPMLimit int64 `json:"tpm_limit"`
 	}
-	waitFor(t, 10*time.Second, "the new limit reaches b", func() bool {
+	waitFor(t, 20*time.Second, "the new limit reaches b", func() bool {
 		b.adminDo(t, "GET", "/admin/quota/team-a", "", &lim)
 		return lim.TPMLimit == 100000
 	})
@@ -225,7 +225,7 @@ func TestClusterSharesQuotaAndCache(t *testing.T) {
 	if code, h, _ := a.chat(t, prompt, 30); code != 200 || h.Get("x-llmgate-cache") != "miss" {
 		t.Fatalf("first call on a: %d %v", code, h)
 	}
-	waitFor(t, 5*time.Second, "a's entry is a hit on b", func() bool {
+	waitFor(t, 20*time.Second, "a's entry is a hit on b", func() bool {
 		_, h, _ := b.chat(t, prompt, 30)
 		return h.Get("x-llmgate-cache") == "hit"
 	})
@@ -249,7 +249,7 @@ func TestClusterSharesQuotaAndCache(t *testing.T) {
 	if code := b.adminDo(t, "DELETE", "/admin/cache/entries/"+id, "", nil); code != 204 {
 		t.Fatalf("delete: %d", code)
 	}
-	waitFor(t, 5*time.Second, "the delete reaches a", func() bool {
+	waitFor(t, 20*time.Second, "the delete reaches a", func() bool {
 		return a.adminDo(t, "GET", "/admin/cache/entries/"+id, "", nil) == 404
 	})
 

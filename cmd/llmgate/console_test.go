@@ -220,7 +220,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	a.start(t)
 	b := newConsoleNode(t, "gw-b", mockURL, a.gossip)
 	b.start(t)
-	waitFor(t, 15*time.Second, "joined", bothAlive(t, a, b))
+	waitFor(t, 30*time.Second, "joined", bothAlive(t, a, b))
 
 	const prompt = "What is the tallest mountain in the Alps?"
 	for i, n := range []*clusterNode{a, b, a} {
@@ -234,7 +234,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	var listed struct {
 		Entries []struct{ ID, Prompt, Route, Partition string }
 	}
-	waitFor(t, 5*time.Second, "the prompt cached on gw-b", func() bool {
+	waitFor(t, 20*time.Second, "the prompt cached on gw-b", func() bool {
 		listed.Entries = nil
 		b.adminDo(t, "GET", "/admin/cache/entries", "", &listed)
 		for _, e := range listed.Entries {
@@ -283,7 +283,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	_ = os.Remove(filepath.Join(p.shot, "llmgate-usage.csv")) // from an earlier run into the same directory
 	p.do("exporting CSV", chromedp.Click(chromedp.CSS("#usage-csv")))
 	p.until("the export reported", `document.getElementById("status").textContent.startsWith("Exported")`, 10*time.Second)
-	waitFor(t, 10*time.Second, "the CSV downloaded", func() bool {
+	waitFor(t, 20*time.Second, "the CSV downloaded", func() bool {
 		b, err := os.ReadFile(filepath.Join(p.shot, "llmgate-usage.csv"))
 		return err == nil && bytes.Contains(b, []byte("team-a"))
 	})
@@ -306,7 +306,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	p.do("confirming the delete", chromedp.Click(chromedp.CSS("#entry-delete")))
 	p.until("the delete reported", `document.getElementById("status").textContent.startsWith("Deleted entry")`, 10*time.Second)
-	waitFor(t, 5*time.Second, "the entry gone from gw-b", func() bool {
+	waitFor(t, 20*time.Second, "the entry gone from gw-b", func() bool {
 		return b.adminDo(t, "GET", "/admin/cache/entries/"+entry.ID, "", nil) == 404
 	})
 
@@ -319,7 +319,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	p.do("confirming the purge", chromedp.SendKeys(chromedp.CSS("#purge-confirm"), entry.Partition[len(entry.Partition)-1:]),
 		chromedp.Click(chromedp.CSS("#purge-go")))
 	p.until("the purge reported", `document.getElementById("status").textContent.startsWith("Purged")`, 10*time.Second)
-	waitFor(t, 5*time.Second, "the partition empty on gw-b", func() bool {
+	waitFor(t, 20*time.Second, "the partition empty on gw-b", func() bool {
 		var out struct{ Entries []struct{ ID string } }
 		b.adminDo(t, "GET", "/admin/cache/entries?partition="+entry.Partition, "", &out)
 		return len(out.Entries) == 0

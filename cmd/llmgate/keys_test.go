@@ -67,7 +67,7 @@ func TestClusterRuntimeKeys(t *testing.T) {
 	a.start(t)
 	b := newClusterNode(t, "gw-b", mockURL, 0, a.gossip)
 	b.start(t)
-	waitFor(t, 15*time.Second, "joined", bothAlive(t, a, b))
+	waitFor(t, 30*time.Second, "joined", bothAlive(t, a, b))
 
 	k1 := a.createKey(t)
 	took := b.within(t, time.Second, k1.Key, 200, "a key created on a works on b")
@@ -92,7 +92,7 @@ func TestClusterRuntimeKeys(t *testing.T) {
 		t.Fatalf("revoke on a: %d", code)
 	}
 	b.start(t)
-	waitFor(t, 15*time.Second, "rejoined", bothAlive(t, a, b))
+	waitFor(t, 30*time.Second, "rejoined", bothAlive(t, a, b))
 	b.within(t, 5*time.Second, k3.Key, 200, "a key created while b was down works on b after it returns")
 	b.within(t, 5*time.Second, k2.Key, 401, "a key revoked while b was down is refused on b after it returns")
 	if code, _ := b.chatKey(t, k1.Key); code != 401 {

@@ -176,7 +176,7 @@ func TestReloadAppliesTelemetryAuthAndCacheLive(t *testing.T) {
 		n.adminCall(t, "GET", "/admin/cache/stats", "", &st)
 		return st.Entries
 	}
-	waitFor(t, 5*time.Second, "four cache entries", func() bool { return cacheEntries() >= 4 })
+	waitFor(t, 20*time.Second, "four cache entries", func() bool { return cacheEntries() >= 4 })
 
 	// A traced stream in flight across the reload, and requests all along.
 	const (
@@ -295,10 +295,10 @@ func TestReloadAppliesTelemetryAuthAndCacheLive(t *testing.T) {
 		failures.Range(func(k, v any) bool { t.Logf("%v: %v", k, v); return true })
 		t.Fatalf("%d of %d requests running across the reload failed", failed.Load(), sent.Load())
 	}
-	waitFor(t, 15*time.Second, "the in-flight stream's trace at the old collector (its exporter flushed after the stream)", func() bool {
+	waitFor(t, 30*time.Second, "the in-flight stream's trace at the old collector (its exporter flushed after the stream)", func() bool {
 		return before.has(streamTrace, streamParent)
 	})
-	waitFor(t, 15*time.Second, "the new request's trace at the new collector", func() bool { return after.has(afterTrace, afterParent) })
+	waitFor(t, 30*time.Second, "the new request's trace at the new collector", func() bool { return after.has(afterTrace, afterParent) })
 	if after.has(streamTrace, streamParent) || before.has(afterTrace, afterParent) {
 		t.Error("a trace went to the other generation's collector")
 	}
@@ -310,7 +310,7 @@ func TestReloadAppliesTelemetryAuthAndCacheLive(t *testing.T) {
 		t.Errorf("team-b's requests on gpt-4o-mini are not counted under their names:\n%s", grepLines(metrics, "llmgate_consumer_requests_total"))
 	}
 	// The usage history costs requests at the reloaded prices.
-	waitFor(t, 10*time.Second, "gpt-4o-mini's cost in the usage history", func() bool {
+	waitFor(t, 20*time.Second, "gpt-4o-mini's cost in the usage history", func() bool {
 		var u struct {
 			Rows []struct {
 				Route   string  `json:"route"`

@@ -300,7 +300,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if err := n.proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "team-b's key works after SIGHUP", func() bool {
+	waitFor(t, 20*time.Second, "team-b's key works after SIGHUP", func() bool {
 		code, _, _ := n.chat(t, "sk-team-b", "gpt-4o", "after", false)
 		return code == 200
 	})
@@ -311,7 +311,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if err := n.proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the refused reload is counted", func() bool {
+	waitFor(t, 20*time.Second, "the refused reload is counted", func() bool {
 		return n.metric(t, `llmgate_config_reloads_total{result="invalid"}`) == "1"
 	})
 	if code, _, body := n.chat(t, "sk-team-b", "gpt-4o", "still", false); code != 200 {

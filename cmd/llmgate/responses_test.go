@@ -71,7 +71,7 @@ func TestResponsesAffinityAcrossNodes(t *testing.T) {
 	a.start(t)
 	b := responsesNode(t, "gw-b", east, west, a.gossip)
 	b.start(t)
-	waitFor(t, 15*time.Second, "both nodes see each other", bothAlive(t, a, b))
+	waitFor(t, 30*time.Second, "both nodes see each other", bothAlive(t, a, b))
 
 	type created struct{ id, backend string }
 	var ids []created
@@ -87,7 +87,7 @@ func TestResponsesAffinityAcrossNodes(t *testing.T) {
 		t.Fatalf("both responses on %s: the test needs both backends", ids[0].backend)
 	}
 	for _, c := range ids {
-		waitFor(t, 5*time.Second, "node b knows "+c.id, func() bool {
+		waitFor(t, 20*time.Second, "node b knows "+c.id, func() bool {
 			code, _, _ := call(t, "GET", "http://"+b.listen+"/openai/v1/responses/"+c.id, "sk-from-env", "")
 			return code == 200
 		})
@@ -103,7 +103,7 @@ func TestResponsesAffinityAcrossNodes(t *testing.T) {
 	if code, _, body := call(t, "DELETE", "http://"+b.listen+"/v1/responses/"+ids[0].id, "sk-from-env", ""); code != 200 {
 		t.Fatalf("delete on b: %d %s", code, body)
 	}
-	waitFor(t, 5*time.Second, "node a forgets the deleted id", func() bool {
+	waitFor(t, 20*time.Second, "node a forgets the deleted id", func() bool {
 		code, _, _ := call(t, "GET", "http://"+a.listen+"/v1/responses/"+ids[0].id, "sk-from-env", "")
 		return code == 404
 	})

@@ -60,7 +60,7 @@ func TestServeOverTLSWithRotation(t *testing.T) {
 		return resp.StatusCode, serial, nil
 	}
 	trust := &tls.Config{RootCAs: ca.Pool()}
-	waitFor(t, 15*time.Second, "the node answers /readyz over TLS", func() bool {
+	waitFor(t, 30*time.Second, "the node answers /readyz over TLS", func() bool {
 		code, _, err := do("GET", "https://"+listen+"/readyz", "", trust)
 		return err == nil && code == 200
 	})
@@ -95,7 +95,7 @@ func TestServeOverTLSWithRotation(t *testing.T) {
 	c2, k2 := ca.Issue(t, 22, false)
 	certstest.Write(t, certFile, c2)
 	certstest.Write(t, keyFile, k2)
-	waitFor(t, 5*time.Second, "the rotated certificate is served", func() bool {
+	waitFor(t, 20*time.Second, "the rotated certificate is served", func() bool {
 		_, serial, err := do("GET", "https://"+listen+"/readyz", "", trust)
 		return err == nil && serial == 22
 	})

@@ -39,7 +39,7 @@ func TestUsageHistoryAcrossTwoNodes(t *testing.T) {
 	a.start(t)
 	b := newClusterNode(t, "gw-b", mockURL, 0, a.gossip)
 	b.start(t)
-	waitFor(t, 15*time.Second, "joined", bothAlive(t, a, b))
+	waitFor(t, 30*time.Second, "joined", bothAlive(t, a, b))
 
 	var requests, consumed int64
 	send := func(round string, count int, nodes ...*clusterNode) {
@@ -79,7 +79,7 @@ func TestUsageHistoryAcrossTwoNodes(t *testing.T) {
 	b.kill(t)
 	send("while b is down", 4, a)
 	b.start(t)
-	waitFor(t, 15*time.Second, "rejoined", bothAlive(t, a, b))
+	waitFor(t, 30*time.Second, "rejoined", bothAlive(t, a, b))
 	send("after the restart", 10, a, b)
 	agree("after b's kill -9 and restart")
 }

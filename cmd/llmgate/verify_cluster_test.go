@@ -29,7 +29,7 @@ func TestClusterSharesVerdicts(t *testing.T) {
 	a.start(t)
 	b := node("gw-b", a.gossip)
 	b.start(t)
-	waitFor(t, 15*time.Second, "joined", bothAlive(t, a, b))
+	waitFor(t, 30*time.Second, "joined", bothAlive(t, a, b))
 
 	type stats struct {
 		Verify struct {
@@ -67,7 +67,7 @@ func TestClusterSharesVerdicts(t *testing.T) {
 	// b never called its judge, yet learns the same threshold from a's
 	// replicated verdicts.
 	var sb stats
-	waitFor(t, 15*time.Second, "a's verdicts reach b's thresholds", func() bool {
+	waitFor(t, 30*time.Second, "a's verdicts reach b's thresholds", func() bool {
 		b.adminDo(t, "GET", "/admin/cache/stats", "", &sb)
 		return len(sb.Verify.Thresholds) > 0
 	})
@@ -78,7 +78,7 @@ func TestClusterSharesVerdicts(t *testing.T) {
 	}
 	// And applies it: the first near miss, asked on b, is served at once
 	// (tier semantic: vouched by the learned threshold), b's judge unasked.
-	waitFor(t, 10*time.Second, "a's entry reaches b", func() bool {
+	waitFor(t, 20*time.Second, "a's entry reaches b", func() bool {
 		var list struct {
 			Entries []struct{ Prompt string } `json:"entries"`
 		}
