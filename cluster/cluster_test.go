@@ -310,7 +310,7 @@ func TestJoinInEitherOrder(t *testing.T) {
 				}
 				a = start(t, "a", addrA, nil, nil)
 			}
-			eventually(t, 10*time.Second, "both see two alive members", allAlive(2, a, b))
+			eventually(t, 20*time.Second, "both see two alive members", allAlive(2, a, b))
 			if got := a.q.peerNames(); !slices.Equal(got, []string{"b"}) {
 				t.Errorf("a's quota peers = %v, want [b]", got)
 			}
@@ -324,9 +324,9 @@ func TestJoinInEitherOrder(t *testing.T) {
 func TestQuotaNewsReachPeers(t *testing.T) {
 	a := start(t, "a", freeAddr(t), nil, nil)
 	b := start(t, "b", freeAddr(t), []string{a.Addr()}, nil)
-	eventually(t, 10*time.Second, "joined", allAlive(2, a, b))
+	eventually(t, 20*time.Second, "joined", allAlive(2, a, b))
 	a.q.send([]byte("usage-1"), []byte("limits-1"))
-	eventually(t, 5*time.Second, "b merges a's packet and reliable payload", func() bool {
+	eventually(t, 20*time.Second, "b merges a's packet and reliable payload", func() bool {
 		return b.q.has("usage-1") && b.q.has("limits-1")
 	})
 	// Push/pull carries the full state.
@@ -334,7 +334,7 @@ func TestQuotaNewsReachPeers(t *testing.T) {
 	a.q.full = []byte("full-state")
 	a.q.mu.Unlock()
 	c := start(t, "c", freeAddr(t), []string{a.Addr()}, nil)
-	eventually(t, 5*time.Second, "c gets a's full state when joining", func() bool { return c.q.has("full-state") })
+	eventually(t, 20*time.Second, "c gets a's full state when joining", func() bool { return c.q.has("full-state") })
 }
 
 func TestReplicationAndCatchUp(t *testing.T) {
@@ -343,7 +343,7 @@ func TestReplicationAndCatchUp(t *testing.T) {
 	small := func(o *Options) { o.versionsPerChunk = 50 }
 	a := start(t, "a", freeAddr(t), nil, small)
 	b := start(t, "b", freeAddr(t), []string{a.Addr()}, small)
-	eventually(t, 10*time.Second, "joined", allAlive(2, a, b))
+	eventually(t, 20*time.Second, "joined", allAlive(2, a, b))
 
 	// Live replication: stores and a delete, batched.
 	for i := range 50 {
@@ -353,7 +353,7 @@ func TestReplicationAndCatchUp(t *testing.T) {
 	}
 	_ = a.c.Delete(context.Background(), []Version{{ID: "e007", Deleted: true}})
 	a.Replicate([]byte("D e007\n"))
-	eventually(t, 5*time.Second, "b has a's 49 entries and the tombstone", func() bool {
+	eventually(t, 20*time.Second, "b has a's 49 entries and the tombstone", func() bool {
 		live, dead := b.c.size()
 		return live == 49 && dead == 1
 	})
@@ -365,7 +365,7 @@ func TestReplicationAndCatchUp(t *testing.T) {
 	_ = a.c.Delete(context.Background(), []Version{{ID: "x0001", Deleted: true}, {ID: "x0002", Deleted: true}})
 	c := start(t, "c", freeAddr(t), []string{b.Addr()}, small)
 	_ = c.c.Apply(context.Background(), stored("x0001", 1)) // c still has one that was deleted meanwhile
-	eventually(t, 20*time.Second, "c caught up", func() bool {
+	eventually(t, 40*time.Second, "c caught up", func() bool {
 		da, _ := a.c.Digest(context.Background())
 		dc, _ := c.c.Digest(context.Background())
 		return da == dc
@@ -374,7 +374,7 @@ func TestReplicationAndCatchUp(t *testing.T) {
 		t.Fatalf("c live = %d, want %d", live, 2047)
 	}
 	// b caught up from a too (b missed the 2000 written without replication).
-	eventually(t, 20*time.Second, "b caught up", func() bool {
+	eventually(t, 40*time.Second, "b caught up", func() bool {
 		da, _ := a.c.Digest(context.Background())
 		db, _ := b.c.Digest(context.Background())
 		return da == db
@@ -396,14 +396,14 @@ func TestLeaveAndFailure(t *testing.T) {
 	a := start(t, "a", freeAddr(t), nil, nil)
 	b := start(t, "b", freeAddr(t), []string{a.Addr()}, nil)
 	c := start(t, "c", freeAddr(t), []string{a.Addr()}, nil)
-	eventually(t, 10*time.Second, "joined", allAlive(3, a, b, c))
+	eventually(t, 20*time.Second, "joined", allAlive(3, a, b, c))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := b.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a sees b left", func() bool { return states(a.Cluster)["b"] == "left" })
+	eventually(t, 20*time.Second, "a sees b left", func() bool { return states(a.Cluster)["b"] == "left" })
 
 	// c dies without leaving.
 	c.crash()
@@ -430,7 +430,7 @@ func TestRestartUnderSameNameRejoins(t *testing.T) {
 	addrB := freeAddr(t)
 	a := start(t, "a", freeAddr(t), nil, nil)
 	b := start(t, "b", addrB, []string{a.Addr()}, nil)
-	eventually(t, 10*time.Second, "joined", allAlive(2, a, b))
+	eventually(t, 20*time.Second, "joined", allAlive(2, a, b))
 	b.crash()
 	eventually(t, 15*time.Second, "a sees b dead", func() bool { return states(a.Cluster)["b"] == "dead" })
 	b2 := start(t, "b", addrB, []string{a.Addr()}, nil)
@@ -443,9 +443,9 @@ func TestEncryption(t *testing.T) {
 	withKey := func(k []byte) func(*Options) { return func(o *Options) { o.SecretKey = k } }
 	a := start(t, "a", freeAddr(t), nil, withKey(key))
 	b := start(t, "b", freeAddr(t), []string{a.Addr()}, withKey(key))
-	eventually(t, 10*time.Second, "same key joins", allAlive(2, a, b))
+	eventually(t, 20*time.Second, "same key joins", allAlive(2, a, b))
 	a.q.send([]byte("secret-usage"), nil)
-	eventually(t, 5*time.Second, "encrypted packet arrives", func() bool { return b.q.has("secret-usage") })
+	eventually(t, 20*time.Second, "encrypted packet arrives", func() bool { return b.q.has("secret-usage") })
 
 	c := start(t, "c", freeAddr(t), []string{a.Addr()}, withKey(other))
 	time.Sleep(time.Second)
@@ -491,7 +491,7 @@ func TestConfigHashIsSeenByPeers(t *testing.T) {
 	addrA := freeAddr(t)
 	a := start(t, "a", addrA, nil, func(o *Options) { o.ConfigHash = "hash-a1" })
 	b := start(t, "b", freeAddr(t), []string{addrA}, func(o *Options) { o.ConfigHash = "hash-b1" })
-	eventually(t, 10*time.Second, "both see two alive members", allAlive(2, a, b))
+	eventually(t, 20*time.Second, "both see two alive members", allAlive(2, a, b))
 	hashes := func(c *Cluster) map[string]string {
 		out := map[string]string{}
 		for _, m := range c.Members() {
@@ -499,7 +499,7 @@ func TestConfigHashIsSeenByPeers(t *testing.T) {
 		}
 		return out
 	}
-	eventually(t, 5*time.Second, "each sees the other's hash at join", func() bool {
+	eventually(t, 20*time.Second, "each sees the other's hash at join", func() bool {
 		return hashes(a.Cluster)["b"] == "hash-b1" && hashes(b.Cluster)["a"] == "hash-a1"
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -510,5 +510,5 @@ func TestConfigHashIsSeenByPeers(t *testing.T) {
 	if got := hashes(a.Cluster)["a"]; got != "hash-a2" {
 		t.Errorf("a's own hash = %q after the change", got)
 	}
-	eventually(t, 5*time.Second, "b sees a's new hash", func() bool { return hashes(b.Cluster)["a"] == "hash-a2" })
+	eventually(t, 20*time.Second, "b sees a's new hash", func() bool { return hashes(b.Cluster)["a"] == "hash-a2" })
 }
