@@ -16,6 +16,7 @@ import (
 	"github.com/llmgate/llmgate/index/guard"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/store"
+	"github.com/llmgate/llmgate/internal/tokens"
 	"github.com/llmgate/llmgate/node"
 	"github.com/llmgate/llmgate/quota"
 	history "github.com/llmgate/llmgate/usage"
@@ -70,6 +71,14 @@ func openState(cfg *config.Config, logger *slog.Logger, onChange func(index.Chan
 		}
 	}
 	st.owners = affinity.Open(affinity.Options{DB: st.db.DB, TTL: cfg.Responses.AffinityTTL, Logger: logger})
+	// The tokenizer's tables, built before the first requests need them:
+	// left to the first count, every request of the first ~100 ms after a
+	// start waited on that build.
+	models := make([]string, 0, len(cfg.Routes))
+	for name := range cfg.Routes {
+		models = append(models, name)
+	}
+	go tokens.Warm(models...)
 	if cfg.Cache.Enabled {
 		guard.Warm() // the guard's WordNet table, read before any request needs it
 		params := graph.Params{EfSearch: cfg.Cache.EfSearch}

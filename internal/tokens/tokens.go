@@ -3,6 +3,7 @@ package tokens
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 
@@ -152,4 +153,24 @@ func contentTexts(raw json.RawMessage) []string {
 		}
 	}
 	return []string{string(raw)}
+}
+
+// Warm builds the shared tables of the encodings models use (each model
+// named once is enough) and returns those encodings, in the order first
+// named. A node calls it in the background at start: otherwise its first
+// requests wait on the first count's build, about 100 ms per encoding and
+// several times that on a busy machine, all of them at once.
+func Warm(models ...string) []tokenizer.Encoding {
+	var done []tokenizer.Encoding
+	for _, m := range models {
+		enc := EncodingFor(m)
+		if slices.Contains(done, enc) {
+			continue
+		}
+		if _, err := newEncoder(enc); err != nil {
+			continue // a build defect; the first count reports it
+		}
+		done = append(done, enc)
+	}
+	return done
 }

@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"encoding/json"
+	"slices"
 	"sync"
 	"testing"
 
@@ -198,5 +199,23 @@ func TestCountChatUsesParsedText(t *testing.T) {
 		if got, want := c.CountChat("gpt-4o", r.Messages), c.CountChat("gpt-4o", raw); got != want {
 			t.Errorf("%s: CountChat of parsed text = %d, of raw content = %d", body, got, want)
 		}
+	}
+}
+
+func TestWarmBuildsTheEncodingsModelsUse(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		models []string
+		want   []tokenizer.Encoding
+	}{
+		{"no models builds nothing", nil, nil},
+		{"gpt-4o family is o200k once", []string{"gpt-4o-mini", "gpt-4o", "my-deployment"}, []tokenizer.Encoding{tokenizer.O200kBase}},
+		{"gpt-4 and gpt-4o need both", []string{"gpt-4", "gpt-4o"}, []tokenizer.Encoding{tokenizer.Cl100kBase, tokenizer.O200kBase}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Warm(tc.models...); !slices.Equal(got, tc.want) {
+				t.Errorf("Warm(%q) built %v, want %v", tc.models, got, tc.want)
+			}
+		})
 	}
 }
