@@ -129,6 +129,16 @@ func (s *answerScanner) isNull() bool {
 	return false
 }
 
+// nullOr reports whether the next value opens with open (present) and
+// whether it is either that or null (ok); a null is consumed.
+func (s *answerScanner) nullOr(open byte) (present, ok bool) {
+	if s.isNull() {
+		return false, true
+	}
+	present = s.peek() == open
+	return present, present
+}
+
 // object calls field for each member of the object at s.i, with its key's
 // raw bytes; false if a key has an escape or field says so.
 func (s *answerScanner) object(field func(key []byte) bool) bool {
@@ -228,11 +238,8 @@ func scanChat(body []byte) (a scannedChat, ok bool) {
 			if !top.first(2) {
 				return false
 			}
-			if s.isNull() {
-				return true
-			}
-			if s.peek() != '{' {
-				return false
+			if present, ok := s.nullOr('{'); !present {
+				return ok
 			}
 			a.usage = &usage{}
 			return s.usage(a.usage)
@@ -240,11 +247,8 @@ func scanChat(body []byte) (a scannedChat, ok bool) {
 			if !top.first(4) {
 				return false
 			}
-			if s.isNull() {
-				return true
-			}
-			if s.peek() != '[' {
-				return false
+			if present, ok := s.nullOr('['); !present {
+				return ok
 			}
 			s.i++
 			if s.peek() == ']' {
@@ -321,11 +325,8 @@ func (s *answerScanner) usage(u *usage) bool {
 			if !f.first(8) {
 				return false
 			}
-			if s.isNull() {
-				return true
-			}
-			if s.peek() != '{' {
-				return false
+			if present, ok := s.nullOr('{'); !present {
+				return ok
 			}
 			u.Details = &struct {
 				Cached int64 `json:"cached_tokens"`
@@ -367,11 +368,8 @@ func (s *answerScanner) choice(reason, content **string) bool {
 			if !f.first(2) {
 				return false
 			}
-			if s.isNull() {
-				return true
-			}
-			if s.peek() != '{' {
-				return false
+			if present, ok := s.nullOr('{'); !present {
+				return ok
 			}
 			var g seen
 			return s.object(func(key []byte) bool {

@@ -383,11 +383,8 @@ func scanResponse(body []byte) (o responseObject, ok bool) {
 			if !top.first(4) {
 				return false
 			}
-			if s.isNull() {
-				return true
-			}
-			if s.peek() != '{' {
-				return false
+			if present, ok := s.nullOr('{'); !present {
+				return ok
 			}
 			o.IncompleteDetails = &respIncomplete{}
 			var f seen
@@ -438,11 +435,8 @@ func scanResponse(body []byte) (o responseObject, ok bool) {
 			if !top.first(16) {
 				return false
 			}
-			if s.isNull() {
-				return true
-			}
-			if s.peek() != '{' {
-				return false
+			if present, ok := s.nullOr('{'); !present {
+				return ok
 			}
 			o.Usage = &respUsage{}
 			var f seen
@@ -472,11 +466,8 @@ func scanResponse(body []byte) (o responseObject, ok bool) {
 // element, null an element that is null; empty marks an array with none
 // (encoding/json makes it empty, not nil).
 func (s *answerScanner) respArray(elem func() bool, null, empty func()) bool {
-	if s.isNull() {
-		return true
-	}
-	if s.peek() != '[' {
-		return false
+	if present, ok := s.nullOr('['); !present {
+		return ok
 	}
 	s.i++
 	if s.peek() == ']' {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,29 +192,9 @@ func TestReloadAppliesTelemetryAuthAndCacheLive(t *testing.T) {
 			"x-llmgate-cache", "off", "traceparent", "00-"+streamTrace+"-"+streamParent+"-01")
 		streamDone <- result{code, body}
 	}()
-	var failed, sent atomic.Int64
-	var failures sync.Map
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				code, body := n.call(t, "sk-from-env", "gpt-4o", fmt.Sprintf("w%d-%d", w, i), false, "x-llmgate-cache", "off")
-				sent.Add(1)
-				if code != 200 {
-					failed.Add(1)
-					failures.Store(fmt.Sprintf("w%d-%d", w, i), fmt.Sprintf("%d %s", code, body))
-				}
-			}
-		}()
-	}
+	checkLoops := requestLoops(t, 3, func(w, i int) (int, string) {
+		return n.call(t, "sk-from-env", "gpt-4o", fmt.Sprintf("w%d-%d", w, i), false, "x-llmgate-cache", "off")
+	})
 	time.Sleep(300 * time.Millisecond) // the stream has started
 
 	n.liveConfig(t, issuer.url, after.url, true)
@@ -289,12 +268,7 @@ func TestReloadAppliesTelemetryAuthAndCacheLive(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("the stream in flight never finished")
 	}
-	close(stop)
-	wg.Wait()
-	if failed.Load() > 0 || sent.Load() == 0 {
-		failures.Range(func(k, v any) bool { t.Logf("%v: %v", k, v); return true })
-		t.Fatalf("%d of %d requests running across the reload failed", failed.Load(), sent.Load())
-	}
+	checkLoops()
 	waitFor(t, 30*time.Second, "the in-flight stream's trace at the old collector (its exporter flushed after the stream)", func() bool {
 		return before.has(streamTrace, streamParent)
 	})

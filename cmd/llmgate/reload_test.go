@@ -176,29 +176,10 @@ func TestReloadWhileStreaming(t *testing.T) {
 		code, _, body := n.chat(t, "sk-from-env", "gpt-4o", "a long story", true)
 		streamDone <- result{code, body}
 	}()
-	var failed, sent atomic.Int64
-	var failures sync.Map
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				code, _, body := n.chat(t, "sk-from-env", "gpt-4o", fmt.Sprintf("w%d-%d", w, i), false)
-				sent.Add(1)
-				if code != 200 {
-					failed.Add(1)
-					failures.Store(fmt.Sprintf("w%d-%d", w, i), fmt.Sprintf("%d %s", code, body))
-				}
-			}
-		}()
-	}
+	checkLoops := requestLoops(t, 3, func(w, i int) (int, string) {
+		code, _, body := n.chat(t, "sk-from-env", "gpt-4o", fmt.Sprintf("w%d-%d", w, i), false)
+		return code, body
+	})
 	time.Sleep(300 * time.Millisecond) // the stream has started
 
 	// Every reloadable kind of setting changes: a new consumer with its key
@@ -244,12 +225,7 @@ func TestReloadWhileStreaming(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("the stream in flight never finished")
 	}
-	close(stop)
-	wg.Wait()
-	if failed.Load() > 0 || sent.Load() == 0 {
-		failures.Range(func(k, v any) bool { t.Logf("%v: %v", k, v); return true })
-		t.Fatalf("%d of %d requests running across the reload failed", failed.Load(), sent.Load())
-	}
+	checkLoops()
 
 	// An invalid file changes nothing and says why.
 	hash2 := n.configHash(t)
@@ -326,5 +302,40 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 	if !strings.Contains(logs, `"msg":"llmgate node serving"`) || !strings.Contains(logs, `msg="configuration reloaded"`) {
 		t.Errorf("the log is not JSON before the reload and text after it:\n%s", logs)
+	}
+}
+
+// requestLoops runs workers request loops until the returned check is
+// called; check stops them and fails t if any request failed or none ran.
+func requestLoops(t *testing.T, workers int, call func(w, i int) (int, string)) (check func()) {
+	var failed, sent atomic.Int64
+	var failures sync.Map
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, body := call(w, i)
+				sent.Add(1)
+				if code != 200 {
+					failed.Add(1)
+					failures.Store(fmt.Sprintf("w%d-%d", w, i), fmt.Sprintf("%d %s", code, body))
+				}
+			}
+		})
+	}
+	return func() {
+		t.Helper()
+		close(stop)
+		wg.Wait()
+		if failed.Load() > 0 || sent.Load() == 0 {
+			failures.Range(func(k, v any) bool { t.Logf("%v: %v", k, v); return true })
+			t.Fatalf("%d of %d requests running across the reload failed", failed.Load(), sent.Load())
+		}
 	}
 }

@@ -180,24 +180,7 @@ func writeRecord(db *badger.DB, dir string) error {
 	if err != nil {
 		return err
 	}
-	path := recordPath(dir)
-	tmp := path + ".tmp"
-	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	if _, err := fh.Write(b); err != nil {
-		fh.Close()
-		return err
-	}
-	if err := fh.Sync(); err != nil {
-		fh.Close()
-		return err
-	}
-	if err := fh.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return writeFileAtomic(recordPath(dir), b)
 }
 
 // checkRecord compares the opened database with the record of the last
