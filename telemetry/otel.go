@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/exemplar"
@@ -33,12 +33,15 @@ type OTLPOptions struct {
 	// SampleRatio is the share of new traces recorded (default 1); a
 	// client's sampled flag in traceparent decides for its own traces.
 	SampleRatio float64
+	// Logger reports spans the export dropped (nil: not reported).
+	Logger *slog.Logger
 }
 
 // OTLP owns the OpenTelemetry SDK's trace and meter providers of a node
-// exporting over OTLP/HTTP. Spans are batched and exported in the
-// background: a collector that is down or slow drops spans (the SDK's queue
-// is bounded), never delays or fails a request.
+// exporting over OTLP/HTTP. Spans are encoded as they end and exported in
+// batches in the background (spanExport), metrics by the SDK's exporter: a
+// collector that is down or slow drops spans (what is pending is bounded),
+// never delays or fails a request.
 type OTLP struct {
 	tp     *sdktrace.TracerProvider
 	mp     *sdkmetric.MeterProvider
@@ -121,16 +124,12 @@ func NewOTLP(ctx context.Context, o OTLPOptions) (*OTLP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: otlp resource: %w", err)
 	}
-	te, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint+"/v1/traces"), otlptracehttp.WithTimeout(o.Timeout))
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: otlp trace exporter: %w", err)
-	}
 	me, err := otlpmetrichttp.New(ctx, otlpmetrichttp.WithEndpointURL(endpoint+"/v1/metrics"), otlpmetrichttp.WithTimeout(o.Timeout))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: otlp metric exporter: %w", err)
 	}
 	t := &OTLP{
-		tp: sdktrace.NewTracerProvider(sdktrace.WithBatcher(te), sdktrace.WithResource(res),
+		tp: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(newSpanExport(endpoint+"/v1/traces", o.Timeout, o.Version, o.Logger)), sdktrace.WithResource(res),
 			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.SampleRatio)))),
 		// No exemplars: requests are observed after their span has ended,
 		// outside its context, so none would ever name a trace, and

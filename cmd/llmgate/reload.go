@@ -133,7 +133,7 @@ func (n *runningNode) exporterFor(cfg *config.Config, prev *generation) (*export
 		prev.otlp.refs.Add(1)
 		return prev.otlp, nil
 	}
-	o, err := telemetry.NewOTLP(context.Background(), telemetry.OTLPOptions{Endpoint: t.OTLPEndpoint, Node: cfg.Node.Name, Version: version, SampleRatio: t.TraceSampleRatio})
+	o, err := telemetry.NewOTLP(context.Background(), telemetry.OTLPOptions{Endpoint: t.OTLPEndpoint, Node: cfg.Node.Name, Version: version, SampleRatio: t.TraceSampleRatio, Logger: n.log})
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,301 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	tracev1 "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
+)
+
+// bodies is an OTLP/HTTP endpoint on loopback that keeps every body posted
+// to it, answering with status (200 when 0).
+type bodies struct {
+	mu     sync.Mutex
+	got    [][]byte
+	status int
+}
+
+func newBodies(t *testing.T, status int) (*bodies, string) {
+	b := &bodies{status: status}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get("Content-Type") != "application/x-protobuf" {
+			t.Errorf("Content-Type %q", r.Header.Get("Content-Type"))
+		}
+		b.mu.Lock()
+		b.got = append(b.got, body)
+		b.mu.Unlock()
+		if b.status != 0 {
+			w.WriteHeader(b.status)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return b, srv.URL
+}
+
+func (b *bodies) requests(t *testing.T) []*tracev1.ExportTraceServiceRequest {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []*tracev1.ExportTraceServiceRequest
+	for _, body := range b.got {
+		var m tracev1.ExportTraceServiceRequest
+		if err := proto.Unmarshal(body, &m); err != nil {
+			t.Fatalf("decoding an export: %v", err)
+		}
+		out = append(out, &m)
+	}
+	return out
+}
+
+// spanVariety ends spans that use every part of the span model: a remote
+// parent with a tracestate, attributes of every type, events, links, each
+// status, each kind.
+func spanVariety(tp *sdktrace.TracerProvider) {
+	tr := tp.Tracer("github.com/llmgate/llmgate", trace.WithInstrumentationVersion("v1"), trace.WithSchemaURL("https://opentelemetry.io/schemas/1.26.0"))
+	ts, _ := trace.ParseTraceState("vendor=abc,other=1")
+	remote := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, SpanID: trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8},
+		TraceFlags: trace.FlagsSampled, TraceState: ts, Remote: true,
+	})
+	ctx := trace.ContextWithRemoteSpanContext(context.Background(), remote)
+	ctx, root := tr.Start(ctx, "chat gpt-4o", trace.WithSpanKind(trace.SpanKindServer))
+	root.SetAttributes(
+		attribute.String("gen_ai.operation.name", "chat"), attribute.String("empty", ""),
+		attribute.Int64("gen_ai.usage.input_tokens", 12), attribute.Int64("negative", -7), attribute.Int("zero", 0),
+		attribute.Bool("yes", true), attribute.Bool("no", false), attribute.Float64("ratio", 0.25), attribute.Float64("nothing", 0),
+		attribute.StringSlice("strings", []string{"a", "", "c"}), attribute.Int64Slice("ints", []int64{1, -2, 0}),
+		attribute.BoolSlice("bools", []bool{true, false}), attribute.Float64Slice("floats", []float64{1.5, 0}),
+		attribute.StringSlice("no strings", nil),
+	)
+	root.AddEvent("retry", trace.WithAttributes(attribute.String("llmgate.backend", "east"), attribute.Int("n", 2)))
+	root.AddEvent("")
+	root.SetStatus(codes.Error, "upstream_error")
+	_, child := tr.Start(ctx, "upstream east", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithLinks(trace.Link{SpanContext: trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID{9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9}, SpanID: trace.SpanID{7, 7, 7, 7, 7, 7, 7, 7}, Remote: true}),
+			Attributes: []attribute.KeyValue{attribute.String("why", "batch")}}))
+	child.SetAttributes(attribute.Int("http.response.status_code", 503))
+	child.SetStatus(codes.Ok, "")
+	child.End()
+	_, internal := tr.Start(ctx, "admission")
+	internal.End()
+	root.End()
+	// Another scope, and a span with no attributes at all.
+	_, other := tp.Tracer("other").Start(context.Background(), "x", trace.WithSpanKind(trace.SpanKindProducer))
+	other.End()
+}
+
+func TestSpanEncodingMatchesTheSDKExporter(t *testing.T) {
+	res := resource.NewSchemaless(attribute.String("service.name", "llmgate"), attribute.String("service.instance.id", "gw-1"), attribute.Int("n", 3))
+	sdkSink, sdkURL := newBodies(t, 0)
+	ourSink, ourURL := newBodies(t, 0)
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(sdkURL+"/v1/traces"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := newSpanExport(ourURL+"/v1/traces", 5*time.Second, "test", nil)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(exp), sdktrace.WithSpanProcessor(ours))
+	spanVariety(tp)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tp.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want, got := spansByScope(t, sdkSink.requests(t)), spansByScope(t, ourSink.requests(t))
+	if len(want) != 2 {
+		t.Fatalf("the SDK exporter sent %d scopes, want 2", len(want))
+	}
+	for scope, w := range want {
+		if !proto.Equal(w, got[scope]) {
+			t.Errorf("scope %s: our encoding differs from the SDK exporter's:\nSDK:  %v\nours: %v", scope, prototext.Format(w), prototext.Format(got[scope]))
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d scopes, the SDK exporter %d", len(got), len(want))
+	}
+}
+
+// spansByScope flattens exports to scope name -> a ResourceSpans holding
+// that scope's spans only, in the order sent (the SDK exporter groups
+// through maps: its order of scopes is not fixed).
+func spansByScope(t *testing.T, reqs []*tracev1.ExportTraceServiceRequest) map[string]*tracepb.ResourceSpans {
+	out := map[string]*tracepb.ResourceSpans{}
+	for _, r := range reqs {
+		for _, rs := range r.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				name := ss.Scope.GetName()
+				if prev, ok := out[name]; ok {
+					if !proto.Equal(prev.Resource, rs.Resource) {
+						t.Errorf("scope %s under two resources", name)
+					}
+					prev.ScopeSpans[0].Spans = append(prev.ScopeSpans[0].Spans, ss.Spans...)
+					continue
+				}
+				one := &tracepb.ResourceSpans{Resource: rs.Resource, SchemaUrl: rs.SchemaUrl, ScopeSpans: []*tracepb.ScopeSpans{ss}}
+				out[name] = proto.Clone(one).(*tracepb.ResourceSpans)
+			}
+		}
+	}
+	return out
+}
+
+func TestSpanExportSendsOnceFlushBytesArePending(t *testing.T) {
+	sink, url := newBodies(t, 0)
+	e := newSpanExport(url+"/v1/traces", 5*time.Second, "test", nil)
+	e.flushBytes = 2 << 10 // the interval (2 s) is not waited for
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	for range 100 {
+		_, s := tp.Tracer("t").Start(context.Background(), "upstream east")
+		s.SetAttributes(attribute.String("llmgate.backend", "east"), attribute.Int("http.response.status_code", 200))
+		s.End()
+	}
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if n := countSpans(sink.requests(t)); n > 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("nothing sent within 1 s with %d bytes pending", e.flushBytes)
+}
+
+func countSpans(reqs []*tracev1.ExportTraceServiceRequest) int {
+	n := 0
+	for _, r := range reqs {
+		for _, rs := range r.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				n += len(ss.Spans)
+			}
+		}
+	}
+	return n
+}
+
+func TestSpanExportSendsEverySpanOnce(t *testing.T) {
+	sink, url := newBodies(t, 0)
+	e := newSpanExport(url+"/v1/traces", 5*time.Second, "test", nil)
+	e.flushBytes = 4 << 10
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e))
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 500 {
+				_, s := tp.Tracer("t").Start(context.Background(), "admission")
+				s.SetAttributes(attribute.Int("worker", w), attribute.Int("i", i))
+				s.End()
+			}
+		})
+	}
+	wg.Wait()
+	if err := tp.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[[2]int64]int{}
+	for _, r := range sink.requests(t) {
+		for _, rs := range r.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				for _, sp := range ss.Spans {
+					seen[[2]int64{sp.Attributes[0].Value.GetIntValue(), sp.Attributes[1].Value.GetIntValue()}]++
+				}
+			}
+		}
+	}
+	if len(seen) != 2000 {
+		t.Errorf("the collector got %d distinct spans, want 2000", len(seen))
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("span %v sent %d times", k, n)
+		}
+	}
+	if len(sink.requests(t)) < 2 {
+		t.Errorf("2000 spans went in %d request(s), want several batches", len(sink.requests(t)))
+	}
+}
+
+func TestSpanExportPastItsBoundDropsAndNeverBlocks(t *testing.T) {
+	// A collector that never answers.
+	hang := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(hang)
+	var logs bytes.Buffer
+	e := newSpanExport(srv.URL+"/v1/traces", time.Hour, "test", slog.New(slog.NewTextHandler(&logs, nil)))
+	e.flushBytes, e.maxPending = 1<<10, 8<<10
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e))
+	start := time.Now()
+	for range 10000 {
+		_, s := tp.Tracer("t").Start(context.Background(), "admission")
+		s.SetAttributes(attribute.Int("llmgate.tokens.reserved", 100))
+		s.End()
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("10000 spans with the collector hanging took %v", d)
+	}
+	if e.dropped.Load() == 0 {
+		t.Error("nothing dropped past the bound")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	err := tp.Shutdown(ctx)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Shutdown took %v past its context", d)
+	}
+	if err == nil {
+		t.Error("Shutdown with the collector hanging returned no error")
+	}
+	if !strings.Contains(logs.String(), "spans dropped") {
+		t.Errorf("no report of the dropped spans in the log: %q", logs.String())
+	}
+}
+
+func TestSpanExportRefusedBatchIsDroppedAndReported(t *testing.T) {
+	sink, url := newBodies(t, http.StatusBadRequest)
+	var logs bytes.Buffer
+	e := newSpanExport(url+"/v1/traces", 5*time.Second, "test", slog.New(slog.NewTextHandler(&logs, nil)))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e))
+	_, s := tp.Tracer("t").Start(context.Background(), "admission")
+	s.End()
+	err := tp.ForceFlush(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "400") {
+		t.Errorf("ForceFlush = %v, want the collector's 400", err)
+	}
+	if !strings.Contains(logs.String(), "spans=1") {
+		t.Errorf("log %q does not report the one span dropped", logs.String())
+	}
+	// Nothing is sent twice: the next flush has nothing to send.
+	if err := tp.ForceFlush(context.Background()); err != nil {
+		t.Errorf("second ForceFlush = %v", err)
+	}
+	if n := len(sink.requests(t)); n != 1 {
+		t.Errorf("%d requests, want 1", n)
+	}
+	if err := tp.Shutdown(context.Background()); err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("Shutdown = %v", err)
+	}
+}
