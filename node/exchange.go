@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/llmgate/llmgate/internal/openai"
 	"github.com/llmgate/llmgate/quota"
 )
 
@@ -216,7 +217,7 @@ func newReply(call *Call, status int, body []byte) *reply {
 		return rr.readReply(status, body)
 	}
 	r := &reply{status: status, body: body}
-	if status == http.StatusOK && json.Valid(body) {
+	if status == http.StatusOK && openai.Valid(body) {
 		r.ok = true
 		if _, chat := wireOf(call).(chatWire); chat {
 			// The common answer: read in one pass, id included.

@@ -113,15 +113,27 @@ const MaxMessages = 10000
 // ParseChat validates body as a chat completions request. The error, if any,
 // is a 400 in the OpenAI error format naming the offending parameter.
 func ParseChat(body []byte) (*ChatRequest, *Error) {
+	return parseChat(body, true)
+}
+
+// parseChat is ParseChat; with scan false it does not try scanChat first
+// (the reference its fuzz target compares with).
+func parseChat(body []byte, scan bool) (*ChatRequest, *Error) {
 	if err := checkJSONObject(body); err != nil {
 		return nil, err
 	}
-	var r ChatRequest
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, decodeError(err)
+	var r *ChatRequest
+	if scan {
+		r, scan = scanChat(body)
 	}
-	if err := checkKeys(body, chatShape); err != nil {
-		return nil, err
+	if !scan {
+		r = &ChatRequest{}
+		if err := json.Unmarshal(body, r); err != nil {
+			return nil, decodeError(err)
+		}
+		if err := checkKeys(body, chatShape); err != nil {
+			return nil, err
+		}
 	}
 	if r.Messages == nil {
 		return nil, BadRequest("messages", "Missing required parameter: 'messages'.")
@@ -160,7 +172,7 @@ func ParseChat(body []byte) (*ChatRequest, *Error) {
 	if r.StreamOptions != nil && !r.Stream {
 		return nil, BadRequest("stream_options", "'stream_options' is only allowed when 'stream' is true.")
 	}
-	return &r, nil
+	return r, nil
 }
 
 // ParseEmbeddings validates body as an embeddings request.
