@@ -314,6 +314,7 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 	impls := fs.String("impls", strings.Join(idef.Impls, ","), "graph implementations: hnsw, coder-hnsw")
 	efSearch := fs.Int("ef-search", 0, "HNSW search beam (0 = the default)")
 	efConstruction := fs.Int("ef-construction", 0, "HNSW construction beam (0 = the default)")
+	float32Walk := fs.Bool("index-float32", false, "HNSW walks the float32 vectors instead of their int8 copies (cache.index_float32)")
 	data := fs.String("data", "../shared/data", "`DIR` with paws_dev.tsv and gptcache_mock_data.json (index/testdata holds a 300-pair subset)")
 	rate := fs.Int("rate", 500, "open-loop rate of the end-to-end part, requests/s")
 	hitEntries := fs.Int("hit-entries", 2000, "answers cached before the end-to-end part measures")
@@ -337,7 +338,7 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 			}
 			o.Queries, o.Progress, o.Data = *queries, stderr, *vectors
 			o.Impls = strings.Split(*impls, ",")
-			o.Params.EfSearch, o.Params.EfConstruction = *efSearch, *efConstruction
+			o.Params.EfSearch, o.Params.EfConstruction, o.Params.Float32Walk = *efSearch, *efConstruction, *float32Walk
 			rep.Index, err = bench.CacheIndex(ctx, o, stdout)
 		case "quality":
 			o := bench.CacheQualityOptions{DataDir: *data}

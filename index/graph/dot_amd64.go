@@ -12,3 +12,12 @@ var useAVX2FMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 //
 //go:noescape
 func dotAVX2FMA(a, b []float32) float32
+
+// useAVX2 selects dotInt8AVX2, which needs AVX2 alone.
+var useAVX2 = cpu.X86.HasAVX2
+
+// dotInt8AVX2 returns the dot product of a and b[:len(a)]; len(a) is a
+// multiple of 32, no byte of a is -128, and the caller ensures len(b) >= len(a). It needs AVX2.
+//
+//go:noescape
+func dotInt8AVX2(a, b []int8) int32

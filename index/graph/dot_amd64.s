@@ -92,3 +92,68 @@ hsum:
 	VZEROUPPER
 	MOVSS     X0, ret+48(FP)
 	RET
+
+// func dotInt8AVX2(a, b []int8) int32
+//
+// len(a) is a multiple of 32, and no byte of a is -128. VPMADDUBSW multiplies
+// unsigned by signed bytes, so each step multiplies |a| by b carrying a's
+// sign (VPABSB, VPSIGNB: a*b = |a| * (sign(a)*b)) and adds adjacent products
+// into 16 words (at most 2*127*127 = 32258, no saturation), then adds word
+// pairs into 8 dwords (VPMADDWD by ones) and accumulates those; two
+// accumulators for 64 bytes per iteration. Integer sums are exact, so the
+// order of summation does not matter.
+TEXT ·dotInt8AVX2(SB), NOSPLIT, $0-52
+	MOVQ     a_base+0(FP), SI
+	MOVQ     a_len+8(FP), CX
+	MOVQ     b_base+24(FP), DI
+	VPXOR    Y0, Y0, Y0
+	VPXOR    Y1, Y1, Y1
+	VPCMPEQW Y15, Y15, Y15
+	VPSRLW   $15, Y15, Y15  // 1 in every word
+	CMPQ     CX, $64
+	JLT      i8tail
+
+i8loop:
+	VMOVDQU    (SI), Y2
+	VMOVDQU    (DI), Y3
+	VMOVDQU    32(SI), Y4
+	VMOVDQU    32(DI), Y5
+	VPSIGNB    Y2, Y3, Y3
+	VPABSB     Y2, Y2
+	VPSIGNB    Y4, Y5, Y5
+	VPABSB     Y4, Y4
+	VPMADDUBSW Y3, Y2, Y2
+	VPMADDUBSW Y5, Y4, Y4
+	VPMADDWD   Y15, Y2, Y2
+	VPMADDWD   Y15, Y4, Y4
+	VPADDD     Y2, Y0, Y0
+	VPADDD     Y4, Y1, Y1
+	ADDQ       $64, SI
+	ADDQ       $64, DI
+	SUBQ       $64, CX
+	CMPQ       CX, $64
+	JGE        i8loop
+
+i8tail:
+	CMPQ       CX, $32
+	JLT        i8reduce
+	VMOVDQU    (SI), Y2
+	VMOVDQU    (DI), Y3
+	VPSIGNB    Y2, Y3, Y3
+	VPABSB     Y2, Y2
+	VPMADDUBSW Y3, Y2, Y2
+	VPMADDWD   Y15, Y2, Y2
+	VPADDD     Y2, Y0, Y0
+
+i8reduce:
+	VPADDD       Y1, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDD       X1, X0, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPADDD       X1, X0, X0
+	VPSHUFD      $0xb1, X0, X1
+	VPADDD       X1, X0, X0
+	VMOVD        X0, AX
+	VZEROUPPER
+	MOVL         AX, ret+48(FP)
+	RET

@@ -8,3 +8,9 @@ var useAVX2FMA = false
 
 // dotAVX2FMA is never selected off amd64; it exists so that Dot compiles.
 func dotAVX2FMA(a, b []float32) float32 { return dotGeneric(a, b) }
+
+// useAVX2 is false off amd64: dotInt8 always runs dotInt8Generic.
+var useAVX2 = false
+
+// dotInt8AVX2 is never selected off amd64; it exists so that dotInt8 compiles.
+func dotInt8AVX2(a, b []int8) int32 { return dotInt8Generic(a, b) }

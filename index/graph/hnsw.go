@@ -17,7 +17,8 @@ const maxLevel = 16
 // Hierarchical Navigable Small World graphs", 2016/2018).
 //
 // Layout: a node lives in an internal slot (uint32). Slot s owns the vector
-// vecs[s*dim:(s+1)*dim] of one contiguous slab, its external id ids[s], its
+// vecs[s*dim:(s+1)*dim] of one contiguous slab, its int8 copy q8[s*dim:...]
+// with its scale qs[s] (unless Params.Float32Walk; see quant.go), its external id ids[s], its
 // level, a fixed block of 1+2M links on layer 0 (count first) and, only when
 // its level is above 0, a block of level*(1+M) links in the small upper slab.
 // External ids map to slots through one map. This keeps the per-entry
@@ -49,6 +50,8 @@ type HNSW struct {
 
 	dim    int       // vector length, fixed by the first Add of an empty index
 	vecs   []float32 // slot s: vecs[s*dim : (s+1)*dim]
+	q8     []int8    // slot s: q8[s*dim : (s+1)*dim], vecs quantized (see quant.go)
+	qs     []float32 // slot → scale of its int8 copy
 	ids    []uint64  // slot → external id
 	levels []uint8   // slot → top layer of the node
 	links0 []uint32  // slot s: links0[s*(m0+1)] is the count, then m0 slots
@@ -68,6 +71,7 @@ type HNSW struct {
 	found []item
 	pick  []item
 	prune []item // candidates of link's re-selection
+	qq    []int8 // the query, quantized
 }
 
 // item is a slot with its distance to the current query (or base node).
@@ -142,8 +146,22 @@ func (h *HNSW) Search(q []float32, k int) []Match {
 	if k <= 0 || len(h.slot) == 0 || len(q) != h.dim {
 		return nil
 	}
-	ep := h.descend(q, 0)
-	found := h.searchLayer(q, []item{ep}, max(h.p.EfSearch, k), 0, true)
+	qv := qvec{f: q}
+	if !h.p.Float32Walk {
+		h.qq = slices.Grow(h.qq[:0], h.dim)[:h.dim]
+		qv = qvec{q: h.qq, scale: quantize(h.qq, q)}
+	}
+	ep := h.descend(qv, 0)
+	found := h.searchLayer(qv, []item{ep}, max(h.p.EfSearch, k), 0, true)
+	if !h.p.Float32Walk {
+		// The walk's distances are approximate: re-rank the beam by the
+		// float32 vectors, so that what is returned is exact and in exact
+		// order.
+		for i, it := range found {
+			found[i].d = h.dist(q, it.s)
+		}
+		slices.SortFunc(found, cmpItem)
+	}
 	out := make([]Match, 0, min(k, len(found)))
 	for _, it := range found[:min(k, len(found))] {
 		out = append(out, Match{ID: h.ids[it.s], Distance: it.d})
@@ -167,6 +185,32 @@ func (h *HNSW) vec(s uint32) []float32 {
 // dist is the cosine distance of q to slot s. A zero vector on either side
 // has dot product 0 and so distance 1, never NaN.
 func (h *HNSW) dist(q []float32, s uint32) float32 { return 1 - Dot(q, h.vec(s)) }
+
+// qvec is a vector as the graph walk sees it: quantized (v ≈ scale*q), or
+// with Params.Float32Walk the float32 vector f itself.
+type qvec struct {
+	q     []int8
+	scale float32
+	f     []float32
+}
+
+func (h *HNSW) qvecOf(s uint32) qvec {
+	if h.p.Float32Walk {
+		return qvec{f: h.vec(s)}
+	}
+	i := int(s) * h.dim
+	return qvec{q: h.q8[i : i+h.dim : i+h.dim], scale: h.qs[s]}
+}
+
+// qdist is the graph walk's distance from q to slot s: from their int8
+// copies, within about 0.01 of dist; with Float32Walk, dist itself.
+func (h *HNSW) qdist(q qvec, s uint32) float32 {
+	if h.p.Float32Walk {
+		return h.dist(q.f, s)
+	}
+	i := int(s) * h.dim
+	return 1 - q.scale*h.qs[s]*float32(dotInt8(q.q, h.q8[i:i+h.dim:i+h.dim]))
+}
 
 // links returns the link block of slot s on layer l: count first, then the
 // capacity (2M on layer 0, M above).
@@ -193,6 +237,10 @@ func (h *HNSW) newSlot(id uint64, vec []float32, level int) uint32 {
 	}
 	s := uint32(len(h.ids))
 	h.vecs = append(h.vecs, vec...)
+	if !h.p.Float32Walk {
+		h.q8 = append(h.q8, make([]int8, len(vec))...)
+		h.qs = append(h.qs, quantize(h.q8[int(s)*len(vec):], vec))
+	}
 	h.ids = append(h.ids, id)
 	h.levels = append(h.levels, uint8(level))
 	h.links0 = append(h.links0, make([]uint32, h.m0+1)...)
@@ -222,7 +270,7 @@ func (h *HNSW) insert(s uint32) {
 		h.entry, h.top = s, level
 		return
 	}
-	q := h.vec(s)
+	q := h.qvecOf(s)
 	ep := h.descend(q, level+1)
 	eps := []item{ep}
 	for l := min(level, h.top); l >= 0; l-- {
@@ -258,14 +306,14 @@ func (h *HNSW) insert(s uint32) {
 
 // descend walks greedily (beam of one) from the entry point down to layer
 // stop, tombstones included, and returns the closest node found.
-func (h *HNSW) descend(q []float32, stop int) item {
-	cur := item{h.dist(q, h.entry), h.entry}
+func (h *HNSW) descend(q qvec, stop int) item {
+	cur := item{h.qdist(q, h.entry), h.entry}
 	for l := h.top; l >= stop; l-- {
 		for changed := true; changed; {
 			changed = false
 			b := h.links(cur.s, l)
 			for _, n := range b[1 : 1+b[0]] {
-				if d := h.dist(q, n); d < cur.d {
+				if d := h.qdist(q, n); d < cur.d {
 					cur, changed = item{d, n}, true
 				}
 			}
@@ -282,7 +330,7 @@ func (h *HNSW) descend(q []float32, stop int) item {
 //
 // The result heap is a max-heap built from the min-heap by negating
 // distances: its root is the farthest kept result, the one to beat.
-func (h *HNSW) searchLayer(q []float32, eps []item, ef, l int, liveOnly bool) []item {
+func (h *HNSW) searchLayer(q qvec, eps []item, ef, l int, liveOnly bool) []item {
 	h.epoch++
 	if h.epoch == 0 { // wrapped: old marks could collide with new epochs
 		clear(h.mark)
@@ -314,7 +362,7 @@ func (h *HNSW) searchLayer(q []float32, eps []item, ef, l int, liveOnly bool) []
 				continue
 			}
 			h.mark[n] = h.epoch
-			d := h.dist(q, n)
+			d := h.qdist(q, n)
 			if h.res.len() >= ef && d >= -h.res.top().d {
 				continue
 			}
@@ -353,9 +401,9 @@ func (h *HNSW) selectNeighbours(cands []item, m int) []item {
 			break
 		}
 		good := true
-		cv := h.vec(c.s)
+		cv := h.qvecOf(c.s)
 		for _, k := range kept {
-			if h.dist(cv, k.s) < c.d {
+			if h.qdist(cv, k.s) < c.d {
 				good = false
 				break
 			}
@@ -379,11 +427,11 @@ func (h *HNSW) link(from, to uint32, d float32, l int) {
 		b[0]++
 		return
 	}
-	base := h.vec(from)
+	base := h.qvecOf(from)
 	cands := append(h.prune[:0], item{d, to})
 	for _, o := range b[1 : 1+n] {
 		if !h.isDead(o) {
-			cands = append(cands, item{h.dist(base, o), o})
+			cands = append(cands, item{h.qdist(base, o), o})
 		}
 	}
 	slices.SortFunc(cands, cmpItem)
@@ -424,6 +472,7 @@ func (h *HNSW) maybeCompact() {
 func (h *HNSW) reset() {
 	h.dim, h.tombs, h.top, h.entry, h.epoch = 0, 0, -1, 0, 0
 	h.vecs, h.ids, h.levels, h.links0, h.upOff, h.up, h.dead, h.mark = nil, nil, nil, nil, nil, nil, nil, nil
+	h.q8, h.qs = nil, nil
 	h.slot = map[uint64]uint32{}
 }
 
@@ -440,12 +489,19 @@ func (h *HNSW) compact() {
 		}
 		if n != s {
 			copy(h.vec(n), h.vec(s))
+			if !h.p.Float32Walk {
+				copy(h.q8[int(n)*h.dim:int(n+1)*h.dim], h.q8[int(s)*h.dim:int(s+1)*h.dim])
+				h.qs[n] = h.qs[s]
+			}
 			h.ids[n], h.levels[n] = h.ids[s], h.levels[s]
 			h.slot[h.ids[n]] = n
 		}
 		n++
 	}
 	h.vecs = h.vecs[:int(n)*h.dim]
+	if !h.p.Float32Walk {
+		h.q8, h.qs = h.q8[:int(n)*h.dim], h.qs[:n]
+	}
 	h.ids, h.levels = h.ids[:n], h.levels[:n]
 	h.links0 = h.links0[:int(n)*(h.m0+1)]
 	clear(h.links0)

@@ -41,6 +41,14 @@ func recallEntries() int {
 // parameters. The vectors are the local embedder's of generated prompts; a
 // query is a stored prompt with one word dropped and its case changed.
 func TestHNSWRecallEmbeddedPrompts(t *testing.T) {
+	for _, walk := range []bool{false, true} {
+		t.Run(fmt.Sprintf("float32walk=%v", walk), func(t *testing.T) {
+			testRecallEmbeddedPrompts(t, Params{Float32Walk: walk})
+		})
+	}
+}
+
+func testRecallEmbeddedPrompts(t *testing.T, p Params) {
 	n := recallEntries()
 	r := rand.New(rand.NewPCG(7, 7))
 	emb := embed.NewLocal()
@@ -49,7 +57,7 @@ model request error timeout retry cache memory latency region quota limit user a
 file database table query index server client network proxy gateway build test release version update
 install configure monitor alert log metric debug scale backup restore migrate secure rotate policy role
 access group project budget cost invoice payment order customer product price search report schedule`)
-	x, ref := NewHNSW(Params{}), NewFlat()
+	x, ref := NewHNSW(p), NewFlat()
 	prompts := make([][]string, n)
 	for i := range prompts {
 		words := make([]string, 0, 16)
@@ -230,6 +238,24 @@ func checkInvariants(t *testing.T, x *HNSW) {
 	if len(x.vecs) != n*x.dim || len(x.levels) != n || len(x.links0) != n*(x.m0+1) || len(x.mark) != n {
 		t.Fatalf("slabs disagree on the slot count %d", n)
 	}
+	if x.p.Float32Walk {
+		if len(x.q8) != 0 || len(x.qs) != 0 {
+			t.Fatalf("a float32 walk holds %d int8 values and %d scales", len(x.q8), len(x.qs))
+		}
+	} else {
+		if len(x.q8) != n*x.dim || len(x.qs) != n {
+			t.Fatalf("int8 slabs (%d values, %d scales) disagree on the slot count %d", len(x.q8), len(x.qs), n)
+		}
+		// Every slot's int8 copy is its own vector's, also after
+		// compaction moved it.
+		q := make([]int8, x.dim)
+		for s := range uint32(n) {
+			sc := quantize(q, x.vec(s))
+			if got := x.qvecOf(s); !slices.Equal(got.q, q) || got.scale != sc {
+				t.Fatalf("slot %d: int8 copy is not its vector's", s)
+			}
+		}
+	}
 	live := 0
 	for s := range uint32(n) {
 		if x.isDead(s) {
@@ -274,8 +300,16 @@ func checkInvariants(t *testing.T, x *HNSW) {
 }
 
 func TestHNSWInvariantsUnderChurn(t *testing.T) {
+	for _, walk := range []bool{false, true} {
+		t.Run(fmt.Sprintf("float32walk=%v", walk), func(t *testing.T) {
+			testInvariantsUnderChurn(t, Params{M: 6, EfConstruction: 40, Seed: 8, Float32Walk: walk})
+		})
+	}
+}
+
+func testInvariantsUnderChurn(t *testing.T, p Params) {
 	r := rand.New(rand.NewPCG(15, 15))
-	x := NewHNSW(Params{M: 6, EfConstruction: 40, Seed: 8})
+	x := NewHNSW(p)
 	for op := range 5000 {
 		id := uint64(r.IntN(800))
 		if r.IntN(3) == 0 {
@@ -340,5 +374,35 @@ func BenchmarkInsert384(b *testing.B) {
 			}
 			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "inserts/s")
 		})
+	}
+}
+
+// TestHNSWSearchDistancesAreExact: the int8 walk's distances are
+// approximate, but Search re-ranks its beam: every match carries the exact
+// float32 distance, nearest first, as the float32 walk's do.
+func TestHNSWSearchDistancesAreExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(18, 18))
+	for _, walk := range []bool{false, true} {
+		x := NewHNSW(Params{Seed: 9, Float32Walk: walk})
+		vecs := map[uint64][]float32{}
+		for id := range uint64(2000) {
+			vecs[id] = randUnit(r, 48)
+			x.Add(id, vecs[id])
+		}
+		for range 200 {
+			q := nearDup(r, vecs[uint64(r.IntN(2000))], 0.2)
+			ms := x.Search(q, 8)
+			if len(ms) != 8 {
+				t.Fatalf("float32walk=%v: %d matches, want 8", walk, len(ms))
+			}
+			for i, m := range ms {
+				if want := Distance(q, vecs[m.ID]); m.Distance != want {
+					t.Fatalf("float32walk=%v: match %d (id %d) has distance %v, exact %v", walk, i, m.ID, m.Distance, want)
+				}
+				if i > 0 && m.Distance < ms[i-1].Distance {
+					t.Fatalf("float32walk=%v: matches out of order: %v", walk, ms)
+				}
+			}
+		}
 	}
 }

@@ -1,0 +1,120 @@
+package graph
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// int8Padded is padded for int8 vectors: bytes outside [off, off+n) are
+// large, so a kernel that reads and uses them gets a different sum.
+func int8Padded(n, off, extra int, gen func(i int) int8) []int8 {
+	buf := make([]int8, off+n+extra+32)
+	for i := range buf {
+		buf[i] = -127
+	}
+	for i := range n {
+		buf[off+i] = gen(i)
+	}
+	return buf[off : off+n+extra]
+}
+
+func dotInt8Want(a, b []int8) int32 {
+	var s int64
+	for i := range a {
+		s += int64(a[i]) * int64(b[i])
+	}
+	return int32(s)
+}
+
+// TestDotInt8KernelsAreExact: both kernels give the exact integer dot
+// product at every length and alignment, extremes included; a byte skipped,
+// counted twice or read past the end shows here.
+func TestDotInt8KernelsAreExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(30, 30))
+	gens := map[string]func(int) int8{
+		"random":  func(int) int8 { return int8(r.IntN(255) - 127) },
+		"extreme": func(i int) int8 { return []int8{127, -127}[i%2] },
+		"all-127": func(int) int8 { return 127 },
+	}
+	for name, gen := range gens {
+		for _, n := range append(testLengths(), 4096) {
+			for off := range 4 {
+				a := int8Padded(n, off*5, 0, gen)
+				b := int8Padded(n, 3-off, off, gen)
+				want := dotInt8Want(a, b)
+				if got := dotInt8Generic(a, b); got != want {
+					t.Fatalf("%s, len %d: go kernel %d, want %d", name, n, got, want)
+				}
+				if got := dotInt8(a, b); got != want {
+					t.Fatalf("%s, len %d: dotInt8 (avx2 %v) %d, want %d", name, n, useAVX2, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestQuantizeKeepsVectors: a unit vector's int8 copy times its scale is
+// within half a step of every component, and degenerate vectors (zero,
+// infinite, NaN components) quantize to something finite.
+func TestQuantizeKeepsVectors(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 31))
+	for range 200 {
+		v := randUnit(r, 384)
+		q := make([]int8, len(v))
+		s := quantize(q, v)
+		for i, x := range v {
+			if d := math.Abs(float64(x) - float64(s)*float64(q[i])); d > float64(s)/2*1.0001 {
+				t.Fatalf("component %d: %v quantized to %d*%v, off by %g", i, x, q[i], s, d)
+			}
+		}
+		// The approximate dot product of two vectors stays close to the
+		// exact one: what the graph walk relies on.
+		w := randUnit(r, 384)
+		qw := make([]int8, len(w))
+		sw := quantize(qw, w)
+		approx := float64(s) * float64(sw) * float64(dotInt8(q, qw))
+		if d := math.Abs(approx - float64(Dot(v, w))); d > 0.01 {
+			t.Fatalf("approximate dot %g, exact %g", approx, Dot(v, w))
+		}
+	}
+	inf, nan := float32(math.Inf(-1)), float32(math.NaN())
+	for _, v := range [][]float32{{0, 0, 0}, {1, inf, 0}, {nan, 0.5, -1}, {nan, nan}} {
+		q := make([]int8, len(v))
+		s := quantize(q, v)
+		if s != s || s > math.MaxFloat32 {
+			t.Fatalf("quantize(%v): scale %v", v, s)
+		}
+		if v[0] != v[0] && q[0] != 0 {
+			t.Fatalf("quantize(%v): NaN component became %d", v, q[0])
+		}
+	}
+}
+
+var dotInt8Sink int32
+
+func BenchmarkDotInt8x384(b *testing.B) {
+	r := rand.New(rand.NewPCG(23, 23))
+	x, y := make([]int8, 384), make([]int8, 384)
+	quantize(x, randUnit(r, 384))
+	quantize(y, randUnit(r, 384))
+	for _, k := range []struct {
+		name string
+		asm  bool
+	}{{"go", false}, {"avx2", true}} {
+		b.Run("kernel="+k.name, func(b *testing.B) {
+			if k.asm && !haveAVX2 {
+				b.Skip("CPU lacks AVX2")
+			}
+			useAVX2 = k.asm
+			defer func() { useAVX2 = haveAVX2 }()
+			b.SetBytes(2 * 384)
+			for b.Loop() {
+				dotInt8Sink += dotInt8(x, y)
+			}
+		})
+	}
+}
+
+// haveAVX2 records whether this CPU can run dotInt8AVX2.
+var haveAVX2 = useAVX2
