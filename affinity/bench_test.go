@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/llmgate/llmgate/internal/store"
 )
@@ -28,6 +29,64 @@ func BenchmarkRemember(b *testing.B) {
 		}
 		if i%1000 == 0 {
 			_, _ = s.Outgoing(ctx, false)
+		}
+	}
+}
+
+// BenchmarkRememberPaced is what a created response costs the node's CPU
+// when creations arrive at a steady rate, as they do under load: the
+// Remember call and the writer's share (its batches, Badger's write and
+// memtable), as the process's CPU time per record (cpu-ns/record, noisy on
+// a shared machine) and the records per write transaction, for the
+// writer's gathering window and a shorter one (delay). The batches are as
+// large as the rate and the window make them, which a tight loop
+// (BenchmarkRemember) does not show. "idle" paces the same loop without
+// creating anything: the process's floor (timers, Badger's own tickers),
+// to subtract.
+func BenchmarkRememberPaced(b *testing.B) {
+	for _, rate := range []int{500, 2500} {
+		for _, delay := range []time.Duration{0, 2 * time.Millisecond, writeDelay} {
+			name := strconv.Itoa(rate) + "/s/idle"
+			if delay > 0 {
+				name = strconv.Itoa(rate) + "/s/delay=" + delay.String()
+			}
+			b.Run(name, func(b *testing.B) {
+				db, err := store.Open(b.TempDir(), store.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer db.Close()
+				s := Open(Options{DB: db.DB, writeDelay: delay})
+				defer s.Close()
+				ctx := context.Background()
+				every := time.Second / time.Duration(rate)
+				i := 0
+				cpu0 := cpuTime()
+				start := time.Now()
+				for b.Loop() {
+					i++
+					if delay > 0 {
+						if err := s.Remember(ctx, "resp_"+strconv.Itoa(i), Owner{Consumer: "team-a", Backend: "east"}); err != nil {
+							b.Fatal(err)
+						}
+						if i%1000 == 0 {
+							_, _ = s.Outgoing(ctx, false)
+						}
+					}
+					if d := time.Until(start.Add(time.Duration(i) * every)); d > 0 {
+						time.Sleep(d)
+					}
+				}
+				if err := s.flush(ctx); err != nil {
+					b.Fatal(err)
+				}
+				if delay > 0 {
+					b.ReportMetric(float64(i)/float64(max(s.writes.Load(), 1)), "records/write")
+				}
+				if cpu := cpuTime() - cpu0; cpu > 0 {
+					b.ReportMetric(float64(cpu.Nanoseconds())/float64(i), "cpu-ns/record")
+				}
+			})
 		}
 	}
 }

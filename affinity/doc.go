@@ -15,8 +15,9 @@
 // other owners' keys in the database.
 //
 // Local creations are queued in memory (found by look-ups at once) and
-// written by a writer goroutine, a batch per transaction, off the request
-// path; Close writes what is queued. Push/pull carries the last day's
+// written by a writer goroutine, a batch per transaction (the creations of
+// 10 ms), off the request path; Close writes what is queued, a crash loses
+// at most those 10 ms and the write under way. Push/pull carries the last day's
 // changes and, page by page in id order, every unexpired record, so a node
 // away for any time learns every id.
 //
