@@ -2,10 +2,13 @@ package mock
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -90,49 +93,57 @@ type storedResponse struct {
 // pointers (mark phases of 20-40 ms on two cores, against 2-3 ms for a mock
 // answering the same load as chat completions), which slowed whatever ran
 // next to it, the Responses benchmark's node included. Encoded, each is a
-// byte slice the collector does not look into.
+// few byte slices the collector does not look into.
 type responseStore struct {
 	mu    sync.Mutex
 	byID  map[string]packedResponse
 	order []string
 }
 
-// packedResponse is a storedResponse as the store keeps it.
+// packedResponse is a response as the store keeps it: what the create
+// already had in hand (the answer as written, the request's body), so that
+// keeping it costs the create no encoding; the input items and the dialog
+// are rebuilt from them when a follow-up asks.
 type packedResponse struct {
-	blob    []byte // storedJSON
+	obj   []byte // the response object (JSON), as last shown
+	body  []byte // the request that created it
+	prior []byte // the dialog it continued (JSON), nil without previous_response_id
+	// answer is the output's text, or the function call's arguments.
+	answer  string
 	readyAt time.Time
 }
 
-type storedJSON struct {
-	Obj    respObject        `json:"obj"`
-	Input  []json.RawMessage `json:"input"`
-	Dialog []openai.Message  `json:"dialog"`
-}
-
-func pack(r *storedResponse) (packedResponse, error) {
-	b, err := json.Marshal(storedJSON{Obj: r.obj, Input: r.input, Dialog: r.dialog})
-	return packedResponse{blob: b, readyAt: r.readyAt}, err
-}
-
-func (p packedResponse) unpack() storedResponse {
-	var s storedJSON
-	_ = json.Unmarshal(p.blob, &s) // written by pack
-	return storedResponse{obj: s.Obj, input: s.Input, dialog: s.Dialog, readyAt: p.readyAt}
+func (p packedResponse) unpack() (storedResponse, error) {
+	var r storedResponse
+	if err := json.Unmarshal(p.obj, &r.obj); err != nil {
+		return r, err
+	}
+	req, perr := openai.ParseResponses(p.body)
+	if perr != nil {
+		return r, errors.New(perr.Message)
+	}
+	msgs, _ := req.Messages()
+	if p.prior != nil {
+		if err := json.Unmarshal(p.prior, &r.dialog); err != nil {
+			return r, err
+		}
+	}
+	r.dialog = append(r.dialog, msgs...)
+	r.dialog = append(r.dialog, openai.Message{Role: "assistant", Content: jsonText(p.answer)})
+	r.input = inputItems(req, r.obj.ID)
+	r.readyAt = p.readyAt
+	return r, nil
 }
 
 func newResponseStore() *responseStore {
 	return &responseStore{byID: map[string]packedResponse{}}
 }
 
-func (st *responseStore) put(r *storedResponse) {
-	p, err := pack(r)
-	if err != nil {
-		return // not kept: a follow-up on it answers 404
-	}
+func (st *responseStore) put(id string, p packedResponse) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.byID[r.obj.ID] = p
-	st.order = append(st.order, r.obj.ID)
+	st.byID[id] = p
+	st.order = append(st.order, id)
 	for len(st.order) > maxStored {
 		delete(st.byID, st.order[0])
 		st.order = st.order[1:]
@@ -147,21 +158,22 @@ func (st *responseStore) get(id string, now time.Time) (storedResponse, bool) {
 	if !ok {
 		return storedResponse{}, false
 	}
-	r := p.unpack()
+	r, err := p.unpack()
+	if err != nil {
+		return storedResponse{}, false // kept by put: does not happen
+	}
 	if r.obj.Status == "in_progress" && !now.Before(r.readyAt) {
 		r.obj.Status = finalStatus(r.obj)
-		st.keep(&r)
+		st.keep(id, p, r.obj)
 	}
 	return r, true
 }
 
-// keep stores r again after a change, if it is still kept.
-func (st *responseStore) keep(r *storedResponse) {
-	if _, ok := st.byID[r.obj.ID]; !ok {
-		return
-	}
-	if p, err := pack(r); err == nil {
-		st.byID[r.obj.ID] = p
+// keep stores p again with its object changed to obj.
+func (st *responseStore) keep(id string, p packedResponse, obj respObject) {
+	if b, err := json.Marshal(obj); err == nil {
+		p.obj = b
+		st.byID[id] = p
 	}
 }
 
@@ -183,7 +195,10 @@ func (st *responseStore) cancel(id string, now time.Time) (respObject, error) {
 	if !ok {
 		return respObject{}, errNotFound
 	}
-	r := p.unpack()
+	r, err := p.unpack()
+	if err != nil {
+		return respObject{}, errNotFound
+	}
 	if !r.obj.Background {
 		return respObject{}, errors.New("Only responses created with background=true can be cancelled.")
 	}
@@ -193,7 +208,7 @@ func (st *responseStore) cancel(id string, now time.Time) (respObject, error) {
 		} else {
 			r.obj.Status = finalStatus(r.obj)
 		}
-		st.keep(&r)
+		st.keep(id, p, r.obj)
 	}
 	return r.obj, nil
 }
@@ -312,27 +327,37 @@ func (s *Server) handleResponsesCreate(w http.ResponseWriter, r *http.Request) {
 	if incomplete {
 		obj.Status, obj.IncompleteDetails = "incomplete", &respIncomplete{Reason: "max_output_tokens"}
 	}
-	// The dialog a follow-up continues: this input and this answer.
-	answerText := text
+	// What a follow-up continues: the dialog before this input (rebuilt
+	// from the request with it), and this answer.
+	kept := packedResponse{body: c.body, answer: text}
 	if item.Type == "function_call" {
-		answerText = *item.Arguments
+		kept.answer = *item.Arguments
 	}
-	st := &storedResponse{obj: obj, input: inputItems(req), dialog: append(dialog, openai.Message{Role: "assistant", Content: jsonText(answerText)})}
+	if req.PreviousResponseID != "" {
+		kept.prior, _ = json.Marshal(dialog[:len(dialog)-len(msgs)])
+	}
 	delay := time.Duration(s.latency.Load()) + s.tokenDelay(output-1)
 
+	shown := obj
 	if req.Background {
 		// Answered at once, in progress; GET shows it complete once its
 		// tokens would have been generated.
-		st.readyAt = s.now().Add(delay)
-		st.obj.Status = "in_progress"
-		if obj.Store {
-			s.responses.put(st)
-		}
-		writeJSON(w, st.obj)
+		kept.readyAt = s.now().Add(delay)
+		shown.Status = "in_progress"
+	}
+	// Encoded once: the answer written and the response kept.
+	data, err := json.Marshal(shown)
+	if err != nil {
+		writeJSON(w, shown) // (writes the encoding error)
 		return
 	}
 	if obj.Store {
-		s.responses.put(st)
+		kept.obj = data
+		s.responses.put(obj.ID, kept)
+	}
+	if req.Background {
+		writeRawJSON(w, data)
+		return
 	}
 	if req.Stream {
 		s.streamResponse(w, r, obj, toks)
@@ -341,7 +366,20 @@ func (s *Server) handleResponsesCreate(w http.ResponseWriter, r *http.Request) {
 	if !sleep(r.Context(), delay) {
 		return
 	}
-	writeJSON(w, obj)
+	writeRawJSON(w, data)
+}
+
+// writeRawJSON writes data, already encoded, as a JSON answer.
+func writeRawJSON(w http.ResponseWriter, data []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(data)
+}
+
+// itemID is the id of input item n of response respID: "msg_" and 26
+// base32 digits, as the mock's other ids.
+func itemID(respID string, n int) string {
+	sum := sha256.Sum256([]byte(respID + "/" + strconv.Itoa(n)))
+	return "msg_" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:16])
 }
 
 func jsonText(s string) json.RawMessage {
@@ -349,10 +387,12 @@ func jsonText(s string) json.RawMessage {
 	return b
 }
 
-// inputItems lists a request's input as items with ids, as input_items shows them.
-func inputItems(req *openai.ResponsesRequest) []json.RawMessage {
+// inputItems lists a request's input as items with ids, as input_items
+// shows them. The ids are made from the response's id, so that each call
+// shows the same ones.
+func inputItems(req *openai.ResponsesRequest, respID string) []json.RawMessage {
 	var out []json.RawMessage
-	for _, it := range req.Items() {
+	for n, it := range req.Items() {
 		var m map[string]json.RawMessage
 		b, _ := json.Marshal(it)
 		_ = json.Unmarshal(b, &m)
@@ -369,7 +409,7 @@ func inputItems(req *openai.ResponsesRequest) []json.RawMessage {
 			_ = json.Unmarshal(it.Content, &text)
 			m["content"], _ = json.Marshal([]map[string]string{{"type": "input_text", "text": text}})
 		}
-		m["id"] = jsonText("msg_" + rand.Text())
+		m["id"] = jsonText(itemID(respID, n))
 		b, _ = json.Marshal(m)
 		out = append(out, b)
 	}

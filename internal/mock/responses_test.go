@@ -65,11 +65,20 @@ func TestResponsesLifecycle(t *testing.T) {
 			if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"input_text"`)) || !bytes.Contains(body, []byte("Tell me about rivers.")) {
 				t.Fatalf("input_items: %d %s", resp.StatusCode, body)
 			}
+			// The items keep their ids from one call to the next (a client pages with after=).
+			if _, again := do(t, ts, "GET", prefix+"/responses/"+first.ID+"/input_items", "", nil); !bytes.Equal(again, body) {
+				t.Fatalf("input_items changed between calls:\n%s\n%s", body, again)
+			}
 			// A follow-up continues the dialog: its input counts the previous turn.
 			resp, body = post(t, ts, prefix+"/responses", `{"model":"gpt-4o","previous_response_id":"`+first.ID+`","input":"And lakes?"}`)
 			next := decode[respView](t, body)
 			if resp.StatusCode != 200 || next.PreviousResponseID == nil || *next.PreviousResponseID != first.ID || next.Usage.InputTokens <= first.Usage.InputTokens+first.Usage.OutputTokens {
 				t.Fatalf("follow-up: %d %s", resp.StatusCode, body)
+			}
+			// And a follow-up of the follow-up carries both turns.
+			resp, body = post(t, ts, prefix+"/responses", `{"model":"gpt-4o","previous_response_id":"`+next.ID+`","input":"And seas?"}`)
+			if third := decode[respView](t, body); resp.StatusCode != 200 || third.Usage.InputTokens <= next.Usage.InputTokens+next.Usage.OutputTokens {
+				t.Fatalf("second follow-up: %d %s", resp.StatusCode, body)
 			}
 			resp, body = do(t, ts, "DELETE", prefix+"/responses/"+first.ID, "", nil)
 			if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"deleted":true`)) {
