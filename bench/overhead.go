@@ -225,6 +225,9 @@ type OverheadReport struct {
 	// ResponsesVsChat divides the responses feature's figures by tpm's
 	// (the same request as chat completions), when both ran.
 	ResponsesVsChat *Comparison `json:"responses_vs_chat,omitempty"`
+	// ResponsesVsChatBaseline is the same comparison for the baseline
+	// binary's two nodes, when it ran.
+	ResponsesVsChatBaseline *Comparison `json:"responses_vs_chat_baseline,omitempty"`
 }
 
 // Comparison holds the ratios of one llmgate target's figures to
@@ -237,6 +240,16 @@ type Comparison struct {
 	AddedP50 float64 `json:"added_p50"`
 	RPS      float64 `json:"rps"`
 	CPU      float64 `json:"cpu"`
+	// The mock answering the two APIs directly does not cost the same, and
+	// it shares the cores with the node: RPS mixes the node's cost with
+	// the mock's. TargetOverDirect and BaseOverDirect divide each node's
+	// closed-loop req/s by the mock's own for the same request (direct+responses,
+	// direct) in the same round, medians across rounds; RPSOverDirect is
+	// their ratio, the throughput the node keeps of its upstream's,
+	// Responses against chat. Zero when the direct targets did not run.
+	TargetOverDirect float64 `json:"target_rps_over_direct,omitempty"`
+	BaseOverDirect   float64 `json:"base_rps_over_direct,omitempty"`
+	RPSOverDirect    float64 `json:"rps_over_direct,omitempty"`
 }
 
 // FeatureRow is one llmgate target against the bare reverse proxy, from the
@@ -571,6 +584,12 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 	}
 	rep.Features = featureRows(rep, slices.Min(opts.Rates))
 	rep.ResponsesVsChat = compareFeatures(rep.Features, FeatureResponses, FeatureTPM)
+	overDirect(rep.ResponsesVsChat, tput, TargetDirectResponses, TargetDirect)
+	if opts.Baseline != "" {
+		rep.ResponsesVsChatBaseline = compareTargets(rep.Features,
+			featureTarget(FeatureResponses)+"@baseline", featureTarget(FeatureTPM)+"@baseline")
+		overDirect(rep.ResponsesVsChatBaseline, tput, TargetDirectResponses, TargetDirect)
+	}
 	rep.ElapsedSeconds = time.Since(started).Seconds()
 
 	if err := rep.WriteTable(w); err != nil {
@@ -789,12 +808,18 @@ func featureRows(rep *OverheadReport, rate int) []FeatureRow {
 // compareFeatures divides target's figures by base's; nil unless both are
 // among rows.
 func compareFeatures(rows []FeatureRow, target, base Feature) *Comparison {
+	return compareTargets(rows, featureTarget(target), featureTarget(base))
+}
+
+// compareTargets divides the figures of the target named target by those
+// of base; nil unless both are among rows.
+func compareTargets(rows []FeatureRow, target, base string) *Comparison {
 	var t, b *FeatureRow
 	for i := range rows {
 		switch rows[i].Target {
-		case featureTarget(target):
+		case target:
 			t = &rows[i]
-		case featureTarget(base):
+		case base:
 			b = &rows[i]
 		}
 	}
@@ -809,6 +834,33 @@ func compareFeatures(rows []FeatureRow, target, base Feature) *Comparison {
 	}
 	return &Comparison{Target: t.Target, Base: b.Target,
 		AddedP50: div(t.AddedP50Ms, b.AddedP50Ms), RPS: div(t.RPS, b.RPS), CPU: div(t.CPUMicros, b.CPUMicros)}
+}
+
+// overDirect fills c's throughputs relative to the mock's own for each
+// API: c.Target's closed-loop rounds divided by targetDirect's, c.Base's
+// by baseDirect's, round by round (the same round loads them one after
+// the other), medians across rounds. Nothing when c is nil or a direct
+// target has no rounds.
+func overDirect(c *Comparison, tput map[string][]*ThroughputResult, targetDirect, baseDirect string) {
+	if c == nil {
+		return
+	}
+	ratio := func(name, direct string) float64 {
+		var rs []float64
+		for i, r := range tput[name] {
+			if i < len(tput[direct]) && tput[direct][i].RPS > 0 {
+				rs = append(rs, r.RPS/tput[direct][i].RPS)
+			}
+		}
+		if len(rs) == 0 {
+			return 0
+		}
+		return Median(rs)
+	}
+	c.TargetOverDirect, c.BaseOverDirect = ratio(c.Target, targetDirect), ratio(c.Base, baseDirect)
+	if c.TargetOverDirect > 0 && c.BaseOverDirect > 0 {
+		c.RPSOverDirect = c.TargetOverDirect / c.BaseOverDirect
+	}
 }
 
 // rotate returns ts rotated left by n, so each round starts with a different
@@ -942,12 +994,23 @@ func (r *OverheadReport) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if c := r.ResponsesVsChat; c != nil {
+	for _, c := range []*Comparison{r.ResponsesVsChat, r.ResponsesVsChatBaseline} {
+		if c == nil {
+			continue
+		}
 		// The responses target's +p50 counts from direct+responses.
 		if _, err := fmt.Fprintf(w, "\n%s / %s (the same request as the Responses API / as chat completions): +p50 %.2fx, req/s %.2fx, CPU/req %.2fx\n"+
 			"(%s's added latency counts from %s, the mock answering the same Responses request)\n",
 			c.Target, c.Base, c.AddedP50, c.RPS, c.CPU, c.Target, TargetDirectResponses); err != nil {
 			return err
+		}
+		if c.RPSOverDirect > 0 {
+			// The raw req/s ratio above includes the mock's own cost, which
+			// differs between the two APIs on the same cores.
+			if _, err := fmt.Fprintf(w, "req/s of each node over the mock's own for its API: %s %.2f of %s's, %s %.2f of %s's: %.2fx\n",
+				c.Target, c.TargetOverDirect, TargetDirectResponses, c.Base, c.BaseOverDirect, TargetDirect, c.RPSOverDirect); err != nil {
+				return err
+			}
 		}
 	}
 	var notes []string

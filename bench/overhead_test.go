@@ -139,6 +139,43 @@ func TestResponsesComparedWithChat(t *testing.T) {
 	}
 }
 
+// The node's req/s is also read against the mock's own for the same API,
+// round by round: a mock that answers Responses more slowly than chat
+// lowers the Responses node's raw req/s without the node costing more.
+func TestResponsesThroughputOverTheMocksOwn(t *testing.T) {
+	rounds := func(rps ...float64) []*ThroughputResult {
+		var out []*ThroughputResult
+		for _, r := range rps {
+			out = append(out, &ThroughputResult{RPS: r})
+		}
+		return out
+	}
+	tput := map[string][]*ThroughputResult{
+		TargetDirect:                    rounds(10000, 6000, 8000),
+		TargetDirectResponses:           rounds(8000, 4000, 6000),
+		featureTarget(FeatureTPM):       rounds(5000, 3000, 4000), // 0.5 of direct every round
+		featureTarget(FeatureResponses): rounds(4000, 2000, 2700), // 0.5, 0.5, 0.45 of direct+responses
+	}
+	c := &Comparison{Target: featureTarget(FeatureResponses), Base: featureTarget(FeatureTPM), RPS: 0.7}
+	overDirect(c, tput, TargetDirectResponses, TargetDirect)
+	near := func(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+	if !near(c.TargetOverDirect, 0.5) || !near(c.BaseOverDirect, 0.5) || !near(c.RPSOverDirect, 1) {
+		t.Fatalf("comparison %+v, want 0.5 / 0.5 = 1", c)
+	}
+	var b strings.Builder
+	if err := (&OverheadReport{ResponsesVsChat: c}).WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "req/s 0.70x") || !strings.Contains(b.String(), "over the mock's own for its API") || !strings.Contains(b.String(), ": 1.00x") {
+		t.Errorf("table lacks the raw ratio or the one over the mock's own:\n%s", b.String())
+	}
+	none := &Comparison{Target: featureTarget(FeatureResponses), Base: featureTarget(FeatureTPM)}
+	overDirect(none, map[string][]*ThroughputResult{}, TargetDirectResponses, TargetDirect)
+	if none.RPSOverDirect != 0 {
+		t.Errorf("a ratio without the direct targets: %+v", none)
+	}
+}
+
 func TestDirectResponsesIsABaseline(t *testing.T) {
 	r := &LatencyResult{}
 	r.Latency.P50 = 2 * time.Millisecond
