@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -88,6 +89,7 @@ type API struct {
 	auths   *prometheus.CounterVec // authentications by credential kind, issuer and result
 	// serverSpan is the start option of every request's span, built once.
 	serverSpan []trace.SpanStartOption
+	spanAttrs  sync.Pool // *[spanAttrsMax]attribute.KeyValue, for endTrace
 }
 
 // New builds the HTTP front for gw.

@@ -44,7 +44,7 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	if a.opts.Tracer != nil {
 		var span trace.Span
 		ctx, span = a.startTrace(ctx, req.Header, op)
-		defer endTrace(span, &rec)
+		defer a.endTrace(span, &rec)
 	}
 	var consumer *node.Consumer
 	fail := func(e *openai.Error) error {
