@@ -31,6 +31,8 @@ type backend struct {
 	// tokens supplies a Microsoft Entra ID token in place of apiKey
 	// (auth: entra); nil = the key.
 	tokens TokenSource
+	// spanName is the name of an attempt's span, "upstream {name}", built once.
+	spanName string
 }
 
 // TokenSource supplies the bearer token of a backend that authenticates
@@ -44,6 +46,7 @@ type TokenSource interface {
 func newBackend(b config.Backend, up config.Upstream) *backend {
 	return &backend{
 		name:       b.Name,
+		spanName:   "upstream " + b.Name,
 		kind:       b.Kind,
 		base:       strings.TrimRight(b.URL, "/"),
 		apiKey:     b.APIKey,

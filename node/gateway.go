@@ -654,7 +654,11 @@ type attemptResult struct {
 // can try the next backend; a stream is relayed to the client, and any other
 // answer is buffered into x.reply.
 func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call, b *backend, x *exchange) (res attemptResult) {
-	ctx, span := g.startSpan(ctx, "upstream "+b.name, trace.SpanKindClient)
+	name := b.spanName
+	if name == "" {
+		name = "upstream " + b.name
+	}
+	ctx, span := g.startSpan(ctx, name, trace.SpanKindClient)
 	if span != nil {
 		defer func() {
 			failed := res.reason
