@@ -365,7 +365,7 @@ func readResponse(body []byte) (responseObject, bool) {
 // scanResponse reads body with answerScanner; ok is false when
 // encoding/json must decide.
 func scanResponse(body []byte) (o responseObject, ok bool) {
-	if !json.Valid(body) {
+	if !openai.Valid(body) {
 		return o, false
 	}
 	s := answerScanner{b: body}

@@ -64,15 +64,27 @@ func (r *ResponsesRequest) Items() []InputItem {
 
 // ParseResponses validates body as a Responses API create request.
 func ParseResponses(body []byte) (*ResponsesRequest, *Error) {
+	return parseResponses(body, true)
+}
+
+// parseResponses is ParseResponses; with scan false it does not try
+// scanResponses first (the reference its fuzz target compares with).
+func parseResponses(body []byte, scan bool) (*ResponsesRequest, *Error) {
 	if err := checkJSONObject(body); err != nil {
 		return nil, err
 	}
-	var r ResponsesRequest
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, decodeError(err)
+	var r *ResponsesRequest
+	if scan {
+		r, scan = scanResponses(body)
 	}
-	if err := checkKeys(body, responsesShape); err != nil {
-		return nil, err
+	if !scan {
+		r = &ResponsesRequest{}
+		if err := json.Unmarshal(body, r); err != nil {
+			return nil, decodeError(err)
+		}
+		if err := checkKeys(body, responsesShape); err != nil {
+			return nil, err
+		}
 	}
 	in := bytes.TrimSpace(r.Input)
 	switch {
@@ -105,7 +117,7 @@ func ParseResponses(body []byte) (*ResponsesRequest, *Error) {
 		r.msgs, r.msgsOK = r.messages(nil)
 		r.parsed = true
 	}
-	return &r, nil
+	return r, nil
 }
 
 // Messages returns the request's instructions and input as chat messages
