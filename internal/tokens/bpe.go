@@ -24,6 +24,7 @@ type encoder struct {
 	o200k   bool // which split pattern: o200k_base's, else cl100k_base's
 	cache   pieceCache
 	scratch sync.Pool // *mergeScratch for pieces longer than maxScanPiece
+	texts   textCache // counts of repeated message texts (CountChat)
 }
 
 // Tables shared by every Counter of the process: they are immutable and
@@ -37,7 +38,7 @@ var (
 	sharedCl100k  = sync.OnceValues(func() (*rankTable, error) { return loadRanks(tokenizer.Cl100kBase) })
 )
 
-// newEncoder returns an encoder of enc with a piece cache of its own.
+// newEncoder returns an encoder of enc with caches of its own.
 func newEncoder(enc tokenizer.Encoding) (*encoder, error) {
 	load := sharedO200k
 	if enc == tokenizer.Cl100kBase {
@@ -48,7 +49,7 @@ func newEncoder(enc tokenizer.Encoding) (*encoder, error) {
 		return nil, err
 	}
 	e := &encoder{ranks: ranks, classes: sharedClasses(), o200k: enc == tokenizer.O200kBase}
-	e.cache.seed = maphash.MakeSeed()
+	e.cache.seed, e.texts.seed = maphash.MakeSeed(), maphash.MakeSeed()
 	e.scratch.New = func() any { return new(mergeScratch) }
 	return e, nil
 }

@@ -28,9 +28,13 @@
 //     table built from the tokenizer's vocabulary;
 //   - other pieces are merged with the same ranks and the same rule (lowest
 //     rank first, leftmost among equals), and their counts are kept in a
-//     bounded cache, so a rare word repeated across prompts is merged once.
+//     bounded cache, so a rare word repeated across prompts is merged once;
+//   - CountChat keeps the counts of whole message texts other than the last
+//     (system prompts, a conversation's earlier turns, which clients resend
+//     with every request) in a bounded cache that compares the text itself,
+//     so they are counted once.
 //
-// Counting allocates nothing, except for a piece new to the cache, text that
+// Counting allocates nothing, except for a piece or text new to a cache, text that
 // is not valid UTF-8 (counted as the tokenizer does, each invalid byte as
 // U+FFFD), and pieces longer than 96 bytes (scratch reused through a pool).
 //
@@ -47,5 +51,5 @@
 //
 // A Counter is safe for concurrent use. Each encoder and each shared table is
 // built at most once, under a sync.Once, and is then only read, except for
-// the piece cache, whose slots are atomic pointers.
+// the two caches, whose slots are atomic pointers.
 package tokens

@@ -103,19 +103,29 @@ func (c *Counter) Count(model, text string) int {
 // audio) do not. Content of any other shape is counted as its raw bytes, an
 // estimate. Tools and images are not covered by the rule; callers settle to
 // the backend's reported usage.
+//
+// The texts of every message but the last are looked up in, and kept in, a
+// cache of whole texts (see textCache): those are what clients resend (the
+// system prompt, the conversation so far), while the last message is the
+// new turn, rarely seen before, which would only push them out.
 func (c *Counter) CountChat(model string, messages []openai.Message) int {
-	count := c.encoder(model).count
+	e := c.encoder(model)
+	count := e.count
 	n := tokensForReply
-	for _, m := range messages {
+	for i, m := range messages {
 		n += tokensPerMessage + count(m.Role)
+		content := count
+		if i < len(messages)-1 {
+			content = func(text string) int { return e.texts.count(e, text) }
+		}
 		if m.Text != nil {
 			// Decoded once by openai.ParseChat.
 			for _, s := range m.Text.Parts {
-				n += count(s)
+				n += content(s)
 			}
 		} else {
 			for _, s := range contentTexts(m.Content) {
-				n += count(s)
+				n += content(s)
 			}
 		}
 		if m.Name != "" {
