@@ -157,3 +157,102 @@ i8reduce:
 	VZEROUPPER
 	MOVL         AX, ret+48(FP)
 	RET
+
+// func dotsInt8AVX2(q []int8, base *int8, slots []uint32, out []int32)
+//
+// out[i] = dot(q, the len(q) bytes at base + slots[i]*len(q)), for every i:
+// the neighbours of one node in a graph walk. len(q) is a multiple of 32 and
+// no byte of q is -128. The vectors of a large graph are rarely in cache, so
+// every line of every vector is prefetched first: their misses then overlap
+// instead of each dot product waiting on its own.
+TEXT ·dotsInt8AVX2(SB), NOSPLIT, $0-80
+	MOVQ     q_base+0(FP), R8
+	MOVQ     q_len+8(FP), R9
+	MOVQ     base+24(FP), R10
+	MOVQ     slots_base+32(FP), R11
+	MOVQ     slots_len+40(FP), R12
+	MOVQ     out_base+56(FP), R13
+	XORQ     BX, BX
+
+prefetch:
+	CMPQ       BX, R12
+	JGE        compute
+	MOVL       (R11)(BX*4), AX
+	IMULQ      R9, AX
+	LEAQ       (R10)(AX*1), SI
+	MOVQ       R9, CX
+
+prefetchline:
+	PREFETCHT0 (SI)
+	ADDQ       $64, SI
+	SUBQ       $64, CX
+	JG         prefetchline
+	INCQ       BX
+	JMP        prefetch
+
+compute:
+	VPCMPEQW Y15, Y15, Y15
+	VPSRLW   $15, Y15, Y15  // 1 in every word
+	XORQ     BX, BX
+
+next:
+	CMPQ       BX, R12
+	JGE        done
+	MOVL       (R11)(BX*4), AX
+	IMULQ      R9, AX
+	LEAQ       (R10)(AX*1), DI
+	MOVQ       R8, SI
+	MOVQ       R9, CX
+	VPXOR      Y0, Y0, Y0
+	VPXOR      Y1, Y1, Y1
+	CMPQ       CX, $64
+	JLT        tail
+
+loop:
+	VMOVDQU    (SI), Y2
+	VMOVDQU    (DI), Y3
+	VMOVDQU    32(SI), Y4
+	VMOVDQU    32(DI), Y5
+	VPSIGNB    Y2, Y3, Y3
+	VPABSB     Y2, Y2
+	VPSIGNB    Y4, Y5, Y5
+	VPABSB     Y4, Y4
+	VPMADDUBSW Y3, Y2, Y2
+	VPMADDUBSW Y5, Y4, Y4
+	VPMADDWD   Y15, Y2, Y2
+	VPMADDWD   Y15, Y4, Y4
+	VPADDD     Y2, Y0, Y0
+	VPADDD     Y4, Y1, Y1
+	ADDQ       $64, SI
+	ADDQ       $64, DI
+	SUBQ       $64, CX
+	CMPQ       CX, $64
+	JGE        loop
+
+tail:
+	CMPQ       CX, $32
+	JLT        reduce
+	VMOVDQU    (SI), Y2
+	VMOVDQU    (DI), Y3
+	VPSIGNB    Y2, Y3, Y3
+	VPABSB     Y2, Y2
+	VPMADDUBSW Y3, Y2, Y2
+	VPMADDWD   Y15, Y2, Y2
+	VPADDD     Y2, Y0, Y0
+
+reduce:
+	VPADDD       Y1, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPADDD       X1, X0, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPADDD       X1, X0, X0
+	VPSHUFD      $0xb1, X0, X1
+	VPADDD       X1, X0, X0
+	VMOVD        X0, AX
+	MOVL         AX, (R13)(BX*4)
+	INCQ         BX
+	JMP          next
+
+done:
+	VZEROUPPER
+	RET

@@ -70,8 +70,11 @@ type HNSW struct {
 	res   heap // farthest-first results (distances negated, see searchLayer)
 	found []item
 	pick  []item
-	prune []item // candidates of link's re-selection
-	qq    []int8 // the query, quantized
+	prune []item    // candidates of link's re-selection
+	qq    []int8    // the query, quantized
+	next  []uint32  // searchLayer: the unvisited neighbours of one node
+	dots  []int32   // their dot products with the query
+	dists []float32 // their distances to it
 }
 
 // item is a slot with its distance to the current query (or base node).
@@ -185,6 +188,26 @@ func (h *HNSW) vec(s uint32) []float32 {
 // dist is the cosine distance of q to slot s. A zero vector on either side
 // has dot product 0 and so distance 1, never NaN.
 func (h *HNSW) dist(q []float32, s uint32) float32 { return 1 - Dot(q, h.vec(s)) }
+
+// qdists returns qdist(q, s) for each of slots, in a scratch slice valid
+// until the next call: the same values, computed in one batch.
+func (h *HNSW) qdists(q qvec, slots []uint32) []float32 {
+	ds := slices.Grow(h.dists[:0], len(slots))[:len(slots)]
+	h.dists = ds
+	if h.p.Float32Walk {
+		for i, s := range slots {
+			ds[i] = h.dist(q.f, s)
+		}
+		return ds
+	}
+	dots := slices.Grow(h.dots[:0], len(slots))[:len(slots)]
+	h.dots = dots
+	dotsInt8(q.q, h.q8, slots, dots)
+	for i, s := range slots {
+		ds[i] = 1 - q.scale*h.qs[s]*float32(dots[i]) // as qdist
+	}
+	return ds
+}
 
 // qvec is a vector as the graph walk sees it: quantized (v ≈ scale*q), or
 // with Params.Float32Walk the float32 vector f itself.
@@ -357,12 +380,17 @@ func (h *HNSW) searchLayer(q qvec, eps []item, ef, l int, liveOnly bool) []item 
 			break // nearest candidate is beyond the farthest result
 		}
 		b := h.links(c.s, l)
+		next := h.next[:0]
 		for _, n := range b[1 : 1+b[0]] {
-			if h.mark[n] == h.epoch {
-				continue
+			if h.mark[n] != h.epoch {
+				h.mark[n] = h.epoch
+				next = append(next, n)
 			}
-			h.mark[n] = h.epoch
-			d := h.qdist(q, n)
+		}
+		h.next = next
+		ds := h.qdists(q, next)
+		for i, n := range next {
+			d := ds[i]
 			if h.res.len() >= ef && d >= -h.res.top().d {
 				continue
 			}

@@ -19,8 +19,11 @@ func quantize(dst []int8, v []float32) float32 {
 	dst = dst[:len(v)]
 	var m float32
 	for _, x := range v {
-		if a := float32(math.Abs(float64(x))); a > m {
-			m = a
+		if x < 0 {
+			x = -x
+		}
+		if x > m { // false for NaN
+			m = x
 		}
 	}
 	if m == 0 || m > math.MaxFloat32 {
@@ -29,11 +32,17 @@ func quantize(dst []int8, v []float32) float32 {
 	}
 	inv := 127 / m
 	for i, x := range v {
-		if x != x { // NaN
+		// Round half away from zero; the conversion truncates. |x*inv| is
+		// at most 127 give or take a rounding, which still truncates to
+		// 127 after the half is added.
+		switch f := x * inv; {
+		case f >= 0:
+			dst[i] = int8(f + 0.5)
+		case f < 0:
+			dst[i] = int8(f - 0.5)
+		default: // NaN
 			dst[i] = 0
-			continue
 		}
-		dst[i] = int8(math.Round(float64(x * inv))) // |x*inv| <= 127
 	}
 	return m / 127
 }
@@ -72,4 +81,26 @@ func dotInt8Generic(a, b []int8) int32 {
 		s0 += int32(a[i]) * int32(b[i])
 	}
 	return s0 + s1 + s2 + s3
+}
+
+// dotsInt8 sets out[i] to dotInt8(q, the vector of slots[i] in vecs), where
+// slot s's vector is vecs[s*len(q) : (s+1)*len(q)], for every i. It is the
+// graph walk's inner loop: one call per expanded node, so that the CPU
+// fetches all of its neighbours' vectors at once (see dotsInt8AVX2).
+func dotsInt8(q, vecs []int8, slots []uint32, out []int32) {
+	out = out[:len(slots)]
+	dim := len(q)
+	if useAVX2 && dim > 0 && dim%32 == 0 && len(slots) > 0 {
+		for _, s := range slots { // the bounds the assembly relies on
+			if (int(s)+1)*dim > len(vecs) {
+				panic("graph: dotsInt8: slot out of range")
+			}
+		}
+		dotsInt8AVX2(q, &vecs[0], slots, out)
+		return
+	}
+	for i, s := range slots {
+		j := int(s) * dim
+		out[i] = dotInt8(q, vecs[j:j+dim:j+dim])
+	}
 }

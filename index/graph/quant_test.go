@@ -3,6 +3,7 @@ package graph
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -118,3 +119,72 @@ func BenchmarkDotInt8x384(b *testing.B) {
 
 // haveAVX2 records whether this CPU can run dotInt8AVX2.
 var haveAVX2 = useAVX2
+
+// TestDotsInt8IsDotInt8: the batched kernel gives each slot's dotInt8, at
+// every dimension (the assembly takes multiples of 32), for slots in any
+// order, repeated and at both ends of the slab.
+func TestDotsInt8IsDotInt8(t *testing.T) {
+	defer func() { useAVX2 = haveAVX2 }()
+	for _, asm := range []bool{false, true} {
+		if asm && !haveAVX2 {
+			t.Skip("CPU lacks AVX2")
+		}
+		useAVX2 = asm
+		testDotsInt8(t)
+		useAVX2 = haveAVX2
+	}
+}
+
+func testDotsInt8(t *testing.T) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(32, 32))
+	for _, dim := range []int{1, 12, 31, 32, 48, 64, 96, 384, 1536} {
+		const n = 50
+		vecs := make([]int8, n*dim)
+		for i := range vecs {
+			vecs[i] = int8(r.IntN(255) - 127)
+		}
+		q := make([]int8, dim)
+		for i := range q {
+			q[i] = int8(r.IntN(255) - 127)
+		}
+		for _, slots := range [][]uint32{nil, {0}, {n - 1}, {3, 3, 0, n - 1, 17}, {49, 48, 1, 2, 5, 8, 13, 21, 34, 40, 41, 42, 43, 44, 45, 46, 47}} {
+			out := make([]int32, len(slots)+1)
+			out[len(slots)] = 12345 // not written
+			dotsInt8(q, vecs, slots, out)
+			for i, s := range slots {
+				if want := dotInt8Want(q, vecs[int(s)*dim:int(s+1)*dim]); out[i] != want {
+					t.Fatalf("avx2 %v, dim %d, slots %v: out[%d] = %d, want %d", useAVX2, dim, slots, i, out[i], want)
+				}
+			}
+			if out[len(slots)] != 12345 {
+				t.Fatalf("dim %d: dotsInt8 wrote past its slots", dim)
+			}
+		}
+	}
+}
+
+// TestQuantizeRoundsToNearest: every component goes to the nearest step
+// (halves away from zero, as math.Round), the largest to ±127.
+func TestQuantizeRoundsToNearest(t *testing.T) {
+	r := rand.New(rand.NewPCG(33, 33))
+	for range 500 {
+		v := randUnit(r, 1+r.IntN(400))
+		q := make([]int8, len(v))
+		s := quantize(q, v)
+		inv := 127 / (s * 127)
+		for i, x := range v {
+			if want := int8(math.Round(float64(x * inv))); q[i] != want && math.Abs(float64(x*inv)-math.Trunc(float64(x*inv))) != 0.5 {
+				t.Fatalf("component %v (x%v = %v): quantized to %d, want %d", x, inv, x*inv, q[i], want)
+			}
+			if q[i] == -128 {
+				t.Fatalf("component %v quantized to -128", x)
+			}
+		}
+	}
+	q := make([]int8, 4)
+	quantize(q, []float32{0.5, -1, 0.25, 1})
+	if want := []int8{64, -127, 32, 127}; !slices.Equal(q, want) {
+		t.Fatalf("quantize = %v, want %v", q, want)
+	}
+}
