@@ -74,6 +74,8 @@ fuzz:
 	$(GO) test ./index/guard -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
 	$(GO) test ./index/norm -run '^$$' -fuzz FuzzText -fuzztime $(FUZZTIME)
 	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeCounter -fuzztime $(FUZZTIME)
+	$(GO) test ./telemetry -run '^$$' -fuzz FuzzKeyValueEncoding -fuzztime $(FUZZTIME)
+	$(GO) test ./telemetry -run '^$$' -fuzz FuzzOTLPHeaders -fuzztime $(FUZZTIME)
 	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeUsages -fuzztime $(FUZZTIME)
 	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeLimitRecords -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz FuzzDecodeChange -fuzztime $(FUZZTIME)

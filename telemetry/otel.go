@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -116,6 +117,12 @@ func NewOTLP(ctx context.Context, o OTLPOptions) (*OTLP, error) {
 		o.SampleRatio = 1
 	}
 	endpoint := strings.TrimRight(o.Endpoint, "/")
+	// Headers for the collector (an API key), from the variables the SDK's
+	// exporters read; the metrics exporter reads them itself.
+	headers := os.Getenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+	if headers == "" {
+		headers = os.Getenv("OTEL_EXPORTER_OTLP_HEADERS")
+	}
 	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
 		attribute.String("service.name", "llmgate"),
 		attribute.String("service.version", o.Version),
@@ -129,7 +136,7 @@ func NewOTLP(ctx context.Context, o OTLPOptions) (*OTLP, error) {
 		return nil, fmt.Errorf("telemetry: otlp metric exporter: %w", err)
 	}
 	t := &OTLP{
-		tp: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(newSpanExport(endpoint+"/v1/traces", o.Timeout, o.Version, o.Logger)), sdktrace.WithResource(res),
+		tp: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(newSpanExport(endpoint+"/v1/traces", o.Timeout, o.Version, otlpHeaders(headers), o.Logger)), sdktrace.WithResource(res),
 			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.SampleRatio)))),
 		// No exemplars: requests are observed after their span has ended,
 		// outside its context, so none would ever name a trace, and

@@ -2,6 +2,8 @@ package telemetry
 
 import (
 	"math"
+	"strings"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -267,7 +269,7 @@ func anyValueSize(v attribute.Value) int {
 	case attribute.FLOAT64:
 		return protowire.SizeTag(fAnyDouble) + protowire.SizeFixed64()
 	case attribute.STRING:
-		return protowire.SizeTag(fAnyString) + protowire.SizeBytes(len(v.AsString()))
+		return protowire.SizeTag(fAnyString) + protowire.SizeBytes(len(validUTF8(v.AsString())))
 	}
 	return len(appendAnyValue(nil, v))
 }
@@ -289,7 +291,7 @@ func appendAnyValue(b []byte, v attribute.Value) []byte {
 		return protowire.AppendFixed64(b, math.Float64bits(v.AsFloat64()))
 	case attribute.STRING:
 		b = protowire.AppendTag(b, fAnyString, protowire.BytesType)
-		return protowire.AppendString(b, v.AsString())
+		return protowire.AppendString(b, validUTF8(v.AsString()))
 	case attribute.BYTESLICE:
 		b = protowire.AppendTag(b, fAnyBytes, protowire.BytesType)
 		return protowire.AppendBytes(b, v.AsByteSlice())
@@ -337,14 +339,24 @@ func appendString(b []byte, num protowire.Number, s string) []byte {
 		return b
 	}
 	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendString(b, s)
+	return protowire.AppendString(b, validUTF8(s))
 }
 
 func stringSize(num protowire.Number, s string) int {
 	if s == "" {
 		return 0
 	}
-	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
+	return protowire.SizeTag(num) + protowire.SizeBytes(len(validUTF8(s)))
+}
+
+// validUTF8 is s with any invalid UTF-8 replaced by U+FFFD: a protobuf
+// string must be UTF-8, and a collector refuses the whole batch for one
+// that is not (the SDK's exporter failed to marshal the batch instead).
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // appendUint appends a varint field (uint32 or enum), omitted when zero.

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +45,7 @@ type spanExport struct {
 	flushBytes int
 	maxPending int
 	userAgent  string
+	headers    http.Header // OTEL_EXPORTER_OTLP_(TRACES_)HEADERS
 	log        *slog.Logger
 
 	scratch sync.Pool // *[]byte: one span's encoding
@@ -84,7 +87,7 @@ const (
 	dropReportEvery   = time.Minute
 )
 
-func newSpanExport(url string, timeout time.Duration, version string, log *slog.Logger) *spanExport {
+func newSpanExport(url string, timeout time.Duration, version string, headers http.Header, log *slog.Logger) *spanExport {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -96,6 +99,7 @@ func newSpanExport(url string, timeout time.Duration, version string, log *slog.
 		flushBytes: spanFlushBytes,
 		maxPending: spanMaxPending,
 		userAgent:  "llmgate/" + version,
+		headers:    headers,
 		log:        log,
 		kick:       make(chan struct{}, 1),
 		quit:       make(chan struct{}),
@@ -264,6 +268,9 @@ func (e *spanExport) post(ctx context.Context, body []byte) error {
 	if err != nil {
 		return fmt.Errorf("telemetry: OTLP trace export: %w", err)
 	}
+	for k, v := range e.headers {
+		req.Header[k] = v
+	}
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	req.Header.Set("User-Agent", e.userAgent)
 	resp, err := e.client.Do(req)
@@ -314,4 +321,42 @@ func (e *spanExport) Shutdown(ctx context.Context) error {
 		e.client.CloseIdleConnections()
 	})
 	return err
+}
+
+// otlpHeaders parses the OpenTelemetry exporters' headers variable
+// (OTEL_EXPORTER_OTLP_HEADERS: "key=value,key2=value2", values
+// percent-encoded), as the SDK's exporters do: a pair without "=", with a
+// key that is not an HTTP token or a value that does not decode is skipped.
+func otlpHeaders(s string) http.Header {
+	h := http.Header{}
+	for pair := range strings.SplitSeq(s, ",") {
+		k, v, ok := strings.Cut(pair, "=")
+		k = strings.TrimSpace(k)
+		if !ok || !validHeaderKey(k) {
+			continue
+		}
+		v, err := url.PathUnescape(v)
+		if err != nil {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if strings.ContainsAny(v, "\r\n\x00") {
+			continue
+		}
+		h.Set(k, v)
+	}
+	return h
+}
+
+// validHeaderKey reports whether k is an HTTP token (RFC 9110).
+func validHeaderKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, c := range []byte(k) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }

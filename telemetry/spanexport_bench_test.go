@@ -36,7 +36,7 @@ func BenchmarkRequestSpans(b *testing.B) {
 		proc func(b *testing.B) sdktrace.SpanProcessor
 	}{
 		{"llmgate export", func(*testing.B) sdktrace.SpanProcessor {
-			return newSpanExport(sink.URL+"/v1/traces", 10*time.Second, "bench", nil)
+			return newSpanExport(sink.URL+"/v1/traces", 10*time.Second, "bench", nil, nil)
 		}},
 		{"SDK batcher and otlptracehttp", func(b *testing.B) sdktrace.SpanProcessor {
 			exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(sink.URL+"/v1/traces"))

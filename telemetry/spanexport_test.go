@@ -111,7 +111,7 @@ func TestSpanEncodingMatchesTheSDKExporter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ours := newSpanExport(ourURL+"/v1/traces", 5*time.Second, "test", nil)
+	ours := newSpanExport(ourURL+"/v1/traces", 5*time.Second, "test", nil, nil)
 	tp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(exp), sdktrace.WithSpanProcessor(ours))
 	spanVariety(tp)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -159,7 +159,7 @@ func spansByScope(t *testing.T, reqs []*tracev1.ExportTraceServiceRequest) map[s
 
 func TestSpanExportSendsOnceFlushBytesArePending(t *testing.T) {
 	sink, url := newBodies(t, 0)
-	e := newSpanExport(url+"/v1/traces", 5*time.Second, "test", nil)
+	e := newSpanExport(url+"/v1/traces", 5*time.Second, "test", nil, nil)
 	e.flushBytes = 2 << 10 // the interval (2 s) is not waited for
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e))
 	defer func() { _ = tp.Shutdown(context.Background()) }()
@@ -192,7 +192,7 @@ func countSpans(reqs []*tracev1.ExportTraceServiceRequest) int {
 
 func TestSpanExportSendsEverySpanOnce(t *testing.T) {
 	sink, url := newBodies(t, 0)
-	e := newSpanExport(url+"/v1/traces", 5*time.Second, "test", nil)
+	e := newSpanExport(url+"/v1/traces", 5*time.Second, "test", nil, nil)
 	e.flushBytes = 4 << 10
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e))
 	var wg sync.WaitGroup
@@ -244,7 +244,7 @@ func TestSpanExportPastItsBoundDropsAndNeverBlocks(t *testing.T) {
 	defer srv.Close()
 	defer close(hang)
 	var logs bytes.Buffer
-	e := newSpanExport(srv.URL+"/v1/traces", time.Hour, "test", slog.New(slog.NewTextHandler(&logs, nil)))
+	e := newSpanExport(srv.URL+"/v1/traces", time.Hour, "test", nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	e.flushBytes, e.maxPending = 1<<10, 8<<10
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e))
 	start := time.Now()
@@ -277,7 +277,7 @@ func TestSpanExportPastItsBoundDropsAndNeverBlocks(t *testing.T) {
 func TestSpanExportRefusedBatchIsDroppedAndReported(t *testing.T) {
 	sink, url := newBodies(t, http.StatusBadRequest)
 	var logs bytes.Buffer
-	e := newSpanExport(url+"/v1/traces", 5*time.Second, "test", slog.New(slog.NewTextHandler(&logs, nil)))
+	e := newSpanExport(url+"/v1/traces", 5*time.Second, "test", nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e))
 	_, s := tp.Tracer("t").Start(context.Background(), "admission")
 	s.End()
@@ -298,4 +298,131 @@ func TestSpanExportRefusedBatchIsDroppedAndReported(t *testing.T) {
 	if err := tp.Shutdown(context.Background()); err != nil && !errors.Is(err, context.Canceled) {
 		t.Errorf("Shutdown = %v", err)
 	}
+}
+
+func TestOTLPHeadersParse(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     http.Header
+	}{
+		{"one pair", "api-key=secret", http.Header{"Api-Key": {"secret"}}},
+		{"several, spaces trimmed", " a = 1 ,b=2", http.Header{"A": {"1"}, "B": {"2"}}},
+		{"value percent-decoded", "authorization=Basic%20dXNlcjpwYXNz", http.Header{"Authorization": {"Basic dXNlcjpwYXNz"}}},
+		{"value keeps its equals signs", "k=a=b", http.Header{"K": {"a=b"}}},
+		{"pair without equals skipped", "novalue,k=v", http.Header{"K": {"v"}}},
+		{"key that is no token skipped", "bad key=1,k(=2,k=v", http.Header{"K": {"v"}}},
+		{"undecodable value skipped", "a=%zz,k=v", http.Header{"K": {"v"}}},
+		{"value with a line break skipped", "a=x%0D%0AInjected: 1,k=v", http.Header{"K": {"v"}}},
+		{"empty", "", http.Header{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := otlpHeaders(tc.in)
+			if len(got) != len(tc.want) {
+				t.Fatalf("otlpHeaders(%q) = %v, want %v", tc.in, got, tc.want)
+			}
+			for k, v := range tc.want {
+				if got.Get(k) != v[0] {
+					t.Errorf("otlpHeaders(%q)[%s] = %q, want %q", tc.in, k, got.Get(k), v[0])
+				}
+			}
+		})
+	}
+}
+
+func TestOTLPHeadersFromTheEnvironmentReachTheCollector(t *testing.T) {
+	got := make(chan string, 8)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/traces" {
+			got <- r.Header.Get("Api-Key") + " " + r.Header.Get("X-Tenant")
+		}
+	}))
+	defer srv.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "api-key=general,x-tenant=t1")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "api-key=for-traces")
+	o, err := NewOTLP(context.Background(), OTLPOptions{Endpoint: srv.URL, MetricInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, s := o.Tracer().Start(context.Background(), "chat gpt-4o")
+	s.End()
+	if err := o.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The traces' own variable wins over the general one, as in the SDK.
+	if h := <-got; h != "for-traces " {
+		t.Errorf("the collector got headers %q, want the traces' own", h)
+	}
+}
+
+// FuzzOTLPHeaders: any value parses without panicking into headers that
+// are valid on the wire.
+func FuzzOTLPHeaders(f *testing.F) {
+	for _, s := range []string{"api-key=secret", "a=%20b,c", "=,=,", "k=%0Dx", "a=b=c, d = e "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for k, vs := range otlpHeaders(s) {
+			if !validHeaderKey(k) {
+				t.Fatalf("key %q", k)
+			}
+			for _, v := range vs {
+				if strings.ContainsAny(v, "\r\n\x00") {
+					t.Fatalf("value %q", v)
+				}
+			}
+		}
+	})
+}
+
+// FuzzKeyValueEncoding: an attribute of each scalar type, encoded by
+// appendKeyValue, decodes with the generated OTLP types to the same key and
+// value (and the size computed ahead matches what was written).
+func FuzzKeyValueEncoding(f *testing.F) {
+	f.Add("gen_ai.request.model", "gpt-4o", int64(12), 0.5, true, []byte("x"))
+	f.Add("", "", int64(-1), -0.0, false, []byte(nil))
+	f.Add(strings.Repeat("k", 200), strings.Repeat("v", 20000), int64(1)<<62, 1e300, true, bytes.Repeat([]byte{0}, 300))
+	f.Fuzz(func(t *testing.T, key, s string, i int64, fl float64, b bool, raw []byte) {
+		for _, kv := range []attribute.KeyValue{
+			attribute.String(key, s), attribute.Int64(key, i), attribute.Float64(key, fl), attribute.Bool(key, b),
+			attribute.StringSlice(key, []string{s, key}), attribute.Int64Slice(key, []int64{i, -i}), {Key: attribute.Key(key), Value: attribute.ByteSliceValue(raw)},
+		} {
+			enc := appendKeyValue(nil, fSpanAttributes, kv)
+			var span tracepb.Span
+			if err := proto.Unmarshal(enc, &span); err != nil {
+				t.Fatalf("%v: %v", kv.Value.Type(), err)
+			}
+			if len(span.Attributes) != 1 {
+				t.Fatalf("%v: %d attributes decoded", kv.Value.Type(), len(span.Attributes))
+			}
+			got := span.Attributes[0]
+			// Invalid UTF-8 is sent replaced, as a protobuf string must be UTF-8.
+			key, s := strings.ToValidUTF8(key, "\uFFFD"), strings.ToValidUTF8(s, "\uFFFD")
+			if got.Key != key {
+				t.Fatalf("key %q, want %q", got.Key, key)
+			}
+			v := got.Value
+			var ok bool
+			switch kv.Value.Type() {
+			case attribute.STRING:
+				ok = v.GetStringValue() == s
+			case attribute.INT64:
+				ok = v.GetIntValue() == i
+			case attribute.FLOAT64:
+				ok = v.GetDoubleValue() == fl || (fl != fl && v.GetDoubleValue() != v.GetDoubleValue())
+			case attribute.BOOL:
+				ok = v.GetBoolValue() == b
+			case attribute.STRINGSLICE:
+				a := v.GetArrayValue().GetValues()
+				ok = len(a) == 2 && a[0].GetStringValue() == s && a[1].GetStringValue() == key
+			case attribute.INT64SLICE:
+				a := v.GetArrayValue().GetValues()
+				ok = len(a) == 2 && a[0].GetIntValue() == i && a[1].GetIntValue() == -i
+			case attribute.BYTESLICE:
+				ok = bytes.Equal(v.GetBytesValue(), raw)
+			}
+			if !ok {
+				t.Fatalf("%v %v decoded as %v", kv.Value.Type(), kv.Value.Emit(), v)
+			}
+		}
+	})
 }
