@@ -69,8 +69,12 @@ type Store struct {
 	now   func() time.Time
 	log   *slog.Logger
 	ops   chan func()
-	quit  chan struct{}
-	done  chan struct{}
+	// created carries Remember's creations to the actor, which takes them
+	// before any other message: a look-up made after Remember returned
+	// finds the id, and Remember costs a channel send, not a round trip.
+	created chan record
+	quit    chan struct{}
+	done    chan struct{}
 	// The writer persists local creations off the request path.
 	kick chan struct{}
 	// written serialises reading what is persisted and writing what
@@ -111,7 +115,7 @@ func Open(opts Options) *Store {
 		opts.writeDelay = writeDelay
 	}
 	s := &Store{db: opts.DB, ttl: opts.TTL, page: opts.Page, delay: opts.writeDelay, now: opts.Now, log: opts.Logger,
-		ops: make(chan func()), quit: make(chan struct{}), done: make(chan struct{}),
+		ops: make(chan func()), created: make(chan record, createdBuffer), quit: make(chan struct{}), done: make(chan struct{}),
 		kick: make(chan struct{}, 1), stopWriter: make(chan struct{}), writerDone: make(chan struct{}),
 		pending: map[string]record{}}
 	if s.db == nil {
@@ -128,11 +132,39 @@ func (s *Store) run() {
 	defer close(s.done)
 	for {
 		select {
+		case r := <-s.created:
+			s.queueCreated(r)
 		case op := <-s.ops:
+			s.takeCreated()
 			op()
 		case <-s.quit:
 			return
 		}
+	}
+}
+
+// createdBuffer is how many creations Remember hands over without waiting
+// for the actor.
+const createdBuffer = 1024
+
+// takeCreated queues every creation sent so far (on the actor goroutine).
+func (s *Store) takeCreated() {
+	for {
+		select {
+		case r := <-s.created:
+			s.queueCreated(r)
+		default:
+			return
+		}
+	}
+}
+
+// queueCreated queues a creation for the writer unless its id is queued
+// already (the first owner stays); on the actor goroutine.
+func (s *Store) queueCreated(r record) {
+	if _, ok := s.pending[r.ID]; !ok {
+		s.pending[r.ID] = r
+		s.queue = append(s.queue, r)
 	}
 }
 
@@ -175,10 +207,10 @@ func (s *Store) Close() error {
 // Remember records that id belongs to o, here and (through Outgoing) on
 // every node, unless id is known already (the first owner stays).
 //
-// With a database it returns once the record is queued: Lookup finds it at
-// once, and the writer persists the queue in the background, a batch per
-// write, then hands it to the cluster. A create pays a message to the
-// store's goroutine, not a disk write; what a crash can lose is the queue
+// With a database it returns once the record is handed to the store's
+// goroutine: Lookup finds it at once, and the writer persists the queue in
+// the background, a batch per write, then hands it to the cluster. A create
+// pays a send on a buffered channel, not a disk write; what a crash can lose is the queue
 // (at most writeDelay of creations) and the batch being written (Close
 // persists the queue).
 func (s *Store) Remember(ctx context.Context, id string, o Owner) error {
@@ -190,13 +222,19 @@ func (s *Store) Remember(ctx context.Context, id string, o Owner) error {
 	if s.db == nil {
 		return s.apply(ctx, []record{r}, true)
 	}
-	if err := s.do(ctx, func() {
-		if _, ok := s.pending[id]; !ok {
-			s.pending[id] = r
-			s.queue = append(s.queue, r)
+	select {
+	case <-s.quit:
+		return errors.New("affinity store closed")
+	case s.created <- r:
+	default:
+		// The actor is behind by createdBuffer creations: wait for it.
+		select {
+		case s.created <- r:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.quit:
+			return errors.New("affinity store closed")
 		}
-	}); err != nil {
-		return err
 	}
 	select {
 	case s.kick <- struct{}{}:
