@@ -23,9 +23,8 @@ var useAVX2 = cpu.X86.HasAVX2
 func dotInt8AVX2(a, b []int8) int32
 
 // dotsInt8AVX2 sets out[i] to the dot product of q and the len(q) bytes at
-// base + slots[i]*len(q), for every i < len(slots). len(q) is a multiple of
-// 32 and no byte of q is -128; the caller ensures every vector lies in one
-// allocation with base and len(out) >= len(slots). It needs AVX2.
+// vecs[i], for every i < len(vecs). len(q) is a multiple of 32 and no byte of
+// q is -128; the caller ensures len(out) >= len(vecs). It needs AVX2.
 //
 //go:noescape
-func dotsInt8AVX2(q []int8, base *int8, slots []uint32, out []int32)
+func dotsInt8AVX2(q []int8, vecs []*int8, out []int32)

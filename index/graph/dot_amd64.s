@@ -158,29 +158,26 @@ i8reduce:
 	MOVL         AX, ret+48(FP)
 	RET
 
-// func dotsInt8AVX2(q []int8, base *int8, slots []uint32, out []int32)
+// func dotsInt8AVX2(q []int8, vecs []*int8, out []int32)
 //
-// out[i] = dot(q, the len(q) bytes at base + slots[i]*len(q)), for every i:
-// the neighbours of one node in a graph walk. len(q) is a multiple of 32 and
-// no byte of q is -128. The vectors of a large graph are rarely in cache, so
-// every line of every vector is prefetched first: their misses then overlap
-// instead of each dot product waiting on its own.
-TEXT ·dotsInt8AVX2(SB), NOSPLIT, $0-80
-	MOVQ     q_base+0(FP), R8
-	MOVQ     q_len+8(FP), R9
-	MOVQ     base+24(FP), R10
-	MOVQ     slots_base+32(FP), R11
-	MOVQ     slots_len+40(FP), R12
-	MOVQ     out_base+56(FP), R13
-	XORQ     BX, BX
+// out[i] = dot(q, the len(q) bytes at vecs[i]), for every i: the neighbours
+// of one node in a graph walk. len(q) is a multiple of 32 and no byte of q is
+// -128. The vectors of a large graph are rarely in cache, so every line of
+// every vector is prefetched first: their misses then overlap instead of each
+// dot product waiting on its own.
+TEXT ·dotsInt8AVX2(SB), NOSPLIT, $0-72
+	MOVQ q_base+0(FP), R8
+	MOVQ q_len+8(FP), R9
+	MOVQ vecs_base+24(FP), R11
+	MOVQ vecs_len+32(FP), R12
+	MOVQ out_base+48(FP), R13
+	XORQ BX, BX
 
 prefetch:
-	CMPQ       BX, R12
-	JGE        compute
-	MOVL       (R11)(BX*4), AX
-	IMULQ      R9, AX
-	LEAQ       (R10)(AX*1), SI
-	MOVQ       R9, CX
+	CMPQ BX, R12
+	JGE  compute
+	MOVQ (R11)(BX*8), SI
+	MOVQ R9, CX
 
 prefetchline:
 	PREFETCHT0 (SI)
@@ -192,21 +189,19 @@ prefetchline:
 
 compute:
 	VPCMPEQW Y15, Y15, Y15
-	VPSRLW   $15, Y15, Y15  // 1 in every word
+	VPSRLW   $15, Y15, Y15 // 1 in every word
 	XORQ     BX, BX
 
 next:
-	CMPQ       BX, R12
-	JGE        done
-	MOVL       (R11)(BX*4), AX
-	IMULQ      R9, AX
-	LEAQ       (R10)(AX*1), DI
-	MOVQ       R8, SI
-	MOVQ       R9, CX
-	VPXOR      Y0, Y0, Y0
-	VPXOR      Y1, Y1, Y1
-	CMPQ       CX, $64
-	JLT        tail
+	CMPQ  BX, R12
+	JGE   done
+	MOVQ  (R11)(BX*8), DI
+	MOVQ  R8, SI
+	MOVQ  R9, CX
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	CMPQ  CX, $64
+	JLT   tail
 
 loop:
 	VMOVDQU    (SI), Y2

@@ -17,6 +17,6 @@ func dotInt8AVX2(a, b []int8) int32 { return dotInt8Generic(a, b) }
 
 // dotsInt8AVX2 is never selected off amd64; it exists so that dotsInt8
 // compiles.
-func dotsInt8AVX2(q []int8, base *int8, slots []uint32, out []int32) {
+func dotsInt8AVX2(q []int8, vecs []*int8, out []int32) {
 	panic("graph: dotsInt8AVX2 off amd64")
 }

@@ -16,9 +16,9 @@ const maxLevel = 16
 // "Efficient and robust approximate nearest neighbor search using
 // Hierarchical Navigable Small World graphs", 2016/2018).
 //
-// Layout: a node lives in an internal slot (uint32). Slot s owns the vector
-// vecs[s*dim:(s+1)*dim] of one contiguous slab, its int8 copy q8[s*dim:...]
-// with its scale qs[s] (unless Params.Float32Walk; see quant.go), its external id ids[s], its
+// Layout: a node lives in an internal slot (uint32). Slot s owns row s of
+// the vector slab vecs, its int8 copy (row s of q8) with its scale qs[s]
+// (unless Params.Float32Walk; see quant.go), its external id ids[s], its
 // level, a fixed block of 1+2M links on layer 0 (count first) and, only when
 // its level is above 0, a block of level*(1+M) links in the small upper slab.
 // External ids map to slots through one map. This keeps the per-entry
@@ -48,16 +48,16 @@ type HNSW struct {
 	ml  float64 // level multiplier 1/ln(M)
 	rng *rand.Rand
 
-	dim    int       // vector length, fixed by the first Add of an empty index
-	vecs   []float32 // slot s: vecs[s*dim : (s+1)*dim]
-	q8     []int8    // slot s: q8[s*dim : (s+1)*dim], vecs quantized (see quant.go)
-	qs     []float32 // slot → scale of its int8 copy
-	ids    []uint64  // slot → external id
-	levels []uint8   // slot → top layer of the node
-	links0 []uint32  // slot s: links0[s*(m0+1)] is the count, then m0 slots
-	upOff  []uint32  // slot → offset in up of its layer-1 block (if level > 0)
-	up     []uint32  // blocks of 1+M per upper layer, count first
-	dead   []uint64  // bitset of tombstoned slots
+	dim    int           // vector length, fixed by the first Add of an empty index
+	vecs   slab[float32] // slot s: row s
+	q8     slab[int8]    // slot s: row s, its vector quantized (see quant.go)
+	qs     []float32     // slot → scale of its int8 copy
+	ids    []uint64      // slot → external id
+	levels []uint8       // slot → top layer of the node
+	links0 []uint32      // slot s: links0[s*(m0+1)] is the count, then m0 slots
+	upOff  []uint32      // slot → offset in up of its layer-1 block (if level > 0)
+	up     []uint32      // blocks of 1+M per upper layer, count first
+	dead   []uint64      // bitset of tombstoned slots
 	slot   map[uint64]uint32
 	tombs  int
 	entry  uint32
@@ -73,6 +73,7 @@ type HNSW struct {
 	prune []item    // candidates of link's re-selection
 	qq    []int8    // the query, quantized
 	next  []uint32  // searchLayer: the unvisited neighbours of one node
+	ptrs  []*int8   // their int8 vectors
 	dots  []int32   // their dot products with the query
 	dists []float32 // their distances to it
 }
@@ -180,10 +181,7 @@ func (h *HNSW) kill(s uint32) {
 
 func (h *HNSW) isDead(s uint32) bool { return h.dead[s/64]&(1<<(s%64)) != 0 }
 
-func (h *HNSW) vec(s uint32) []float32 {
-	i := int(s) * h.dim
-	return h.vecs[i : i+h.dim : i+h.dim]
-}
+func (h *HNSW) vec(s uint32) []float32 { return h.vecs.row(s) }
 
 // dist is the cosine distance of q to slot s. A zero vector on either side
 // has dot product 0 and so distance 1, never NaN.
@@ -202,7 +200,13 @@ func (h *HNSW) qdists(q qvec, slots []uint32) []float32 {
 	}
 	dots := slices.Grow(h.dots[:0], len(slots))[:len(slots)]
 	h.dots = dots
-	dotsInt8(q.q, h.q8, slots, dots)
+	ptrs := slices.Grow(h.ptrs[:0], len(slots))[:len(slots)]
+	h.ptrs = ptrs
+	for i, s := range slots {
+		ptrs[i] = &h.q8.row(s)[0]
+	}
+	dotsInt8(q.q, ptrs, dots)
+	clear(ptrs) // hold no pointer into a chunk a compaction may free
 	for i, s := range slots {
 		ds[i] = 1 - q.scale*h.qs[s]*float32(dots[i]) // as qdist
 	}
@@ -221,8 +225,7 @@ func (h *HNSW) qvecOf(s uint32) qvec {
 	if h.p.Float32Walk {
 		return qvec{f: h.vec(s)}
 	}
-	i := int(s) * h.dim
-	return qvec{q: h.q8[i : i+h.dim : i+h.dim], scale: h.qs[s]}
+	return qvec{q: h.q8.row(s), scale: h.qs[s]}
 }
 
 // qdist is the graph walk's distance from q to slot s: from their int8
@@ -231,8 +234,7 @@ func (h *HNSW) qdist(q qvec, s uint32) float32 {
 	if h.p.Float32Walk {
 		return h.dist(q.f, s)
 	}
-	i := int(s) * h.dim
-	return 1 - q.scale*h.qs[s]*float32(dotInt8(q.q, h.q8[i:i+h.dim:i+h.dim]))
+	return 1 - q.scale*h.qs[s]*float32(dotInt8(q.q, h.q8.row(s)))
 }
 
 // links returns the link block of slot s on layer l: count first, then the
@@ -259,10 +261,13 @@ func (h *HNSW) newSlot(id uint64, vec []float32, level int) uint32 {
 		panic("graph: HNSW is full (2^32-1 slots)")
 	}
 	s := uint32(len(h.ids))
-	h.vecs = append(h.vecs, vec...)
+	if s == 0 {
+		h.vecs = slab[float32]{width: len(vec)}
+		h.q8 = slab[int8]{width: len(vec)}
+	}
+	copy(h.vecs.add(), vec)
 	if !h.p.Float32Walk {
-		h.q8 = append(h.q8, make([]int8, len(vec))...)
-		h.qs = append(h.qs, quantize(h.q8[int(s)*len(vec):], vec))
+		h.qs = append(h.qs, quantize(h.q8.add(), vec))
 	}
 	h.ids = append(h.ids, id)
 	h.levels = append(h.levels, uint8(level))
@@ -499,8 +504,8 @@ func (h *HNSW) maybeCompact() {
 // reset drops every slot but keeps the parameters and the random stream.
 func (h *HNSW) reset() {
 	h.dim, h.tombs, h.top, h.entry, h.epoch = 0, 0, -1, 0, 0
-	h.vecs, h.ids, h.levels, h.links0, h.upOff, h.up, h.dead, h.mark = nil, nil, nil, nil, nil, nil, nil, nil
-	h.q8, h.qs = nil, nil
+	h.ids, h.levels, h.links0, h.upOff, h.up, h.dead, h.mark = nil, nil, nil, nil, nil, nil, nil
+	h.vecs, h.q8, h.qs = slab[float32]{}, slab[int8]{}, nil
 	h.slot = map[uint64]uint32{}
 }
 
@@ -518,7 +523,7 @@ func (h *HNSW) compact() {
 		if n != s {
 			copy(h.vec(n), h.vec(s))
 			if !h.p.Float32Walk {
-				copy(h.q8[int(n)*h.dim:int(n+1)*h.dim], h.q8[int(s)*h.dim:int(s+1)*h.dim])
+				copy(h.q8.row(n), h.q8.row(s))
 				h.qs[n] = h.qs[s]
 			}
 			h.ids[n], h.levels[n] = h.ids[s], h.levels[s]
@@ -526,9 +531,10 @@ func (h *HNSW) compact() {
 		}
 		n++
 	}
-	h.vecs = h.vecs[:int(n)*h.dim]
+	h.vecs.truncate(int(n))
 	if !h.p.Float32Walk {
-		h.q8, h.qs = h.q8[:int(n)*h.dim], h.qs[:n]
+		h.q8.truncate(int(n))
+		h.qs = h.qs[:n]
 	}
 	h.ids, h.levels = h.ids[:n], h.levels[:n]
 	h.links0 = h.links0[:int(n)*(h.m0+1)]

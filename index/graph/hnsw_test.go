@@ -235,16 +235,16 @@ func TestHNSWIsDeterministic(t *testing.T) {
 func checkInvariants(t *testing.T, x *HNSW) {
 	t.Helper()
 	n := len(x.ids)
-	if len(x.vecs) != n*x.dim || len(x.levels) != n || len(x.links0) != n*(x.m0+1) || len(x.mark) != n {
+	if x.vecs.rows != n || len(x.levels) != n || len(x.links0) != n*(x.m0+1) || len(x.mark) != n {
 		t.Fatalf("slabs disagree on the slot count %d", n)
 	}
 	if x.p.Float32Walk {
-		if len(x.q8) != 0 || len(x.qs) != 0 {
-			t.Fatalf("a float32 walk holds %d int8 values and %d scales", len(x.q8), len(x.qs))
+		if x.q8.rows != 0 || len(x.qs) != 0 {
+			t.Fatalf("a float32 walk holds %d int8 rows and %d scales", x.q8.rows, len(x.qs))
 		}
 	} else {
-		if len(x.q8) != n*x.dim || len(x.qs) != n {
-			t.Fatalf("int8 slabs (%d values, %d scales) disagree on the slot count %d", len(x.q8), len(x.qs), n)
+		if x.q8.rows != n || len(x.qs) != n {
+			t.Fatalf("int8 slabs (%d rows, %d scales) disagree on the slot count %d", x.q8.rows, len(x.qs), n)
 		}
 		// Every slot's int8 copy is its own vector's, also after
 		// compaction moved it.

@@ -1,6 +1,9 @@
 package graph
 
-import "math"
+import (
+	"math"
+	"unsafe"
+)
 
 // The graph walks on int8 copies of the vectors. A 384-d vector is 384 bytes
 // instead of 1,536, so four times as many fit in the CPU's caches, and the
@@ -83,24 +86,18 @@ func dotInt8Generic(a, b []int8) int32 {
 	return s0 + s1 + s2 + s3
 }
 
-// dotsInt8 sets out[i] to dotInt8(q, the vector of slots[i] in vecs), where
-// slot s's vector is vecs[s*len(q) : (s+1)*len(q)], for every i. It is the
-// graph walk's inner loop: one call per expanded node, so that the CPU
-// fetches all of its neighbours' vectors at once (see dotsInt8AVX2).
-func dotsInt8(q, vecs []int8, slots []uint32, out []int32) {
-	out = out[:len(slots)]
+// dotsInt8 sets out[i] to dotInt8(q, the len(q) bytes at vecs[i]), for
+// every i. It is the graph walk's inner loop: one call per expanded node, so
+// that the CPU fetches all of its neighbours' vectors at once (see
+// dotsInt8AVX2). Every vecs[i] must point at len(q) bytes.
+func dotsInt8(q []int8, vecs []*int8, out []int32) {
+	out = out[:len(vecs)]
 	dim := len(q)
-	if useAVX2 && dim > 0 && dim%32 == 0 && len(slots) > 0 {
-		for _, s := range slots { // the bounds the assembly relies on
-			if (int(s)+1)*dim > len(vecs) {
-				panic("graph: dotsInt8: slot out of range")
-			}
-		}
-		dotsInt8AVX2(q, &vecs[0], slots, out)
+	if useAVX2 && dim > 0 && dim%32 == 0 && len(vecs) > 0 {
+		dotsInt8AVX2(q, vecs, out)
 		return
 	}
-	for i, s := range slots {
-		j := int(s) * dim
-		out[i] = dotInt8(q, vecs[j:j+dim:j+dim])
+	for i, p := range vecs {
+		out[i] = dotInt8(q, unsafe.Slice(p, dim))
 	}
 }

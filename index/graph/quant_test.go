@@ -151,7 +151,11 @@ func testDotsInt8(t *testing.T) {
 		for _, slots := range [][]uint32{nil, {0}, {n - 1}, {3, 3, 0, n - 1, 17}, {49, 48, 1, 2, 5, 8, 13, 21, 34, 40, 41, 42, 43, 44, 45, 46, 47}} {
 			out := make([]int32, len(slots)+1)
 			out[len(slots)] = 12345 // not written
-			dotsInt8(q, vecs, slots, out)
+			ptrs := make([]*int8, len(slots))
+			for i, s := range slots {
+				ptrs[i] = &vecs[int(s)*dim]
+			}
+			dotsInt8(q, ptrs, out)
 			for i, s := range slots {
 				if want := dotInt8Want(q, vecs[int(s)*dim:int(s+1)*dim]); out[i] != want {
 					t.Fatalf("avx2 %v, dim %d, slots %v: out[%d] = %d, want %d", useAVX2, dim, slots, i, out[i], want)
