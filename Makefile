@@ -76,6 +76,7 @@ fuzz:
 	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeCounter -fuzztime $(FUZZTIME)
 	$(GO) test ./telemetry -run '^$$' -fuzz FuzzKeyValueEncoding -fuzztime $(FUZZTIME)
 	$(GO) test ./telemetry -run '^$$' -fuzz FuzzOTLPHeaders -fuzztime $(FUZZTIME)
+	$(GO) test ./telemetry -run '^$$' -fuzz FuzzPartialSuccess -fuzztime $(FUZZTIME)
 	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeUsages -fuzztime $(FUZZTIME)
 	$(GO) test ./quota -run '^$$' -fuzz FuzzDecodeLimitRecords -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz FuzzDecodeChange -fuzztime $(FUZZTIME)

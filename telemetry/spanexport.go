@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,8 +37,14 @@ import (
 // is encoded once, into a buffer that is reused.
 //
 // Like the SDK's, it never delays a request: past maxPending bytes (a
-// collector down or slow) spans are dropped, and a batch the collector
-// refuses or that cannot be sent is dropped, counted and logged.
+// collector down or slow) spans are dropped and counted. A batch the
+// collector answers with 429, 502, 503 or 504, or that cannot be sent
+// (transport error, timeout), is retried as the OTLP/HTTP specification and
+// the SDK's exporter do: exponential backoff with jitter, at least the
+// collector's Retry-After, for at most retryMaxElapsed; while it waits, new
+// spans keep being encoded, its bytes counting against maxPending. Any
+// other refusal drops the batch at once. Drops, and the spans a collector
+// reports rejected in a partial success, are counted and logged.
 type spanExport struct {
 	url        string
 	client     *http.Client
@@ -53,6 +61,7 @@ type spanExport struct {
 	mu       sync.Mutex
 	groups   []*spanGroup // by resource and scope: one in practice
 	pending  int          // bytes in the groups
+	held     int          // bytes of the batch being sent or waiting for a retry
 	stopped  bool
 	kicked   bool          // a flush was asked for since the last one
 	kick     chan struct{} // buffered 1: flushBytes reached
@@ -62,8 +71,13 @@ type spanExport struct {
 	ctx      context.Context // the background flushes'; cancelled when Shutdown's ctx ends first
 	cancel   context.CancelFunc
 
-	flushMu sync.Mutex // one flush at a time; the body below is its own
+	retryInitial, retryMaxInterval, retryMaxElapsed time.Duration
+
+	flushMu sync.Mutex // one flush at a time; what follows is its own
 	body    []byte
+	retry   *exportBatch // a batch waiting for its next attempt
+	zbuf    bytes.Buffer // the gzipped body
+	reason  string       // why spans were last dropped, for the report
 
 	dropped    atomic.Int64 // spans lost since the last report
 	lastReport time.Time    // under flushMu
@@ -85,25 +99,40 @@ const (
 	spanFlushBytes    = 512 << 10 // about 2,000 spans of a request's kind
 	spanMaxPending    = 8 << 20
 	dropReportEvery   = time.Minute
+
+	// The SDK exporter's retry policy.
+	retryInitial     = 5 * time.Second
+	retryMaxInterval = 30 * time.Second
+	retryMaxElapsed  = time.Minute
 )
+
+// exportBatch is one ExportTraceServiceRequest being delivered.
+type exportBatch struct {
+	body     []byte
+	spans    int
+	first    time.Time     // the first attempt
+	interval time.Duration // the backoff's current interval
+	next     time.Time     // when the next attempt is due
+}
 
 func newSpanExport(url string, timeout time.Duration, version string, headers http.Header, log *slog.Logger) *spanExport {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	e := &spanExport{
-		url:        url,
-		client:     &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
-		timeout:    timeout,
-		interval:   spanFlushInterval,
-		flushBytes: spanFlushBytes,
-		maxPending: spanMaxPending,
-		userAgent:  "llmgate/" + version,
-		headers:    headers,
-		log:        log,
-		kick:       make(chan struct{}, 1),
-		quit:       make(chan struct{}),
-		done:       make(chan struct{}),
+		url:          url,
+		client:       &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},
+		timeout:      timeout,
+		interval:     spanFlushInterval,
+		flushBytes:   spanFlushBytes,
+		maxPending:   spanMaxPending,
+		retryInitial: retryInitial, retryMaxInterval: retryMaxInterval, retryMaxElapsed: retryMaxElapsed,
+		userAgent: "llmgate/" + version,
+		headers:   headers,
+		log:       log,
+		kick:      make(chan struct{}, 1),
+		quit:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	go e.run()
@@ -127,7 +156,7 @@ func (e *spanExport) OnEnd(s sdktrace.ReadOnlySpan) {
 	res, scope := s.Resource(), s.InstrumentationScope()
 
 	e.mu.Lock()
-	if e.stopped || e.pending+size > e.maxPending {
+	if e.stopped || e.pending+e.held+size > e.maxPending {
 		e.mu.Unlock()
 		e.dropped.Add(1)
 		*bp = body
@@ -171,28 +200,63 @@ func (e *spanExport) group(res *resource.Resource, scope instrumentation.Scope) 
 	return g
 }
 
-// run flushes every interval, and when OnEnd asks, until Shutdown.
+// run flushes every interval, when OnEnd asks, and when a retry is due,
+// until Shutdown.
 func (e *spanExport) run() {
 	defer close(e.done)
 	t := time.NewTicker(e.interval)
 	defer t.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
 	for {
 		select {
 		case <-e.quit:
 			return
 		case <-t.C:
 		case <-e.kick:
+		case <-retry.C:
 		}
 		ctx, cancel := context.WithTimeout(e.ctx, e.timeout)
-		_ = e.flush(ctx)
+		next, _ := e.flush(ctx, false)
 		cancel()
+		retry.Stop()
+		if !next.IsZero() {
+			retry.Reset(time.Until(next))
+		}
 	}
 }
 
-// flush posts what is pending as one request.
-func (e *spanExport) flush(ctx context.Context) error {
+// flush sends a batch waiting for a retry if it is due (or final), then, if
+// none is left waiting, what is pending as one request. final (ForceFlush,
+// Shutdown) waits for retries within ctx instead of leaving them for later.
+// It returns when a batch left waiting is due again.
+func (e *spanExport) flush(ctx context.Context, final bool) (time.Time, error) {
 	e.flushMu.Lock()
 	defer e.flushMu.Unlock()
+	var err error
+	if r := e.retry; r != nil {
+		if !final && time.Now().Before(r.next) {
+			return r.next, nil
+		}
+		e.retry = nil
+		err = e.deliver(ctx, r, final)
+		if e.retry != nil {
+			e.report(err)
+			return e.retry.next, err
+		}
+	}
+	if r := e.take(); r != nil {
+		err = errors.Join(err, e.deliver(ctx, r, final))
+	}
+	e.report(err)
+	if e.retry != nil {
+		return e.retry.next, err
+	}
+	return time.Time{}, err
+}
+
+// take encodes what is pending into one request's body (flushMu held).
+func (e *spanExport) take() *exportBatch {
 	type batch struct {
 		g     *spanGroup
 		spans []byte
@@ -206,13 +270,14 @@ func (e *spanExport) flush(ctx context.Context) error {
 			g.spans, g.spare, g.n = g.spare[:0], nil, 0
 		}
 	}
-	e.pending, e.kicked = 0, false
+	e.held, e.pending, e.kicked = e.pending, 0, false
 	e.mu.Unlock()
 	if len(taken) == 0 {
 		return nil
 	}
 
 	b := e.body[:0]
+	e.body = nil // the batch's until delivered
 	spans := 0
 	for _, t := range taken {
 		scope := appendScope(nil, t.g.scope)
@@ -239,7 +304,6 @@ func (e *spanExport) flush(ctx context.Context) error {
 		b = appendString(b, fResourceSpansSchemaURL, schema)
 		spans += t.n
 	}
-	e.body = b
 	// The spans' buffers go back for the next batch, unless a backlog made
 	// them large.
 	e.mu.Lock()
@@ -249,20 +313,87 @@ func (e *spanExport) flush(ctx context.Context) error {
 		}
 	}
 	e.mu.Unlock()
+	return &exportBatch{body: b, spans: spans, first: time.Now(), interval: e.retryInitial}
+}
 
-	err := e.post(ctx, b)
-	if err != nil {
-		e.dropped.Add(int64(spans))
+// deliver posts r. A failure worth retrying leaves r in e.retry for later,
+// or, when final, is retried within ctx; any other failure drops r (flushMu
+// held).
+func (e *spanExport) deliver(ctx context.Context, r *exportBatch, final bool) error {
+	for {
+		err := e.post(ctx, r.body)
+		delay, again := e.backoff(r, err)
+		if again && e.ctx.Err() == nil && ctx.Err() == nil && !final {
+			r.next = time.Now().Add(delay)
+			e.retry = r
+			return err
+		}
+		if again && final && ctx.Err() == nil {
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+				continue
+			case <-ctx.Done():
+				t.Stop()
+				err = errors.Join(err, ctx.Err())
+			}
+		}
+		if err != nil {
+			e.dropped.Add(int64(r.spans))
+			e.reason = err.Error()
+		}
+		e.mu.Lock()
+		e.held = 0
+		e.mu.Unlock()
+		if cap(r.body) <= 4*e.flushBytes {
+			e.body = r.body[:0]
+		}
+		return err
 	}
+}
+
+// backoff says whether err is worth another attempt of r and after how
+// long: the backoff's interval with ±50 % jitter, at least the collector's
+// Retry-After, never past retryMaxElapsed since the first attempt.
+func (e *spanExport) backoff(r *exportBatch, err error) (time.Duration, bool) {
+	var re *retryableError
+	if err == nil || !errors.As(err, &re) {
+		return 0, false
+	}
+	delay := time.Duration(float64(r.interval) * (0.5 + rand.Float64()))
+	r.interval = min(time.Duration(float64(r.interval)*1.5), e.retryMaxInterval)
+	delay = max(delay, re.after)
+	if time.Since(r.first)+delay > e.retryMaxElapsed {
+		return 0, false
+	}
+	return delay, true
+}
+
+// retryableError is a failed attempt worth another: a transport error, a
+// timeout, or 429/502/503/504, with the collector's Retry-After if any.
+type retryableError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryableError) Error() string { return e.err.Error() }
+func (e *retryableError) Unwrap() error { return e.err }
+
+// report logs what was dropped, at most once every dropReportEvery (flushMu held).
+func (e *spanExport) report(err error) {
 	if n := e.dropped.Load(); n > 0 && time.Since(e.lastReport) >= dropReportEvery {
 		e.lastReport = time.Now()
 		e.dropped.Add(-n)
-		e.log.Warn("telemetry: OTLP trace export: spans dropped", "spans", n, "error", errString(err))
+		reason := e.reason
+		if reason == "" {
+			reason = errString(err)
+		}
+		e.log.Warn("telemetry: OTLP trace export: spans dropped", "spans", n, "error", reason)
 	}
-	return err
 }
 
-// post sends one ExportTraceServiceRequest.
+// post sends one ExportTraceServiceRequest. A failure worth retrying is a
+// *retryableError.
 func (e *spanExport) post(ctx context.Context, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url, bytes.NewReader(body))
 	if err != nil {
@@ -275,16 +406,94 @@ func (e *spanExport) post(ctx context.Context, body []byte) error {
 	req.Header.Set("User-Agent", e.userAgent)
 	resp, err := e.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("telemetry: OTLP trace export: %w", err)
+		return &retryableError{err: fmt.Errorf("telemetry: OTLP trace export: %w", err)}
 	}
 	defer resp.Body.Close()
-	// The answer (an ExportTraceServiceResponse, perhaps a partial success) is
-	// read so that the connection is kept, and not decoded.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	// The answer is read whole (so that the connection is kept); a success's
+	// may be a partial one.
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
+		if n, msg := partialSuccess(answer); n > 0 {
+			e.dropped.Add(n)
+			e.reason = fmt.Sprintf("the collector rejected %d spans: %s", n, msg)
+		}
+		return nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusBadGateway ||
+		resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout:
+		return &retryableError{err: fmt.Errorf("telemetry: OTLP trace export to %s: %s", e.url, resp.Status),
+			after: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	default:
 		return fmt.Errorf("telemetry: OTLP trace export to %s: %s", e.url, resp.Status)
 	}
-	return nil
+}
+
+// partialSuccess reads ExportTraceServiceResponse.partial_success: the
+// spans the collector rejected and why (0 when none, or not protobuf).
+func partialSuccess(b []byte) (rejected int64, msg string) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, ""
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			ps, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return 0, ""
+			}
+			b = b[n:]
+			for len(ps) > 0 {
+				num, typ, n := protowire.ConsumeTag(ps)
+				if n < 0 {
+					return 0, ""
+				}
+				ps = ps[n:]
+				switch {
+				case num == 1 && typ == protowire.VarintType:
+					v, n := protowire.ConsumeVarint(ps)
+					if n < 0 {
+						return 0, ""
+					}
+					rejected, ps = int64(v), ps[n:]
+				case num == 2 && typ == protowire.BytesType:
+					v, n := protowire.ConsumeBytes(ps)
+					if n < 0 {
+						return 0, ""
+					}
+					msg, ps = strings.ToValidUTF8(string(v), "\uFFFD"), ps[n:]
+				default:
+					n := protowire.ConsumeFieldValue(num, typ, ps)
+					if n < 0 {
+						return 0, ""
+					}
+					ps = ps[n:]
+				}
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, ""
+		}
+		b = b[n:]
+	}
+	return max(rejected, 0), msg
+}
+
+// retryAfter reads a Retry-After header: seconds or an HTTP date (0 when
+// absent or malformed).
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil {
+		return max(time.Duration(s)*time.Second, 0)
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0)
+	}
+	return 0
 }
 
 func errString(err error) string {
@@ -295,12 +504,14 @@ func errString(err error) string {
 }
 
 // ForceFlush implements sdktrace.SpanProcessor: what is pending is sent now.
+// A batch the collector asks to have again is retried within ctx.
 func (e *spanExport) ForceFlush(ctx context.Context) error {
-	return e.flush(ctx)
+	_, err := e.flush(ctx, true)
+	return err
 }
 
 // Shutdown implements sdktrace.SpanProcessor: later spans are dropped and
-// what is pending is sent (within ctx).
+// what is pending is sent, retried as needed, within ctx.
 func (e *spanExport) Shutdown(ctx context.Context) error {
 	var err error
 	e.stopOnce.Do(func() {
@@ -317,7 +528,8 @@ func (e *spanExport) Shutdown(ctx context.Context) error {
 		e.mu.Lock()
 		e.stopped = true
 		e.mu.Unlock()
-		err = errors.Join(late, e.flush(ctx))
+		_, ferr := e.flush(ctx, true)
+		err = errors.Join(late, ferr)
 		e.client.CloseIdleConnections()
 	})
 	return err
