@@ -401,9 +401,10 @@ func (h *HNSW) searchLayer(q qvec, eps []item, ef, l int, liveOnly bool) []item 
 			}
 			h.cand.push(item{d, n})
 			if !liveOnly || !h.isDead(n) {
-				h.res.push(item{-d, n})
-				if h.res.len() > ef {
-					h.res.pop()
+				if h.res.len() < ef {
+					h.res.push(item{-d, n})
+				} else {
+					h.res.replaceTop(item{-d, n}) // n beats the farthest kept
 				}
 			}
 		}
@@ -578,10 +579,19 @@ func (x *heap) pop() item {
 	root := x.a[0]
 	last := x.a[len(x.a)-1]
 	x.a = x.a[:len(x.a)-1]
-	n := len(x.a)
-	if n == 0 {
-		return root
+	if len(x.a) > 0 {
+		x.siftDown(last)
 	}
+	return root
+}
+
+// replaceTop replaces the root with it: a pop and a push in one sift.
+func (x *heap) replaceTop(it item) { x.siftDown(it) }
+
+// siftDown places it from the root down to where it belongs, the root's
+// old item being dropped.
+func (x *heap) siftDown(last item) {
+	n := len(x.a)
 	i := 0
 	for {
 		c := 2*i + 1
@@ -598,5 +608,4 @@ func (x *heap) pop() item {
 		i = c
 	}
 	x.a[i] = last
-	return root
 }

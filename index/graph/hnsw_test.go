@@ -406,3 +406,31 @@ func TestHNSWSearchDistancesAreExact(t *testing.T) {
 		}
 	}
 }
+
+// TestHeapReplaceTopIsPopThenPush: replacing the root keeps the heap's
+// order and holds what popping it and pushing the new item would.
+func TestHeapReplaceTopIsPopThenPush(t *testing.T) {
+	var a, b heap
+	for i := range 200 {
+		it := item{float32((i * 7919) % 101), uint32(i)}
+		if a.len() < 20 {
+			a.push(it)
+			b.push(it)
+			continue
+		}
+		a.replaceTop(it)
+		b.pop()
+		b.push(it)
+		if a.top().d != b.top().d {
+			t.Fatalf("step %d: roots %v and %v", i, a.top(), b.top())
+		}
+	}
+	for a.len() > 0 {
+		if x, y := a.pop(), b.pop(); x.d != y.d {
+			t.Fatalf("popped %v, want distance %v", x, y.d)
+		}
+	}
+	if b.len() != 0 {
+		t.Fatalf("%d items left over", b.len())
+	}
+}
