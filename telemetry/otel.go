@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -29,7 +30,8 @@ type OTLPOptions struct {
 	Node, Version string
 	// MetricInterval is how often metrics are exported (default 30s).
 	MetricInterval time.Duration
-	// Timeout bounds one export (default 10s).
+	// Timeout bounds one export request (default: OTEL_EXPORTER_OTLP_TIMEOUT
+	// or 10s).
 	Timeout time.Duration
 	// SampleRatio is the share of new traces recorded (default 1); a
 	// client's sampled flag in traceparent decides for its own traces.
@@ -45,6 +47,7 @@ type OTLPOptions struct {
 // never delays or fails a request.
 type OTLP struct {
 	tp     *sdktrace.TracerProvider
+	spans  *spanExport // nil with given providers
 	mp     *sdkmetric.MeterProvider
 	tracer trace.Tracer
 
@@ -110,9 +113,6 @@ func NewOTLP(ctx context.Context, o OTLPOptions) (*OTLP, error) {
 	if o.MetricInterval <= 0 {
 		o.MetricInterval = 30 * time.Second
 	}
-	if o.Timeout <= 0 {
-		o.Timeout = 10 * time.Second
-	}
 	if o.SampleRatio <= 0 || o.SampleRatio > 1 {
 		o.SampleRatio = 1
 	}
@@ -123,11 +123,17 @@ func NewOTLP(ctx context.Context, o OTLPOptions) (*OTLP, error) {
 	if o.SampleRatio < 1 {
 		root = sdktrace.TraceIDRatioBased(o.SampleRatio)
 	}
-	// Headers for the collector (an API key), from the variables the SDK's
-	// exporters read; the metrics exporter reads them itself.
-	headers := os.Getenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
-	if headers == "" {
-		headers = os.Getenv("OTEL_EXPORTER_OTLP_HEADERS")
+	// Headers, timeout, compression and TLS for the collector, from the
+	// variables the SDK's exporters read; the metrics exporter reads them
+	// itself.
+	env, err := traceExportEnv(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	metricOpts := []otlpmetrichttp.Option{otlpmetrichttp.WithEndpointURL(endpoint + "/v1/metrics")}
+	if o.Timeout > 0 {
+		env.timeout = o.Timeout
+		metricOpts = append(metricOpts, otlpmetrichttp.WithTimeout(o.Timeout))
 	}
 	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
 		attribute.String("service.name", "llmgate"),
@@ -137,12 +143,16 @@ func NewOTLP(ctx context.Context, o OTLPOptions) (*OTLP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: otlp resource: %w", err)
 	}
-	me, err := otlpmetrichttp.New(ctx, otlpmetrichttp.WithEndpointURL(endpoint+"/v1/metrics"), otlpmetrichttp.WithTimeout(o.Timeout))
+	me, err := otlpmetrichttp.New(ctx, metricOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: otlp metric exporter: %w", err)
 	}
+	spans := newSpanExport(endpoint+"/v1/traces", env.timeout, o.Version, env.headers, o.Logger)
+	spans.gzip = env.gzip
+	spans.client.Transport.(*http.Transport).TLSClientConfig = env.tls
 	t := &OTLP{
-		tp: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(newSpanExport(endpoint+"/v1/traces", o.Timeout, o.Version, otlpHeaders(headers), o.Logger)), sdktrace.WithResource(res),
+		spans: spans,
+		tp: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans), sdktrace.WithResource(res),
 			sdktrace.WithSampler(sdktrace.ParentBased(root))),
 		// No exemplars: requests are observed after their span has ended,
 		// outside its context, so none would ever name a trace, and

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -54,6 +55,7 @@ type spanExport struct {
 	maxPending int
 	userAgent  string
 	headers    http.Header // OTEL_EXPORTER_OTLP_(TRACES_)HEADERS
+	gzip       bool        // OTEL_EXPORTER_OTLP_(TRACES_)COMPRESSION=gzip
 	log        *slog.Logger
 
 	scratch sync.Pool // *[]byte: one span's encoding
@@ -77,7 +79,8 @@ type spanExport struct {
 	body    []byte
 	retry   *exportBatch // a batch waiting for its next attempt
 	zbuf    bytes.Buffer // the gzipped body
-	reason  string       // why spans were last dropped, for the report
+	zw      *gzip.Writer
+	reason  string // why spans were last dropped, for the report
 
 	dropped    atomic.Int64 // spans lost since the last report
 	lastReport time.Time    // under flushMu
@@ -216,9 +219,7 @@ func (e *spanExport) run() {
 		case <-e.kick:
 		case <-retry.C:
 		}
-		ctx, cancel := context.WithTimeout(e.ctx, e.timeout)
-		next, _ := e.flush(ctx, false)
-		cancel()
+		next, _ := e.flush(e.ctx, false)
 		retry.Stop()
 		if !next.IsZero() {
 			retry.Reset(time.Until(next))
@@ -395,9 +396,25 @@ func (e *spanExport) report(err error) {
 // post sends one ExportTraceServiceRequest. A failure worth retrying is a
 // *retryableError.
 func (e *spanExport) post(ctx context.Context, body []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	if e.gzip {
+		e.zbuf.Reset()
+		if e.zw == nil {
+			e.zw = gzip.NewWriter(&e.zbuf)
+		} else {
+			e.zw.Reset(&e.zbuf)
+		}
+		_, _ = e.zw.Write(body) // to memory: cannot fail
+		_ = e.zw.Close()
+		body = e.zbuf.Bytes()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("telemetry: OTLP trace export: %w", err)
+	}
+	if e.gzip {
+		req.Header.Set("Content-Encoding", "gzip")
 	}
 	for k, v := range e.headers {
 		req.Header[k] = v
