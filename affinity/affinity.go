@@ -301,10 +301,7 @@ func (s *Store) writeQueue() {
 		}
 		s.writes.Add(1)
 		s.written.Lock()
-		keep, err := s.unknown(ctx, batch)
-		if err == nil {
-			err = s.persist(keep)
-		}
+		keep, err := s.commit(ctx, batch)
 		s.written.Unlock()
 		if err != nil {
 			s.log.Warn("persisting response owners failed; follow-ups on these ids will be refused", "records", len(batch), "err", err)
@@ -388,93 +385,8 @@ func (s *Store) get(ctx context.Context, id string) (record, bool) {
 func (s *Store) apply(ctx context.Context, in []record, local bool) error {
 	s.written.Lock()
 	defer s.written.Unlock()
-	keep, err := s.unknown(ctx, in)
-	if err != nil {
-		return err
-	}
-	return s.put(ctx, keep, local)
-}
-
-// unknown returns the records of in that change what is persisted: valid,
-// unexpired, and either new or a tombstone for a live record (a tombstone
-// wins; otherwise the earlier creation stays). One read transaction.
-func (s *Store) unknown(ctx context.Context, in []record) ([]record, error) {
-	now := s.now().UnixMilli()
-	keep := make([]record, 0, len(in))
-	for _, r := range in {
-		if r.ID != "" && len(r.ID) <= maxIDLen && r.Expires > now {
-			keep = append(keep, r)
-		}
-	}
-	if len(keep) == 0 {
-		return nil, nil
-	}
-	known := func(r record, old record) bool { return old.Deleted || !r.Deleted }
-	out := keep[:0]
-	if s.db == nil {
-		err := s.do(ctx, func() {
-			for _, r := range keep {
-				if old, ok := s.mem[r.ID]; !ok || !known(r, old) {
-					out = append(out, r)
-				}
-			}
-		})
-		return out, err
-	}
-	err := s.db.View(func(txn *badger.Txn) error {
-		for _, r := range keep {
-			it, err := txn.Get([]byte(store.PrefixAffinity + r.ID))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				out = append(out, r)
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if !r.Deleted {
-				continue // a creation: any record there came first
-			}
-			var old record
-			if it.Value(func(v []byte) error { return json.Unmarshal(v, &old) }) != nil || !known(r, old) {
-				out = append(out, r)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading response owners: %w", err)
-	}
-	return out, nil
-}
-
-// persist writes records to the database, in one transaction.
-func (s *Store) persist(rs []record) error {
-	if s.db == nil || len(rs) == 0 {
-		return nil
-	}
-	now := s.now().UnixMilli()
-	err := s.db.Update(func(txn *badger.Txn) error {
-		for _, r := range rs {
-			v, _ := json.Marshal(r)
-			e := badger.NewEntry([]byte(store.PrefixAffinity+r.ID), v).WithTTL(time.Duration(max(r.Expires-now, 1)) * time.Millisecond)
-			if err := txn.SetEntry(e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("persisting response owners: %w", err)
-	}
-	return nil
-}
-
-// put persists records and, when local, queues them for the cluster.
-func (s *Store) put(ctx context.Context, keep []record, local bool) error {
-	if len(keep) == 0 {
-		return nil
-	}
-	if err := s.persist(keep); err != nil {
+	keep, err := s.commit(ctx, in)
+	if err != nil || len(keep) == 0 {
 		return err
 	}
 	return s.do(ctx, func() {
@@ -487,6 +399,72 @@ func (s *Store) put(ctx context.Context, keep []record, local bool) error {
 			}
 		}
 	})
+}
+
+// known reports whether r changes nothing given the record old already
+// there: a creation never replaces a record (the earlier one came first);
+// a tombstone replaces a live record only.
+func known(r, old record) bool { return old.Deleted || !r.Deleted }
+
+// commit persists the records of in that change what is persisted (valid,
+// unexpired, and either new or a tombstone for a live record) and returns
+// them. With a database, the reads and the writes make one read-write
+// transaction, which also sees a record written earlier in the same batch;
+// without one, the records are only selected (apply keeps them in memory).
+// The caller holds written.
+func (s *Store) commit(ctx context.Context, in []record) ([]record, error) {
+	now := s.now().UnixMilli()
+	keep := make([]record, 0, len(in))
+	for _, r := range in {
+		if r.ID != "" && len(r.ID) <= maxIDLen && r.Expires > now {
+			keep = append(keep, r)
+		}
+	}
+	if len(keep) == 0 {
+		return nil, nil
+	}
+	if s.db == nil {
+		var out []record
+		err := s.do(ctx, func() {
+			for _, r := range keep {
+				if old, ok := s.mem[r.ID]; !ok || !known(r, old) {
+					out = append(out, r)
+				}
+			}
+		})
+		return out, err
+	}
+	var out []record
+	err := s.db.Update(func(txn *badger.Txn) error {
+		out = out[:0]
+		for _, r := range keep {
+			key := []byte(store.PrefixAffinity + r.ID)
+			it, err := txn.Get(key)
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+			case err != nil:
+				return err
+			case !r.Deleted:
+				continue // a creation: any record there came first
+			default:
+				var old record
+				if it.Value(func(v []byte) error { return json.Unmarshal(v, &old) }) == nil && known(r, old) {
+					continue
+				}
+			}
+			v, _ := json.Marshal(r)
+			e := badger.NewEntry(key, v).WithTTL(time.Duration(max(r.Expires-now, 1)) * time.Millisecond)
+			if err := txn.SetEntry(e); err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("persisting response owners: %w", err)
+	}
+	return out, nil
 }
 
 // Outgoing returns the local changes since the previous call as payloads

@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -309,5 +310,68 @@ func TestRememberIsQueued(t *testing.T) {
 		if _, ok := s.Lookup(ctx, fmt.Sprintf("resp_late_%03d", i)); !ok {
 			t.Fatalf("resp_late_%03d queued before Close was lost", i)
 		}
+	}
+}
+
+// A backend that reuses an id after its owner record was written cannot
+// take it over: not once written, not after a restart, not twice in one
+// replicated payload.
+func TestFirstOwnerStaysOncePersisted(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Open(Options{DB: db.DB})
+	first := Owner{Consumer: "team-a", Backend: "east"}
+	if err := s.Remember(ctx, "resp_reused", first); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = s.Outgoing(ctx, false)
+	_ = s.Remember(ctx, "resp_reused", Owner{Consumer: "team-b", Backend: "west"})
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := s.Lookup(ctx, "resp_reused"); o != first {
+		t.Fatalf("a second claim after the first was written changed the owner: %v", o)
+	}
+	if ps, _ := s.Outgoing(ctx, false); len(ps) != 0 {
+		t.Fatalf("a claim that changed nothing was sent to the cluster: %s", ps)
+	}
+	// Two claims in one payload from another node: the first stays.
+	now := time.Now()
+	twice, _ := json.Marshal([]record{
+		{ID: "resp_merged", Owner: first, At: now.UnixMilli(), Expires: now.Add(time.Hour).UnixMilli()},
+		{ID: "resp_merged", Owner: Owner{Consumer: "team-b", Backend: "west"}, At: now.UnixMilli(), Expires: now.Add(time.Hour).UnixMilli()},
+	})
+	if err := s.Merge(ctx, twice); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := s.Lookup(ctx, "resp_merged"); o != first {
+		t.Fatalf("the second claim of one payload won: %v", o)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s = Open(Options{DB: db.DB})
+	defer s.Close()
+	_ = s.Remember(ctx, "resp_reused", Owner{Consumer: "team-c", Backend: "west"})
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := s.Lookup(ctx, "resp_reused"); o != first {
+		t.Fatalf("a claim after a restart changed the owner: %v", o)
 	}
 }
