@@ -434,9 +434,8 @@ func (s *Store) commit(ctx context.Context, in []record) ([]record, error) {
 		})
 		return out, err
 	}
-	var out []record
+	out := keep[:0] // filtered in place: the transaction runs once
 	err := s.db.Update(func(txn *badger.Txn) error {
-		out = out[:0]
 		for _, r := range keep {
 			key := []byte(store.PrefixAffinity + r.ID)
 			it, err := txn.Get(key)
