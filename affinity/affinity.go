@@ -276,7 +276,7 @@ const (
 	// look-ups find them meanwhile; the cluster hears of them this much
 	// later; a crash loses at most the creations of this window and the
 	// write under way. Each write costs the same fixed work (goroutine
-	// wake-ups, a read and a write transaction) whatever its size: at 2 ms
+	// wake-ups, one read-write transaction) whatever its size: at 2 ms
 	// a node creating 500 responses a second wrote them one by one; at
 	// 10 ms about five share a write (BenchmarkRememberPaced reports the
 	// records per write and the CPU per record).
