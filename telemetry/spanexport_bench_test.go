@@ -87,3 +87,28 @@ func cpuTime() time.Duration {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkSpanExportParallel is OnEnd from 64 goroutines at once (a node's
+// workers under load): the processor's lock is what they share.
+func BenchmarkSpanExportParallel(b *testing.B) {
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	defer sink.Close()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(newSpanExport(sink.URL+"/v1/traces", 10*time.Second, "bench", nil, nil)))
+	tr := tp.Tracer("github.com/llmgate/llmgate")
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	cpu0 := cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, s := tr.Start(context.Background(), "admission")
+			s.SetAttributes(attribute.Int64("llmgate.tokens.reserved", 1200), attribute.String("llmgate.backend", "east"))
+			s.End()
+		}
+	})
+	if err := tp.Shutdown(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+}
