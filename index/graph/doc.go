@@ -5,6 +5,10 @@
 // recall is measured against.
 //
 // Vectors are unit length and compared by cosine distance (1 - dot product).
+// HNSW walks its graph on int8 copies of the vectors (exact integer dot
+// products, a quarter of the memory traffic; quant.go) and re-ranks the beam
+// it ends with by the float32 vectors, so what it returns is exact;
+// Params.Float32Walk walks the float32 vectors instead, without the copies.
 // No implementation is safe for concurrent use: each is owned by one actor
 // (a shard of the cache in package index) that serialises every call.
 // Implementations copy the vectors they are given; callers may reuse them.

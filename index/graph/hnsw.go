@@ -37,8 +37,10 @@ const maxLevel = 16
 //     index whose last live entry is deleted is emptied at once.
 //
 // Determinism: levels come from a PCG generator seeded with Params.Seed, and
-// nothing iterates a map, so the same calls give the same graph and results
-// (on CPUs that run the same Dot kernel: the kernels round differently).
+// nothing iterates a map, so the same calls give the same graph and results.
+// The int8 walk's sums are exact integers, the same with either kernel; the
+// float32 walk (and Search's re-rank) holds only on CPUs that run the same
+// Dot kernel, the kernels rounding differently.
 //
 // Not safe for concurrent use, not even Search with Search: searches share
 // scratch buffers. The owner (one actor) serialises every call.
