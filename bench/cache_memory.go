@@ -29,15 +29,15 @@ type CacheMemoryReport struct {
 }
 
 // CacheMemory stores n entries (the local embedder's vectors of generated
-// prompts, each with a 600-byte answer) in an in-memory index.Cache with
-// the default graph and measures the live heap they take.
-func CacheMemory(ctx context.Context, n int, w io.Writer) (*CacheMemoryReport, error) {
+// prompts, each with a 600-byte answer) in an in-memory index.Cache whose
+// HNSW graphs take params, and measures the live heap they take.
+func CacheMemory(ctx context.Context, n int, params graph.Params, w io.Writer) (*CacheMemoryReport, error) {
 	r := rand.New(rand.NewPCG(5, uint64(n)))
 	emb := embed.NewLocal()
 	vocab := strings.Fields(promptVocabulary)
 	answer := strings.Repeat("Sure. Here is how to do it, step by step, with care. ", 11) // ≈ 600 bytes
 	before := liveHeapBytes()
-	c, err := index.Open(ctx, index.Options{NewGraph: func() graph.Index { return graph.NewHNSW(graph.Params{}) }, TTL: 24 * time.Hour, MaxEntries: n + 1})
+	c, err := index.Open(ctx, index.Options{NewGraph: func() graph.Index { return graph.NewHNSW(params) }, TTL: 24 * time.Hour, MaxEntries: n + 1})
 	if err != nil {
 		return nil, fmt.Errorf("cache memory: %w", err)
 	}
@@ -69,8 +69,16 @@ func CacheMemory(ctx context.Context, n int, w io.Writer) (*CacheMemoryReport, e
 	}
 	rep.OverheadPerEntry = rep.BytesPerEntry - float64(rep.VectorBytes) - rep.ResponseBytes
 	rep.ProjectedGiBFor1M = rep.BytesPerEntry * 1e6 / (1 << 30)
-	fmt.Fprintf(w, "\ncache memory (index.Cache with HNSW, %d entries of %d-d vectors and %.0f-byte answer+prompt)\n", n, embed.Dim, rep.ResponseBytes)
+	fmt.Fprintf(w, "\ncache memory (index.Cache with HNSW walking %s vectors, %d entries of %d-d vectors and %.0f-byte answer+prompt)\n", walkName(params), n, embed.Dim, rep.ResponseBytes)
 	fmt.Fprintf(w, "  %.0f bytes/entry = vector %d + answer and prompt %.0f + overhead %.0f (target ≤ 1024); 1M entries ≈ %.2f GiB; store %.0f µs/entry\n",
 		rep.BytesPerEntry, rep.VectorBytes, rep.ResponseBytes, rep.OverheadPerEntry, rep.ProjectedGiBFor1M, rep.StoreMicrosPerItem)
 	return rep, nil
+}
+
+// walkName says which vectors an HNSW with params walks.
+func walkName(params graph.Params) string {
+	if params.Float32Walk {
+		return "float32"
+	}
+	return "int8"
 }

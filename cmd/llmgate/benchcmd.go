@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/llmgate/llmgate/bench"
+	"github.com/llmgate/llmgate/index/graph"
 )
 
 // benchScenario is one scenario of `llmgate bench`.
@@ -314,7 +315,7 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 	impls := fs.String("impls", strings.Join(idef.Impls, ","), "graph implementations: hnsw, coder-hnsw")
 	efSearch := fs.Int("ef-search", 0, "HNSW search beam (0 = the default)")
 	efConstruction := fs.Int("ef-construction", 0, "HNSW construction beam (0 = the default)")
-	float32Walk := fs.Bool("index-float32", false, "HNSW walks the float32 vectors instead of their int8 copies (cache.index_float32)")
+	int8Walk := fs.Bool("index-int8", false, "HNSW walks int8 copies of the vectors instead of the float32 vectors (cache.index_int8)")
 	data := fs.String("data", "../shared/data", "`DIR` with paws_dev.tsv and gptcache_mock_data.json (index/testdata holds a 300-pair subset)")
 	rate := fs.Int("rate", 500, "open-loop rate of the end-to-end part, requests/s")
 	hitEntries := fs.Int("hit-entries", 2000, "answers cached before the end-to-end part measures")
@@ -338,7 +339,7 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 			}
 			o.Queries, o.Progress, o.Data = *queries, stderr, *vectors
 			o.Impls = strings.Split(*impls, ",")
-			o.Params.EfSearch, o.Params.EfConstruction, o.Params.Float32Walk = *efSearch, *efConstruction, *float32Walk
+			o.Params.EfSearch, o.Params.EfConstruction, o.Params.Float32Walk = *efSearch, *efConstruction, !*int8Walk
 			rep.Index, err = bench.CacheIndex(ctx, o, stdout)
 		case "quality":
 			o := bench.CacheQualityOptions{DataDir: *data}
@@ -348,7 +349,7 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 			}
 			rep.Quality, err = bench.CacheQuality(ctx, o, stdout)
 		case "memory":
-			rep.Memory, err = bench.CacheMemory(ctx, *memEntries, stdout)
+			rep.Memory, err = bench.CacheMemory(ctx, *memEntries, graph.Params{Float32Walk: !*int8Walk}, stdout)
 		case "hit":
 			rep.Hit, err = bench.CacheHit(ctx, bench.CacheHitOptions{Rate: *rate, Entries: *hitEntries, Duration: *hitDuration, Rounds: *hitRounds, Progress: stderr}, stdout)
 		default:

@@ -26,7 +26,7 @@ var restartOnly = []string{
 	"cache.enabled",
 	"cache.index",
 	"cache.ef_search",
-	"cache.index_float32",
+	"cache.index_int8",
 	"server.read_header_timeout",
 	"server.body_read_timeout",
 	"server.idle_timeout",
