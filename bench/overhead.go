@@ -41,6 +41,9 @@ const (
 	// FeatureCacheMiss adds the semantic cache with every prompt unique:
 	// each request is embedded, looked up, forwarded and its answer stored.
 	FeatureCacheMiss Feature = "cache-miss"
+	// FeatureCacheMissInt8 is cache-miss with the graph walked on int8
+	// copies of the vectors (cache.index_int8).
+	FeatureCacheMissInt8 Feature = "cache-miss-int8"
 	// FeatureCacheHit adds the cache with one prompt: every request is an
 	// exact hit answered by the node.
 	FeatureCacheHit Feature = "cache-hit"
@@ -67,7 +70,7 @@ const (
 )
 
 // OverheadFeatures lists the features in the order they add up.
-var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheHit, FeatureTelemetry, FeatureOTLP, FeatureOTLPSampled, FeatureJWT, FeatureResponses}
+var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheMissInt8, FeatureCacheHit, FeatureTelemetry, FeatureOTLP, FeatureOTLPSampled, FeatureJWT, FeatureResponses}
 
 // featureTPM is the TPM limit of the tpm and cache features' consumer: far
 // above what any run sends, so that every request is counted and admitted.
@@ -688,8 +691,11 @@ func featureConfig(cfg string, f Feature, otlpURL string) string {
 	cfg += "telemetry: {usage_history: false}\n"
 	limited := fmt.Sprintf("keys: [%s], tpm: %d}", overheadKey, featureTPM)
 	cfg = strings.Replace(cfg, "keys: ["+overheadKey+"]}", limited, 1)
-	if f == FeatureCacheMiss || f == FeatureCacheHit {
+	switch f {
+	case FeatureCacheMiss, FeatureCacheHit:
 		cfg += "cache: {enabled: true}\n"
+	case FeatureCacheMissInt8:
+		cfg += "cache: {enabled: true, index_int8: true}\n"
 	}
 	return cfg
 }
@@ -704,7 +710,7 @@ func featureRequest(addr string, f Feature) *Request {
 		r.Header.Del("x-llmgate-cache")
 	case FeatureResponses:
 		r = responsesRequest(addr)
-	case FeatureCacheMiss:
+	case FeatureCacheMiss, FeatureCacheMissInt8:
 		r.Header.Del("x-llmgate-cache")
 		var seq atomic.Int64
 		r.NextBody = func() []byte {
@@ -723,7 +729,7 @@ func checkFeature(ctx context.Context, c *http.Client, r *Request, f Feature) er
 	switch f {
 	case FeatureCacheHit:
 		want = "hit"
-	case FeatureCacheMiss:
+	case FeatureCacheMiss, FeatureCacheMissInt8:
 		want = "miss"
 	default:
 		return nil
@@ -742,7 +748,7 @@ func checkFeature(ctx context.Context, c *http.Client, r *Request, f Feature) er
 		if got == want {
 			return nil
 		}
-		if f == FeatureCacheMiss || time.Now().After(deadline) {
+		if want == "miss" || time.Now().After(deadline) {
 			return fmt.Errorf("x-llmgate-cache is %q, want %q", got, want)
 		}
 		select {
