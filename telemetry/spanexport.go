@@ -83,6 +83,7 @@ type spanExport struct {
 	reason  string // why spans were last dropped, for the report
 
 	dropped    atomic.Int64 // spans lost since the last report
+	overBound  atomic.Bool  // some of them past maxPending
 	lastReport time.Time    // under flushMu
 }
 
@@ -162,6 +163,9 @@ func (e *spanExport) OnEnd(s sdktrace.ReadOnlySpan) {
 	if e.stopped || e.pending+e.held+size > e.maxPending {
 		e.mu.Unlock()
 		e.dropped.Add(1)
+		if !e.overBound.Load() {
+			e.overBound.Store(true)
+		}
 		*bp = body
 		e.scratch.Put(bp)
 		return
@@ -385,10 +389,17 @@ func (e *spanExport) report(err error) {
 	if n := e.dropped.Load(); n > 0 && time.Since(e.lastReport) >= dropReportEvery {
 		e.lastReport = time.Now()
 		e.dropped.Add(-n)
-		reason := e.reason
-		if reason == "" {
-			reason = errString(err)
+		var why []string
+		if e.overBound.Swap(false) {
+			why = append(why, fmt.Sprintf("more than %d bytes pending", e.maxPending))
 		}
+		if e.reason != "" {
+			why = append(why, e.reason)
+		} else if err != nil {
+			why = append(why, err.Error())
+		}
+		reason := strings.Join(why, "; ")
+		e.reason = ""
 		e.log.Warn("telemetry: OTLP trace export: spans dropped", "spans", n, "error", reason)
 	}
 }

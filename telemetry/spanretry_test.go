@@ -258,3 +258,23 @@ func FuzzPartialSuccess(f *testing.F) {
 		}
 	})
 }
+
+func TestSpanExportDropReportSaysWhy(t *testing.T) {
+	answer, err := proto.Marshal(&tracev1.ExportTraceServiceResponse{PartialSuccess: &tracev1.ExportTracePartialSuccess{RejectedSpans: 1, ErrorMessage: "too old"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &flaky{answer: answer}
+	var logs bytes.Buffer
+	e := newSpanExport(f.serve(t), 5*time.Second, "test", nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	e.maxPending = 300
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e))
+	endSpans(tp, 20) // more than 300 bytes: some dropped past the bound
+	if err := tp.ForceFlush(context.Background()); err != nil {
+		t.Fatalf("ForceFlush = %v", err)
+	}
+	if !strings.Contains(logs.String(), "more than 300 bytes pending") || !strings.Contains(logs.String(), "too old") {
+		t.Errorf("the report does not give both reasons (past the bound, rejected by the collector): %q", logs.String())
+	}
+	_ = tp.Shutdown(context.Background())
+}
