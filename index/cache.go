@@ -504,22 +504,18 @@ func (c *Cache) nearest(ctx context.Context, sp Space, vec []float32, prompt str
 	soft := -1 // the nearest candidate refused in a way a judge may settle
 	for i, cd := range cands {
 		if c.opts.Check != nil {
-			if ok, reason := c.opts.Check(prompt, cd.e.Prompt); !ok {
-				c.log.Debug("cache guard vetoed a semantic match", "id", cd.e.ID, "distance", cd.d, "reason", reason)
-				if judgeable && soft < 0 && c.opts.Judgeable(prompt, cd.e.Prompt) {
+			if ok, reason := c.opts.Check(prompt, cd.r.prompt); !ok {
+				c.log.Debug("cache guard vetoed a semantic match", "id", formatID(cd.id), "distance", cd.d, "reason", reason)
+				if judgeable && soft < 0 && c.opts.Judgeable(prompt, cd.r.prompt) {
 					soft = i
 				}
 				continue
 			}
 		}
-		e := *cd.e // the copy handed out (see view)
-		e.Hits = cd.hits
-		return &e, cd.d, false, true
+		return cd.r.entry(cd.hits), cd.d, false, true // the copy handed out (see view)
 	}
 	if soft >= 0 {
-		e := *cands[soft].e
-		e.Hits = cands[soft].hits
-		return &e, cands[soft].d, true, true
+		return cands[soft].r.entry(cands[soft].hits), cands[soft].d, true, true
 	}
 	return nil, 0, false, false
 }

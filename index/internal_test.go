@@ -129,3 +129,69 @@ func TestInternalSpaces(t *testing.T) {
 		})
 	}
 }
+
+// TestHashKeyCollisions checks that the exact and normalised tiers, keyed by
+// a hash's first 64 bits, compare the whole hash: two hashes sharing those
+// bits never answer for each other.
+func TestHashKeyCollisions(t *testing.T) {
+	sp := Space{Partition: "team-a", Route: "chat", Shape: "s"}
+	h1 := hashOf(sp, "first")
+	h2 := h1
+	h2[31] ^= 1 // same key, another hash
+	if hashKey(h1) != hashKey(h2) || h1 == h2 {
+		t.Fatal("the test's hashes do not collide")
+	}
+	tests := []struct {
+		name  string
+		check func(t *testing.T, c *Cache)
+	}{
+		{"a hash sharing a held one's key misses", func(t *testing.T, c *Cache) {
+			a := &Entry{Space: sp, Exact: h1, Norm: h1, Prompt: "first", Response: []byte("{}")}
+			mustStore(t, c, a)
+			if e, ok := c.LookupExact(t.Context(), sp, h2); ok {
+				t.Fatalf("exact look-up of a colliding hash answered %s", e.ID)
+			}
+			if e, ok := c.LookupNormalized(t.Context(), sp, h2); ok {
+				t.Fatalf("normalised look-up of a colliding hash answered %s", e.ID)
+			}
+			if e, ok := c.LookupExact(t.Context(), sp, h1); !ok || e.ID != a.ID {
+				t.Fatalf("exact look-up of the held hash = %v, %v", e, ok)
+			}
+		}},
+		{"a colliding entry is kept but its hash misses, and the first keeps answering", func(t *testing.T, c *Cache) {
+			a := &Entry{Space: sp, Exact: h1, Norm: h1, Prompt: "first", Response: []byte("{}")}
+			b := &Entry{Space: sp, Exact: h2, Norm: h2, Prompt: "second", Response: []byte("{}")}
+			mustStore(t, c, a)
+			mustStore(t, c, b)
+			if _, ok := c.Get(t.Context(), b.ID); !ok {
+				t.Fatal("the colliding entry was not kept")
+			}
+			if e, ok := c.LookupExact(t.Context(), sp, h1); !ok || e.ID != a.ID {
+				t.Fatalf("exact look-up of the first hash = %v, %v; want %s", e, ok, a.ID)
+			}
+			if e, ok := c.LookupNormalized(t.Context(), sp, h1); !ok || e.ID != a.ID {
+				t.Fatalf("normalised look-up of the first hash = %v, %v; want %s", e, ok, a.ID)
+			}
+			if e, ok := c.LookupExact(t.Context(), sp, h2); ok {
+				t.Fatalf("exact look-up of the colliding hash answered %s", e.ID)
+			}
+			if e, ok := c.LookupNormalized(t.Context(), sp, h2); ok {
+				t.Fatalf("normalised look-up of the colliding hash answered %s", e.ID)
+			}
+			if _, err := c.Delete(t.Context(), a.ID); err != nil {
+				t.Fatal(err)
+			}
+			if e, ok := c.LookupExact(t.Context(), sp, h1); ok {
+				t.Fatalf("exact look-up of the deleted hash answered %s", e.ID)
+			}
+			if _, ok := c.Get(t.Context(), b.ID); !ok {
+				t.Fatal("deleting the first entry removed the colliding one")
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.check(t, open(t, Options{Shards: 1}))
+		})
+	}
+}

@@ -87,7 +87,7 @@ func checkDigest(t *testing.T, c *Cache) {
 	err := c.each(t.Context(), func(i int, s *shard) {
 		d := &parts[i]
 		for id, r := range s.entries {
-			d[byte(id)] ^= liveMix(id, r.e.CreatedAt.UnixNano())
+			d[byte(id)] ^= liveMix(id, r.created.UnixNano())
 		}
 		for id := range s.tombs {
 			if s.counts(id) {

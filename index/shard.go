@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
+	"encoding/binary"
 	"slices"
 	"time"
 
@@ -18,8 +19,9 @@ type shard struct {
 	inbox chan op
 
 	entries map[uint64]*record       // id → record
-	exact   map[[32]byte]uint64      // request hash → id (hashes include the Space)
-	norm    map[[32]byte]uint64      // normalised-dialog hash → id (include the Space too)
+	exact   map[uint64]uint64        // hashKey(request hash) → id (hashes include the Space)
+	norm    map[uint64]uint64        // hashKey(normalised-dialog hash) → id (include the Space too)
+	spaces  map[Space]*spaceRef      // the Spaces of the records held, each kept once
 	graphs  map[graphKey]graph.Index // one graph per Space and vector length
 	expiry  expiryHeap               // every ordinary record, soonest ExpiresAt first
 	iexpiry expiryHeap               // every record of an internal Space (see Space.Internal)
@@ -68,17 +70,50 @@ type killed struct {
 	hasSpace  bool
 }
 
-// record is one entry as the shard holds it. e is never changed after the
-// record is made, so copies of it can be handed out; hits and at belong to
-// the actor.
+// record is one entry as the shard holds it, in one allocation of 192
+// bytes: an Entry of its own (256) beside a record (48) took 112 more per
+// entry. Its ID is id formatted (parseID admits nothing else), its Space is
+// shared with the shard's other records of that Space, and its vector is in
+// the graph only. Every field but hits and at is never changed after the
+// record is made, so a caller may read them from its own goroutine (see
+// candidate); hits and at belong to the actor.
 type record struct {
-	id   uint64
-	e    *Entry // without its Vector: the graph holds the only copy in memory
-	dim  int    // the vector's length, naming its graph; 0 = exact tier only
-	size int64  // e's bytes, vector included, for Stats
-	hits uint64
-	at   int // index in the expiry heap
+	id      uint64
+	sp      *spaceRef
+	exact   [32]byte
+	norm    [32]byte
+	prompt  string
+	resp    []byte
+	created time.Time
+	expires time.Time
+	hits    uint64
+	dim     int32 // the vector's length, naming its graph; 0 = exact tier only
+	at      int32 // index in the expiry heap
 }
+
+// spaceRef is a Space held once per shard for all its records, with the
+// number of records that refer to it.
+type spaceRef struct {
+	sp   Space
+	refs int
+}
+
+// size is the entry's bytes, vector included, for Stats.
+func (r *record) size() int64 { return int64(len(r.resp) + len(r.prompt) + 4*int(r.dim)) }
+
+// entry is the record as an Entry, without its vector, with hits as its Hits.
+func (r *record) entry(hits uint64) *Entry {
+	return &Entry{
+		ID: formatID(r.id), Space: r.sp.sp, Exact: r.exact, Norm: r.norm, Prompt: r.prompt,
+		Response: r.resp, CreatedAt: r.created, ExpiresAt: r.expires, Hits: hits,
+	}
+}
+
+// hashKey is the map key of a request or dialog hash: its first 64 bits.
+// Two hashes sharing them are not the same: a lookup compares the whole
+// hash with the record's, so a collision is a miss, never another answer,
+// and the later entry of a colliding pair is not indexed (see add).
+func hashKey(h [32]byte) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 
 // graphKey names a graph: vectors of different lengths (an embedder changed
 // between restarts) never share one, so Search never sees mismatched sizes.
@@ -100,12 +135,13 @@ func (x expiry) before(y expiry) bool {
 	return x.id < y.id
 }
 
-// candidate is a semantic match handed to the caller for the guard. e is
-// the record's own entry, which is never changed: the caller copies only
-// the candidate it returns, so vetoed ones cost no allocation.
+// candidate is a semantic match handed to the caller for the guard. r is
+// the record, whose fields but hits and at are never changed: the caller
+// reads its prompt and makes an Entry only of the candidate it returns, so
+// vetoed ones cost no allocation.
 type candidate struct {
 	id   uint64
-	e    *Entry
+	r    *record
 	hits uint64 // the record's hits when it was found
 	d    float32
 }
@@ -131,8 +167,9 @@ func newShard(c *Cache, idx int) *shard {
 		idx:     idx,
 		inbox:   make(chan op, 64),
 		entries: map[uint64]*record{},
-		exact:   map[[32]byte]uint64{},
-		norm:    map[[32]byte]uint64{},
+		exact:   map[uint64]uint64{},
+		norm:    map[uint64]uint64{},
+		spaces:  map[Space]*spaceRef{},
 		graphs:  map[graphKey]graph.Index{},
 		tombs:   map[uint64]tomb{},
 	}
@@ -154,24 +191,20 @@ func (s *shard) run(ctx context.Context) {
 
 func (s *shard) now() time.Time { return s.c.opts.Now() }
 
-func live(r *record, now time.Time) bool { return r.e.ExpiresAt.After(now) }
+func live(r *record, now time.Time) bool { return r.expires.After(now) }
 
 // view is the copy of r handed out.
-func view(r *record) *Entry {
-	cp := *r.e
-	cp.Hits = r.hits
-	return &cp
-}
+func view(r *record) *Entry { return r.entry(r.hits) }
 
 // lookupExact finds h; the Space is checked too, so that a caller mixing
 // up hashes still never crosses Spaces.
 func (s *shard) lookupExact(sp Space, h [32]byte) *Entry {
-	id, ok := s.exact[h]
+	id, ok := s.exact[hashKey(h)]
 	if !ok {
 		return nil
 	}
 	r := s.entries[id]
-	if r.e.Space != sp || !live(r, s.now()) {
+	if r == nil || r.exact != h || r.sp.sp != sp || !live(r, s.now()) {
 		return nil
 	}
 	r.hits++
@@ -180,12 +213,12 @@ func (s *shard) lookupExact(sp Space, h [32]byte) *Entry {
 
 // lookupNorm finds h in the normalised tier, checking the Space.
 func (s *shard) lookupNorm(sp Space, h [32]byte) *Entry {
-	id, ok := s.norm[h]
+	id, ok := s.norm[hashKey(h)]
 	if !ok {
 		return nil
 	}
 	r := s.entries[id]
-	if r == nil || r.e.Space != sp || !live(r, s.now()) {
+	if r == nil || r.norm != h || r.sp.sp != sp || !live(r, s.now()) {
 		return nil
 	}
 	r.hits++
@@ -210,7 +243,7 @@ func (s *shard) nearest(sp Space, vec []float32, threshold float32) []candidate 
 		if out == nil {
 			out = make([]candidate, 0, len(ms)) // one allocation; none on a miss
 		}
-		out = append(out, candidate{id: m.ID, e: r.e, hits: r.hits, d: m.Distance})
+		out = append(out, candidate{id: m.ID, r: r, hits: r.hits, d: m.Distance})
 	}
 	return out
 }
@@ -267,44 +300,59 @@ func (s *shard) add(id uint64, e *Entry, replica, loaded bool) (stale []string, 
 	if _, ok := s.entries[id]; ok {
 		s.remove(id) // same key, rewritten by the caller: not stale
 	}
-	if e.Exact != ([32]byte{}) {
-		if old, ok := s.exact[e.Exact]; ok {
-			o := s.entries[old].e
-			if (replica || loaded) && cmp.Or(e.CreatedAt.Compare(o.CreatedAt), cmp.Compare(id, old)) < 0 {
-				return []string{e.ID}, nil, false
+	// A hash whose key is held by an entry with another hash (a 64-bit
+	// collision) is not indexed: its look-ups miss.
+	indexExact := e.Exact != ([32]byte{})
+	if indexExact {
+		if old, ok := s.exact[hashKey(e.Exact)]; ok {
+			o := s.entries[old]
+			if o.exact != e.Exact {
+				indexExact = false
+			} else {
+				if (replica || loaded) && cmp.Or(e.CreatedAt.Compare(o.created), cmp.Compare(id, old)) < 0 {
+					return []string{e.ID}, nil, false
+				}
+				s.remove(old)
+				stale = append(stale, formatID(old))
 			}
-			s.remove(old)
-			stale = append(stale, o.ID)
 		}
-		s.exact[e.Exact] = id
+	}
+	if indexExact {
+		s.exact[hashKey(e.Exact)] = id
 	}
 	if e.Norm != ([32]byte{}) {
 		// The newest entry answers the normalised tier; an older one keeps
 		// its exact key.
-		if old, ok := s.norm[e.Norm]; !ok || !s.entries[old].e.CreatedAt.After(e.CreatedAt) {
-			s.norm[e.Norm] = id
+		if old, ok := s.norm[hashKey(e.Norm)]; !ok || s.entries[old].norm == e.Norm && !s.entries[old].created.After(e.CreatedAt) {
+			s.norm[hashKey(e.Norm)] = id
 		}
 	}
-	r := &record{id: id, e: e, hits: e.Hits, size: e.size()}
+	ref := s.spaces[e.Space]
+	if ref == nil {
+		ref = &spaceRef{sp: e.Space}
+		s.spaces[e.Space] = ref
+	}
+	ref.refs++
+	// The graph keeps the only copy of the vector in memory: a second one
+	// per entry would double the cache's largest cost. Disk keeps it for
+	// restarts and peers.
+	r := &record{
+		id: id, sp: ref, exact: e.Exact, norm: e.Norm, prompt: e.Prompt, resp: e.Response,
+		created: e.CreatedAt, expires: e.ExpiresAt, hits: e.Hits, dim: int32(len(e.Vector)),
+	}
 	s.entries[id] = r
-	if len(e.Vector) > 0 {
-		r.dim = len(e.Vector)
-		k := graphKey{e.Space, r.dim}
+	if r.dim > 0 {
+		k := graphKey{e.Space, int(r.dim)}
 		g := s.graphs[k]
 		if g == nil {
 			g = s.c.opts.NewGraph()
 			s.graphs[k] = g
 		}
 		g.Add(id, e.Vector)
-		// The graph copied the vector; a second copy per entry would double
-		// the cache's largest cost. Disk keeps it for restarts and peers.
-		slim := *e
-		slim.Vector = nil
-		r.e = &slim
 	}
 	heap.Push(s.heapOf(r), r)
 	s.digest[byte(id)] ^= liveMix(id, e.CreatedAt.UnixNano())
-	s.c.count(e.Space, 1, r.size)
+	s.c.count(e.Space, 1, r.size())
 	return stale, nil, true
 }
 
@@ -316,14 +364,14 @@ func (s *shard) remove(id uint64) *Entry {
 		return nil
 	}
 	delete(s.entries, id)
-	if cur, ok := s.exact[r.e.Exact]; ok && cur == id {
-		delete(s.exact, r.e.Exact)
+	if cur, ok := s.exact[hashKey(r.exact)]; ok && cur == id {
+		delete(s.exact, hashKey(r.exact))
 	}
-	if cur, ok := s.norm[r.e.Norm]; ok && cur == id {
-		delete(s.norm, r.e.Norm)
+	if cur, ok := s.norm[hashKey(r.norm)]; ok && cur == id {
+		delete(s.norm, hashKey(r.norm))
 	}
 	if r.dim > 0 {
-		k := graphKey{r.e.Space, r.dim}
+		k := graphKey{r.sp.sp, int(r.dim)}
 		if g := s.graphs[k]; g != nil {
 			g.Delete(id)
 			if g.Len() == 0 {
@@ -331,15 +379,18 @@ func (s *shard) remove(id uint64) *Entry {
 			}
 		}
 	}
-	heap.Remove(s.heapOf(r), r.at)
-	s.digest[byte(id)] ^= liveMix(id, r.e.CreatedAt.UnixNano())
-	s.c.count(r.e.Space, -1, -r.size)
+	heap.Remove(s.heapOf(r), int(r.at))
+	s.digest[byte(id)] ^= liveMix(id, r.created.UnixNano())
+	s.c.count(r.sp.sp, -1, -r.size())
+	if r.sp.refs--; r.sp.refs == 0 {
+		delete(s.spaces, r.sp.sp)
+	}
 	return view(r)
 }
 
 // heapOf is the expiry heap r belongs to.
 func (s *shard) heapOf(r *record) *expiryHeap {
-	if r.e.Space.Internal() {
+	if r.sp.sp.Internal() {
 		return &s.iexpiry
 	}
 	return &s.expiry
@@ -352,7 +403,7 @@ func (s *shard) soonest() (expiry, bool) {
 		return expiry{}, false
 	}
 	r := s.expiry[0]
-	return expiry{r.e.ExpiresAt, r.id}, true
+	return expiry{r.expires, r.id}, true
 }
 
 // swept is what a sweep removed from a shard, for the disk.
@@ -469,7 +520,7 @@ func (s *shard) purge(p purgeRec, all bool) []killed {
 	at := p.f.before.UnixNano()
 	var out []killed
 	for id, r := range s.entries {
-		if p.f.match(r.e.Space) && (all || !r.e.CreatedAt.After(p.f.before)) {
+		if p.f.match(r.sp.sp) && (all || !r.created.After(p.f.before)) {
 			out = append(out, *s.kill(id, s.remove(id), at))
 		}
 	}
@@ -498,7 +549,7 @@ func (s *shard) versions(want *[256]bool) []Version {
 	var out []Version
 	for id, r := range s.entries {
 		if want[byte(id)] && live(r, now) {
-			out = append(out, Version{ID: r.e.ID, CreatedAt: r.e.CreatedAt.UnixNano()})
+			out = append(out, Version{ID: formatID(id), CreatedAt: r.created.UnixNano()})
 		}
 	}
 	ns := now.UnixNano()
@@ -522,7 +573,7 @@ func (s *shard) export(ids []uint64, vectors bool) []*Entry {
 		}
 		e := view(r)
 		if vectors && r.dim > 0 {
-			if g := s.graphs[graphKey{r.e.Space, r.dim}]; g != nil {
+			if g := s.graphs[graphKey{r.sp.sp, int(r.dim)}]; g != nil {
 				e.Vector, _ = g.Vector(id)
 			}
 		}
@@ -537,7 +588,7 @@ func (s *shard) list(f filter, after uint64, hasAfter bool, limit int) ([]*Entry
 	now := s.now()
 	var rs []*record
 	for id, r := range s.entries {
-		if (!hasAfter || id > after) && f.match(r.e.Space) && live(r, now) {
+		if (!hasAfter || id > after) && f.match(r.sp.sp) && live(r, now) {
 			rs = append(rs, r)
 		}
 	}
@@ -563,7 +614,7 @@ func (s *shard) search(sp Space, vec []float32, k int) []SearchMatch {
 		}
 		for _, m := range g.Search(vec, k) {
 			if r := s.entries[m.ID]; r != nil && live(r, now) {
-				out = append(out, SearchMatch{ID: r.e.ID, Distance: m.Distance, Prompt: r.e.Prompt})
+				out = append(out, SearchMatch{ID: formatID(r.id), Distance: m.Distance, Prompt: r.prompt})
 			}
 		}
 	}
@@ -578,15 +629,15 @@ type expiryHeap []*record
 
 func (h expiryHeap) Len() int { return len(h) }
 func (h expiryHeap) Less(i, j int) bool {
-	return expiry{h[i].e.ExpiresAt, h[i].id}.before(expiry{h[j].e.ExpiresAt, h[j].id})
+	return expiry{h[i].expires, h[i].id}.before(expiry{h[j].expires, h[j].id})
 }
 func (h expiryHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].at, h[j].at = i, j
+	h[i].at, h[j].at = int32(i), int32(j)
 }
 func (h *expiryHeap) Push(x any) {
 	r := x.(*record)
-	r.at = len(*h)
+	r.at = int32(len(*h))
 	*h = append(*h, r)
 }
 func (h *expiryHeap) Pop() any {

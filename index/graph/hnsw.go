@@ -19,8 +19,9 @@ const maxLevel = 16
 // Layout: a node lives in an internal slot (uint32). Slot s owns row s of
 // the vector slab vecs, its int8 copy (row s of q8) with its scale qs[s]
 // (unless Params.Float32Walk; see quant.go), its external id ids[s], its
-// level, a fixed block of 1+2M links on layer 0 (count first) and, only when
-// its level is above 0, a block of level*(1+M) links in the small upper slab.
+// level, a fixed block of 1+2M links on layer 0 (count first; row s of the
+// slab links0, which leaves no growth slack) and, only when its level is
+// above 0, a block of level*(1+M) links in the small upper slab.
 // External ids map to slots through one map. This keeps the per-entry
 // overhead beyond the vector itself near 8 bytes per layer-0 link, instead of
 // the pointers and per-node maps of a node-object design.
@@ -56,7 +57,7 @@ type HNSW struct {
 	qs     []float32     // slot → scale of its int8 copy
 	ids    []uint64      // slot → external id
 	levels []uint8       // slot → top layer of the node
-	links0 []uint32      // slot s: links0[s*(m0+1)] is the count, then m0 slots
+	links0 slab[uint32]  // slot s: row s, its count first, then m0 slots
 	upOff  []uint32      // slot → offset in up of its layer-1 block (if level > 0)
 	up     []uint32      // blocks of 1+M per upper layer, count first
 	dead   []uint64      // bitset of tombstoned slots
@@ -243,8 +244,7 @@ func (h *HNSW) qdist(q qvec, s uint32) float32 {
 // capacity (2M on layer 0, M above).
 func (h *HNSW) links(s uint32, l int) []uint32 {
 	if l == 0 {
-		w := h.m0 + 1
-		return h.links0[int(s)*w : int(s+1)*w]
+		return h.links0.row(s)
 	}
 	w := h.p.M + 1
 	off := int(h.upOff[s]) + (l-1)*w
@@ -266,6 +266,7 @@ func (h *HNSW) newSlot(id uint64, vec []float32, level int) uint32 {
 	if s == 0 {
 		h.vecs = slab[float32]{width: len(vec)}
 		h.q8 = slab[int8]{width: len(vec)}
+		h.links0 = slab[uint32]{width: h.m0 + 1}
 	}
 	copy(h.vecs.add(), vec)
 	if !h.p.Float32Walk {
@@ -273,7 +274,7 @@ func (h *HNSW) newSlot(id uint64, vec []float32, level int) uint32 {
 	}
 	h.ids = append(h.ids, id)
 	h.levels = append(h.levels, uint8(level))
-	h.links0 = append(h.links0, make([]uint32, h.m0+1)...)
+	h.links0.add()
 	h.upOff = append(h.upOff, 0)
 	h.mark = append(h.mark, 0)
 	if int(s)/64 >= len(h.dead) {
@@ -507,8 +508,8 @@ func (h *HNSW) maybeCompact() {
 // reset drops every slot but keeps the parameters and the random stream.
 func (h *HNSW) reset() {
 	h.dim, h.tombs, h.top, h.entry, h.epoch = 0, 0, -1, 0, 0
-	h.ids, h.levels, h.links0, h.upOff, h.up, h.dead, h.mark = nil, nil, nil, nil, nil, nil, nil
-	h.vecs, h.q8, h.qs = slab[float32]{}, slab[int8]{}, nil
+	h.ids, h.levels, h.upOff, h.up, h.dead, h.mark = nil, nil, nil, nil, nil, nil
+	h.vecs, h.q8, h.links0, h.qs = slab[float32]{}, slab[int8]{}, slab[uint32]{}, nil
 	h.slot = map[uint64]uint32{}
 }
 
@@ -540,8 +541,10 @@ func (h *HNSW) compact() {
 		h.qs = h.qs[:n]
 	}
 	h.ids, h.levels = h.ids[:n], h.levels[:n]
-	h.links0 = h.links0[:int(n)*(h.m0+1)]
-	clear(h.links0)
+	h.links0.truncate(int(n))
+	for _, c := range h.links0.chunks {
+		clear(c)
+	}
 	h.upOff, h.mark = h.upOff[:n], h.mark[:n]
 	clear(h.mark)
 	h.epoch = 0

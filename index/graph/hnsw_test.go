@@ -226,7 +226,7 @@ func TestHNSWIsDeterministic(t *testing.T) {
 		return x
 	}
 	a, b := build(), build()
-	if !slices.Equal(a.links0, b.links0) || !slices.Equal(a.up, b.up) || a.entry != b.entry {
+	if !slices.EqualFunc(a.links0.chunks, b.links0.chunks, slices.Equal) || !slices.Equal(a.up, b.up) || a.entry != b.entry {
 		t.Fatal("two graphs built with the same seed and calls differ")
 	}
 }
@@ -235,7 +235,7 @@ func TestHNSWIsDeterministic(t *testing.T) {
 func checkInvariants(t *testing.T, x *HNSW) {
 	t.Helper()
 	n := len(x.ids)
-	if x.vecs.rows != n || len(x.levels) != n || len(x.links0) != n*(x.m0+1) || len(x.mark) != n {
+	if x.vecs.rows != n || len(x.levels) != n || x.links0.rows != n || len(x.mark) != n {
 		t.Fatalf("slabs disagree on the slot count %d", n)
 	}
 	if x.p.Float32Walk {
