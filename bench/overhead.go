@@ -42,7 +42,9 @@ const (
 	// each request is embedded, looked up, forwarded and its answer stored.
 	FeatureCacheMiss Feature = "cache-miss"
 	// FeatureCacheMissInt8 is cache-miss with the graph walked on int8
-	// copies of the vectors (cache.index_int8).
+	// copies of the vectors (cache.index_int8) set explicitly: the same as
+	// cache-miss on a build where that is the default, and int8 on an older
+	// --baseline build too.
 	FeatureCacheMissInt8 Feature = "cache-miss-int8"
 	// FeatureCacheHit adds the cache with one prompt: every request is an
 	// exact hit answered by the node.

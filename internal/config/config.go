@@ -193,10 +193,9 @@ type Cache struct {
 	EfSearch int `yaml:"ef_search"`
 	// IndexInt8 walks the graph on int8 copies of the vectors instead of the
 	// float32 vectors themselves: about a third less CPU per cache miss, for
-	// 388 B more memory per entry (for 384-d vectors), which takes the cache
-	// past its 1 KB-per-entry budget. Results are exact either way. Default
-	// false.
-	IndexInt8 bool `yaml:"index_int8"`
+	// 388 B more memory per entry (for 384-d vectors). Results are exact
+	// either way. Default true; false saves the copies' memory.
+	IndexInt8 *bool `yaml:"index_int8"`
 	// EmbedTimeout bounds one embedding call; past it the request goes to the
 	// backend uncached. Default 2s.
 	EmbedTimeout time.Duration `yaml:"embed_timeout"`
@@ -374,6 +373,10 @@ func (c *Config) ApplyDefaults() {
 	u.BreakerCooldown = cmp.Or(u.BreakerCooldown, 10*time.Second)
 	u.APIVersion = cmp.Or(u.APIVersion, DefaultAPIVersion)
 	u.MaxIdleConnsPerBackend = cmp.Or(u.MaxIdleConnsPerBackend, 256)
+	if c.Cache.IndexInt8 == nil {
+		on := true
+		c.Cache.IndexInt8 = &on
+	}
 	if c.Telemetry.LogRequests == nil {
 		on := true
 		c.Telemetry.LogRequests = &on

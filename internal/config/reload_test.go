@@ -45,7 +45,7 @@ func TestDiffAndRestartOnly(t *testing.T) {
 		{"the cache TTL and max_entries are live", func(c *Config) { c.Cache.TTL = time.Minute; c.Cache.MaxEntries = 10 },
 			[]string{"cache.ttl", "cache.max_entries"}, nil},
 		{"the cache index needs a restart", func(c *Config) { c.Cache.Index = IndexCoderHNSW }, []string{"cache.index"}, []string{"cache.index"}},
-		{"the graph's vectors need a restart", func(c *Config) { c.Cache.IndexInt8 = true }, []string{"cache.index_int8"}, []string{"cache.index_int8"}},
+		{"the graph's vectors need a restart", func(c *Config) { off := false; c.Cache.IndexInt8 = &off }, []string{"cache.index_int8"}, []string{"cache.index_int8"}},
 		{"telemetry is live", func(c *Config) {
 			c.Telemetry.OTLPEndpoint = "http://127.0.0.1:4318"
 			c.Telemetry.CaptureContent = true
