@@ -41,11 +41,10 @@ const (
 	// FeatureCacheMiss adds the semantic cache with every prompt unique:
 	// each request is embedded, looked up, forwarded and its answer stored.
 	FeatureCacheMiss Feature = "cache-miss"
-	// FeatureCacheMissInt8 is cache-miss with the graph walked on int8
-	// copies of the vectors (cache.index_int8) set explicitly: the same as
-	// cache-miss on a build where that is the default, and int8 on an older
-	// --baseline build too.
-	FeatureCacheMissInt8 Feature = "cache-miss-int8"
+	// FeatureCacheMissFloat32 is cache-miss with the graph walked on the
+	// float32 vectors themselves (cache.index_int8: false) instead of their
+	// int8 copies, the default.
+	FeatureCacheMissFloat32 Feature = "cache-miss-float32"
 	// FeatureCacheHit adds the cache with one prompt: every request is an
 	// exact hit answered by the node.
 	FeatureCacheHit Feature = "cache-hit"
@@ -72,7 +71,7 @@ const (
 )
 
 // OverheadFeatures lists the features in the order they add up.
-var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheMissInt8, FeatureCacheHit, FeatureTelemetry, FeatureOTLP, FeatureOTLPSampled, FeatureJWT, FeatureResponses}
+var OverheadFeatures = []Feature{FeatureKeys, FeatureTPM, FeatureCacheMiss, FeatureCacheMissFloat32, FeatureCacheHit, FeatureTelemetry, FeatureOTLP, FeatureOTLPSampled, FeatureJWT, FeatureResponses}
 
 // featureTPM is the TPM limit of the tpm and cache features' consumer: far
 // above what any run sends, so that every request is counted and admitted.
@@ -696,8 +695,8 @@ func featureConfig(cfg string, f Feature, otlpURL string) string {
 	switch f {
 	case FeatureCacheMiss, FeatureCacheHit:
 		cfg += "cache: {enabled: true}\n"
-	case FeatureCacheMissInt8:
-		cfg += "cache: {enabled: true, index_int8: true}\n"
+	case FeatureCacheMissFloat32:
+		cfg += "cache: {enabled: true, index_int8: false}\n"
 	}
 	return cfg
 }
@@ -712,7 +711,7 @@ func featureRequest(addr string, f Feature) *Request {
 		r.Header.Del("x-llmgate-cache")
 	case FeatureResponses:
 		r = responsesRequest(addr)
-	case FeatureCacheMiss, FeatureCacheMissInt8:
+	case FeatureCacheMiss, FeatureCacheMissFloat32:
 		r.Header.Del("x-llmgate-cache")
 		var seq atomic.Int64
 		r.NextBody = func() []byte {
@@ -731,7 +730,7 @@ func checkFeature(ctx context.Context, c *http.Client, r *Request, f Feature) er
 	switch f {
 	case FeatureCacheHit:
 		want = "hit"
-	case FeatureCacheMiss, FeatureCacheMissInt8:
+	case FeatureCacheMiss, FeatureCacheMissFloat32:
 		want = "miss"
 	default:
 		return nil
