@@ -39,6 +39,8 @@ const maxLevel = 16
 //
 // Determinism: levels come from a PCG generator seeded with Params.Seed, and
 // nothing iterates a map, so the same calls give the same graph and results.
+// Searches count among the calls: an Add of a vector searched recently
+// starts from that search's distances (seeds.go).
 // The int8 walk's sums are exact integers, the same with either kernel; the
 // float32 walk (and Search's re-rank) holds only on CPUs that run the same
 // Dot kernel, the kernels rounding differently.
@@ -64,7 +66,15 @@ type HNSW struct {
 	slot   map[uint64]uint32
 	tombs  int
 	entry  uint32
-	top    int // level of entry; -1 when the graph is empty
+	top    int    // level of entry; -1 when the graph is empty
+	gen    uint32 // bumped when slots are renumbered (compact, reset)
+
+	// seeded remembers the beams of recent searches for the inserts of the
+	// same vectors (see seeds.go).
+	seeded    seedRing
+	seedItems []item
+	record    bool // searchLayer appends every distance it computes to visited
+	visited   []item
 
 	// Search scratch, reused so that a search allocates only its result.
 	mark  []uint32 // visit epoch per slot
@@ -122,7 +132,7 @@ func (h *HNSW) Add(id uint64, vec []float32) {
 		h.kill(old)
 	}
 	s := h.newSlot(id, vec, h.randomLevel())
-	h.insert(s)
+	h.insert(s, vecHash(vec))
 	h.maybeCompact()
 }
 
@@ -159,7 +169,10 @@ func (h *HNSW) Search(q []float32, k int) []Match {
 		qv = qvec{q: h.qq, scale: quantize(h.qq, q)}
 	}
 	ep := h.descend(qv, 0)
+	h.record, h.visited = true, h.visited[:0]
 	found := h.searchLayer(qv, []item{ep}, max(h.p.EfSearch, k), 0, true)
+	h.record = false
+	h.seeded.remember(vecHash(q), h.gen, h.visited)
 	if !h.p.Float32Walk {
 		// The walk's distances are approximate: re-rank the beam by the
 		// float32 vectors, so that what is returned is exact and in exact
@@ -294,17 +307,30 @@ func (h *HNSW) allocUpper(s uint32) {
 	h.up = append(h.up, make([]uint32, int(h.levels[s])*(h.p.M+1))...)
 }
 
-// insert links slot s into the graph (the paper's Algorithm 1).
-func (h *HNSW) insert(s uint32) {
+// insert links slot s into the graph (the paper's Algorithm 1). hash is
+// vecHash of its vector, whose remembered search beam, if any, seeds the
+// layer-0 search (seeds.go); 0 when there is none to look for.
+func (h *HNSW) insert(s uint32, hash uint64) {
 	level := int(h.levels[s])
 	if h.top < 0 {
 		h.entry, h.top = s, level
 		return
 	}
 	q := h.qvecOf(s)
-	ep := h.descend(q, level+1)
-	eps := []item{ep}
+	var seeds []item
+	if hash != 0 {
+		seeds = h.seeds(hash, q)
+	}
+	var eps []item
+	if len(seeds) > 0 && level == 0 {
+		eps = seeds // already near the goal: no descent
+	} else {
+		eps = []item{h.descend(q, level+1)}
+	}
 	for l := min(level, h.top); l >= 0; l-- {
+		if l == 0 && level > 0 {
+			eps = append(eps, seeds...) // eps is h.found, refilled below
+		}
 		// Tombstones count in the construction beam (they are walked
 		// through), but links go to live nodes when there are any: a link
 		// to a tombstone is dropped at the next compaction.
@@ -374,13 +400,22 @@ func (h *HNSW) searchLayer(q qvec, eps []item, ef, l int, liveOnly bool) []item 
 			continue
 		}
 		h.mark[ep.s] = h.epoch
-		h.cand.push(ep)
-		if !liveOnly || !h.isDead(ep.s) {
-			h.res.push(item{-ep.d, ep.s})
-			if h.res.len() > ef {
-				h.res.pop()
-			}
+		if h.record {
+			h.visited = append(h.visited, ep)
 		}
+		switch {
+		case liveOnly && h.isDead(ep.s):
+			h.cand.push(ep)
+		case h.res.len() < ef:
+			h.res.push(item{-ep.d, ep.s})
+			h.cand.push(ep)
+		case ep.d < -h.res.top().d:
+			h.res.replaceTop(item{-ep.d, ep.s})
+			h.cand.push(ep)
+		}
+		// An entry point no nearer than ef others is only marked: the
+		// farthest result only comes nearer, so it could never be expanded
+		// nor kept. A seeded insert (seeds.go) passes hundreds.
 	}
 	for h.cand.len() > 0 {
 		c := h.cand.pop()
@@ -399,6 +434,9 @@ func (h *HNSW) searchLayer(q qvec, eps []item, ef, l int, liveOnly bool) []item 
 		ds := h.qdists(q, next)
 		for i, n := range next {
 			d := ds[i]
+			if h.record {
+				h.visited = append(h.visited, item{d, n})
+			}
 			if h.res.len() >= ef && d >= -h.res.top().d {
 				continue
 			}
@@ -508,6 +546,7 @@ func (h *HNSW) maybeCompact() {
 // reset drops every slot but keeps the parameters and the random stream.
 func (h *HNSW) reset() {
 	h.dim, h.tombs, h.top, h.entry, h.epoch = 0, 0, -1, 0, 0
+	h.gen++ // remembered searches name slots that no longer exist
 	h.ids, h.levels, h.upOff, h.up, h.dead, h.mark = nil, nil, nil, nil, nil, nil
 	h.vecs, h.q8, h.links0, h.qs = slab[float32]{}, slab[int8]{}, slab[uint32]{}, nil
 	h.slot = map[uint64]uint32{}
@@ -552,9 +591,10 @@ func (h *HNSW) compact() {
 	clear(h.dead)
 	h.up = h.up[:0]
 	h.tombs, h.top = 0, -1
+	h.gen++ // remembered searches name slots by their old numbers
 	for s := range n {
 		h.allocUpper(s)
-		h.insert(s)
+		h.insert(s, 0)
 	}
 }
 

@@ -1,0 +1,106 @@
+package graph
+
+import "math"
+
+// A cache miss searches the graph for the prompt's vector, asks upstream,
+// then adds the same vector: the insert's layer-0 search (a beam of
+// EfConstruction) walks the neighbourhood the miss's search (a beam of
+// EfSearch) has just walked, computing many of the same distances again.
+// HNSW therefore remembers, for its last seedBeams searches, every layer-0
+// distance each computed, keyed by a hash of the query. An Add of a vector
+// searched recently passes those as the entry points of its layer-0 search:
+// the nearest EfConstruction of them start the beam, the rest are only
+// marked visited (see searchLayer), and a level-0 node skips the descent.
+// Fewer distances are computed (prompt vectors, 20,000 entries: 3,018 per
+// insert unseeded, 2,217 seeded), and the beam ends with at least what it
+// would have found from the descent's one entry point.
+//
+// A remembered search is only a hint, checked before use. Other calls may
+// change the graph between the search and the add: its slots stay valid
+// (slots are only appended) until a compaction or reset renumbers them,
+// which bumps gen and so voids every remembered search; a slot tombstoned
+// since is skipped. Against a hash collision, the distance to one of its
+// slots is computed afresh and must be the remembered one exactly.
+
+const (
+	// seedBeams is how many recent searches are remembered: enough for the
+	// misses of one shard in flight at once (each waits for its upstream
+	// between the search and the add).
+	seedBeams = 64
+	// seedMax bounds the distances kept of one search (8 bytes each); a
+	// layer-0 search at the default EfSearch computes a few hundred.
+	seedMax = 1024
+)
+
+type seedBeam struct {
+	h     uint64 // hash of the query; 0 = empty
+	gen   uint32 // HNSW.gen when remembered
+	items []item // the slots whose distance the search computed, with it
+}
+
+// seedRing is the remembered searches, replaced oldest first.
+type seedRing struct {
+	beams []seedBeam // allocated at the first remembered search
+	next  int
+}
+
+// vecHash hashes v's bits (FNV-1a over 32-bit words, finished by a
+// multiply-xorshift); it is never 0, which marks an empty beam.
+func vecHash(v []float32) uint64 {
+	h := uint64(14695981039346656037)
+	for _, x := range v {
+		h ^= uint64(math.Float32bits(x))
+		h *= 1099511628211
+	}
+	h ^= h >> 29
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 32
+	return h | 1
+}
+
+// remember keeps (a copy of, at most seedMax of) visited as the search of
+// the query hashed h.
+func (r *seedRing) remember(h uint64, gen uint32, visited []item) {
+	if r.beams == nil {
+		r.beams = make([]seedBeam, seedBeams)
+	}
+	b := &r.beams[r.next]
+	r.next = (r.next + 1) % len(r.beams)
+	b.h, b.gen = h, gen
+	b.items = append(b.items[:0], visited[:min(len(visited), seedMax)]...)
+}
+
+// take returns the search remembered for the query hashed h in generation
+// gen, and forgets it; nil when there is none. The slice is valid until the
+// next remember.
+func (r *seedRing) take(h uint64, gen uint32) []item {
+	for i := range r.beams {
+		b := &r.beams[i]
+		if b.h == h && b.gen == gen {
+			b.h = 0
+			return b.items
+		}
+	}
+	return nil
+}
+
+// seeds returns the live slots whose distance to q (the vector being
+// inserted, hashed hash) a remembered search computed, with those distances,
+// as layer-0 entry points of its insert; nil when no search of it is
+// remembered. The distances are the insert's own: the search quantized the
+// query as newSlot quantizes the vector, and a slot's vector never changes
+// within a generation.
+func (h *HNSW) seeds(hash uint64, q qvec) []item {
+	items := h.seeded.take(hash, h.gen)
+	eps := h.seedItems[:0]
+	for _, it := range items {
+		if int(it.s) < len(h.ids) && !h.isDead(it.s) {
+			eps = append(eps, it)
+		}
+	}
+	h.seedItems = eps
+	if len(eps) == 0 || h.qdist(q, eps[0].s) != eps[0].d {
+		return nil // nothing left, or another vector's search
+	}
+	return eps
+}
