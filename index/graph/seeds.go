@@ -23,10 +23,14 @@ import "math"
 // slots is computed afresh and must be the remembered one exactly.
 
 const (
-	// seedBeams is how many recent searches are remembered: enough for the
-	// misses of one shard in flight at once (each waits for its upstream
-	// between the search and the add).
-	seedBeams = 64
+	// seedBeams is how many recent searches are remembered. A graph is one
+	// cache partition (consumer × route × shape by default), so a node may
+	// hold thousands of them: the ring's memory is paid per graph that has
+	// been searched (a few hundred distances, 2–3 KB, per search; ≈ 40 KB at
+	// 16, where 64 held ≈ 150 KB). A miss whose search has left the ring by
+	// the time its answer is stored (more than 16 later searches of the same
+	// partition in between) is inserted unseeded, as before seeding existed.
+	seedBeams = 16
 	// seedMax bounds the distances kept of one search (8 bytes each); a
 	// layer-0 search at the default EfSearch computes a few hundred.
 	seedMax = 1024
