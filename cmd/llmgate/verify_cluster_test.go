@@ -32,7 +32,8 @@ func TestClusterSharesVerdicts(t *testing.T) {
 	waitFor(t, 30*time.Second, "joined", bothAlive(t, a, b))
 
 	type stats struct {
-		Verify struct {
+		Entries int `json:"entries"`
+		Verify  struct {
 			Judged     int                `json:"judged"`
 			Confirmed  int                `json:"confirmed"`
 			Thresholds map[string]float32 `json:"thresholds"`
@@ -52,6 +53,14 @@ func TestClusterSharesVerdicts(t *testing.T) {
 			t.Fatalf("store %d: %d", i, code)
 		}
 	}
+	// An answer is stored in the background once store_wait has passed: on
+	// a loaded machine the last ones may still be on their way when the near
+	// misses start, which would make a near miss a plain miss.
+	waitFor(t, 20*time.Second, "a holds every stored answer", func() bool {
+		var st stats
+		a.adminDo(t, "GET", "/admin/cache/stats", "", &st)
+		return st.Entries >= n
+	})
 	for i := range n {
 		code, h, _ := a.chat(t, asked(i), 20)
 		if code != 200 || h.Get("x-llmgate-cache-tier") != "verified" {
