@@ -293,19 +293,7 @@ func TestRememberIsQueued(t *testing.T) {
 	for i := range 300 {
 		_ = s.Remember(ctx, fmt.Sprintf("resp_late_%03d", i), Owner{Consumer: "team-a", Backend: "east"})
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db, err = store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	s = Open(Options{DB: db.DB})
-	defer s.Close()
+	s = restart(t, s, db, dir)
 	for i := range 300 {
 		if _, ok := s.Lookup(ctx, fmt.Sprintf("resp_late_%03d", i)); !ok {
 			t.Fatalf("resp_late_%03d queued before Close was lost", i)
@@ -354,19 +342,7 @@ func TestFirstOwnerStaysOncePersisted(t *testing.T) {
 	if o, _ := s.Lookup(ctx, "resp_merged"); o != first {
 		t.Fatalf("the second claim of one payload won: %v", o)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db, err = store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	s = Open(Options{DB: db.DB})
-	defer s.Close()
+	s = restart(t, s, db, dir)
 	_ = s.Remember(ctx, "resp_reused", Owner{Consumer: "team-c", Backend: "west"})
 	if err := s.flush(ctx); err != nil {
 		t.Fatal(err)
@@ -374,4 +350,25 @@ func TestFirstOwnerStaysOncePersisted(t *testing.T) {
 	if o, _ := s.Lookup(ctx, "resp_reused"); o != first {
 		t.Fatalf("a claim after a restart changed the owner: %v", o)
 	}
+}
+
+// restart closes s and its database as a stopping node does, reopens both
+// from dir, and returns the new Store (closed, with its database, when the
+// test ends).
+func restart(t *testing.T, s *Store, db *store.DB, dir string) *Store {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	s = Open(Options{DB: db.DB})
+	t.Cleanup(func() { s.Close() })
+	return s
 }

@@ -1,8 +1,6 @@
 package openai
 
 import (
-	"encoding/json"
-	"reflect"
 	"strings"
 	"testing"
 )
@@ -67,16 +65,7 @@ func FuzzScanResponsesMatchesDecoding(f *testing.F) {
 // exactly what the decoder and checkKeys alone give.
 func sameResponsesAsDecoding(t *testing.T, body []byte) {
 	t.Helper()
-	got, gotErr := parseResponses(body, true)
-	want, wantErr := parseResponses(body, false)
-	if !reflect.DeepEqual(gotErr, wantErr) {
-		t.Fatalf("error %+v, the decoder's %+v", gotErr, wantErr)
-	}
-	if !reflect.DeepEqual(got, want) {
-		g, _ := json.Marshal(got)
-		w, _ := json.Marshal(want)
-		t.Fatalf("request %s\nthe decoder's %s", g, w)
-	}
+	sameScanAsDecoding(t, body, parseResponses)
 }
 
 // BenchmarkParseResponses is the front end's parse of the overhead

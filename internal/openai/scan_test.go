@@ -71,8 +71,15 @@ func TestScanChatLeavesTheBodyAlone(t *testing.T) {
 // decoder and checkKeys alone give.
 func sameAsDecoding(t *testing.T, body []byte) {
 	t.Helper()
-	got, gotErr := parseChat(body, true)
-	want, wantErr := parseChat(body, false)
+	sameScanAsDecoding(t, body, parseChat)
+}
+
+// sameScanAsDecoding fails unless parse gives for body, scanning, exactly
+// the request or the error it gives with the decoder and checkKeys alone.
+func sameScanAsDecoding[R any](t *testing.T, body []byte, parse func(body []byte, scan bool) (R, *Error)) {
+	t.Helper()
+	got, gotErr := parse(body, true)
+	want, wantErr := parse(body, false)
 	if !reflect.DeepEqual(gotErr, wantErr) {
 		t.Fatalf("error %+v, the decoder's %+v", gotErr, wantErr)
 	}
