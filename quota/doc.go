@@ -71,10 +71,15 @@
 // send it a message and wait on a buffered(1) reply channel, so a caller that
 // gives up (context done) never blocks the actor. A Reserve whose caller gave
 // up after the message was sent is released (settled to 0) by a helper
-// goroutine. SettleAsync sends a settlement without a reply channel and
-// does not wait: the shard applies it before anything sent to it later, and
-// it is held in memory exactly as a change Settle made would be, so it is
-// written by the next snapshot and lost by a crash before it as Settle's is.
+// goroutine. SettleAsync neither waits nor wakes the shard's goroutine: it
+// appends the settlement to the shard's mailbox (a mutex-guarded slice), which
+// the goroutine applies before any message it serves, so everything sent to
+// the shard later sees it; a timer armed when the mailbox turns non-empty
+// sends a message after a few milliseconds in case nothing else comes (no
+// timer runs while the mailbox is empty). A queued settlement is held in
+// memory exactly as a change Settle made would be, so it is written by the
+// next snapshot (Close's included) and lost by a crash before it as
+// Settle's is.
 //
 // A persister goroutine asks every shard, once per Options.SnapshotInterval,
 // for encoded copies of its changed counters and writes them in one Badger

@@ -415,29 +415,28 @@ func (l *Limiter) Settle(ctx context.Context, r Reservation, actual int64) Decis
 	return res.dec
 }
 
-// SettleAsync is Settle without waiting: the settlement is queued to the
-// reservation's shard and SettleAsync returns at once (it blocks only while
-// that shard's inbox is full). It is for callers that compute the headroom
-// they report themselves (see Decision.AfterSettle) and must not hold an
-// answer for a round trip to the actor. A shard serves its inbox in order,
-// so a Reserve, Status or snapshot asked of the shard after SettleAsync
-// returned sees the settlement; what a crash can lose is what it can lose
-// of a Settle: the counters since the last snapshot. After Close the
-// settlement is dropped, as Settle's is.
+// SettleAsync is Settle without waiting: the settlement is queued in the
+// reservation's shard's mailbox and SettleAsync returns at once, never
+// blocking on the shard and without waking its goroutine. It is for callers
+// that compute the headroom they report themselves (see
+// Decision.AfterSettle) and must not hold an answer for a round trip to the
+// actor. The shard applies its mailbox before any message it serves, so a
+// Reserve, Settle, Status, snapshot or Outgoing asked after SettleAsync
+// returned sees the settlement, and a timer applies it within a few
+// milliseconds when nothing is asked; what a crash can lose is what it can
+// lose of a Settle: the counters since the last snapshot, which Close writes
+// with every settlement queued before it. After Close the settlement is
+// dropped, as Settle's is.
 func (l *Limiter) SettleAsync(r Reservation, actual int64) {
 	if !r.Valid() {
 		return
 	}
-	actual = min(max(actual, 0), MaxTokens)
 	select {
 	case <-l.closing:
 		return
 	default:
 	}
-	select {
-	case l.shardOf(r.consumer, r.key).inbox <- message{kind: msgSettle, consumer: r.consumer, key: r.key, id: r.id, tokens: actual}:
-	case <-l.closing:
-	}
+	l.shardOf(r.consumer, r.key).post(settlement{consumer: r.consumer, key: r.key, id: r.id, tokens: min(max(actual, 0), MaxTokens)})
 }
 
 // collected is what collect gathers from the shards.
@@ -653,6 +652,9 @@ func (l *Limiter) Close() error {
 		<-l.persistDone
 		close(l.stop)
 		l.wg.Wait()
+		for _, s := range l.shards {
+			s.stopMail()
+		}
 	})
 	return l.closeErr
 }

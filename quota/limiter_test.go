@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -725,23 +726,192 @@ func TestSettleAsync(t *testing.T) {
 			t.Fatal("SettleAsync after Close blocked")
 		}
 	})
-	t.Run("a full inbox holds the caller, not the actor", func(t *testing.T) {
+	t.Run("thousands queued at once never block and all count", func(t *testing.T) {
 		l := open(t, newClock(t0), lim)
 		var rs []Reservation
-		for range 600 { // more than an inbox holds
-			r, d := reserve(t, l, "a", "", 1)
+		for range 2000 { // far more than an inbox holds
+			r, d := reserve(t, l, "a", "", 0)
 			if !d.Allowed {
 				t.Fatalf("reserve: %+v", d)
 			}
 			rs = append(rs, r)
 		}
-		for _, r := range rs {
-			l.SettleAsync(r, 0)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for _, r := range rs {
+				l.SettleAsync(r, 0)
+			}
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("SettleAsync blocked")
 		}
 		if st := status(t, l, "a"); st.TPMUsed != 0 {
 			t.Fatalf("used %d after settling everything to 0", st.TPMUsed)
 		}
+		l.Settle(context.Background(), rs[0], 7) // already settled: no-op
+		if st := status(t, l, "a"); st.TPMUsed != 0 {
+			t.Fatalf("used %d after settling a settled reservation again", st.TPMUsed)
+		}
 	})
+}
+
+// TestSettleAsyncIsSeenByTheNextCall: whatever is asked of the limiter after
+// SettleAsync returned counts the settlement, although SettleAsync does not
+// wake the shard.
+func TestSettleAsyncIsSeenByTheNextCall(t *testing.T) {
+	lim := map[string]Limits{"a": {TPM: 1000, QuotaTokens: 1500, Period: Daily}}
+	for _, tc := range []struct {
+		name            string
+		reserved        int64
+		actual          int64
+		next            int64
+		allowed         bool
+		reason          string
+		used, quotaUsed int64 // after the next Reserve
+	}{
+		{"less than reserved frees room for the next", 900, 100, 900, true, "", 1000, 1000},
+		{"more than reserved fills the window", 100, 950, 100, false, ReasonTPM, 950, 950},
+		{"zero gives everything back", 1000, 0, 1000, true, "", 1000, 1000},
+		{"beyond the quota leaves no room in the period", 100, 1450, 100, false, ReasonQuota, 1450, 1450},
+		{"an exact fit is admitted", 500, 400, 600, true, "", 1000, 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := open(t, newClock(t0), lim)
+			r, _ := reserve(t, l, "a", "", tc.reserved)
+			l.SettleAsync(r, tc.actual)
+			_, d := reserve(t, l, "a", "", tc.next)
+			if d.Allowed != tc.allowed || d.Reason != tc.reason {
+				t.Fatalf("next Reserve(%d) = %+v, want allowed %v, reason %q", tc.next, d, tc.allowed, tc.reason)
+			}
+			if st := status(t, l, "a"); st.TPMUsed != tc.used || st.QuotaUsed != tc.quotaUsed {
+				t.Fatalf("used %d, quota %d; want %d, %d", st.TPMUsed, st.QuotaUsed, tc.used, tc.quotaUsed)
+			}
+		})
+	}
+}
+
+// TestSettleAsyncOrderUnderConcurrency: callers on every shard reserve
+// their whole limit, settle it asynchronously and reserve again at once,
+// while others read Status and settle synchronously. The limit admits the
+// second Reserve only if the settlement was applied before it.
+func TestSettleAsyncOrderUnderConcurrency(t *testing.T) {
+	const (
+		consumers = 16
+		rounds    = 200
+		estimate  = 1000
+	)
+	lim := map[string]Limits{}
+	for i := range consumers {
+		// Each round leaves 1 token charged: the window holds every round's
+		// token plus one estimate, and a second estimate only if a
+		// settlement was missed.
+		lim["c"+strconv.Itoa(i)] = Limits{TPM: estimate + rounds}
+	}
+	l := open(t, newClock(t0), lim)
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	readers.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				l.List(ctx)
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	for i := range consumers {
+		name := "c" + strconv.Itoa(i)
+		wg.Go(func() {
+			for round := range rounds {
+				r, d, err := l.Reserve(ctx, name, "", estimate)
+				if err != nil || !d.Allowed {
+					t.Errorf("%s round %d: Reserve(%d) = %+v, %v: an earlier settlement was not applied first", name, round, estimate, d, err)
+					return
+				}
+				if round%10 == 9 {
+					l.Settle(ctx, r, 1)
+				} else {
+					l.SettleAsync(r, 1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	readers.Wait()
+	for i := range consumers {
+		if st := status(t, l, "c"+strconv.Itoa(i)); st.TPMUsed != rounds {
+			t.Errorf("c%d: used %d, want %d", i, st.TPMUsed, rounds)
+		}
+	}
+}
+
+// TestSettleAsyncTimerAppliesIt: with nothing else asked of the shard (no
+// snapshot either), its timer has it apply the mailbox, and then no timer
+// is left armed.
+func TestSettleAsyncTimerAppliesIt(t *testing.T) {
+	c := newClock(t0)
+	l, err := Open(Options{Now: c.now, Shards: 4, NodeName: "n1", SnapshotInterval: time.Hour}, map[string]Limits{"a": {TPM: 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r, _ := reserve(t, l, "a", "", 800)
+	l.SettleAsync(r, 300)
+	s := l.shardOf("a", "")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mailMu.Lock()
+		queued, armed := len(s.mail), s.armed
+		s.mailMu.Unlock()
+		if queued == 0 && !armed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d settlements still queued (timer armed %v) after 10 s with nothing else asked", queued, armed)
+		}
+		time.Sleep(time.Millisecond) // waiting for the shard's timer, not for window logic
+	}
+	if st := status(t, l, "a"); st.TPMUsed != 300 {
+		t.Fatalf("used %d, want the settled 300", st.TPMUsed)
+	}
+}
+
+// TestCloseWritesQueuedSettlements: every settlement queued before Close,
+// on every shard, is in the final snapshot.
+func TestCloseWritesQueuedSettlements(t *testing.T) {
+	dir := t.TempDir()
+	c := newClock(t0)
+	limits := map[string]Limits{}
+	for i := range 8 {
+		limits["c"+strconv.Itoa(i)] = Limits{TPM: 1 << 30, QuotaTokens: 1 << 30, Period: Daily}
+	}
+	db := openDB(t, dir)
+	l := openWithDB(t, db, c, limits, time.Hour) // only Close snapshots
+	for i := range 8 {
+		name := "c" + strconv.Itoa(i)
+		for range 50 {
+			r, _ := reserve(t, l, name, "", 100)
+			l.SettleAsync(r, int64(i+1))
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, l = reopen(t, dir, c, limits)
+	for i := range 8 {
+		name := "c" + strconv.Itoa(i)
+		if st := status(t, l, name); st.TPMUsed != int64(50*(i+1)) || st.QuotaUsed != int64(50*(i+1)) {
+			t.Errorf("%s after restart: used %d, quota %d; want %d", name, st.TPMUsed, st.QuotaUsed, 50*(i+1))
+		}
+	}
 }
 
 func TestDecisionAfterSettle(t *testing.T) {

@@ -3,6 +3,7 @@ package quota
 import (
 	"maps"
 	"math"
+	"sync"
 	"time"
 )
 
@@ -27,11 +28,19 @@ const (
 	msgCollect
 	msgFlush
 	msgOutgoing
+	msgDrain // apply the mailbox's settlements; nothing else (the mailbox's timer)
 )
+
+// mailDelay is how long a settlement may wait in a shard's mailbox (see
+// shard.mail) when no message comes to apply it first: far below the
+// snapshot interval, so that it changes nothing a crash or a peer could
+// tell, and long enough that a steady stream of settlements wakes the
+// shard's goroutine at most once per delay instead of once per settlement.
+const mailDelay = 5 * time.Millisecond
 
 // message is a request to one shard. reply is buffered(1) and receives
 // exactly one result, so the actor never blocks on a caller; a nil reply
-// (SettleAsync) receives nothing.
+// (msgDrain) receives nothing.
 type message struct {
 	kind          msgKind
 	consumer, key string
@@ -81,10 +90,31 @@ type keyView struct {
 // counterKey names a counter in a shard's map.
 type counterKey struct{ consumer, key string }
 
+// settlement is a SettleAsync queued in a shard's mailbox.
+type settlement struct {
+	consumer, key string
+	id            uint64
+	tokens        int64
+}
+
 // shard owns a subset of the counters. Only its run goroutine touches its
-// fields after Open returns.
+// fields after Open returns, but for the mailbox (mailMu's fields).
 type shard struct {
-	inbox      chan message
+	inbox chan message
+	// The mailbox holds settlements (SettleAsync) queued without waking the
+	// run goroutine: a message in the inbox wakes it, and waking a parked
+	// goroutine costs more than the settlement. run applies the mailbox
+	// before every message it takes from the inbox, so whatever is sent
+	// after a settlement was queued sees it; a timer armed when the mailbox
+	// turns non-empty sends msgDrain after mailDelay in case nothing else
+	// comes. The counters are still changed only by run.
+	mailMu sync.Mutex
+	mail   []settlement
+	armed  bool         // the timer will send msgDrain
+	timer  *time.Timer  // nil until first armed
+	closed bool         // Close: no more timers
+	spare  []settlement // run's: the previous batch, reused
+
 	now        func() time.Time
 	node       string
 	lag        time.Duration     // Options.PeerLag
@@ -124,12 +154,73 @@ func (s *shard) run(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case m := <-s.inbox:
+			s.drain()
+			if m.kind == msgDrain {
+				continue
+			}
 			r := s.handle(&m)
-			if m.reply != nil { // nil: nobody waits (SettleAsync)
+			if m.reply != nil {
 				m.reply <- r
 			}
 		}
 	}
+}
+
+// post queues a settlement in the mailbox and arms the timer that applies
+// it if no message comes first. It never blocks on the run goroutine.
+func (s *shard) post(st settlement) {
+	s.mailMu.Lock()
+	s.mail = append(s.mail, st)
+	if !s.armed && !s.closed {
+		s.armed = true
+		if s.timer == nil {
+			s.timer = time.AfterFunc(mailDelay, s.ring)
+		} else {
+			s.timer.Reset(mailDelay)
+		}
+	}
+	s.mailMu.Unlock()
+}
+
+// ring is the mailbox timer's: it asks run to apply the mailbox. A full
+// inbox needs no reminder (run applies the mailbox before each message).
+func (s *shard) ring() {
+	s.mailMu.Lock()
+	s.armed = false
+	s.mailMu.Unlock()
+	select {
+	case s.inbox <- message{kind: msgDrain}:
+	default:
+	}
+}
+
+// stopMail stops the mailbox's timer for good (Close).
+func (s *shard) stopMail() {
+	s.mailMu.Lock()
+	s.closed = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.mailMu.Unlock()
+}
+
+// drain applies the mailbox's settlements in the order they were queued.
+func (s *shard) drain() {
+	s.mailMu.Lock()
+	batch := s.mail
+	if len(batch) == 0 {
+		s.mailMu.Unlock()
+		return
+	}
+	s.mail = s.spare[:0]
+	s.mailMu.Unlock()
+	now := s.now()
+	for i := range batch {
+		st := &batch[i]
+		s.settle(st.consumer, st.key, st.id, st.tokens, now)
+	}
+	clear(batch) // let go of the strings
+	s.spare = batch[:0]
 }
 
 func (s *shard) handle(m *message) result {
@@ -144,7 +235,7 @@ func (s *shard) handle(m *message) result {
 		d.Allowed = true
 		return result{dec: d}
 	case msgSettle:
-		return result{dec: s.settle(m, now)}
+		return result{dec: s.settle(m.consumer, m.key, m.id, m.tokens, now)}
 	case msgMerge:
 		s.merge(m.usages, now)
 	case msgSetLimits:
@@ -245,19 +336,20 @@ func (s *shard) reserve(m *message, now time.Time) result {
 	}
 }
 
-func (s *shard) settle(m *message, now time.Time) Decision {
-	p, ok := s.pending[m.id]
+// settle replaces reservation id's estimate by tokens (see Limiter.Settle).
+func (s *shard) settle(consumer, key string, id uint64, tokens int64, now time.Time) Decision {
+	p, ok := s.pending[id]
 	var c *counter
 	if ok {
-		delete(s.pending, m.id)
+		delete(s.pending, id)
 		c = p.c
 		c.pending--
 	} else {
-		c = s.counter(m.consumer, m.key)
+		c = s.counter(consumer, key)
 	}
 	lim := s.limits[c.consumer]
 	cur := s.prepare(c, lim, now)
-	if delta := max(m.tokens, 0) - p.tokens; ok && delta != 0 {
+	if delta := max(tokens, 0) - p.tokens; ok && delta != 0 {
 		local := &c.origins[0]
 		if p.bucket >= cur-windowBack && local.w.holds(p.bucket) {
 			local.w.v[p.bucket&ringMask].charge(delta, MaxTokens)
