@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/llmgate/llmgate/internal/openai"
 )
 
 // readChat reads what the settle and store stages need of a whole
@@ -46,10 +48,14 @@ func (a *scannedChat) cacheable(body []byte) bool {
 	return a.choices > 0 && a.finished && !contentFiltered(body)
 }
 
-// answerScanner walks JSON already known to be valid.
+// answerScanner walks a JSON answer and validates it as it goes, as
+// json.Valid does: every byte it moves past was checked (values it does
+// not read by openai.SkipValue), so a reader it gets to the end of has read
+// valid JSON, in one pass.
 type answerScanner struct {
-	b []byte
-	i int
+	b     []byte
+	i     int
+	depth int // the arrays and objects open at s.i
 }
 
 func (s *answerScanner) ws() {
@@ -72,52 +78,45 @@ func (s *answerScanner) peek() byte {
 	return 0
 }
 
-// rawString returns the bytes between the quotes of the string at s.i and
-// whether it has an escape; s.i moves past it.
-func (s *answerScanner) rawString() (raw []byte, escaped bool) {
-	start := s.i + 1
-	for s.i = start; s.i < len(s.b); s.i++ {
-		switch s.b[s.i] {
-		case '\\':
-			escaped = true
-			s.i++
-		case '"':
-			raw = s.b[start:s.i]
-			s.i++
-			return raw, escaped
-		}
-	}
-	return s.b[start:], escaped
+// end reports whether only whitespace is left.
+func (s *answerScanner) end() bool {
+	s.ws()
+	return s.i == len(s.b)
 }
 
-// skip moves past the value at s.i.
-func (s *answerScanner) skip() {
-	depth := 0
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case '"':
-			s.rawString()
-			if depth == 0 {
-				return
-			}
-			continue
-		case '{', '[':
-			depth++
-		case '}', ']':
-			if depth == 0 {
-				return // the end of the container holding a scalar
-			}
-			if depth--; depth == 0 {
-				s.i++
-				return
-			}
-		case ',', ' ', '\t', '\n', '\r':
-			if depth == 0 {
-				return
-			}
-		}
-		s.i++
+// rawString returns the bytes between the quotes of the string at s.i and
+// whether it has an escape; s.i moves past it. ok is false when there is
+// no valid string at s.i.
+func (s *answerScanner) rawString() (raw []byte, escaped, ok bool) {
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return nil, false, false
 	}
+	end, escaped, ok := openai.ScanString(s.b, s.i)
+	if !ok {
+		return nil, false, false
+	}
+	raw = s.b[s.i+1 : end]
+	s.i = end + 1
+	return raw, escaped, true
+}
+
+// skip moves past the valid value at s.i; false if it is not one.
+func (s *answerScanner) skip() bool {
+	end, ok := openai.SkipValue(s.b, s.i, s.depth)
+	s.i = end
+	return ok
+}
+
+// open enters the array or object at s.i.
+func (s *answerScanner) open() {
+	s.i++
+	s.depth++
+}
+
+// close leaves the array or object whose closing byte is at s.i.
+func (s *answerScanner) close() {
+	s.i++
+	s.depth--
 }
 
 // isNull consumes a null at s.i.
@@ -142,19 +141,21 @@ func (s *answerScanner) nullOr(open byte) (present, ok bool) {
 // object calls field for each member of the object at s.i, with its key's
 // raw bytes; false if a key has an escape or field says so.
 func (s *answerScanner) object(field func(key []byte) bool) bool {
-	s.i++ // '{'
+	s.open() // '{'
 	if s.peek() == '}' {
-		s.i++
+		s.close()
 		return true
 	}
 	for {
 		s.ws()
-		key, escaped := s.rawString()
-		if escaped {
-			return false // it could spell a field: encoding/json decides
+		key, escaped, ok := s.rawString()
+		if !ok || escaped {
+			return false // an escaped key could spell a field: encoding/json decides
 		}
-		s.ws()
-		s.i++ // ':'
+		if s.peek() != ':' {
+			return false
+		}
+		s.i++
 		s.ws()
 		if !field(key) {
 			return false
@@ -163,7 +164,7 @@ func (s *answerScanner) object(field func(key []byte) bool) bool {
 		case ',':
 			s.i++
 		case '}':
-			s.i++
+			s.close()
 			return true
 		default:
 			return false
@@ -180,25 +181,48 @@ func (s *answerScanner) str(into *string) bool {
 		return false
 	}
 	start := s.i
-	raw, escaped := s.rawString()
+	raw, escaped, ok := s.rawString()
+	if !ok {
+		return false
+	}
 	if !escaped && utf8.Valid(raw) {
 		*into = string(raw)
 		return true
 	}
-	return json.Unmarshal(s.b[start:s.i], into) == nil
+	return decodeString(s.b[start:s.i], into)
 }
 
-// int reads the plain integer (or null: unchanged) at s.i.
+// decodeString decodes the JSON string q (quotes included) into *into as
+// encoding/json does; into does not escape, so a reader's result can stay
+// on its stack.
+func decodeString(q []byte, into *string) bool {
+	var v string
+	if json.Unmarshal(q, &v) != nil {
+		return false
+	}
+	*into = v
+	return true
+}
+
+// int reads the plain integer (or null: unchanged) at s.i; a fraction or
+// exponent is left to encoding/json.
 func (s *answerScanner) int(into *int64) bool {
 	if s.isNull() {
 		return true
 	}
-	start := s.i
-	for s.i < len(s.b) && (s.b[s.i] == '-' || s.b[s.i] >= '0' && s.b[s.i] <= '9') {
-		s.i++
+	if s.i >= len(s.b) || s.b[s.i] != '-' && (s.b[s.i] < '0' || s.b[s.i] > '9') {
+		return false
 	}
-	n, err := strconv.ParseInt(string(s.b[start:s.i]), 10, 64)
-	if err != nil || s.i < len(s.b) && (s.b[s.i] == '.' || s.b[s.i] == 'e' || s.b[s.i] == 'E') {
+	start := s.i
+	if !s.skip() {
+		return false
+	}
+	lit := s.b[start:s.i]
+	if bytes.ContainsAny(lit, ".eE") {
+		return false
+	}
+	n, err := strconv.ParseInt(string(lit), 10, 64)
+	if err != nil {
 		return false
 	}
 	*into = n
@@ -250,9 +274,9 @@ func scanChat(body []byte) (a scannedChat, ok bool) {
 			if present, ok := s.nullOr('['); !present {
 				return ok
 			}
-			s.i++
+			s.open()
 			if s.peek() == ']' {
-				s.i++
+				s.close()
 				return true
 			}
 			for {
@@ -281,17 +305,16 @@ func scanChat(body []byte) (a scannedChat, ok bool) {
 					s.i++
 					s.ws()
 				case ']':
-					s.i++
+					s.close()
 					return true
 				default:
 					return false
 				}
 			}
 		}
-		s.skip()
-		return true
+		return s.skip()
 	})
-	if !ok || s.peek() != 0 {
+	if !ok || !s.end() {
 		return a, false
 	}
 	if contents > 1 {
@@ -336,12 +359,10 @@ func (s *answerScanner) usage(u *usage) bool {
 				if keyIs(key, "cached_tokens") {
 					return g.first(1) && s.int(&u.Details.Cached)
 				}
-				s.skip()
-				return true
+				return s.skip()
 			})
 		}
-		s.skip()
-		return true
+		return s.skip()
 	})
 }
 
@@ -374,8 +395,7 @@ func (s *answerScanner) choice(reason, content **string) bool {
 			var g seen
 			return s.object(func(key []byte) bool {
 				if !keyIs(key, "content") {
-					s.skip()
-					return true
+					return s.skip()
 				}
 				if !g.first(1) {
 					return false
@@ -391,7 +411,6 @@ func (s *answerScanner) choice(reason, content **string) bool {
 				return true
 			})
 		}
-		s.skip()
-		return true
+		return s.skip()
 	})
 }

@@ -217,10 +217,18 @@ func newReply(call *Call, status int, body []byte) *reply {
 		return rr.readReply(status, body)
 	}
 	r := &reply{status: status, body: body}
+	_, chat := wireOf(call).(chatWire)
+	if status == http.StatusOK && chat {
+		// The common answer: validated and read in one pass, id included.
+		if a, ok := scanChat(body); ok {
+			r.ok = true
+			r.id, r.u, r.storable, r.text = a.id, a.usage, a.cacheable(body), a.text
+			return r
+		}
+	}
 	if status == http.StatusOK && openai.Valid(body) {
 		r.ok = true
-		if _, chat := wireOf(call).(chatWire); chat {
-			// The common answer: read in one pass, id included.
+		if chat {
 			r.id, r.u, r.storable, r.text = readChat(body)
 			return r
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/llmgate/llmgate/internal/openai"
 )
@@ -139,15 +140,12 @@ func (responsesWire) readReply(status int, body []byte) *reply {
 	if status != http.StatusOK {
 		return r
 	}
-	o, ok := readResponse(body)
+	a, ok := readResponse(body)
 	if !ok {
 		return r
 	}
-	r.ok, r.id, r.u = true, o.ID, o.usage()
-	r.storable = o.storable() && !contentFiltered(body)
-	if r.u == nil {
-		r.text = o.text()
-	}
+	r.ok, r.id, r.u, r.text = true, a.id, a.u, a.text
+	r.storable = a.storable && !contentFiltered(body)
 	return r
 }
 
@@ -347,38 +345,69 @@ func withPreviousResponse(body []byte, id, held string) []byte {
 	return out
 }
 
-// readResponse reads the part of a response object body the gateway reads,
-// as decoding it into a responseObject does: the common answer (a
-// top-level object, plain strings, integer counts, each field once) by
-// answerScanner in one pass, any other by encoding/json
-// (FuzzReadResponseMatchesDecoding checks they agree). ok is false for a
-// body that does not decode.
-func readResponse(body []byte) (responseObject, bool) {
-	if o, ok := scanResponse(body); ok {
-		return o, true
-	}
-	var o responseObject
-	err := json.Unmarshal(body, &o)
-	return o, err == nil
+// responseAnswer is what the settle and store stages need of a whole
+// response object: its id, usage, whether it may be stored (before the
+// content filter check) and, only when it has no usage, its text.
+type responseAnswer struct {
+	id       string
+	u        *usage
+	storable bool
+	text     string
 }
 
-// scanResponse reads body with answerScanner; ok is false when
-// encoding/json must decide.
-func scanResponse(body []byte) (o responseObject, ok bool) {
-	if !openai.Valid(body) {
-		return o, false
+func (o *responseObject) answer() responseAnswer {
+	a := responseAnswer{id: o.ID, u: o.usage(), storable: o.storable()}
+	if a.u == nil {
+		a.text = o.text()
 	}
+	return a
+}
+
+// readResponse reads a whole response object body as decoding it into a
+// responseObject does: the common answer (a top-level object, plain
+// strings, integer counts, each field once) by scanResponse, which also
+// validates it, in one pass; any other by encoding/json
+// (FuzzReadResponseMatchesDecoding checks they agree). ok is false for a
+// body that does not decode.
+func readResponse(body []byte) (responseAnswer, bool) {
+	if a, ok := scanResponse(body); ok {
+		return a, true
+	}
+	var o responseObject
+	if json.Unmarshal(body, &o) != nil {
+		return responseAnswer{}, false
+	}
+	return o.answer(), true
+}
+
+// textSpan is a string's contents in the body.
+type textSpan struct {
+	start, end int
+	escaped    bool
+}
+
+// scanResponse validates body and reads what responseAnswer holds, with
+// answerScanner, keeping no string but the id (and the text when there is
+// no usage); ok is false when encoding/json must decide.
+func scanResponse(body []byte) (a responseAnswer, ok bool) {
 	s := answerScanner{b: body}
 	if s.peek() != '{' {
-		return o, false
+		return a, false
 	}
+	var (
+		status, reason []byte // as decoded (nil: absent or null)
+		items          int
+		onlyText       = true // every item a message of output_text parts
+		spanBuf        [4]textSpan
+		spans          = spanBuf[:0] // every part's text, in order
+	)
 	var top seen
 	ok = s.object(func(key []byte) bool {
 		switch {
 		case keyIs(key, "id"):
-			return top.first(1) && s.str(&o.ID)
+			return top.first(1) && s.str(&a.id)
 		case keyIs(key, "status"):
-			return top.first(2) && s.str(&o.Status)
+			return top.first(2) && s.strBytes(&status)
 		case keyIs(key, "incomplete_details"):
 			if !top.first(4) {
 				return false
@@ -386,51 +415,63 @@ func scanResponse(body []byte) (o responseObject, ok bool) {
 			if present, ok := s.nullOr('{'); !present {
 				return ok
 			}
-			o.IncompleteDetails = &respIncomplete{}
 			var f seen
 			return s.object(func(key []byte) bool {
 				if keyIs(key, "reason") {
-					return f.first(1) && s.str(&o.IncompleteDetails.Reason)
+					return f.first(1) && s.strBytes(&reason)
 				}
-				s.skip()
-				return true
+				return s.skip()
 			})
 		case keyIs(key, "output"):
 			if !top.first(8) {
 				return false
 			}
 			return s.respArray(func() bool {
-				o.Output = append(o.Output, respOutput{})
-				it := &o.Output[len(o.Output)-1]
+				items++
+				var typ []byte
 				var f seen
-				return s.object(func(key []byte) bool {
+				ok := s.object(func(key []byte) bool {
 					switch {
 					case keyIs(key, "type"):
-						return f.first(1) && s.str(&it.Type)
+						return f.first(1) && s.strBytes(&typ)
 					case keyIs(key, "content"):
 						if !f.first(2) {
 							return false
 						}
 						return s.respArray(func() bool {
-							it.Content = append(it.Content, respPart{})
-							p := &it.Content[len(it.Content)-1]
+							var ptype []byte
 							var g seen
-							return s.object(func(key []byte) bool {
+							ok := s.object(func(key []byte) bool {
 								switch {
 								case keyIs(key, "type"):
-									return g.first(1) && s.str(&p.Type)
+									return g.first(1) && s.strBytes(&ptype)
 								case keyIs(key, "text"):
-									return g.first(2) && s.str(&p.Text)
+									if !g.first(2) {
+										return false
+									}
+									if s.isNull() {
+										return true
+									}
+									start := s.i + 1
+									_, escaped, ok := s.rawString()
+									spans = append(spans, textSpan{start, s.i - 1, escaped})
+									return ok
 								}
-								s.skip()
-								return true
+								return s.skip()
 							})
-						}, func() { it.Content = append(it.Content, respPart{}) }, func() { it.Content = []respPart{} })
+							if string(ptype) != "output_text" {
+								onlyText = false
+							}
+							return ok
+						}, func() { onlyText = false })
 					}
-					s.skip()
-					return true
+					return s.skip()
 				})
-			}, func() { o.Output = append(o.Output, respOutput{}) }, func() { o.Output = []respOutput{} })
+				if string(typ) != "message" {
+					onlyText = false
+				}
+				return ok
+			}, func() { items++; onlyText = false })
 		case keyIs(key, "usage"):
 			if !top.first(16) {
 				return false
@@ -438,41 +479,82 @@ func scanResponse(body []byte) (o responseObject, ok bool) {
 			if present, ok := s.nullOr('{'); !present {
 				return ok
 			}
-			o.Usage = &respUsage{}
+			a.u = &usage{}
 			var f seen
 			return s.object(func(key []byte) bool {
 				switch {
 				case keyIs(key, "input_tokens"):
-					return f.first(1) && s.int(&o.Usage.Input)
+					return f.first(1) && s.int(&a.u.Prompt)
 				case keyIs(key, "output_tokens"):
-					return f.first(2) && s.int(&o.Usage.Output)
+					return f.first(2) && s.int(&a.u.Completion)
 				case keyIs(key, "total_tokens"):
-					return f.first(4) && s.int(&o.Usage.Total)
+					return f.first(4) && s.int(&a.u.Total)
 				}
-				s.skip()
-				return true
+				return s.skip()
 			})
 		}
-		s.skip()
-		return true
+		return s.skip()
 	})
-	if !ok || s.peek() != 0 {
-		return responseObject{}, false
+	if !ok || !s.end() {
+		return responseAnswer{}, false
 	}
-	return o, true
+	finished := string(status) == "completed" || string(status) == "incomplete" && string(reason) == "max_output_tokens"
+	a.storable = finished && items > 0 && onlyText
+	if a.u == nil {
+		var sb strings.Builder
+		for _, sp := range spans {
+			var t string
+			if !s.text(sp, &t) {
+				return responseAnswer{}, false
+			}
+			sb.WriteString(t)
+		}
+		a.text = sb.String()
+	}
+	return a, true
+}
+
+// strBytes reads the string (or null: nil) at s.i as encoding/json decodes
+// it, without a copy when it needs no decoding.
+func (s *answerScanner) strBytes(into *[]byte) bool {
+	if s.isNull() {
+		return true
+	}
+	raw, escaped, ok := s.rawString()
+	switch {
+	case !ok:
+		return false
+	case !escaped && utf8.Valid(raw):
+		*into = raw
+		return true
+	}
+	var v string
+	if !decodeString(s.b[s.i-len(raw)-2:s.i], &v) {
+		return false
+	}
+	*into = []byte(v)
+	return true
+}
+
+// text decodes the string contents at sp, which the scanner validated.
+func (s *answerScanner) text(sp textSpan, into *string) bool {
+	raw := s.b[sp.start:sp.end]
+	if !sp.escaped && utf8.Valid(raw) {
+		*into = string(raw)
+		return true
+	}
+	return decodeString(s.b[sp.start-1:sp.end+1], into)
 }
 
 // respArray reads the array (or null) at s.i: elem reads each object
-// element, null an element that is null; empty marks an array with none
-// (encoding/json makes it empty, not nil).
-func (s *answerScanner) respArray(elem func() bool, null, empty func()) bool {
+// element, null stands for an element that is null.
+func (s *answerScanner) respArray(elem func() bool, null func()) bool {
 	if present, ok := s.nullOr('['); !present {
 		return ok
 	}
-	s.i++
+	s.open()
 	if s.peek() == ']' {
-		s.i++
-		empty()
+		s.close()
 		return true
 	}
 	for {
@@ -493,7 +575,7 @@ func (s *answerScanner) respArray(elem func() bool, null, empty func()) bool {
 		case ',':
 			s.i++
 		case ']':
-			s.i++
+			s.close()
 			return true
 		default:
 			return false

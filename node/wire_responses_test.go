@@ -3,6 +3,7 @@ package node
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -27,16 +28,25 @@ var readResponseSeeds = []string{
 }
 
 // checkReadResponse fails unless readResponse reads body as decoding it
-// into a responseObject does (the scanner, when it reads it, included).
+// into a responseObject does (the scanner, when it reads it, included),
+// and unless the scanner takes only valid JSON.
 func checkReadResponse(t *testing.T, body []byte) {
 	t.Helper()
-	var want responseObject
-	wantOK := json.Unmarshal(body, &want) == nil
+	var o responseObject
+	wantOK := json.Unmarshal(body, &o) == nil
+	var want responseAnswer
+	if wantOK {
+		want = o.answer()
+	}
 	got, ok := readResponse(body)
 	if ok != wantOK || ok && !reflect.DeepEqual(got, want) {
 		t.Fatalf("%s\nread    %+v %v\ndecoded %+v %v", body, got, ok, want, wantOK)
 	}
-	if scanned, ok := scanResponse(body); ok && (!wantOK || !reflect.DeepEqual(scanned, want)) {
+	scanned, ok := scanResponse(body)
+	if ok && !json.Valid(body) {
+		t.Fatalf("the scanner read invalid JSON: %q", body)
+	}
+	if ok && (!wantOK || !reflect.DeepEqual(scanned, want)) {
 		t.Fatalf("%s\nscanned %+v\ndecoded %+v %v", body, scanned, want, wantOK)
 	}
 }
@@ -50,6 +60,58 @@ func TestReadResponseMatchesDecoding(t *testing.T) {
 		if _, ok := scanResponse([]byte(s)); !ok {
 			t.Errorf("the scanner handed a common answer to encoding/json: %s", s)
 		}
+	}
+	a, _ := scanResponse([]byte(benchResponse))
+	if a.id != "resp_BXIHL2PG72GNQT3VRZ3C3BLSY5" || a.u == nil || *a.u != (usage{Prompt: 23, Completion: 16, Total: 39}) || !a.storable || a.text != "" {
+		t.Fatalf("scanned %+v (usage %+v)", a, a.u)
+	}
+}
+
+// TestReadResponseRefusesInvalidJSON: the scanner is the only check an
+// answer gets, so each way to break the common answer must be refused.
+func TestReadResponseRefusesInvalidJSON(t *testing.T) {
+	valid := `{"id":"resp_1","status":"completed","output":[{"type":"message","content":[{"type":"output_text","text":"hi","annotations":[]}]}],"metadata":{"k":[1,2.5,true,null]},"usage":{"input_tokens":3,"output_tokens":1,"total_tokens":4}}`
+	for _, body := range []string{
+		valid[:len(valid)-1],
+		valid + "}",
+		valid + "\x00",
+		strings.Replace(valid, `"id":`, `"id"`, 1),
+		strings.Replace(valid, `"hi"`, "\"h\ti\"", 1),
+		strings.Replace(valid, `"hi"`, `"h\qi"`, 1),
+		strings.Replace(valid, `"total_tokens":4`, `"total_tokens":04`, 1),
+		strings.Replace(valid, `"total_tokens":4`, `"total_tokens":-`, 1),
+		strings.Replace(valid, `2.5`, `2.`, 1),
+		strings.Replace(valid, `true`, `tru`, 1),
+		strings.Replace(valid, `null]`, `nul]`, 1),
+		strings.Replace(valid, `[1,`, `[1,,`, 1),
+		strings.Replace(valid, `"annotations":[]`, `"annotations":[],`, 1),
+		strings.Replace(valid, `"status":"completed"`, `"status":nulll`, 1),
+		strings.Replace(valid, `{"k"`, `{k`, 1),
+		`{"id":"resp_1","metadata":` + strings.Repeat("[", 10000) + strings.Repeat("]", 10000) + `}`,
+	} {
+		if json.Valid([]byte(body)) {
+			t.Fatalf("case is valid JSON: %q", body)
+		}
+		if _, ok := readResponse([]byte(body)); ok {
+			t.Errorf("read invalid JSON: %q", body)
+		}
+		if _, ok := scanChat([]byte(body)); ok {
+			t.Errorf("the chat scanner read invalid JSON: %q", body)
+		}
+	}
+	for _, body := range []string{
+		strings.Replace(azureAnswer, `"finish_reason":"stop"`, `"finish_reason":"stop",`, 1),
+		strings.Replace(azureAnswer, `"prompt_tokens":185`, `"prompt_tokens":185.`, 1),
+		strings.Replace(azureAnswer, `first."`, "first.\n\"", 1),
+		strings.Replace(azureAnswer, `"refusal":null`, `"refusal":nul`, 1),
+		strings.Replace(azureAnswer, `}],"created"`, `},],"created"`, 1),
+	} {
+		if _, ok := scanChat([]byte(body)); ok || json.Valid([]byte(body)) {
+			t.Errorf("the chat scanner read invalid JSON: %q", body)
+		}
+	}
+	if _, ok := scanResponse([]byte(valid)); !ok {
+		t.Fatal("the valid answer is not scanned")
 	}
 }
 

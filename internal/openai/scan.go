@@ -53,6 +53,28 @@ func Valid(b []byte) bool {
 	return s.next() != 0 && s.value(nil, 0) && s.end()
 }
 
+// SkipValue returns the index just past the JSON value at b[i] (after any
+// whitespace), read as json.Valid reads it inside depth open containers;
+// ok is false when the text there is not a valid value. With ScanString it
+// lets a reader that extracts a few fields validate the whole body in the
+// same pass (node's answer readers).
+func SkipValue(b []byte, i, depth int) (end int, ok bool) {
+	s := jsonScanner{b: b, i: i, plain: true}
+	if s.next() == 0 || !s.value(nil, depth) {
+		return 0, false
+	}
+	return s.i, true
+}
+
+// ScanString reads the JSON string whose opening quote is b[i], as
+// json.Valid does: end is the index of its closing quote, escaped whether
+// it holds escapes; ok is false when it is not a valid string.
+func ScanString(b []byte, i int) (end int, escaped, ok bool) {
+	s := jsonScanner{b: b, i: i}
+	_, end, escaped, ok = s.str()
+	return end, escaped, ok
+}
+
 // tooDeep reports whether a container at depth must not be followed.
 func (s *jsonScanner) tooDeep(depth int) bool {
 	if s.plain {
