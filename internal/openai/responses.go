@@ -3,6 +3,8 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
+	"unicode/utf8"
 )
 
 // ResponsesRequest is the part of a Responses API request (POST /responses)
@@ -216,8 +218,32 @@ func ContentText(raw json.RawMessage, isText func(partType string) bool) (string
 }
 
 func jsonString(s string) json.RawMessage {
+	if plainJSON(s) {
+		// What json.Marshal gives, without its reflection and buffers
+		// (TestJSONStringIsMarshals).
+		b := make([]byte, 0, len(s)+2)
+		b = append(b, '"')
+		b = append(b, s...)
+		return append(b, '"')
+	}
 	b, _ := json.Marshal(s)
 	return b
+}
+
+// plainJSON reports whether json.Marshal writes s between quotes as it is:
+// valid UTF-8 with nothing it escapes (quotes, backslashes, control
+// characters, <, > and &, U+2028 and U+2029).
+func plainJSON(s string) bool {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		case c >= 0x80:
+			ascii = false
+		}
+	}
+	return ascii || utf8.ValidString(s) && !strings.ContainsAny(s, "\u2028\u2029")
 }
 
 // textMessage is a chat message whose content is text, decoded in Text;

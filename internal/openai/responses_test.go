@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -78,6 +79,34 @@ func FuzzParseResponses(f *testing.F) {
 				}
 			}
 			r.Stateful()
+		}
+	})
+}
+
+var jsonStringCases = []string{
+	"", "You are a concise assistant.", "quote \" backslash \\", "tab\tnewline\n", "\x00\x1f\x7f",
+	"<b>&amp;</b>", "a<b", "a&b", "a>b", "café ünïcode 日本", "line\u2028para\u2029", "bad \xff\xfe utf8", "\xc3", "emoji 😀",
+}
+
+// TestJSONStringIsMarshals: the instructions' JSON string is what
+// json.Marshal makes of them, byte for byte.
+func TestJSONStringIsMarshals(t *testing.T) {
+	for _, s := range jsonStringCases {
+		want, _ := json.Marshal(s)
+		if got := jsonString(s); !bytes.Equal(got, want) {
+			t.Errorf("jsonString(%q) = %s, json.Marshal gives %s", s, got, want)
+		}
+	}
+}
+
+func FuzzJSONStringIsMarshals(f *testing.F) {
+	for _, s := range jsonStringCases {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, _ := json.Marshal(s)
+		if got := jsonString(s); !bytes.Equal(got, want) {
+			t.Fatalf("jsonString(%q) = %s, json.Marshal gives %s", s, got, want)
 		}
 	})
 }
