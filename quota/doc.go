@@ -34,6 +34,14 @@
 //     shard's table of outstanding reservations, so a second Settle (or a copy
 //     of the Reservation) is a no-op. A reservation never settled keeps its
 //     estimate charged; it is forgotten after an hour.
+//   - A counter whose consumer has no limit at all (no TPM, no quota, no
+//     period; an unconfigured consumer) cannot refuse anything, so Reserve
+//     answers without its shard: the reservation is unmetered, charges
+//     nothing until it is settled, and settling it (once: the first Settle
+//     of any copy wins) records the actual tokens in the bucket of the
+//     Reserve, where a metered settlement would have left them. Giving the
+//     consumer a limit (SetLimits, ApplyLimits, SetConfig) sends the next
+//     Reserve to the shard.
 //   - TPM never over-admits on one node: admission at bucket b counts every
 //     bucket from b-60 to b inclusive (61 one-second buckets cover any
 //     60-second interval that ends in bucket b), so the reservations admitted

@@ -108,15 +108,25 @@ func (d Decision) AfterSettle(reserved, actual int64) Decision {
 // Reservation name the same reservation: only the first Settle counts.
 type Reservation struct {
 	consumer, key string
-	id            uint64
+	id            uint64 // the shard's; 0 for an unmetered one
 	tokens        int64
+	// unmetered is set instead of id when the counter had no limit at all:
+	// the reservation was made without its shard, and settling it records
+	// the usage in the bucket of the reservation.
+	unmetered *unmetered
+}
+
+// unmetered is what settling a reservation made without its shard needs.
+type unmetered struct {
+	bucket  int64       // where Reserve would have charged the estimate
+	settled atomic.Bool // the first Settle or SettleAsync won
 }
 
 // Tokens returns the reserved estimate.
 func (r Reservation) Tokens() int64 { return r.tokens }
 
 // Valid reports whether r holds a reservation (Settle has work to do).
-func (r Reservation) Valid() bool { return r.id != 0 }
+func (r Reservation) Valid() bool { return r.id != 0 || r.unmetered != nil }
 
 // Status is a consumer's limits and usage, as the admin API shows it.
 type Status struct {
@@ -167,6 +177,11 @@ type Limiter struct {
 	shards  []*shard
 	replies sync.Pool // of chan result, buffered(1)
 	timers  sync.Pool // of stopped *time.Timer, for callWithin
+
+	// effective mirrors the shards' copies of the effective limits (stored
+	// under setMu before the shards are given a change), so that a counter
+	// without any limit is reserved for without a round trip to its shard.
+	effective atomic.Pointer[map[string]Limits]
 
 	// setMu serialises limit changes (SetLimits, ApplyLimits: merge,
 	// persist, broadcast) and guards the fields below.
@@ -235,6 +250,8 @@ func Open(opts Options, limits map[string]Limits) (*Limiter, error) {
 	if err := l.loadLimits(effective); err != nil {
 		return nil, err
 	}
+	mirror := maps.Clone(effective)
+	l.effective.Store(&mirror)
 	l.shards = make([]*shard, nShards)
 	for i := range l.shards {
 		l.shards[i] = newShard(l.node, l.now, lag, halfLife, effective)
@@ -363,7 +380,9 @@ const MaxTokens = 1 << 40
 // Reserve charges tokens to the counter key of consumer (key "" is the
 // consumer itself; other keys get the consumer's limits separately) if its
 // TPM window and period quota allow them. A consumer that is not configured
-// is unlimited (Allowed, Limit 0) but its usage is still counted. When the
+// is unlimited (Allowed, Limit 0) but its usage is still counted. For a
+// consumer without any limit, the reservation is made without asking its
+// shard and charges nothing until it is settled (see the package doc). When the
 // Decision is not Allowed, the Reservation is the zero one. Errors: negative
 // tokens, ctx done, or ErrClosed.
 func (l *Limiter) Reserve(ctx context.Context, consumer, key string, tokens int64) (Reservation, Decision, error) {
@@ -378,6 +397,15 @@ func (l *Limiter) ReserveWithin(ctx context.Context, wait time.Duration, consume
 	if tokens < 0 {
 		return Reservation{}, Decision{}, fmt.Errorf("quota: reserve %d tokens: must not be negative", tokens)
 	}
+	if l.unlimited(consumer) {
+		if err := l.usable(ctx); err != nil {
+			return Reservation{}, Decision{}, fmt.Errorf("quota: reserve for %q: %w", consumer, err)
+		}
+		// What the shard would answer, without asking it: nothing can be
+		// refused, and the usage is recorded when the reservation is settled.
+		return Reservation{consumer: consumer, key: key, tokens: min(tokens, MaxTokens), unmetered: &unmetered{bucket: bucketOf(l.now())}},
+			Decision{Allowed: true}, nil
+	}
 	r, err := l.callWithin(ctx, wait, l.shardOf(consumer, key), message{kind: msgReserve, consumer: consumer, key: key, tokens: min(tokens, MaxTokens)}, false)
 	if err != nil {
 		return Reservation{}, Decision{}, fmt.Errorf("quota: reserve for %q: %w", consumer, err)
@@ -385,10 +413,23 @@ func (l *Limiter) ReserveWithin(ctx context.Context, wait time.Duration, consume
 	return r.res, r.dec, nil
 }
 
+// unlimited reports whether consumer's counters have no limit at all (no
+// TPM, no quota, no period): a Reserve cannot be refused and there is no
+// headroom to report, so neither needs a round trip to the shard.
+func (l *Limiter) unlimited(consumer string) bool {
+	return (*l.effective.Load())[consumer] == Limits{}
+}
+
 // Headroom returns the TPM limit and what is left of it for the counter key
 // of consumer, charging nothing: what a request that needs no tokens (a cache
 // hit) reports in its headers.
 func (l *Limiter) Headroom(ctx context.Context, consumer, key string) (Decision, error) {
+	if l.unlimited(consumer) {
+		if err := l.usable(ctx); err != nil {
+			return Decision{}, fmt.Errorf("quota: headroom of %q: %w", consumer, err)
+		}
+		return Decision{Allowed: true}, nil // no limit: nothing to report
+	}
 	r, err := l.call(ctx, l.shardOf(consumer, key), message{kind: msgHeadroom, consumer: consumer, key: key}, false)
 	if err != nil {
 		return Decision{}, fmt.Errorf("quota: headroom of %q: %w", consumer, err)
@@ -408,7 +449,20 @@ func (l *Limiter) Settle(ctx context.Context, r Reservation, actual int64) Decis
 		return Decision{}
 	}
 	actual = min(max(actual, 0), MaxTokens)
-	res, err := l.call(ctx, l.shardOf(r.consumer, r.key), message{kind: msgSettle, consumer: r.consumer, key: r.key, id: r.id, tokens: actual}, true)
+	s := l.shardOf(r.consumer, r.key)
+	if r.unmetered != nil {
+		if !r.unmetered.settled.CompareAndSwap(false, true) {
+			return Decision{}
+		}
+		s.post(settlement{consumer: r.consumer, key: r.key, tokens: actual, bucket: r.unmetered.bucket})
+		// Served after the mailbox: the Decision counts the settlement.
+		res, err := l.call(ctx, s, message{kind: msgHeadroom, consumer: r.consumer, key: r.key}, false)
+		if err != nil {
+			return Decision{}
+		}
+		return res.dec
+	}
+	res, err := l.call(ctx, s, message{kind: msgSettle, consumer: r.consumer, key: r.key, id: r.id, tokens: actual}, true)
 	if err != nil {
 		return Decision{}
 	}
@@ -436,7 +490,14 @@ func (l *Limiter) SettleAsync(r Reservation, actual int64) {
 		return
 	default:
 	}
-	l.shardOf(r.consumer, r.key).post(settlement{consumer: r.consumer, key: r.key, id: r.id, tokens: min(max(actual, 0), MaxTokens)})
+	st := settlement{consumer: r.consumer, key: r.key, id: r.id, tokens: min(max(actual, 0), MaxTokens)}
+	if r.unmetered != nil {
+		if !r.unmetered.settled.CompareAndSwap(false, true) {
+			return
+		}
+		st.bucket = r.unmetered.bucket
+	}
+	l.shardOf(r.consumer, r.key).post(st)
 }
 
 // collected is what collect gathers from the shards.
@@ -635,6 +696,12 @@ func (l *Limiter) SetConfig(ctx context.Context, limits map[string]Limits) error
 // messages are queued even if ctx is done: the change is already persisted
 // and every shard must see it.
 func (l *Limiter) broadcastLimits(ctx context.Context, changed map[string]Limits) error {
+	// Mirrored first: a consumer given a limit is no longer reserved for
+	// without its shard once this returns (nor while it runs, at worst
+	// against the old limits, as a Reserve queued before the change is).
+	mirror := maps.Clone(*l.effective.Load())
+	maps.Copy(mirror, changed)
+	l.effective.Store(&mirror)
 	for _, s := range l.shards {
 		if _, err := l.call(context.WithoutCancel(ctx), s, message{kind: msgSetLimits, limits: changed}, true); err != nil {
 			return err

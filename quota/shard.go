@@ -93,8 +93,9 @@ type counterKey struct{ consumer, key string }
 // settlement is a SettleAsync queued in a shard's mailbox.
 type settlement struct {
 	consumer, key string
-	id            uint64
+	id            uint64 // 0: an unmetered reservation's (see Reservation)
 	tokens        int64
+	bucket        int64 // an unmetered reservation's bucket
 }
 
 // shard owns a subset of the counters. Only its run goroutine touches its
@@ -217,7 +218,11 @@ func (s *shard) drain() {
 	now := s.now()
 	for i := range batch {
 		st := &batch[i]
-		s.settle(st.consumer, st.key, st.id, st.tokens, now)
+		if st.id == 0 {
+			s.record(st.consumer, st.key, st.tokens, st.bucket, now)
+		} else {
+			s.settle(st.consumer, st.key, st.id, st.tokens, now)
+		}
 	}
 	clear(batch) // let go of the strings
 	s.spare = batch[:0]
@@ -372,6 +377,30 @@ func (s *shard) settle(consumer, key string, id uint64, tokens int64, now time.T
 	d := decision(lim, c, c.windowSum(cur))
 	d.Allowed = true
 	return d
+}
+
+// record charges tokens used by an unmetered reservation (one made while
+// the consumer had no limit at all, without asking the shard) to bucket,
+// where Reserve would have charged its estimate and Settle corrected it:
+// the window ends as a Reserve and a Settle would have left it. With peers
+// they are in flight until the peers have seen them.
+func (s *shard) record(consumer, key string, tokens, bucket int64, now time.Time) {
+	c := s.counter(consumer, key)
+	cur := s.prepare(c, s.limits[consumer], now)
+	if tokens <= 0 {
+		return
+	}
+	local := &c.origins[0]
+	bucket = min(bucket, local.w.head)
+	if bucket < cur-windowBack || !local.w.holds(bucket) {
+		return // left the window, as a settlement would have found it
+	}
+	local.w.v[bucket&ringMask].charge(tokens, MaxTokens)
+	c.markChanged(bucket, s.round+1)
+	if len(s.peers) > 0 {
+		c.flight.add(now.UnixNano(), tokens, s.lag)
+	}
+	c.dirty = true
 }
 
 // merge joins remote origins' usage into the counters (see MergeUsage).
