@@ -731,7 +731,7 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 
 	// A whole body: buffer it, so a backend that breaks off mid-body is retried
 	// like one that never answered.
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	body, err := readWhole(resp)
 	d := g.now().Sub(start)
 	if err != nil || len(body) > maxResponseBytes {
 		if ctx.Err() == nil {
@@ -751,6 +751,22 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 	h.Set(HeaderBackend, b.name)
 	x.reply = newReply(call, resp.StatusCode, body)
 	return attemptResult{done: true, status: resp.StatusCode, upstream: d}
+}
+
+// readWhole reads a whole answer's body: into a buffer of its declared
+// length when it has one up to presizeBytes (no buffer grown and copied as
+// it fills; a larger declared length is not trusted with memory before its
+// bytes arrive), else up to one byte past maxResponseBytes.
+func readWhole(resp *http.Response) ([]byte, error) {
+	const presizeBytes = 1 << 20
+	if n := resp.ContentLength; n >= 0 && n <= presizeBytes {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, body); err != nil {
+			return nil, err
+		}
+		return body, nil
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
 }
 
 // relayStream copies a Server-Sent Events stream event by event, flushing
