@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,6 +86,11 @@ type Store struct {
 	stopWriter chan struct{}
 	writerDone chan struct{}
 	writes     atomic.Int64 // transactions the writer made (benchmarks)
+	// filter spares most first-owner checks a database read; guarded by
+	// written, filled from the database by loadFilter at Open.
+	filter     *idFilter
+	loaderDone chan struct{}
+	reads      atomic.Int64 // first-owner checks that read the database (tests)
 
 	// Owned by the actor goroutine.
 	news []record
@@ -117,12 +124,15 @@ func Open(opts Options) *Store {
 	s := &Store{db: opts.DB, ttl: opts.TTL, page: opts.Page, delay: opts.writeDelay, now: opts.Now, log: opts.Logger,
 		ops: make(chan func()), created: make(chan record, createdBuffer), quit: make(chan struct{}), done: make(chan struct{}),
 		kick: make(chan struct{}, 1), stopWriter: make(chan struct{}), writerDone: make(chan struct{}),
-		pending: map[string]record{}}
+		loaderDone: make(chan struct{}), pending: map[string]record{}}
 	if s.db == nil {
 		s.mem = map[string]record{}
 		close(s.writerDone)
+		close(s.loaderDone)
 	} else {
+		s.filter = newIDFilter(s.ttl)
 		go s.write()
+		go s.loadFilter()
 	}
 	go s.run()
 	return s
@@ -195,6 +205,7 @@ func (s *Store) Close() error {
 		close(s.stopWriter)
 	}
 	<-s.writerDone
+	<-s.loaderDone
 	select {
 	case <-s.quit:
 	default:
@@ -401,6 +412,44 @@ func (s *Store) apply(ctx context.Context, in []record, local bool) error {
 	})
 }
 
+// encode is json.Marshal(r), written directly when every string is plain
+// ASCII that Marshal writes as is (response ids, consumer and backend
+// names), without its reflection (TestEncodeIsMarshal).
+func (r record) encode() []byte {
+	return r.appendJSON(make([]byte, 0, 64+len(r.ID)+len(r.Consumer)+len(r.Backend)+len(r.Origin)))
+}
+
+// appendJSON appends r's encoding to b.
+func (r record) appendJSON(b []byte) []byte {
+	if !plainASCII(r.ID) || !plainASCII(r.Consumer) || !plainASCII(r.Backend) || !plainASCII(r.Origin) {
+		v, _ := json.Marshal(r)
+		return append(b, v...)
+	}
+	b = append(append(append(b, `{"id":"`...), r.ID...), `","c":"`...)
+	b = append(append(b, r.Consumer...), `","b":"`...)
+	b = append(append(b, r.Backend...), '"')
+	if r.Origin != "" {
+		b = append(append(append(b, `,"o":"`...), r.Origin...), '"')
+	}
+	b = strconv.AppendInt(append(b, `,"at":`...), r.At, 10)
+	b = strconv.AppendInt(append(b, `,"exp":`...), r.Expires, 10)
+	if r.Deleted {
+		b = append(b, `,"del":true`...)
+	}
+	return append(b, '}')
+}
+
+// plainASCII reports whether json.Marshal writes s between quotes as it is.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20, c >= 0x80, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
+}
+
 // known reports whether r changes nothing given the record old already
 // there: a creation never replaces a record (the earlier one came first);
 // a tombstone replaces a live record only.
@@ -438,24 +487,30 @@ func (s *Store) commit(ctx context.Context, in []record) ([]record, error) {
 	err := s.db.Update(func(txn *badger.Txn) error {
 		for _, r := range keep {
 			key := []byte(store.PrefixAffinity + r.ID)
-			it, err := txn.Get(key)
-			switch {
-			case errors.Is(err, badger.ErrKeyNotFound):
-			case err != nil:
-				return err
-			case !r.Deleted:
-				continue // a creation: any record there came first
-			default:
-				var old record
-				if it.Value(func(v []byte) error { return json.Unmarshal(v, &old) }) == nil && known(r, old) {
-					continue
+			if !s.filter.absent(r.ID) { // else certainly new: nothing to read
+				s.reads.Add(1)
+				it, err := txn.Get(key)
+				switch {
+				case errors.Is(err, badger.ErrKeyNotFound):
+				case err != nil:
+					return err
+				case !r.Deleted:
+					continue // a creation: any record there came first
+				default:
+					var old record
+					if it.Value(func(v []byte) error { return json.Unmarshal(v, &old) }) == nil && known(r, old) {
+						continue
+					}
 				}
 			}
-			v, _ := json.Marshal(r)
+			v := r.encode()
 			e := badger.NewEntry(key, v).WithTTL(time.Duration(max(r.Expires-now, 1)) * time.Millisecond)
 			if err := txn.SetEntry(e); err != nil {
 				return err
 			}
+			// Added before the next record's check: the same id twice in
+			// one batch is read the second time, and found.
+			s.filter.add(r.ID, r.Expires, now)
 			out = append(out, r)
 		}
 		return nil
@@ -465,6 +520,57 @@ func (s *Store) commit(ctx context.Context, in []record) ([]record, error) {
 	}
 	return out, nil
 }
+
+// loadFilter adds the ids the database holds to the filter, which spares
+// no read until they are all in (ready). Ids persisted meanwhile are added
+// by commit.
+func (s *Store) loadFilter() {
+	defer close(s.loaderDone)
+	prefix := []byte(store.PrefixAffinity)
+	ids := make([]string, 0, loadChunk)
+	until := make([]int64, 0, loadChunk)
+	add := func() {
+		s.written.Lock()
+		now := s.now().UnixMilli()
+		for i, id := range ids {
+			s.filter.add(id, until[i], now)
+		}
+		s.written.Unlock()
+		ids, until = ids[:0], until[:0]
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			exp := int64(math.MaxInt64)
+			if at := item.ExpiresAt(); at > 0 {
+				exp = int64(at+1) * 1000 // Badger's expiry is in seconds
+			}
+			ids = append(ids, string(item.Key()[len(prefix):]))
+			until = append(until, exp)
+			if len(ids) == loadChunk {
+				add()
+				select {
+				case <-s.stopWriter:
+					return errors.New("affinity store closing")
+				default:
+				}
+			}
+		}
+		return nil
+	})
+	add()
+	if err != nil {
+		return
+	}
+	s.written.Lock()
+	s.filter.ready = true
+	s.written.Unlock()
+}
+
+// loadChunk is how many ids loadFilter adds per hold of written.
+const loadChunk = 4096
 
 // Outgoing returns the local changes since the previous call as payloads
 // for the cluster's reliable channel. With full (push/pull), the changes of
@@ -496,11 +602,14 @@ func (s *Store) Outgoing(ctx context.Context, full bool) ([][]byte, error) {
 	var out [][]byte
 	for len(rs) > 0 {
 		n := min(len(rs), recordsPerLoad)
-		b, err := json.Marshal(rs[:n])
-		if err != nil {
-			return nil, err
+		b := []byte{'['} // json.Marshal(rs[:n])
+		for i, r := range rs[:n] {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = r.appendJSON(b)
 		}
-		out = append(out, b)
+		out = append(out, append(b, ']'))
 		rs = rs[n:]
 	}
 	return out, nil

@@ -21,10 +21,17 @@
 // changes and, page by page in id order, every unexpired record, so a node
 // away for any time learns every id.
 //
+// A creation's first-owner check reads Badger only when an in-memory
+// filter of the persisted ids (a Bloom filter, about 1.3 bytes per live id,
+// in generations dropped once their ids expired) says the id may be there:
+// a new id is certainly absent and costs no read. The filter answers once
+// the ids the database held at Open are loaded (a key-only scan in the
+// background); until then, and past 64M live ids, every check reads Badger.
+//
 // Concurrency: the change queue, the creations not yet written and the
 // catch-up cursor (and, without a database, the records) are owned by one
 // goroutine and changed by messages to it; look-ups read Badger, which is
 // safe for concurrent use. One mutex orders each check-then-write on Badger
 // (a writer batch, Forget, Merge), so that a deletion is never overwritten
-// by a creation checked before it.
+// by a creation checked before it; it also guards the filter.
 package affinity

@@ -1,0 +1,180 @@
+package affinity
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/store"
+)
+
+// TestFilterHasEveryIDAdded: no id added and unexpired is ever "certainly
+// absent", across generations started by time and by size; few others are
+// "possible".
+func TestFilterHasEveryIDAdded(t *testing.T) {
+	f := newIDFilter(8 * time.Minute) // a generation per minute
+	f.ready = true
+	now := int64(1_000_000_000)
+	const n = 200_000
+	for i := range n {
+		if i%20_000 == 0 {
+			now += 30_000 // half a generation's span
+		}
+		f.add("resp_"+strconv.Itoa(i), now+int64(time.Hour/time.Millisecond), now)
+	}
+	if len(f.gens) < 3 {
+		t.Fatalf("%d generations for ids added over 5 minutes, sizes growing", len(f.gens))
+	}
+	for i := range n {
+		if f.absent("resp_" + strconv.Itoa(i)) {
+			t.Fatalf("resp_%d was added and is reported absent", i)
+		}
+	}
+	possible := 0
+	for i := range n {
+		if !f.absent("other_" + strconv.Itoa(i)) {
+			possible++
+		}
+	}
+	if rate := float64(possible) / n; rate > 0.05 {
+		t.Fatalf("%.1f%% of new ids would read the database", 100*rate)
+	}
+}
+
+// TestFilterDropsExpiredGenerations: a generation goes once all its ids
+// expired, and not before.
+func TestFilterDropsExpiredGenerations(t *testing.T) {
+	f := newIDFilter(8 * time.Minute)
+	f.ready = true
+	minute := int64(time.Minute / time.Millisecond)
+	now := int64(1_000_000_000)
+	f.add("resp_old", now+10*minute, now)
+	f.add("resp_long", now+60*minute, now+1) // same generation, lives longer
+	now += 2 * minute
+	f.add("resp_new", now+10*minute, now)
+	now += 11 * minute // resp_old expired, resp_long not
+	f.add("resp_newer", now+10*minute, now)
+	if f.absent("resp_long") || f.absent("resp_new") || f.absent("resp_newer") {
+		t.Fatal("an unexpired id's generation was dropped")
+	}
+	now += 50 * minute // all but resp_newer's generation expired
+	f.add("resp_last", now+10*minute, now)
+	if len(f.gens) != 2 || f.ids != 2 {
+		t.Fatalf("%d generations holding %d ids after the first two expired", len(f.gens), f.ids)
+	}
+}
+
+// TestFilterNotReadyReadsTheDatabase: until the ids the database held are
+// in, every check reads it.
+func TestFilterNotReadyReadsTheDatabase(t *testing.T) {
+	f := newIDFilter(time.Hour)
+	if f.absent("resp_x") {
+		t.Fatal("a filter not yet loaded reported an id absent")
+	}
+}
+
+// waitFilterReady waits until s has loaded the ids its database held.
+func waitFilterReady(t *testing.T, s *Store) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.written.Lock()
+		ready := s.filter.ready
+		s.written.Unlock()
+		if ready {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the owner filter was not loaded within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestFirstOwnerCheckSkipsReadsOfNewIDs: with the ids persisted before a
+// restart loaded, a new id's first-owner check reads nothing (bar the
+// filter's rare false positives), and a persisted id's check still reads
+// the record and keeps its first owner.
+func TestFirstOwnerCheckSkipsReadsOfNewIDs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Open(Options{DB: db.DB})
+	first := Owner{Consumer: "team-a", Backend: "east"}
+	const n = 3000
+	for i := range n {
+		if err := s.Remember(ctx, "resp_"+strconv.Itoa(i), first); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s = restart(t, s, db, dir)
+	waitFilterReady(t, s)
+	for i := range n {
+		_ = s.Remember(ctx, "resp_"+strconv.Itoa(i), Owner{Consumer: "team-b", Backend: "west"})
+	}
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.reads.Load(); r != n {
+		t.Fatalf("%d reads for %d claims of persisted ids: each must read the record", r, n)
+	}
+	for i := range n {
+		if o, _ := s.Lookup(ctx, "resp_"+strconv.Itoa(i)); o != first {
+			t.Fatalf("resp_%d's owner became %v", i, o)
+		}
+	}
+	for i := range n {
+		if err := s.Remember(ctx, "resp_new_"+strconv.Itoa(i), first); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.reads.Load() - n; r > n/20 {
+		t.Fatalf("%d of %d new ids read the database", r, n)
+	}
+	if o, ok := s.Lookup(ctx, "resp_new_7"); !ok || o != first {
+		t.Fatalf("a new id was not remembered: %v %v", o, ok)
+	}
+}
+
+var encodeCases = []record{
+	{ID: "resp_1", Owner: Owner{Consumer: "team-a", Backend: "east"}, At: 1796584302000, Expires: 1799176302000},
+	{ID: "resp_2", Owner: Owner{Consumer: "c", Backend: "b", Origin: "resp_1"}, At: -1, Expires: 0},
+	{ID: "resp_3", At: 5, Expires: 6, Deleted: true},
+	{ID: "a\"<b>&\\\x01", Owner: Owner{Consumer: "café", Backend: "\u2028"}},
+	{ID: "\xff", Owner: Owner{Origin: "x>y"}},
+}
+
+// TestEncodeIsMarshal: a record is persisted as json.Marshal writes it.
+func TestEncodeIsMarshal(t *testing.T) {
+	for _, r := range encodeCases {
+		want, _ := json.Marshal(r)
+		if got := r.encode(); !bytes.Equal(got, want) {
+			t.Errorf("encode %s, json.Marshal %s", got, want)
+		}
+	}
+}
+
+func FuzzEncodeIsMarshal(f *testing.F) {
+	for _, r := range encodeCases {
+		f.Add(r.ID, r.Consumer, r.Backend, r.Origin, r.At, r.Expires, r.Deleted)
+	}
+	f.Fuzz(func(t *testing.T, id, c, b, o string, at, exp int64, del bool) {
+		r := record{ID: id, Owner: Owner{Consumer: c, Backend: b, Origin: o}, At: at, Expires: exp, Deleted: del}
+		want, _ := json.Marshal(r)
+		if got := r.encode(); !bytes.Equal(got, want) {
+			t.Fatalf("encode %s, json.Marshal %s", got, want)
+		}
+	})
+}
