@@ -69,6 +69,7 @@ fuzz:
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzValidMatchesDecoding -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzScanResponsesMatchesDecoding -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzJSONStringIsMarshals -fuzztime $(FUZZTIME)
+	$(GO) test ./affinity -run '^$$' -fuzz FuzzEncodeIsMarshal -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzLengthFloorBelowCount -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz FuzzCanonicalHash -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz FuzzDecodeEntry -fuzztime $(FUZZTIME)
