@@ -192,3 +192,71 @@ func TestQuantizeRoundsToNearest(t *testing.T) {
 		t.Fatalf("quantize = %v, want %v", q, want)
 	}
 }
+
+// quantizeRef is quantize written plainly, with a branch per sign.
+func quantizeRef(dst []int8, v []float32) float32 {
+	var m float32
+	for _, x := range v {
+		if x < 0 {
+			x = -x
+		}
+		if x > m {
+			m = x
+		}
+	}
+	if m == 0 || m > math.MaxFloat32 {
+		clear(dst)
+		return 0
+	}
+	inv := 127 / m
+	for i, x := range v {
+		switch f := x * inv; {
+		case f >= 0:
+			dst[i] = int8(f + 0.5)
+		case f < 0:
+			dst[i] = int8(f - 0.5)
+		default:
+			dst[i] = 0
+		}
+	}
+	return m / 127
+}
+
+// TestQuantizeMatchesPlainRounding: the branch-free quantize gives the
+// plain version's bytes and scale, halves (which round away from zero),
+// negative zero, NaN and the extremes included.
+func TestQuantizeMatchesPlainRounding(t *testing.T) {
+	r := rand.New(rand.NewPCG(32, 32))
+	nan := float32(math.NaN())
+	cases := [][]float32{
+		{1, -1, 0.5 / 127, -0.5 / 127, 1.5 / 127, -1.5 / 127, 126.5 / 127, -126.5 / 127},
+		{float32(math.Copysign(0, -1)), 0.25, -0.25, nan, -1},
+		{-1, 0, 0, 0},
+		{math.MaxFloat32, -math.MaxFloat32, math.SmallestNonzeroFloat32, -math.SmallestNonzeroFloat32},
+	}
+	for range 500 {
+		cases = append(cases, randUnit(r, 1+r.IntN(400)))
+	}
+	for range 100 {
+		v := make([]float32, 64)
+		for i := range v {
+			v[i] = float32(r.IntN(255)-127) / 2 / 127 // many exact halves
+		}
+		cases = append(cases, v)
+	}
+	for _, v := range cases {
+		got, want := make([]int8, len(v)), make([]int8, len(v))
+		gs, ws := quantize(got, v), quantizeRef(want, v)
+		if gs != ws || !slices.Equal(got, want) {
+			t.Fatalf("quantize(%v) = %v × %v, want %v × %v", v, got, gs, want, ws)
+		}
+	}
+}
+
+func BenchmarkQuantize384(b *testing.B) {
+	v := randUnit(rand.New(rand.NewPCG(33, 33)), 384)
+	q := make([]int8, len(v))
+	for b.Loop() {
+		quantize(q, v)
+	}
+}
