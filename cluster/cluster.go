@@ -334,6 +334,12 @@ func (c *Cluster) configHash() string {
 	return ""
 }
 
+// Replicating reports whether a change handed to Replicate now would reach
+// anyone: false while no peer is live, when a node may skip encoding its
+// changes. A peer that becomes live later catches up on them by
+// anti-entropy, as it does on whatever it missed while away.
+func (c *Cluster) Replicating() bool { return len(*c.peers.Load()) > 0 }
+
 // Replicate sends one encoded cache change to every live member. It never
 // blocks: when the outgoing queue is full the change is dropped (counted),
 // and the next catch-up round repairs it.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/llmgate/llmgate/cluster"
 	"github.com/llmgate/llmgate/console"
+	"github.com/llmgate/llmgate/index"
 	"github.com/llmgate/llmgate/internal/certs"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/edge"
@@ -297,11 +298,14 @@ func startNode(cfg *config.Config, logger *slog.Logger) (_ *runningNode, err err
 	// The cache reports its changes before the cluster exists: they go
 	// nowhere until it starts (a peer catches up on them when it joins).
 	var replicas atomic.Pointer[cluster.Cluster]
-	st, err := openState(cfg, logger, node.ReplicateTo(func(change []byte) {
-		if c := replicas.Load(); c != nil {
-			c.Replicate(change)
+	replicate := node.ReplicateTo(func(change []byte) { replicas.Load().Replicate(change) })
+	st, err := openState(cfg, logger, func(ch index.Change) {
+		// A node without live peers encodes nothing (an entry with its
+		// vector and answer, per store): a peer catches up when it comes.
+		if c := replicas.Load(); c != nil && c.Replicating() {
+			replicate(ch)
 		}
-	}))
+	})
 	if err != nil {
 		return nil, err
 	}
