@@ -79,8 +79,7 @@ type HNSW struct {
 	// Search scratch, reused so that a search allocates only its result.
 	mark  []uint32 // visit epoch per slot
 	epoch uint32
-	cand  heap // nearest-first candidates
-	res   heap // farthest-first results (distances negated, see searchLayer)
+	beam  beam
 	found []item
 	pick  []item
 	prune []item    // candidates of link's re-selection
@@ -380,21 +379,18 @@ func (h *HNSW) descend(q qvec, stop int) item {
 }
 
 // searchLayer is the paper's Algorithm 2: a best-first beam search on layer l
-// from eps, keeping the ef nearest nodes found. With liveOnly, tombstones are
-// expanded (they keep the graph navigable) but not kept as results. It
-// returns the results nearest first, in a scratch slice valid until the next
-// search.
-//
-// The result heap is a max-heap built from the min-heap by negating
-// distances: its root is the farthest kept result, the one to beat.
+// from eps, keeping the ef nearest nodes found (see beam). With liveOnly,
+// tombstones are expanded (they keep the graph navigable) but not kept as
+// results. It returns the results nearest first, in a scratch slice valid
+// until the next search.
 func (h *HNSW) searchLayer(q qvec, eps []item, ef, l int, liveOnly bool) []item {
 	h.epoch++
 	if h.epoch == 0 { // wrapped: old marks could collide with new epochs
 		clear(h.mark)
 		h.epoch = 1
 	}
-	h.cand.reset()
-	h.res.reset()
+	bm := &h.beam
+	bm.reset(ef)
 	for _, ep := range eps {
 		if h.mark[ep.s] == h.epoch {
 			continue
@@ -403,24 +399,17 @@ func (h *HNSW) searchLayer(q qvec, eps []item, ef, l int, liveOnly bool) []item 
 		if h.record {
 			h.visited = append(h.visited, ep)
 		}
-		switch {
-		case liveOnly && h.isDead(ep.s):
-			h.cand.push(ep)
-		case h.res.len() < ef:
-			h.res.push(item{-ep.d, ep.s})
-			h.cand.push(ep)
-		case ep.d < -h.res.top().d:
-			h.res.replaceTop(item{-ep.d, ep.s})
-			h.cand.push(ep)
-		}
 		// An entry point no nearer than ef others is only marked: the
 		// farthest result only comes nearer, so it could never be expanded
 		// nor kept. A seeded insert (seeds.go) passes hundreds.
+		if !bm.refuses(ep.d) {
+			bm.add(ep, liveOnly && h.isDead(ep.s))
+		}
 	}
-	for h.cand.len() > 0 {
-		c := h.cand.pop()
-		if h.res.len() >= ef && c.d > -h.res.top().d {
-			break // nearest candidate is beyond the farthest result
+	for {
+		c, ok := bm.take()
+		if !ok {
+			break
 		}
 		b := h.links(c.s, l)
 		next := h.next[:0]
@@ -437,27 +426,13 @@ func (h *HNSW) searchLayer(q qvec, eps []item, ef, l int, liveOnly bool) []item 
 			if h.record {
 				h.visited = append(h.visited, item{d, n})
 			}
-			if h.res.len() >= ef && d >= -h.res.top().d {
-				continue
-			}
-			h.cand.push(item{d, n})
-			if !liveOnly || !h.isDead(n) {
-				if h.res.len() < ef {
-					h.res.push(item{-d, n})
-				} else {
-					h.res.replaceTop(item{-d, n}) // n beats the farthest kept
-				}
+			if !bm.refuses(d) {
+				bm.add(item{d, n}, liveOnly && h.isDead(n))
 			}
 		}
 	}
-	// Popping the max-heap yields farthest first: fill from the back.
-	out := slices.Grow(h.pick[:0], h.res.len())[:h.res.len()]
-	for i := len(out) - 1; i >= 0; i-- {
-		it := h.res.pop()
-		out[i] = item{-it.d, it.s}
-	}
-	h.pick = out
-	return out
+	h.pick = bm.results(h.pick[:0])
+	return h.pick
 }
 
 // selectNeighbours is the paper's Algorithm 4 without extending or keeping
@@ -596,61 +571,4 @@ func (h *HNSW) compact() {
 		h.allocUpper(s)
 		h.insert(s, 0)
 	}
-}
-
-// heap is a binary min-heap of items by distance, written out rather than
-// through container/heap to avoid interface calls on the hot path.
-type heap struct{ a []item }
-
-func (x *heap) reset()    { x.a = x.a[:0] }
-func (x *heap) len() int  { return len(x.a) }
-func (x *heap) top() item { return x.a[0] }
-
-func (x *heap) push(it item) {
-	x.a = append(x.a, it)
-	i := len(x.a) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if x.a[p].d <= it.d {
-			break
-		}
-		x.a[i] = x.a[p]
-		i = p
-	}
-	x.a[i] = it
-}
-
-func (x *heap) pop() item {
-	root := x.a[0]
-	last := x.a[len(x.a)-1]
-	x.a = x.a[:len(x.a)-1]
-	if len(x.a) > 0 {
-		x.siftDown(last)
-	}
-	return root
-}
-
-// replaceTop replaces the root with it: a pop and a push in one sift.
-func (x *heap) replaceTop(it item) { x.siftDown(it) }
-
-// siftDown places it from the root down to where it belongs, the root's
-// old item being dropped.
-func (x *heap) siftDown(last item) {
-	n := len(x.a)
-	i := 0
-	for {
-		c := 2*i + 1
-		if c >= n {
-			break
-		}
-		if c+1 < n && x.a[c+1].d < x.a[c].d {
-			c++
-		}
-		if last.d <= x.a[c].d {
-			break
-		}
-		x.a[i] = x.a[c]
-		i = c
-	}
-	x.a[i] = last
 }

@@ -407,30 +407,51 @@ func TestHNSWSearchDistancesAreExact(t *testing.T) {
 	}
 }
 
-// TestHeapReplaceTopIsPopThenPush: replacing the root keeps the heap's
-// order and holds what popping it and pushing the new item would.
-func TestHeapReplaceTopIsPopThenPush(t *testing.T) {
-	var a, b heap
-	for i := range 200 {
-		it := item{float32((i * 7919) % 101), uint32(i)}
-		if a.len() < 20 {
-			a.push(it)
-			b.push(it)
-			continue
+// TestBeamKeepsTheEfNearest: after any sequence of offers, the beam's
+// results are the ef nearest live items offered, nearest first; a tombstone
+// it holds lies within them; take hands out each item held once, the
+// nearest unexpanded first.
+func TestBeamKeepsTheEfNearest(t *testing.T) {
+	r := rand.New(rand.NewPCG(40, 40))
+	var b beam
+	for round := range 200 {
+		ef := 1 + r.IntN(40)
+		b.reset(ef)
+		var live []item
+		taken := map[uint32]bool{}
+		for i := range 300 {
+			it := item{float32(r.IntN(1 << 20)), uint32(i)}
+			dead := r.IntN(4) == 0
+			if !dead {
+				live = append(live, it)
+			}
+			if !b.refuses(it.d) {
+				b.add(it, dead)
+			}
+			if r.IntN(10) == 0 {
+				if c, ok := b.take(); ok {
+					if taken[c.s] {
+						t.Fatalf("round %d: item %d taken twice", round, c.s)
+					}
+					taken[c.s] = true
+					for _, x := range b.a {
+						if !x.done && x.d < c.d {
+							t.Fatalf("round %d: took %v before the nearer %v", round, c, x.item)
+						}
+					}
+				}
+			}
 		}
-		a.replaceTop(it)
-		b.pop()
-		b.push(it)
-		if a.top().d != b.top().d {
-			t.Fatalf("step %d: roots %v and %v", i, a.top(), b.top())
+		slices.SortFunc(live, cmpItem)
+		want := live[:min(ef, len(live))]
+		got := b.results(nil)
+		if !slices.EqualFunc(got, want, func(a, b item) bool { return a.d == b.d }) {
+			t.Fatalf("round %d (ef %d): results %v, want %v", round, ef, got, want)
 		}
-	}
-	for a.len() > 0 {
-		if x, y := a.pop(), b.pop(); x.d != y.d {
-			t.Fatalf("popped %v, want distance %v", x, y.d)
+		for _, x := range b.a {
+			if x.dead && len(got) == ef && x.d >= got[len(got)-1].d {
+				t.Fatalf("round %d: tombstone %v kept past the farthest result %v", round, x.item, got[len(got)-1])
+			}
 		}
-	}
-	if b.len() != 0 {
-		t.Fatalf("%d items left over", b.len())
 	}
 }
