@@ -596,11 +596,18 @@ func (c *Cache) add(ctx context.Context, in *Entry, replica bool) (*Entry, error
 		e.Hits = 0
 	}
 	s := c.shardOf(e.Space)
-	// Check first, so that a refused entry costs no disk write; the actor
-	// checks again when adding.
+	// A replica is checked first, so that one refused (held already,
+	// tombstoned, purged: common, peers resending what they hold) costs no
+	// disk write; the actor checks again when adding. A local store is
+	// refused only when its ID is tombstoned, which a fresh random ID never
+	// is: it saves the round trip to the actor and goes to disk at once. In
+	// the rare refusal, add's stale list takes it off the disk again; a
+	// crash in between leaves it beside its tombstone, and the load drops it.
 	why, k := admitted, (*killed)(nil)
-	if err := c.call(ctx, s, func(s *shard) { why, k = s.refuse(id, e, replica) }); err != nil {
-		return nil, err
+	if replica {
+		if err := c.call(ctx, s, func(s *shard) { why, k = s.refuse(id, e, replica) }); err != nil {
+			return nil, err
+		}
 	}
 	added := false
 	if why == admitted {

@@ -225,6 +225,9 @@ func TestApply(t *testing.T) {
 		if err := c.Store(ctx, local); err == nil {
 			t.Fatal("Store of a tombstoned ID succeeded")
 		}
+		if _, ok := c.Get(ctx, e.ID); ok || onDisk(t, db.DB, e.ID) {
+			t.Fatal("Store of a tombstoned ID left it in memory or on disk")
+		}
 	})
 
 	t.Run("stored before a purge is refused", func(t *testing.T) {
