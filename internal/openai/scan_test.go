@@ -2,7 +2,9 @@ package openai
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"reflect"
 	"strings"
 	"testing"
@@ -173,5 +175,39 @@ func BenchmarkValid(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestSpecialBytesFindsTheFirst: the lowest byte specialBytes marks is the
+// first byte strByte marks, for every byte value, position and byte before.
+func TestSpecialBytesFindsTheFirst(t *testing.T) {
+	for p := range 8 {
+		for c := range 256 {
+			for _, before := range []byte{'a', 0x80, 0xff, 0x21, 0x5d} {
+				var w [8]byte
+				for i := range w {
+					w[i] = before
+				}
+				w[p] = byte(c)
+				for i := p + 1; i < 8; i++ {
+					w[i] = '"' // specials after the first change nothing
+				}
+				m := specialBytes(binary.LittleEndian.Uint64(w[:]))
+				first := 8
+				for i, b := range w {
+					if strByte[b] {
+						first = i
+						break
+					}
+				}
+				got := 8
+				if m != 0 {
+					got = bits.TrailingZeros64(m) / 8
+				}
+				if got != first {
+					t.Fatalf("%q: first special byte at %d, specialBytes says %d", w, first, got)
+				}
+			}
+		}
 	}
 }
