@@ -17,6 +17,12 @@ import (
 // the actors' and the runtime's, the sleep's own wake included) and the
 // median Reserve latency.
 func BenchmarkReserveSettleIdle(b *testing.B) {
+	for _, wait := range []time.Duration{0, 250 * time.Millisecond} {
+		b.Run("within="+wait.String(), func(b *testing.B) { reserveSettleIdle(b, wait) })
+	}
+}
+
+func reserveSettleIdle(b *testing.B, wait time.Duration) {
 	l := benchLimiter(b)
 	ctx := context.Background()
 	var lat []time.Duration
@@ -25,7 +31,7 @@ func BenchmarkReserveSettleIdle(b *testing.B) {
 	for b.Loop() {
 		time.Sleep(time.Millisecond)
 		start := time.Now()
-		r, d, err := l.Reserve(ctx, "c0", "", 100)
+		r, d, err := l.ReserveWithin(ctx, wait, "c0", "", 100)
 		lat = append(lat, time.Since(start))
 		if err != nil || !d.Allowed {
 			b.Fatal(err, d)

@@ -113,7 +113,7 @@ func (e *encoder) countPiece(p string) int {
 	if len(p) > maxExactPiece {
 		return e.countLongPiece(p)
 	}
-	if e.ranks.rank(p) != noRank {
+	if e.ranks.isToken(p) {
 		return 1
 	}
 	if n, ok := e.cache.get(p); ok {

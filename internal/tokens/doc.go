@@ -6,9 +6,9 @@
 // encoding a model name uses, and OpenAI's rule for chat messages), and the
 // fast counting path. It performs no I/O, knows nothing of HTTP, and holds no
 // state beyond its encoders: a count depends only on the model name and the
-// text. The encoders' immutable tables (ranks, character classes) are built
-// once per process and shared by every Counter; each Counter has its own
-// piece cache.
+// text. The encoders' immutable tables (ranks, hot tokens, character
+// classes) are built once per process and shared by every Counter; each
+// Counter has its own piece cache.
 //
 // # How it counts
 //
@@ -25,7 +25,11 @@
 //     reads runes in place with a class table, backtracks only where the
 //     pattern would, and is linear in the text;
 //   - a piece that is a token (most of them) costs one lookup in a rank
-//     table built from the tokenizer's vocabulary;
+//     table built from the tokenizer's vocabulary, or, for the 32,768
+//     lowest-ranked (most frequent) tokens of up to 15 bytes, in a 1 MB set
+//     keyed by the token's own bytes: one cache line instead of the rank
+//     table's slot and the token's bytes, which matters when the tables
+//     have been evicted between requests (hot.go);
 //   - other pieces are merged with the same ranks and the same rule (lowest
 //     rank first, leftmost among equals), and their counts are kept in a
 //     bounded cache, so a rare word repeated across prompts is merged once;

@@ -16,6 +16,7 @@ type rankTable struct {
 	mask  uint64
 	slots []rankSlot
 	bytes string // every token, end to end; slots point into it
+	hot   hotTable
 }
 
 type rankSlot struct {
@@ -61,7 +62,14 @@ func newRankTable(toks []string) (*rankTable, error) {
 		t.slots[i] = rankSlot{tag: tagOf(h), off: uint32(off), rank: uint32(rank), n: uint32(len(tok))}
 		off += len(tok)
 	}
+	t.hot = newHotTable(toks)
 	return t, nil
+}
+
+// isToken reports whether p is a token: rank(p) != noRank, found first
+// among the hot tokens where it can be.
+func (t *rankTable) isToken(p string) bool {
+	return t.hot.has(p) || t.rank(p) != noRank
 }
 
 func tagOf(h uint64) uint32 { return uint32(h>>32) | 1 }

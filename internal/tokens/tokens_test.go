@@ -219,3 +219,41 @@ func TestWarmBuildsTheEncodingsModelsUse(t *testing.T) {
 		})
 	}
 }
+
+// TestHotTokensAreTokens: the hot set holds exactly the short tokens of low
+// rank, each under the key of its own bytes, and nothing else: a piece it
+// has is a token (so counting it as one token is the rank table's answer).
+func TestHotTokensAreTokens(t *testing.T) {
+	for _, enc := range []tokenizer.Encoding{tokenizer.O200kBase, tokenizer.Cl100kBase} {
+		e, err := newEncoder(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, members := e.ranks, 0
+		for i := range r.slots {
+			s := &r.slots[i]
+			if s.tag == 0 {
+				continue
+			}
+			tok := r.key(uint64(i))
+			want := s.rank < hotRanks && len(tok) <= hotMaxLen
+			if got := r.hot.has(tok); got != want {
+				t.Fatalf("%s: token %q (rank %d): hot %v, want %v", enc, tok, s.rank, got, want)
+			}
+			if want {
+				members++
+			}
+			// The same bytes with one more or one less byte, or one byte
+			// changed, are hot only if they are a hot token themselves.
+			for _, v := range []string{tok + "\x00", tok[:len(tok)-1], "\xff" + tok[1:]} {
+				if r.hot.has(v) && !(r.rank(v) < hotRanks) {
+					t.Fatalf("%s: %q is hot but not a hot token", enc, v)
+				}
+			}
+		}
+		if members < hotRanks/2 || r.hot.maxProbe > 64 {
+			t.Fatalf("%s: %d hot tokens, longest probe %d", enc, members, r.hot.maxProbe)
+		}
+		t.Logf("%s: %d hot tokens in %d slots, longest probe %d", enc, members, len(r.hot.slots), r.hot.maxProbe)
+	}
+}
