@@ -189,6 +189,9 @@ type Cache struct {
 	// ttlNanos and maxEntries are Options.TTL and Options.MaxEntries as
 	// SetLimits last changed them.
 	ttlNanos, maxEntries atomic.Int64
+
+	// commits carries Stores' entries to commitLoop (with a DB only).
+	commits chan commitReq
 }
 
 // Open starts the shard actors and the sweeper. With a DB it loads the
@@ -247,6 +250,14 @@ func Open(ctx context.Context, opts Options) (*Cache, error) {
 		defer c.wg.Done()
 		c.sweepLoop()
 	}()
+	if opts.DB != nil {
+		c.commits = make(chan commitReq)
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.commitLoop()
+		}()
+	}
 	if opts.DB == nil {
 		c.ready.Store(true)
 		return c, nil

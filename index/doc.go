@@ -39,11 +39,13 @@
 // an actor. Calls that span shards (Get, Delete, Purge, List, unscoped
 // Search, eviction) message every shard in parallel.
 //
-// Actors do no I/O. Disk writes happen in the calling goroutine (Store,
-// Delete, Purge, Apply, eviction) or in the sweeper and loader goroutines,
+// Actors do no I/O. Disk writes happen in the calling goroutine
+// (Delete, Purge, Apply, eviction) or in the sweeper and loader goroutines,
 // using what the actor returned (stale IDs, tombstones), never by reading
-// its maps; Export reads the disk in the caller's goroutine too. The guard
-// (Options.Check) also runs in the caller's goroutine. Stats are atomics
+// its maps; Export reads the disk in the caller's goroutine too. A Store
+// hands its entry to one committer goroutine, which commits the entries of
+// concurrent Stores in one transaction, and waits for that commit. The
+// guard (Options.Check) also runs in the caller's goroutine. Stats are atomics
 // the actors update; reading them sends no message.
 //
 // # Invariants
@@ -54,8 +56,9 @@
 //     graph (when it has a vector) and, unless a newer entry took its hash,
 //     in the exact map. Removal (expiry, eviction, Delete, Purge,
 //     replacement) takes it out of all of them, then off the disk.
-//   - Store returns only after the entry is committed to Badger: an
-//     acknowledged entry survives a process crash. Entries from peers
+//   - Store returns only after the entry is committed to Badger (in a
+//     transaction shared with the Stores made meanwhile, which nothing
+//     waits to fill): an acknowledged entry survives a process crash. Entries from peers
 //     (Apply, ApplyBatch) are committed before they are added, so no lookup
 //     returns an entry that a crash would lose. Badger's own TTL (expiry
 //     plus a minute) is a safety net behind the sweep.

@@ -260,18 +260,100 @@ func (d *decoder) done() error {
 	return d.err
 }
 
-// persist commits e to the database (nothing without one). Badger's TTL is
-// a safety net behind the sweep.
+// persist commits e to the database (nothing without one) and returns once
+// it is committed, or the cache closes. Badger's TTL is a safety net behind
+// the sweep.
+//
+// The entries of concurrent Stores are committed together (a group commit,
+// see commitLoop): a cache whose every request misses stores as many
+// entries as it answers requests, and a transaction per entry cost each its
+// own round trip to Badger's writer. Nothing waits to fill a batch, so no
+// entry waits longer than the commit in progress, and none is acknowledged
+// before it is committed: a crash loses only entries whose Store had not
+// returned.
 func (c *Cache) persist(e *Entry) error {
 	if c.opts.DB == nil {
 		return nil
 	}
-	de := diskEntry(e, c.opts.Now())
-	err := c.opts.DB.Update(func(txn *badger.Txn) error { return txn.SetEntry(de) })
-	if err != nil {
-		return fmt.Errorf("index: persisting entry %s: %w", e.ID, err)
+	r := commitReq{de: diskEntry(e, c.opts.Now()), done: make(chan error, 1)}
+	select {
+	case c.commits <- r:
+	case <-c.ctx.Done():
+		return ErrClosed
 	}
-	return nil
+	// As a transaction of its own would, the store waits for its commit
+	// whatever its ctx says: an entry written after its Store gave up would
+	// be on disk but not in memory, and come back at the next load.
+	select {
+	case err := <-r.done:
+		if err != nil {
+			return fmt.Errorf("index: persisting entry %s: %w", e.ID, err)
+		}
+		return nil
+	case <-c.ctx.Done():
+		return ErrClosed
+	}
+}
+
+// commitReq is one entry for commitLoop, and where its outcome goes
+// (buffered, so that the loop never waits for a departed caller).
+type commitReq struct {
+	de   *badger.Entry
+	done chan error
+}
+
+// commitLoop commits the entries persist hands it, in as few transactions
+// as Badger's size limits allow: whatever is queued when a commit ends goes
+// in the next one, up to writeBatch entries. It runs until Close, finishing
+// the commit in progress.
+func (c *Cache) commitLoop() {
+	var batch []commitReq
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case r := <-c.commits:
+			batch = append(batch[:0], r)
+		}
+	gather:
+		for len(batch) < writeBatch {
+			select {
+			case r := <-c.commits:
+				batch = append(batch, r)
+			default:
+				break gather
+			}
+		}
+		c.commitBatch(batch)
+		clear(batch) // hold no entry until the next batch
+	}
+}
+
+// commitBatch commits batch in transactions of as many entries as fit and
+// tells each entry's caller its transaction's outcome. An entry that fits
+// in no transaction fails alone.
+func (c *Cache) commitBatch(batch []commitReq) {
+	for len(batch) > 0 {
+		txn := c.opts.DB.NewTransaction(true)
+		n := 0
+		var err error
+		for ; n < len(batch); n++ {
+			if err = txn.SetEntry(batch[n].de); err != nil {
+				break // too big with the others: it starts the next one
+			}
+		}
+		if n == 0 {
+			txn.Discard()
+			batch[0].done <- err
+			batch = batch[1:]
+			continue
+		}
+		err = txn.Commit()
+		for _, r := range batch[:n] {
+			r.done <- err
+		}
+		batch = batch[n:]
+	}
 }
 
 // diskEntry is e as Badger stores it, with a TTL of e's remaining life (as

@@ -2,13 +2,18 @@ package index
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"reflect"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 func TestEncodeDecodeEntry(t *testing.T) {
@@ -259,4 +264,103 @@ func crashChild(t *testing.T, dir string) {
 	storeN(t, c, 200)
 	fmt.Println("stored")
 	time.Sleep(time.Minute) // killed here
+}
+
+// BenchmarkStoreParallel stores entries as a node's cache misses do: many
+// at once, each with a 384-d vector and a 1,500-byte answer, on disk.
+func BenchmarkStoreParallel(b *testing.B) {
+	c := openOnDisk(b, Options{})
+	vec := make([]float32, 384)
+	for i := range vec {
+		vec[i] = float32(i%7) - 3
+	}
+	vec = unit(vec)
+	resp := make([]byte, 1500)
+	var n atomic.Int64
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			e := entry(Space{"team", "r", "s"}, fmt.Sprintf("prompt %d", n.Add(1)), nil)
+			e.Vector, e.Response = vec, resp
+			if err := c.Store(context.Background(), e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// TestConcurrentStoresSurviveRestart: stores made at once share commits
+// (see commitLoop); every one that returned is on disk, and a restart
+// finds them all.
+func TestConcurrentStoresSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	db := diskDB(t, dir)
+	c, err := Open(t.Context(), Options{DB: db.DB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close() // after the database is gone, as in a crash
+	es := make([]*Entry, 200)
+	var wg sync.WaitGroup
+	for i := range es {
+		es[i] = entry(Space{fmt.Sprintf("team-%d", i%3), "r", "s"}, fmt.Sprintf("q%d", i), spread(i))
+		wg.Go(func() {
+			if err := c.Store(t.Context(), es[i]); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, e := range es {
+		if !onDisk(t, db.DB, e.ID) {
+			t.Fatalf("entry %s not on disk after its Store returned", e.ID)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = diskDB(t, dir)
+	defer db.Close()
+	c2 := open(t, Options{DB: db.DB})
+	checkAll(t, c2, es)
+}
+
+// TestCommitBatchSplitsWhatOneTransactionCannotHold: entries that together
+// exceed a transaction's size are committed in several, and one that no
+// transaction takes fails alone.
+func TestCommitBatchSplitsWhatOneTransactionCannotHold(t *testing.T) {
+	// A 1 MB memtable holds transactions of about 150 KB; in memory, a
+	// value above the threshold is refused.
+	db, err := badger.Open(badger.DefaultOptions("").WithInMemory(true).WithMemTableSize(1 << 20).WithValueThreshold(64 << 10).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	c := &Cache{opts: Options{DB: db}}
+	var reqs []commitReq
+	for i := range 40 {
+		val := []byte(strings.Repeat("x", 10<<10))
+		if i == 17 {
+			val = []byte(strings.Repeat("y", 400<<10))
+		}
+		reqs = append(reqs, commitReq{de: badger.NewEntry(diskKey(formatID(uint64(i))), val), done: make(chan error, 1)})
+	}
+	c.commitBatch(reqs)
+	for i, r := range reqs {
+		err := <-r.done
+		switch {
+		case i == 17 && err == nil:
+			t.Fatal("the oversized entry was committed")
+		case i == 17:
+			continue
+		case err != nil:
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		if err := db.View(func(txn *badger.Txn) error {
+			_, err := txn.Get(diskKey(formatID(uint64(i))))
+			return err
+		}); err != nil {
+			t.Fatalf("entry %d not committed: %v", i, err)
+		}
+	}
 }
