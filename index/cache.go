@@ -472,6 +472,46 @@ func (c *Cache) LookupNormalized(ctx context.Context, sp Space, h [32]byte) (*En
 	return e, true
 }
 
+// LookupKeyed is LookupExact, then, unless it found an entry that accept
+// takes, LookupNormalized (when norm is not zero), in one message to the
+// shard's actor unless the exact tier finds an entry accept refuses. Each
+// entry found counts a hit of its tier, as the two calls do; accept runs in
+// the caller's goroutine. normalized tells which tier answered.
+func (c *Cache) LookupKeyed(ctx context.Context, sp Space, exact, norm [32]byte, accept func(*Entry) bool) (e *Entry, normalized, ok bool) {
+	if !c.Ready() || exact == ([32]byte{}) && norm == ([32]byte{}) {
+		return nil, false, false
+	}
+	var ex, nm *Entry
+	err := c.call(ctx, c.shardOf(sp), func(s *shard) {
+		if exact != ([32]byte{}) {
+			ex = s.lookupExact(sp, exact)
+		}
+		if ex == nil && norm != ([32]byte{}) {
+			nm = s.lookupNorm(sp, norm)
+		}
+	})
+	if err != nil {
+		return nil, false, false
+	}
+	if ex != nil {
+		c.hits.Add(1)
+		c.exactHits.Add(1)
+		if accept(ex) {
+			return ex, false, true
+		}
+		// Rare (a tool call's answer to a streaming client): the normalised
+		// tier is asked on its own.
+		nm, _ = c.LookupNormalized(ctx, sp, norm)
+	} else if nm != nil {
+		c.hits.Add(1)
+		c.normHits.Add(1)
+	}
+	if nm != nil && accept(nm) {
+		return nm, true, true
+	}
+	return nil, false, false
+}
+
 // LookupSemantic examines the Candidates nearest entries to vec in sp's
 // graph and returns the nearest one within threshold (cosine distance) that
 // Check accepts, counting a hit; otherwise it counts a miss. Check runs in

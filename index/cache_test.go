@@ -616,6 +616,56 @@ func TestNormalizedTier(t *testing.T) {
 	}
 }
 
+// TestLookupKeyed: the exact tier answers first, the normalised tier when
+// the exact one finds nothing the caller accepts; every entry found counts
+// a hit of its tier, whether accepted or not.
+func TestLookupKeyed(t *testing.T) {
+	c := open(t, Options{})
+	ctx := t.Context()
+	e := entry(teamA, "What is the capital of France?", axis(0, 0))
+	e.Norm = NormHash(teamA, "what is the capital of france")
+	mustStore(t, c, e)
+	other := entry(teamA, "what is the capital of France", axis(1, 0)) // same normalised text, stored later
+	other.Norm = e.Norm
+	mustStore(t, c, other)
+	all := func(*Entry) bool { return true }
+	notE := func(x *Entry) bool { return x.ID != e.ID }
+	none := func(*Entry) bool { return false }
+	tests := []struct {
+		name             string
+		exact, norm      [32]byte
+		accept           func(*Entry) bool
+		want             string // "" = miss
+		normalized       bool
+		exactHits, nHits int64
+	}{
+		{"exact key answers", e.Exact, e.Norm, all, e.ID, false, 1, 0},
+		{"exact entry refused: the normalised tier answers", e.Exact, e.Norm, notE, other.ID, true, 1, 1},
+		{"no exact entry: the normalised tier answers", hashOf(teamA, "unknown"), e.Norm, all, other.ID, true, 0, 1},
+		{"zero exact key: the normalised tier answers", [32]byte{}, e.Norm, all, other.ID, true, 0, 1},
+		{"exact entry refused, no normalised key: a miss", e.Exact, [32]byte{}, notE, "", false, 1, 0},
+		{"both refused: a miss counting both hits", e.Exact, e.Norm, none, "", false, 1, 1},
+		{"both unknown: a miss", hashOf(teamA, "unknown"), NormHash(teamA, "unknown"), all, "", false, 0, 0},
+		{"both zero: a miss", [32]byte{}, [32]byte{}, all, "", false, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := c.Stats()
+			got, normalized, ok := c.LookupKeyed(ctx, teamA, tt.exact, tt.norm, tt.accept)
+			switch {
+			case ok != (tt.want != ""):
+				t.Fatalf("hit = %v, want %v", ok, tt.want != "")
+			case ok && (got.ID != tt.want || normalized != tt.normalized):
+				t.Fatalf("got %s (normalized %v), want %s (normalized %v)", got.ID, normalized, tt.want, tt.normalized)
+			}
+			after := c.Stats()
+			if ex, n := after.ExactHits-before.ExactHits, after.NormalizedHits-before.NormalizedHits; ex != tt.exactHits || n != tt.nHits || after.Hits-before.Hits != ex+n {
+				t.Fatalf("counted %d exact and %d normalised hits (%d in all), want %d and %d", ex, n, after.Hits-before.Hits, tt.exactHits, tt.nHits)
+			}
+		})
+	}
+}
+
 // TestSetLimitsAppliesToTheRunningCache: a smaller max_entries evicts the
 // soonest-expiring entries at once (memory and disk); a new TTL gives new
 // entries their expiry and leaves stored ones theirs.

@@ -30,10 +30,10 @@ type Cache interface {
 	// Ready is false while persisted entries are still being loaded; look-ups
 	// then miss (stores still work).
 	Ready() bool
-	LookupExact(ctx context.Context, sp index.Space, h [32]byte) (*index.Entry, bool)
-	// LookupNormalized finds the entry whose normalised dialog (index/norm)
-	// hashes to h, as LookupExact does.
-	LookupNormalized(ctx context.Context, sp index.Space, h [32]byte) (*index.Entry, bool)
+	// LookupKeyed looks up the exact tier (the request's hash), then the
+	// normalised tier (the hash of its normalised dialog, index/norm; zero:
+	// none), in one message; accept says whether a found entry can answer.
+	LookupKeyed(ctx context.Context, sp index.Space, exact, norm [32]byte, accept func(*index.Entry) bool) (e *index.Entry, normalized, ok bool)
 	// NearestGuarded returns the nearest entry within threshold that the
 	// guard accepts, counting nothing; SemanticHit or Miss counts it.
 	NearestGuarded(ctx context.Context, sp index.Space, vec []float32, prompt string, threshold float32) (*index.Entry, float32, bool)
@@ -325,20 +325,15 @@ func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call,
 	start := g.now()
 	if ready {
 		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-		e, ok := g.cache.LookupExact(lctx, cp.space, cp.exact)
+		e, normalized, ok := g.cache.LookupKeyed(lctx, cp.space, cp.exact, cp.norm, func(e *index.Entry) bool { return g.replayable(call, e) })
 		cancel()
-		if ok && g.replayable(call, e) {
-			g.metrics.lookup("exact", g.now().Sub(start))
-			return g.serveHit(ctx, w, call, e, 0, "exact"), true
-		}
-		if cp.norm != ([32]byte{}) {
-			lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-			e, ok := g.cache.LookupNormalized(lctx, cp.space, cp.norm)
-			cancel()
-			if ok && g.replayable(call, e) {
-				g.metrics.lookup("normalized", g.now().Sub(start))
-				return g.serveHit(ctx, w, call, e, 0, "normalized"), true
+		if ok {
+			tier := "exact"
+			if normalized {
+				tier = "normalized"
 			}
+			g.metrics.lookup(tier, g.now().Sub(start))
+			return g.serveHit(ctx, w, call, e, 0, tier), true
 		}
 	}
 	if cp.prompt == "" || len(cp.prompt) > maxSemanticPrompt {
