@@ -28,6 +28,9 @@ type Limiter interface {
 	SettleAsync(r quota.Reservation, actual int64)
 	// Headroom reads the counter key's TPM limit and what is left, charging nothing.
 	Headroom(ctx context.Context, consumer, key string) (quota.Decision, error)
+	// Unlimited reports whether the consumer has no limit at all (no TPM,
+	// no quota, no period) right now: nothing can refuse its calls.
+	Unlimited(consumer string) bool
 }
 
 // admitTimeout bounds a call to the limiter: a reservation takes
@@ -51,6 +54,9 @@ type admission struct {
 	// against the consumer's money budget, when it has one and the route a price.
 	money         quota.Reservation
 	moneyReserved bool
+	// deferred: prompt and tokens were not counted at admission (see
+	// admit); exchange.estimate counts them if settling needs them.
+	deferred bool
 }
 
 // setHeaders writes the consumer's TPM headers (SPEC §4) when it has a limit.
@@ -111,7 +117,17 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Err
 		}
 		return a, nil
 	}
-	a.prompt, a.tokens = g.estimate(call)
+	rt := g.routes[call.Route]
+	// A consumer without any limit or budget, on a route whose backends
+	// have no capacity to steer by, needs no estimate before the call:
+	// nothing can refuse it (its reservation is the limiter's unmetered
+	// one, made without a round trip) and it is settled to the reply's
+	// usage. The prompt is counted only if settling needs it (a reply
+	// without usage) or a trace records it.
+	a.deferred = !g.budgets[call.Consumer.Name] && (rt == nil || !rt.metered) && g.tracer == nil && g.limiter.Unlimited(call.Consumer.Name)
+	if !a.deferred {
+		a.prompt, a.tokens = g.estimate(call)
+	}
 	res, d, err := g.limiter.ReserveWithin(ctx, admitTimeout, call.Consumer.Name, g.counterKey(call), a.tokens)
 	if err != nil {
 		g.log.Warn("quota reservation failed; admitting without limits", "consumer", call.Consumer.Name, "request_id", call.RequestID, "err", err)
@@ -130,6 +146,22 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Err
 		return a, e
 	}
 	return a, nil
+}
+
+// estimate returns the admission's prompt estimate and its total
+// reservation, counting them now if admit deferred them.
+func (x *exchange) estimate(g *Gateway) (prompt, total int64) {
+	if x.adm.deferred {
+		x.adm.prompt, x.adm.tokens = g.estimate(x.call)
+		x.adm.deferred = false
+	}
+	return x.adm.prompt, x.adm.tokens
+}
+
+// promptEstimate is the prompt part of estimate.
+func (x *exchange) promptEstimate(g *Gateway) int64 {
+	p, _ := x.estimate(g)
+	return p
 }
 
 // costMicro is what tokens cost at price, in micro-dollars (a price per
@@ -373,11 +405,15 @@ func retryAfterSeconds(wait time.Duration) string {
 // settlement is queued before the answer is written, so the client's next
 // request is admitted against it; a crash loses it only as it loses any
 // counter change since the limiter's last snapshot.
+//
+// An admission that deferred its estimate (see admit) is settled to the
+// reply's own usage as it is; the prompt is counted only when there is no
+// usage to settle to.
 func (g *Gateway) settle(_ context.Context, x *exchange, u *usage) int64 {
 	if x.reached {
 		if u == nil {
-			u = &usage{Prompt: x.adm.prompt}
-		} else if short := x.adm.prompt - u.total(); short > 0 {
+			u = &usage{Prompt: x.promptEstimate(g)}
+		} else if short := x.adm.prompt - u.total(); !x.adm.deferred && short > 0 {
 			v := *u
 			v.Prompt += short
 			v.Total = v.Prompt + v.Completion

@@ -252,24 +252,25 @@ func (g *Gateway) replyUsage(x *exchange) *usage {
 		return nil
 	}
 	if !r.ok {
-		return x.estimated() // a 200 that cannot be read
+		return x.estimated(g) // a 200 that cannot be read
 	}
 	if r.u != nil {
 		if !r.u.plausible() {
-			return x.estimated()
+			return x.estimated(g)
 		}
 		return r.u
 	}
 	if r.text == "" && bytes.Contains(r.body, []byte(`"usage"`)) {
-		return x.estimated() // usage its wire format could not decode (overflowing numbers)
+		return x.estimated(g) // usage its wire format could not decode (overflowing numbers)
 	}
-	return &usage{Prompt: x.adm.prompt, Completion: int64(g.counter.Count(x.call.Route, r.text))}
+	return &usage{Prompt: x.promptEstimate(g), Completion: int64(g.counter.Count(x.call.Route, r.text))}
 }
 
 // estimated is the charge when a backend's answer says nothing usable about
 // its cost: the admission's estimate, prompt plus completion allowance.
-func (x *exchange) estimated() *usage {
-	return &usage{Prompt: x.adm.prompt, Completion: max(x.adm.tokens-x.adm.prompt, 0)}
+func (x *exchange) estimated(g *Gateway) *usage {
+	prompt, total := x.estimate(g)
+	return &usage{Prompt: prompt, Completion: max(total-prompt, 0)}
 }
 
 // cacheable reports whether the reply is a success the cache may store.

@@ -111,7 +111,7 @@ func (t *streamTap) see(data []byte) bool {
 func (t *streamTap) usage(g *Gateway, x *exchange) *usage {
 	if t.u != nil {
 		if !t.u.plausible() {
-			return x.estimated()
+			return x.estimated(g)
 		}
 		return t.u
 	}
@@ -119,7 +119,7 @@ func (t *streamTap) usage(g *Gateway, x *exchange) *usage {
 	for i := range t.choices {
 		sb.Write(t.choices[i].content)
 	}
-	return &usage{Prompt: x.adm.prompt, Completion: int64(g.counter.Count(x.call.Route, sb.String()))}
+	return &usage{Prompt: x.promptEstimate(g), Completion: int64(g.counter.Count(x.call.Route, sb.String()))}
 }
 
 // completion assembles the streamed answer as one chat.completion body, or

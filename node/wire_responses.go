@@ -213,7 +213,7 @@ func (t *responsesTap) usage(g *Gateway, x *exchange) *usage {
 			return u
 		}
 	}
-	return &usage{Prompt: x.adm.prompt, Completion: int64(g.counter.Count(x.call.Route, string(t.text)))}
+	return &usage{Prompt: x.promptEstimate(g), Completion: int64(g.counter.Count(x.call.Route, string(t.text)))}
 }
 
 func (t *responsesTap) completion() []byte {

@@ -420,6 +420,12 @@ func (l *Limiter) unlimited(consumer string) bool {
 	return (*l.effective.Load())[consumer] == Limits{}
 }
 
+// Unlimited reports whether consumer has no limit at all right now (no TPM,
+// no quota, no period; or it is not configured): Reserve cannot refuse it
+// and makes its reservations without a round trip to a shard. A limit set
+// later (SetLimits, ApplyLimits, SetConfig) counts from then on.
+func (l *Limiter) Unlimited(consumer string) bool { return l.unlimited(consumer) }
+
 // Headroom returns the TPM limit and what is left of it for the counter key
 // of consumer, charging nothing: what a request that needs no tokens (a cache
 // hit) reports in its headers.
