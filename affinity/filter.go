@@ -12,12 +12,13 @@ import (
 // It is a Bloom filter of every id persisted (and not yet expired): a miss
 // is certain, a hit only possible, and then Badger is read as before.
 //
-// It holds ids in generations, each the ids added within a span of the TTL
-// (or until it is full), dropped as a whole once every id in it expired, so
-// its size follows the live ids (about 1.3 bytes each) rather than every id
-// ever seen. It is complete only once the Store has added the ids the
-// database held when it opened (ready); until then, and when it would hold
-// more than maxFilterIDs, every check reads Badger.
+// It holds ids in generations, each the ids added within an eighth of the
+// TTL (or until it is full), dropped as a whole once every id in it
+// expired, so its size follows the live ids (10 bits each, a generation
+// sized by the last one's) rather than every id ever seen. It is complete
+// only once the Store has added the ids the database held when it opened
+// (ready); until then, and when it would hold more than maxFilterIDs,
+// every check reads Badger.
 //
 // Not safe for concurrent use: the Store guards it with its written mutex.
 type idFilter struct {
@@ -27,6 +28,7 @@ type idFilter struct {
 	ready bool // every id persisted before the store opened was added
 	off   bool // too many ids: checks read the database
 	ids   int  // in gens
+	room  int  // ids gens were sized for (their memory: filterBitsPer each)
 }
 
 // filterGen is one generation: blocks of 512 bits, each id setting
@@ -43,7 +45,7 @@ const (
 	filterProbes  = 6
 	filterBitsPer = 10       // bits per id: about 1% of misses become reads
 	minFilterGen  = 1 << 14  // ids of the first generation
-	maxFilterIDs  = 64 << 20 // about 85 MB; beyond, no filter
+	maxFilterIDs  = 64 << 20 // room for ids: 80 MB; beyond, no filter
 	filterSpans   = 8        // generations per TTL
 	minFilterSpan = int64(time.Minute / time.Millisecond)
 )
@@ -96,17 +98,19 @@ func (f *idFilter) add(id string, expires, now int64) {
 	if g == nil || g.ids >= g.cap || now-g.start >= f.span {
 		capacity := minFilterGen
 		if g != nil {
-			capacity = g.cap
 			if g.ids >= g.cap {
-				capacity *= 2 // filled within a span: the next one is larger
+				capacity = 2 * g.cap // filled within a span: the next one is larger
+			} else {
+				capacity = max(minFilterGen, g.ids+g.ids/4) // as many as the last span's, and some
 			}
 		}
-		if f.ids+capacity > maxFilterIDs {
+		if f.room+capacity > maxFilterIDs {
 			f.off, f.gens = true, nil
 			return
 		}
 		g = newFilterGen(capacity, now)
 		f.gens = append(f.gens, g)
+		f.room += capacity
 	}
 	g.add(f.hash(id))
 	g.ids++
@@ -145,6 +149,7 @@ func (f *idFilter) drop(now int64) {
 			keep = append(keep, g)
 		} else {
 			f.ids -= g.ids
+			f.room -= g.cap
 		}
 	}
 	clear(f.gens[len(keep):])

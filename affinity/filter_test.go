@@ -68,11 +68,17 @@ func TestFilterDropsExpiredGenerations(t *testing.T) {
 }
 
 // TestFilterNotReadyReadsTheDatabase: until the ids the database held are
-// in, every check reads it.
+// in, and past the filter's bound, every check reads it.
 func TestFilterNotReadyReadsTheDatabase(t *testing.T) {
 	f := newIDFilter(time.Hour)
 	if f.absent("resp_x") {
 		t.Fatal("a filter not yet loaded reported an id absent")
+	}
+	// Nor one that would outgrow its memory bound.
+	f.ready, f.room = true, maxFilterIDs
+	f.add("resp_y", 1<<50, 1)
+	if !f.off || f.absent("resp_z") || len(f.gens) != 0 {
+		t.Fatal("a filter past its bound still answered")
 	}
 }
 
