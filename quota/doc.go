@@ -83,7 +83,7 @@
 // appends the settlement to the shard's mailbox (a mutex-guarded slice), which
 // the goroutine applies before any message it serves, so everything sent to
 // the shard later sees it; a timer armed when the mailbox turns non-empty
-// sends a message after a few milliseconds in case nothing else comes (no
+// sends a message after 20 milliseconds in case nothing else comes (no
 // timer runs while the mailbox is empty). A queued settlement is held in
 // memory exactly as a change Settle made would be, so it is written by the
 // next snapshot (Close's included) and lost by a crash before it as

@@ -482,7 +482,7 @@ func (l *Limiter) Settle(ctx context.Context, r Reservation, actual int64) Decis
 // Decision.AfterSettle) and must not hold an answer for a round trip to the
 // actor. The shard applies its mailbox before any message it serves, so a
 // Reserve, Settle, Status, snapshot or Outgoing asked after SettleAsync
-// returned sees the settlement, and a timer applies it within a few
+// returned sees the settlement, and a timer applies it within 20
 // milliseconds when nothing is asked; what a crash can lose is what it can
 // lose of a Settle: the counters since the last snapshot, which Close writes
 // with every settlement queued before it. After Close the settlement is
