@@ -241,7 +241,29 @@ func (f *seen) first(bit seen) bool {
 	return true
 }
 
-func keyIs(key []byte, name string) bool { return bytes.EqualFold(key, []byte(name)) }
+// keyIs reports whether key names the field name (lower-case ASCII) as
+// encoding/json matches keys: case-insensitively, with Unicode's simple
+// folding ("ſ" is an "s"). Most keys are the name itself or plain ASCII of
+// another length, settled without folding.
+func keyIs(key []byte, name string) bool {
+	if len(key) == len(name) {
+		if string(key) == name {
+			return true
+		}
+	} else if ascii(key) {
+		return false // an ASCII letter folds only to one of the same length
+	}
+	return bytes.EqualFold(key, []byte(name))
+}
+
+func ascii(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
 
 // scanChat reads body; ok is false when encoding/json must decide.
 func scanChat(body []byte) (a scannedChat, ok bool) {

@@ -118,3 +118,21 @@ func BenchmarkReadChat(b *testing.B) {
 		}
 	})
 }
+
+// TestKeyIsAsDecoding: keyIs matches a key to a field exactly when
+// encoding/json does.
+func TestKeyIsAsDecoding(t *testing.T) {
+	for _, key := range []string{"input_tokens", "INPUT_TOKENS", "Input_Tokens", "input_token", "input_tokens_",
+		"input_to\u212aens", "ınput_tokens", "input_tokenſ", "ſtatus", "status", "STATUS", "statuſ", "", "id", "ID", "iD", "idd", "ı"} {
+		for _, name := range []string{"input_tokens", "status", "id"} {
+			body, _ := json.Marshal(map[string]int{key: 1})
+			field := reflect.StructOf([]reflect.StructField{{Name: "F", Type: reflect.TypeFor[int](), Tag: reflect.StructTag(`json:"` + name + `"`)}})
+			p := reflect.New(field)
+			_ = json.Unmarshal(body, p.Interface())
+			want := p.Elem().Field(0).Int() == 1
+			if got := keyIs([]byte(key), name); got != want {
+				t.Errorf("keyIs(%q, %q) = %v, encoding/json matches: %v", key, name, got, want)
+			}
+		}
+	}
+}
