@@ -81,7 +81,7 @@ func openState(cfg *config.Config, logger *slog.Logger, onChange func(index.Chan
 	go tokens.Warm(models...)
 	if cfg.Cache.Enabled {
 		guard.Warm() // the guard's WordNet table, read before any request needs it
-		params := graph.Params{EfSearch: cfg.Cache.EfSearch, Float32Walk: cfg.Cache.IndexInt8 != nil && !*cfg.Cache.IndexInt8}
+		params := graph.Params{EfSearch: cfg.Cache.EfSearch, EfConstruction: cfg.Cache.EfConstruction, Float32Walk: cfg.Cache.IndexInt8 != nil && !*cfg.Cache.IndexInt8}
 		newGraph := func() graph.Index { return graph.NewHNSW(params) }
 		if cfg.Cache.Index == config.IndexCoderHNSW {
 			newGraph = func() graph.Index { return graph.NewCoder(params) }

@@ -191,6 +191,11 @@ type Cache struct {
 	// more surely in very large partitions, at proportionally more time.
 	// 0 = the index's default (32; see index/graph.Params).
 	EfSearch int `yaml:"ef_search"`
+	// EfConstruction is the beam of the search that links a new entry into
+	// the graph: higher builds a slightly better graph, each entry stored
+	// costing proportionally more CPU. 0 = the index's default (see
+	// index/graph.Params).
+	EfConstruction int `yaml:"ef_construction"`
 	// IndexInt8 walks the graph on int8 copies of the vectors instead of the
 	// float32 vectors themselves: about a third less CPU per cache miss, for
 	// 388 B more memory per entry (for 384-d vectors). Results are exact
@@ -540,6 +545,9 @@ func (c *Config) Validate() error {
 	}
 	if ch.EfSearch < 0 || ch.EfSearch > 4096 {
 		return fmt.Errorf("cache.ef_search: %d is outside 0..4096", ch.EfSearch)
+	}
+	if ch.EfConstruction < 0 || ch.EfConstruction > 4096 {
+		return fmt.Errorf("cache.ef_construction: %d is outside 0..4096", ch.EfConstruction)
 	}
 	if ch.Index != IndexHNSW && ch.Index != IndexCoderHNSW {
 		return fmt.Errorf("cache.index: %q is not hnsw or coder-hnsw", ch.Index)

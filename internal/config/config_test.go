@@ -113,6 +113,7 @@ func TestValidate(t *testing.T) {
 		{"empty group", func(c *Config) { c.Routes["gpt-4o"] = Route{Pool: [][]string{{}}} }, "empty priority group"},
 		{"no routes", func(c *Config) { c.Routes = nil }, "routes:"},
 		{"route name reserved for the cache", func(c *Config) { c.Routes["·verify"] = c.Routes["gpt-4o"] }, `must not begin with "·"`},
+		{"construction beam out of range", func(c *Config) { c.Cache.EfConstruction = -1 }, "cache.ef_construction"},
 		{"shared key", func(c *Config) {
 			c.Consumers = append(c.Consumers, Consumer{Name: "team-b", Keys: []string{"k1"}})
 		}, "shared with consumer"},

@@ -20,12 +20,13 @@ var restartOnly = []string{
 	"admin_listen",
 	"cluster",
 	// Opening or closing the cache means opening or dropping its index
-	// and its place in the cluster's exchange; the graph's kind and search
-	// beam are fixed when the graphs are built (entries would have to be
+	// and its place in the cluster's exchange; the graph's kind and beams
+	// are fixed when the graphs are built (entries would have to be
 	// re-indexed).
 	"cache.enabled",
 	"cache.index",
 	"cache.ef_search",
+	"cache.ef_construction",
 	"cache.index_int8",
 	"server.read_header_timeout",
 	"server.body_read_timeout",

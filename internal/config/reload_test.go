@@ -46,6 +46,7 @@ func TestDiffAndRestartOnly(t *testing.T) {
 			[]string{"cache.ttl", "cache.max_entries"}, nil},
 		{"the cache index needs a restart", func(c *Config) { c.Cache.Index = IndexCoderHNSW }, []string{"cache.index"}, []string{"cache.index"}},
 		{"the graph's vectors need a restart", func(c *Config) { off := false; c.Cache.IndexInt8 = &off }, []string{"cache.index_int8"}, []string{"cache.index_int8"}},
+		{"the graph's construction beam needs a restart", func(c *Config) { c.Cache.EfConstruction = 200 }, []string{"cache.ef_construction"}, []string{"cache.ef_construction"}},
 		{"telemetry is live", func(c *Config) {
 			c.Telemetry.OTLPEndpoint = "http://127.0.0.1:4318"
 			c.Telemetry.CaptureContent = true
