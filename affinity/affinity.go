@@ -225,33 +225,56 @@ func (s *Store) Close() error {
 // (at most writeDelay of creations) and the batch being written (Close
 // persists the queue).
 func (s *Store) Remember(ctx context.Context, id string, o Owner) error {
-	if id == "" || len(id) > maxIDLen {
-		return fmt.Errorf("response id of %d bytes", len(id))
+	if done, err := s.TryRemember(id, o); done || err != nil {
+		return err
 	}
 	now := s.now()
 	r := record{ID: id, Owner: o, At: now.UnixMilli(), Expires: now.Add(s.ttl).UnixMilli()}
 	if s.db == nil {
 		return s.apply(ctx, []record{r}, true)
 	}
+	// The actor is behind by createdBuffer creations: wait for it.
 	select {
+	case s.created <- r:
+	case <-ctx.Done():
+		return ctx.Err()
 	case <-s.quit:
 		return errors.New("affinity store closed")
+	}
+	s.kickWriter()
+	return nil
+}
+
+// TryRemember is Remember when it need not wait: done is false (and
+// nothing happened) when it would (the store's goroutine is behind, or
+// there is no database). A caller that bounds Remember with a deadline
+// pays for the deadline's timer only then.
+func (s *Store) TryRemember(id string, o Owner) (done bool, err error) {
+	if id == "" || len(id) > maxIDLen {
+		return false, fmt.Errorf("response id of %d bytes", len(id))
+	}
+	if s.db == nil {
+		return false, nil
+	}
+	now := s.now()
+	r := record{ID: id, Owner: o, At: now.UnixMilli(), Expires: now.Add(s.ttl).UnixMilli()}
+	select {
+	case <-s.quit:
+		return false, errors.New("affinity store closed")
 	case s.created <- r:
 	default:
-		// The actor is behind by createdBuffer creations: wait for it.
-		select {
-		case s.created <- r:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.quit:
-			return errors.New("affinity store closed")
-		}
+		return false, nil
 	}
+	s.kickWriter()
+	return true, nil
+}
+
+// kickWriter tells the writer a creation is queued.
+func (s *Store) kickWriter() {
 	select {
 	case s.kick <- struct{}{}:
 	default: // a write is due already
 	}
-	return nil
 }
 
 // write persists the queued creations, a batch at a time: those that

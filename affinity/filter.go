@@ -43,7 +43,7 @@ type filterGen struct {
 
 const (
 	filterProbes  = 6
-	filterBitsPer = 10       // bits per id: about 1% of misses become reads
+	filterBitsPer = 10       // bits per id: a full generation makes under 1% of new ids reads
 	minFilterGen  = 1 << 14  // ids of the first generation
 	maxFilterIDs  = 64 << 20 // room for ids: 80 MB; beyond, no filter
 	filterSpans   = 8        // generations per TTL

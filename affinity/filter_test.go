@@ -184,3 +184,52 @@ func FuzzEncodeIsMarshal(f *testing.F) {
 		}
 	})
 }
+
+// TestTryRememberNeverWaits: TryRemember hands a creation over while the
+// store's goroutine keeps up, and reports (without waiting) when it is
+// behind, where Remember waits as long as its context allows.
+func TestTryRememberNeverWaits(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open("", store.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s := Open(Options{DB: db.DB})
+	defer s.Close()
+	o := Owner{Consumer: "team-a", Backend: "east"}
+	if done, err := s.TryRemember("resp_0", o); !done || err != nil {
+		t.Fatalf("TryRemember on an idle store: %v %v", done, err)
+	}
+	if got, ok := s.Lookup(ctx, "resp_0"); !ok || got != o {
+		t.Fatalf("a tried creation is not found: %v %v", got, ok)
+	}
+	release, busy := make(chan struct{}), make(chan struct{})
+	go func() { _ = s.do(ctx, func() { close(busy); <-release }) }()
+	<-busy
+	for i := range createdBuffer {
+		if done, _ := s.TryRemember("resp_b"+strconv.Itoa(i), o); !done {
+			t.Fatalf("creation %d of a free buffer not handed over", i)
+		}
+	}
+	if done, err := s.TryRemember("resp_full", o); done || err != nil {
+		t.Fatalf("TryRemember with a full buffer: %v %v", done, err)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := s.Remember(short, "resp_full", o); err == nil {
+		t.Fatal("Remember behind a stuck store returned before its deadline without handing over")
+	}
+	close(release)
+	if err := s.Remember(ctx, "resp_full", o); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Lookup(ctx, "resp_full"); !ok {
+		t.Fatal("the creation made once the store caught up is not found")
+	}
+	mem := Open(Options{})
+	defer mem.Close()
+	if done, err := mem.TryRemember("resp_m", o); done || err != nil {
+		t.Fatalf("TryRemember without a database: %v %v", done, err)
+	}
+}

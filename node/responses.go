@@ -124,11 +124,25 @@ func (g *Gateway) remember(ctx context.Context, x *exchange, backendName string)
 	if id == "" || backendName == "" || x.call.Consumer == nil {
 		return
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ownersTimeout)
-	defer cancel()
-	if err := g.owners.Remember(rctx, id, affinity.Owner{Consumer: x.call.Consumer.Name, Backend: backendName}); err != nil {
+	o := affinity.Owner{Consumer: x.call.Consumer.Name, Backend: backendName}
+	done, err := false, error(nil)
+	if t, ok := g.owners.(ownersTrier); ok {
+		done, err = t.TryRemember(id, o) // the common case: no timer
+	}
+	if !done && err == nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ownersTimeout)
+		err = g.owners.Remember(rctx, id, o)
+		cancel()
+	}
+	if err != nil {
 		g.log.Warn("remembering a response's owner failed; follow-ups on it will be refused", "response_id", id, "request_id", x.call.RequestID, "err", err)
 	}
+}
+
+// ownersTrier is an Owners that can remember without waiting
+// (affinity.Store.TryRemember).
+type ownersTrier interface {
+	TryRemember(id string, o affinity.Owner) (bool, error)
 }
 
 // FollowUp is a call on a stored response: GET /responses/{id}, DELETE, POST
