@@ -118,13 +118,14 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Err
 		return a, nil
 	}
 	rt := g.routes[call.Route]
-	// A consumer without any limit or budget, on a route whose backends
-	// have no capacity to steer by, needs no estimate before the call:
+	// A consumer without any limit or budget, on a route that does not
+	// steer by the estimate (no backend tpm, one backend per group), needs
+	// no estimate before the call:
 	// nothing can refuse it (its reservation is the limiter's unmetered
 	// one, made without a round trip) and it is settled to the reply's
 	// usage. The prompt is counted only if settling needs it (a reply
 	// without usage) or a trace records it.
-	a.deferred = !g.budgets[call.Consumer.Name] && (rt == nil || !rt.metered) && g.tracer == nil && g.limiter.Unlimited(call.Consumer.Name)
+	a.deferred = !g.budgets[call.Consumer.Name] && (rt == nil || !rt.steers) && g.tracer == nil && g.limiter.Unlimited(call.Consumer.Name)
 	if !a.deferred {
 		a.prompt, a.tokens = g.estimate(call)
 	}

@@ -268,6 +268,10 @@ type route struct {
 	// metered is set when a backend of the route has a configured tpm: its
 	// capacity steering needs each request's token estimate.
 	metered bool
+	// steers is set when the route is metered or one of its groups has
+	// several backends: choosing among them by the backends' rate-limit
+	// headers (see deferFull) also needs the estimate.
+	steers bool
 	// price turns its tokens into the cost charged to money budgets.
 	price config.Price
 }

@@ -9,8 +9,9 @@ import (
 )
 
 // deferGateway is a gateway whose consumer "free" has no limit, "capped" a
-// TPM and "paying" a money budget, with an unmetered route "gpt-4o" and a
-// route "metered" whose backend has a TPM of its own.
+// TPM and "paying" a money budget, with an unmetered route "gpt-4o", a
+// route "metered" whose backend has a TPM of its own and a route "pair"
+// choosing between two backends.
 func deferGateway(t *testing.T) (*Gateway, *quota.Limiter) {
 	t.Helper()
 	l, err := quota.Open(quota.Options{}, map[string]quota.Limits{
@@ -27,10 +28,12 @@ func deferGateway(t *testing.T) (*Gateway, *quota.Limiter) {
 		Backends: []config.Backend{
 			{Name: "b", Kind: "openai", URL: "http://127.0.0.1:1/v1"},
 			{Name: "m", Kind: "openai", URL: "http://127.0.0.1:1/v1", TPM: 1 << 30},
+			{Name: "b2", Kind: "openai", URL: "http://127.0.0.1:2/v1"},
 		},
 		Routes: map[string]config.Route{
 			"gpt-4o":  {Pool: [][]string{{"b"}}, Price: config.Price{InputPer1M: 2.50, OutputPer1M: 10}},
 			"metered": {Pool: [][]string{{"m"}}},
+			"pair":    {Pool: [][]string{{"b", "b2"}}},
 		},
 		Consumers: []config.Consumer{
 			{Name: "free", Keys: []string{"k1"}},
@@ -59,6 +62,7 @@ func TestAdmitDefersCountingOnlyWithoutLimits(t *testing.T) {
 		{"a TPM is counted", "capped", "gpt-4o", false},
 		{"a money budget is counted", "paying", "gpt-4o", false},
 		{"a metered route is counted", "free", "metered", false},
+		{"a route choosing between backends is counted", "free", "pair", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			call := prompt500(t)

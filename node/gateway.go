@@ -316,6 +316,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 				r.metered = r.metered || b.capacity.tpm > 0
 			}
 			r.groups = append(r.groups, newGroup(members))
+			r.steers = r.steers || r.metered || len(members) > 1
 		}
 		g.routes[name] = r
 		g.names = append(g.names, name)
