@@ -62,18 +62,24 @@ func TestCountChatCachesAllButTheLastMessage(t *testing.T) {
 	}
 }
 
+// overheadMessages is the overhead benchmark's request as messages: a
+// system prompt and a user turn, about 200 tokens.
+func overheadMessages() []openai.Message {
+	system := "You are a careful assistant for an engineering team. Answer in plain English, cite the relevant section of the document when you can, and say so when the document does not answer the question. Keep answers under five sentences."
+	user := "Our deployment runs three gateway nodes behind a load balancer, each with 2 vCPUs and 4 GiB of memory. Last week the p99 latency rose from 180 ms to 1.2 s during the nightly batch (about 40,000 requests between 01:00 and 02:00 UTC), while CPU stayed below 60%. The backend's x-ratelimit-remaining-tokens header dropped to zero several times. Which of these is the most likely cause, and what should we change first: the TPM limits of the batch consumer, the priority groups of the route, or the size of the nodes?"
+	return []openai.Message{
+		{Role: "system", Text: &openai.MessageText{Parts: []string{system}}},
+		{Role: "user", Text: &openai.MessageText{Parts: []string{user}}},
+	}
+}
+
 // BenchmarkCountChat counts the overhead benchmark's request (a system
 // prompt and a new user turn, about 200 tokens): "cached" with the system
 // prompt's count kept from the request before, as CountChat does, "uncached"
 // counting every text.
 func BenchmarkCountChat(b *testing.B) {
-	system := "You are a careful assistant for an engineering team. Answer in plain English, cite the relevant section of the document when you can, and say so when the document does not answer the question. Keep answers under five sentences."
-	user := "Our deployment runs three gateway nodes behind a load balancer, each with 2 vCPUs and 4 GiB of memory. Last week the p99 latency rose from 180 ms to 1.2 s during the nightly batch (about 40,000 requests between 01:00 and 02:00 UTC), while CPU stayed below 60%. The backend's x-ratelimit-remaining-tokens header dropped to zero several times. Which of these is the most likely cause, and what should we change first: the TPM limits of the batch consumer, the priority groups of the route, or the size of the nodes?"
 	c := NewCounter()
-	msgs := []openai.Message{
-		{Role: "system", Text: &openai.MessageText{Parts: []string{system}}},
-		{Role: "user", Text: &openai.MessageText{Parts: []string{user}}},
-	}
+	msgs := overheadMessages()
 	e := c.encoder("gpt-4o")
 	b.Run("cached", func(b *testing.B) {
 		b.ReportAllocs()
@@ -98,13 +104,8 @@ func BenchmarkCountChat(b *testing.B) {
 // core's caches by the other work since the last one. It reports the
 // count's own time (count-ns), without the reading.
 func BenchmarkCountChatCold(b *testing.B) {
-	system := "You are a careful assistant for an engineering team. Answer in plain English, cite the relevant section of the document when you can, and say so when the document does not answer the question. Keep answers under five sentences."
-	user := "Our deployment runs three gateway nodes behind a load balancer, each with 2 vCPUs and 4 GiB of memory. Last week the p99 latency rose from 180 ms to 1.2 s during the nightly batch (about 40,000 requests between 01:00 and 02:00 UTC), while CPU stayed below 60%. The backend's x-ratelimit-remaining-tokens header dropped to zero several times. Which of these is the most likely cause, and what should we change first: the TPM limits of the batch consumer, the priority groups of the route, or the size of the nodes?"
 	c := NewCounter()
-	msgs := []openai.Message{
-		{Role: "system", Text: &openai.MessageText{Parts: []string{system}}},
-		{Role: "user", Text: &openai.MessageText{Parts: []string{user}}},
-	}
+	msgs := overheadMessages()
 	c.CountChat("gpt-4o", msgs)
 	other := make([]byte, 8<<20)
 	var sink byte
