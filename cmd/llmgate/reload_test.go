@@ -70,14 +70,23 @@ routes:
 func newReloadNode(t *testing.T) *reloadNode {
 	t.Helper()
 	dir := t.TempDir()
-	n := &reloadNode{dir: dir, path: filepath.Join(dir, "llmgate.yaml"), listen: freeAddr(t), admin: freeAddr(t), gossip: freeAddr(t),
+	n := &reloadNode{dir: dir, path: filepath.Join(dir, "llmgate.yaml"),
 		// 40 tokens a second: a 60-token stream takes 1.5 s.
 		slow: startMockWith(t, "slow", "--latency", "0", "--token-rate", "40"),
 		fast: startMockWith(t, "fast", "--latency", "0")}
-	n.write(t, n.listen, "", "", "cache: {enabled: true, score_threshold: 0.04}\nlog: {level: info}\n")
-	n.proc = start(t, "serve", "--config", n.path)
-	waitReady(t, "http://"+n.listen+"/readyz")
-	return n
+	// A node that exits before it is ready (another test took one of its
+	// free ports first) is started again on other ports.
+	for attempt := 1; ; attempt++ {
+		n.listen, n.admin, n.gossip = freeAddr(t), freeAddr(t), freeAddr(t)
+		n.write(t, n.listen, "", "", "cache: {enabled: true, score_threshold: 0.04}\nlog: {level: info}\n")
+		n.proc = start(t, "serve", "--config", n.path)
+		if n.proc.readyOrExited(t, "http://"+n.listen+"/readyz", 30*time.Second) {
+			return n
+		}
+		if attempt == 3 {
+			t.Fatal("the node exited before it was ready three times")
+		}
+	}
 }
 
 func (n *reloadNode) chat(t *testing.T, key, model, prompt string, stream bool) (int, http.Header, string) {

@@ -97,6 +97,37 @@ func (p *proc) wait(t *testing.T, d time.Duration) error {
 	}
 }
 
+// readyOrExited waits until url answers 200 (true) or the process exits
+// first (false, with its stderr logged: a port taken between freeAddr and
+// the bind ends a node at once). Past d it stops the process and fails t
+// with its stderr.
+func (p *proc) readyOrExited(t *testing.T, url string, d time.Duration) bool {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-p.done:
+			p.done <- err // let the cleanup's receive finish
+			t.Logf("%s exited before it was ready (%v); stderr:\n%s", p.cmd.Path, err, p.stderr)
+			return false
+		default:
+		}
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return true
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = p.cmd.Process.Kill()
+	err := <-p.done
+	p.done <- err
+	t.Fatalf("%s not ready within %v; stderr:\n%s", url, d, p.stderr)
+	return false
+}
+
 func waitReady(t *testing.T, url string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
