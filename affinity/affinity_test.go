@@ -248,12 +248,7 @@ func TestCatchUpCarriesEveryRecord(t *testing.T) {
 // it once written, and Close writes what is still queued.
 func TestRememberIsQueued(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := Open(Options{DB: db.DB})
+	s, db, dir := onDisk(t)
 	for i := range 500 {
 		if err := s.Remember(ctx, fmt.Sprintf("resp_%03d", i), Owner{Consumer: "team-a", Backend: "east"}); err != nil {
 			t.Fatal(err)
@@ -306,12 +301,7 @@ func TestRememberIsQueued(t *testing.T) {
 // replicated payload.
 func TestFirstOwnerStaysOncePersisted(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := Open(Options{DB: db.DB})
+	s, db, dir := onDisk(t)
 	first := Owner{Consumer: "team-a", Backend: "east"}
 	if err := s.Remember(ctx, "resp_reused", first); err != nil {
 		t.Fatal(err)
@@ -350,6 +340,18 @@ func TestFirstOwnerStaysOncePersisted(t *testing.T) {
 	if o, _ := s.Lookup(ctx, "resp_reused"); o != first {
 		t.Fatalf("a claim after a restart changed the owner: %v", o)
 	}
+}
+
+// onDisk opens a Store over a new database in a temporary directory; the
+// test closes both (restart does).
+func onDisk(t *testing.T) (*Store, *store.DB, string) {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Open(Options{DB: db.DB}), db, dir
 }
 
 // restart closes s and its database as a stopping node does, reopens both

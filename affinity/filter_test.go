@@ -106,12 +106,7 @@ func waitFilterReady(t *testing.T, s *Store) {
 // the record and keeps its first owner.
 func TestFirstOwnerCheckSkipsReadsOfNewIDs(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := Open(Options{DB: db.DB})
+	s, db, dir := onDisk(t)
 	first := Owner{Consumer: "team-a", Backend: "east"}
 	const n = 3000
 	for i := range n {

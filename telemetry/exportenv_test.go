@@ -235,15 +235,7 @@ func TestOTLPHTTPSCollectorWithATestCAAndClientCertificateGetsSpans(t *testing.T
 }
 
 func TestOTLPTimeoutBoundsAHangingCollector(t *testing.T) {
-	hang := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-hang:
-		case <-r.Context().Done():
-		}
-	}))
-	defer srv.Close()
-	defer close(hang)
+	srv := hangingCollector(t)
 	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
 	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "150")
 	o, err := NewOTLP(context.Background(), OTLPOptions{Endpoint: srv.URL, MetricInterval: time.Hour})

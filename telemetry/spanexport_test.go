@@ -232,8 +232,10 @@ func TestSpanExportSendsEverySpanOnce(t *testing.T) {
 	}
 }
 
-func TestSpanExportPastItsBoundDropsAndNeverBlocks(t *testing.T) {
-	// A collector that never answers.
+// hangingCollector is a collector that never answers a request until the
+// request's context ends or the test does.
+func hangingCollector(t *testing.T) *httptest.Server {
+	t.Helper()
 	hang := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -241,8 +243,13 @@ func TestSpanExportPastItsBoundDropsAndNeverBlocks(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	}))
-	defer srv.Close()
-	defer close(hang)
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(hang) })
+	return srv
+}
+
+func TestSpanExportPastItsBoundDropsAndNeverBlocks(t *testing.T) {
+	srv := hangingCollector(t)
 	var logs bytes.Buffer
 	e := newSpanExport(srv.URL+"/v1/traces", time.Hour, "test", nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	e.flushBytes, e.maxPending = 1<<10, 8<<10
