@@ -57,6 +57,7 @@ fuzz:
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzParseResponses -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/mock -run '^$$' -fuzz FuzzExampleJSON -fuzztime $(FUZZTIME)
 	$(GO) test ./affinity -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./affinity -run '^$$' -fuzz FuzzValueRoundTrip -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzDecoderAgreesWithExactReader -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/tokens -run '^$$' -fuzz FuzzCountIsExact -fuzztime $(FUZZTIME)

@@ -2,6 +2,7 @@ package affinity
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,6 +60,7 @@ type Options struct {
 	Page int
 
 	writeDelay time.Duration // default writeDelay (benchmarks compare others)
+	maxPending int           // default maxPending (tests make it small)
 }
 
 // Store remembers response owners. Create it with Open; Close stops it.
@@ -71,12 +73,8 @@ type Store struct {
 	now   func() time.Time
 	log   *slog.Logger
 	ops   chan func()
-	// created carries Remember's creations to the actor, which takes them
-	// before any other message: a look-up made after Remember returned
-	// finds the id, and Remember costs a channel send, not a round trip.
-	created chan record
-	quit    chan struct{}
-	done    chan struct{}
+	quit  chan struct{}
+	done  chan struct{}
 	// The writer persists local creations off the request path.
 	kick chan struct{}
 	// written serialises reading what is persisted and writing what
@@ -92,13 +90,24 @@ type Store struct {
 	loaderDone chan struct{}
 	reads      atomic.Int64 // first-owner checks that read the database (tests)
 
-	// Owned by the actor goroutine.
-	news []record
-	mem  map[string]record // the records, when there is no database
-	// queue are local creations not yet handed to the writer; pending are
+	// mu guards what passes between the request goroutines, the writer
+	// and Outgoing: a creation costs a lock and an append. (Handed to the
+	// actor on a channel, each creation woke its goroutine: with the
+	// writer's hand-offs to it, about 2 % of a Responses node's CPU.)
+	mu sync.Mutex
+	// queue are local creations not yet taken by the writer; pending are
 	// those and the ones it is writing, found by Lookup meanwhile.
 	queue   []record
 	pending map[string]record
+	// room, when not nil, is closed once pending is below maxPending
+	// again (Remember waits on it).
+	room       chan struct{}
+	maxPending int
+	// news are the local changes not yet taken by Outgoing.
+	news []record
+
+	// Owned by the actor goroutine.
+	mem map[string]record // the records, when there is no database
 	// cursor is where the next catch-up page starts: the records whose id
 	// sorts at or after it ("" = from the first).
 	cursor string
@@ -121,8 +130,11 @@ func Open(opts Options) *Store {
 	if opts.writeDelay <= 0 {
 		opts.writeDelay = writeDelay
 	}
+	if opts.maxPending <= 0 {
+		opts.maxPending = maxPending
+	}
 	s := &Store{db: opts.DB, ttl: opts.TTL, page: opts.Page, delay: opts.writeDelay, now: opts.Now, log: opts.Logger,
-		ops: make(chan func()), created: make(chan record, createdBuffer), quit: make(chan struct{}), done: make(chan struct{}),
+		maxPending: opts.maxPending, ops: make(chan func()), quit: make(chan struct{}), done: make(chan struct{}),
 		kick: make(chan struct{}, 1), stopWriter: make(chan struct{}), writerDone: make(chan struct{}),
 		loaderDone: make(chan struct{}), pending: map[string]record{}}
 	if s.db == nil {
@@ -142,10 +154,7 @@ func (s *Store) run() {
 	defer close(s.done)
 	for {
 		select {
-		case r := <-s.created:
-			s.queueCreated(r)
 		case op := <-s.ops:
-			s.takeCreated()
 			op()
 		case <-s.quit:
 			return
@@ -153,30 +162,9 @@ func (s *Store) run() {
 	}
 }
 
-// createdBuffer is how many creations Remember hands over without waiting
-// for the actor.
-const createdBuffer = 1024
-
-// takeCreated queues every creation sent so far (on the actor goroutine).
-func (s *Store) takeCreated() {
-	for {
-		select {
-		case r := <-s.created:
-			s.queueCreated(r)
-		default:
-			return
-		}
-	}
-}
-
-// queueCreated queues a creation for the writer unless its id is queued
-// already (the first owner stays); on the actor goroutine.
-func (s *Store) queueCreated(r record) {
-	if _, ok := s.pending[r.ID]; !ok {
-		s.pending[r.ID] = r
-		s.queue = append(s.queue, r)
-	}
-}
+// maxPending bounds the creations not yet persisted: past it (the disk
+// is slower than the creations), Remember waits for the writer.
+const maxPending = 1 << 16
 
 // do runs op on the actor goroutine.
 func (s *Store) do(ctx context.Context, op func()) error {
@@ -218,55 +206,78 @@ func (s *Store) Close() error {
 // Remember records that id belongs to o, here and (through Outgoing) on
 // every node, unless id is known already (the first owner stays).
 //
-// With a database it returns once the record is handed to the store's
-// goroutine: Lookup finds it at once, and the writer persists the queue in
-// the background, a batch per write, then hands it to the cluster. A create
-// pays a send on a buffered channel, not a disk write; what a crash can lose is the queue
-// (at most writeDelay of creations) and the batch being written (Close
-// persists the queue).
+// With a database it returns once the record is queued: Lookup finds it
+// at once, and the writer persists the queue in the background, a batch
+// per write, then hands it to the cluster. A create pays a lock and an
+// append, not a disk write; what a crash can lose is the queue (at most
+// writeDelay of creations) and the batch being written (Close persists
+// the queue).
 func (s *Store) Remember(ctx context.Context, id string, o Owner) error {
-	if done, err := s.TryRemember(id, o); done || err != nil {
-		return err
+	for {
+		done, room, err := s.tryRemember(id, o)
+		if done || err != nil {
+			return err
+		}
+		if s.db == nil {
+			now := s.now()
+			return s.apply(ctx, []record{{ID: id, Owner: o, At: now.UnixMilli(), Expires: now.Add(s.ttl).UnixMilli()}}, true)
+		}
+		// maxPending creations are not yet persisted: wait for the writer.
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.quit:
+			return errors.New("affinity store closed")
+		}
 	}
-	now := s.now()
-	r := record{ID: id, Owner: o, At: now.UnixMilli(), Expires: now.Add(s.ttl).UnixMilli()}
-	if s.db == nil {
-		return s.apply(ctx, []record{r}, true)
-	}
-	// The actor is behind by createdBuffer creations: wait for it.
-	select {
-	case s.created <- r:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.quit:
-		return errors.New("affinity store closed")
-	}
-	s.kickWriter()
-	return nil
 }
 
 // TryRemember is Remember when it need not wait: done is false (and
-// nothing happened) when it would (the store's goroutine is behind, or
-// there is no database). A caller that bounds Remember with a deadline
-// pays for the deadline's timer only then.
+// nothing happened) when it would (maxPending creations are not yet
+// persisted, or there is no database). A caller that bounds Remember with
+// a deadline pays for the deadline's timer only then.
 func (s *Store) TryRemember(id string, o Owner) (done bool, err error) {
+	done, _, err = s.tryRemember(id, o)
+	return done, err
+}
+
+// tryRemember queues a creation unless it must wait; then room is closed
+// once it need not.
+func (s *Store) tryRemember(id string, o Owner) (done bool, room <-chan struct{}, err error) {
 	if id == "" || len(id) > maxIDLen {
-		return false, fmt.Errorf("response id of %d bytes", len(id))
+		return false, nil, fmt.Errorf("response id of %d bytes", len(id))
 	}
 	if s.db == nil {
-		return false, nil
+		return false, nil, nil
 	}
-	now := s.now()
-	r := record{ID: id, Owner: o, At: now.UnixMilli(), Expires: now.Add(s.ttl).UnixMilli()}
 	select {
 	case <-s.quit:
-		return false, errors.New("affinity store closed")
-	case s.created <- r:
+		return false, nil, errors.New("affinity store closed")
 	default:
-		return false, nil
 	}
-	s.kickWriter()
-	return true, nil
+	now := s.now()
+	s.mu.Lock()
+	if _, ok := s.pending[id]; ok { // queued already: the first owner stays
+		s.mu.Unlock()
+		return true, nil, nil
+	}
+	if len(s.pending) >= s.maxPending {
+		if s.room == nil {
+			s.room = make(chan struct{})
+		}
+		room = s.room
+		s.mu.Unlock()
+		return false, room, nil
+	}
+	s.pending[id] = record{ID: id, Owner: o, At: now.UnixMilli(), Expires: now.Add(s.ttl).UnixMilli()}
+	s.queue = append(s.queue, s.pending[id])
+	first := len(s.queue) == 1
+	s.mu.Unlock()
+	if first { // else the writer has been told, and takes the whole queue
+		s.kickWriter()
+	}
+	return true, nil, nil
 }
 
 // kickWriter tells the writer a creation is queued.
@@ -322,15 +333,15 @@ const (
 func (s *Store) writeQueue() {
 	ctx := context.Background()
 	for {
-		var batch []record
-		if s.do(ctx, func() {
-			n := min(len(s.queue), writeBatch)
-			batch = s.queue[:n:n]
-			s.queue = s.queue[n:]
-			if len(s.queue) == 0 {
-				s.queue = nil
-			}
-		}) != nil || len(batch) == 0 {
+		s.mu.Lock()
+		n := min(len(s.queue), writeBatch)
+		batch := s.queue[:n:n]
+		s.queue = s.queue[n:]
+		if len(s.queue) == 0 {
+			s.queue = nil
+		}
+		s.mu.Unlock()
+		if n == 0 {
 			return
 		}
 		s.writes.Add(1)
@@ -340,24 +351,27 @@ func (s *Store) writeQueue() {
 		if err != nil {
 			s.log.Warn("persisting response owners failed; follow-ups on these ids will be refused", "records", len(batch), "err", err)
 		}
-		_ = s.do(ctx, func() {
-			for _, r := range batch {
-				delete(s.pending, r.ID)
-			}
-			if err == nil {
-				s.news = append(s.news, keep...)
-			}
-		})
+		s.mu.Lock()
+		for _, r := range batch {
+			delete(s.pending, r.ID)
+		}
+		if err == nil {
+			s.news = append(s.news, keep...)
+		}
+		if s.room != nil && len(s.pending) < s.maxPending {
+			close(s.room)
+			s.room = nil
+		}
+		s.mu.Unlock()
 	}
 }
 
 // flush waits until the queue is persisted (tests).
 func (s *Store) flush(ctx context.Context) error {
 	for {
-		var n int
-		if err := s.do(ctx, func() { n = len(s.pending) }); err != nil {
-			return err
-		}
+		s.mu.Lock()
+		n := len(s.pending)
+		s.mu.Unlock()
 		if n == 0 {
 			return nil
 		}
@@ -385,7 +399,9 @@ func (s *Store) Lookup(ctx context.Context, id string) (Owner, bool) {
 	if !ok && s.db != nil {
 		// Not yet written (a persisted record wins: it came first), or
 		// written since the read: the writer commits before it forgets.
-		_ = s.do(ctx, func() { r, ok = s.pending[id] })
+		s.mu.Lock()
+		r, ok = s.pending[id]
+		s.mu.Unlock()
 		if !ok {
 			r, ok = s.get(ctx, id)
 		}
@@ -408,7 +424,10 @@ func (s *Store) get(ctx context.Context, id string) (record, bool) {
 		if err != nil {
 			return err
 		}
-		return it.Value(func(v []byte) error { return json.Unmarshal(v, &r) })
+		return it.Value(func(v []byte) (err error) {
+			r, err = decodeValue(id, v)
+			return err
+		})
 	})
 	return r, err == nil
 }
@@ -423,26 +442,86 @@ func (s *Store) apply(ctx context.Context, in []record, local bool) error {
 	if err != nil || len(keep) == 0 {
 		return err
 	}
-	return s.do(ctx, func() {
-		for _, r := range keep {
-			if s.mem != nil {
+	if s.mem != nil {
+		if err := s.do(ctx, func() {
+			for _, r := range keep {
 				s.mem[r.ID] = r
 			}
-			if local {
-				s.news = append(s.news, r)
-			}
+		}); err != nil {
+			return err
 		}
-	})
+	}
+	if local {
+		s.mu.Lock()
+		s.news = append(s.news, keep...)
+		s.mu.Unlock()
+	}
+	return nil
 }
 
-// encode is json.Marshal(r), written directly when every string is plain
-// ASCII that Marshal writes as is (response ids, consumer and backend
-// names), without its reflection (TestEncodeIsMarshal).
-func (r record) encode() []byte {
-	return r.appendJSON(make([]byte, 0, 64+len(r.ID)+len(r.Consumer)+len(r.Backend)+len(r.Origin)))
+// valueTag starts a persisted value in its compact form (appendValue);
+// values persisted by earlier versions are r's JSON, starting with '{'.
+const valueTag = 1
+
+// appendValue appends the value r is persisted as, under a key that holds
+// its id: a tag, a flags byte (1: deleted), At and Expires as varints, and
+// the consumer, backend and origin, each after its length as a uvarint.
+// It is about a quarter of the JSON's bytes (which repeated the id): every
+// record is written to the write-ahead log, the memtable and then the
+// tables, so the bytes are paid several times (BenchmarkWriteBatch).
+func (r record) appendValue(b []byte) []byte {
+	var flags byte
+	if r.Deleted {
+		flags = 1
+	}
+	b = append(b, valueTag, flags)
+	b = binary.AppendVarint(b, r.At)
+	b = binary.AppendVarint(b, r.Expires)
+	for _, s := range [...]string{r.Consumer, r.Backend, r.Origin} {
+		b = append(binary.AppendUvarint(b, uint64(len(s))), s...)
+	}
+	return b
 }
 
-// appendJSON appends r's encoding to b.
+// decodeValue reads the persisted value of id's record: appendValue's form,
+// or the JSON of earlier versions.
+func decodeValue(id string, v []byte) (record, error) {
+	r := record{ID: id}
+	if len(v) > 0 && v[0] == '{' {
+		err := json.Unmarshal(v, &r)
+		r.ID = id
+		return r, err
+	}
+	bad := fmt.Errorf("decoding the owner record of %q: not a record", id)
+	if len(v) < 2 || v[0] != valueTag || v[1] > 1 {
+		return record{}, bad
+	}
+	r.Deleted = v[1] == 1
+	v = v[2:]
+	for _, n := range []*int64{&r.At, &r.Expires} {
+		x, k := binary.Varint(v)
+		if k <= 0 {
+			return record{}, bad
+		}
+		*n, v = x, v[k:]
+	}
+	for _, f := range []*string{&r.Consumer, &r.Backend, &r.Origin} {
+		n, k := binary.Uvarint(v)
+		if k <= 0 || n > uint64(len(v)-k) {
+			return record{}, bad
+		}
+		*f, v = string(v[k:k+int(n)]), v[k+int(n):]
+	}
+	if len(v) != 0 {
+		return record{}, bad
+	}
+	return r, nil
+}
+
+// appendJSON appends json.Marshal(r) to b (a payload for the cluster),
+// written directly when every string is plain ASCII that Marshal writes
+// as is (response ids, consumer and backend names), without its
+// reflection (TestEncodeIsMarshal).
 func (r record) appendJSON(b []byte) []byte {
 	if !plainASCII(r.ID) || !plainASCII(r.Consumer) || !plainASCII(r.Backend) || !plainASCII(r.Origin) {
 		v, _ := json.Marshal(r)
@@ -521,12 +600,12 @@ func (s *Store) commit(ctx context.Context, in []record) ([]record, error) {
 					continue // a creation: any record there came first
 				default:
 					var old record
-					if it.Value(func(v []byte) error { return json.Unmarshal(v, &old) }) == nil && known(r, old) {
+					if it.Value(func(v []byte) (err error) { old, err = decodeValue(r.ID, v); return err }) == nil && known(r, old) {
 						continue
 					}
 				}
 			}
-			v := r.encode()
+			v := r.appendValue(make([]byte, 0, 24+len(r.Consumer)+len(r.Backend)+len(r.Origin)))
 			e := badger.NewEntry(key, v).WithTTL(time.Duration(max(r.Expires-now, 1)) * time.Millisecond)
 			if err := txn.SetEntry(e); err != nil {
 				return err
@@ -604,14 +683,11 @@ const loadChunk = 4096
 // records/Page exchanges, and no call holds more than about two pages.
 func (s *Store) Outgoing(ctx context.Context, full bool) ([][]byte, error) {
 	var rs []record
-	if err := s.do(ctx, func() {
-		if !full {
-			rs, s.news = s.news, nil
-		}
-	}); err != nil {
-		return nil, err
-	}
-	if full {
+	if !full {
+		s.mu.Lock()
+		rs, s.news = s.news, nil
+		s.mu.Unlock()
+	} else {
 		var err error
 		if rs, err = s.recent(ctx); err != nil {
 			return nil, err
@@ -656,8 +732,8 @@ func (s *Store) recent(ctx context.Context) ([]record, error) {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(store.PrefixAffinity), PrefetchValues: true, PrefetchSize: 100})
 		defer it.Close()
 		for it.Rewind(); it.Valid() && len(out) < fullMaxRecords; it.Next() {
-			var r record
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
+			r, err := itemRecord(it.Item())
+			if err != nil {
 				continue
 			}
 			if r.At >= since {
@@ -709,8 +785,8 @@ func (s *Store) nextPage(ctx context.Context) ([]record, error) {
 					next = string(it.Item().Key()[len(prefix):])
 					break
 				}
-				var r record
-				if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil || r.Expires <= now {
+				r, err := itemRecord(it.Item())
+				if err != nil || r.Expires <= now {
 					continue
 				}
 				out = append(out, r)
@@ -722,6 +798,16 @@ func (s *Store) nextPage(ctx context.Context) ([]record, error) {
 		}
 	}
 	return out, s.do(ctx, func() { s.cursor = next })
+}
+
+// itemRecord reads the record an iterator over store.PrefixAffinity is at.
+func itemRecord(item *badger.Item) (r record, err error) {
+	id := string(item.Key()[len(store.PrefixAffinity):])
+	err = item.Value(func(v []byte) error {
+		r, err = decodeValue(id, v)
+		return err
+	})
+	return r, err
 }
 
 // Merge applies a payload from another node's Outgoing.

@@ -5,7 +5,9 @@
 // go; the cluster carries its records so that any node can answer.
 //
 // What it owns: its records, persisted in the node's Badger database under
-// store.PrefixAffinity with a TTL (Badger drops them when they expire), and
+// store.PrefixAffinity with a TTL (Badger drops them when they expire; the
+// value is a compact binary form without the id, which the key holds, and
+// values persisted as JSON by earlier versions still read), and
 // the queue of local changes not yet handed to the cluster. A deleted
 // response leaves a tombstone for the same TTL, so a peer's late copy never
 // brings it back.
@@ -28,10 +30,12 @@
 // the ids the database held at Open are loaded (a key-only scan in the
 // background); until then, and past 64M live ids, every check reads Badger.
 //
-// Concurrency: the change queue, the creations not yet written and the
-// catch-up cursor (and, without a database, the records) are owned by one
-// goroutine and changed by messages to it; look-ups read Badger, which is
-// safe for concurrent use. One mutex orders each check-then-write on Badger
+// Concurrency: the creations not yet written and the changes not yet handed
+// to the cluster pass between the request goroutines, the writer and
+// Outgoing under a mutex (a creation costs a lock and an append, not a
+// goroutine's wake-up); the catch-up cursor (and, without a database, the
+// records) are owned by one goroutine and changed by messages to it;
+// look-ups read Badger, which is safe for concurrent use. One mutex orders each check-then-write on Badger
 // (a writer batch, Forget, Merge), so that a deletion is never overwritten
 // by a creation checked before it; it also guards the filter.
 package affinity

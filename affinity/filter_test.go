@@ -157,11 +157,12 @@ var encodeCases = []record{
 	{ID: "\xff", Owner: Owner{Origin: "x>y"}},
 }
 
-// TestEncodeIsMarshal: a record is persisted as json.Marshal writes it.
+// TestEncodeIsMarshal: a record is sent to the cluster as json.Marshal
+// writes it.
 func TestEncodeIsMarshal(t *testing.T) {
 	for _, r := range encodeCases {
 		want, _ := json.Marshal(r)
-		if got := r.encode(); !bytes.Equal(got, want) {
+		if got := r.appendJSON(nil); !bytes.Equal(got, want) {
 			t.Errorf("encode %s, json.Marshal %s", got, want)
 		}
 	}
@@ -174,15 +175,60 @@ func FuzzEncodeIsMarshal(f *testing.F) {
 	f.Fuzz(func(t *testing.T, id, c, b, o string, at, exp int64, del bool) {
 		r := record{ID: id, Owner: Owner{Consumer: c, Backend: b, Origin: o}, At: at, Expires: exp, Deleted: del}
 		want, _ := json.Marshal(r)
-		if got := r.encode(); !bytes.Equal(got, want) {
+		if got := r.appendJSON(nil); !bytes.Equal(got, want) {
 			t.Fatalf("encode %s, json.Marshal %s", got, want)
 		}
 	})
 }
 
-// TestTryRememberNeverWaits: TryRemember hands a creation over while the
-// store's goroutine keeps up, and reports (without waiting) when it is
-// behind, where Remember waits as long as its context allows.
+// TestValueRoundTrip: a record's persisted value reads back as the record
+// under its key's id, and a value persisted as JSON by earlier versions
+// still reads.
+func TestValueRoundTrip(t *testing.T) {
+	for _, r := range encodeCases {
+		got, err := decodeValue(r.ID, r.appendValue(nil))
+		if err != nil || got != r {
+			t.Errorf("%+v read back as %+v, %v", r, got, err)
+		}
+		if len(r.ID) > 0 && r.ID[0] < 0x80 {
+			old, _ := json.Marshal(r)
+			if got, err := decodeValue(r.ID, old); err != nil || got != r {
+				t.Errorf("JSON value %s read as %+v, %v", old, got, err)
+			}
+		}
+	}
+	small := record{ID: "resp_BXIHL2PG72GNQT3VRZ3C3BLSY5", Owner: Owner{Consumer: "team-a", Backend: "east"}, At: 1796584302000, Expires: 1799176302000}
+	if v, j := small.appendValue(nil), small.appendJSON(nil); len(v)*3 > len(j) {
+		t.Errorf("value of %d bytes, JSON %d", len(v), len(j))
+	}
+	for _, bad := range []string{"", "\x01", "\x02\x00\x02\x02\x00\x00\x00", "\x01\x02\x02\x02\x00\x00\x00", "\x01\x00\x02\x02\x05ab\x00\x00", "\x01\x00\x02\x02\x00\x00\x00\x00", "{"} {
+		if _, err := decodeValue("resp_1", []byte(bad)); err == nil {
+			t.Errorf("value %q read", bad)
+		}
+	}
+}
+
+func FuzzValueRoundTrip(f *testing.F) {
+	for _, r := range encodeCases {
+		f.Add(r.ID, r.Consumer, r.Backend, r.Origin, r.At, r.Expires, r.Deleted, r.appendValue(nil))
+	}
+	f.Fuzz(func(t *testing.T, id, c, b, o string, at, exp int64, del bool, raw []byte) {
+		r := record{ID: id, Owner: Owner{Consumer: c, Backend: b, Origin: o}, At: at, Expires: exp, Deleted: del}
+		if got, err := decodeValue(id, r.appendValue(nil)); err != nil || got != r {
+			t.Fatalf("%+v read back as %+v, %v", r, got, err)
+		}
+		if got, err := decodeValue(id, raw); err == nil { // any bytes: an error, never a panic
+			if again, err := decodeValue(id, got.appendValue(nil)); err != nil || again != got {
+				t.Fatalf("value %q read as %+v, which reads back as %+v, %v", raw, got, again, err)
+			}
+		}
+	})
+}
+
+// TestTryRememberNeverWaits: TryRemember queues a creation while the
+// writer keeps up, and reports (without waiting) when maxPending creations
+// are not yet persisted, where Remember waits as long as its context
+// allows and goes on once the writer made room.
 func TestTryRememberNeverWaits(t *testing.T) {
 	ctx := context.Background()
 	db, err := store.Open("", store.Options{InMemory: true})
@@ -190,7 +236,8 @@ func TestTryRememberNeverWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	s := Open(Options{DB: db.DB})
+	const bound = 64
+	s := Open(Options{DB: db.DB, maxPending: bound})
 	defer s.Close()
 	o := Owner{Consumer: "team-a", Backend: "east"}
 	if done, err := s.TryRemember("resp_0", o); !done || err != nil {
@@ -199,28 +246,40 @@ func TestTryRememberNeverWaits(t *testing.T) {
 	if got, ok := s.Lookup(ctx, "resp_0"); !ok || got != o {
 		t.Fatalf("a tried creation is not found: %v %v", got, ok)
 	}
-	release, busy := make(chan struct{}), make(chan struct{})
-	go func() { _ = s.do(ctx, func() { close(busy); <-release }) }()
-	<-busy
-	for i := range createdBuffer {
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.written.Lock() // the writer cannot persist anything
+	for i := range bound {
 		if done, _ := s.TryRemember("resp_b"+strconv.Itoa(i), o); !done {
-			t.Fatalf("creation %d of a free buffer not handed over", i)
+			s.written.Unlock()
+			t.Fatalf("creation %d under the bound not queued", i)
 		}
 	}
+	if done, err := s.TryRemember("resp_b0", o); !done || err != nil {
+		s.written.Unlock()
+		t.Fatalf("an id queued already is not taken as done: %v %v", done, err)
+	}
 	if done, err := s.TryRemember("resp_full", o); done || err != nil {
-		t.Fatalf("TryRemember with a full buffer: %v %v", done, err)
+		s.written.Unlock()
+		t.Fatalf("TryRemember with the bound reached: %v %v", done, err)
 	}
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
 	if err := s.Remember(short, "resp_full", o); err == nil {
-		t.Fatal("Remember behind a stuck store returned before its deadline without handing over")
+		s.written.Unlock()
+		t.Fatal("Remember behind a stuck writer returned before its deadline without queueing")
 	}
-	close(release)
+	if _, ok := s.Lookup(ctx, "resp_full"); ok {
+		s.written.Unlock()
+		t.Fatal("a creation refused for want of room is found")
+	}
+	s.written.Unlock()
 	if err := s.Remember(ctx, "resp_full", o); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := s.Lookup(ctx, "resp_full"); !ok {
-		t.Fatal("the creation made once the store caught up is not found")
+		t.Fatal("the creation made once the writer caught up is not found")
 	}
 	mem := Open(Options{})
 	defer mem.Close()
