@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -113,7 +112,9 @@ func canonicalJSON(body []byte, top *[]Member) ([]byte, error) {
 		return nil, errors.New("index: canonicalising request: invalid JSON")
 	}
 	p := canonParser{b: body, top: top}
-	out, err := p.value(make([]byte, 0, len(body)), 0)
+	// An object is read, then written sorted, before it is moved into
+	// place: twice the body's length is room for both.
+	out, err := p.value(make([]byte, 0, 2*len(body)+16), 0)
 	if err != nil {
 		return nil, fmt.Errorf("index: canonicalising request: %w", err)
 	}
@@ -199,13 +200,18 @@ func (p *canonParser) array(out []byte, depth int) ([]byte, error) {
 
 // object writes the object at p.i with members sorted by key, duplicates in
 // the order given, dropping the ignored keys at the top level.
+//
+// The members are read onto the end of out, in the order given, then
+// written after them sorted, and moved down over them: one buffer for the
+// whole body, where a buffer per key and per value cost a request's
+// look-up some twenty allocations.
 func (p *canonParser) object(out []byte, depth int) ([]byte, error) {
 	p.i++ // '{'
 	type member struct {
-		name     string // the key's value: members sort by it, as encoding/json does
-		key, val []byte // canonical encodings
+		name        []byte // the key's value: members sort by it, as encoding/json does
+		ks, ke, ve  int    // the canonical key is out[ks:ke], the value out[ke+1:ve]
+		nameDecoded bool   // name was unescaped (not a part of out)
 	}
-	var ms []member
 	if p.next() == '}' {
 		p.i++
 		if depth == 0 && p.top != nil {
@@ -213,33 +219,42 @@ func (p *canonParser) object(out []byte, depth int) ([]byte, error) {
 		}
 		return append(out, "{}"...), nil
 	}
+	mark := len(out)
+	var buf [8]member
+	ms := buf[:0]
 	for {
 		if p.next() != '"' {
 			return nil, errBadJSON
 		}
-		key, err := p.str(nil)
-		if err != nil {
+		ks := len(out)
+		var err error
+		if out, err = p.str(out); err != nil {
 			return nil, err
 		}
+		ke := len(out)
 		if p.next() != ':' {
 			return nil, errBadJSON
 		}
 		p.i++
-		val, err := p.value(nil, depth+1)
-		if err != nil {
+		out = append(out, ':')
+		if out, err = p.value(out, depth+1); err != nil {
 			return nil, err
 		}
 		// Members sort by name as encoding/json does; a name it cannot tell
 		// apart (lone surrogates) keeps its place, and its canonical key
-		// still differs.
-		name := string(key[1 : len(key)-1])
+		// still differs. Bytes written to out are never moved before this
+		// object is done, so name may point into it.
+		key := out[ks:ke]
+		m := member{name: key[1 : len(key)-1], ks: ks, ke: ke, ve: len(out)}
 		if bytes.IndexByte(key, '\\') >= 0 || !utf8.Valid(key) {
+			var name string
 			if err := json.Unmarshal(key, &name); err != nil {
 				return nil, err
 			}
+			m.name, m.nameDecoded = []byte(name), true
 		}
-		if depth > 0 || !ignoredKey(name) {
-			ms = append(ms, member{name, key, val})
+		if depth > 0 || !ignoredKey(string(m.name)) {
+			ms = append(ms, m)
 		}
 		c := p.next()
 		p.i++
@@ -250,23 +265,33 @@ func (p *canonParser) object(out []byte, depth int) ([]byte, error) {
 			return nil, errBadJSON
 		}
 	}
-	slices.SortStableFunc(ms, func(a, b member) int { return strings.Compare(a.name, b.name) })
+	slices.SortStableFunc(ms, func(a, b member) int { return bytes.Compare(a.name, b.name) })
 	if depth == 0 && p.top != nil {
+		// The values are moved over below: the members keep a copy, one
+		// buffer for all.
+		n := 0
+		for _, m := range ms {
+			n += m.ve - m.ke - 1
+		}
+		vals := make([]byte, 0, n)
 		*p.top = make([]Member, len(ms))
 		for i, m := range ms {
-			(*p.top)[i] = Member{Name: m.name, Value: m.val}
+			at := len(vals)
+			vals = append(vals, out[m.ke+1:m.ve]...)
+			(*p.top)[i] = Member{Name: string(m.name), Value: vals[at:len(vals):len(vals)]}
 		}
 	}
+	end := len(out)
 	out = append(out, '{')
 	for i, m := range ms {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = append(out, m.key...)
-		out = append(out, ':')
-		out = append(out, m.val...)
+		out = append(out, out[m.ks:m.ve]...)
 	}
-	return append(out, '}'), nil
+	out = append(out, '}')
+	n := copy(out[mark:], out[end:])
+	return out[:mark+n], nil
 }
 
 // str writes the string at p.i in canonical form: verbatim when it has no
