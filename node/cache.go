@@ -63,8 +63,8 @@ const (
 // Deadlines of the cache's stages. A stuck or slow cache must cost a request
 // at most this much, never its answer.
 const (
-	lookupTimeout = 250 * time.Millisecond
-	storeTimeout  = 5 * time.Second // what a store may take in the background
+	lookupTimeout = 250 * time.Millisecond // the whole look-up, embed_timeout added for a remote embedder
+	storeTimeout  = 5 * time.Second        // what a store may take in the background
 )
 
 // maxSemanticPrompt bounds the dialog text that is embedded; longer dialogs
@@ -323,10 +323,19 @@ func messageText(m openai.Message) (string, bool) {
 func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call, cp *cachePlan) (Outcome, bool) {
 	ready := g.cache.Ready()
 	start := g.now()
+	// One deadline for the stage: both cache calls and the built-in
+	// embedder's work (which never blocks) share lookupTimeout; another
+	// embedder has embed_timeout of its own on top. A deadline per call
+	// cost each miss two more timers.
+	_, local := g.embedder.(LocalEmbedder)
+	budget := lookupTimeout
+	if !local {
+		budget += g.cacheCfg.EmbedTimeout
+	}
+	lctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
 	if ready {
-		lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 		e, normalized, ok := g.cache.LookupKeyed(lctx, cp.space, cp.exact, cp.norm, func(e *index.Entry) bool { return g.replayable(call, e) })
-		cancel()
 		if ok {
 			tier := "exact"
 			if normalized {
@@ -341,9 +350,14 @@ func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call,
 		g.metrics.lookup("miss", g.now().Sub(start))
 		return Outcome{}, false
 	}
-	ectx, cancel := context.WithTimeout(ctx, g.cacheCfg.EmbedTimeout)
+	ectx, ecancel := lctx, context.CancelFunc(nil)
+	if !local {
+		ectx, ecancel = context.WithTimeout(lctx, g.cacheCfg.EmbedTimeout)
+	}
 	vec, err := g.embedder.Embed(ectx, cp.prompt)
-	cancel()
+	if ecancel != nil {
+		ecancel()
+	}
 	g.metrics.embedded(err, g.now().Sub(start))
 	if err != nil {
 		g.cache.Miss()
@@ -362,7 +376,6 @@ func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call,
 	if g.verifier != nil {
 		radius = max(base, float32(g.cacheCfg.Verify.Radius))
 	}
-	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	var e *index.Entry
 	var d float32
 	var ok, judge bool
@@ -371,7 +384,6 @@ func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call,
 	} else {
 		e, d, ok = g.cache.NearestGuarded(lctx, cp.space, vec, cp.prompt, radius)
 	}
-	cancel()
 	if ok && g.replayable(call, e) {
 		tier := "semantic"
 		if g.verifier != nil {

@@ -1,12 +1,20 @@
 package node
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/llmgate/llmgate/index"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/openai"
+	"github.com/llmgate/llmgate/quota"
 )
 
 func TestPartitionNamesNeverCollide(t *testing.T) {
@@ -126,3 +134,96 @@ func TestContentFiltered(t *testing.T) {
 
 // nopCache stands in for a cache where only its presence matters.
 type nopCache struct{ Cache }
+
+// hangingCache is a cache whose look-ups never answer before their
+// context ends; it records how many it was asked and stores nothing.
+type hangingCache struct {
+	nopCache
+	mu      sync.Mutex
+	lookups int
+}
+
+func (h *hangingCache) Ready() bool { return true }
+func (h *hangingCache) wait(ctx context.Context) {
+	h.mu.Lock()
+	h.lookups++
+	h.mu.Unlock()
+	<-ctx.Done()
+}
+func (h *hangingCache) LookupKeyed(ctx context.Context, _ index.Space, _, _ [32]byte, _ func(*index.Entry) bool) (*index.Entry, bool, bool) {
+	h.wait(ctx)
+	return nil, false, false
+}
+func (h *hangingCache) NearestGuarded(ctx context.Context, _ index.Space, _ []float32, _ string, _ float32) (*index.Entry, float32, bool) {
+	h.wait(ctx)
+	return nil, 0, false
+}
+func (h *hangingCache) Miss()                                     {}
+func (h *hangingCache) Store(context.Context, *index.Entry) error { return nil }
+
+// TestHangingCacheCostsOneLookupDeadline: a cache that never answers costs
+// a request the look-up stage's one deadline (both tiers together), and
+// the request is answered from the backend.
+func TestHangingCacheCostsOneLookupDeadline(t *testing.T) {
+	l, err := quota.Open(quota.Options{}, map[string]quota.Limits{"team-a": {TPM: 1 << 40}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	cfg := &config.Config{
+		Backends:  []config.Backend{{Name: "b", Kind: "openai", URL: "http://127.0.0.1:1/v1"}},
+		Routes:    map[string]config.Route{"gpt-4o": {Pool: [][]string{{"b"}}}},
+		Consumers: []config.Consumer{{Name: "team-a", Keys: []string{"k"}}},
+	}
+	cfg.Cache.Enabled = true
+	cfg.ApplyDefaults()
+	hc := &hangingCache{}
+	g, err := New(cfg, Options{Limiter: l, Transport: answerTransport{}, Cache: hc, StoreWait: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	body := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"How should our team rotate the access keys?"}],"max_tokens":16}`)
+	chat, e := openai.ParseChat(body)
+	if e != nil {
+		t.Fatal(e)
+	}
+	serve := func(h http.Header) (*httptest.ResponseRecorder, Outcome, time.Duration) {
+		start := time.Now()
+		w := httptest.NewRecorder()
+		out := g.Serve(context.Background(), w, &Call{Op: openai.OpChat, Route: "gpt-4o", Model: "gpt-4o", Body: body, Chat: chat, Consumer: g.byName["team-a"], Header: h})
+		return w, out, time.Since(start)
+	}
+	off := http.Header{}
+	off.Set(HeaderCache, "off")
+	serve(off) // the token counter's and embedder's tables, built at first use
+	g.embedder.Embed(context.Background(), "warm")
+	w, out, took := serve(http.Header{})
+	if out.Status != http.StatusOK || w.Header().Get(HeaderCache) != cacheMiss {
+		t.Fatalf("outcome %+v, x-llmgate-cache %q: want an answer that missed", out, w.Header().Get(HeaderCache))
+	}
+	if hc.lookups != 2 {
+		t.Errorf("%d look-ups, want 2 (exact, then semantic)", hc.lookups)
+	}
+	// Both tiers share lookupTimeout: a deadline each would take twice as long.
+	if took < lookupTimeout || took >= 2*lookupTimeout {
+		t.Errorf("the request took %v with a hanging cache, want lookupTimeout (%v) and less than twice that", took, lookupTimeout)
+	}
+}
+
+// answerTransport answers every request with benchChatAnswer, in process.
+type answerTransport struct{}
+
+func (answerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_ = r.Body.Close()
+	}
+	return &http.Response{
+		StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:        http.Header{"Content-Type": {"application/json"}},
+		Body:          io.NopCloser(bytes.NewReader([]byte(benchChatAnswer))),
+		ContentLength: int64(len(benchChatAnswer)),
+		Request:       r,
+	}, nil
+}
