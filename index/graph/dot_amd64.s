@@ -251,3 +251,93 @@ reduce:
 done:
 	VZEROUPPER
 	RET
+
+// func dotsInt8VNNI(q []int8, vecs []*int8, out []int32)
+//
+// dotsInt8AVX2's contract, on AVX-512 VNNI: VPDPBUSD multiplies 64 unsigned
+// bytes by 64 signed bytes and adds each group of four products into a dword,
+// exactly (no saturation, no intermediate words). q is signed, so it is
+// biased: q^0x80 is q+128 read as unsigned, and
+//     dot(q, v) = dot(q+128, v) - 128*sum(v),
+// the second term being VPDPBUSD of 0x80 bytes by v. |sum| < 255*127*len(q)
+// fits a dword for any vector the graph holds. len(q) is a multiple of 32: 64
+// bytes per step, then at most one 32-byte step. As dotsInt8AVX2, every line
+// of every vector is prefetched first.
+TEXT ·dotsInt8VNNI(SB), NOSPLIT, $0-72
+	MOVQ q_base+0(FP), R8
+	MOVQ q_len+8(FP), R9
+	MOVQ vecs_base+24(FP), R11
+	MOVQ vecs_len+32(FP), R12
+	MOVQ out_base+48(FP), R13
+	XORQ BX, BX
+
+vprefetch:
+	CMPQ BX, R12
+	JGE  vcompute
+	MOVQ (R11)(BX*8), SI
+	MOVQ R9, CX
+
+vprefetchline:
+	PREFETCHT0 (SI)
+	ADDQ       $64, SI
+	SUBQ       $64, CX
+	JG         vprefetchline
+	INCQ       BX
+	JMP        vprefetch
+
+vcompute:
+	MOVL         $0x80808080, AX
+	VPBROADCASTD AX, Z31 // 0x80 in every byte
+	XORQ         BX, BX
+
+vnext:
+	CMPQ   BX, R12
+	JGE    vdone
+	MOVQ   (R11)(BX*8), DI
+	MOVQ   R8, SI
+	MOVQ   R9, CX
+	VPXORD Z0, Z0, Z0 // dot(q+128, v)
+	VPXORD Z1, Z1, Z1 // 128*sum(v)
+	CMPQ   CX, $64
+	JLT    vtail
+
+vloop:
+	VMOVDQU8 (DI), Z3
+	VPXORD   (SI), Z31, Z2
+	VPDPBUSD Z3, Z2, Z0
+	VPDPBUSD Z3, Z31, Z1
+	ADDQ     $64, SI
+	ADDQ     $64, DI
+	SUBQ     $64, CX
+	CMPQ     CX, $64
+	JGE      vloop
+
+vtail:
+	CMPQ     CX, $32
+	JLT      vreduce
+	// 256-bit loads zero the upper halves of Z2 and Z3, whose products
+	// then add 0; a 256-bit VPDPBUSD would zero the accumulators' upper
+	// halves instead.
+	VMOVDQU8 (DI), Y3
+	VPXORD   (SI), Y31, Y2
+	VPDPBUSD Z3, Z2, Z0
+	VPDPBUSD Z3, Z31, Z1
+
+vreduce:
+	VPSUBD         Z1, Z0, Z0
+	VEXTRACTI64X4  $1, Z0, Y1
+	VPADDD         Y1, Y0, Y0
+	VEXTRACTI128   $1, Y0, X1
+	VPADDD         X1, X0, X0
+	VPSHUFD        $0x4e, X0, X1
+	VPADDD         X1, X0, X0
+	VPSHUFD        $0xb1, X0, X1
+	VPADDD         X1, X0, X0
+	VMOVD          X0, AX
+	MOVL           AX, (R13)(BX*4)
+	INCQ           BX
+	JMP            vnext
+
+vdone:
+	VZEROUPPER
+	RET

@@ -20,3 +20,12 @@ func dotInt8AVX2(a, b []int8) int32 { return dotInt8Generic(a, b) }
 func dotsInt8AVX2(q []int8, vecs []*int8, out []int32) {
 	panic("graph: dotsInt8AVX2 off amd64")
 }
+
+// useVNNI is false off amd64.
+var useVNNI = false
+
+// dotsInt8VNNI is never selected off amd64; it exists so that dotsInt8
+// compiles.
+func dotsInt8VNNI(q []int8, vecs []*int8, out []int32) {
+	panic("graph: dotsInt8VNNI off amd64")
+}

@@ -368,9 +368,10 @@ func (h *HNSW) descend(q qvec, stop int) item {
 		for changed := true; changed; {
 			changed = false
 			b := h.links(cur.s, l)
-			for _, n := range b[1 : 1+b[0]] {
-				if d := h.qdist(q, n); d < cur.d {
-					cur, changed = item{d, n}, true
+			ns := b[1 : 1+b[0]]
+			for i, d := range h.qdists(q, ns) { // one batch: see dotsInt8
+				if d < cur.d {
+					cur, changed = item{d, ns[i]}, true
 				}
 			}
 		}
@@ -477,12 +478,16 @@ func (h *HNSW) link(from, to uint32, d float32, l int) {
 		b[0]++
 		return
 	}
-	base := h.qvecOf(from)
-	cands := append(h.prune[:0], item{d, to})
+	live := h.next[:0] // free: searchLayer is done with it
 	for _, o := range b[1 : 1+n] {
 		if !h.isDead(o) {
-			cands = append(cands, item{h.qdist(base, o), o})
+			live = append(live, o)
 		}
+	}
+	h.next = live
+	cands := append(h.prune[:0], item{d, to})
+	for i, d := range h.qdists(h.qvecOf(from), live) {
+		cands = append(cands, item{d, live[i]})
 	}
 	slices.SortFunc(cands, cmpItem)
 	h.prune = cands

@@ -58,6 +58,11 @@ const (
 // (127*127*2^17 < 2^31), and vectors are far shorter.
 func dotInt8(a, b []int8) int32 {
 	b = b[:len(a)]
+	if useVNNI && len(a) > 0 && len(a)%32 == 0 {
+		ptr, out := [1]*int8{&b[0]}, [1]int32{}
+		dotsInt8VNNI(a, ptr[:], out[:])
+		return out[0]
+	}
 	if !useAVX2 {
 		return dotInt8Generic(a, b)
 	}
@@ -96,6 +101,10 @@ func dotInt8Generic(a, b []int8) int32 {
 func dotsInt8(q []int8, vecs []*int8, out []int32) {
 	out = out[:len(vecs)]
 	dim := len(q)
+	if useVNNI && dim > 0 && dim%32 == 0 && len(vecs) > 0 {
+		dotsInt8VNNI(q, vecs, out)
+		return
+	}
 	if useAVX2 && dim > 0 && dim%32 == 0 && len(vecs) > 0 {
 		dotsInt8AVX2(q, vecs, out)
 		return

@@ -28,31 +28,124 @@ func dotInt8Want(a, b []int8) int32 {
 	return int32(s)
 }
 
-// TestDotInt8KernelsAreExact: both kernels give the exact integer dot
+// int8Kernel is one implementation dotInt8 and dotsInt8 can run.
+type int8Kernel struct{ name string }
+
+// haveAVX2 and haveVNNI record what this CPU can run, before any test
+// switches useAVX2 or useVNNI.
+var haveAVX2, haveVNNI = useAVX2, useVNNI
+
+// int8Kernels lists the kernels this CPU can run, the portable one first.
+func int8Kernels() []int8Kernel {
+	ks := []int8Kernel{{"go"}}
+	if haveAVX2 {
+		ks = append(ks, int8Kernel{"avx2"})
+	}
+	if haveVNNI {
+		ks = append(ks, int8Kernel{"avx512vnni"})
+	}
+	return ks
+}
+
+// useInt8Kernel makes dotInt8 and dotsInt8 run k until the returned function
+// restores the CPU's choice. Tests using it must not run in parallel.
+func useInt8Kernel(tb testing.TB, k int8Kernel) (restore func()) {
+	tb.Helper()
+	restore = func() { useAVX2, useVNNI = haveAVX2, haveVNNI }
+	switch k.name {
+	case "go":
+		useAVX2, useVNNI = false, false
+	case "avx2":
+		if !haveAVX2 {
+			tb.Skip("CPU lacks AVX2")
+		}
+		useAVX2, useVNNI = true, false
+	case "avx512vnni":
+		if !haveVNNI {
+			tb.Skip("CPU lacks AVX-512 VNNI")
+		}
+		useAVX2, useVNNI = haveAVX2, true
+	default:
+		tb.Fatalf("unknown int8 kernel %q", k.name)
+	}
+	return restore
+}
+
+// TestDotInt8KernelsAreExact: every kernel gives the exact integer dot
 // product at every length and alignment, extremes included; a byte skipped,
 // counted twice or read past the end shows here.
 func TestDotInt8KernelsAreExact(t *testing.T) {
 	r := rand.New(rand.NewPCG(30, 30))
 	gens := map[string]func(int) int8{
-		"random":  func(int) int8 { return int8(r.IntN(255) - 127) },
-		"extreme": func(i int) int8 { return []int8{127, -127}[i%2] },
-		"all-127": func(int) int8 { return 127 },
+		"random":       func(int) int8 { return int8(r.IntN(255) - 127) },
+		"extreme":      func(i int) int8 { return []int8{127, -127}[i%2] },
+		"all-127":      func(int) int8 { return 127 },
+		"all-negative": func(int) int8 { return -127 },
 	}
-	for name, gen := range gens {
-		for _, n := range append(testLengths(), 4096) {
-			for off := range 4 {
-				a := int8Padded(n, off*5, 0, gen)
-				b := int8Padded(n, 3-off, off, gen)
-				want := dotInt8Want(a, b)
-				if got := dotInt8Generic(a, b); got != want {
-					t.Fatalf("%s, len %d: go kernel %d, want %d", name, n, got, want)
-				}
-				if got := dotInt8(a, b); got != want {
-					t.Fatalf("%s, len %d: dotInt8 (avx2 %v) %d, want %d", name, n, useAVX2, got, want)
+	for _, k := range int8Kernels() {
+		t.Run(k.name, func(t *testing.T) {
+			defer useInt8Kernel(t, k)()
+			for name, gen := range gens {
+				for _, n := range append(testLengths(), 4096) {
+					for off := range 4 {
+						a := int8Padded(n, off*5, 0, gen)
+						b := int8Padded(n, 3-off, off, gen)
+						want := dotInt8Want(a, b)
+						if got := dotInt8Generic(a, b); got != want {
+							t.Fatalf("%s, len %d: go kernel %d, want %d", name, n, got, want)
+						}
+						if got := dotInt8(a, b); got != want {
+							t.Fatalf("%s, len %d: dotInt8 %d, want %d", name, n, got, want)
+						}
+					}
 				}
 			}
-		}
+		})
 	}
+}
+
+// FuzzDotsInt8 compares every kernel this CPU can run, batched and single,
+// with the plain integer sum. The first byte picks the dimension (multiples
+// of 32 reach the assembly, others its fallback), the rest are the query
+// and the vectors, cyclically; -128, which quantize never writes and the
+// AVX2 kernel does not take, becomes -127.
+func FuzzDotsInt8(f *testing.F) {
+	f.Add([]byte{12, 1, 2, 3})
+	f.Add([]byte{0x80, 0x7f, 0x81, 0})
+	f.Add(append([]byte{0x0b}, make([]byte, 3000)...))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < 2 {
+			return
+		}
+		dims := []int{1, 5, 31, 32, 33, 64, 96, 128, 384, 416}
+		dim := dims[int(data[0])%len(dims)]
+		n := int(data[0]>>4) + 1 // vectors
+		src := data[1:]
+		buf := make([]int8, dim*(n+1))
+		for i := range buf {
+			buf[i] = max(int8(src[i%len(src)]^byte(i/len(src))), -127)
+		}
+		q := buf[:dim]
+		ptrs := make([]*int8, n)
+		want := make([]int32, n)
+		for i := range ptrs {
+			v := buf[(i+1)*dim : (i+2)*dim]
+			ptrs[i], want[i] = &v[0], dotInt8Want(q, v)
+		}
+		for _, k := range int8Kernels() {
+			restore := useInt8Kernel(t, k)
+			out := make([]int32, n)
+			dotsInt8(q, ptrs, out)
+			for i := range out {
+				v := buf[(i+1)*dim : (i+2)*dim]
+				if one := dotInt8(q, v); out[i] != want[i] || one != want[i] {
+					restore()
+					t.Fatalf("%s, dim %d: vector %d: batch %d, single %d, want %d", k.name, dim, i, out[i], one, want[i])
+				}
+			}
+			restore()
+		}
+	})
 }
 
 // TestQuantizeKeepsVectors: a unit vector's int8 copy times its scale is
@@ -99,16 +192,9 @@ func BenchmarkDotInt8x384(b *testing.B) {
 	x, y := make([]int8, 384), make([]int8, 384)
 	quantize(x, randUnit(r, 384))
 	quantize(y, randUnit(r, 384))
-	for _, k := range []struct {
-		name string
-		asm  bool
-	}{{"go", false}, {"avx2", true}} {
+	for _, k := range int8Kernels() {
 		b.Run("kernel="+k.name, func(b *testing.B) {
-			if k.asm && !haveAVX2 {
-				b.Skip("CPU lacks AVX2")
-			}
-			useAVX2 = k.asm
-			defer func() { useAVX2 = haveAVX2 }()
+			defer useInt8Kernel(b, k)()
 			b.SetBytes(2 * 384)
 			for b.Loop() {
 				dotInt8Sink += dotInt8(x, y)
@@ -117,28 +203,53 @@ func BenchmarkDotInt8x384(b *testing.B) {
 	}
 }
 
-// haveAVX2 records whether this CPU can run dotInt8AVX2.
-var haveAVX2 = useAVX2
-
-// TestDotsInt8IsDotInt8: the batched kernel gives each slot's dotInt8, at
-// every dimension (the assembly takes multiples of 32), for slots in any
-// order, repeated and at both ends of the slab.
-func TestDotsInt8IsDotInt8(t *testing.T) {
-	defer func() { useAVX2 = haveAVX2 }()
-	for _, asm := range []bool{false, true} {
-		if asm && !haveAVX2 {
-			t.Skip("CPU lacks AVX2")
+// BenchmarkDotsInt8x384 is the graph walk's batch: the 32 neighbours of a
+// layer-0 node, at random rows of a slab of 100,000 384-byte vectors (38 MB,
+// far beyond the caches, as in a large graph).
+func BenchmarkDotsInt8x384(b *testing.B) {
+	const dim, rows, batch = 384, 100_000, 32
+	r := rand.New(rand.NewPCG(24, 24))
+	slab := make([]int8, dim*rows)
+	for i := range slab {
+		slab[i] = int8(r.IntN(255) - 127)
+	}
+	q := make([]int8, dim)
+	quantize(q, randUnit(r, dim))
+	ptrs := make([][]*int8, 1024)
+	for i := range ptrs {
+		ptrs[i] = make([]*int8, batch)
+		for j := range ptrs[i] {
+			ptrs[i][j] = &slab[r.IntN(rows)*dim]
 		}
-		useAVX2 = asm
-		testDotsInt8(t)
-		useAVX2 = haveAVX2
+	}
+	out := make([]int32, batch)
+	for _, k := range int8Kernels() {
+		b.Run("kernel="+k.name, func(b *testing.B) {
+			defer useInt8Kernel(b, k)()
+			b.SetBytes(batch * dim)
+			for i := 0; b.Loop(); i++ {
+				dotsInt8(q, ptrs[i%len(ptrs)], out)
+			}
+		})
+	}
+}
+
+// TestDotsInt8IsDotInt8: the batched kernels give each slot's exact dot
+// product, at every dimension (the assembly takes multiples of 32), for
+// slots in any order, repeated and at both ends of the slab.
+func TestDotsInt8IsDotInt8(t *testing.T) {
+	for _, k := range int8Kernels() {
+		t.Run(k.name, func(t *testing.T) {
+			defer useInt8Kernel(t, k)()
+			testDotsInt8(t)
+		})
 	}
 }
 
 func testDotsInt8(t *testing.T) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(32, 32))
-	for _, dim := range []int{1, 12, 31, 32, 48, 64, 96, 384, 1536} {
+	for _, dim := range []int{1, 12, 31, 32, 48, 64, 96, 160, 384, 416, 1536} {
 		const n = 50
 		vecs := make([]int8, n*dim)
 		for i := range vecs {
@@ -158,7 +269,7 @@ func testDotsInt8(t *testing.T) {
 			dotsInt8(q, ptrs, out)
 			for i, s := range slots {
 				if want := dotInt8Want(q, vecs[int(s)*dim:int(s+1)*dim]); out[i] != want {
-					t.Fatalf("avx2 %v, dim %d, slots %v: out[%d] = %d, want %d", useAVX2, dim, slots, i, out[i], want)
+					t.Fatalf("dim %d, slots %v: out[%d] = %d, want %d", dim, slots, i, out[i], want)
 				}
 			}
 			if out[len(slots)] != 12345 {
