@@ -37,16 +37,7 @@ func (b *beam) refuses(d float32) bool { return b.live >= b.ef && d >= b.a[len(b
 // ef drops the farthest result, and a full beam drops the tombstones past
 // its farthest result.
 func (b *beam) add(it item, dead bool) {
-	// lo: the first item farther than it.
-	lo, hi := 0, len(b.a)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if b.a[m].d <= it.d {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
+	lo := b.place(it.d)
 	b.a = append(b.a, beamItem{})
 	copy(b.a[lo+1:], b.a[lo:])
 	b.a[lo] = beamItem{item: it, dead: dead}
@@ -68,6 +59,31 @@ func (b *beam) add(it item, dead bool) {
 		n--
 	}
 	b.a = b.a[:n]
+}
+
+// place returns the index of the first item farther than d (len(b.a) if
+// none is). The binary search has no branch on the comparisons (the
+// comparison is a SETcc and its result a mask): they are unpredictable,
+// and a mispredicted branch at every step cost more than the rest of add.
+func (b *beam) place(d float32) int {
+	a := b.a
+	if len(a) == 0 {
+		return 0
+	}
+	base, n := 0, len(a)
+	for n > 1 {
+		half := n >> 1
+		le := 0
+		if a[base+half].d <= d {
+			le = 1 // SETCC, where base += half would be a branch
+		}
+		base += half & -le
+		n -= half
+	}
+	if a[base].d <= d {
+		base++
+	}
+	return base
 }
 
 // take returns the nearest unexpanded item, flagged expanded; false when

@@ -455,3 +455,57 @@ func TestBeamKeepsTheEfNearest(t *testing.T) {
 		}
 	}
 }
+
+// TestBeamPlaceIsTheFirstFarther: place finds the first item farther than
+// d, ties (frequent among int8 distances) going after their equals.
+func TestBeamPlaceIsTheFirstFarther(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 41))
+	var b beam
+	for range 2000 {
+		b.a = b.a[:0]
+		for range r.IntN(130) {
+			b.a = append(b.a, beamItem{item: item{d: float32(r.IntN(9))}})
+		}
+		slices.SortFunc(b.a, func(x, y beamItem) int { return cmpItem(x.item, y.item) })
+		d := float32(r.IntN(11) - 1)
+		want := len(b.a)
+		for i, x := range b.a {
+			if x.d > d {
+				want = i
+				break
+			}
+		}
+		if got := b.place(d); got != want {
+			t.Fatalf("place(%v) in %d items = %d, want %d", d, len(b.a), got, want)
+		}
+	}
+}
+
+// BenchmarkBeam replays the distances a layer-0 search of the overhead
+// benchmark's prompts computed, in their order, into a beam of
+// EfConstruction, expanding the nearest item after every 24 (the mean count
+// of unvisited neighbours): the beam's bookkeeping alone, without the graph.
+func BenchmarkBeam(b *testing.B) {
+	vecs := promptVectors(5_000, 26)
+	x := NewHNSW(Params{})
+	for i, v := range vecs[:4_000] {
+		x.Add(uint64(i), v)
+	}
+	var runs [][]item
+	for _, v := range vecs[4_000:] {
+		x.Search(v, 1)
+		runs = append(runs, slices.Clone(x.visited))
+	}
+	var bm beam
+	for i := 0; b.Loop(); i++ {
+		bm.reset(100)
+		for j, it := range runs[i%len(runs)] {
+			if !bm.refuses(it.d) {
+				bm.add(it, false)
+			}
+			if j%24 == 0 {
+				bm.take()
+			}
+		}
+	}
+}
