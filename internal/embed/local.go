@@ -84,6 +84,12 @@ func newLocal(c config) *Local {
 // Dim is the length of the vectors Embed returns: always Dim.
 func (l *Local) Dim() int { return Dim }
 
+// hashAt is a word's hash and its index among the words, for sorting.
+type hashAt struct {
+	hash uint64
+	i    int32
+}
+
 // word is one token of the text being embedded.
 type word struct {
 	start, end int     // bytes of the lowered text
@@ -106,28 +112,28 @@ func (l *Local) Embed(text string) []float32 {
 	h := hacc[:hd]
 
 	// Word features, once per distinct word with sublinear tf: sort word
-	// indices by hash so equal words are adjacent.
-	var orderBuf [128]int32
+	// indices by hash (then index) so equal words are adjacent. The hash
+	// sits beside its index so that comparing reads no word.
+	var orderBuf [128]hashAt
 	order := orderBuf[:0]
 	for i := range words {
-		order = append(order, int32(i))
+		order = append(order, hashAt{words[i].hash, int32(i)})
 	}
-	slices.SortFunc(order, func(a, b int32) int {
-		ha, hb := words[a].hash, words[b].hash
+	slices.SortFunc(order, func(a, b hashAt) int {
 		switch {
-		case ha < hb:
+		case a.hash < b.hash:
 			return -1
-		case ha > hb:
+		case a.hash > b.hash:
 			return 1
 		}
-		return int(a - b)
+		return int(a.i - b.i)
 	})
 	for i := 0; i < len(order); {
 		j := i + 1
-		for j < len(order) && words[order[j]].hash == words[order[i]].hash {
+		for j < len(order) && order[j].hash == order[i].hash {
 			j++
 		}
-		w := &words[order[i]]
+		w := &words[order[i].i]
 		tf := float32(1)
 		if j-i > 1 {
 			tf = 1 + float32(math.Log(float64(j-i)))
@@ -249,6 +255,34 @@ func (l *Local) addCharGrams(h []float32, w []byte, wt float32) {
 		return
 	}
 	wt /= float32(math.Sqrt(float64(count)))
+	// The padded word in one buffer, read without a branch per byte; a
+	// longer word is read in place.
+	var buf [64]byte
+	if n > len(buf) {
+		l.addLongCharGrams(h, w, wt)
+		return
+	}
+	p := buf[:0]
+	p = append(p, ' ')
+	p = append(p, w...)
+	p = append(p, ' ')
+	minN, maxN := l.cfg.minN, l.cfg.maxN
+	for s := 0; s+minN <= n; s++ {
+		f := uint64(fnvOffset)
+		g := p[s:min(s+maxN, n)]
+		for k, c := range g {
+			f = (f ^ uint64(c)) * fnvPrime
+			if k+1 >= minN {
+				addHashed(h, mix(f, byte('0'+k+1)), wt)
+			}
+		}
+	}
+}
+
+// addLongCharGrams is addCharGrams of a word of more than 62 bytes, with wt
+// already divided.
+func (l *Local) addLongCharGrams(h []float32, w []byte, wt float32) {
+	n := len(w) + 2
 	at := func(i int) byte {
 		if i == 0 || i == n-1 {
 			return ' '
@@ -293,13 +327,12 @@ func mix(h uint64, kind byte) uint64 {
 	return h
 }
 
-// addHashed adds wt to the dimension f selects, signed by f's lowest bit.
+// addHashed adds wt to the dimension f selects, signed by f's lowest bit
+// (the sign bit flipped, as negating does, without a branch the processor
+// would guess wrong half the time).
 func addHashed(h []float32, f uint64, wt float32) {
 	d := (f >> 32) * uint64(len(h)) >> 32
-	if f&1 == 1 {
-		wt = -wt
-	}
-	h[d] += wt
+	h[d] += math.Float32frombits(math.Float32bits(wt) ^ uint32(f&1)<<31)
 }
 
 func norm(v []float32) float32 {
@@ -316,6 +349,10 @@ func norm(v []float32) float32 {
 // excepted.
 func addSymbols(h []float32, text string, wt float32) {
 	for i := 0; i < len(text); {
+		if c := text[i]; c < utf8.RuneSelf && !isASCIISymbol(c) {
+			i++
+			continue
+		}
 		r, size := utf8.DecodeRuneInString(text[i:])
 		if !isSymbol(r) {
 			i += size
@@ -323,6 +360,13 @@ func addSymbols(h []float32, text string, wt float32) {
 		}
 		j := i + size
 		for j < len(text) {
+			if c := text[j]; c < utf8.RuneSelf {
+				if !isASCIISymbol(c) {
+					break
+				}
+				j++
+				continue
+			}
 			r2, n := utf8.DecodeRuneInString(text[j:])
 			if !isSymbol(r2) {
 				break
@@ -348,6 +392,20 @@ func isSymbol(r rune) bool {
 		return false
 	}
 	return !unicode.IsLetter(r) && !unicode.IsNumber(r) && !unicode.IsSpace(r) && !unicode.IsControl(r)
+}
+
+// isASCIISymbol is isSymbol of an ASCII character: printable, neither a
+// letter, a digit, a space nor sentence punctuation.
+func isASCIISymbol(c byte) bool {
+	switch {
+	case c <= ' ' || c >= 0x7f, 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return false
+	}
+	switch c {
+	case '.', ',', ';', ':', '?', '!', '"', '\'', '`', '(', ')':
+		return false
+	}
+	return true
 }
 
 func isLetterByte(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }

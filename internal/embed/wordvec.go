@@ -76,7 +76,7 @@ func (t *table) rank(i int) int { return int(binary.LittleEndian.Uint32(t.ranks[
 // addVec adds w × (vector of word i) to acc.
 func (t *table) addVec(acc *[wordVecDim]float32, i int, w float32) {
 	w *= math.Float32frombits(binary.LittleEndian.Uint32(t.scales[4*i:]))
-	q := t.vecs[wordVecDim*i : wordVecDim*(i+1)]
+	q := (*[wordVecDim]byte)(t.vecs[wordVecDim*i:]) // one bounds check, not one per element
 	for k := range acc {
 		acc[k] += w * float32(int8(q[k]))
 	}
