@@ -70,7 +70,8 @@ type Options struct {
 	// OnChange, when set, is told of every local change to replicate: a
 	// Store (after it is persisted; the Entry carries its Vector), a Delete
 	// that removed or tombstoned something, a Purge. It runs in the
-	// caller's goroutine, so it must not block: hand the change to a queue.
+	// caller's goroutine (the committer's for a Store), so it must not
+	// block: hand the change to a queue.
 	// Changes made by Apply are not reported (they came from a peer), nor
 	// are evictions by MaxEntries and TTL expiry, which every node does on
 	// its own.
@@ -190,8 +191,8 @@ type Cache struct {
 	// SetLimits last changed them.
 	ttlNanos, maxEntries atomic.Int64
 
-	// commits carries Stores' entries to commitLoop (with a DB only).
-	commits chan commitReq
+	// queue carries Stores' entries to commitLoop.
+	queue commitQueue
 }
 
 // Open starts the shard actors and the sweeper. With a DB it loads the
@@ -250,14 +251,12 @@ func Open(ctx context.Context, opts Options) (*Cache, error) {
 		defer c.wg.Done()
 		c.sweepLoop()
 	}()
-	if opts.DB != nil {
-		c.commits = make(chan commitReq)
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.commitLoop()
-		}()
-	}
+	c.queue.wake = make(chan struct{}, 1)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.commitLoop()
+	}()
 	if opts.DB == nil {
 		c.ready.Store(true)
 		return c, nil
@@ -595,8 +594,34 @@ func (c *Cache) Miss() { c.misses.Add(1) }
 // when empty, sets e.CreatedAt to Now and e.ExpiresAt to Now+TTL when zero,
 // then keeps a copy: the caller keeps ownership of e and its slices. An
 // entry already expired is not stored; an entry whose ID was deleted is an
-// error. A stored entry is reported to Options.OnChange.
+// error. A stored entry is reported to Options.OnChange. When ctx ends
+// first, Store returns its error and the entry is still stored.
 func (c *Cache) Store(ctx context.Context, e *Entry) error {
+	c.stamp(e)
+	done := make(chan error, 1)
+	c.storeOwned(e.clone(), func(err error) { done <- err })
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// StoreAsync is Store for a caller that waits as long as it likes, or not
+// at all: it returns at once and calls done (which must not block) with
+// Store's outcome once the entry is committed and in memory, or refused,
+// from one of the cache's goroutines; after Close, with ErrClosed. It takes
+// e: the caller must not change e or its slices from the call on. It costs
+// no goroutine and no timer of the caller's, and its entry shares the
+// committer's message to its shard with the other entries of its commit.
+func (c *Cache) StoreAsync(e *Entry, done func(error)) {
+	c.stamp(e)
+	c.storeOwned(e, done)
+}
+
+// stamp fills what Store fills in e: an ID, CreatedAt and ExpiresAt.
+func (c *Cache) stamp(e *Entry) {
 	now := c.opts.Now()
 	if e.ID == "" {
 		e.ID = formatID(newID())
@@ -605,12 +630,137 @@ func (c *Cache) Store(ctx context.Context, e *Entry) error {
 	if e.ExpiresAt.IsZero() {
 		e.ExpiresAt = now.Add(c.ttl())
 	}
-	in, err := c.add(ctx, e, false)
-	if in != nil && c.opts.OnChange != nil {
-		cp := *in // the shard may hold in itself
-		c.opts.OnChange(Change{Kind: ChangeStored, Entry: &cp, At: cp.CreatedAt})
+}
+
+// storeOwned queues e, owned by the cache, for commitLoop, which commits
+// it, adds it to its shard (addCommitted) and calls done. A local store is
+// refused only when its ID is tombstoned, which a fresh random ID never is:
+// it goes to disk without asking its shard first. In the rare refusal, the
+// shard's stale list takes it off the disk again; a crash in between leaves
+// it beside its tombstone, and the load drops it.
+func (c *Cache) storeOwned(e *Entry, done func(error)) {
+	id, ok := parseID(e.ID)
+	if !ok {
+		done(fmt.Errorf("index: entry id %q is not 16 lowercase hex digits", e.ID))
+		return
 	}
-	return err
+	now := c.opts.Now()
+	if !e.ExpiresAt.After(now) {
+		done(nil)
+		return
+	}
+	e.Hits = 0
+	r := commitReq{e: e, id: id, done: done}
+	if c.opts.DB != nil {
+		r.de = diskEntry(e, now)
+	}
+	c.enqueue(r)
+}
+
+// addCommitted adds the Stores' entries of a committed batch to their
+// shards, one message per shard, then does what adding left to do (stale
+// keys off the disk, eviction), reports each entry added to
+// Options.OnChange and tells every caller. Requests of persist are told
+// their commit's outcome.
+func (c *Cache) addCommitted(batch []commitReq) {
+	type result struct {
+		stale []string
+		k     *killed
+		added bool
+		err   error // the shard's call
+	}
+	res := make([]result, len(batch))
+	work := make([][]int, len(c.shards))
+	for i := range batch {
+		r := &batch[i]
+		switch {
+		case r.e == nil:
+			r.done(r.err)
+		case r.err != nil:
+			r.done(fmt.Errorf("index: persisting entry %s: %w", r.e.ID, r.err))
+		default:
+			w := &work[spaceHash(r.e.Space)%uint64(len(c.shards))]
+			*w = append(*w, i)
+		}
+	}
+	// Every shard with work gets its message at once; each writes only its
+	// own entries' results.
+	calls := make(chan struct{}, len(c.shards))
+	sent := make([]bool, len(c.shards))
+	for si, idx := range work {
+		if len(idx) == 0 {
+			continue
+		}
+		f := func(s *shard) {
+			for _, i := range idx {
+				r := &res[i]
+				r.stale, r.k, r.added = s.add(batch[i].id, batch[i].e, false, false)
+			}
+		}
+		select {
+		case c.shards[si].inbox <- op{f, calls}:
+			sent[si] = true
+		case <-c.ctx.Done():
+		}
+	}
+	for si, idx := range work {
+		if len(idx) == 0 {
+			continue
+		}
+		err := ErrClosed
+		if sent[si] {
+			select {
+			case <-calls:
+				err = nil
+			case <-c.ctx.Done():
+			}
+		}
+		if err != nil {
+			for _, i := range idx {
+				res[i] = result{err: err}
+			}
+		}
+	}
+	var stale []string
+	var ks []killed
+	anyAdded := false
+	for _, idx := range work {
+		for _, i := range idx {
+			r := &res[i]
+			stale = append(stale, r.stale...)
+			if r.k != nil {
+				ks = append(ks, *r.k)
+			}
+			anyAdded = anyAdded || r.added
+		}
+	}
+	after := c.deleteKeys(stale)
+	if err := c.settle(c.ctx, ks); after == nil {
+		after = err
+	}
+	if anyAdded {
+		if err := c.evict(c.ctx); after == nil {
+			after = err
+		}
+	}
+	for _, idx := range work {
+		for _, i := range idx {
+			r, e := &res[i], batch[i].e
+			switch {
+			case r.err != nil:
+				batch[i].done(r.err)
+			case r.added:
+				if c.opts.OnChange != nil {
+					cp := *e // the shard may hold e itself
+					c.opts.OnChange(Change{Kind: ChangeStored, Entry: &cp, At: cp.CreatedAt})
+				}
+				batch[i].done(after)
+			default:
+				// A local store loses only to a tombstone.
+				batch[i].done(fmt.Errorf("index: entry id %s was deleted", e.ID))
+			}
+		}
+	}
 }
 
 // Insert adds e as given (ID and CreatedAt kept; ExpiresAt from TTL when

@@ -43,8 +43,10 @@
 // (Delete, Purge, Apply, eviction) or in the sweeper and loader goroutines,
 // using what the actor returned (stale IDs, tombstones), never by reading
 // its maps; Export reads the disk in the caller's goroutine too. A Store
-// hands its entry to one committer goroutine, which commits the entries of
-// concurrent Stores in one transaction, and waits for that commit. The
+// queues its entry for one committer goroutine, which commits the entries
+// of concurrent Stores in one transaction, adds them to their shards (one
+// message per shard for the batch), evicts, reports them to OnChange and
+// then tells each Store (StoreAsync: calls its done; Store waits for it). The
 // guard (Options.Check) also runs in the caller's goroutine. Stats are atomics
 // the actors update; reading them sends no message.
 //

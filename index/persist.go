@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -275,17 +276,13 @@ func (c *Cache) persist(e *Entry) error {
 	if c.opts.DB == nil {
 		return nil
 	}
-	r := commitReq{de: diskEntry(e, c.opts.Now()), done: make(chan error, 1)}
-	select {
-	case c.commits <- r:
-	case <-c.ctx.Done():
-		return ErrClosed
-	}
+	done := make(chan error, 1)
+	c.enqueue(commitReq{de: diskEntry(e, c.opts.Now()), done: func(err error) { done <- err }})
 	// As a transaction of its own would, the store waits for its commit
 	// whatever its ctx says: an entry written after its Store gave up would
 	// be on disk but not in memory, and come back at the next load.
 	select {
-	case err := <-r.done:
+	case err := <-done:
 		if err != nil {
 			return fmt.Errorf("index: persisting entry %s: %w", e.ID, err)
 		}
@@ -295,43 +292,99 @@ func (c *Cache) persist(e *Entry) error {
 	}
 }
 
-// commitReq is one entry for commitLoop, and where its outcome goes
-// (buffered, so that the loop never waits for a departed caller).
+// commitReq is one entry for commitLoop: committed (when there is a DB),
+// then, for a Store (e set), added to its shard; done is told the outcome,
+// once, from the loop's goroutine or a shard's actor, and must not block.
 type commitReq struct {
-	de   *badger.Entry
-	done chan error
+	de   *badger.Entry // nil without a DB
+	e    *Entry        // a Store's entry, owned by the cache; nil for persist
+	id   uint64        // e's parsed ID
+	done func(error)
+	err  error // the outcome so far
 }
 
-// commitLoop commits the entries persist hands it, in as few transactions
-// as Badger's size limits allow: whatever is queued when a commit ends goes
-// in the next one, up to writeBatch entries. It runs until Close, finishing
-// the commit in progress.
+// commitQueue is what Stores hand commitLoop: a slice under a mutex, so
+// that handing over never waits for the loop (a store is queued while the
+// commit in progress runs), and a wake-up, sent only when the queue turns
+// non-empty.
+type commitQueue struct {
+	mu   sync.Mutex
+	reqs []commitReq
+	wake chan struct{} // buffered(1)
+}
+
+// enqueue hands r to commitLoop; it never blocks. After Close, r fails
+// with ErrClosed at once.
+func (c *Cache) enqueue(r commitReq) {
+	q := &c.queue
+	q.mu.Lock()
+	if c.ctx.Err() != nil {
+		q.mu.Unlock()
+		r.done(ErrClosed)
+		return
+	}
+	q.reqs = append(q.reqs, r)
+	first := len(q.reqs) == 1
+	q.mu.Unlock()
+	if first {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take removes and returns up to writeBatch queued requests into batch.
+func (q *commitQueue) take(batch []commitReq) []commitReq {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := min(len(q.reqs), writeBatch)
+	batch = append(batch[:0], q.reqs[:n]...)
+	rest := copy(q.reqs, q.reqs[n:])
+	clear(q.reqs[rest:])
+	q.reqs = q.reqs[:rest]
+	if rest > 0 {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+	return batch
+}
+
+// commitLoop commits the entries Stores and persist hand it, in as few
+// transactions as Badger's size limits allow: whatever is queued when a
+// commit ends goes in the next one, up to writeBatch entries. It then adds
+// the Stores' entries to their shards, one message per shard for the
+// batch, and tells each caller. It runs until Close, finishing the batch in
+// progress; what is still queued then fails with ErrClosed.
 func (c *Cache) commitLoop() {
 	var batch []commitReq
 	for {
 		select {
 		case <-c.ctx.Done():
-			return
-		case r := <-c.commits:
-			batch = append(batch[:0], r)
-		}
-	gather:
-		for len(batch) < writeBatch {
-			select {
-			case r := <-c.commits:
-				batch = append(batch, r)
-			default:
-				break gather
+			c.queue.mu.Lock()
+			left := c.queue.reqs
+			c.queue.reqs = nil
+			c.queue.mu.Unlock()
+			for _, r := range left {
+				r.done(ErrClosed)
 			}
+			return
+		case <-c.queue.wake:
 		}
-		c.commitBatch(batch)
+		batch = c.queue.take(batch)
+		if c.opts.DB != nil {
+			c.commitBatch(batch)
+		}
+		c.addCommitted(batch)
 		clear(batch) // hold no entry until the next batch
 	}
 }
 
 // commitBatch commits batch in transactions of as many entries as fit and
-// tells each entry's caller its transaction's outcome. An entry that fits
-// in no transaction fails alone.
+// records each one's transaction's outcome. An entry that fits in no
+// transaction fails alone.
 func (c *Cache) commitBatch(batch []commitReq) {
 	for len(batch) > 0 {
 		txn := c.opts.DB.NewTransaction(true)
@@ -344,13 +397,13 @@ func (c *Cache) commitBatch(batch []commitReq) {
 		}
 		if n == 0 {
 			txn.Discard()
-			batch[0].done <- err
+			batch[0].err = err
 			batch = batch[1:]
 			continue
 		}
 		err = txn.Commit()
-		for _, r := range batch[:n] {
-			r.done <- err
+		for i := range batch[:n] {
+			batch[i].err = err
 		}
 		batch = batch[n:]
 	}

@@ -3,10 +3,12 @@ package index
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/llmgate/llmgate/index/graph"
 )
 
 func TestEncodeDecodeEntry(t *testing.T) {
@@ -343,11 +347,11 @@ func TestCommitBatchSplitsWhatOneTransactionCannotHold(t *testing.T) {
 		if i == 17 {
 			val = []byte(strings.Repeat("y", 400<<10))
 		}
-		reqs = append(reqs, commitReq{de: badger.NewEntry(diskKey(formatID(uint64(i))), val), done: make(chan error, 1)})
+		reqs = append(reqs, commitReq{de: badger.NewEntry(diskKey(formatID(uint64(i))), val)})
 	}
 	c.commitBatch(reqs)
 	for i, r := range reqs {
-		err := <-r.done
+		err := r.err
 		switch {
 		case i == 17 && err == nil:
 			t.Fatal("the oversized entry was committed")
@@ -362,5 +366,102 @@ func TestCommitBatchSplitsWhatOneTransactionCannotHold(t *testing.T) {
 		}); err != nil {
 			t.Fatalf("entry %d not committed: %v", i, err)
 		}
+	}
+}
+
+// TestStoreAsyncAnswersOnceStored: StoreAsync returns at once; its done is
+// called once, after the entry is on disk and found by both tiers, and the
+// entries of concurrent calls all come back after a restart. After Close,
+// done gets ErrClosed.
+func TestStoreAsyncAnswersOnceStored(t *testing.T) {
+	dir := t.TempDir()
+	db := diskDB(t, dir)
+	var changes atomic.Int64
+	c, err := Open(t.Context(), Options{DB: db.DB, NewGraph: func() graph.Index { return graph.NewFlat() }, OnChange: func(ch Change) {
+		if ch.Kind == ChangeStored && ch.Entry.Vector != nil {
+			changes.Add(1)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, c)
+	es := make([]*Entry, 100)
+	errs := make(chan error, len(es))
+	for i := range es {
+		es[i] = entry(Space{fmt.Sprintf("team-%d", i%3), "r", "s"}, fmt.Sprintf("q%d", i), spread(i))
+		e := es[i]
+		sp, exact, vec := e.Space, e.Exact, slices.Clone(e.Vector)
+		c.StoreAsync(e, func(err error) {
+			if err == nil {
+				if derr := db.View(func(txn *badger.Txn) error { _, err := txn.Get(diskKey(e.ID)); return err }); derr != nil {
+					err = fmt.Errorf("entry %s not on disk when done was called: %w", e.ID, derr)
+				}
+			}
+			if err == nil {
+				// The shard's actor may be the caller: look it up from
+				// another goroutine.
+				go func() {
+					if _, ok := c.LookupExact(t.Context(), sp, exact); !ok {
+						errs <- fmt.Errorf("entry %s not found by its hash when done was called", e.ID)
+						return
+					}
+					if _, _, ok := c.NearestGuarded(t.Context(), sp, vec, "", 0.001); !ok {
+						errs <- fmt.Errorf("entry %s not found by its vector when done was called", e.ID)
+						return
+					}
+					errs <- nil
+				}()
+				return
+			}
+			errs <- err
+		})
+	}
+	for range es {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := changes.Load(); n != int64(len(es)) {
+		t.Errorf("OnChange told of %d stored entries with their vectors, want %d", n, len(es))
+	}
+	c.Close()
+	closed := make(chan error, 1)
+	c.StoreAsync(entry(Space{"team", "r", "s"}, "after close", nil), func(err error) { closed <- err })
+	if err := <-closed; !errors.Is(err, ErrClosed) {
+		t.Errorf("StoreAsync after Close: %v, want ErrClosed", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = diskDB(t, dir)
+	defer db.Close()
+	checkAll(t, open(t, Options{DB: db.DB}), es)
+}
+
+// TestStoreWhoseCallerGaveUpIsStored: a Store whose ctx ends before its
+// commit returns the ctx's error, and its entry is still stored (on disk
+// and in memory alike, never on disk alone).
+func TestStoreWhoseCallerGaveUpIsStored(t *testing.T) {
+	db := memDB(t)
+	c := open(t, Options{DB: db.DB})
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	e := entry(Space{"team", "r", "s"}, "given up", nil)
+	if err := c.Store(ctx, e); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := c.LookupExact(t.Context(), e.Space, e.Exact); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the entry of a Store whose caller gave up never came in")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !onDisk(t, db.DB, e.ID) {
+		t.Fatal("the entry is in memory but not on disk")
 	}
 }

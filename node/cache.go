@@ -43,6 +43,10 @@ type Cache interface {
 	NearestJudgeable(ctx context.Context, sp index.Space, vec []float32, prompt string, threshold float32) (e *index.Entry, d float32, judge, ok bool)
 	SemanticHit(ctx context.Context, sp index.Space, e *index.Entry)
 	Store(ctx context.Context, e *index.Entry) error
+	// StoreAsync is Store without waiting: done (which must not block) is
+	// called with its outcome once the entry is persisted and in memory.
+	// It takes e and its slices.
+	StoreAsync(e *index.Entry, done func(error))
 	Stats() index.Stats
 	// Miss counts a look-up that ended before the semantic tier (nothing to
 	// embed, embedder failed, cache still loading).
@@ -64,7 +68,6 @@ const (
 // at most this much, never its answer.
 const (
 	lookupTimeout = 250 * time.Millisecond // the whole look-up, embed_timeout added for a remote embedder
-	storeTimeout  = 5 * time.Second        // what a store may take in the background
 )
 
 // maxSemanticPrompt bounds the dialog text that is embedded; longer dialogs
@@ -478,18 +481,20 @@ func (g *Gateway) store(ctx context.Context, call *Call, cp cachePlan, body []by
 	if cp.ttl > 0 {
 		e.ExpiresAt = g.now().Add(cp.ttl)
 	}
+	// The cache's own goroutines commit and add the entry (no goroutine
+	// of ours, nor a deadline: it answers on every path, ErrClosed at
+	// Close); Close waits for the answers still due.
 	done := make(chan struct{})
 	g.stores.Add(1)
-	go func() {
-		defer g.stores.Done()
-		defer close(done)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
-		defer cancel()
-		if err := g.cache.Store(sctx, e); err != nil {
+	route, id := call.Route, call.RequestID
+	g.cache.StoreAsync(e, func(err error) {
+		if err != nil {
 			g.metrics.storeFailed()
-			g.log.Warn("cache store failed", "route", call.Route, "request_id", call.RequestID, "err", err)
+			g.log.Warn("cache store failed", "route", route, "request_id", id, "err", err)
 		}
-	}()
+		close(done)
+		g.stores.Done()
+	})
 	// Wait a little, so that the client's next request usually finds the
 	// entry; a slow disk or an eviction finishes in the background.
 	t := time.NewTimer(g.storeWait)

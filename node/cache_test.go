@@ -158,8 +158,8 @@ func (h *hangingCache) NearestGuarded(ctx context.Context, _ index.Space, _ []fl
 	h.wait(ctx)
 	return nil, 0, false
 }
-func (h *hangingCache) Miss()                                     {}
-func (h *hangingCache) Store(context.Context, *index.Entry) error { return nil }
+func (h *hangingCache) Miss()                                       {}
+func (h *hangingCache) StoreAsync(_ *index.Entry, done func(error)) { done(nil) }
 
 // TestHangingCacheCostsOneLookupDeadline: a cache that never answers costs
 // a request the look-up stage's one deadline (both tiers together), and
