@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/llmgate/llmgate/internal/embed"
 )
@@ -60,8 +61,9 @@ func missGraph(p Params) *HNSW {
 // BenchmarkMissPath is the cache-miss path's graph work on the overhead
 // benchmark's prompts: a Search of a new prompt's vector, then its Add
 // (seeded by that Search), into a graph of 50,000, with each assembly int8
-// kernel this CPU runs. ns/op is one miss; -benchtime must be fixed (see
-// missGraph).
+// kernel this CPU runs. ns/op is one miss, cpu-ns/op its CPU time (the
+// process's: steadier than ns/op on a busy machine). -benchtime must be
+// fixed (see missGraph).
 func BenchmarkMissPath(b *testing.B) {
 	fresh := templatedVectors()[missGraphSize:]
 	x := missGraph(Params{})
@@ -69,12 +71,14 @@ func BenchmarkMissPath(b *testing.B) {
 	for _, k := range int8Kernels()[1:] { // the portable kernel is 3x slower
 		b.Run("kernel="+k.name, func(b *testing.B) {
 			defer useInt8Kernel(b, k)()
+			start := cpuTime()
 			for b.Loop() {
 				v := fresh[(next-missGraphSize)%len(fresh)]
 				x.Search(v, 1)
 				x.Add(uint64(next), v)
 				next++
 			}
+			reportCPU(b, start)
 		})
 	}
 }
@@ -87,9 +91,19 @@ func BenchmarkMissSearch(b *testing.B) {
 	for _, k := range int8Kernels()[1:] { // the portable kernel is 3x slower
 		b.Run("kernel="+k.name, func(b *testing.B) {
 			defer useInt8Kernel(b, k)()
+			start := cpuTime()
 			for i := 0; b.Loop(); i++ {
 				x.Search(fresh[len(fresh)-1-i%(len(fresh)/2)], 1)
 			}
+			reportCPU(b, start)
 		})
+	}
+}
+
+// reportCPU reports the process's CPU time per iteration since start, where
+// it is measured.
+func reportCPU(b *testing.B, start time.Duration) {
+	if used := cpuTime() - start; used > 0 && b.N > 0 {
+		b.ReportMetric(float64(used.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	}
 }
