@@ -100,6 +100,17 @@ func (b *beam) take() (item, bool) {
 	return b.a[b.next-1].item, true
 }
 
+// peek returns the item take would return next, without taking it; false
+// when there is none.
+func (b *beam) peek() (item, bool) {
+	for i := b.next; i < len(b.a); i++ {
+		if !b.a[i].done {
+			return b.a[i].item, true
+		}
+	}
+	return item{}, false
+}
+
 // results appends the results, nearest first, to out.
 func (b *beam) results(out []item) []item {
 	for _, x := range b.a {

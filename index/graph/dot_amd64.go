@@ -1,6 +1,10 @@
 package graph
 
-import "golang.org/x/sys/cpu"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
 
 // useAVX2FMA selects dotAVX2FMA, decided once when the package loads.
 // HasAVX2 also requires the OS to save the YMM registers. Tests and
@@ -40,3 +44,9 @@ func dotsInt8AVX2(q []int8, vecs []*int8, out []int32)
 //
 //go:noescape
 func dotsInt8VNNI(q []int8, vecs []*int8, out []int32)
+
+// prefetch asks the CPU to bring the n > 0 bytes at p into its caches
+// without waiting for them, so that their loads overlap with other work.
+//
+//go:noescape
+func prefetch(p unsafe.Pointer, n uintptr)

@@ -2,6 +2,8 @@
 
 package graph
 
+import "unsafe"
+
 // useAVX2FMA is false off amd64: Dot always runs dotGeneric. A variable, not
 // a constant, so that tests can switch kernels on every architecture.
 var useAVX2FMA = false
@@ -29,3 +31,6 @@ var useVNNI = false
 func dotsInt8VNNI(q []int8, vecs []*int8, out []int32) {
 	panic("graph: dotsInt8VNNI off amd64")
 }
+
+// prefetch is a no-op off amd64.
+func prefetch(p unsafe.Pointer, n uintptr) {}

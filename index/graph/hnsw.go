@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"unsafe"
 )
 
 // maxLevel caps node levels. With M ≥ 2 a level above 16 has probability
@@ -175,8 +176,16 @@ func (h *HNSW) Search(q []float32, k int) []Match {
 	if !h.p.Float32Walk {
 		// The walk's distances are approximate: re-rank the beam by the
 		// float32 vectors, so that what is returned is exact and in exact
-		// order.
+		// order. Each vector (1.5 KB at 384-d) is in no cache in a large graph:
+		// the next ones load while this one is compared.
+		const ahead = 2
+		for _, it := range found[:min(ahead, len(found))] {
+			h.prefetchVec(it.s)
+		}
 		for i, it := range found {
+			if i+ahead < len(found) {
+				h.prefetchVec(found[i+ahead].s)
+			}
 			found[i].d = h.dist(q, it.s)
 		}
 		slices.SortFunc(found, cmpItem)
@@ -197,6 +206,12 @@ func (h *HNSW) kill(s uint32) {
 func (h *HNSW) isDead(s uint32) bool { return h.dead[s/64]&(1<<(s%64)) != 0 }
 
 func (h *HNSW) vec(s uint32) []float32 { return h.vecs.row(s) }
+
+// prefetchVec asks for slot s's float32 vector without waiting for it.
+func (h *HNSW) prefetchVec(s uint32) {
+	v := h.vec(s)
+	prefetch(unsafe.Pointer(&v[0]), uintptr(len(v))*4)
+}
 
 // dist is the cosine distance of q to slot s. A zero vector on either side
 // has dot product 0 and so distance 1, never NaN.
@@ -413,6 +428,15 @@ func (h *HNSW) searchLayer(q qvec, eps []item, ef, l int, liveOnly bool) []item 
 			break
 		}
 		b := h.links(c.s, l)
+		if l == 0 {
+			// The node expanded after c is most often the one nearest
+			// now: its link row (in no cache in a large graph) loads
+			// while c's neighbours' distances are computed.
+			if p, ok := bm.peek(); ok {
+				r := h.links0.row(p.s)
+				prefetch(unsafe.Pointer(&r[0]), uintptr(len(r))*4)
+			}
+		}
 		next := h.next[:0]
 		for _, n := range b[1 : 1+b[0]] {
 			if h.mark[n] != h.epoch {
