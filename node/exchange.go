@@ -203,7 +203,11 @@ type reply struct {
 	ok       bool   // a 200 its wire format could read
 	u        *usage // nil when the answer carries none
 	storable bool
-	text     string
+	// filterCheck: storable still waits for the content-filter check
+	// (contentFiltered, a search of the whole body), made only if the
+	// cache asks (cacheable), not on every answer.
+	filterCheck bool
+	text        string
 }
 
 // replyReader is a wire format that reads a whole answer by itself, in one
@@ -274,7 +278,13 @@ func (x *exchange) estimated(g *Gateway) *usage {
 }
 
 // cacheable reports whether the reply is a success the cache may store.
-func (r *reply) cacheable() bool { return r.ok && r.storable }
+func (r *reply) cacheable() bool {
+	if r.filterCheck {
+		r.filterCheck = false
+		r.storable = r.storable && !contentFiltered(r.body)
+	}
+	return r.ok && r.storable
+}
 
 func (r *reply) writeTo(w http.ResponseWriter) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(r.body)))

@@ -145,7 +145,7 @@ func (responsesWire) readReply(status int, body []byte) *reply {
 		return r
 	}
 	r.ok, r.id, r.u, r.text = true, a.id, a.u, a.text
-	r.storable = a.storable && !contentFiltered(body)
+	r.storable, r.filterCheck = a.storable, a.storable
 	return r
 }
 

@@ -123,3 +123,28 @@ func FuzzReadResponseMatchesDecoding(f *testing.F) {
 		checkReadResponse(t, body)
 	})
 }
+
+// TestResponsesReplyFilteredIsNotCacheable: the content-filter check, made
+// only when the cache asks, still keeps a filtered answer out of it.
+func TestResponsesReplyFilteredIsNotCacheable(t *testing.T) {
+	call := benchCalls(t)["responses"]
+	filtered := strings.Replace(benchResponse, `"metadata":{}`, `"metadata":{},"content_filter_results":{"hate":{"filtered":true,"severity":"high"}}`, 1)
+	for _, tc := range []struct {
+		name, body string
+		want       bool
+	}{
+		{"clean answer is cacheable", benchResponse, true},
+		{"filtered answer is not", filtered, false},
+	} {
+		r := newReply(call, 200, []byte(tc.body))
+		if !r.ok {
+			t.Fatalf("%s: not read", tc.name)
+		}
+		if got := r.cacheable(); got != tc.want {
+			t.Errorf("%s: cacheable %v", tc.name, got)
+		}
+		if got := r.cacheable(); got != tc.want {
+			t.Errorf("%s: cacheable %v when asked again", tc.name, got)
+		}
+	}
+}
