@@ -270,8 +270,9 @@ func (s *Store) tryRemember(id string, o Owner) (done bool, room <-chan struct{}
 		s.mu.Unlock()
 		return false, room, nil
 	}
-	s.pending[id] = record{ID: id, Owner: o, At: now.UnixMilli(), Expires: now.Add(s.ttl).UnixMilli()}
-	s.queue = append(s.queue, s.pending[id])
+	r := record{ID: id, Owner: o, At: now.UnixMilli(), Expires: now.Add(s.ttl).UnixMilli()}
+	s.pending[id] = r
+	s.queue = append(s.queue, r)
 	first := len(s.queue) == 1
 	s.mu.Unlock()
 	if first { // else the writer has been told, and takes the whole queue
