@@ -50,3 +50,13 @@ func dotsInt8VNNI(q []int8, vecs []*int8, out []int32)
 //
 //go:noescape
 func prefetch(p unsafe.Pointer, n uintptr)
+
+// useAVX512 selects countLE for the beam's place; POPCNT comes with every
+// AVX-512 CPU, and x/sys/cpu checks it all the same.
+var useAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasPOPCNT
+
+// countLE returns how many elements of ds are no greater than x (NaN
+// being greater than everything). It needs AVX-512F (see useAVX512).
+//
+//go:noescape
+func countLE(ds []float32, x float32) int

@@ -359,3 +359,43 @@ prefetchstep:
 	JLE        prefetchstep
 	PREFETCHT0 (DX)
 	RET
+
+// func countLE(ds []float32, x float32) int
+//
+// The number of elements of ds no greater than x (NaN counts as greater):
+// 16 compared per step into a mask whose bits are counted; the last 0..15
+// by a masked load, which reads nothing past the slice.
+TEXT ·countLE(SB), NOSPLIT, $0-40
+	MOVQ         ds_base+0(FP), SI
+	MOVQ         ds_len+8(FP), CX
+	VBROADCASTSS x+24(FP), Z0
+	XORQ         AX, AX
+
+countstep:
+	CMPQ    CX, $16
+	JLT     counttail
+	VCMPPS  $13, (SI), Z0, K1 // x >= ds[i], ordered
+	KMOVW   K1, BX
+	POPCNTL BX, BX
+	ADDQ    BX, AX
+	ADDQ    $64, SI
+	SUBQ    $16, CX
+	JMP     countstep
+
+counttail:
+	TESTQ    CX, CX
+	JZ       countdone
+	MOVL     $1, BX
+	SHLL     CX, BX
+	DECL     BX // the low CX bits
+	KMOVW    BX, K2
+	VMOVUPS.Z (SI), K2, Z1
+	VCMPPS   $13, Z1, Z0, K2, K1
+	KMOVW    K1, BX
+	POPCNTL  BX, BX
+	ADDQ     BX, AX
+
+countdone:
+	VZEROUPPER
+	MOVQ AX, ret+32(FP)
+	RET

@@ -34,3 +34,10 @@ func dotsInt8VNNI(q []int8, vecs []*int8, out []int32) {
 
 // prefetch is a no-op off amd64.
 func prefetch(p unsafe.Pointer, n uintptr) {}
+
+// useAVX512 is false off amd64: the beam places items by binary search.
+var useAVX512 = false
+
+// countLE is never selected off amd64; it exists so that beam.place
+// compiles.
+func countLE(ds []float32, x float32) int { return placeGeneric(ds, x) }

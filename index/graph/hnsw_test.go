@@ -412,6 +412,15 @@ func TestHNSWSearchDistancesAreExact(t *testing.T) {
 // it holds lies within them; take hands out each item held once, the
 // nearest unexpanded first.
 func TestBeamKeepsTheEfNearest(t *testing.T) {
+	for _, k := range placeKernels() {
+		t.Run(k, func(t *testing.T) {
+			defer usePlaceKernel(k)()
+			testBeamKeepsTheEfNearest(t)
+		})
+	}
+}
+
+func testBeamKeepsTheEfNearest(t *testing.T) {
 	r := rand.New(rand.NewPCG(40, 40))
 	var b beam
 	for round := range 200 {
@@ -434,9 +443,9 @@ func TestBeamKeepsTheEfNearest(t *testing.T) {
 						t.Fatalf("round %d: item %d taken twice", round, c.s)
 					}
 					taken[c.s] = true
-					for _, x := range b.a {
-						if !x.done && x.d < c.d {
-							t.Fatalf("round %d: took %v before the nearer %v", round, c, x.item)
+					for i, x := range b.m {
+						if !x.done && b.d[i] < c.d {
+							t.Fatalf("round %d: took %v before the nearer %v", round, c, item{b.d[i], x.s})
 						}
 					}
 				}
@@ -448,36 +457,67 @@ func TestBeamKeepsTheEfNearest(t *testing.T) {
 		if !slices.EqualFunc(got, want, func(a, b item) bool { return a.d == b.d }) {
 			t.Fatalf("round %d (ef %d): results %v, want %v", round, ef, got, want)
 		}
-		for _, x := range b.a {
-			if x.dead && len(got) == ef && x.d >= got[len(got)-1].d {
-				t.Fatalf("round %d: tombstone %v kept past the farthest result %v", round, x.item, got[len(got)-1])
+		for i, x := range b.m {
+			if x.dead && len(got) == ef && b.d[i] >= got[len(got)-1].d {
+				t.Fatalf("round %d: tombstone %v kept past the farthest result %v", round, item{b.d[i], x.s}, got[len(got)-1])
 			}
 		}
 	}
 }
 
+// placeKernels lists the ways beam.place can run on this CPU.
+func placeKernels() []string {
+	if haveAVX512 {
+		return []string{"go", "avx512"}
+	}
+	return []string{"go"}
+}
+
+// haveAVX512 records whether this CPU can run countLE, before any test
+// switches useAVX512.
+var haveAVX512 = useAVX512
+
+// usePlaceKernel makes beam.place run k until the returned function
+// restores the CPU's choice.
+func usePlaceKernel(k string) (restore func()) {
+	useAVX512 = k == "avx512"
+	return func() { useAVX512 = haveAVX512 }
+}
+
 // TestBeamPlaceIsTheFirstFarther: place finds the first item farther than
-// d, ties (frequent among int8 distances) going after their equals.
+// d, ties (frequent among int8 distances) going after their equals, at
+// every length around the kernel's 16-wide steps, reading nothing past the
+// beam (the slots past it hold distances that would count).
 func TestBeamPlaceIsTheFirstFarther(t *testing.T) {
-	r := rand.New(rand.NewPCG(41, 41))
-	var b beam
-	for range 2000 {
-		b.a = b.a[:0]
-		for range r.IntN(130) {
-			b.a = append(b.a, beamItem{item: item{d: float32(r.IntN(9))}})
-		}
-		slices.SortFunc(b.a, func(x, y beamItem) int { return cmpItem(x.item, y.item) })
-		d := float32(r.IntN(11) - 1)
-		want := len(b.a)
-		for i, x := range b.a {
-			if x.d > d {
-				want = i
-				break
+	for _, k := range placeKernels() {
+		t.Run(k, func(t *testing.T) {
+			defer usePlaceKernel(k)()
+			r := rand.New(rand.NewPCG(41, 41))
+			var b beam
+			for round := range 3000 {
+				n := round % 131
+				buf := make([]float32, n+20)
+				for i := range buf {
+					buf[i] = -1 // past the beam: no greater than any d
+				}
+				b.d = buf[:n]
+				for i := range b.d {
+					b.d[i] = float32(r.IntN(9))
+				}
+				slices.Sort(b.d)
+				d := float32(r.IntN(11) - 1)
+				want := n
+				for i, x := range b.d {
+					if x > d {
+						want = i
+						break
+					}
+				}
+				if got := b.place(d); got != want {
+					t.Fatalf("place(%v) in %d items = %d, want %d", d, n, got, want)
+				}
 			}
-		}
-		if got := b.place(d); got != want {
-			t.Fatalf("place(%v) in %d items = %d, want %d", d, len(b.a), got, want)
-		}
+		})
 	}
 }
 
