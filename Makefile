@@ -75,6 +75,7 @@ fuzz:
 	$(GO) test ./index -run '^$$' -fuzz FuzzCanonicalHash -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz FuzzCanonicalMatchesReference -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/embed -run '^$$' -fuzz FuzzEmbedMatchesReference -fuzztime $(FUZZTIME)
+	$(GO) test ./index/norm -run '^$$' -fuzz FuzzTextMatchesReference -fuzztime $(FUZZTIME)
 	$(GO) test ./index -run '^$$' -fuzz FuzzDecodeEntry -fuzztime $(FUZZTIME)
 	$(GO) test ./index/guard -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
 	$(GO) test ./index/norm -run '^$$' -fuzz FuzzText -fuzztime $(FUZZTIME)

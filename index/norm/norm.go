@@ -1,6 +1,7 @@
 package norm
 
 import (
+	"bytes"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -11,53 +12,103 @@ const turnSep = "\x1e"
 
 // Text returns the normalised form of a dialog text (see the package
 // comment).
+//
+// Each turn is normalised line by line into one buffer, then rewritten
+// word by word into the result: a few allocations per text, where
+// splitting into lines, fields and words and joining them again cost a
+// look-up about fifteen.
 func Text(s string) string {
 	var b strings.Builder
 	b.Grow(len(s))
-	for i, turn := range strings.Split(s, turnSep) {
+	buf := make([]byte, 0, len(s)+8)
+	for i := 0; ; i++ {
+		turn, rest, more := strings.Cut(s, turnSep)
 		if i > 0 {
 			b.WriteString(turnSep)
 		}
-		b.WriteString(normTurn(turn))
+		buf = normTurn(buf[:0], turn)
+		rewrite(&b, buf)
+		if !more {
+			return b.String()
+		}
+		s = rest
 	}
-	return b.String()
 }
 
-func normTurn(s string) string {
-	var lines []string
-	for _, line := range strings.Split(s, "\n") {
-		lines = append(lines, normLine(line))
+// normTurn appends the normalised lines of the turn s to buf, joined by
+// "\n", without the empty ones at both ends.
+func normTurn(buf []byte, s string) []byte {
+	started, pending := false, 0 // pending: empty lines since the last one kept
+	for {
+		line, rest, more := strings.Cut(s, "\n")
+		mark := len(buf)
+		if started {
+			for range pending + 1 {
+				buf = append(buf, '\n')
+			}
+		}
+		at := len(buf)
+		buf = normLine(buf, line)
+		switch {
+		case len(buf) == at: // an empty line: kept only if a line follows
+			buf = buf[:mark]
+			if started {
+				pending++
+			}
+		default:
+			started, pending = true, 0
+		}
+		if !more {
+			return buf
+		}
+		s = rest
 	}
-	// Drop empty lines at both ends.
-	for len(lines) > 0 && lines[0] == "" {
-		lines = lines[1:]
-	}
-	for len(lines) > 0 && lines[len(lines)-1] == "" {
-		lines = lines[:len(lines)-1]
-	}
-	out := strings.Join(lines, "\n")
-	return rewrite(out)
 }
 
-// normLine lower-cases words (not acronyms), drops sentence punctuation,
-// collapses inner spaces and trims trailing ones; leading indentation stays.
-func normLine(line string) string {
+// normLine appends line with its words lower-cased (not acronyms),
+// sentence punctuation dropped, inner spaces collapsed and trailing ones
+// trimmed; leading indentation stays.
+func normLine(buf []byte, line string) []byte {
 	indent := len(line) - len(strings.TrimLeft(line, " \t"))
-	var b strings.Builder
-	b.WriteString(line[:indent])
+	buf = append(buf, line[:indent]...)
+	start := len(buf)
 	rest := strings.ReplaceAll(line[indent:], "’", "'")
-	words := strings.Fields(rest)
-	for i, w := range words {
-		w = trimSentencePunct(w)
+	for rest != "" {
+		// The next field: a run of characters that are not spaces
+		// (unicode.IsSpace, as strings.Fields splits).
+		i := 0
+		for i < len(rest) {
+			r, n := rune(rest[i]), 1
+			if r >= utf8.RuneSelf {
+				r, n = utf8.DecodeRuneInString(rest[i:])
+			}
+			if !unicode.IsSpace(r) {
+				break
+			}
+			i += n
+		}
+		j := i
+		for j < len(rest) {
+			r, n := rune(rest[j]), 1
+			if r >= utf8.RuneSelf {
+				r, n = utf8.DecodeRuneInString(rest[j:])
+			}
+			if unicode.IsSpace(r) {
+				break
+			}
+			j += n
+		}
+		w := trimSentencePunct(rest[i:j])
+		rest = rest[j:]
 		if w == "" {
 			continue
 		}
-		if i > 0 && b.Len() > indent {
-			b.WriteByte(' ')
+		if len(buf) > start {
+			buf = append(buf, ' ')
 		}
-		b.WriteString(lowerWord(w))
+		buf = appendLowerWord(buf, w)
 	}
-	return b.String()
+	return buf
 }
 
 // trimSentencePunct drops . ? ! , from the end of a space-delimited chunk,
@@ -85,6 +136,35 @@ func trimSentencePunct(w string) string {
 	return w
 }
 
+// appendLowerWord appends w lower-cased unless it holds two or more
+// capitals (an acronym or a mixed-case name: "US", "iPhone" stays).
+func appendLowerWord(buf []byte, w string) []byte {
+	ascii := true
+	upper := 0
+	for i := range len(w) {
+		switch c := w[i]; {
+		case c >= utf8.RuneSelf:
+			ascii = false
+		case 'A' <= c && c <= 'Z':
+			upper++
+		}
+	}
+	if !ascii {
+		return append(buf, lowerWord(w)...)
+	}
+	if upper >= 2 || upper == 1 && len(w) == 1 && w != "I" {
+		return append(buf, w...) // a single capital letter is a name ("variable X")
+	}
+	for i := range len(w) {
+		c := w[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf = append(buf, c)
+	}
+	return buf
+}
+
 // lowerWord lower-cases w unless it holds two or more capitals (an acronym
 // or a mixed-case name: "US", "iPhone" stays).
 func lowerWord(w string) string {
@@ -103,28 +183,68 @@ func lowerWord(w string) string {
 	return strings.ToLower(w)
 }
 
-// rewrite applies the meaning-preserving rewrites to a normalised turn.
-func rewrite(s string) string {
-	words := strings.Split(s, " ")
-	out := make([]string, 0, len(words)+2)
-	for i := 0; i < len(words); i++ {
-		w := words[i]
+// rewrite writes the normalised turn s to b with the meaning-preserving
+// rewrites applied. Words are what lies between single spaces (an empty
+// one between two spaces of an indentation stays one).
+func rewrite(b *strings.Builder, s []byte) {
+	var words [3][]byte // the word at hand and the next two
+	var has [3]bool
+	rest := s
+	next := func() ([]byte, bool) {
+		if rest == nil {
+			return nil, false
+		}
+		w, r, more := bytes.Cut(rest, []byte(" "))
+		if more {
+			rest = r
+		} else {
+			rest = nil
+		}
+		return w, true
+	}
+	for k := range words {
+		words[k], has[k] = next()
+	}
+	out := 0
+	emit := func(ws ...string) {
+		for _, w := range ws {
+			if out > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(w)
+			out++
+		}
+	}
+	shift := func(n int) {
+		for range n {
+			words[0], words[1], has[0], has[1] = words[1], words[2], has[1], has[2]
+			words[2], has[2] = next()
+		}
+	}
+	for has[0] {
+		w := words[0]
 		switch {
-		case w == "please":
+		case string(w) == "please":
+			shift(1)
 			continue
-		case w == "what's":
-			out = append(out, "what", "is")
+		case string(w) == "what's":
+			emit("what", "is")
+			shift(1)
 			continue
-		case w == "how" && i+2 < len(words) && words[i+1] == "can" && words[i+2] == "i":
-			out = append(out, "how", "do", "i")
-			i += 2
+		case string(w) == "how" && has[2] && string(words[1]) == "can" && string(words[2]) == "i":
+			emit("how", "do", "i")
+			shift(3)
 			continue
-		case len(out) == 0 && w == "tell" && i+2 < len(words) && words[i+1] == "me" && words[i+2] == "the":
-			out = append(out, "what", "is", "the")
-			i += 2
+		case out == 0 && string(w) == "tell" && has[2] && string(words[1]) == "me" && string(words[2]) == "the":
+			emit("what", "is", "the")
+			shift(3)
 			continue
 		}
-		out = append(out, w)
+		if out > 0 {
+			b.WriteByte(' ')
+		}
+		b.Write(w)
+		out++
+		shift(1)
 	}
-	return strings.Join(out, " ")
 }
