@@ -708,3 +708,22 @@ func TestSetLimitsAppliesToTheRunningCache(t *testing.T) {
 		t.Error("a negative max_entries was taken")
 	}
 }
+
+// BenchmarkLookupKeyedMiss is a cache miss's first message to its shard:
+// the exact and normalised tiers, neither holding the request.
+func BenchmarkLookupKeyedMiss(b *testing.B) {
+	c, err := Open(b.Context(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	sp := Space{"team", "r", "s"}
+	exact, norm := hashOf(sp, "q"), NormHash(sp, "q")
+	accept := func(*Entry) bool { return true }
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, ok := c.LookupKeyed(b.Context(), sp, exact, norm, accept); ok {
+			b.Fatal("hit")
+		}
+	}
+}
