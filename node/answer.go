@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
@@ -149,8 +150,10 @@ func (s *answerScanner) object(field func(key []byte) bool) bool {
 	for {
 		s.ws()
 		key, escaped, ok := s.rawString()
-		if !ok || escaped {
-			return false // an escaped key could spell a field: encoding/json decides
+		if !ok || escaped || !ascii(key) {
+			// An escaped or non-ASCII key could spell a field ("ſ"
+			// folds to "s"): encoding/json decides.
+			return false
 		}
 		if s.peek() != ':' {
 			return false
@@ -241,22 +244,21 @@ func (f *seen) first(bit seen) bool {
 	return true
 }
 
-// keyIs reports whether key names the field name (lower-case ASCII) as
-// encoding/json matches keys: case-insensitively, with Unicode's simple
-// folding ("ſ" is an "s"). Most keys are the name itself or plain ASCII of
-// another length, settled without folding.
+// keyIs reports whether key, plain ASCII (object hands any other key to
+// encoding/json), names the field name (lower-case ASCII) as encoding/json
+// matches keys: case-insensitively, and so only a key of the same length.
 func keyIs(key []byte, name string) bool {
-	if len(key) == len(name) {
-		if string(key) == name {
-			return true
-		}
-	} else if ascii(key) {
-		return false // an ASCII letter folds only to one of the same length
-	}
-	return bytes.EqualFold(key, []byte(name))
+	return len(key) == len(name) && (string(key) == name || bytes.EqualFold(key, []byte(name)))
 }
 
+// ascii reports whether b is plain ASCII, eight bytes at a time.
 func ascii(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return false
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if c >= 0x80 {
 			return false

@@ -119,11 +119,29 @@ func BenchmarkReadChat(b *testing.B) {
 	})
 }
 
-// TestKeyIsAsDecoding: keyIs matches a key to a field exactly when
-// encoding/json does.
+// TestKeyIsAsDecoding: keyIs matches a plain ASCII key to a field exactly
+// when encoding/json does, and the scanners hand an answer with any other
+// key (which could fold to a field: "ſ" is an "s") to encoding/json.
 func TestKeyIsAsDecoding(t *testing.T) {
+	if _, ok := scanResponse([]byte(benchResponse)); !ok {
+		t.Fatal("the Responses scanner does not read the common answer")
+	}
+	if _, ok := scanChat([]byte(benchChatAnswer)); !ok {
+		t.Fatal("the chat scanner does not read the common answer")
+	}
 	for _, key := range []string{"input_tokens", "INPUT_TOKENS", "Input_Tokens", "input_token", "input_tokens_",
-		"input_to\u212aens", "ınput_tokens", "input_tokenſ", "ſtatus", "status", "STATUS", "statuſ", "", "id", "ID", "iD", "idd", "ı"} {
+		"input_to\u212aens", "ınput_tokens", "input_tokenſ", "ſtatus", "status", "STATUS", "statuſ", "", "id", "ID", "iD", "idd", "ı",
+		"input_tokens_details", "\u212aey_of_some_length", "output_tokens_details_\u212a", "ɪnput_tokens"} {
+		if !ascii([]byte(key)) {
+			k, _ := json.Marshal(key)
+			if body := "{" + string(k) + `:"x",` + benchResponse[1:]; func() bool { _, ok := scanResponse([]byte(body)); return ok }() {
+				t.Errorf("the Responses scanner read %s", body)
+			}
+			if body := "{" + string(k) + `:"x",` + benchChatAnswer[1:]; func() bool { _, ok := scanChat([]byte(body)); return ok }() {
+				t.Errorf("the chat scanner read %s", body)
+			}
+			continue
+		}
 		for _, name := range []string{"input_tokens", "status", "id"} {
 			body, _ := json.Marshal(map[string]int{key: 1})
 			field := reflect.StructOf([]reflect.StructField{{Name: "F", Type: reflect.TypeFor[int](), Tag: reflect.StructTag(`json:"` + name + `"`)}})
