@@ -172,7 +172,7 @@ func (h *HNSW) Search(q []float32, k int) []Match {
 	h.record, h.visited = true, h.visited[:0]
 	found := h.searchLayer(qv, []item{ep}, max(h.p.EfSearch, k), 0, true)
 	h.record = false
-	h.seeded.remember(vecHash(q), h.gen, h.visited)
+	h.seeded.remember(vecHash(q), h.gen, h.visited, seedCapacity(len(h.ids)))
 	if !h.p.Float32Walk {
 		// The walk's distances are approximate: re-rank the beam by the
 		// float32 vectors, so that what is returned is exact and in exact

@@ -1,6 +1,9 @@
 package graph
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // A cache miss searches the graph for the prompt's vector, asks upstream,
 // then adds the same vector: the insert's layer-0 search (a beam of
@@ -23,18 +26,31 @@ import "math"
 // slots is computed afresh and must be the remembered one exactly.
 
 const (
-	// seedBeams is how many recent searches are remembered. A graph is one
-	// cache partition (consumer × route × shape by default), so a node may
-	// hold thousands of them: the ring's memory is paid per graph that has
-	// been searched (a few hundred distances, 2–3 KB, per search; ≈ 40 KB at
-	// 16, where 64 held ≈ 150 KB). A miss whose search has left the ring by
-	// the time its answer is stored (more than 16 later searches of the same
-	// partition in between) is inserted unseeded, as before seeding existed.
-	seedBeams = 16
+	// seedBeams is how many recent searches are remembered at least, and
+	// seedBeamsMax at most: one more per seedEntriesPerBeam entries of the
+	// graph. A search between a miss's look-up and its store pushes the
+	// look-up towards the ring's end, and a node serving 64 requests at a
+	// time has about 63 of them: with 16 remembered, nearly every insert
+	// under that load was unseeded (a descent and a full search). A graph
+	// is one cache partition (consumer × route × shape by default), so a
+	// node may hold thousands of them, most small: a remembered search is a
+	// few hundred distances, 2–3 KB, so a graph of n entries keeps at most
+	// n/128 of them (about 1 % of its own memory, ≈ 2 KB per entry) and a
+	// small one 16 (≈ 40 KB) as before. A miss whose search has left the
+	// ring by the time its answer is stored is inserted unseeded, as before
+	// seeding existed.
+	seedBeams          = 16
+	seedBeamsMax       = 128
+	seedEntriesPerBeam = 128
 	// seedMax bounds the distances kept of one search (8 bytes each); a
 	// layer-0 search at the default EfSearch computes a few hundred.
 	seedMax = 1024
 )
+
+// seedCapacity is how many searches a graph of n slots remembers.
+func seedCapacity(n int) int {
+	return min(max(seedBeams, n/seedEntriesPerBeam), seedBeamsMax)
+}
 
 type seedBeam struct {
 	h     uint64 // hash of the query; 0 = empty
@@ -44,8 +60,8 @@ type seedBeam struct {
 
 // seedRing is the remembered searches, replaced oldest first.
 type seedRing struct {
-	beams []seedBeam // allocated at the first remembered search
-	next  int
+	beams []seedBeam // grown one at a time up to the capacity
+	next  int        // the oldest, once the ring is full
 }
 
 // vecHash hashes v's bits (FNV-1a over 32-bit words, finished by a
@@ -63,13 +79,20 @@ func vecHash(v []float32) uint64 {
 }
 
 // remember keeps (a copy of, at most seedMax of) visited as the search of
-// the query hashed h.
-func (r *seedRing) remember(h uint64, gen uint32, visited []item) {
-	if r.beams == nil {
-		r.beams = make([]seedBeam, seedBeams)
+// the query hashed h, replacing the oldest search remembered when capacity
+// are. A ring below its capacity grows by one instead, the new beam going
+// just before the oldest, so that the ring is still replaced oldest first.
+func (r *seedRing) remember(h uint64, gen uint32, visited []item, capacity int) {
+	var b *seedBeam
+	if len(r.beams) < capacity {
+		r.beams = slices.Insert(r.beams, r.next, seedBeam{})
+		b = &r.beams[r.next]
+		r.next++
+	} else {
+		r.next %= len(r.beams)
+		b = &r.beams[r.next]
+		r.next++
 	}
-	b := &r.beams[r.next]
-	r.next = (r.next + 1) % len(r.beams)
 	b.h, b.gen = h, gen
 	b.items = append(b.items[:0], visited[:min(len(visited), seedMax)]...)
 }

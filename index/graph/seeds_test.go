@@ -3,6 +3,7 @@ package graph
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,17 +33,26 @@ access group project budget cost invoice payment order customer product price se
 
 // TestHNSWRecallMissPath: a graph built as the cache builds it on misses,
 // each Add preceded by a Search of the same vector (whose beam seeds the
-// insert), finds what exact search finds, with either walk.
+// insert), finds what exact search finds, with either walk; and so does one
+// built as under 64 concurrent misses, each Add 63 searches after its own
+// (every insert seeded from a search the graph has changed since).
 func TestHNSWRecallMissPath(t *testing.T) {
 	n := recallEntries()
 	vecs := promptVectors(n+500, 21)
-	for _, walk := range []bool{false, true} {
-		t.Run(fmt.Sprintf("float32walk=%v", walk), func(t *testing.T) {
-			x, ref := NewHNSW(Params{Float32Walk: walk}), NewFlat()
-			for i, v := range vecs[:n] {
-				x.Search(v, 1)
-				x.Add(uint64(i), v)
-				ref.Add(uint64(i), v)
+	for _, c := range []struct {
+		walk bool
+		lag  int
+	}{{false, 0}, {true, 0}, {false, 63}} {
+		t.Run(fmt.Sprintf("float32walk=%v/lag=%d", c.walk, c.lag), func(t *testing.T) {
+			x, ref := NewHNSW(Params{Float32Walk: c.walk}), NewFlat()
+			for i := range n + c.lag {
+				if i < n {
+					x.Search(vecs[i], 1)
+				}
+				if j := i - c.lag; j >= 0 {
+					x.Add(uint64(j), vecs[j])
+					ref.Add(uint64(j), vecs[j])
+				}
 			}
 			checkInvariants(t, x)
 			r := rand.New(rand.NewPCG(22, 22))
@@ -50,7 +60,9 @@ func TestHNSWRecallMissPath(t *testing.T) {
 			for i := range queries {
 				queries[i] = nearDup(r, vecs[r.IntN(n)], 0.1)
 			}
-			if got := recallAt1(x, ref, queries); got < 0.99 {
+			got := recallAt1(x, ref, queries)
+			t.Logf("top-1 recall at %d entries: %.3f", n, got)
+			if got < 0.99 {
 				t.Fatalf("top-1 recall at %d entries = %.3f, want >= 0.99", n, got)
 			}
 		})
@@ -167,5 +179,67 @@ func BenchmarkMissInsert(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// TestSeedRingReplacesOldestFirst: the ring keeps the capacity most recent
+// searches, also across a growth of its capacity after it wrapped.
+func TestSeedRingReplacesOldestFirst(t *testing.T) {
+	var r seedRing
+	remembered := func() []uint64 {
+		var hs []uint64
+		for _, b := range r.beams {
+			hs = append(hs, b.h)
+		}
+		slices.Sort(hs)
+		return hs
+	}
+	h := uint64(0)
+	for _, step := range []struct{ capacity, searches int }{{4, 10}, {6, 3}, {6, 1}, {9, 2}, {9, 9}, {5, 2}} {
+		for range step.searches {
+			h++
+			r.remember(h, 0, nil, step.capacity)
+		}
+		n := len(r.beams)
+		var want []uint64
+		for i := h - uint64(n) + 1; i <= h; i++ {
+			want = append(want, i)
+		}
+		if got := remembered(); !slices.Equal(got, want) {
+			t.Fatalf("after search %d at capacity %d: remembered %v, want the %d latest %v", h, step.capacity, got, n, want)
+		}
+	}
+	if len(r.beams) != 9 {
+		t.Fatalf("the ring holds %d searches, want 9 (it never shrinks)", len(r.beams))
+	}
+}
+
+// TestHNSWSeedsOutliveConcurrentSearches: in a graph of 16,384 entries a
+// search still seeds its insert after 100 other searches in between (a
+// node serving many misses at once), where a small graph remembers 16.
+func TestHNSWSeedsOutliveConcurrentSearches(t *testing.T) {
+	if seedCapacity(16_384) < 101 || seedCapacity(100) != seedBeams {
+		t.Fatalf("capacities %d at 16,384 entries and %d at 100", seedCapacity(16_384), seedCapacity(100))
+	}
+	r := rand.New(rand.NewPCG(24, 24))
+	x := NewHNSW(Params{M: 4, EfConstruction: 4, EfSearch: 4, Seed: 5}) // cheap to build
+	for id := range uint64(16_384) {
+		v := make([]float32, 8)
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+		}
+		x.Add(id, normalise(v))
+	}
+	walkVec := func(v []float32) qvec {
+		q := make([]int8, len(v))
+		return qvec{q: q, scale: quantize(q, v)}
+	}
+	q := randUnit(r, 8)
+	x.Search(q, 1)
+	for range 100 {
+		x.Search(randUnit(r, 8), 1)
+	}
+	if seeds := x.seeds(vecHash(q), walkVec(q)); len(seeds) == 0 {
+		t.Fatal("a search 100 searches ago no longer seeds its insert")
 	}
 }
