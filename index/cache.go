@@ -330,12 +330,19 @@ func fnv(fields ...string) uint64 {
 // (or not at all): the caller must not read what f writes.
 func (c *Cache) call(ctx context.Context, s *shard, f func(*shard)) error {
 	done := make(chan struct{}, 1) // buffered(1): the actor never waits for us
+	// The inbox has room nearly always: a plain send then skips a
+	// three-way select (BenchmarkLookupKeyedMiss under cachegrind with
+	// GOMAXPROCS=1: 8,100 -> 7,300 instructions per call).
 	select {
 	case s.inbox <- op{f, done}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-c.ctx.Done():
-		return ErrClosed
+	default:
+		select {
+		case s.inbox <- op{f, done}:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.ctx.Done():
+			return ErrClosed
+		}
 	}
 	select {
 	case <-done:
