@@ -60,3 +60,9 @@ var useAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasPOPCNT
 //
 //go:noescape
 func countLE(ds []float32, x float32) int
+
+// dotInt8VNNI is dotInt8AVX2 on AVX-512 VNNI (see useVNNI): the dot
+// product of a and b[:len(a)], len(a) a multiple of 32, any bytes.
+//
+//go:noescape
+func dotInt8VNNI(a, b []int8) int32

@@ -399,3 +399,53 @@ countdone:
 	VZEROUPPER
 	MOVQ AX, ret+32(FP)
 	RET
+
+// func dotInt8VNNI(a, b []int8) int32
+//
+// dotsInt8VNNI's arithmetic for one pair, without its prefetching and
+// pointer table: a is the biased operand. len(a) is a multiple of 32 and the
+// caller ensures len(b) >= len(a).
+TEXT ·dotInt8VNNI(SB), NOSPLIT, $0-52
+	MOVQ         a_base+0(FP), SI
+	MOVQ         a_len+8(FP), CX
+	MOVQ         b_base+24(FP), DI
+	MOVL         $0x80808080, AX
+	VPBROADCASTD AX, Z31
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+	CMPQ         CX, $64
+	JLT          v1tail
+
+v1loop:
+	VMOVDQU8 (DI), Z3
+	VPXORD   (SI), Z31, Z2
+	VPDPBUSD Z3, Z2, Z0
+	VPDPBUSD Z3, Z31, Z1
+	ADDQ     $64, SI
+	ADDQ     $64, DI
+	SUBQ     $64, CX
+	CMPQ     CX, $64
+	JGE      v1loop
+
+v1tail:
+	CMPQ     CX, $32
+	JLT      v1reduce
+	VMOVDQU8 (DI), Y3 // zeroes the upper half, as in dotsInt8VNNI
+	VPXORD   (SI), Y31, Y2
+	VPDPBUSD Z3, Z2, Z0
+	VPDPBUSD Z3, Z31, Z1
+
+v1reduce:
+	VPSUBD        Z1, Z0, Z0
+	VEXTRACTI64X4 $1, Z0, Y1
+	VPADDD        Y1, Y0, Y0
+	VEXTRACTI128  $1, Y0, X1
+	VPADDD        X1, X0, X0
+	VPSHUFD       $0x4e, X0, X1
+	VPADDD        X1, X0, X0
+	VPSHUFD       $0xb1, X0, X1
+	VPADDD        X1, X0, X0
+	VMOVD         X0, AX
+	VZEROUPPER
+	MOVL          AX, ret+48(FP)
+	RET

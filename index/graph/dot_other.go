@@ -41,3 +41,7 @@ var useAVX512 = false
 // countLE is never selected off amd64; it exists so that beam.place
 // compiles.
 func countLE(ds []float32, x float32) int { return placeGeneric(ds, x) }
+
+// dotInt8VNNI is never selected off amd64; it exists so that dotInt8
+// compiles.
+func dotInt8VNNI(a, b []int8) int32 { return dotInt8Generic(a, b) }

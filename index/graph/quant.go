@@ -58,10 +58,8 @@ const (
 // (127*127*2^17 < 2^31), and vectors are far shorter.
 func dotInt8(a, b []int8) int32 {
 	b = b[:len(a)]
-	if useVNNI && len(a) > 0 && len(a)%32 == 0 {
-		ptr, out := [1]*int8{&b[0]}, [1]int32{}
-		dotsInt8VNNI(a, ptr[:], out[:])
-		return out[0]
+	if useVNNI && len(a)%32 == 0 {
+		return dotInt8VNNI(a, b)
 	}
 	if !useAVX2 {
 		return dotInt8Generic(a, b)
