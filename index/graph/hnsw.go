@@ -188,7 +188,7 @@ func (h *HNSW) Search(q []float32, k int) []Match {
 			}
 			found[i].d = h.dist(q, it.s)
 		}
-		slices.SortFunc(found, cmpItem)
+		sortNearlySorted(found)
 	}
 	out := make([]Match, 0, min(k, len(found)))
 	for _, it := range found[:min(k, len(found))] {
@@ -519,6 +519,21 @@ func (h *HNSW) link(from, to uint32, d float32, l int) {
 	b[0] = uint32(len(sel))
 	for i, it := range sel {
 		b[1+i] = it.s
+	}
+}
+
+// sortNearlySorted sorts items by cmpItem, by insertion: the re-ranked beam
+// is in the order of the int8 distances, which the exact ones change only a
+// little, so each item moves a few places at most. The result is the one
+// slices.SortFunc with cmpItem gives (a total order: slots are unique).
+func sortNearlySorted(a []item) {
+	for i := 1; i < len(a); i++ {
+		x := a[i]
+		j := i
+		for ; j > 0 && (a[j-1].d > x.d || a[j-1].d == x.d && a[j-1].s > x.s); j-- {
+			a[j] = a[j-1]
+		}
+		a[j] = x
 	}
 }
 

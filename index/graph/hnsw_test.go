@@ -549,3 +549,30 @@ func BenchmarkBeam(b *testing.B) {
 		}
 	}
 }
+
+// TestSortNearlySortedIsSortFunc: the re-rank's insertion sort orders as
+// slices.SortFunc with cmpItem, ties in distance by slot, from any order.
+func TestSortNearlySortedIsSortFunc(t *testing.T) {
+	r := rand.New(rand.NewPCG(42, 42))
+	for round := range 500 {
+		a := make([]item, r.IntN(70))
+		for i := range a {
+			a[i] = item{float32(r.IntN(12)) / 8, uint32(r.IntN(1000) + i*1000)}
+		}
+		if round%2 == 0 { // nearly sorted, as after a re-rank
+			slices.SortFunc(a, cmpItem)
+			for range 3 {
+				if len(a) > 1 {
+					i := r.IntN(len(a) - 1)
+					a[i], a[i+1] = a[i+1], a[i]
+				}
+			}
+		}
+		want := slices.Clone(a)
+		slices.SortFunc(want, cmpItem)
+		sortNearlySorted(a)
+		if !slices.Equal(a, want) {
+			t.Fatalf("round %d: %v, want %v", round, a, want)
+		}
+	}
+}
