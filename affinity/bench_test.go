@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmgate/llmgate/internal/cputime"
 	"github.com/llmgate/llmgate/internal/store"
 )
 
@@ -61,7 +62,7 @@ func BenchmarkRememberPaced(b *testing.B) {
 				ctx := context.Background()
 				every := time.Second / time.Duration(rate)
 				i := 0
-				cpu0 := cpuTime()
+				cpu0 := cputime.Process()
 				start := time.Now()
 				for b.Loop() {
 					i++
@@ -83,7 +84,7 @@ func BenchmarkRememberPaced(b *testing.B) {
 				if delay > 0 {
 					b.ReportMetric(float64(i)/float64(max(s.writes.Load(), 1)), "records/write")
 				}
-				if cpu := cpuTime() - cpu0; cpu > 0 {
+				if cpu := cputime.Process() - cpu0; cpu > 0 {
 					b.ReportMetric(float64(cpu.Nanoseconds())/float64(i), "cpu-ns/record")
 				}
 			})
@@ -124,7 +125,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 				n += size
 			}
 			b.ReportAllocs()
-			cpu0 := cpuTime()
+			cpu0 := cputime.Process()
 			for b.Loop() {
 				if err := s.apply(ctx, batch(n), false); err != nil {
 					b.Fatal(err)
@@ -132,7 +133,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 				n += size
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*size), "ns/record")
-			if cpu := cpuTime() - cpu0; cpu > 0 {
+			if cpu := cputime.Process() - cpu0; cpu > 0 {
 				// Badger's flushes and compactions included.
 				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*size), "cpu-ns/record")
 			}

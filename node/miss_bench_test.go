@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/llmgate/llmgate/index/graph"
 	"github.com/llmgate/llmgate/index/guard"
 	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/cputime"
 	"github.com/llmgate/llmgate/internal/openai"
 	"github.com/llmgate/llmgate/internal/store"
 	"github.com/llmgate/llmgate/quota"
@@ -105,24 +105,14 @@ func BenchmarkServeCacheMiss(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			before := cpuTime(b)
+			before := cputime.Process()
 			for b.Loop() {
 				i++
 				if out := serveMiss(b, g, i); out.Status != http.StatusOK || bc.cacheOn && out.Cache != cacheMiss {
 					b.Fatalf("outcome %+v", out)
 				}
 			}
-			b.ReportMetric(float64((cpuTime(b)-before).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64((cputime.Process()-before).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 	}
-}
-
-// cpuTime is the process's CPU time so far (user and system, every
-// goroutine's: the cache's actors and Badger's writers included).
-func cpuTime(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

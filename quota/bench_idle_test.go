@@ -5,9 +5,10 @@ package quota
 import (
 	"context"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/llmgate/llmgate/internal/cputime"
 )
 
 // BenchmarkReserveSettleIdle is one Reserve and one SettleAsync per
@@ -26,7 +27,7 @@ func reserveSettleIdle(b *testing.B, wait time.Duration) {
 	l := benchLimiter(b)
 	ctx := context.Background()
 	var lat []time.Duration
-	before := cpuTime(b)
+	before := cputime.Process()
 	n := 0
 	for b.Loop() {
 		time.Sleep(time.Millisecond)
@@ -39,16 +40,8 @@ func reserveSettleIdle(b *testing.B, wait time.Duration) {
 		l.SettleAsync(r, 90)
 		n++
 	}
-	b.ReportMetric(float64((cpuTime(b)-before).Nanoseconds())/float64(n)/1e3, "cpu-µs")
+	b.ReportMetric(float64((cputime.Process()-before).Nanoseconds())/float64(n)/1e3, "cpu-µs")
 	b.ReportMetric(float64(median(lat).Nanoseconds())/1e3, "reserve-p50-µs")
-}
-
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func median(d []time.Duration) time.Duration {

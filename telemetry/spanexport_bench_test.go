@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +15,8 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/llmgate/llmgate/internal/cputime"
 )
 
 // BenchmarkRequestSpans is the spans of one traced request (the server span
@@ -54,7 +55,7 @@ func BenchmarkRequestSpans(b *testing.B) {
 			server := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
 			client := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 			b.ReportAllocs()
-			cpu0 := cpuTime()
+			cpu0 := cputime.Process()
 			for b.Loop() {
 				ctx, root := tr.Start(context.Background(), "chat", server...)
 				_, adm := tr.Start(ctx, "admission")
@@ -77,15 +78,9 @@ func BenchmarkRequestSpans(b *testing.B) {
 			if err := tp.Shutdown(context.Background()); err != nil {
 				b.Fatal(err)
 			}
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(cputime.Process()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkSpanExportParallel is OnEnd from 64 goroutines at once (a node's
@@ -99,7 +94,7 @@ func BenchmarkSpanExportParallel(b *testing.B) {
 	tr := tp.Tracer("github.com/llmgate/llmgate")
 	b.ReportAllocs()
 	b.SetParallelism(32)
-	cpu0 := cpuTime()
+	cpu0 := cputime.Process()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			_, s := tr.Start(context.Background(), "admission")
@@ -110,5 +105,5 @@ func BenchmarkSpanExportParallel(b *testing.B) {
 	if err := tp.Shutdown(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(cputime.Process()-cpu0)/float64(b.N), "cpu-ns/op")
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmgate/llmgate/internal/cputime"
 	"github.com/llmgate/llmgate/internal/embed"
 )
 
@@ -76,7 +77,7 @@ func BenchmarkMissPath(b *testing.B) {
 			b.Run(fmt.Sprintf("kernel=%s/lag=%d", k.name, lag), func(b *testing.B) {
 				defer useInt8Kernel(b, k)()
 				added := next // the next vector to add
-				start := cpuTime()
+				start := cputime.Process()
 				for b.Loop() {
 					x.Search(fresh[(next-missGraphSize)%len(fresh)], 1)
 					next++
@@ -102,7 +103,7 @@ func BenchmarkMissSearch(b *testing.B) {
 	for _, k := range int8Kernels()[1:] { // the portable kernel is 3x slower
 		b.Run("kernel="+k.name, func(b *testing.B) {
 			defer useInt8Kernel(b, k)()
-			start := cpuTime()
+			start := cputime.Process()
 			for i := 0; b.Loop(); i++ {
 				x.Search(fresh[len(fresh)-1-i%(len(fresh)/2)], 1)
 			}
@@ -114,7 +115,7 @@ func BenchmarkMissSearch(b *testing.B) {
 // reportCPU reports the process's CPU time per iteration since start, where
 // it is measured.
 func reportCPU(b *testing.B, start time.Duration) {
-	if used := cpuTime() - start; used > 0 && b.N > 0 {
+	if used := cputime.Process() - start; used > 0 && b.N > 0 {
 		b.ReportMetric(float64(used.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	}
 }

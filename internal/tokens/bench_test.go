@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/tiktoken-go/tokenizer"
+
+	"github.com/llmgate/llmgate/internal/cputime"
 )
 
 // benchTexts are typical prompts: English prose with punctuation and digits,
@@ -76,13 +78,13 @@ func BenchmarkCountHostile(b *testing.B) {
 func measure(b *testing.B, size int, count func()) {
 	b.ReportAllocs()
 	b.SetBytes(int64(size))
-	start := cpuTime()
+	start := cputime.Process()
 	n := 0
 	for b.Loop() {
 		count()
 		n++
 	}
-	if used := cpuTime() - start; used > 0 {
+	if used := cputime.Process() - start; used > 0 {
 		b.ReportMetric(float64(size)*float64(n)/used.Seconds()/1e6, "MB/cpu-s")
 	}
 }

@@ -1,14 +1,15 @@
 //go:build unix
 
-package graph
+package cputime
 
 import (
 	"syscall"
 	"time"
 )
 
-// cpuTime is the CPU time this process has used, user and system.
-func cpuTime() time.Duration {
+// Process returns the user and system CPU time the process has used so far,
+// every goroutine's; 0 when the system does not tell.
+func Process() time.Duration {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 		return 0
