@@ -26,18 +26,27 @@ func prompt500(tb testing.TB) *Call {
 	return &Call{Op: openai.OpChat, Route: "gpt-4o", Model: "gpt-4o", Body: body, Chat: r, Consumer: &Consumer{Name: "team-a", CounterKey: config.CounterConsumer}, Header: http.Header{}}
 }
 
-func admitGateway(tb testing.TB) *Gateway {
+// oneRouteNode is what the admission, cache and miss-path tests build a
+// Gateway from: a limiter in which team-a may use 2^40 tokens a minute, and
+// a config with one openai backend, one route (gpt-4o) and team-a's key "k",
+// to which a test adds its own settings before ApplyDefaults.
+func oneRouteNode(tb testing.TB) (*quota.Limiter, *config.Config) {
 	tb.Helper()
 	l, err := quota.Open(quota.Options{}, map[string]quota.Limits{"team-a": {TPM: 1 << 40}})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = l.Close() })
-	cfg := &config.Config{
+	return l, &config.Config{
 		Backends:  []config.Backend{{Name: "b", Kind: "openai", URL: "http://127.0.0.1:1/v1"}},
 		Routes:    map[string]config.Route{"gpt-4o": {Pool: [][]string{{"b"}}}},
 		Consumers: []config.Consumer{{Name: "team-a", Keys: []string{"k"}}},
 	}
+}
+
+func admitGateway(tb testing.TB) *Gateway {
+	tb.Helper()
+	l, cfg := oneRouteNode(tb)
 	cfg.ApplyDefaults()
 	g, err := New(cfg, Options{Limiter: l})
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"github.com/llmgate/llmgate/index"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/openai"
-	"github.com/llmgate/llmgate/quota"
 )
 
 func TestPartitionNamesNeverCollide(t *testing.T) {
@@ -165,16 +164,7 @@ func (h *hangingCache) StoreAsync(_ *index.Entry, done func(error)) { done(nil) 
 // a request the look-up stage's one deadline (both tiers together), and
 // the request is answered from the backend.
 func TestHangingCacheCostsOneLookupDeadline(t *testing.T) {
-	l, err := quota.Open(quota.Options{}, map[string]quota.Limits{"team-a": {TPM: 1 << 40}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	cfg := &config.Config{
-		Backends:  []config.Backend{{Name: "b", Kind: "openai", URL: "http://127.0.0.1:1/v1"}},
-		Routes:    map[string]config.Route{"gpt-4o": {Pool: [][]string{{"b"}}}},
-		Consumers: []config.Consumer{{Name: "team-a", Keys: []string{"k"}}},
-	}
+	l, cfg := oneRouteNode(t)
 	cfg.Cache.Enabled = true
 	cfg.ApplyDefaults()
 	hc := &hangingCache{}

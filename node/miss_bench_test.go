@@ -14,11 +14,9 @@ import (
 	"github.com/llmgate/llmgate/index"
 	"github.com/llmgate/llmgate/index/graph"
 	"github.com/llmgate/llmgate/index/guard"
-	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/cputime"
 	"github.com/llmgate/llmgate/internal/openai"
 	"github.com/llmgate/llmgate/internal/store"
-	"github.com/llmgate/llmgate/quota"
 )
 
 // missPrompt is the i-th prompt of `llmgate bench overhead --features
@@ -36,16 +34,7 @@ func missPrompt(i int) string {
 // guard, local embedder), with an in-process upstream.
 func missGateway(tb testing.TB, cacheOn bool) *Gateway {
 	tb.Helper()
-	l, err := quota.Open(quota.Options{}, map[string]quota.Limits{"team-a": {TPM: 1 << 40}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = l.Close() })
-	cfg := &config.Config{
-		Backends:  []config.Backend{{Name: "b", Kind: "openai", URL: "http://127.0.0.1:1/v1"}},
-		Routes:    map[string]config.Route{"gpt-4o": {Pool: [][]string{{"b"}}}},
-		Consumers: []config.Consumer{{Name: "team-a", Keys: []string{"k"}}},
-	}
+	l, cfg := oneRouteNode(tb)
 	cfg.Cache.Enabled = cacheOn
 	cfg.ApplyDefaults()
 	opts := Options{Limiter: l, Transport: answerTransport{}}
