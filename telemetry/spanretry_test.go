@@ -171,6 +171,11 @@ func TestSpanExportCollectorStayingDownDropsAndNeverBlocks(t *testing.T) {
 	for !strings.Contains(logs.String(), "spans dropped") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
+	// One span more, below flushBytes, is still pending when Shutdown
+	// starts: its flush is the one that must fail. Without it the
+	// background loop may have dropped every batch already, and a Shutdown
+	// with nothing left to send rightly reports nothing.
+	endSpans(tp, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start = time.Now()
