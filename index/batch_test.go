@@ -292,3 +292,78 @@ func TestApplyBatchCanceled(t *testing.T) {
 	}
 	checkDigest(t, c)
 }
+
+// TestCloseWhileABatchIsBeingAdded: a Close while the committer's message
+// to a shard still waits in its inbox answers the batch's callers with
+// ErrClosed, and the actor that runs the message after does not read the
+// committer's batch, which the committer has by then cleared (before, it
+// dereferenced a cleared entry and took the process down).
+func TestCloseWhileABatchIsBeingAdded(t *testing.T) {
+	for iter := range 20 {
+		c, err := Open(context.Background(), Options{Shards: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := c.shards[0]
+		block, running := make(chan struct{}), make(chan struct{})
+		s.inbox <- op{f: func(*shard) { close(running); <-block }}
+		<-running
+		answered := make(chan error, 1)
+		c.StoreAsync(entry(Space{"team", "r", "s"}, "q", spread(iter)), func(err error) { answered <- err })
+		deadline := time.Now().Add(5 * time.Second)
+		for len(s.inbox) == 0 { // the committer's message is queued
+			if time.Now().After(deadline) {
+				t.Fatal("the committer's message never reached the shard")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		closed := make(chan struct{})
+		go func() { c.Close(); close(closed) }()
+		if err := <-answered; !errors.Is(err, ErrClosed) {
+			t.Fatalf("store answered %v, want ErrClosed", err)
+		}
+		time.Sleep(2 * time.Millisecond) // the committer clears its batch
+		close(block)                     // the actor may now run the message
+		<-closed
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestStoreQueuedBeforeAPurgeIsPurged: an entry queued before a purge that
+// covers it, and added after the purge ran (it waited behind another
+// batch), is purged as if it had been stored first: peers refuse its copy
+// and the next load drops it, so serving it would answer from a purged
+// entry until a restart lost it.
+func TestStoreQueuedBeforeAPurgeIsPurged(t *testing.T) {
+	clk := newClock()
+	db := memDB(t)
+	hold, held := make(chan struct{}), make(chan struct{}, 1)
+	first := true
+	c := open(t, Options{DB: db.DB, Now: clk.Now, OnChange: func(ch Change) {
+		if ch.Kind == ChangeStored && first {
+			first = false
+			held <- struct{}{}
+			<-hold
+		}
+	}})
+	go c.StoreAsync(entry(Space{"other", "r", "s"}, "a", spread(1)), func(error) {})
+	<-held // the committer is busy with the previous batch
+	e := entry(Space{"team", "r", "s"}, "b", spread(2))
+	done := make(chan error, 1)
+	c.StoreAsync(e, func(err error) { done <- err })
+	clk.Advance(time.Second)
+	if _, err := c.Purge(context.Background(), "team", ""); err != nil {
+		t.Fatal(err)
+	}
+	close(hold)
+	if err := <-done; err != nil {
+		t.Errorf("store = %v, want nil (stored, then purged)", err)
+	}
+	if _, live := c.Get(context.Background(), e.ID); live {
+		t.Error("the purged entry is served")
+	}
+	c.Close()
+	if _, found := open(t, Options{DB: db.DB, Now: clk.Now}).Get(context.Background(), e.ID); found {
+		t.Error("the purged entry is back after a restart")
+	}
+}

@@ -690,23 +690,34 @@ func (c *Cache) addCommitted(batch []commitReq) {
 			*w = append(*w, i)
 		}
 	}
-	// Every shard with work gets its message at once; each writes only its
-	// own entries' results.
-	calls := make(chan struct{}, len(c.shards))
-	sent := make([]bool, len(c.shards))
+	// Every shard with work gets its message at once. A message owns what it
+	// reads and writes (its entries and its results), and signals on its own
+	// channel: a Close may leave it queued while the committer answers its
+	// callers and reuses the batch, and the actor may still run it after.
+	type shardAdd struct {
+		ids  []uint64
+		es   []*Entry
+		out  []result
+		done chan struct{}
+	}
+	adds := make([]*shardAdd, len(c.shards))
 	for si, idx := range work {
 		if len(idx) == 0 {
 			continue
 		}
+		a := &shardAdd{ids: make([]uint64, len(idx)), es: make([]*Entry, len(idx)), out: make([]result, len(idx)), done: make(chan struct{}, 1)}
+		for j, i := range idx {
+			a.ids[j], a.es[j] = batch[i].id, batch[i].e
+		}
 		f := func(s *shard) {
-			for _, i := range idx {
-				r := &res[i]
-				r.stale, r.k, r.added = s.add(batch[i].id, batch[i].e, false, false)
+			for j := range a.ids {
+				r := &a.out[j]
+				r.stale, r.k, r.added = s.add(a.ids[j], a.es[j], false, false)
 			}
 		}
 		select {
-		case c.shards[si].inbox <- op{f, calls}:
-			sent[si] = true
+		case c.shards[si].inbox <- op{f, a.done}:
+			adds[si] = a
 		case <-c.ctx.Done():
 		}
 	}
@@ -714,17 +725,20 @@ func (c *Cache) addCommitted(batch []commitReq) {
 		if len(idx) == 0 {
 			continue
 		}
-		err := ErrClosed
-		if sent[si] {
+		answered := false
+		if a := adds[si]; a != nil {
 			select {
-			case <-calls:
-				err = nil
+			case <-a.done:
+				answered = true
+				for j, i := range idx {
+					res[i] = a.out[j]
+				}
 			case <-c.ctx.Done():
 			}
 		}
-		if err != nil {
+		if !answered {
 			for _, i := range idx {
-				res[i] = result{err: err}
+				res[i] = result{err: ErrClosed}
 			}
 		}
 	}
@@ -762,8 +776,12 @@ func (c *Cache) addCommitted(batch []commitReq) {
 					c.opts.OnChange(Change{Kind: ChangeStored, Entry: &cp, At: cp.CreatedAt})
 				}
 				batch[i].done(after)
+			case r.k != nil:
+				// A purge newer than the entry covers it: as if stored,
+				// then purged.
+				batch[i].done(after)
 			default:
-				// A local store loses only to a tombstone.
+				// Otherwise a local store loses only to a tombstone.
 				batch[i].done(fmt.Errorf("index: entry id %s was deleted", e.ID))
 			}
 		}

@@ -18,7 +18,8 @@
 // entry travels with its embedding, so no node embeds it again. Deletes and purges leave tombstones (an ID deleted, persisted with
 // its expiry) and purge records (a partition and route purged before a time,
 // kept for TTL), so that an entry on its way from a third node, or loaded
-// from disk, never comes back. A purge tombstones every entry it removes,
+// from disk, or a local Store still queued behind a commit when the purge
+// ran, never comes back. A purge tombstones every entry it removes,
 // which lets anti-entropy carry it to a node that missed it.
 //
 // Anti-entropy: nodes compare Digests (256 buckets by ID, each the XOR of a

@@ -372,6 +372,9 @@ func (c *Cache) commitLoop() {
 			}
 			return
 		case <-c.queue.wake:
+			if c.ctx.Err() != nil {
+				continue // closing: the drain above answers what is queued
+			}
 		}
 		batch = c.queue.take(batch)
 		if c.opts.DB != nil {

@@ -261,10 +261,10 @@ const (
 	dead     // tombstoned, or covered by a purge record
 )
 
-// refuse tells whether add would refuse e. Local stores are only refused a
-// tombstoned ID; replicated and loaded entries also an ID already held and
-// an entry created before a purge that covers it, which is then tombstoned
-// here (the returned killed is for the caller to finish).
+// refuse tells whether add would refuse e: a tombstoned ID, or an entry
+// created before a purge that covers it, which is then tombstoned here (the
+// returned killed is for the caller to finish); replicated and loaded
+// entries also an ID already held.
 func (s *shard) refuse(id uint64, e *Entry, replica bool) (int, *killed) {
 	if _, ok := s.entries[id]; ok && replica {
 		return present, nil
@@ -272,9 +272,10 @@ func (s *shard) refuse(id uint64, e *Entry, replica bool) (int, *killed) {
 	if _, ok := s.tombs[id]; ok {
 		return dead, nil
 	}
-	if !replica {
-		return admitted, nil
-	}
+	// A local store created before a purge that covers it (queued behind a
+	// commit while the purge ran) is refused too: peers refuse its copy and
+	// the next load drops it, so admitting it would answer from an entry
+	// the cluster has purged and lose it at the next restart.
 	for _, p := range s.purges {
 		if p.f.match(e.Space) && !e.CreatedAt.After(p.f.before) {
 			k := s.kill(id, e, p.f.before.UnixNano())
@@ -288,7 +289,7 @@ func (s *shard) refuse(id uint64, e *Entry, replica bool) (int, *killed) {
 // IDs whose disk keys are now stale (entries it replaced, or e's own when e
 // lost or was refused), a tombstone to finish when a purge record refused
 // e, and whether e is in. Store (neither replica nor loaded) always wins
-// unless its ID is tombstoned; replicated and loaded entries are idempotent
+// unless its ID is tombstoned or a purge covers it; replicated and loaded entries are idempotent
 // on id and, against an entry with the same Exact hash, the later
 // (CreatedAt, id) wins.
 func (s *shard) add(id uint64, e *Entry, replica, loaded bool) (stale []string, k *killed, ok bool) {
