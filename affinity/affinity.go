@@ -103,6 +103,8 @@ type Store struct {
 	// again (Remember waits on it).
 	room       chan struct{}
 	maxPending int
+	// closing refuses creations once Close has begun (stopCreations).
+	closing bool
 	// news are the local changes not yet taken by Outgoing.
 	news []record
 
@@ -187,11 +189,7 @@ func (s *Store) do(ctx context.Context, op func()) error {
 // Close stops the Store after persisting the creations still queued.
 // Records already persisted stay.
 func (s *Store) Close() error {
-	select {
-	case <-s.stopWriter:
-	default:
-		close(s.stopWriter)
-	}
+	s.stopCreations()
 	<-s.writerDone
 	<-s.loaderDone
 	select {
@@ -201,6 +199,21 @@ func (s *Store) Close() error {
 	}
 	<-s.done
 	return nil
+}
+
+// stopCreations refuses creations from now on and tells the writer to
+// persist what is queued and stop: a creation queued after its last drain
+// would be acknowledged and never written, and creations that kept coming
+// would keep the drain, and so Close, from ending.
+func (s *Store) stopCreations() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	select {
+	case <-s.stopWriter:
+	default:
+		close(s.stopWriter)
+	}
 }
 
 // Remember records that id belongs to o, here and (through Outgoing) on
@@ -251,13 +264,12 @@ func (s *Store) tryRemember(id string, o Owner) (done bool, room <-chan struct{}
 	if s.db == nil {
 		return false, nil, nil
 	}
-	select {
-	case <-s.quit:
-		return false, nil, errors.New("affinity store closed")
-	default:
-	}
 	now := s.now()
 	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return false, nil, errors.New("affinity store closed")
+	}
 	if _, ok := s.pending[id]; ok { // queued already: the first owner stays
 		s.mu.Unlock()
 		return true, nil, nil

@@ -374,3 +374,57 @@ func restart(t *testing.T, s *Store, db *store.DB, dir string) *Store {
 	t.Cleanup(func() { s.Close() })
 	return s
 }
+
+// TestCreationDuringCloseIsRefusedNotLost: once Close has begun, a creation
+// is refused; before, one that came after the writer's last drain (while
+// Close waited for the loader) was acknowledged and never written.
+func TestCreationDuringCloseIsRefusedNotLost(t *testing.T) {
+	ctx := context.Background()
+	s, db, dir := onDisk(t)
+	s.stopCreations() // Close's first step
+	<-s.writerDone
+	err := s.Remember(ctx, "resp_late", Owner{Consumer: "a", Backend: "b"})
+	if done, terr := s.TryRemember("resp_later", Owner{Consumer: "a", Backend: "b"}); done || terr == nil {
+		t.Errorf("TryRemember during Close = %v, %v; want refused", done, terr)
+	}
+	s = restart(t, s, db, dir)
+	_, found := s.Lookup(ctx, "resp_late")
+	if err == nil && !found {
+		t.Fatal("Remember during Close returned nil, but the record was never persisted")
+	}
+	if err == nil {
+		t.Error("Remember during Close was accepted")
+	}
+}
+
+// TestCloseEndsUnderSteadyCreations: creations that keep coming do not keep
+// Close's last drain from ending.
+func TestCloseEndsUnderSteadyCreations(t *testing.T) {
+	s, db, _ := onDisk(t)
+	defer db.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = s.Remember(context.Background(), fmt.Sprintf("resp_%d_%d", g, i), Owner{Consumer: "a", Backend: "b"})
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Error("Close did not end within 10 s while creations kept coming")
+	}
+	close(stop)
+	wg.Wait()
+	<-closed
+}
