@@ -236,13 +236,7 @@ func TestApplyBatchRestart(t *testing.T) {
 	checkAll(t, c, es)
 	d := digest(t, c)
 	c.Close()
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	db = diskDB(t, dir)
-	defer db.Close()
-	c2 := open(t, Options{DB: db.DB})
+	c2 := restartDB(t, db, dir)
 	checkAll(t, c2, es)
 	if digest(t, c2) != d {
 		t.Fatal("digest changed across the restart")

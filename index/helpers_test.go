@@ -119,6 +119,19 @@ func diskDB(t testing.TB, dir string) *store.DB {
 	return db
 }
 
+// restartDB closes db, as a stopping node does, and returns a Cache opened
+// over the database in dir again (closed, with the database, when the test
+// ends).
+func restartDB(t *testing.T, db *store.DB, dir string) *Cache {
+	t.Helper()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = diskDB(t, dir)
+	t.Cleanup(func() { db.Close() })
+	return open(t, Options{DB: db.DB})
+}
+
 // onDisk reports whether id's key is in the database.
 func onDisk(t *testing.T, db *badger.DB, id string) bool {
 	t.Helper()

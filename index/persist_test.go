@@ -320,12 +320,7 @@ func TestConcurrentStoresSurviveRestart(t *testing.T) {
 			t.Fatalf("entry %s not on disk after its Store returned", e.ID)
 		}
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db = diskDB(t, dir)
-	defer db.Close()
-	c2 := open(t, Options{DB: db.DB})
+	c2 := restartDB(t, db, dir)
 	checkAll(t, c2, es)
 }
 
@@ -431,12 +426,7 @@ func TestStoreAsyncAnswersOnceStored(t *testing.T) {
 	if err := <-closed; !errors.Is(err, ErrClosed) {
 		t.Errorf("StoreAsync after Close: %v, want ErrClosed", err)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db = diskDB(t, dir)
-	defer db.Close()
-	checkAll(t, open(t, Options{DB: db.DB}), es)
+	checkAll(t, restartDB(t, db, dir), es)
 }
 
 // TestStoreWhoseCallerGaveUpIsStored: a Store whose ctx ends before its
