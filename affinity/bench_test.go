@@ -2,6 +2,9 @@ package affinity
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
 	"strconv"
 	"testing"
 	"time"
@@ -95,48 +98,74 @@ func BenchmarkRememberPaced(b *testing.B) {
 // BenchmarkWriteBatch is the writer's work for one batch of new owner
 // records (Badger on disk): the first-owner check and the write, for the
 // batch sizes the writer sees at 500/s (5 records) and 2,500/s (20), on a
-// store already holding 20,000 records. ns/record is per record, and
-// cpu-ns/record the process's CPU time per record (noisy on a shared machine).
+// store already holding 20,000 records, with ids as OpenAI and Azure make
+// them (ids=timed: resp_, the creation's Unix time in 8 hex digits, then
+// random hex) and ids in no order (ids=random: a backend whose ids are
+// random). ns/record is per record, and cpu-ns/record the process's CPU
+// time per record (noisy on a shared machine).
 func BenchmarkWriteBatch(b *testing.B) {
-	for _, size := range []int{1, 5, 20} {
-		b.Run("records="+strconv.Itoa(size), func(b *testing.B) {
-			db, err := store.Open(b.TempDir(), store.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
-			s := Open(Options{DB: db.DB})
-			defer s.Close()
-			ctx := context.Background()
-			now := time.Now()
-			batch := func(from int) []record {
-				rs := make([]record, size)
-				for j := range rs {
-					rs[j] = record{ID: "resp_" + strconv.Itoa(from+j), Owner: Owner{Consumer: "team-a", Backend: "east"},
-						At: now.UnixMilli(), Expires: now.Add(time.Hour).UnixMilli()}
-				}
-				return rs
-			}
-			n := 0
-			for n < 20000 {
-				if err := s.apply(ctx, batch(n), false); err != nil {
+	for _, ids := range []string{"timed", "random"} {
+		for _, size := range []int{1, 5, 20} {
+			b.Run("ids="+ids+"/records="+strconv.Itoa(size), func(b *testing.B) {
+				db, err := store.Open(b.TempDir(), store.Options{})
+				if err != nil {
 					b.Fatal(err)
 				}
-				n += size
-			}
-			b.ReportAllocs()
-			cpu0 := cputime.Process()
-			for b.Loop() {
-				if err := s.apply(ctx, batch(n), false); err != nil {
-					b.Fatal(err)
+				defer db.Close()
+				s := Open(Options{DB: db.DB})
+				defer s.Close()
+				ctx := context.Background()
+				newID := randomID
+				if ids == "timed" {
+					newID = timedID
 				}
-				n += size
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*size), "ns/record")
-			if cpu := cputime.Process() - cpu0; cpu > 0 {
-				// Badger's flushes and compactions included.
-				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*size), "cpu-ns/record")
-			}
-		})
+				// The ids are made as if created at 2,500/s (a busy node): a
+				// tight loop makes far more in a second than a node does.
+				created := time.Now()
+				batch := func() []record {
+					now := time.Now()
+					rs := make([]record, size)
+					for j := range rs {
+						created = created.Add(time.Second / 2500)
+						rs[j] = record{ID: newID(created), Owner: Owner{Consumer: "team-a", Backend: "east"},
+							At: now.UnixMilli(), Expires: now.Add(time.Hour).UnixMilli()}
+					}
+					return rs
+				}
+				for n := 0; n < 20000; n += size {
+					if err := s.apply(ctx, batch(), false); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportAllocs()
+				cpu0 := cputime.Process()
+				for b.Loop() {
+					if err := s.apply(ctx, batch(), false); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*size), "ns/record")
+				if cpu := cputime.Process() - cpu0; cpu > 0 {
+					// Badger's flushes and compactions included.
+					b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*size), "cpu-ns/record")
+				}
+			})
+		}
 	}
+}
+
+// timedID is a response id as OpenAI and Azure make them: resp_, the
+// creation's Unix time in 8 hex digits, then 40 random hex digits.
+func timedID(now time.Time) string {
+	var b [24]byte
+	binary.BigEndian.PutUint32(b[:4], uint32(now.Unix()))
+	_, _ = rand.Read(b[4:])
+	return "resp_" + hex.EncodeToString(b[:])
+}
+
+// randomID is a response id in no order: resp_ and 48 random hex digits.
+func randomID(time.Time) string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return "resp_" + hex.EncodeToString(b[:])
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -74,7 +75,7 @@ func (g *Gateway) reissue(ctx context.Context, call *Call, stored []byte) (body 
 	if !strings.HasPrefix(origin, "resp_") || call.Consumer == nil {
 		return stored, origin
 	}
-	id = newResponseID()
+	id = newResponseID(time.Now())
 	body = bytes.ReplaceAll(stored, quoted(origin), quoted(id))
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ownersTimeout)
 	defer cancel()
@@ -97,10 +98,15 @@ func storedID(stored []byte) string {
 	return head.ID
 }
 
-// newResponseID makes a response id in the API's form: resp_ and 48 hex digits.
-func newResponseID() string {
+// newResponseID makes a response id in the API's form: resp_ and 48 hex
+// digits, the first 8 the Unix time, as OpenAI's ids are. Ids made close
+// in time sort together, so their owner records (keyed by id) go into
+// Badger's memtable near the previous ones, in cache: about a third less
+// CPU per record than ids in no order (affinity's BenchmarkWriteBatch).
+func newResponseID(now time.Time) string {
 	var b [24]byte
-	_, _ = rand.Read(b[:])
+	binary.BigEndian.PutUint32(b[:4], uint32(now.Unix()))
+	_, _ = rand.Read(b[4:])
 	return "resp_" + hex.EncodeToString(b[:])
 }
 

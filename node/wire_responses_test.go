@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // readResponseSeeds are response objects as backends send them and the
@@ -146,5 +147,25 @@ func TestResponsesReplyFilteredIsNotCacheable(t *testing.T) {
 		if got := r.cacheable(); got != tc.want {
 			t.Errorf("%s: cacheable %v when asked again", tc.name, got)
 		}
+	}
+}
+
+// TestNewResponseIDStartsWithTheTime: a replay's id is resp_ and 48 hex
+// digits, the first 8 the Unix time, as OpenAI's are; ids made later sort
+// after (their owner records are written in order).
+func TestNewResponseIDStartsWithTheTime(t *testing.T) {
+	at := time.Unix(1796584302, 0)
+	a, b := newResponseID(at), newResponseID(at.Add(time.Second))
+	for _, id := range []string{a, b} {
+		h, ok := strings.CutPrefix(id, "resp_")
+		if !ok || len(h) != 48 || strings.Trim(h, "0123456789abcdef") != "" {
+			t.Fatalf("id %q is not resp_ and 48 hex digits", id)
+		}
+	}
+	if a[:13] != "resp_6b15b36e" || b <= a {
+		t.Fatalf("ids %q, %q: want resp_6b15b36e… and the later one sorting after", a, b)
+	}
+	if newResponseID(at) == a {
+		t.Fatal("two ids made in the same second are the same")
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -298,7 +300,7 @@ func (s *Server) handleResponsesCreate(w http.ResponseWriter, r *http.Request) {
 	}
 
 	obj := respObject{
-		ID: "resp_" + rand.Text(), Object: "response", CreatedAt: s.now().Unix(), Status: "completed",
+		ID: responseID(s.now()), Object: "response", CreatedAt: s.now().Unix(), Status: "completed",
 		Background: req.Background, Instructions: req.Instructions, MaxOutputTokens: req.MaxOutputTokens, Model: model,
 		Output: []respItem{item}, ParallelToolCalls: true, Store: req.Store == nil || *req.Store,
 		Temperature: 1, Text: json.RawMessage(`{"format":{"type":"text"}}`), ToolChoice: json.RawMessage(`"auto"`),
@@ -567,4 +569,15 @@ func (s *Server) handleResponseInputItems(w http.ResponseWriter, r *http.Request
 func responseNotFound(w http.ResponseWriter, id string) {
 	(&openai.Error{Status: http.StatusNotFound, Type: "invalid_request_error", Param: "response_id", Code: openai.CodeNotFound,
 		Message: fmt.Sprintf("Response with id '%s' not found.", id)}).Write(w)
+}
+
+// responseID makes a response id as OpenAI and Azure do: resp_, then the
+// creation's Unix time in 8 hex digits and 24 random ones. Ids made in
+// the same second sort together, which the gateway's store of owner
+// records (keyed by id) relies on for cheap writes.
+func responseID(now time.Time) string {
+	var b [16]byte
+	binary.BigEndian.PutUint32(b[:4], uint32(now.Unix()))
+	_, _ = rand.Read(b[4:]) // never fails (crypto/rand, Go 1.24+)
+	return "resp_" + hex.EncodeToString(b[:])
 }

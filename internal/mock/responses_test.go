@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -339,5 +340,38 @@ func TestCutStreams(t *testing.T) {
 				t.Fatalf("a cut stream has its proper end: %s", body)
 			}
 		})
+	}
+}
+
+// TestResponseIDsStartWithTheirCreationTime: the mock's ids are made as
+// OpenAI's and Azure's are, the creation's Unix time in 8 hex digits
+// first, so that ids made in order sort in order, as the gateway sees
+// from a real backend.
+func TestResponseIDsStartWithTheirCreationTime(t *testing.T) {
+	_, ts := newTestServer(t, Options{})
+	var prev string
+	for i := range 3 {
+		resp, body := post(t, ts, "/v1/responses", `{"model":"gpt-4o","input":"Tell me about rivers."}`)
+		if resp.StatusCode != 200 {
+			t.Fatalf("create: %d %s", resp.StatusCode, body)
+		}
+		var got struct {
+			ID        string `json:"id"`
+			CreatedAt int64  `json:"created_at"`
+		}
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatal(err)
+		}
+		hexPart, ok := strings.CutPrefix(got.ID, "resp_")
+		if !ok || len(hexPart) != 32 || strings.Trim(hexPart, "0123456789abcdef") != "" {
+			t.Fatalf("id %q is not resp_ and 32 hex digits", got.ID)
+		}
+		if want := fmt.Sprintf("%08x", got.CreatedAt); hexPart[:8] != want {
+			t.Fatalf("id %q does not start with created_at %d (%s)", got.ID, got.CreatedAt, want)
+		}
+		if i > 0 && got.ID[:13] < prev[:13] {
+			t.Fatalf("id %q made after %q sorts before it", got.ID, prev)
+		}
+		prev = got.ID
 	}
 }
