@@ -175,6 +175,11 @@ type counter struct {
 
 	demand rate     // this node's requests, tokens per second
 	flight inflight // this node's recent reservations, unseen by peers
+
+	// grant is the counter's live grant (see grant.go), nil if none;
+	// grantServed is what its last retired grant served.
+	grant       *grant
+	grantServed int64
 }
 
 func newCounter(consumer, key, node string) *counter {

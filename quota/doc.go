@@ -89,6 +89,19 @@
 // next snapshot (Close's included) and lost by a crash before it as
 // Settle's is.
 //
+// A Reserve sent to a shard costs two goroutine hand-offs, each of which may
+// wait for a core. So a shard alone (no peers) that admits a reservation of
+// a limited counter also sets aside the counter's headroom, up to about
+// twice what its previous grant served, as a grant for the rest of that
+// second: charged to the window and period at once, and published for
+// Reserve (and Headroom) to take from with a compare-and-swap, without the
+// shard. The shard retires a counter's grant (taking back what is left, in
+// the bucket and period it was charged to) before it reads the counter for
+// anything, and a settlement above its estimate closes the grant until the
+// shard has applied it, so no decision differs from the shard's own (see
+// grant.go). A reservation taken from a grant is settled through the
+// mailbox, as an unmetered one is.
+//
 // A persister goroutine asks every shard, once per Options.SnapshotInterval,
 // for encoded copies of its changed counters and writes them in one Badger
 // WriteBatch; Close writes a final snapshot. A kill -9 thus loses at most one

@@ -114,6 +114,9 @@ type Reservation struct {
 	// the reservation was made without its shard, and settling it records
 	// the usage in the bucket of the reservation.
 	unmetered *unmetered
+	// drawn is set instead of id when the reservation was taken from a
+	// grant (see grant.go).
+	drawn *drawn
 }
 
 // unmetered is what settling a reservation made without its shard needs.
@@ -126,7 +129,7 @@ type unmetered struct {
 func (r Reservation) Tokens() int64 { return r.tokens }
 
 // Valid reports whether r holds a reservation (Settle has work to do).
-func (r Reservation) Valid() bool { return r.id != 0 || r.unmetered != nil }
+func (r Reservation) Valid() bool { return r.id != 0 || r.unmetered != nil || r.drawn != nil }
 
 // Status is a consumer's limits and usage, as the admin API shows it.
 type Status struct {
@@ -406,7 +409,17 @@ func (l *Limiter) ReserveWithin(ctx context.Context, wait time.Duration, consume
 		return Reservation{consumer: consumer, key: key, tokens: min(tokens, MaxTokens), unmetered: &unmetered{bucket: bucketOf(l.now())}},
 			Decision{Allowed: true}, nil
 	}
-	r, err := l.callWithin(ctx, wait, l.shardOf(consumer, key), message{kind: msgReserve, consumer: consumer, key: key, tokens: min(tokens, MaxTokens)}, false)
+	tokens = min(tokens, MaxTokens)
+	s := l.shardOf(consumer, key)
+	if res, d, ok := s.draw(consumer, key, tokens, l.now()); ok {
+		if err := l.usable(ctx); err != nil {
+			// Taken, but the caller gave up: the call is not forwarded.
+			l.SettleAsync(res, 0)
+			return Reservation{}, Decision{}, fmt.Errorf("quota: reserve for %q: %w", consumer, err)
+		}
+		return res, d, nil
+	}
+	r, err := l.callWithin(ctx, wait, s, message{kind: msgReserve, consumer: consumer, key: key, tokens: tokens}, false)
 	if err != nil {
 		return Reservation{}, Decision{}, fmt.Errorf("quota: reserve for %q: %w", consumer, err)
 	}
@@ -436,7 +449,16 @@ func (l *Limiter) Headroom(ctx context.Context, consumer, key string) (Decision,
 		}
 		return Decision{Allowed: true}, nil // no limit: nothing to report
 	}
-	r, err := l.call(ctx, l.shardOf(consumer, key), message{kind: msgHeadroom, consumer: consumer, key: key}, false)
+	s := l.shardOf(consumer, key)
+	if g := s.grantOf(consumer, key, l.now()); g != nil && !g.closed.Load() {
+		if err := l.usable(ctx); err != nil {
+			return Decision{}, fmt.Errorf("quota: headroom of %q: %w", consumer, err)
+		}
+		if left := g.credit.Load(); left >= 0 {
+			return g.decision(left), nil
+		}
+	}
+	r, err := l.call(ctx, s, message{kind: msgHeadroom, consumer: consumer, key: key}, false)
 	if err != nil {
 		return Decision{}, fmt.Errorf("quota: headroom of %q: %w", consumer, err)
 	}
@@ -456,11 +478,12 @@ func (l *Limiter) Settle(ctx context.Context, r Reservation, actual int64) Decis
 	}
 	actual = min(max(actual, 0), MaxTokens)
 	s := l.shardOf(r.consumer, r.key)
-	if r.unmetered != nil {
-		if !r.unmetered.settled.CompareAndSwap(false, true) {
+	if r.unmetered != nil || r.drawn != nil {
+		st, ok := r.settlement(actual)
+		if !ok {
 			return Decision{}
 		}
-		s.post(settlement{consumer: r.consumer, key: r.key, tokens: actual, bucket: r.unmetered.bucket})
+		l.post(st)
 		// Served after the mailbox: the Decision counts the settlement.
 		res, err := l.call(ctx, s, message{kind: msgHeadroom, consumer: r.consumer, key: r.key}, false)
 		if err != nil {
@@ -496,14 +519,42 @@ func (l *Limiter) SettleAsync(r Reservation, actual int64) {
 		return
 	default:
 	}
-	st := settlement{consumer: r.consumer, key: r.key, id: r.id, tokens: min(max(actual, 0), MaxTokens)}
-	if r.unmetered != nil {
-		if !r.unmetered.settled.CompareAndSwap(false, true) {
-			return
-		}
-		st.bucket = r.unmetered.bucket
+	st, ok := r.settlement(min(max(actual, 0), MaxTokens))
+	if !ok {
+		return
 	}
-	l.shardOf(r.consumer, r.key).post(st)
+	l.post(st)
+}
+
+// post queues st in its shard's mailbox. A settlement that charges more
+// than its estimate first closes the counter's grant (see grant.go), so
+// that no Reserve is answered without the shard before it is applied.
+func (l *Limiter) post(st settlement) {
+	s := l.shardOf(st.consumer, st.key)
+	if st.tokens > st.estimate {
+		s.close(st.consumer, st.key)
+	}
+	s.post(st)
+}
+
+// settlement is the mailbox's settlement of r to actual, false if r is
+// made without its shard (unmetered or drawn) and a copy was settled already.
+func (r Reservation) settlement(actual int64) (settlement, bool) {
+	st := settlement{consumer: r.consumer, key: r.key, id: r.id, tokens: actual, estimate: r.tokens}
+	switch {
+	case r.unmetered != nil:
+		if !r.unmetered.settled.CompareAndSwap(false, true) {
+			return settlement{}, false
+		}
+		st.bucket, st.estimate = r.unmetered.bucket, 0 // nothing charged yet
+	case r.drawn != nil:
+		if !r.drawn.settled.CompareAndSwap(false, true) {
+			return settlement{}, false
+		}
+		st.drawn = true
+		st.bucket, st.periodStart, st.at = r.drawn.bucket, r.drawn.periodStart, r.drawn.at
+	}
+	return st, true
 }
 
 // collected is what collect gathers from the shards.

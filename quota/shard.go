@@ -95,9 +95,16 @@ type counterKey struct{ consumer, key string }
 // settlement is a SettleAsync queued in a shard's mailbox.
 type settlement struct {
 	consumer, key string
-	id            uint64 // 0: an unmetered reservation's (see Reservation)
+	id            uint64 // 0: an unmetered or drawn reservation's (see Reservation)
 	tokens        int64
-	bucket        int64 // an unmetered reservation's bucket
+	bucket        int64 // an unmetered or drawn reservation's bucket
+	// estimate is what the reservation charged (0 for an unmetered one).
+	estimate int64
+	// drawn: a reservation taken from a grant, with its period and time
+	// (see grant.go).
+	drawn       bool
+	periodStart int64
+	at          int64
 }
 
 // shard owns a subset of the counters. Only its run goroutine touches its
@@ -134,6 +141,11 @@ type shard struct {
 	// call that first carries it.
 	round    uint64
 	refusals map[string]int64 // share-rule refusals by consumer
+	// grants publishes the live grant of each counter that has one (see
+	// grant.go), for Reserve and Headroom to read without the goroutine;
+	// only run stores and deletes them.
+	grants   sync.Map // counterKey → *grant
+	noGrants bool     // tests: every Reserve asks the goroutine
 }
 
 func newShard(node string, now func() time.Time, lag, halfLife time.Duration, limits map[string]Limits) *shard {
@@ -220,9 +232,12 @@ func (s *shard) drain() {
 	now := s.now()
 	for i := range batch {
 		st := &batch[i]
-		if st.id == 0 {
+		switch {
+		case st.drawn:
+			s.settleDrawn(st, now)
+		case st.id == 0:
 			s.record(st.consumer, st.key, st.tokens, st.bucket, now)
-		} else {
+		default:
 			s.settle(st.consumer, st.key, st.id, st.tokens, now)
 		}
 	}
@@ -238,7 +253,8 @@ func (s *shard) handle(m *message) result {
 	case msgHeadroom:
 		lim := s.limits[m.consumer]
 		c := s.counter(m.consumer, m.key)
-		d := decision(lim, c, c.windowSum(s.prepare(c, lim, now)))
+		cur := s.prepare(c, lim, now)
+		d := decision(lim, c, c.windowSum(cur)-c.unusedGrant(cur))
 		d.Allowed = true
 		return result{dec: d}
 	case msgSettle:
@@ -246,8 +262,14 @@ func (s *shard) handle(m *message) result {
 	case msgMerge:
 		s.merge(m.usages, now)
 	case msgSetLimits:
+		for consumer := range m.limits {
+			s.retireAll(consumer, now)
+		}
 		maps.Copy(s.limits, m.limits)
 	case msgSetPeers:
+		if len(m.peers) > 0 {
+			s.retireAll("", now)
+		}
 		s.peers = m.peers
 	case msgCollect:
 		return s.collect(m.consumer, m.flag, now)
@@ -290,6 +312,7 @@ func (s *shard) reserve(m *message, now time.Time) result {
 	lim := s.limits[m.consumer]
 	c := s.counter(m.consumer, m.key)
 	cur := s.prepare(c, lim, now)
+	s.retire(c, now)
 	used := c.windowSum(cur)
 	d := decision(lim, c, used)
 	if lim.TPM > 0 && m.tokens > lim.TPM || lim.QuotaTokens > 0 && m.tokens > lim.QuotaTokens {
@@ -337,6 +360,7 @@ func (s *shard) reserve(m *message, now time.Time) result {
 	s.pending[s.nextID] = pending{c: c, bucket: b, periodStart: c.periodStart, tokens: m.tokens, at: ns}
 	d.Allowed = true
 	d.Remaining = lim.remaining(used + m.tokens)
+	s.offer(c, lim, cur, used+m.tokens, m.tokens, d)
 	return result{
 		res: Reservation{consumer: m.consumer, key: m.key, id: s.nextID, tokens: m.tokens},
 		dec: d,
@@ -346,17 +370,35 @@ func (s *shard) reserve(m *message, now time.Time) result {
 // settle replaces reservation id's estimate by tokens (see Limiter.Settle).
 func (s *shard) settle(consumer, key string, id uint64, tokens int64, now time.Time) Decision {
 	p, ok := s.pending[id]
-	var c *counter
 	if ok {
 		delete(s.pending, id)
-		c = p.c
-		c.pending--
-	} else {
-		c = s.counter(consumer, key)
+		p.c.pending--
+		return s.apply(p, tokens, now)
 	}
+	c := s.counter(consumer, key)
+	lim := s.limits[c.consumer]
+	d := decision(lim, c, c.windowSum(s.prepare(c, lim, now)))
+	d.Allowed = true
+	return d
+}
+
+// settleDrawn settles a reservation taken from a grant (see grant.go), as
+// settle does one of the shard's own.
+func (s *shard) settleDrawn(st *settlement, now time.Time) {
+	s.apply(pending{c: s.counter(st.consumer, st.key), bucket: st.bucket, periodStart: st.periodStart, tokens: st.estimate, at: st.at}, st.tokens, now)
+}
+
+// apply replaces the estimate of reservation p by tokens and returns the
+// counter's Decision after it. A charge above the estimate retires the
+// counter's grant first: nothing more is admitted before it counts.
+func (s *shard) apply(p pending, tokens int64, now time.Time) Decision {
+	c := p.c
 	lim := s.limits[c.consumer]
 	cur := s.prepare(c, lim, now)
-	if delta := max(tokens, 0) - p.tokens; ok && delta != 0 {
+	if delta := max(tokens, 0) - p.tokens; delta != 0 {
+		if delta > 0 {
+			s.retire(c, now)
+		}
 		local := &c.origins[0]
 		if p.bucket >= cur-windowBack && local.w.holds(p.bucket) {
 			local.w.v[p.bucket&ringMask].charge(delta, MaxTokens)
@@ -376,7 +418,7 @@ func (s *shard) settle(consumer, key string, id uint64, tokens int64, now time.T
 		}
 		c.dirty = true
 	}
-	d := decision(lim, c, c.windowSum(cur))
+	d := decision(lim, c, c.windowSum(cur)-c.unusedGrant(cur))
 	d.Allowed = true
 	return d
 }
@@ -392,6 +434,7 @@ func (s *shard) record(consumer, key string, tokens, bucket int64, now time.Time
 	if tokens <= 0 {
 		return
 	}
+	s.retire(c, now) // tokens beyond any estimate: they count before the next admission
 	local := &c.origins[0]
 	bucket = min(bucket, local.w.head)
 	if bucket < cur-windowBack || !local.w.holds(bucket) {
@@ -416,6 +459,7 @@ func (s *shard) merge(us []Usage, now time.Time) {
 		}
 		c := s.counter(u.Consumer, u.Key)
 		s.prepare(c, lim, now)
+		s.retire(c, now) // the grant did not count this usage
 		oi := c.origin(u.Origin)
 		if oi < 0 {
 			continue
@@ -465,6 +509,7 @@ func (s *shard) outgoing(full bool, now time.Time) []Usage {
 			continue // unlimited everywhere: nothing to enforce together
 		}
 		lo := s.prepare(c, lim, now) - mergeBack
+		s.retire(c, now)
 		demand := int64(math.Round(c.demand.at(ns, s.halfLife)))
 		if full {
 			for i := range c.origins {
@@ -525,6 +570,7 @@ func (s *shard) collect(consumer string, withLimits bool, now time.Time) result 
 			continue
 		}
 		cur := s.prepare(c, s.limits[c.consumer], now)
+		s.retire(c, now)
 		v := keyView{consumer: c.consumer, key: c.key, quotaUsed: c.periodSum()}
 		if c.key == "" {
 			v.byNode = map[string]int64{}
@@ -568,6 +614,7 @@ func (s *shard) flush(now time.Time, encode bool) []kv {
 	var sets []kv
 	for k, c := range s.counters {
 		cur := s.prepare(c, s.limits[c.consumer], now)
+		s.retire(c, now) // the snapshot holds no unused grant
 		c.flight.expire(ns, s.lag)
 		if c.idle(cur, ns, s.halfLife) {
 			delete(s.counters, k)

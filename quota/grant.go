@@ -1,0 +1,228 @@
+package quota
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// Grants: reservations without a round trip to the shard.
+//
+// A Reserve sent to its shard costs two goroutine hand-offs (the caller
+// wakes the shard's goroutine, which wakes the caller with the answer),
+// each of which may wait for a core. So when a shard admits a reservation
+// of a counter with a limit, and it is alone (no peers), it also sets aside
+// the counter's headroom, up to about two seconds of its recent demand, as
+// a grant for the rest of the current bucket: it charges the grant's tokens
+// to that bucket and to the period, as one reservation, and publishes the
+// grant. A Reserve of the counter in the same bucket then takes its tokens
+// from the grant (an atomic compare-and-swap) and is answered without the
+// shard; one that does not fit what is left, or comes in a later bucket,
+// goes to the shard as before.
+//
+// Exactness: every token taken from a grant was charged to the window and
+// the period when the grant was made, in the bucket of the reservation, so
+// the window and period hold at least what the shard would have admitted;
+// a grant holds at most what the shard would still admit (its headroom
+// after the reservation that made it). Before the shard reads a counter to
+// decide, report or persist anything (Reserve, Status, a snapshot, a merge
+// of remote usage, a limit change, peers arriving), it retires the counter's
+// grant: it revokes it (nobody can take from it any more) and refunds what
+// was left, in the bucket and period it was charged to. Its decisions are
+// thus exactly those it would make without grants; only the grant's own
+// takers admit against the headroom as it stood when it was made (and they
+// take at most that). A settlement above its estimate retires the grant
+// too, so that what it charged beyond the estimate counts before anything
+// more is admitted, as it would without grants.
+//
+// A reservation taken from a grant is settled through the shard's mailbox
+// like an unmetered one: it carries its bucket, period and time, and the
+// first Settle or SettleAsync of any copy wins.
+//
+// Grants need no round trip, so a Headroom within the grant's bucket is
+// answered from it too (the headroom left once all of the grant is taken,
+// plus what is left of it).
+
+// grantRevoked is a retired grant's credit: below any reservation.
+const grantRevoked = math.MinInt64
+
+// grantMinReservations sizes a counter's first grant, in reservations of
+// the size that made it; later ones follow what the previous grant served.
+const grantMinReservations = 8
+
+// grant is headroom of one counter set aside by its shard for the rest of
+// one bucket. Only credit changes after it is published.
+type grant struct {
+	credit atomic.Int64 // tokens left to take; grantRevoked once retired
+	// closed is set by a settlement above its estimate, queued but not yet
+	// applied: nothing more may be taken before the shard has counted it.
+	closed      atomic.Bool
+	bucket      int64 // the bucket it was charged to and is valid in
+	periodStart int64 // the period it was charged to (0 = none)
+	size        int64 // tokens charged for it
+	// limit, remaining and resetsAt are the Decision of a reservation that
+	// takes the last of the grant.
+	limit     int64
+	remaining int64
+	resetsAt  time.Time
+}
+
+// take removes tokens from the grant's credit and returns what is left, or
+// false if the credit (or a revoked grant's) cannot hold them.
+func (g *grant) take(tokens int64) (left int64, ok bool) {
+	if g.closed.Load() {
+		return 0, false
+	}
+	for {
+		c := g.credit.Load()
+		if c < tokens {
+			return 0, false
+		}
+		if g.credit.CompareAndSwap(c, c-tokens) {
+			return c - tokens, true
+		}
+	}
+}
+
+// decision is the Decision of a reservation that left left in the grant.
+func (g *grant) decision(left int64) Decision {
+	d := Decision{Allowed: true, Limit: g.limit, QuotaResetsAt: g.resetsAt}
+	if g.limit > 0 {
+		d.Remaining = g.remaining + max(left, 0)
+	}
+	return d
+}
+
+// close stops takes from the grant of (consumer, key), if it has one,
+// until its shard retires it: a settlement above its estimate is queued,
+// and what it charged beyond must count before anything more is admitted.
+// Any goroutine.
+func (s *shard) close(consumer, key string) {
+	if v, ok := s.grants.Load(counterKey{consumer, key}); ok {
+		v.(*grant).closed.Store(true)
+	}
+}
+
+// drawn is what settling a reservation taken from a grant needs.
+type drawn struct {
+	bucket, periodStart int64
+	at                  int64       // Unix ns of the reservation
+	settled             atomic.Bool // the first Settle or SettleAsync won
+}
+
+// grantOf returns the grant published for (consumer, key) valid at now,
+// or nil. Any goroutine.
+func (s *shard) grantOf(consumer, key string, now time.Time) *grant {
+	v, ok := s.grants.Load(counterKey{consumer, key})
+	if !ok {
+		return nil
+	}
+	g := v.(*grant)
+	if bucketOf(now) != g.bucket {
+		return nil
+	}
+	return g
+}
+
+// draw reserves tokens for (consumer, key) from its grant, without the
+// shard's goroutine; false when there is no grant valid now or it cannot
+// hold them. Any goroutine.
+func (s *shard) draw(consumer, key string, tokens int64, now time.Time) (Reservation, Decision, bool) {
+	g := s.grantOf(consumer, key, now)
+	if g == nil {
+		return Reservation{}, Decision{}, false
+	}
+	left, ok := g.take(tokens)
+	if !ok {
+		return Reservation{}, Decision{}, false
+	}
+	r := Reservation{consumer: consumer, key: key, tokens: tokens,
+		drawn: &drawn{bucket: g.bucket, periodStart: g.periodStart, at: now.UnixNano()}}
+	return r, g.decision(left), true
+}
+
+// offer publishes a grant for c after the shard admitted a reservation of
+// tokens in bucket cur, leaving used tokens in the window: the headroom
+// left, up to twice what c's previous grant served (at least
+// grantMinReservations reservations of this size). Nothing when the shard
+// has peers (the share rule needs each reservation), when c has no limit,
+// or when the headroom would not hold another reservation like this one.
+func (s *shard) offer(c *counter, lim Limits, cur, used, tokens int64, d Decision) {
+	local := &c.origins[0]
+	if s.noGrants || len(s.peers) > 0 || lim.TPM <= 0 && lim.QuotaTokens <= 0 || local.w.head != cur || c.grant != nil {
+		return
+	}
+	room := int64(math.MaxInt64)
+	if lim.TPM > 0 {
+		room = lim.TPM - used
+	}
+	if lim.QuotaTokens > 0 {
+		room = min(room, lim.QuotaTokens-c.periodSum())
+	}
+	size := min(room, max(2*c.grantServed, grantMinReservations*tokens))
+	slot := &local.w.v[cur&ringMask]
+	if size <= 0 || size < tokens || slot.added > MaxTokens-size || c.periodStart != 0 && local.period.added > periodCap-size {
+		return // (or its totals would reach their caps, where retire could not take it back)
+	}
+	g := &grant{bucket: cur, periodStart: c.periodStart, size: size,
+		limit: lim.TPM, remaining: lim.remaining(used + size), resetsAt: d.QuotaResetsAt}
+	g.credit.Store(size)
+	// Charged as one reservation in the bucket the reservation that made it
+	// already changed (see markChanged): nothing more to gossip.
+	slot.added += size
+	if c.periodStart != 0 {
+		local.period.added += size
+	}
+	c.grant = g
+	s.grants.Store(counterKey{c.consumer, c.key}, g)
+}
+
+// retire revokes c's grant, if it has one, and takes back what was left of
+// it where it was charged; what it served counts as demand. c must be
+// prepared (see shard.prepare) at now.
+//
+// What was left is taken off the added totals it was put on, not added to
+// the removed ones: nothing outside the shard's goroutine (a snapshot, a
+// peer, Status) ever reads a total while a grant is on it (each retires
+// first), so to them the totals only ever grow, by what was taken.
+func (s *shard) retire(c *counter, now time.Time) {
+	g := c.grant
+	if g == nil {
+		return
+	}
+	c.grant = nil
+	s.grants.Delete(counterKey{c.consumer, c.key})
+	left := max(g.credit.Swap(grantRevoked), 0)
+	c.grantServed = g.size - left
+	if left > 0 {
+		local := &c.origins[0]
+		if local.w.holds(g.bucket) {
+			local.w.v[g.bucket&ringMask].added -= left
+		}
+		if g.periodStart != 0 && g.periodStart == c.periodStart {
+			local.period.added -= left
+		}
+	}
+	if c.grantServed > 0 {
+		c.demand.add(now.UnixNano(), c.grantServed, s.halfLife)
+	}
+}
+
+// retireAll retires the grants of consumer's counters ("" = every counter).
+func (s *shard) retireAll(consumer string, now time.Time) {
+	for _, c := range s.counters {
+		if c.grant != nil && (consumer == "" || c.consumer == consumer) {
+			s.prepare(c, s.limits[c.consumer], now)
+			s.retire(c, now)
+		}
+	}
+}
+
+// unusedGrant is what is left of c's grant, if it counts in the window at
+// bucket cur: tokens charged that no reservation holds (yet).
+func (c *counter) unusedGrant(cur int64) int64 {
+	if g := c.grant; g != nil && g.bucket >= cur-windowBack {
+		return max(g.credit.Load(), 0)
+	}
+	return 0
+}

@@ -1,0 +1,245 @@
+package quota
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+)
+
+// withoutGrants makes every Reserve of l ask its shard. Called before l
+// serves anything.
+func withoutGrants(l *Limiter) {
+	for _, s := range l.shards {
+		s.noGrants = true
+	}
+}
+
+// TestGrantsChangeNoDecision runs the same random reservations,
+// settlements, Status calls and clock steps against a limiter with grants
+// and one without: every Reserve is admitted or refused alike, for the same
+// reason and retry time, every Status and synchronous Settle reads the
+// same, and a Reserve or Headroom answered from a grant reports no more
+// headroom than the shard does (it does not see refunds queued since).
+func TestGrantsChangeNoDecision(t *testing.T) {
+	lim := map[string]Limits{
+		"tpm":   {TPM: 6000},
+		"both":  {TPM: 4000, QuotaTokens: 30000, Period: Hourly},
+		"quota": {QuotaTokens: 9000, Period: Daily},
+		"free":  {},
+	}
+	consumers := []string{"tpm", "both", "quota", "free", "unknown"}
+	keys := []string{"", "k"}
+	steps := []time.Duration{0, 0, 0, 100 * time.Millisecond, 400 * time.Millisecond, time.Second, 7 * time.Second, 61 * time.Second}
+	ctx := context.Background()
+	for seed := range uint64(12) {
+		rng := rand.New(rand.NewPCG(seed, 15))
+		ck := newClock(t0.Add(time.Duration(rng.IntN(1000)) * time.Millisecond))
+		with, without := open(t, ck, lim), open(t, ck, lim)
+		withoutGrants(without)
+		type pair struct{ with, without Reservation }
+		var out []pair
+		drawn := 0
+		for step := range 600 {
+			c, k := consumers[rng.IntN(len(consumers))], keys[rng.IntN(len(keys))]
+			switch op := rng.IntN(20); {
+			case op < 10:
+				tokens := int64(rng.IntN(900))
+				if rng.IntN(20) == 0 {
+					tokens = int64(rng.IntN(12000))
+				}
+				r1, d1 := reserve(t, with, c, k, tokens)
+				r2, d2 := reserve(t, without, c, k, tokens)
+				if d1.Allowed != d2.Allowed || d1.Reason != d2.Reason || d1.RetryAfter != d2.RetryAfter || d1.Limit != d2.Limit || !d1.QuotaResetsAt.Equal(d2.QuotaResetsAt) {
+					t.Fatalf("seed %d step %d: Reserve(%s, %q, %d) = %+v with grants, %+v without", seed, step, c, k, tokens, d1, d2)
+				}
+				if d1.Remaining > d2.Remaining || r1.drawn == nil && d1.Remaining != d2.Remaining {
+					t.Fatalf("seed %d step %d: Reserve(%s, %q, %d) remaining %d with grants (drawn %v), %d without", seed, step, c, k, tokens, d1.Remaining, r1.drawn != nil, d2.Remaining)
+				}
+				if r1.drawn != nil {
+					drawn++
+				}
+				if d1.Allowed {
+					out = append(out, pair{r1, r2})
+				}
+			case op < 15 && len(out) > 0:
+				i := rng.IntN(len(out))
+				p := out[i]
+				out = append(out[:i], out[i+1:]...)
+				actual := int64(rng.IntN(int(2*p.with.Tokens() + 2)))
+				if rng.IntN(3) == 0 {
+					d1, d2 := with.Settle(ctx, p.with, actual), without.Settle(ctx, p.without, actual)
+					if d1 != d2 {
+						t.Fatalf("seed %d step %d: Settle(%d of %d) = %+v with grants, %+v without", seed, step, actual, p.with.Tokens(), d1, d2)
+					}
+				} else {
+					with.SettleAsync(p.with, actual)
+					without.SettleAsync(p.without, actual)
+				}
+			case op < 17:
+				h1, err1 := with.Headroom(ctx, c, k)
+				h2, err2 := without.Headroom(ctx, c, k)
+				if err1 != nil || err2 != nil || h1.Limit != h2.Limit || h1.Remaining > h2.Remaining {
+					t.Fatalf("seed %d step %d: Headroom(%s, %q) = %+v, %v with grants, %+v, %v without", seed, step, c, k, h1, err1, h2, err2)
+				}
+			case op < 18:
+				if c == "unknown" {
+					continue
+				}
+				s1, s2 := status(t, with, c), status(t, without, c)
+				if s1.TPMUsed != s2.TPMUsed || s1.QuotaUsed != s2.QuotaUsed || s1.TPMRemaining != s2.TPMRemaining || len(s1.Keys) != len(s2.Keys) {
+					t.Fatalf("seed %d step %d: Status(%s) = %+v with grants, %+v without", seed, step, c, s1, s2)
+				}
+				for i := range s1.Keys {
+					if s1.Keys[i] != s2.Keys[i] {
+						t.Fatalf("seed %d step %d: Status(%s) keys %+v with grants, %+v without", seed, step, c, s1.Keys, s2.Keys)
+					}
+				}
+			default:
+				ck.add(steps[rng.IntN(len(steps))])
+			}
+		}
+		if drawn == 0 {
+			t.Fatalf("seed %d: no reservation was taken from a grant", seed)
+		}
+	}
+}
+
+// TestReserveFromAGrantNeedsNoShard: once a shard admitted a reservation of
+// a counter, the next ones in the same second are answered while its
+// goroutine cannot serve anything; another counter's, which needs it,
+// times out.
+func TestReserveFromAGrantNeedsNoShard(t *testing.T) {
+	ck := newClock(t0)
+	l := open(t, ck, map[string]Limits{"a": {TPM: 100000}, "b": {TPM: 100000}})
+	reserve(t, l, "a", "", 500)
+	s := l.shardOf("a", "")
+	// The goroutine applies its mailbox before any message: holding the
+	// mailbox's lock stops it at its next one.
+	s.mailMu.Lock()
+	blocked := true
+	defer func() {
+		if blocked {
+			s.mailMu.Unlock()
+		}
+	}()
+	ctx := context.Background()
+	for i := range 7 {
+		r, d, err := l.ReserveWithin(ctx, 50*time.Millisecond, "a", "", 500)
+		if err != nil || !d.Allowed || r.drawn == nil {
+			t.Fatalf("reservation %d: %+v, %v, drawn %v: want one taken from the grant", i+2, d, err, r.drawn != nil)
+		}
+		if want := int64(100000 - 500*(i+2)); d.Remaining != want {
+			t.Fatalf("reservation %d: remaining %d, want %d", i+2, d.Remaining, want)
+		}
+	}
+	// A counter on the same shard without a grant needs the goroutine.
+	key := ""
+	for i := 0; l.shardOf("b", key) != s; i++ {
+		key = string(rune('a' + i))
+	}
+	if _, _, err := l.ReserveWithin(ctx, 50*time.Millisecond, "b", key, 500); err == nil {
+		t.Fatal("a counter without a grant was answered while its shard could not serve")
+	}
+	s.mailMu.Unlock()
+	blocked = false
+	if st := status(t, l, "a"); st.TPMUsed != 8*500 {
+		t.Fatalf("used %d, want %d", st.TPMUsed, 8*500)
+	}
+}
+
+// TestGrantEndsWithItsSecond: a reservation in a later second goes to the
+// shard, which takes back what was left of the grant.
+func TestGrantEndsWithItsSecond(t *testing.T) {
+	ck := newClock(t0.Add(999 * time.Millisecond))
+	l := open(t, ck, map[string]Limits{"a": {TPM: 10000, QuotaTokens: 50000, Period: Daily}})
+	reserve(t, l, "a", "", 1000)
+	if r, _ := reserve(t, l, "a", "", 1000); r.drawn == nil {
+		t.Fatal("second reservation in the same second not taken from the grant")
+	}
+	ck.add(time.Millisecond)
+	r, d := reserve(t, l, "a", "", 1000)
+	if r.drawn != nil || d.Remaining != 7000 {
+		t.Fatalf("first reservation of the next second: drawn %v, remaining %d; want the shard's, 7000", r.drawn != nil, d.Remaining)
+	}
+	if st := status(t, l, "a"); st.TPMUsed != 3000 || st.QuotaUsed != 3000 {
+		t.Fatalf("used %d, quota %d; want 3000, 3000", st.TPMUsed, st.QuotaUsed)
+	}
+}
+
+// TestLimitChangeRetiresGrants: a lower limit set at run time applies to
+// the next Reserve, even one that a grant made under the old limit could
+// have held.
+func TestLimitChangeRetiresGrants(t *testing.T) {
+	l := open(t, newClock(t0), map[string]Limits{"a": {TPM: 100000}})
+	reserve(t, l, "a", "", 100)
+	if _, err := l.SetLimits(context.Background(), "a", ptrTo(150), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, d := reserve(t, l, "a", "", 100); d.Allowed || d.Reason != ReasonTPM {
+		t.Fatalf("Reserve(100) after the limit became 150 with 100 used = %+v, want refused (tpm)", d)
+	}
+}
+
+// TestPeersTurnGrantsOff: with peers, every reservation is the shard's (the
+// share rule needs each), and what is gossiped is exactly what was
+// reserved.
+func TestPeersTurnGrantsOff(t *testing.T) {
+	l := open(t, newClock(t0), map[string]Limits{"a": {TPM: 100000}})
+	reserve(t, l, "a", "", 100)
+	reserve(t, l, "a", "", 100) // from the grant
+	l.SetPeers([]string{"n1", "n2"})
+	for range 3 {
+		if r, _ := reserve(t, l, "a", "", 100); r.drawn != nil {
+			t.Fatal("a reservation was taken from a grant with peers")
+		}
+	}
+	us, _, err := l.Outgoing(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(us) != 1 || len(us[0].Buckets) != 1 || us[0].Buckets[0] != bucketAt(t0, 500, 0) {
+		t.Fatalf("outgoing %+v, want one bucket of 500 added, 0 removed", us)
+	}
+}
+
+// TestConcurrentGrantsNeverExceedTPM: callers taking from grants and the
+// shard at once, within one second, admit at most the limit, and exactly
+// what Status then reports.
+func TestConcurrentGrantsNeverExceedTPM(t *testing.T) {
+	const limit = 50000
+	l := open(t, newClock(t0.Add(500*time.Millisecond)), map[string]Limits{"a": {TPM: limit}})
+	var (
+		mu       sync.Mutex
+		admitted int64
+		drawn    int
+		wg       sync.WaitGroup
+	)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				tokens := int64(10 + (w*31+i*17)%90)
+				r, d := reserve(t, l, "a", "", tokens)
+				if d.Allowed {
+					mu.Lock()
+					admitted += tokens
+					if r.drawn != nil {
+						drawn++
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if admitted > limit {
+		t.Fatalf("admitted %d tokens, limit %d", admitted, limit)
+	}
+	if st := status(t, l, "a"); st.TPMUsed != admitted {
+		t.Fatalf("used %d, admitted %d", st.TPMUsed, admitted)
+	}
+	if drawn == 0 {
+		t.Fatal("no reservation was taken from a grant")
+	}
+}
