@@ -450,7 +450,7 @@ func parseID(s string) (uint64, bool) {
 // Space sp, counting a hit. A miss is not counted: the caller goes on to
 // LookupSemantic (or Miss), which counts it. While loading, it misses.
 func (c *Cache) LookupExact(ctx context.Context, sp Space, h [32]byte) (*Entry, bool) {
-	if !c.Ready() || h == ([32]byte{}) {
+	if !c.Ready() || h == ([32]byte{}) || !c.shardOf(sp).mayHold(h, [32]byte{}) {
 		return nil, false
 	}
 	var e *Entry
@@ -466,7 +466,7 @@ func (c *Cache) LookupExact(ctx context.Context, sp Space, h [32]byte) (*Entry, 
 // (NormHash) is h in Space sp, counting a hit; like LookupExact, a miss is
 // not counted. While loading, it misses.
 func (c *Cache) LookupNormalized(ctx context.Context, sp Space, h [32]byte) (*Entry, bool) {
-	if !c.Ready() || h == ([32]byte{}) {
+	if !c.Ready() || h == ([32]byte{}) || !c.shardOf(sp).mayHold([32]byte{}, h) {
 		return nil, false
 	}
 	var e *Entry
@@ -482,13 +482,18 @@ func (c *Cache) LookupNormalized(ctx context.Context, sp Space, h [32]byte) (*En
 // takes, LookupNormalized (when norm is not zero), in one message to the
 // shard's actor unless the exact tier finds an entry accept refuses. Each
 // entry found counts a hit of its tier, as the two calls do; accept runs in
-// the caller's goroutine. normalized tells which tier answered.
+// the caller's goroutine. normalized tells which tier answered. Hashes the
+// shard's key set shows it does not hold cost no message at all.
 func (c *Cache) LookupKeyed(ctx context.Context, sp Space, exact, norm [32]byte, accept func(*Entry) bool) (e *Entry, normalized, ok bool) {
 	if !c.Ready() || exact == ([32]byte{}) && norm == ([32]byte{}) {
 		return nil, false, false
 	}
+	sh := c.shardOf(sp)
+	if !sh.mayHold(exact, norm) {
+		return nil, false, false // neither map holds them: no message needed
+	}
 	var ex, nm *Entry
-	err := c.call(ctx, c.shardOf(sp), func(s *shard) {
+	err := c.call(ctx, sh, func(s *shard) {
 		if exact != ([32]byte{}) {
 			ex = s.lookupExact(sp, exact)
 		}

@@ -709,8 +709,9 @@ func TestSetLimitsAppliesToTheRunningCache(t *testing.T) {
 	}
 }
 
-// BenchmarkLookupKeyedMiss is a cache miss's first message to its shard:
-// the exact and normalised tiers, neither holding the request.
+// BenchmarkLookupKeyedMiss is a cache miss's look-up of the exact and
+// normalised tiers, neither holding the request: the shard's key set
+// answers it without a message to the actor.
 func BenchmarkLookupKeyedMiss(b *testing.B) {
 	c, err := Open(b.Context(), Options{})
 	if err != nil {

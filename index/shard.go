@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/llmgate/llmgate/index/graph"
@@ -39,6 +40,12 @@ type shard struct {
 	// digest is the XOR of liveMix over the entries held and of tombMix
 	// over the tombstones counted here, per bucket.
 	digest Digest
+
+	// keys summarises the hashes of exact and norm for callers (see
+	// keySet); keysGone counts the hashes removed from those maps since it
+	// was built.
+	keys     atomic.Pointer[keySet]
+	keysGone int
 }
 
 // op is a message to a shard's actor: f runs on it, then done (when set,
@@ -162,7 +169,7 @@ func (f filter) match(sp Space) bool {
 }
 
 func newShard(c *Cache, idx int) *shard {
-	return &shard{
+	s := &shard{
 		c:       c,
 		idx:     idx,
 		inbox:   make(chan op, 64),
@@ -173,6 +180,53 @@ func newShard(c *Cache, idx int) *shard {
 		graphs:  map[graphKey]graph.Index{},
 		tombs:   map[uint64]tomb{},
 	}
+	s.keys.Store(newKeySet(0))
+	return s
+}
+
+// mayHold reports whether the exact or the norm map may hold exact or norm
+// (zero: not asked); false means neither does. Safe from any goroutine.
+func (s *shard) mayHold(exact, norm [32]byte) bool {
+	k := s.keys.Load()
+	return exact != ([32]byte{}) && k.mayHold(exact) || norm != ([32]byte{}) && k.mayHold(norm)
+}
+
+// indexKey records h, which the exact or the norm map now holds, in the
+// key set, built afresh (larger) when it is too full.
+func (s *shard) indexKey(h [32]byte) {
+	k := s.keys.Load()
+	if k.full(len(s.exact) + len(s.norm)) {
+		s.rebuildKeys()
+		k = s.keys.Load()
+	}
+	k.add(h)
+}
+
+// unindexKeys counts n hashes removed from the exact and the norm maps;
+// once such hashes outnumber those held, the key set is built afresh
+// without them.
+func (s *shard) unindexKeys(n int) {
+	if s.keysGone += n; s.keysGone > len(s.exact)+len(s.norm)+minKeyBits/keyBitsPerHash {
+		s.rebuildKeys()
+	}
+}
+
+// rebuildKeys publishes a key set of every hash the maps hold, sized for
+// them.
+func (s *shard) rebuildKeys() {
+	k := newKeySet(len(s.exact) + len(s.norm))
+	for _, id := range s.exact {
+		if r := s.entries[id]; r != nil { // always: the maps name records held
+			k.add(r.exact)
+		}
+	}
+	for _, id := range s.norm {
+		if r := s.entries[id]; r != nil {
+			k.add(r.norm)
+		}
+	}
+	s.keys.Store(k)
+	s.keysGone = 0
 }
 
 func (s *shard) run(ctx context.Context) {
@@ -321,11 +375,13 @@ func (s *shard) add(id uint64, e *Entry, replica, loaded bool) (stale []string, 
 	if indexExact {
 		s.exact[hashKey(e.Exact)] = id
 	}
+	indexNorm := false
 	if e.Norm != ([32]byte{}) {
 		// The newest entry answers the normalised tier; an older one keeps
 		// its exact key.
 		if old, ok := s.norm[hashKey(e.Norm)]; !ok || s.entries[old].norm == e.Norm && !s.entries[old].created.After(e.CreatedAt) {
 			s.norm[hashKey(e.Norm)] = id
+			indexNorm = !ok // else the same hash, set already
 		}
 	}
 	ref := s.spaces[e.Space]
@@ -342,6 +398,14 @@ func (s *shard) add(id uint64, e *Entry, replica, loaded bool) (stale []string, 
 		created: e.CreatedAt, expires: e.ExpiresAt, hits: e.Hits, dim: int32(len(e.Vector)),
 	}
 	s.entries[id] = r
+	// The key set learns the hashes once the record is in: a rebuild reads
+	// the records the maps name.
+	if indexExact {
+		s.indexKey(e.Exact)
+	}
+	if indexNorm {
+		s.indexKey(e.Norm)
+	}
 	if r.dim > 0 {
 		k := graphKey{e.Space, int(r.dim)}
 		g := s.graphs[k]
@@ -365,12 +429,16 @@ func (s *shard) remove(id uint64) *Entry {
 		return nil
 	}
 	delete(s.entries, id)
+	gone := 0
 	if cur, ok := s.exact[hashKey(r.exact)]; ok && cur == id {
 		delete(s.exact, hashKey(r.exact))
+		gone++
 	}
 	if cur, ok := s.norm[hashKey(r.norm)]; ok && cur == id {
 		delete(s.norm, hashKey(r.norm))
+		gone++
 	}
+	s.unindexKeys(gone)
 	if r.dim > 0 {
 		k := graphKey{r.sp.sp, int(r.dim)}
 		if g := s.graphs[k]; g != nil {

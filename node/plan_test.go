@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"testing"
 
 	"github.com/llmgate/llmgate/index"
@@ -114,4 +115,22 @@ func FuzzPlanKeysAreTheDecodedOnes(f *testing.F) {
 			checkPlanKeys(t, g, body)
 		}
 	})
+}
+
+// BenchmarkPlanCache is planCache of one request of `llmgate bench
+// overhead --features cache-miss`.
+func BenchmarkPlanCache(b *testing.B) {
+	g := planGateways()[0]
+	body := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":` + strconv.Quote(missPrompt(12345)) + `}],"max_tokens":16}`)
+	r, e := openai.ParseChat(body)
+	if e != nil {
+		b.Fatal(e)
+	}
+	call := &Call{Op: openai.OpChat, Route: "gpt-4o", Body: body, Chat: r, Consumer: &Consumer{Name: "team-a"}, Header: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if cp := g.planCache(call); cp.state != cacheMiss {
+			b.Fatal(cp.state)
+		}
+	}
 }
