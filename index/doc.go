@@ -37,7 +37,11 @@
 // semantic tiers live in the same actor and agree. Callers send closures on
 // the shard's inbox and wait on a buffered(1) reply channel, giving up when
 // their ctx ends or the cache closes: a slow or departed caller never blocks
-// an actor. Calls that span shards (Get, Delete, Purge, List, unscoped
+// an actor. One thing callers read without a message: each shard's key set,
+// a bitmap of the exact and normalised hashes it holds that only its actor
+// writes (atomically, before the message that added them is answered), so
+// that a keyed look-up of hashes it does not hold misses without a round
+// trip. Calls that span shards (Get, Delete, Purge, List, unscoped
 // Search, eviction) message every shard in parallel.
 //
 // Actors do no I/O. Disk writes happen in the calling goroutine

@@ -63,7 +63,7 @@ func (l *Local) refEmbed(text string) []float32 {
 				ww := w.weight * math.Float32frombits(uint32(l.wv.scales[4*w.vec])|uint32(l.wv.scales[4*w.vec+1])<<8|uint32(l.wv.scales[4*w.vec+2])<<16|uint32(l.wv.scales[4*w.vec+3])<<24)
 				q := l.wv.vecs[wordVecDim*w.vec : wordVecDim*(w.vec+1)]
 				for k := range vacc {
-					vacc[k] += ww * float32(int8(q[k]))
+					vacc[k] += float32(ww * float32(int8(q[k]))) // never fused, as addVec
 				}
 				vecs++
 			}

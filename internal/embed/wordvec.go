@@ -77,7 +77,19 @@ func (t *table) rank(i int) int { return int(binary.LittleEndian.Uint32(t.ranks[
 func (t *table) addVec(acc *[wordVecDim]float32, i int, w float32) {
 	w *= math.Float32frombits(binary.LittleEndian.Uint32(t.scales[4*i:]))
 	q := (*[wordVecDim]byte)(t.vecs[wordVecDim*i:]) // one bounds check, not one per element
+	if useAVX2 {
+		addVecAVX2(acc, q, w)
+		return
+	}
+	addVecGeneric(acc, q, w)
+}
+
+// addVecGeneric adds w × the int8 vector q to acc, element by element. The
+// product is converted to float32 explicitly so that no compiler fuses it
+// with the add (the Go spec allows that, and the rounding would differ
+// from addVecAVX2's and from other platforms').
+func addVecGeneric(acc *[wordVecDim]float32, q *[wordVecDim]byte, w float32) {
 	for k := range acc {
-		acc[k] += w * float32(int8(q[k]))
+		acc[k] += float32(w * float32(int8(q[k])))
 	}
 }
