@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -331,12 +332,16 @@ func (g *Gateway) lookup(ctx context.Context, w http.ResponseWriter, call *Call,
 	// embedder has embed_timeout of its own on top. A deadline per call
 	// cost each miss two more timers.
 	_, local := g.embedder.(LocalEmbedder)
-	budget := lookupTimeout
-	if !local {
-		budget += g.cacheCfg.EmbedTimeout
+	var lctx context.Context
+	if local {
+		// Only the cache's calls wait on it: a shared deadline, no
+		// context of its own (see cacheWaits).
+		lctx = g.waits.lookup.get()
+	} else {
+		var cancel context.CancelFunc
+		lctx, cancel = context.WithTimeout(ctx, lookupTimeout+g.cacheCfg.EmbedTimeout)
+		defer cancel()
 	}
-	lctx, cancel := context.WithTimeout(ctx, budget)
-	defer cancel()
 	if ready {
 		e, normalized, ok := g.cache.LookupKeyed(lctx, cp.space, cp.exact, cp.norm, func(e *index.Entry) bool { return g.replayable(call, e) })
 		if ok {
@@ -497,12 +502,55 @@ func (g *Gateway) store(ctx context.Context, call *Call, cp cachePlan, body []by
 	})
 	// Wait a little, so that the client's next request usually finds the
 	// entry; a slow disk or an eviction finishes in the background.
-	t := time.NewTimer(g.storeWait)
-	defer t.Stop()
 	select {
 	case <-done:
-	case <-t.C:
+	case <-g.waits.store.get().Done():
 	}
+}
+
+// cacheWaits are the shared deadlines of the cache's stages: a look-up
+// with the built-in embedder waits at most lookupTimeout for the cache's
+// actors, a store at most storeWait for its commit.
+type cacheWaits struct{ lookup, store sharedDeadline }
+
+func newCacheWaits(storeWait time.Duration) *cacheWaits {
+	return &cacheWaits{
+		lookup: sharedDeadline{d: lookupTimeout, window: lookupTimeout / 50},
+		store:  sharedDeadline{d: storeWait, window: storeWait / 8},
+	}
+}
+
+// sharedDeadline hands out contexts that end between d and d+window after
+// they are handed out: each is made once and handed out for window. A miss
+// made a context with a timer for its look-up and a timer for its store's
+// wait, about two microseconds of CPU at thousands of misses a second,
+// where the deadlines only bound waits that almost never run out. They
+// come from no request's context: only the cache's calls wait on them,
+// which then do not end early with a departed client (they end within d
+// anyway).
+type sharedDeadline struct {
+	d, window time.Duration
+	cur       atomic.Pointer[deadlineCtx]
+}
+
+type deadlineCtx struct {
+	ctx    context.Context
+	cancel context.CancelFunc // its own timer calls it
+	until  time.Time          // handed out before then
+}
+
+// get returns a context that ends at least d from now, and at most
+// d+window. The clock is the real one (with its monotonic reading), never
+// the gateway's: a test's frozen clock would hand out one context forever.
+func (s *sharedDeadline) get() context.Context {
+	now := time.Now()
+	if c := s.cur.Load(); c != nil && now.Before(c.until) {
+		return c.ctx
+	}
+	c := &deadlineCtx{until: now.Add(s.window)}
+	c.ctx, c.cancel = context.WithTimeout(context.Background(), s.d+s.window)
+	s.cur.Store(c)
+	return c.ctx
 }
 
 // replayStream renders a stored chat.completion as the SSE stream a backend

@@ -217,3 +217,32 @@ func (answerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		Request:       r,
 	}, nil
 }
+
+// TestSharedDeadlineLeavesAtLeastItsDuration checks the look-ups' and the
+// stores' shared deadlines: every context handed out ends no sooner than d
+// after it is handed out and no later than d+window, and one stops being
+// handed out once window has passed.
+func TestSharedDeadlineLeavesAtLeastItsDuration(t *testing.T) {
+	s := sharedDeadline{d: 200 * time.Millisecond, window: 40 * time.Millisecond}
+	first := s.get()
+	for range 5 {
+		before := time.Now()
+		ctx := s.get()
+		after := time.Now()
+		dl, ok := ctx.Deadline()
+		if !ok {
+			t.Fatal("a shared deadline has no deadline")
+		}
+		if dl.Sub(before) < s.d || dl.Sub(after) > s.d+s.window {
+			t.Fatalf("handed out with %v to %v left, want between %v and %v", dl.Sub(after), dl.Sub(before), s.d, s.d+s.window)
+		}
+		time.Sleep(15 * time.Millisecond)
+	}
+	if s.get() == first {
+		t.Fatal("a context was still handed out after its window")
+	}
+	if first.Err() != nil {
+		t.Fatal("a shared deadline ended early")
+	}
+	<-first.Done() // its own timer ends it
+}

@@ -214,6 +214,7 @@ type Gateway struct {
 	embedder  Embedder
 	stores    sync.WaitGroup // cache stores finishing in the background
 	storeWait time.Duration
+	waits     *cacheWaits  // the look-ups' and the stores' shared deadlines
 	tracer    trace.Tracer // nil = no spans
 	spanKinds *spanKinds   // the tracer's start options by span kind
 	owners    Owners
@@ -257,6 +258,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		streamWrite: cmp.Or(cfg.Server.StreamWriteTimeout, 30*time.Second),
 		space:       opts.Space,
 	}
+	g.waits = newCacheWaits(g.storeWait)
 	prev := opts.Previous
 	if g.counter == nil && prev != nil {
 		g.counter = prev.counter
