@@ -99,9 +99,18 @@ func answerNeutral(key string) bool {
 	return false
 }
 
+// The cache's request headers in canonical form (http.CanonicalHeaderKey
+// of HeaderCache and HeaderCacheTTL, which TestCanonicalCacheHeaders
+// checks): read with them, a header costs no canonicalising copy per
+// request.
+const (
+	headerCacheKey    = "X-Llmgate-Cache"
+	headerCacheTTLKey = "X-Llmgate-Cache-Ttl"
+)
+
 // planCache decides whether call may use the cache and where its entries live.
 func (g *Gateway) planCache(call *Call) cachePlan {
-	if g.cache == nil || strings.EqualFold(call.Header.Get(HeaderCache), "off") {
+	if g.cache == nil || strings.EqualFold(call.Header.Get(headerCacheKey), "off") {
 		return cachePlan{state: cacheOff}
 	}
 	bypass := cachePlan{state: cacheBypass}
@@ -110,7 +119,7 @@ func (g *Gateway) planCache(call *Call) cachePlan {
 		return bypass
 	}
 	cp := cachePlan{state: cacheMiss}
-	if v := call.Header.Get(HeaderCacheTTL); v != "" {
+	if v := call.Header.Get(headerCacheTTLKey); v != "" {
 		secs, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || secs <= 0 {
 			return bypass // a TTL of nothing: do not store
@@ -152,7 +161,8 @@ func (g *Gateway) shape(call *Call, members []index.Member, temperature *float64
 		name string
 		val  []byte
 	}
-	fields := make([]field, 0, len(members)+4)
+	var buf [16]field // most requests: no allocation for the list
+	fields := buf[:0]
 	for _, m := range members {
 		if !answerNeutral(m.Name) {
 			fields = append(fields, field{m.Name, m.Value})
@@ -170,7 +180,11 @@ func (g *Gateway) shape(call *Call, members []index.Member, temperature *float64
 	}
 	// Stable: of equal names the last stays last, and is the one kept.
 	slices.SortStableFunc(fields, func(a, b field) int { return strings.Compare(a.name, b.name) })
-	out := []byte{'{'}
+	size := 2
+	for _, f := range fields {
+		size += len(f.name) + len(f.val) + 4 // the name's quotes, ':' and ','
+	}
+	out := append(make([]byte, 0, size), '{') // names needing escapes grow it
 	for i, f := range fields {
 		if i+1 < len(fields) && fields[i+1].name == f.name {
 			continue
@@ -191,7 +205,11 @@ func canonicalStrings(ss []string) []byte {
 	if ss == nil {
 		return []byte("null")
 	}
-	out := []byte{'['}
+	size := 2
+	for _, s := range ss {
+		size += len(s) + 3 // its quotes and ','
+	}
+	out := append(make([]byte, 0, size), '[') // escapes grow it
 	for i, s := range ss {
 		if i > 0 {
 			out = append(out, ',')
@@ -217,7 +235,9 @@ type dialog struct {
 // turns are joined with guard.TurnSeparator, so that the guard sees where
 // one speaker stops and the next begins.
 func retainedDialog(msgs []openai.Message) (d dialog, ok bool) {
+	// One turn (the usual prompt) is its own text; more are joined.
 	var sb strings.Builder
+	var first string
 	for _, m := range msgs {
 		text, ok := messageText(m)
 		if !ok {
@@ -231,23 +251,37 @@ func retainedDialog(msgs []openai.Message) (d dialog, ok bool) {
 			d.toolTurns = true
 		}
 		d.roles = append(d.roles, m.Role+":"+m.Name)
-		if len(d.roles) > 1 {
-			sb.WriteString(guard.TurnSeparator)
-		}
 		if strings.Contains(text, guard.TurnSeparator) || strings.ContainsRune(text, utf8.RuneError) {
 			d.opaque = true
 		}
+		switch len(d.roles) {
+		case 1:
+			first = text
+			continue
+		case 2:
+			sb.WriteString(first)
+		}
+		sb.WriteString(guard.TurnSeparator)
 		sb.WriteString(text)
 	}
-	d.text = sb.String()
+	d.text = first
+	if len(d.roles) > 1 {
+		d.text = sb.String()
+	}
 	return d, true
 }
 
 // partition names the call's cache partition: its vary_by values joined by
 // "/" (SPEC §6), the consumer first unless the cache is shared.
 func (g *Gateway) partition(call *Call) string {
-	var parts []string
 	vary := g.cacheCfg.VaryBy
+	if len(vary) == 0 { // the default: the consumer alone, no list to join
+		if g.cacheCfg.Shared {
+			return "shared"
+		}
+		return partitionSegment(call.Consumer.Name)
+	}
+	var parts []string
 	hasConsumer := false
 	for _, v := range vary {
 		hasConsumer = hasConsumer || v == "consumer"
@@ -432,7 +466,7 @@ func (g *Gateway) replayable(call *Call, e *index.Entry) bool {
 // normalised, and no embedding was made.
 func (g *Gateway) serveHit(ctx context.Context, w http.ResponseWriter, call *Call, e *index.Entry, d float32, tier string) Outcome {
 	h := w.Header()
-	h.Set(HeaderCache, cacheHit)
+	h.Set(headerCacheKey, cacheHit)
 	h.Set(HeaderCacheTier, tier)
 	h.Set(HeaderCacheDistance, strconv.FormatFloat(float64(max(d, 0)), 'f', 4, 32))
 	h.Set(HeaderTokensConsumed, "0")

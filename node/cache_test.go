@@ -246,3 +246,13 @@ func TestSharedDeadlineLeavesAtLeastItsDuration(t *testing.T) {
 	}
 	<-first.Done() // its own timer ends it
 }
+
+// TestCanonicalCacheHeaders checks the canonical spellings the cache's
+// stages read and write its headers with.
+func TestCanonicalCacheHeaders(t *testing.T) {
+	for _, c := range []struct{ key, name string }{{headerCacheKey, HeaderCache}, {headerCacheTTLKey, HeaderCacheTTL}} {
+		if want := http.CanonicalHeaderKey(c.name); c.key != want {
+			t.Errorf("%q is not the canonical form of %q (%q)", c.key, c.name, want)
+		}
+	}
+}

@@ -474,7 +474,7 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 		}
 	}
 	cp := g.planCache(call)
-	w.Header().Set(HeaderCache, cp.state)
+	w.Header().Set(headerCacheKey, cp.state)
 	g.metrics.cacheState(cp.state)
 	if cp.state == cacheMiss {
 		lctx, span := g.startSpan(ctx, "cache.lookup", trace.SpanKindInternal)

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/llmgate/llmgate/index"
+	"github.com/llmgate/llmgate/index/guard"
 	"github.com/llmgate/llmgate/internal/config"
 	"github.com/llmgate/llmgate/internal/openai"
 )
@@ -132,5 +134,39 @@ func BenchmarkPlanCache(b *testing.B) {
 		if cp := g.planCache(call); cp.state != cacheMiss {
 			b.Fatal(cp.state)
 		}
+	}
+}
+
+// TestRetainedDialogJoinsTheTurns checks the dialog text the normalised
+// key, the embedding and the guard read: the non-system contents joined by
+// the turn separator, one turn alone being its own text.
+func TestRetainedDialogJoinsTheTurns(t *testing.T) {
+	msg := func(role, text string) openai.Message {
+		return openai.Message{Role: role, Content: json.RawMessage(strconv.Quote(text))}
+	}
+	for _, c := range []struct {
+		name  string
+		msgs  []openai.Message
+		turns []string
+	}{
+		{"no turn", []openai.Message{msg("system", "s")}, nil},
+		{"one turn", []openai.Message{msg("user", "hi there")}, []string{"hi there"}},
+		{"one turn after a system message", []openai.Message{msg("system", "s"), msg("user", "q")}, []string{"q"}},
+		{"two turns", []openai.Message{msg("user", "a"), msg("assistant", "b")}, []string{"a", "b"}},
+		{"three turns around system messages", []openai.Message{msg("developer", "d"), msg("user", "a"), msg("system", "s"), msg("assistant", "b"), msg("user", "c")}, []string{"a", "b", "c"}},
+		{"empty turns", []openai.Message{msg("user", ""), msg("assistant", ""), msg("user", "x")}, []string{"", "", "x"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, ok := retainedDialog(c.msgs)
+			if !ok {
+				t.Fatal("not retained")
+			}
+			if want := strings.Join(c.turns, guard.TurnSeparator); d.text != want {
+				t.Fatalf("text %q, want %q", d.text, want)
+			}
+			if len(d.roles) != len(c.turns) {
+				t.Fatalf("roles %q for %d turns", d.roles, len(c.turns))
+			}
+		})
 	}
 }
