@@ -99,14 +99,19 @@ type Store struct {
 	// those and the ones it is writing, found by Lookup meanwhile.
 	queue   []record
 	pending map[string]record
+	// spare is the last batch's array, emptied, for the next queue: a
+	// queue that grows from nothing again after every batch allocated
+	// about twice its records (garbage, on every created response).
+	spare []record
 	// room, when not nil, is closed once pending is below maxPending
 	// again (Remember waits on it).
 	room       chan struct{}
 	maxPending int
 	// closing refuses creations once Close has begun (stopCreations).
 	closing bool
-	// news are the local changes not yet taken by Outgoing.
-	news []record
+	// news are the local changes not yet taken by Outgoing; newsSpare is
+	// the array Outgoing took last, emptied, for the next news (as spare).
+	news, newsSpare []record
 
 	// Owned by the actor goroutine.
 	mem map[string]record // the records, when there is no database
@@ -351,7 +356,7 @@ func (s *Store) writeQueue() {
 		batch := s.queue[:n:n]
 		s.queue = s.queue[n:]
 		if len(s.queue) == 0 {
-			s.queue = nil
+			s.queue, s.spare = s.spare, nil
 		}
 		s.mu.Unlock()
 		if n == 0 {
@@ -369,7 +374,11 @@ func (s *Store) writeQueue() {
 			delete(s.pending, r.ID)
 		}
 		if err == nil {
-			s.news = append(s.news, keep...)
+			s.addNews(keep)
+		}
+		if s.spare == nil && cap(batch) <= writeBatch {
+			clear(batch) // its strings are not kept alive meanwhile
+			s.spare = batch[:0]
 		}
 		if s.room != nil && len(s.pending) < s.maxPending {
 			close(s.room)
@@ -377,6 +386,14 @@ func (s *Store) writeQueue() {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// addNews queues local changes for Outgoing. The caller holds mu.
+func (s *Store) addNews(rs []record) {
+	if s.news == nil {
+		s.news, s.newsSpare = s.newsSpare, nil
+	}
+	s.news = append(s.news, rs...)
 }
 
 // flush waits until the queue is persisted (tests).
@@ -466,7 +483,7 @@ func (s *Store) apply(ctx context.Context, in []record, local bool) error {
 	}
 	if local {
 		s.mu.Lock()
-		s.news = append(s.news, keep...)
+		s.addNews(keep)
 		s.mu.Unlock()
 	}
 	return nil
@@ -599,9 +616,19 @@ func (s *Store) commit(ctx context.Context, in []record) ([]record, error) {
 		return out, err
 	}
 	out := keep[:0] // filtered in place: the transaction runs once
+	// The keys and values share one array, the entries another: two
+	// allocations per batch rather than three per record.
+	size := 0
+	for _, r := range keep {
+		size += len(store.PrefixAffinity) + len(r.ID) + 32 + len(r.Consumer) + len(r.Backend) + len(r.Origin)
+	}
+	buf := make([]byte, 0, size)
+	entries := make([]badger.Entry, 0, len(keep))
 	err := s.db.Update(func(txn *badger.Txn) error {
 		for _, r := range keep {
-			key := []byte(store.PrefixAffinity + r.ID)
+			start := len(buf)
+			buf = append(append(buf, store.PrefixAffinity...), r.ID...)
+			key := buf[start:len(buf):len(buf)]
 			if !s.filter.absent(r.ID) { // else certainly new: nothing to read
 				s.reads.Add(1)
 				it, err := txn.Get(key)
@@ -618,8 +645,12 @@ func (s *Store) commit(ctx context.Context, in []record) ([]record, error) {
 					}
 				}
 			}
-			v := r.appendValue(make([]byte, 0, 24+len(r.Consumer)+len(r.Backend)+len(r.Origin)))
-			e := badger.NewEntry(key, v).WithTTL(time.Duration(max(r.Expires-now, 1)) * time.Millisecond)
+			// Past the size, appends move to a new array: the slices
+			// taken stay valid. entries never grows past its size.
+			start = len(buf)
+			buf = r.appendValue(buf)
+			entries = append(entries, badger.Entry{Key: key, Value: buf[start:len(buf):len(buf)]})
+			e := entries[len(entries)-1].WithTTL(time.Duration(max(r.Expires-now, 1)) * time.Millisecond)
 			if err := txn.SetEntry(e); err != nil {
 				return err
 			}
@@ -700,6 +731,16 @@ func (s *Store) Outgoing(ctx context.Context, full bool) ([][]byte, error) {
 		s.mu.Lock()
 		rs, s.news = s.news, nil
 		s.mu.Unlock()
+		if taken := rs; taken != nil && cap(taken) <= 4*writeBatch { // a burst's is not kept
+			defer func() {
+				clear(taken)
+				s.mu.Lock()
+				if s.newsSpare == nil {
+					s.newsSpare = taken[:0]
+				}
+				s.mu.Unlock()
+			}()
+		}
 	} else {
 		var err error
 		if rs, err = s.recent(ctx); err != nil {
@@ -714,7 +755,11 @@ func (s *Store) Outgoing(ctx context.Context, full bool) ([][]byte, error) {
 	var out [][]byte
 	for len(rs) > 0 {
 		n := min(len(rs), recordsPerLoad)
-		b := []byte{'['} // json.Marshal(rs[:n])
+		size := 2
+		for _, r := range rs[:n] {
+			size += len(r.ID) + len(r.Consumer) + len(r.Backend) + len(r.Origin) + 80
+		}
+		b := append(make([]byte, 0, size), '[') // json.Marshal(rs[:n])
 		for i, r := range rs[:n] {
 			if i > 0 {
 				b = append(b, ',')

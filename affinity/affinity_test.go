@@ -428,3 +428,60 @@ func TestCloseEndsUnderSteadyCreations(t *testing.T) {
 	wg.Wait()
 	<-closed
 }
+
+// TestReusedBuffersCarryEachChangeOnce: the writer's queue and Outgoing's
+// changes reuse the previous round's arrays; rounds of creations, each
+// persisted and sent, must each reach the cluster exactly once, with the
+// right owner, and a payload already returned must not change when the
+// next round reuses what it was built from.
+func TestReusedBuffersCarryEachChangeOnce(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := onDisk(t)
+	var kept [][]byte
+	var keptCopies []string
+	for round := range 5 {
+		for i := range 20 + round*7 {
+			id := fmt.Sprintf("resp_%d_%03d", round, i)
+			if err := s.Remember(ctx, id, Owner{Consumer: fmt.Sprintf("team-%d", round), Backend: "east"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ps, err := s.Outgoing(ctx, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent := map[string]string{}
+		for _, p := range ps {
+			rs, err := decode(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rs {
+				if _, twice := sent[r.ID]; twice {
+					t.Fatalf("round %d: %s sent twice", round, r.ID)
+				}
+				sent[r.ID] = r.Consumer
+			}
+			kept, keptCopies = append(kept, p), append(keptCopies, string(p))
+		}
+		if len(sent) != 20+round*7 {
+			t.Fatalf("round %d: %d ids sent, want %d", round, len(sent), 20+round*7)
+		}
+		for id, c := range sent {
+			if want := fmt.Sprintf("team-%d", round); c != want || id[5] != byte('0'+round) {
+				t.Fatalf("round %d: %s sent as %s's", round, id, c)
+			}
+			if o, ok := s.Lookup(ctx, id); !ok || o.Consumer != c {
+				t.Fatalf("round %d: %s looked up as %v %v", round, id, o, ok)
+			}
+		}
+	}
+	for i, p := range kept {
+		if string(p) != keptCopies[i] {
+			t.Fatalf("payload %d changed after it was returned", i)
+		}
+	}
+}
