@@ -7,7 +7,10 @@
 // What it owns: its records, persisted in the node's Badger database under
 // store.PrefixAffinity with a TTL (Badger drops them when they expire; the
 // value is a compact binary form without the id, which the key holds, and
-// values persisted as JSON by earlier versions still read), and
+// values persisted as JSON by earlier versions still read; the key is the
+// id, and OpenAI's and Azure's ids begin with their creation time, so
+// successive records go into Badger's memtable next to each other, about a
+// third cheaper than ids in no order: BenchmarkWriteBatch), and
 // the queue of local changes not yet handed to the cluster. A deleted
 // response leaves a tombstone for the same TTL, so a peer's late copy never
 // brings it back.
