@@ -61,6 +61,7 @@ fuzz:
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzDecoderAgreesWithExactReader -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/tokens -run '^$$' -fuzz FuzzCountIsExact -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/tokens -run '^$$' -fuzz FuzzChatBound -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzStreamTap -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzReadChatMatchesDecoding -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzReadResponseMatchesDecoding -fuzztime $(FUZZTIME)

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/llmgate/llmgate/internal/config"
@@ -31,6 +32,21 @@ type Limiter interface {
 	// Unlimited reports whether the consumer has no limit at all (no TPM,
 	// no quota, no period) right now: nothing can refuse its calls.
 	Unlimited(consumer string) bool
+}
+
+// spareReserver is a Limiter that can reserve without a round trip to its
+// actors when that leaves the consumer far from its limits (implemented by
+// *quota.Limiter).
+type spareReserver interface {
+	// ReserveSpare reserves tokens only if that needs no round trip and
+	// leaves the counter under half of its limits; false: nothing reserved.
+	ReserveSpare(consumer, key string, tokens int64) (quota.Reservation, quota.Decision, bool)
+}
+
+// bounder is a wire format that can bound its estimate without counting.
+type bounder interface {
+	// bound is at least estimate's total, from byte lengths alone.
+	bound(g *Gateway, call *Call) (total int64, ok bool)
 }
 
 // admitTimeout bounds a call to the limiter: a reservation takes
@@ -57,6 +73,11 @@ type admission struct {
 	// deferred: prompt and tokens were not counted at admission (see
 	// admit); exchange.estimate counts them if settling needs them.
 	deferred bool
+	// bounded: tokens is an upper bound of the estimate, reserved without
+	// counting (see reserveBound); early counts the prompt beside the
+	// upstream call, and exchange.estimate reads it for settling.
+	bounded bool
+	early   *earlyCount
 }
 
 // setHeaders writes the consumer's TPM headers (SPEC §4) when it has a limit.
@@ -126,6 +147,9 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Err
 	// usage. The prompt is counted only if settling needs it (a reply
 	// without usage) or a trace records it.
 	a.deferred = !g.budgets[call.Consumer.Name] && (rt == nil || !rt.steers) && g.tracer == nil && g.limiter.Unlimited(call.Consumer.Name)
+	if !a.deferred && g.reserveBound(call, rt, &a) {
+		return a, nil
+	}
 	if !a.deferred {
 		a.prompt, a.tokens = g.estimate(call)
 	}
@@ -149,12 +173,74 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Err
 	return a, nil
 }
 
+// reserveBound reserves an upper bound of the call's estimate, from byte
+// lengths alone, when the limiter can do so without a round trip to its
+// actors and with the consumer far from its limits (see
+// quota.Limiter.ReserveSpare), and starts counting the prompt beside the
+// upstream call (countBeside): counting is then off the request's path,
+// and settling charges exactly what it would have. Only for a whole
+// (non-streamed) answer, whose headers are written after settling, and for
+// a consumer and route that need nothing else of the estimate before the
+// call: no money budget, no backend tpm to steer by, no trace to record it.
+// Near a limit, where a bound larger than the estimate could refuse
+// something, the limiter declines and admit counts first as before.
+func (g *Gateway) reserveBound(call *Call, rt *route, a *admission) bool {
+	sr, ok := g.limiter.(spareReserver)
+	b, bok := wireOf(call).(bounder)
+	if !ok || !bok || call.Stream || g.budgets[call.Consumer.Name] || rt == nil || rt.steers || g.tracer != nil {
+		return false
+	}
+	total, ok := b.bound(g, call)
+	if !ok {
+		return false
+	}
+	res, d, ok := sr.ReserveSpare(call.Consumer.Name, g.counterKey(call), total)
+	if !ok {
+		return false
+	}
+	a.tokens, a.res, a.reserved, a.limit, a.remain, a.bounded = total, res, true, d.Limit, d.Remaining, true
+	a.early = g.countBeside(call)
+	return true
+}
+
+// earlyCount is a call's prompt estimate, counted on a goroutine of its own
+// while the call goes upstream.
+type earlyCount struct {
+	done          atomic.Bool // set once prompt and total are written
+	prompt, total int64
+}
+
+// countBeside starts counting call's estimate on a goroutine of its own:
+// by the time the backend answers, the count is there.
+func (g *Gateway) countBeside(call *Call) *earlyCount {
+	ec := &earlyCount{}
+	go func() {
+		ec.prompt, ec.total = g.estimate(call)
+		ec.done.Store(true)
+	}()
+	return ec
+}
+
+// result is the estimate: the early count if it is done, else counted now
+// (a backend that answered first; the early goroutine's result is then
+// left unread).
+func (ec *earlyCount) result(g *Gateway, call *Call) (prompt, total int64) {
+	if ec.done.Load() {
+		return ec.prompt, ec.total
+	}
+	return g.estimate(call)
+}
+
 // estimate returns the admission's prompt estimate and its total
 // reservation, counting them now if admit deferred them.
 func (x *exchange) estimate(g *Gateway) (prompt, total int64) {
-	if x.adm.deferred {
+	switch {
+	case x.adm.deferred:
 		x.adm.prompt, x.adm.tokens = g.estimate(x.call)
 		x.adm.deferred = false
+	case x.adm.bounded:
+		x.adm.prompt, x.adm.tokens = x.adm.early.result(g, x.call)
+		x.adm.bounded = false
 	}
 	return x.adm.prompt, x.adm.tokens
 }
@@ -414,11 +500,13 @@ func (g *Gateway) settle(_ context.Context, x *exchange, u *usage) int64 {
 	if x.reached {
 		if u == nil {
 			u = &usage{Prompt: x.promptEstimate(g)}
-		} else if short := x.adm.prompt - u.total(); !x.adm.deferred && short > 0 {
-			v := *u
-			v.Prompt += short
-			v.Total = v.Prompt + v.Completion
-			u = &v
+		} else if !x.adm.deferred {
+			if short := x.promptEstimate(g) - u.total(); short > 0 {
+				v := *u
+				v.Prompt += short
+				v.Total = v.Prompt + v.Completion
+				u = &v
+			}
 		}
 	}
 	var actual int64

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/llmgate/llmgate/internal/openai"
+	"github.com/llmgate/llmgate/internal/tokens"
 )
 
 // wire is one operation's wire format: what the pipeline (authenticate →
@@ -81,6 +82,12 @@ func (chatWire) estimate(g *Gateway, call *Call) (prompt, total int64) {
 		return 0, 0
 	}
 	prompt = int64(g.counter.CountChat(call.Route, r.Messages))
+	return prompt, prompt + chatCompletionPart(g, r)
+}
+
+// chatCompletionPart is the completion allowance a chat request reserves:
+// its own output limit, or the default, for each of its n choices.
+func chatCompletionPart(g *Gateway, r *openai.ChatRequest) int64 {
 	allowance := r.CompletionAllowance()
 	if allowance <= 0 {
 		allowance = g.limits.DefaultCompletionTokens
@@ -89,7 +96,16 @@ func (chatWire) estimate(g *Gateway, call *Call) (prompt, total int64) {
 	if r.N != nil {
 		n = *r.N
 	}
-	return prompt, prompt + min(allowance, maxAllowance)*n
+	return min(allowance, maxAllowance) * n
+}
+
+// bound is an upper bound of estimate's total, from byte lengths alone
+// (tokens.ChatBound).
+func (chatWire) bound(g *Gateway, call *Call) (int64, bool) {
+	if call.Chat == nil {
+		return 0, false
+	}
+	return int64(tokens.ChatBound(call.Chat.Messages)) + chatCompletionPart(g, call.Chat), true
 }
 
 func (chatWire) dialog(call *Call) ([]openai.Message, *float64, bool) {

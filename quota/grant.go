@@ -65,17 +65,21 @@ type grant struct {
 	limit     int64
 	remaining int64
 	resetsAt  time.Time
+	// spare is what must be left of the credit after a ReserveSpare, so
+	// that the window and the period stay under half of their limits.
+	spare int64
 }
 
-// take removes tokens from the grant's credit and returns what is left, or
-// false if the credit (or a revoked grant's) cannot hold them.
-func (g *grant) take(tokens int64) (left int64, ok bool) {
+// take removes tokens from the grant's credit, leaving at least floor, and
+// returns what is left, or false if the credit (or a revoked grant's)
+// cannot hold them.
+func (g *grant) take(tokens, floor int64) (left int64, ok bool) {
 	if g.closed.Load() {
 		return 0, false
 	}
 	for {
 		c := g.credit.Load()
-		if c < tokens {
+		if c-floor < tokens {
 			return 0, false
 		}
 		if g.credit.CompareAndSwap(c, c-tokens) {
@@ -126,13 +130,18 @@ func (s *shard) grantOf(consumer, key string, now time.Time) *grant {
 
 // draw reserves tokens for (consumer, key) from its grant, without the
 // shard's goroutine; false when there is no grant valid now or it cannot
-// hold them. Any goroutine.
-func (s *shard) draw(consumer, key string, tokens int64, now time.Time) (Reservation, Decision, bool) {
+// hold them (with spare, and leave the counter under half of its limits).
+// Any goroutine.
+func (s *shard) draw(consumer, key string, tokens int64, now time.Time, spare bool) (Reservation, Decision, bool) {
 	g := s.grantOf(consumer, key, now)
 	if g == nil {
 		return Reservation{}, Decision{}, false
 	}
-	left, ok := g.take(tokens)
+	var floor int64
+	if spare {
+		floor = g.spare
+	}
+	left, ok := g.take(tokens, floor)
 	if !ok {
 		return Reservation{}, Decision{}, false
 	}
@@ -166,6 +175,12 @@ func (s *shard) offer(c *counter, lim Limits, cur, used, tokens int64, d Decisio
 	}
 	g := &grant{bucket: cur, periodStart: c.periodStart, size: size,
 		limit: lim.TPM, remaining: lim.remaining(used + size), resetsAt: d.QuotaResetsAt}
+	if lim.TPM > 0 {
+		g.spare = max(g.spare, (lim.TPM+1)/2-g.remaining)
+	}
+	if lim.QuotaTokens > 0 {
+		g.spare = max(g.spare, (lim.QuotaTokens+1)/2-(lim.QuotaTokens-c.periodSum()-size))
+	}
 	g.credit.Store(size)
 	// Charged as one reservation in the bucket the reservation that made it
 	// already changed (see markChanged): nothing more to gossip.

@@ -243,3 +243,42 @@ func TestConcurrentGrantsNeverExceedTPM(t *testing.T) {
 		t.Fatal("no reservation was taken from a grant")
 	}
 }
+
+// TestReserveSpareKeepsHalfTheLimits: ReserveSpare takes from a grant only
+// while the counter's window and period stay under half of their limits,
+// and never asks the shard.
+func TestReserveSpareKeepsHalfTheLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lim  Limits
+	}{
+		{"tpm", Limits{TPM: 10000}},
+		{"quota", Limits{QuotaTokens: 10000, Period: Daily}},
+		{"both", Limits{TPM: 10000, QuotaTokens: 10000, Period: Daily}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := open(t, newClock(t0), map[string]Limits{"a": tc.lim})
+			if _, _, ok := l.ReserveSpare("a", "", 100); ok {
+				t.Fatal("ReserveSpare without a grant reserved")
+			}
+			reserve(t, l, "a", "", 1000) // the shard's; a grant of 8000 follows
+			if _, _, ok := l.ReserveSpare("a", "", 4001); ok {
+				t.Fatal("ReserveSpare(4001) with 1000 used of 10000 reserved")
+			}
+			r, d, ok := l.ReserveSpare("a", "", 4000)
+			if !ok || r.drawn == nil || tc.lim.TPM > 0 && d.Remaining != 5000 {
+				t.Fatalf("ReserveSpare(4000) with 1000 used = %+v, %v: want 5000 remaining", d, ok)
+			}
+			if _, _, ok := l.ReserveSpare("a", "", 1); ok {
+				t.Fatal("ReserveSpare(1) with half of the limit used reserved")
+			}
+			if r, _ := reserve(t, l, "a", "", 1000); r.drawn == nil {
+				t.Fatal("Reserve(1000) was not taken from the grant's rest")
+			}
+			st := status(t, l, "a")
+			if tc.lim.TPM > 0 && st.TPMUsed != 6000 || tc.lim.QuotaTokens > 0 && st.QuotaUsed != 6000 {
+				t.Fatalf("used %d, quota %d; want 6000", st.TPMUsed, st.QuotaUsed)
+			}
+		})
+	}
+}

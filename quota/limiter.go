@@ -411,7 +411,7 @@ func (l *Limiter) ReserveWithin(ctx context.Context, wait time.Duration, consume
 	}
 	tokens = min(tokens, MaxTokens)
 	s := l.shardOf(consumer, key)
-	if res, d, ok := s.draw(consumer, key, tokens, l.now()); ok {
+	if res, d, ok := s.draw(consumer, key, tokens, l.now(), false); ok {
 		if err := l.usable(ctx); err != nil {
 			// Taken, but the caller gave up: the call is not forwarded.
 			l.SettleAsync(res, 0)
@@ -424,6 +424,21 @@ func (l *Limiter) ReserveWithin(ctx context.Context, wait time.Duration, consume
 		return Reservation{}, Decision{}, fmt.Errorf("quota: reserve for %q: %w", consumer, err)
 	}
 	return r.res, r.dec, nil
+}
+
+// ReserveSpare reserves tokens for the counter key of consumer only if that
+// needs no round trip to its shard (a grant of the counter holds them, see
+// grant.go) and leaves the counter's window and period under half of their
+// limits; otherwise it reserves nothing and returns false. It is for a
+// caller that would rather reserve a generous bound at once than count
+// exactly first: where a bound larger than the estimate could refuse
+// anything, near a limit, it is refused and the caller counts. A consumer
+// without limits gets false (Reserve answers it without a round trip).
+func (l *Limiter) ReserveSpare(consumer, key string, tokens int64) (Reservation, Decision, bool) {
+	if tokens < 0 || tokens > MaxTokens || l.usable(context.Background()) != nil {
+		return Reservation{}, Decision{}, false
+	}
+	return l.shardOf(consumer, key).draw(consumer, key, tokens, l.now(), true)
 }
 
 // unlimited reports whether consumer's counters have no limit at all (no

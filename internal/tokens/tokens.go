@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/tiktoken-go/tokenizer"
 
@@ -133,6 +134,43 @@ func (c *Counter) CountChat(model string, messages []openai.Message) int {
 		}
 	}
 	return n
+}
+
+// ChatBound returns an upper bound of CountChat's count of messages, under
+// any model's encoding, from byte lengths alone (a pass over each text to
+// check its UTF-8, no counting): every token of valid UTF-8 is at least one
+// byte of it, and the tokenizer reads each byte of invalid UTF-8 as U+FFFD,
+// at most three tokens. A content that CountChat decodes (Text nil) is
+// bounded by its raw JSON, which no decoding makes longer but by invalid
+// bytes. For a caller that reserves at once and counts later.
+func ChatBound(messages []openai.Message) int {
+	n := tokensForReply
+	for _, m := range messages {
+		n += tokensPerMessage + textBound(m.Role)
+		if m.Text != nil {
+			for _, s := range m.Text.Parts {
+				n += textBound(s)
+			}
+		} else if len(m.Content) > 0 {
+			if utf8.Valid(m.Content) {
+				n += len(m.Content)
+			} else {
+				n += 3 * len(m.Content)
+			}
+		}
+		if m.Name != "" {
+			n += tokensPerName + textBound(m.Name)
+		}
+	}
+	return n
+}
+
+// textBound is the most tokens text can be (see ChatBound).
+func textBound(text string) int {
+	if utf8.ValidString(text) {
+		return len(text)
+	}
+	return 3 * len(text)
 }
 
 // contentTexts returns the texts of a message's content that count as tokens.
