@@ -78,10 +78,14 @@ func normLine(buf []byte, line string) []byte {
 		// (unicode.IsSpace, as strings.Fields splits).
 		i := 0
 		for i < len(rest) {
-			r, n := rune(rest[i]), 1
-			if r >= utf8.RuneSelf {
-				r, n = utf8.DecodeRuneInString(rest[i:])
+			if c := rest[i]; c < utf8.RuneSelf {
+				if !asciiSpace(c) {
+					break
+				}
+				i++
+				continue
 			}
+			r, n := utf8.DecodeRuneInString(rest[i:])
 			if !unicode.IsSpace(r) {
 				break
 			}
@@ -89,10 +93,14 @@ func normLine(buf []byte, line string) []byte {
 		}
 		j := i
 		for j < len(rest) {
-			r, n := rune(rest[j]), 1
-			if r >= utf8.RuneSelf {
-				r, n = utf8.DecodeRuneInString(rest[j:])
+			if c := rest[j]; c < utf8.RuneSelf {
+				if asciiSpace(c) {
+					break
+				}
+				j++
+				continue
 			}
+			r, n := utf8.DecodeRuneInString(rest[j:])
 			if unicode.IsSpace(r) {
 				break
 			}
@@ -116,11 +124,21 @@ func normLine(buf []byte, line string) []byte {
 // follows a symbol ("i++.", kept as "i++").
 func trimSentencePunct(w string) string {
 	hasWord := false
-	for _, r := range w {
+	for i := 0; i < len(w); {
+		if c := w[i]; c < utf8.RuneSelf {
+			if 'a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9' {
+				hasWord = true
+				break
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(w[i:])
 		if unicode.IsLetter(r) || unicode.IsNumber(r) {
 			hasWord = true
 			break
 		}
+		i += n
 	}
 	if !hasWord {
 		return w
@@ -248,3 +266,6 @@ func rewrite(b *strings.Builder, s []byte) {
 		shift(1)
 	}
 }
+
+// asciiSpace is unicode.IsSpace of an ASCII character, without the call.
+func asciiSpace(c byte) bool { return c == ' ' || '\t' <= c && c <= '\r' }
