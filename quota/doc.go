@@ -98,9 +98,10 @@
 // shard. The shard retires a counter's grant (taking back what is left, in
 // the bucket and period it was charged to) before it reads the counter for
 // anything, and a settlement above its estimate closes the grant until the
-// shard has applied it, so no decision differs from the shard's own (see
-// grant.go). A reservation taken from a grant is settled through the
-// mailbox, as an unmetered one is.
+// shard has applied it, so no admission differs from the shard's own (see
+// grant.go); one below its estimate gives what it frees to the grant. A
+// reservation taken from a grant is settled through the mailbox, as an
+// unmetered one is.
 //
 // A persister goroutine asks every shard, once per Options.SnapshotInterval,
 // for encoded copies of its changed counters and writes them in one Badger

@@ -37,7 +37,12 @@ import (
 //
 // A reservation taken from a grant is settled through the shard's mailbox
 // like an unmetered one: it carries its bucket, period and time, and the
-// first Settle or SettleAsync of any copy wins.
+// first Settle or SettleAsync of any copy wins. A settlement below its
+// estimate, of a reservation charged in the grant's bucket and period,
+// gives what it frees to the grant at once (see give): the next
+// reservations admit against it, as the shard would once it applied the
+// settlement, and the shard does not refund the window for it (the grant's
+// retirement does, if nobody took it).
 //
 // Grants need no round trip, so a Headroom within the grant's bucket is
 // answered from it too (the headroom left once all of the grant is taken,
@@ -57,9 +62,10 @@ type grant struct {
 	// closed is set by a settlement above its estimate, queued but not yet
 	// applied: nothing more may be taken before the shard has counted it.
 	closed      atomic.Bool
-	bucket      int64 // the bucket it was charged to and is valid in
-	periodStart int64 // the period it was charged to (0 = none)
-	size        int64 // tokens charged for it
+	given       atomic.Int64 // tokens settlements gave it (see give)
+	bucket      int64        // the bucket it was charged to and is valid in
+	periodStart int64        // the period it was charged to (0 = none)
+	size        int64        // tokens charged for it
 	// limit, remaining and resetsAt are the Decision of a reservation that
 	// takes the last of the grant.
 	limit     int64
@@ -107,11 +113,40 @@ func (s *shard) close(consumer, key string) {
 	}
 }
 
-// drawn is what settling a reservation taken from a grant needs.
+// drawn is what settling a reservation taken from a grant needs besides
+// its bucket and period.
 type drawn struct {
-	bucket, periodStart int64
-	at                  int64       // Unix ns of the reservation
-	settled             atomic.Bool // the first Settle or SettleAsync won
+	at      int64       // Unix ns of the reservation
+	settled atomic.Bool // the first Settle or SettleAsync won
+}
+
+// give adds what settlement st frees (its estimate less its charge) to the
+// grant of its counter, if the counter has a live grant charged in the
+// bucket and period st's reservation was: the tokens stay charged to the
+// window, now as the grant's, for the next reservations to take, and the
+// shard takes them back with the rest of the grant when it retires it.
+// It reports whether it did (st is then applied without a refund). Any
+// goroutine.
+func (s *shard) give(st *settlement) bool {
+	v, ok := s.grants.Load(counterKey{st.consumer, st.key})
+	if !ok {
+		return false
+	}
+	g := v.(*grant)
+	if g.bucket != st.bucket || g.periodStart != st.periodStart {
+		return false
+	}
+	freed := st.estimate - st.tokens
+	for {
+		c := g.credit.Load()
+		if c < 0 || c > MaxTokens-freed {
+			return false // retired: the shard refunds the window itself
+		}
+		if g.credit.CompareAndSwap(c, c+freed) {
+			g.given.Add(freed)
+			return true
+		}
+	}
 }
 
 // grantOf returns the grant published for (consumer, key) valid at now,
@@ -145,8 +180,8 @@ func (s *shard) draw(consumer, key string, tokens int64, now time.Time, spare bo
 	if !ok {
 		return Reservation{}, Decision{}, false
 	}
-	r := Reservation{consumer: consumer, key: key, tokens: tokens,
-		drawn: &drawn{bucket: g.bucket, periodStart: g.periodStart, at: now.UnixNano()}}
+	r := Reservation{consumer: consumer, key: key, tokens: tokens, bucket: g.bucket, periodStart: g.periodStart,
+		drawn: &drawn{at: now.UnixNano()}}
 	return r, g.decision(left), true
 }
 
@@ -196,10 +231,12 @@ func (s *shard) offer(c *counter, lim Limits, cur, used, tokens int64, d Decisio
 // it where it was charged; what it served counts as demand. c must be
 // prepared (see shard.prepare) at now.
 //
-// What was left is taken off the added totals it was put on, not added to
-// the removed ones: nothing outside the shard's goroutine (a snapshot, a
-// peer, Status) ever reads a total while a grant is on it (each retires
-// first), so to them the totals only ever grow, by what was taken.
+// What was left, up to the grant's own size, is taken off the added totals
+// it was put on, not added to the removed ones: nothing outside the shard's
+// goroutine (a snapshot, a peer, Status) ever reads a total while a grant
+// is on it (each retires first), so to them the added totals only ever
+// grow, by what was taken. What settlements gave it beyond that is removed
+// as their refunds would have been.
 func (s *shard) retire(c *counter, now time.Time) {
 	g := c.grant
 	if g == nil {
@@ -208,14 +245,27 @@ func (s *shard) retire(c *counter, now time.Time) {
 	c.grant = nil
 	s.grants.Delete(counterKey{c.consumer, c.key})
 	left := max(g.credit.Swap(grantRevoked), 0)
-	c.grantServed = g.size - left
+	c.grantServed = g.size + g.given.Load() - left
 	if left > 0 {
+		back, extra := min(left, g.size), max(left-g.size, 0)
 		local := &c.origins[0]
 		if local.w.holds(g.bucket) {
-			local.w.v[g.bucket&ringMask].added -= left
+			slot := &local.w.v[g.bucket&ringMask]
+			slot.added -= back
+			slot.charge(-extra, MaxTokens)
 		}
 		if g.periodStart != 0 && g.periodStart == c.periodStart {
-			local.period.added -= left
+			local.period.added -= back
+			local.period.charge(-extra, periodCap)
+		}
+	}
+	if left != g.size {
+		// What it served, and what settlements gave back, changed the
+		// totals since the last snapshot and Outgoing.
+		c.dirty = true
+		c.markChanged(g.bucket, s.round+1)
+		if g.periodStart != 0 {
+			c.round = s.round + 1
 		}
 	}
 	if c.grantServed > 0 {

@@ -282,3 +282,35 @@ func TestReserveSpareKeepsHalfTheLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestRefundsGoToTheGrant: what a settlement below its estimate frees is
+// admitted from the grant at once, as the shard would admit it, and
+// counted once.
+func TestRefundsGoToTheGrant(t *testing.T) {
+	l := open(t, newClock(t0), map[string]Limits{"a": {TPM: 10000, QuotaTokens: 50000, Period: Daily}})
+	r1, _ := reserve(t, l, "a", "", 1000) // the shard's; a grant of 8000 follows
+	r2, d := reserve(t, l, "a", "", 1000)
+	if r2.drawn == nil || d.Remaining != 8000 {
+		t.Fatalf("second reservation: drawn %v, remaining %d; want drawn, 8000", r2.drawn != nil, d.Remaining)
+	}
+	l.SettleAsync(r2, 100)
+	l.SettleAsync(r1, 0)
+	r3, d := reserve(t, l, "a", "", 1000)
+	if r3.drawn == nil || d.Remaining != 8900 {
+		t.Fatalf("after two refunds: drawn %v, remaining %d; want drawn, 8900", r3.drawn != nil, d.Remaining)
+	}
+	// The grant holds 8000 of its own and 1900 given back, less 2000 taken;
+	// the last 1000 of the window are the shard's.
+	if r, d := reserve(t, l, "a", "", 7900); r.drawn == nil || d.Remaining != 1000 {
+		t.Fatalf("the grant's rest: drawn %v, remaining %d; want drawn, 1000", r.drawn != nil, d.Remaining)
+	}
+	if r, d := reserve(t, l, "a", "", 1000); r.drawn != nil || d.Remaining != 0 {
+		t.Fatalf("the window's rest: drawn %v, remaining %d; want the shard's, 0", r.drawn != nil, d.Remaining)
+	}
+	if _, d := reserve(t, l, "a", "", 1); d.Allowed {
+		t.Fatalf("a full window admitted %+v", d)
+	}
+	if st := status(t, l, "a"); st.TPMUsed != 10000 || st.QuotaUsed != 10000 {
+		t.Fatalf("used %d, quota %d; want 10000, 10000", st.TPMUsed, st.QuotaUsed)
+	}
+}

@@ -110,6 +110,8 @@ type Reservation struct {
 	consumer, key string
 	id            uint64 // the shard's; 0 for an unmetered one
 	tokens        int64
+	// bucket and periodStart are where a metered reservation was charged.
+	bucket, periodStart int64
 	// unmetered is set instead of id when the counter had no limit at all:
 	// the reservation was made without its shard, and settling it records
 	// the usage in the bucket of the reservation.
@@ -544,10 +546,18 @@ func (l *Limiter) SettleAsync(r Reservation, actual int64) {
 // post queues st in its shard's mailbox. A settlement that charges more
 // than its estimate first closes the counter's grant (see grant.go), so
 // that no Reserve is answered without the shard before it is applied.
+//
+// A settlement below its estimate, of a reservation charged where the
+// counter's grant is, gives what it frees to the grant at once (see
+// grant.give), so that a Reserve taken from the grant next admits against
+// it, as the shard would.
 func (l *Limiter) post(st settlement) {
 	s := l.shardOf(st.consumer, st.key)
-	if st.tokens > st.estimate {
+	switch {
+	case st.tokens > st.estimate:
 		s.close(st.consumer, st.key)
+	case st.tokens < st.estimate && (st.id != 0 || st.drawn):
+		st.kept = s.give(&st)
 	}
 	s.post(st)
 }
@@ -555,7 +565,7 @@ func (l *Limiter) post(st settlement) {
 // settlement is the mailbox's settlement of r to actual, false if r is
 // made without its shard (unmetered or drawn) and a copy was settled already.
 func (r Reservation) settlement(actual int64) (settlement, bool) {
-	st := settlement{consumer: r.consumer, key: r.key, id: r.id, tokens: actual, estimate: r.tokens}
+	st := settlement{consumer: r.consumer, key: r.key, id: r.id, tokens: actual, estimate: r.tokens, bucket: r.bucket, periodStart: r.periodStart}
 	switch {
 	case r.unmetered != nil:
 		if !r.unmetered.settled.CompareAndSwap(false, true) {
@@ -566,8 +576,7 @@ func (r Reservation) settlement(actual int64) (settlement, bool) {
 		if !r.drawn.settled.CompareAndSwap(false, true) {
 			return settlement{}, false
 		}
-		st.drawn = true
-		st.bucket, st.periodStart, st.at = r.drawn.bucket, r.drawn.periodStart, r.drawn.at
+		st.drawn, st.at = true, r.drawn.at
 	}
 	return st, true
 }

@@ -100,11 +100,14 @@ type settlement struct {
 	bucket        int64 // an unmetered or drawn reservation's bucket
 	// estimate is what the reservation charged (0 for an unmetered one).
 	estimate int64
-	// drawn: a reservation taken from a grant, with its period and time
-	// (see grant.go).
-	drawn       bool
+	// periodStart is the period a metered reservation was charged to.
 	periodStart int64
-	at          int64
+	// drawn: a reservation taken from a grant, made at at (see grant.go).
+	drawn bool
+	at    int64
+	// kept: what the settlement frees was given to the counter's grant,
+	// which holds it charged (see grant.give); the window is not refunded.
+	kept bool
 }
 
 // shard owns a subset of the counters. Only its run goroutine touches its
@@ -238,7 +241,7 @@ func (s *shard) drain() {
 		case st.id == 0:
 			s.record(st.consumer, st.key, st.tokens, st.bucket, now)
 		default:
-			s.settle(st.consumer, st.key, st.id, st.tokens, now)
+			s.settleKept(st, now)
 		}
 	}
 	clear(batch) // let go of the strings
@@ -362,7 +365,7 @@ func (s *shard) reserve(m *message, now time.Time) result {
 	d.Remaining = lim.remaining(used + m.tokens)
 	s.offer(c, lim, cur, used+m.tokens, m.tokens, d)
 	return result{
-		res: Reservation{consumer: m.consumer, key: m.key, id: s.nextID, tokens: m.tokens},
+		res: Reservation{consumer: m.consumer, key: m.key, id: s.nextID, tokens: m.tokens, bucket: b, periodStart: c.periodStart},
 		dec: d,
 	}
 }
@@ -373,7 +376,7 @@ func (s *shard) settle(consumer, key string, id uint64, tokens int64, now time.T
 	if ok {
 		delete(s.pending, id)
 		p.c.pending--
-		return s.apply(p, tokens, now)
+		return s.apply(p, tokens, false, now)
 	}
 	c := s.counter(consumer, key)
 	lim := s.limits[c.consumer]
@@ -382,20 +385,34 @@ func (s *shard) settle(consumer, key string, id uint64, tokens int64, now time.T
 	return d
 }
 
+// settleKept is settle for a settlement from the mailbox, which may have
+// given what it frees to the counter's grant (settlement.kept).
+func (s *shard) settleKept(st *settlement, now time.Time) {
+	if p, ok := s.pending[st.id]; ok {
+		delete(s.pending, st.id)
+		p.c.pending--
+		s.apply(p, st.tokens, st.kept, now)
+		return
+	}
+	s.settle(st.consumer, st.key, st.id, st.tokens, now)
+}
+
 // settleDrawn settles a reservation taken from a grant (see grant.go), as
 // settle does one of the shard's own.
 func (s *shard) settleDrawn(st *settlement, now time.Time) {
-	s.apply(pending{c: s.counter(st.consumer, st.key), bucket: st.bucket, periodStart: st.periodStart, tokens: st.estimate, at: st.at}, st.tokens, now)
+	s.apply(pending{c: s.counter(st.consumer, st.key), bucket: st.bucket, periodStart: st.periodStart, tokens: st.estimate, at: st.at}, st.tokens, st.kept, now)
 }
 
 // apply replaces the estimate of reservation p by tokens and returns the
 // counter's Decision after it. A charge above the estimate retires the
-// counter's grant first: nothing more is admitted before it counts.
-func (s *shard) apply(p pending, tokens int64, now time.Time) Decision {
+// counter's grant first: nothing more is admitted before it counts. kept:
+// what a charge below the estimate frees was given to the grant (see
+// grant.give), which takes it back from the window when retired.
+func (s *shard) apply(p pending, tokens int64, kept bool, now time.Time) Decision {
 	c := p.c
 	lim := s.limits[c.consumer]
 	cur := s.prepare(c, lim, now)
-	if delta := max(tokens, 0) - p.tokens; delta != 0 {
+	if delta := max(tokens, 0) - p.tokens; delta != 0 && !(kept && delta < 0) {
 		if delta > 0 {
 			s.retire(c, now)
 		}
