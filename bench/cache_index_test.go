@@ -60,3 +60,26 @@ func TestCacheIndexOnEmbeddedPrompts(t *testing.T) {
 		t.Fatalf("data %s dim %d recall %.3f", rep.Data, rep.Dim, r.RecallAt1)
 	}
 }
+
+func TestCacheIndexRejectsUnknownBuild(t *testing.T) {
+	if _, err := CacheIndex(context.Background(), CacheIndexOptions{Build: "bulk"}, nil); err == nil {
+		t.Fatal("unknown build accepted")
+	}
+}
+
+// TestCacheIndexBuildsAsMissesDo: with BuildMiss each vector is searched for
+// before it is added, so every HNSW insert starts from that search; the
+// report says how the index was built, and the graph is as good.
+func TestCacheIndexBuildsAsMissesDo(t *testing.T) {
+	var out bytes.Buffer
+	rep, err := CacheIndex(context.Background(), CacheIndexOptions{Sizes: []int{500}, Queries: 50, Impls: []string{ImplHNSW}, Seed: 2, Build: BuildMiss}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Rows[0]; rep.Build != BuildMiss || r.RecallAt1 < 0.95 {
+		t.Fatalf("build %s recall %.3f", rep.Build, r.RecallAt1)
+	}
+	if !strings.Contains(out.String(), "searched for, then added") {
+		t.Fatalf("table does not say how the index was built:\n%s", out.String())
+	}
+}

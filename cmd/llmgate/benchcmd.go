@@ -315,6 +315,7 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 	impls := fs.String("impls", strings.Join(idef.Impls, ","), "graph implementations: hnsw, coder-hnsw")
 	efSearch := fs.Int("ef-search", 0, "HNSW search beam (0 = the default)")
 	efConstruction := fs.Int("ef-construction", 0, "HNSW construction beam (0 = the default)")
+	build := fs.String("build", bench.BuildAdd, "how the index part builds each index: add (adds only) or miss (each vector searched for, then added, as cache misses build it)")
 	int8Walk := fs.Bool("index-int8", true, "HNSW walks int8 copies of the vectors instead of the float32 vectors (cache.index_int8); =false walks the float32 vectors")
 	data := fs.String("data", "../shared/data", "`DIR` with paws_dev.tsv and gptcache_mock_data.json (index/testdata holds a 300-pair subset)")
 	rate := fs.Int("rate", 500, "open-loop rate of the end-to-end part, requests/s")
@@ -337,7 +338,7 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 			if o.Sizes, err = parseBenchRates(*sizes); err != nil {
 				return fmt.Errorf("bench cache: --sizes: %w", err)
 			}
-			o.Queries, o.Progress, o.Data = *queries, stderr, *vectors
+			o.Queries, o.Progress, o.Data, o.Build = *queries, stderr, *vectors, *build
 			o.Impls = strings.Split(*impls, ",")
 			o.Params.EfSearch, o.Params.EfConstruction, o.Params.Float32Walk = *efSearch, *efConstruction, !*int8Walk
 			rep.Index, err = bench.CacheIndex(ctx, o, stdout)

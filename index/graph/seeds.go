@@ -64,13 +64,30 @@ type seedRing struct {
 	next  int        // the oldest, once the ring is full
 }
 
-// vecHash hashes v's bits (FNV-1a over 32-bit words, finished by a
-// multiply-xorshift); it is never 0, which marks an empty beam.
+// vecHash hashes v's bits: FNV-1a over 64-bit words (two components each)
+// in four interleaved lanes, the lanes then folded one into the next with the
+// length and finished by a multiply-xorshift; it is never 0, which marks an
+// empty beam. Each step of a lane is a bijection of its state, so vectors
+// that differ in one component always hash differently. One lane over 32-bit
+// words was a chain of 384 dependent multiplies for a 384-d vector, ≈ 1.5 µs
+// taken twice per cache miss; four lanes of 48 run side by side.
 func vecHash(v []float32) uint64 {
-	h := uint64(14695981039346656037)
+	const basis, prime = 14695981039346656037, 1099511628211
+	h0, h1, h2, h3 := uint64(basis), uint64(basis^1), uint64(basis^2), uint64(basis^3)
+	n := len(v)
+	for ; len(v) >= 8; v = v[8:] {
+		w := (*[8]float32)(v)
+		h0 = (h0 ^ (uint64(math.Float32bits(w[0])) | uint64(math.Float32bits(w[1]))<<32)) * prime
+		h1 = (h1 ^ (uint64(math.Float32bits(w[2])) | uint64(math.Float32bits(w[3]))<<32)) * prime
+		h2 = (h2 ^ (uint64(math.Float32bits(w[4])) | uint64(math.Float32bits(w[5]))<<32)) * prime
+		h3 = (h3 ^ (uint64(math.Float32bits(w[6])) | uint64(math.Float32bits(w[7]))<<32)) * prime
+	}
 	for _, x := range v {
-		h ^= uint64(math.Float32bits(x))
-		h *= 1099511628211
+		h0 = (h0 ^ uint64(math.Float32bits(x))) * prime
+	}
+	h := h0
+	for _, x := range [...]uint64{h1, h2, h3, uint64(n)} {
+		h = (h ^ x) * prime
 	}
 	h ^= h >> 29
 	h *= 0xbf58476d1ce4e5b9

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -241,5 +242,40 @@ func TestHNSWSeedsOutliveConcurrentSearches(t *testing.T) {
 	}
 	if seeds := x.seeds(vecHash(q), walkVec(q)); len(seeds) == 0 {
 		t.Fatal("a search 100 searches ago no longer seeds its insert")
+	}
+}
+
+// TestVecHashTellsVectorsApart: vectors differing in one component, at any
+// position (every lane and the tail), or only in length, hash differently;
+// equal vectors hash equally, and never to 0.
+func TestVecHashTellsVectorsApart(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 31))
+	for _, dim := range []int{1, 3, 7, 8, 9, 16, 383, 384} {
+		v := randUnit(r, dim)
+		h := vecHash(v)
+		if h == 0 || vecHash(slices.Clone(v)) != h {
+			t.Fatalf("dim %d: hash %x, of a copy %x", dim, h, vecHash(slices.Clone(v)))
+		}
+		for i := range v {
+			w := slices.Clone(v)
+			w[i] = math.Nextafter32(w[i], 2)
+			if vecHash(w) == h {
+				t.Fatalf("dim %d: changing component %d leaves the hash", dim, i)
+			}
+		}
+		if vecHash(append(slices.Clone(v), 0)) == h {
+			t.Fatalf("dim %d: appending a zero leaves the hash", dim)
+		}
+	}
+}
+
+var vecHashSink uint64
+
+// BenchmarkVecHash384 is the hash of a 384-d vector, taken twice per cache
+// miss (its look-up and its insert).
+func BenchmarkVecHash384(b *testing.B) {
+	v := randUnit(rand.New(rand.NewPCG(32, 32)), 384)
+	for b.Loop() {
+		vecHashSink += vecHash(v)
 	}
 }
