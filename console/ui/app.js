@@ -404,6 +404,10 @@
 
   let cursor = "";
   let openEntry = null;
+  // entriesSeq numbers the table's loads: the list fetched when the view
+  // opens can answer after a search the user started meanwhile, and must not
+  // replace its results.
+  let entriesSeq = 0;
 
   async function loadCache() {
     if (!$("entries").dataset.mode) await listEntries(false);
@@ -412,7 +416,9 @@
   async function listEntries(more) {
     const p = new URLSearchParams({ limit: "50" });
     if (more && cursor) p.set("cursor", cursor);
+    const seq = ++entriesSeq;
     const out = await api("GET", "/admin/cache/entries?" + p.toString());
+    if (seq !== entriesSeq) return;
     cursor = out.next_cursor || "";
     $("entries-more").hidden = !cursor;
     $("entries").dataset.mode = "list";
@@ -439,7 +445,9 @@
 
   async function search(ev) {
     const route = $("search-route").value.trim(), partition = $("search-partition").value.trim(), text = $("search-text").value;
+    const seq = ++entriesSeq;
     const out = await api("POST", "/admin/cache/search", { route, partition, messages: [{ role: "user", content: text }] });
+    if (seq !== entriesSeq) return;
     $("entries").dataset.mode = "search";
     $("entries-more").hidden = true;
     $("entries-caption").textContent = "Nearest entries to your prompt";
