@@ -173,7 +173,8 @@ func (g *Gateway) admit(ctx context.Context, call *Call) (admission, *openai.Err
 	return a, nil
 }
 
-// reserveBound reserves an upper bound of the call's estimate, from byte
+// reserveBound reserves an upper bound of the call's estimate (chat and
+// embeddings; see bounder), from byte
 // lengths alone, when the limiter can do so without a round trip to its
 // actors and with the consumer far from its limits (see
 // quota.Limiter.ReserveSpare), and starts counting the prompt beside the

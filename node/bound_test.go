@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/llmgate/llmgate/internal/config"
+	"github.com/llmgate/llmgate/internal/openai"
 	"github.com/llmgate/llmgate/quota"
 )
 
@@ -152,5 +153,46 @@ func TestBoundNeedsRoomAndAWholeAnswer(t *testing.T) {
 	admit(d, false, "paying")
 	if a := admit(d, false, "paying"); a.bounded {
 		t.Fatal("a consumer with a money budget was bounded")
+	}
+}
+
+// TestBoundedEmbeddingsChargeAsCounted: an embeddings call (texts, or
+// pre-tokenized inputs) admitted with its bound is settled exactly as one
+// counted first.
+func TestBoundedEmbeddingsChargeAsCounted(t *testing.T) {
+	ctx := context.Background()
+	for _, body := range []string{
+		`{"model":"gpt-4o","input":["The gateway counts every prompt before it forwards it.","Ünïcödé and digits 0123456789"]}`,
+		`{"model":"gpt-4o","input":[[1,2,3,4,5],[6,7]]}`,
+	} {
+		r, e := openai.ParseEmbeddings([]byte(body))
+		if e != nil {
+			t.Fatal(e)
+		}
+		var charged [2]int64
+		for j, wrap := range []func(*quota.Limiter) Limiter{
+			func(l *quota.Limiter) Limiter { return l },
+			func(l *quota.Limiter) Limiter { return countFirst{l} },
+		} {
+			g, _ := boundGateway(t, 1<<30, wrap)
+			for i := range 2 {
+				call := &Call{Op: openai.OpEmbeddings, Route: "gpt-4o", Model: "gpt-4o", Body: []byte(body), Embeddings: r, Consumer: g.byName["team-a"], Header: http.Header{}}
+				a, e := g.admit(ctx, call)
+				if e != nil {
+					t.Fatal(e)
+				}
+				if a.bounded != (j == 0 && i == 1) {
+					t.Fatalf("%s: node %d, call %d: bounded %v", body, j, i, a.bounded)
+				}
+				if b, _ := (embeddingsWire{}).bound(g, call); a.bounded && a.tokens != b {
+					t.Fatalf("%s: reserved %d, the bound is %d", body, a.tokens, b)
+				}
+				charged[j] = g.settle(ctx, &exchange{call: call, adm: a, reached: true}, &usage{Prompt: 1, Total: 1})
+			}
+		}
+		want, _ := embeddingsWire{}.estimate(admitGateway(t), &Call{Route: "gpt-4o", Embeddings: r})
+		if charged[0] != want || charged[1] != want || want < 2 {
+			t.Fatalf("%s: charged %d bounded, %d counted; want the estimate %d", body, charged[0], charged[1], want)
+		}
 	}
 }

@@ -157,6 +157,23 @@ func (embeddingsWire) estimate(g *Gateway, call *Call) (prompt, total int64) {
 	return prompt, prompt
 }
 
+// bound is an upper bound of estimate's total, from byte lengths alone
+// (tokens.TextBound; pre-tokenized inputs are their length).
+func (embeddingsWire) bound(_ *Gateway, call *Call) (int64, bool) {
+	if call.Embeddings == nil {
+		return 0, false
+	}
+	var n int64
+	for _, in := range call.Embeddings.Inputs {
+		if in.Tokens != nil {
+			n += int64(len(in.Tokens))
+		} else {
+			n += int64(tokens.TextBound(in.Text))
+		}
+	}
+	return n, true
+}
+
 func (embeddingsWire) dialog(*Call) ([]openai.Message, *float64, bool) { return nil, nil, false }
 
 func (embeddingsWire) upstreamBody(_ *Call, body []byte, _ bool) []byte { return body }

@@ -73,6 +73,11 @@ func TestChatBoundIsAnUpperBound(t *testing.T) {
 			{Role: "user", Name: "u", Text: &openai.MessageText{Parts: []string{p.Similar, p.Origin}}},
 		}
 		checkBound(t, c, msgs)
+		for _, s := range []string{p.Origin, p.Similar} {
+			if n, b := c.Count("gpt-4", s), TextBound(s); n > b {
+				t.Fatalf("Count = %d, above TextBound %d, of %q", n, b, s)
+			}
+		}
 	}
 	// Invalid UTF-8, which ParseChat refuses but a caller may build.
 	bad := "\xff\xfe\x80 a\xc3 \xe2\x82 \xed\xa0\x80"

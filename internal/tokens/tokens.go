@@ -165,6 +165,10 @@ func ChatBound(messages []openai.Message) int {
 	return n
 }
 
+// TextBound is an upper bound of Count(model, text) under any model's
+// encoding, from its length alone (see ChatBound).
+func TextBound(text string) int { return textBound(text) }
+
 // textBound is the most tokens text can be (see ChatBound).
 func textBound(text string) int {
 	if utf8.ValidString(text) {
