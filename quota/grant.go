@@ -33,7 +33,15 @@ import (
 // takers admit against the headroom as it stood when it was made (and they
 // take at most that). A settlement above its estimate retires the grant
 // too, so that what it charged beyond the estimate counts before anything
-// more is admitted, as it would without grants.
+// more is admitted, as it would without grants: queuing it closes the
+// grant (nothing more is taken from it), and offer publishes no grant of
+// the counter while it waits in the mailbox, both under the mailbox's lock,
+// so that one queued after the shard drained the mailbox and before it
+// published a grant stops that grant too. A Settle that changes the
+// estimate is queued in the mailbox as well (and then waits for a
+// Headroom), so that the grant is closed even if the caller stops waiting.
+// A Reserve taken from a grant whose caller gave up (or that Close
+// refused) gives its tokens back to the grant.
 //
 // A reservation taken from a grant is settled through the shard's mailbox
 // like an unmetered one: it carries its bucket, period and time, and the
@@ -42,7 +50,12 @@ import (
 // gives what it frees to the grant at once (see give): the next
 // reservations admit against it, as the shard would once it applied the
 // settlement, and the shard does not refund the window for it (the grant's
-// retirement does, if nobody took it).
+// retirement does, if nobody took it). It does so under the mailbox's lock,
+// and offer gives a grant what the settlements queued before it free, so a
+// Reserve from a grant admits and reports against every refund queued in
+// its bucket. A second settlement of a reservation of the shard's cannot be
+// told from the first before the shard reads it: the shard then takes
+// back what it gave (see takeBack).
 //
 // Grants need no round trip, so a Headroom within the grant's bucket is
 // answered from it too (the headroom left once all of the grant is taken,
@@ -103,16 +116,6 @@ func (g *grant) decision(left int64) Decision {
 	return d
 }
 
-// close stops takes from the grant of (consumer, key), if it has one,
-// until its shard retires it: a settlement above its estimate is queued,
-// and what it charged beyond must count before anything more is admitted.
-// Any goroutine.
-func (s *shard) close(consumer, key string) {
-	if v, ok := s.grants.Load(counterKey{consumer, key}); ok {
-		v.(*grant).closed.Store(true)
-	}
-}
-
 // drawn is what settling a reservation taken from a grant needs besides
 // its bucket and period.
 type drawn struct {
@@ -132,7 +135,12 @@ func (s *shard) give(st *settlement) bool {
 	if !ok {
 		return false
 	}
-	g := v.(*grant)
+	return v.(*grant).give(st)
+}
+
+// give adds what st frees to g, if st's reservation was charged in g's
+// bucket and period (see shard.give), and notes it in st.kept.
+func (g *grant) give(st *settlement) bool {
 	if g.bucket != st.bucket || g.periodStart != st.periodStart {
 		return false
 	}
@@ -144,8 +152,43 @@ func (s *shard) give(st *settlement) bool {
 		}
 		if g.credit.CompareAndSwap(c, c+freed) {
 			g.given.Add(freed)
+			st.kept = g
 			return true
 		}
+	}
+}
+
+// takeBack undoes what give gave g for st, whose reservation turns out to
+// have been settled already (a second settlement of a reservation of the
+// shard's): what is still in the credit is taken out of it, and what was
+// taken from it since, or taken off the window by retire, is charged to
+// the bucket and period g was charged to. Run's; c is prepared.
+func (s *shard) takeBack(c *counter, g *grant, st *settlement) {
+	freed := st.estimate - st.tokens
+	out := int64(0)
+	for {
+		left := g.credit.Load()
+		if left <= 0 {
+			break
+		}
+		out = min(left, freed)
+		if g.credit.CompareAndSwap(left, left-out) {
+			g.given.Add(-out)
+			break
+		}
+		out = 0
+	}
+	if rest := freed - out; rest > 0 {
+		local := &c.origins[0]
+		if local.w.holds(g.bucket) {
+			local.w.v[g.bucket&ringMask].charge(rest, MaxTokens)
+			c.markChanged(g.bucket, s.round+1)
+		}
+		if g.periodStart != 0 && g.periodStart == c.periodStart {
+			local.period.charge(rest, periodCap)
+			c.round = s.round + 1
+		}
+		c.dirty = true
 	}
 }
 
@@ -164,13 +207,13 @@ func (s *shard) grantOf(consumer, key string, now time.Time) *grant {
 }
 
 // draw reserves tokens for (consumer, key) from its grant, without the
-// shard's goroutine; false when there is no grant valid now or it cannot
-// hold them (with spare, and leave the counter under half of its limits).
-// Any goroutine.
-func (s *shard) draw(consumer, key string, tokens int64, now time.Time, spare bool) (Reservation, Decision, bool) {
+// shard's goroutine, and returns the grant it took them from; nil when
+// there is no grant valid now or it cannot hold them (with spare, and leave
+// the counter under half of its limits). Any goroutine.
+func (s *shard) draw(consumer, key string, tokens int64, now time.Time, spare bool) (Reservation, Decision, *grant) {
 	g := s.grantOf(consumer, key, now)
 	if g == nil {
-		return Reservation{}, Decision{}, false
+		return Reservation{}, Decision{}, nil
 	}
 	var floor int64
 	if spare {
@@ -178,11 +221,11 @@ func (s *shard) draw(consumer, key string, tokens int64, now time.Time, spare bo
 	}
 	left, ok := g.take(tokens, floor)
 	if !ok {
-		return Reservation{}, Decision{}, false
+		return Reservation{}, Decision{}, nil
 	}
 	r := Reservation{consumer: consumer, key: key, tokens: tokens, bucket: g.bucket, periodStart: g.periodStart,
 		drawn: &drawn{at: now.UnixNano()}}
-	return r, g.decision(left), true
+	return r, g.decision(left), g
 }
 
 // offer publishes a grant for c after the shard admitted a reservation of
@@ -217,6 +260,9 @@ func (s *shard) offer(c *counter, lim Limits, cur, used, tokens int64, d Decisio
 		g.spare = max(g.spare, (lim.QuotaTokens+1)/2-(lim.QuotaTokens-c.periodSum()-size))
 	}
 	g.credit.Store(size)
+	if !s.mayGrant(c, g) {
+		return
+	}
 	// Charged as one reservation in the bucket the reservation that made it
 	// already changed (see markChanged): nothing more to gossip.
 	slot.added += size
@@ -225,6 +271,50 @@ func (s *shard) offer(c *counter, lim Limits, cur, used, tokens int64, d Decisio
 	}
 	c.grant = g
 	s.grants.Store(counterKey{c.consumer, c.key}, g)
+	s.mailMu.Unlock()
+}
+
+// mayGrant locks the mailbox and reports whether it holds no settlement of
+// c above its estimate; it unlocks it when false. A settlement queued after
+// the shard drained the mailbox and before a grant is published would
+// otherwise find no grant to close (see shard.post), and the grant would
+// serve reservations that the settlement leaves no room for. What the
+// settlements of c below their estimates queued since free is given to g,
+// as shard.post gives it once g is published.
+func (s *shard) mayGrant(c *counter, g *grant) bool {
+	s.mailMu.Lock()
+	if s.overs > 0 {
+		for i := range s.mail {
+			if st := &s.mail[i]; st.tokens > st.estimate && st.consumer == c.consumer && st.key == c.key {
+				s.mailMu.Unlock()
+				return false
+			}
+		}
+	}
+	for i := range s.mail {
+		if st := &s.mail[i]; st.tokens < st.estimate && (st.id != 0 || st.drawn) && st.kept == nil && st.consumer == c.consumer && st.key == c.key {
+			g.give(st)
+		}
+	}
+	return true
+}
+
+// giveBack returns r's tokens, taken from g by a Reserve whose caller gave
+// up (or Close runs, when SettleAsync drops settlements), to g if it is
+// still live, else settles r to 0 through the mailbox. Any goroutine.
+func (s *shard) giveBack(r Reservation, g *grant) {
+	for {
+		c := g.credit.Load()
+		if c < 0 {
+			break // retired: what was taken counts as served
+		}
+		if g.credit.CompareAndSwap(c, c+r.tokens) {
+			return
+		}
+	}
+	if st, ok := r.settlement(0); ok {
+		s.post(st)
+	}
 }
 
 // retire revokes c's grant, if it has one, and takes back what was left of

@@ -170,15 +170,65 @@ func TestGrantEndsWithItsSecond(t *testing.T) {
 
 // TestLimitChangeRetiresGrants: a lower limit set at run time applies to
 // the next Reserve, even one that a grant made under the old limit could
-// have held.
+// have held, whichever way it is set (none of them asks for a Status,
+// which retires grants too).
 func TestLimitChangeRetiresGrants(t *testing.T) {
-	l := open(t, newClock(t0), map[string]Limits{"a": {TPM: 100000}})
-	reserve(t, l, "a", "", 100)
-	if _, err := l.SetLimits(context.Background(), "a", ptrTo(150), nil); err != nil {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		set  func(*Limiter) error
+	}{
+		{"SetLimits", func(l *Limiter) error { _, err := l.SetLimits(ctx, "a", ptrTo(150), nil); return err }},
+		{"SetConfig", func(l *Limiter) error { return l.SetConfig(ctx, map[string]Limits{"a": {TPM: 150}}) }},
+		{"ApplyLimits", func(l *Limiter) error {
+			return l.ApplyLimits(ctx, []LimitRecord{{Consumer: "a", TPM: ptrTo(150), TPMAt: t0.UnixNano(), TPMOrigin: "n2"}})
+		}},
+	} {
+		l := open(t, newClock(t0), map[string]Limits{"a": {TPM: 100000}})
+		reserve(t, l, "a", "", 100) // a grant of 800
+		if err := c.set(l); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if r, d := reserve(t, l, "a", "", 100); d.Allowed || d.Reason != ReasonTPM {
+			t.Fatalf("%s: Reserve(100) after the limit became 150 with 100 used = %+v (drawn %v), want refused (tpm)", c.name, d, r.drawn != nil)
+		}
+	}
+}
+
+// TestMergeRetiresGrants: usage merged from another node counts before the
+// next Reserve, which a grant made before it could have held.
+func TestMergeRetiresGrants(t *testing.T) {
+	l := open(t, newClock(t0), map[string]Limits{"a": {TPM: 1000}})
+	reserve(t, l, "a", "", 100) // a grant of 800
+	mergeUsage(t, l, Usage{Origin: "n2", Consumer: "a", Buckets: []BucketUsage{bucketAt(t0, 850, 0)}})
+	if r, d := reserve(t, l, "a", "", 100); d.Allowed || d.Reason != ReasonTPM {
+		t.Fatalf("Reserve(100) with 950 used = %+v (drawn %v), want refused (tpm)", d, r.drawn != nil)
+	}
+	if st := status(t, l, "a"); st.TPMUsed != 950 {
+		t.Fatalf("used %d, want 950", st.TPMUsed)
+	}
+}
+
+// TestRecordRetiresGrants: the usage of a reservation made while the
+// consumer had no limit, settled once it has one, counts before the next
+// Reserve, which a grant made before could have held.
+func TestRecordRetiresGrants(t *testing.T) {
+	ctx := context.Background()
+	l := open(t, newClock(t0), map[string]Limits{"a": {}})
+	free, _ := reserve(t, l, "a", "", 100)
+	if free.unmetered == nil {
+		t.Fatal("reservation of an unlimited consumer asked its shard")
+	}
+	if err := l.SetConfig(ctx, map[string]Limits{"a": {TPM: 1000}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, d := reserve(t, l, "a", "", 100); d.Allowed || d.Reason != ReasonTPM {
-		t.Fatalf("Reserve(100) after the limit became 150 with 100 used = %+v, want refused (tpm)", d)
+	reserve(t, l, "a", "", 100) // a grant of 800
+	l.SettleAsync(free, 850)
+	if r, d := reserve(t, l, "a", "", 100); d.Allowed || d.Reason != ReasonTPM {
+		t.Fatalf("Reserve(100) with 950 used = %+v (drawn %v), want refused (tpm)", d, r.drawn != nil)
+	}
+	if h, _ := l.Headroom(ctx, "a", ""); h.Remaining != 50 {
+		t.Fatalf("Headroom %+v, want 50 remaining", h)
 	}
 }
 

@@ -413,10 +413,11 @@ func (l *Limiter) ReserveWithin(ctx context.Context, wait time.Duration, consume
 	}
 	tokens = min(tokens, MaxTokens)
 	s := l.shardOf(consumer, key)
-	if res, d, ok := s.draw(consumer, key, tokens, l.now(), false); ok {
+	if res, d, g := s.draw(consumer, key, tokens, l.now(), false); g != nil {
 		if err := l.usable(ctx); err != nil {
-			// Taken, but the caller gave up: the call is not forwarded.
-			l.SettleAsync(res, 0)
+			// Taken, but the caller gave up (or Close runs, when SettleAsync
+			// would drop the release): the call is not forwarded.
+			s.giveBack(res, g)
 			return Reservation{}, Decision{}, fmt.Errorf("quota: reserve for %q: %w", consumer, err)
 		}
 		return res, d, nil
@@ -440,7 +441,8 @@ func (l *Limiter) ReserveSpare(consumer, key string, tokens int64) (Reservation,
 	if tokens < 0 || tokens > MaxTokens || l.usable(context.Background()) != nil {
 		return Reservation{}, Decision{}, false
 	}
-	return l.shardOf(consumer, key).draw(consumer, key, tokens, l.now(), true)
+	r, d, g := l.shardOf(consumer, key).draw(consumer, key, tokens, l.now(), true)
+	return r, d, g != nil
 }
 
 // unlimited reports whether consumer's counters have no limit at all (no
@@ -508,6 +510,19 @@ func (l *Limiter) Settle(ctx context.Context, r Reservation, actual int64) Decis
 		}
 		return res.dec
 	}
+	if actual != r.tokens {
+		// Queued as SettleAsync queues it: above the estimate, it closes the
+		// counter's grant even if ctx ends before the shard answers; below,
+		// it gives what it frees to the grant (see shard.post). The
+		// Headroom is served after the mailbox.
+		st, _ := r.settlement(actual)
+		l.post(st)
+		res, err := l.call(ctx, s, message{kind: msgHeadroom, consumer: r.consumer, key: r.key}, false)
+		if err != nil {
+			return Decision{}
+		}
+		return res.dec
+	}
 	res, err := l.call(ctx, s, message{kind: msgSettle, consumer: r.consumer, key: r.key, id: r.id, tokens: actual}, true)
 	if err != nil {
 		return Decision{}
@@ -544,22 +559,13 @@ func (l *Limiter) SettleAsync(r Reservation, actual int64) {
 }
 
 // post queues st in its shard's mailbox. A settlement that charges more
-// than its estimate first closes the counter's grant (see grant.go), so
-// that no Reserve is answered without the shard before it is applied.
-//
-// A settlement below its estimate, of a reservation charged where the
-// counter's grant is, gives what it frees to the grant at once (see
-// grant.give), so that a Reserve taken from the grant next admits against
-// it, as the shard would.
+// than its estimate closes the counter's grant, so that no Reserve is
+// answered without the shard before it is applied; one below its estimate,
+// of a reservation charged where the counter's grant is, gives what it
+// frees to the grant at once, so that a Reserve taken from the grant next
+// admits against it, as the shard would (see shard.post and grant.give).
 func (l *Limiter) post(st settlement) {
-	s := l.shardOf(st.consumer, st.key)
-	switch {
-	case st.tokens > st.estimate:
-		s.close(st.consumer, st.key)
-	case st.tokens < st.estimate && (st.id != 0 || st.drawn):
-		st.kept = s.give(&st)
-	}
-	s.post(st)
+	l.shardOf(st.consumer, st.key).post(st)
 }
 
 // settlement is the mailbox's settlement of r to actual, false if r is

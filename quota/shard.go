@@ -107,7 +107,7 @@ type settlement struct {
 	at    int64
 	// kept: what the settlement frees was given to the counter's grant,
 	// which holds it charged (see grant.give); the window is not refunded.
-	kept bool
+	kept *grant
 }
 
 // shard owns a subset of the counters. Only its run goroutine touches its
@@ -123,6 +123,9 @@ type shard struct {
 	// comes. The counters are still changed only by run.
 	mailMu sync.Mutex
 	mail   []settlement
+	// overs counts the settlements in mail above their estimate: offer
+	// publishes no grant of a counter one of them charges (see grant.go).
+	overs  int
 	armed  bool         // the timer will send msgDrain
 	timer  *time.Timer  // nil until first armed
 	closed bool         // Close: no more timers
@@ -185,9 +188,23 @@ func (s *shard) run(stop <-chan struct{}) {
 }
 
 // post queues a settlement in the mailbox and arms the timer that applies
-// it if no message comes first. It never blocks on the run goroutine.
+// it if no message comes first. It never blocks on the run goroutine. A
+// settlement above its estimate closes the counter's grant, and one below
+// gives what it frees to it (see grant.go), under the lock under which
+// offer publishes a grant: a grant published before is closed (or given
+// to), and offer publishes none while one above waits in the mailbox (and
+// takes what one below frees).
 func (s *shard) post(st settlement) {
 	s.mailMu.Lock()
+	switch {
+	case st.tokens > st.estimate:
+		s.overs++
+		if v, ok := s.grants.Load(counterKey{st.consumer, st.key}); ok {
+			v.(*grant).closed.Store(true)
+		}
+	case st.tokens < st.estimate && (st.id != 0 || st.drawn):
+		s.give(&st)
+	}
 	s.mail = append(s.mail, st)
 	if !s.armed && !s.closed {
 		s.armed = true
@@ -231,6 +248,7 @@ func (s *shard) drain() {
 		return
 	}
 	s.mail = s.spare[:0]
+	s.overs = 0
 	s.mailMu.Unlock()
 	now := s.now()
 	for i := range batch {
@@ -380,7 +398,8 @@ func (s *shard) settle(consumer, key string, id uint64, tokens int64, now time.T
 	}
 	c := s.counter(consumer, key)
 	lim := s.limits[c.consumer]
-	d := decision(lim, c, c.windowSum(s.prepare(c, lim, now)))
+	cur := s.prepare(c, lim, now)
+	d := decision(lim, c, c.windowSum(cur)-c.unusedGrant(cur))
 	d.Allowed = true
 	return d
 }
@@ -391,8 +410,13 @@ func (s *shard) settleKept(st *settlement, now time.Time) {
 	if p, ok := s.pending[st.id]; ok {
 		delete(s.pending, st.id)
 		p.c.pending--
-		s.apply(p, st.tokens, st.kept, now)
+		s.apply(p, st.tokens, st.kept != nil, now)
 		return
+	}
+	if st.kept != nil {
+		c := s.counter(st.consumer, st.key)
+		s.prepare(c, s.limits[c.consumer], now)
+		s.takeBack(c, st.kept, st)
 	}
 	s.settle(st.consumer, st.key, st.id, st.tokens, now)
 }
@@ -400,7 +424,7 @@ func (s *shard) settleKept(st *settlement, now time.Time) {
 // settleDrawn settles a reservation taken from a grant (see grant.go), as
 // settle does one of the shard's own.
 func (s *shard) settleDrawn(st *settlement, now time.Time) {
-	s.apply(pending{c: s.counter(st.consumer, st.key), bucket: st.bucket, periodStart: st.periodStart, tokens: st.estimate, at: st.at}, st.tokens, st.kept, now)
+	s.apply(pending{c: s.counter(st.consumer, st.key), bucket: st.bucket, periodStart: st.periodStart, tokens: st.estimate, at: st.at}, st.tokens, st.kept != nil, now)
 }
 
 // apply replaces the estimate of reservation p by tokens and returns the
