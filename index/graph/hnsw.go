@@ -484,7 +484,9 @@ func (h *HNSW) selectNeighbours(cands []item, m int) []item {
 			break
 		}
 		cv := h.qvecOf(c.s)
-		good := last >= len(kept) || h.qdist(cv, kept[last].s) >= c.d
+		// !(x < d), not x >= d: a NaN distance rejects nothing, as in the
+		// loop below.
+		good := last >= len(kept) || !(h.qdist(cv, kept[last].s) < c.d)
 		for j := 0; good && j < len(kept); j++ {
 			if j != last && h.qdist(cv, kept[j].s) < c.d {
 				good, last = false, j

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -79,5 +80,34 @@ func TestSelectNeighboursKeepsWhatTheReferenceKeeps(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestSelectNeighboursWithANaNDistanceKeepsWhatTheReferenceKeeps: a vector
+// with a NaN component (the float32 walk; vectors from peers or disk are not
+// checked for finiteness) has NaN distances, which reject nothing in the
+// reference's comparisons; the first comparison with the last rejecter must
+// not reject everything after such a node either.
+func TestSelectNeighboursWithANaNDistanceKeepsWhatTheReferenceKeeps(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	x := NewHNSW(Params{Float32Walk: true, Seed: 3})
+	for i := range 200 {
+		x.Add(uint64(i), randUnit(r, 16))
+	}
+	v := randUnit(r, 16)
+	v[3] = float32(math.NaN())
+	q := qvec{f: v}
+	cands := slices.Clone(x.searchLayer(q, []item{x.descend(q, 1)}, 100, 0, false))
+	slots := func(its []item) []uint32 {
+		var s []uint32
+		for _, it := range its {
+			s = append(s, it.s)
+		}
+		return s
+	}
+	got := slots(x.selectNeighbours(slices.Clone(cands), x.p.M))
+	want := slots(x.selectNeighboursReference(slices.Clone(cands), x.p.M))
+	if !slices.Equal(got, want) {
+		t.Fatalf("of %d candidates selected %v, the reference %v", len(cands), got, want)
 	}
 }
