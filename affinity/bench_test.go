@@ -99,10 +99,10 @@ func BenchmarkRememberPaced(b *testing.B) {
 // records (Badger on disk): the first-owner check and the write, for the
 // batch sizes the writer sees at 500/s (5 records) and 2,500/s (20), on a
 // store already holding 20,000 records, with ids as OpenAI and Azure make
-// them (ids=timed: resp_, the creation's Unix time in 8 hex digits, then
-// random hex) and ids in no order (ids=random: a backend whose ids are
-// random). ns/record is per record, and cpu-ns/record the process's CPU
-// time per record (noisy on a shared machine).
+// them (ids=timed: resp_, the creation's Unix time and its fraction in 12
+// hex digits, then random hex) and ids in no order (ids=random: a backend
+// whose ids are random). ns/record is per record, and cpu-ns/record the
+// process's CPU time per record (noisy on a shared machine).
 func BenchmarkWriteBatch(b *testing.B) {
 	for _, ids := range []string{"timed", "random"} {
 		for _, size := range []int{1, 5, 20} {
@@ -155,11 +155,13 @@ func BenchmarkWriteBatch(b *testing.B) {
 }
 
 // timedID is a response id as OpenAI and Azure make them: resp_, the
-// creation's Unix time in 8 hex digits, then 40 random hex digits.
+// creation's Unix time in 8 hex digits, the second's fraction (in
+// 65,536ths) in 4, then 36 random hex digits.
 func timedID(now time.Time) string {
 	var b [24]byte
 	binary.BigEndian.PutUint32(b[:4], uint32(now.Unix()))
-	_, _ = rand.Read(b[4:])
+	binary.BigEndian.PutUint16(b[4:6], uint16(uint64(now.Nanosecond())<<16/1e9))
+	_, _ = rand.Read(b[6:])
 	return "resp_" + hex.EncodeToString(b[:])
 }
 

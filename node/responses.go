@@ -99,14 +99,16 @@ func storedID(stored []byte) string {
 }
 
 // newResponseID makes a response id in the API's form: resp_ and 48 hex
-// digits, the first 8 the Unix time, as OpenAI's ids are. Ids made close
-// in time sort together, so their owner records (keyed by id) go into
-// Badger's memtable near the previous ones, in cache: about a third less
-// CPU per record than ids in no order (affinity's BenchmarkWriteBatch).
+// digits, the first 8 the Unix time and the next 4 the second's fraction
+// (in 65,536ths), as OpenAI's ids are. Ids made close in time sort
+// together, so their owner records (keyed by id) go into Badger's memtable
+// next to the previous ones, in cache: less CPU per record than ids in no
+// order (affinity's BenchmarkWriteBatch, ids=timed against ids=random).
 func newResponseID(now time.Time) string {
 	var b [24]byte
 	binary.BigEndian.PutUint32(b[:4], uint32(now.Unix()))
-	_, _ = rand.Read(b[4:])
+	binary.BigEndian.PutUint16(b[4:6], uint16(uint64(now.Nanosecond())<<16/1e9))
+	_, _ = rand.Read(b[6:])
 	return "resp_" + hex.EncodeToString(b[:])
 }
 

@@ -36,7 +36,9 @@ func (t wireTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		var b [24]byte
 		_, _ = rand.Read(b[:])
 		if t.ids == "timed" {
-			binary.BigEndian.PutUint32(b[:4], uint32(time.Now().Unix()))
+			now := time.Now()
+			binary.BigEndian.PutUint32(b[:4], uint32(now.Unix()))
+			binary.BigEndian.PutUint16(b[4:6], uint16(uint64(now.Nanosecond())<<16/1e9))
 		}
 		head, rest, _ := strings.Cut(benchResponse, "resp_BXIHL2PG72GNQT3VRZ3C3BLSY5")
 		body = append(append(hex.AppendEncode(append(append(body[:0], head...), "resp_"...), b[:]), rest...), nil...)

@@ -151,8 +151,9 @@ func TestResponsesReplyFilteredIsNotCacheable(t *testing.T) {
 }
 
 // TestNewResponseIDStartsWithTheTime: a replay's id is resp_ and 48 hex
-// digits, the first 8 the Unix time, as OpenAI's are; ids made later sort
-// after (their owner records are written in order).
+// digits, the first 12 the Unix time and the second's fraction (in 65,536ths),
+// as OpenAI's are; ids made later sort after (their owner records are
+// written in order).
 func TestNewResponseIDStartsWithTheTime(t *testing.T) {
 	at := time.Unix(1796584302, 0)
 	a, b := newResponseID(at), newResponseID(at.Add(time.Second))
@@ -167,5 +168,10 @@ func TestNewResponseIDStartsWithTheTime(t *testing.T) {
 	}
 	if newResponseID(at) == a {
 		t.Fatal("two ids made in the same second are the same")
+	}
+	// The next 4 hex digits are the second's fraction: ids made a
+	// millisecond apart sort in order too.
+	if c, d := newResponseID(at.Add(500*time.Millisecond)), newResponseID(at.Add(501*time.Millisecond)); c[:17] != "resp_6b15b36e8000" || d <= c {
+		t.Fatalf("ids %q, %q: want resp_6b15b36e8000… and the later one sorting after", c, d)
 	}
 }

@@ -572,12 +572,14 @@ func responseNotFound(w http.ResponseWriter, id string) {
 }
 
 // responseID makes a response id as OpenAI and Azure do: resp_, then the
-// creation's Unix time in 8 hex digits and 24 random ones. Ids made in
+// creation's Unix time in 8 hex digits, the second's fraction in 65,536ths
+// in 4 and 20 random ones. Ids made in
 // the same second sort together, which the gateway's store of owner
 // records (keyed by id) relies on for cheap writes.
 func responseID(now time.Time) string {
 	var b [16]byte
 	binary.BigEndian.PutUint32(b[:4], uint32(now.Unix()))
-	_, _ = rand.Read(b[4:]) // never fails (crypto/rand, Go 1.24+)
+	binary.BigEndian.PutUint16(b[4:6], uint16(uint64(now.Nanosecond())<<16/1e9))
+	_, _ = rand.Read(b[6:]) // never fails (crypto/rand, Go 1.24+)
 	return "resp_" + hex.EncodeToString(b[:])
 }

@@ -344,9 +344,9 @@ func TestCutStreams(t *testing.T) {
 }
 
 // TestResponseIDsStartWithTheirCreationTime: the mock's ids are made as
-// OpenAI's and Azure's are, the creation's Unix time in 8 hex digits
-// first, so that ids made in order sort in order, as the gateway sees
-// from a real backend.
+// OpenAI's and Azure's are, the creation's Unix time in 8 hex digits and
+// the second's fraction in 4 first, so that ids made in order sort in
+// order, as the gateway sees from a real backend.
 func TestResponseIDsStartWithTheirCreationTime(t *testing.T) {
 	_, ts := newTestServer(t, Options{})
 	var prev string
@@ -369,7 +369,7 @@ func TestResponseIDsStartWithTheirCreationTime(t *testing.T) {
 		if want := fmt.Sprintf("%08x", got.CreatedAt); hexPart[:8] != want {
 			t.Fatalf("id %q does not start with created_at %d (%s)", got.ID, got.CreatedAt, want)
 		}
-		if i > 0 && got.ID[:13] < prev[:13] {
+		if i > 0 && got.ID[:17] < prev[:17] { // seconds and their fraction
 			t.Fatalf("id %q made after %q sorts before it", got.ID, prev)
 		}
 		prev = got.ID
