@@ -65,6 +65,7 @@ fuzz:
 	$(GO) test ./node -run '^$$' -fuzz FuzzStreamTap -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzReadChatMatchesDecoding -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzReadResponseMatchesDecoding -fuzztime $(FUZZTIME)
+	$(GO) test ./node -run '^$$' -fuzz FuzzResponsesBoundIsAtLeastTheEstimate -fuzztime $(FUZZTIME)
 	$(GO) test ./node -run '^$$' -fuzz FuzzPlanKeysAreTheDecodedOnes -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzPromptFloorIsALowerBound -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/openai -run '^$$' -fuzz FuzzScanChatMatchesDecoding -fuzztime $(FUZZTIME)

@@ -201,7 +201,8 @@ func TestHangingCacheCostsOneLookupDeadline(t *testing.T) {
 	}
 }
 
-// answerTransport answers every request with benchChatAnswer, in process.
+// answerTransport answers every request with benchChatAnswer, in process
+// (benchResponse to the Responses API).
 type answerTransport struct{}
 
 func (answerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -209,11 +210,15 @@ func (answerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		_ = r.Body.Close()
 	}
+	answer := benchChatAnswer
+	if strings.HasSuffix(r.URL.Path, "/responses") {
+		answer = benchResponse
+	}
 	return &http.Response{
 		StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header:        http.Header{"Content-Type": {"application/json"}},
-		Body:          io.NopCloser(bytes.NewReader([]byte(benchChatAnswer))),
-		ContentLength: int64(len(benchChatAnswer)),
+		Body:          io.NopCloser(bytes.NewReader([]byte(answer))),
+		ContentLength: int64(len(answer)),
 		Request:       r,
 	}, nil
 }

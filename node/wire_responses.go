@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/llmgate/llmgate/internal/openai"
+	"github.com/llmgate/llmgate/internal/tokens"
 )
 
 // responsesWire is the Responses API's POST /responses.
@@ -28,11 +29,38 @@ func (responsesWire) estimate(g *Gateway, call *Call) (prompt, total int64) {
 	if len(r.Tools) > 0 {
 		prompt += int64(g.counter.Count(call.Route, string(r.Tools)))
 	}
+	return prompt, prompt + responsesCompletionPart(g, r)
+}
+
+// responsesCompletionPart is the completion allowance a Responses request
+// reserves: its max_output_tokens, or the default.
+func responsesCompletionPart(g *Gateway, r *openai.ResponsesRequest) int64 {
 	allowance := g.limits.DefaultCompletionTokens
 	if r.MaxOutputTokens != nil {
 		allowance = *r.MaxOutputTokens
 	}
-	return prompt, prompt + min(allowance, maxAllowance)
+	return min(allowance, maxAllowance)
+}
+
+// bound is an upper bound of estimate's total from byte lengths alone, as
+// chat's (tokens.ChatBound for the messages, tokens.TextBound for the raw
+// input and the tools), so that a create is admitted without counting
+// first when the limiter allows it (see reserveBound).
+func (responsesWire) bound(g *Gateway, call *Call) (int64, bool) {
+	r := call.Responses
+	if r == nil {
+		return 0, false
+	}
+	var n int64
+	if msgs, ok := r.Messages(); ok {
+		n = int64(tokens.ChatBound(msgs))
+	} else {
+		n = int64(tokens.TextBound(string(r.Input)))
+	}
+	if len(r.Tools) > 0 {
+		n += int64(tokens.TextBound(string(r.Tools)))
+	}
+	return n + responsesCompletionPart(g, r), true
 }
 
 // dialog: stateful requests (previous_response_id, conversation,
