@@ -53,9 +53,11 @@ import (
 // retirement does, if nobody took it). It does so under the mailbox's lock,
 // and offer gives a grant what the settlements queued before it free, so a
 // Reserve from a grant admits and reports against every refund queued in
-// its bucket. A second settlement of a reservation of the shard's cannot be
-// told from the first before the shard reads it: the shard then takes
-// back what it gave (see takeBack).
+// its bucket; a refund of a reservation charged in an earlier bucket of
+// the window is not given, but counts in what the grant reports (see
+// countRefund). Only the first settlement of a reservation gives anything:
+// every reservation carries a flag that the first Settle or SettleAsync of
+// any copy sets.
 //
 // Grants need no round trip, so a Headroom within the grant's bucket is
 // answered from it too (the headroom left once all of the grant is taken,
@@ -81,8 +83,10 @@ type grant struct {
 	size        int64        // tokens charged for it
 	// limit, remaining and resetsAt are the Decision of a reservation that
 	// takes the last of the grant.
-	limit     int64
-	remaining int64
+	limit int64
+	// remaining grows by the refunds into the window, queued or applied
+	// while the grant is live, that are not given to it (see countRefund).
+	remaining atomic.Int64
 	resetsAt  time.Time
 	// spare is what must be left of the credit after a ReserveSpare, so
 	// that the window and the period stay under half of their limits.
@@ -111,7 +115,7 @@ func (g *grant) take(tokens, floor int64) (left int64, ok bool) {
 func (g *grant) decision(left int64) Decision {
 	d := Decision{Allowed: true, Limit: g.limit, QuotaResetsAt: g.resetsAt}
 	if g.limit > 0 {
-		d.Remaining = g.remaining + max(left, 0)
+		d.Remaining = g.remaining.Load() + max(left, 0)
 	}
 	return d
 }
@@ -158,37 +162,15 @@ func (g *grant) give(st *settlement) bool {
 	}
 }
 
-// takeBack undoes what give gave g for st, whose reservation turns out to
-// have been settled already (a second settlement of a reservation of the
-// shard's): what is still in the credit is taken out of it, and what was
-// taken from it since, or taken off the window by retire, is charged to
-// the bucket and period g was charged to. Run's; c is prepared.
-func (s *shard) takeBack(c *counter, g *grant, st *settlement) {
-	freed := st.estimate - st.tokens
-	out := int64(0)
-	for {
-		left := g.credit.Load()
-		if left <= 0 {
-			break
-		}
-		out = min(left, freed)
-		if g.credit.CompareAndSwap(left, left-out) {
-			g.given.Add(-out)
-			break
-		}
-		out = 0
-	}
-	if rest := freed - out; rest > 0 {
-		local := &c.origins[0]
-		if local.w.holds(g.bucket) {
-			local.w.v[g.bucket&ringMask].charge(rest, MaxTokens)
-			c.markChanged(g.bucket, s.round+1)
-		}
-		if g.periodStart != 0 && g.periodStart == c.periodStart {
-			local.period.charge(rest, periodCap)
-			c.round = s.round + 1
-		}
-		c.dirty = true
+// countRefund adds what st frees, if it is not given to g (charged in an
+// earlier bucket) but refunds g's window, to g's remaining, and notes it in
+// st.counted: what a Reserve or Headroom answered from g reports then
+// counts it, as the shard's answer after applying the mailbox would. Under
+// mailMu.
+func (g *grant) countRefund(st *settlement) {
+	if g.limit > 0 && st.tokens < st.estimate && st.bucket <= g.bucket && st.bucket >= g.bucket-windowBack {
+		g.remaining.Add(st.estimate - st.tokens)
+		st.counted = g
 	}
 }
 
@@ -252,9 +234,10 @@ func (s *shard) offer(c *counter, lim Limits, cur, used, tokens int64, d Decisio
 		return // (or its totals would reach their caps, where retire could not take it back)
 	}
 	g := &grant{bucket: cur, periodStart: c.periodStart, size: size,
-		limit: lim.TPM, remaining: lim.remaining(used + size), resetsAt: d.QuotaResetsAt}
+		limit: lim.TPM, resetsAt: d.QuotaResetsAt}
+	g.remaining.Store(lim.remaining(used + size))
 	if lim.TPM > 0 {
-		g.spare = max(g.spare, (lim.TPM+1)/2-g.remaining)
+		g.spare = max(g.spare, (lim.TPM+1)/2-lim.remaining(used+size))
 	}
 	if lim.QuotaTokens > 0 {
 		g.spare = max(g.spare, (lim.QuotaTokens+1)/2-(lim.QuotaTokens-c.periodSum()-size))
@@ -293,7 +276,9 @@ func (s *shard) mayGrant(c *counter, g *grant) bool {
 	}
 	for i := range s.mail {
 		if st := &s.mail[i]; st.tokens < st.estimate && (st.id != 0 || st.drawn) && st.kept == nil && st.consumer == c.consumer && st.key == c.key {
-			g.give(st)
+			if !g.give(st) {
+				g.countRefund(st)
+			}
 		}
 	}
 	return true

@@ -277,10 +277,9 @@ func TestGrantCountsRefunds(t *testing.T) {
 }
 
 // TestSecondSettlementGivesNothingToTheGrant: a reservation of the shard's
-// settled twice below its estimate frees its tokens once: what the second
-// settlement gave the grant before the shard found it settled is taken
-// back, whether it is still in the grant, was taken from it, or was
-// refunded by its retirement.
+// settled twice below its estimate frees its tokens once: the second
+// settlement gives the grant nothing, whether what the grant holds is then
+// left in it, taken from it, or refunded by its retirement.
 func TestSecondSettlementGivesNothingToTheGrant(t *testing.T) {
 	ctx := context.Background()
 	for _, after := range []string{"nothing", "taken", "retired"} {
@@ -309,6 +308,68 @@ func TestSecondSettlementGivesNothingToTheGrant(t *testing.T) {
 		_, d2 := reserve(t, without, "a", "", 200)
 		if d1.Allowed != d2.Allowed {
 			t.Fatalf("%s: Reserve(200) %+v with grants, %+v without", after, d1, d2)
+		}
+	}
+}
+
+// TestGrantCountsEarlierRefunds: a refund of a reservation charged before
+// the grant's second (still in the window) is not given to the grant, but
+// what a Reserve or Headroom answered from the grant reports counts it,
+// queued or applied, once only.
+func TestGrantCountsEarlierRefunds(t *testing.T) {
+	ctx := context.Background()
+	for _, how := range []string{"SettleAsync", "Settle", "SettleAsync twice", "queued before the grant"} {
+		ck := &handleClock{clock: newClock(t0)}
+		lim := map[string]Limits{"a": {TPM: 1000}}
+		with, without := openOne(t, ck.now, lim, true), openOne(t, ck.now, lim, false)
+		var old [2]Reservation
+		for i, l := range []*Limiter{with, without} {
+			old[i], _ = reserve(t, l, "a", "", 300)
+		}
+		ck.add(time.Second)
+		for i, l := range []*Limiter{with, without} {
+			settle := func() {
+				switch how {
+				case "Settle":
+					l.Settle(ctx, old[i], 50)
+				default:
+					l.SettleAsync(old[i], 50)
+				}
+			}
+			if how == "queued before the grant" && i == 0 {
+				ck.once(settle) // after the shard drained, before it offers the grant
+				reserve(t, l, "a", "", 50)
+				continue
+			}
+			reserve(t, l, "a", "", 50) // with grants: the shard's, and a grant
+			settle()
+			if how == "SettleAsync twice" {
+				l.SettleAsync(old[i], 50)
+			}
+		}
+		h1, _ := with.Headroom(ctx, "a", "")
+		h2, _ := without.Headroom(ctx, "a", "")
+		if h1 != h2 {
+			t.Errorf("%s: Headroom %+v with grants, %+v without", how, h1, h2)
+		}
+		r1, d1 := reserve(t, with, "a", "", 50)
+		_, d2 := reserve(t, without, "a", "", 50)
+		if r1.drawn == nil || d1 != d2 {
+			t.Errorf("%s: Reserve(50) = %+v (drawn %v) with grants, %+v without", how, d1, r1.drawn != nil, d2)
+		}
+		// Applied now (the Status), the refund is counted once.
+		if s1, s2 := status(t, with, "a"), status(t, without, "a"); s1.TPMRemaining != s2.TPMRemaining {
+			t.Errorf("%s: Status remaining %v with grants, %v without", how, s1.TPMRemaining, s2.TPMRemaining)
+		}
+		r1, d1 = reserve(t, with, "a", "", 50)
+		_, d2 = reserve(t, without, "a", "", 50)
+		if d1 != d2 {
+			t.Errorf("%s: Reserve(50) after Status = %+v (drawn %v) with grants, %+v without", how, d1, r1.drawn != nil, d2)
+		}
+		r1, d1 = reserve(t, with, "a", "", 50)
+		_, d2 = reserve(t, without, "a", "", 50)
+		if d1 != d2 {
+			t.Errorf("%s: a second Reserve(50) after Status = %+v (drawn %v) with grants, %+v without", how, d1, r1.drawn != nil, d2)
 		}
 	}
 }

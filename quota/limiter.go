@@ -112,6 +112,10 @@ type Reservation struct {
 	tokens        int64
 	// bucket and periodStart are where a metered reservation was charged.
 	bucket, periodStart int64
+	// settled is set by the first Settle or SettleAsync of any copy of a
+	// reservation of the shard's, so that only the first one gives what it
+	// frees to a grant (see grant.give).
+	settled *atomic.Bool
 	// unmetered is set instead of id when the counter had no limit at all:
 	// the reservation was made without its shard, and settling it records
 	// the usage in the bucket of the reservation.
@@ -510,13 +514,15 @@ func (l *Limiter) Settle(ctx context.Context, r Reservation, actual int64) Decis
 		}
 		return res.dec
 	}
-	if actual != r.tokens {
+	if st, ok := r.settlement(actual); !ok || actual != r.tokens {
 		// Queued as SettleAsync queues it: above the estimate, it closes the
 		// counter's grant even if ctx ends before the shard answers; below,
 		// it gives what it frees to the grant (see shard.post). The
-		// Headroom is served after the mailbox.
-		st, _ := r.settlement(actual)
-		l.post(st)
+		// Headroom is served after the mailbox. Settled already: only the
+		// Decision.
+		if ok {
+			l.post(st)
+		}
 		res, err := l.call(ctx, s, message{kind: msgHeadroom, consumer: r.consumer, key: r.key}, false)
 		if err != nil {
 			return Decision{}
@@ -568,8 +574,8 @@ func (l *Limiter) post(st settlement) {
 	l.shardOf(st.consumer, st.key).post(st)
 }
 
-// settlement is the mailbox's settlement of r to actual, false if r is
-// made without its shard (unmetered or drawn) and a copy was settled already.
+// settlement is the mailbox's settlement of r to actual, false if a copy of
+// r was settled already.
 func (r Reservation) settlement(actual int64) (settlement, bool) {
 	st := settlement{consumer: r.consumer, key: r.key, id: r.id, tokens: actual, estimate: r.tokens, bucket: r.bucket, periodStart: r.periodStart}
 	switch {
@@ -583,6 +589,10 @@ func (r Reservation) settlement(actual int64) (settlement, bool) {
 			return settlement{}, false
 		}
 		st.drawn, st.at = true, r.drawn.at
+	case r.settled != nil:
+		if !r.settled.CompareAndSwap(false, true) {
+			return settlement{}, false
+		}
 	}
 	return st, true
 }

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -108,6 +109,9 @@ type settlement struct {
 	// kept: what the settlement frees was given to the counter's grant,
 	// which holds it charged (see grant.give); the window is not refunded.
 	kept *grant
+	// counted: the grant whose remaining counts what the settlement frees
+	// (see grant.countRefund).
+	counted *grant
 }
 
 // shard owns a subset of the counters. Only its run goroutine touches its
@@ -130,6 +134,9 @@ type shard struct {
 	timer  *time.Timer  // nil until first armed
 	closed bool         // Close: no more timers
 	spare  []settlement // run's: the previous batch, reused
+	// counted is the settlement being applied's (see settlement.counted);
+	// run's.
+	counted *grant
 
 	now        func() time.Time
 	node       string
@@ -203,7 +210,11 @@ func (s *shard) post(st settlement) {
 			v.(*grant).closed.Store(true)
 		}
 	case st.tokens < st.estimate && (st.id != 0 || st.drawn):
-		s.give(&st)
+		if v, ok := s.grants.Load(counterKey{st.consumer, st.key}); ok {
+			if g := v.(*grant); !g.give(&st) {
+				g.countRefund(&st)
+			}
+		}
 	}
 	s.mail = append(s.mail, st)
 	if !s.armed && !s.closed {
@@ -253,6 +264,7 @@ func (s *shard) drain() {
 	now := s.now()
 	for i := range batch {
 		st := &batch[i]
+		s.counted = st.counted
 		switch {
 		case st.drawn:
 			s.settleDrawn(st, now)
@@ -262,7 +274,8 @@ func (s *shard) drain() {
 			s.settleKept(st, now)
 		}
 	}
-	clear(batch) // let go of the strings
+	s.counted = nil
+	clear(batch) // let go of the strings and grants
 	s.spare = batch[:0]
 }
 
@@ -383,7 +396,7 @@ func (s *shard) reserve(m *message, now time.Time) result {
 	d.Remaining = lim.remaining(used + m.tokens)
 	s.offer(c, lim, cur, used+m.tokens, m.tokens, d)
 	return result{
-		res: Reservation{consumer: m.consumer, key: m.key, id: s.nextID, tokens: m.tokens, bucket: b, periodStart: c.periodStart},
+		res: Reservation{consumer: m.consumer, key: m.key, id: s.nextID, tokens: m.tokens, bucket: b, periodStart: c.periodStart, settled: new(atomic.Bool)},
 		dec: d,
 	}
 }
@@ -413,11 +426,6 @@ func (s *shard) settleKept(st *settlement, now time.Time) {
 		s.apply(p, st.tokens, st.kept != nil, now)
 		return
 	}
-	if st.kept != nil {
-		c := s.counter(st.consumer, st.key)
-		s.prepare(c, s.limits[c.consumer], now)
-		s.takeBack(c, st.kept, st)
-	}
 	s.settle(st.consumer, st.key, st.id, st.tokens, now)
 }
 
@@ -444,6 +452,9 @@ func (s *shard) apply(p pending, tokens int64, kept bool, now time.Time) Decisio
 		if p.bucket >= cur-windowBack && local.w.holds(p.bucket) {
 			local.w.v[p.bucket&ringMask].charge(delta, MaxTokens)
 			c.markChanged(p.bucket, s.round+1)
+			if g := c.grant; delta < 0 && g != nil && g != s.counted && g.limit > 0 {
+				g.remaining.Add(-delta) // what a Reserve or Headroom from it reports
+			}
 		}
 		if p.periodStart != 0 && p.periodStart == c.periodStart {
 			local.period.charge(delta, periodCap)
