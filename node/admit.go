@@ -207,28 +207,43 @@ func (g *Gateway) reserveBound(call *Call, rt *route, a *admission) bool {
 // earlyCount is a call's prompt estimate, counted on a goroutine of its own
 // while the call goes upstream.
 type earlyCount struct {
-	done          atomic.Bool // set once prompt and total are written
+	// state: earlyWaiting until the goroutine starts counting
+	// (earlyCounting) or the settlement takes the count over (earlyTaken);
+	// earlyDone once prompt and total are written.
+	state         atomic.Int32
 	prompt, total int64
 }
+
+const (
+	earlyWaiting = iota
+	earlyCounting
+	earlyDone
+	earlyTaken
+)
 
 // countBeside starts counting call's estimate on a goroutine of its own:
 // by the time the backend answers, the count is there.
 func (g *Gateway) countBeside(call *Call) *earlyCount {
 	ec := &earlyCount{}
 	go func() {
+		if !ec.state.CompareAndSwap(earlyWaiting, earlyCounting) {
+			return // the answer came first: settling counted it
+		}
 		ec.prompt, ec.total = g.estimate(call)
-		ec.done.Store(true)
+		ec.state.Store(earlyDone)
 	}()
 	return ec
 }
 
-// result is the estimate: the early count if it is done, else counted now
-// (a backend that answered first; the early goroutine's result is then
-// left unread).
+// result is the estimate: the early count if it is done, else counted now.
+// An answer that came before the goroutine started takes the count over
+// (the goroutine then does nothing); one that came while it counts counts
+// too, rather than wait, and leaves the goroutine's result unread.
 func (ec *earlyCount) result(g *Gateway, call *Call) (prompt, total int64) {
-	if ec.done.Load() {
+	if ec.state.Load() == earlyDone {
 		return ec.prompt, ec.total
 	}
+	ec.state.CompareAndSwap(earlyWaiting, earlyTaken)
 	return g.estimate(call)
 }
 

@@ -102,15 +102,25 @@ func TestEarlyCountIsTheEstimate(t *testing.T) {
 	g := admitGateway(t)
 	call := prompt500(t)
 	wantPrompt, wantTotal := g.estimate(call)
-	ec := g.countBeside(call)
-	if p, total := ec.result(g, call); p != wantPrompt || total != wantTotal {
-		t.Fatalf("result before done = %d, %d; want %d, %d", p, total, wantPrompt, wantTotal)
+	// Read before, while or after the goroutine counts.
+	for range 50 {
+		ec := g.countBeside(call)
+		if p, total := ec.result(g, call); p != wantPrompt || total != wantTotal {
+			t.Fatalf("result = %d, %d; want %d, %d", p, total, wantPrompt, wantTotal)
+		}
 	}
-	for !ec.done.Load() {
+	ec := g.countBeside(call)
+	for ec.state.Load() != earlyDone {
 		time.Sleep(time.Millisecond)
 	}
 	if p, total := ec.result(g, call); p != wantPrompt || total != wantTotal {
 		t.Fatalf("result = %d, %d; want %d, %d", p, total, wantPrompt, wantTotal)
+	}
+	// Taken over before the goroutine started: it counts nothing.
+	ec = &earlyCount{}
+	ec.result(g, call)
+	if ec.state.Load() != earlyTaken {
+		t.Fatalf("state %d after a result before the goroutine, want taken", ec.state.Load())
 	}
 	if b, _ := (chatWire{}).bound(g, call); b < wantTotal {
 		t.Fatalf("bound %d below the estimate %d", b, wantTotal)
