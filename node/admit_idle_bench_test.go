@@ -95,3 +95,45 @@ func p50(d []time.Duration) time.Duration {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// BenchmarkAdmitCPU is BenchmarkAdmitIdle's admission and settlement back
+// to back, for their CPU: with -cpu 1 (GOMAXPROCS=1) the counting
+// goroutine's work is in ns/op too. Settling right after admitting takes
+// the count over from a goroutine that has not started.
+func BenchmarkAdmitCPU(b *testing.B) {
+	for _, mode := range []string{"counted", "bounded"} {
+		b.Run(mode, func(b *testing.B) {
+			l, err := quota.Open(quota.Options{}, map[string]quota.Limits{"team-a": {TPM: 1 << 40}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			var lim Limiter = l
+			if mode == "counted" {
+				lim = countFirst{l}
+			}
+			cfg := &config.Config{
+				Backends:  []config.Backend{{Name: "b", Kind: "openai", URL: "http://127.0.0.1:1/v1"}},
+				Routes:    map[string]config.Route{"gpt-4o": {Pool: [][]string{{"b"}}}},
+				Consumers: []config.Consumer{{Name: "team-a", Keys: []string{"k"}, TPM: 1 << 40}},
+			}
+			cfg.ApplyDefaults()
+			g, err := New(cfg, Options{Limiter: lim})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer g.Close()
+			ctx := context.Background()
+			u := &usage{Prompt: 23, Completion: 16, Total: 39}
+			call := overheadCall(b, g)
+			b.ReportAllocs()
+			for b.Loop() {
+				a, e := g.admit(ctx, call)
+				if e != nil {
+					b.Fatal(e)
+				}
+				g.settle(ctx, &exchange{call: call, adm: a, reached: true}, u)
+			}
+		})
+	}
+}
