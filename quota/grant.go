@@ -102,7 +102,9 @@ func (g *grant) take(tokens, floor int64) (left int64, ok bool) {
 	}
 	for {
 		c := g.credit.Load()
-		if c-floor < tokens {
+		// A revoked grant's credit is math.MinInt64: c-floor would wrap
+		// round to a large positive credit for any floor above zero.
+		if c < 0 || c-floor < tokens {
 			return 0, false
 		}
 		if g.credit.CompareAndSwap(c, c-tokens) {

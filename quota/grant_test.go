@@ -364,3 +364,25 @@ func TestRefundsGoToTheGrant(t *testing.T) {
 		t.Fatalf("used %d, quota %d; want 10000, 10000", st.TPMUsed, st.QuotaUsed)
 	}
 }
+
+// TestSpareTakeFromARetiredGrantIsRefused: a ReserveSpare that found a grant
+// just before the shard retired it must not take from it. Its floor (the
+// grant's spare) is above zero, and the revoked credit minus it wrapped round
+// to a huge credit: the reservation was admitted, charged to nothing, and
+// left the grant with an unlimited credit for any other caller holding it.
+func TestSpareTakeFromARetiredGrantIsRefused(t *testing.T) {
+	ck := newClock(t0)
+	l := openOne(t, ck.now, map[string]Limits{"a": {TPM: 10000}}, true)
+	reserve(t, l, "a", "", 1000) // a grant of the headroom, with a spare to keep
+	g := l.shards[0].grantOf("a", "", ck.now())
+	if g == nil || g.spare <= 0 {
+		t.Fatalf("no grant with a spare after the first reservation: %+v", g)
+	}
+	status(t, l, "a") // the shard retires g
+	if left, ok := g.take(100, g.spare); ok {
+		t.Fatalf("take(100, spare %d) from a retired grant = %d, true; want refused", g.spare, left)
+	}
+	if _, ok := g.take(100, 0); ok {
+		t.Fatal("take(100, 0) from a retired grant succeeded")
+	}
+}
