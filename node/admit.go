@@ -41,6 +41,9 @@ type spareReserver interface {
 	// ReserveSpare reserves tokens only if that needs no round trip and
 	// leaves the counter under half of its limits; false: nothing reserved.
 	ReserveSpare(consumer, key string, tokens int64) (quota.Reservation, quota.Decision, bool)
+	// Shrink brings what such a reservation holds down to tokens before it
+	// is settled, without waiting for the actors.
+	Shrink(r quota.Reservation, tokens int64) bool
 }
 
 // bounder is a wire format that can bound its estimate without counting.
@@ -78,6 +81,10 @@ type admission struct {
 	// upstream call, and exchange.estimate reads it for settling.
 	bounded bool
 	early   *earlyCount
+	// bound is the upper bound reserved (0: none). Once exchange.estimate
+	// has read the count, tokens and remain are counting first's: tokens
+	// the estimate, remain what reserving it would have left.
+	bound int64
 }
 
 // setHeaders writes the consumer's TPM headers (SPEC §4) when it has a limit.
@@ -199,8 +206,8 @@ func (g *Gateway) reserveBound(call *Call, rt *route, a *admission) bool {
 	if !ok {
 		return false
 	}
-	a.tokens, a.res, a.reserved, a.limit, a.remain, a.bounded = total, res, true, d.Limit, d.Remaining, true
-	a.early = g.countBeside(call)
+	a.tokens, a.res, a.reserved, a.limit, a.remain, a.bounded, a.bound = total, res, true, d.Limit, d.Remaining, true, total
+	a.early = g.countBeside(call, sr, res)
 	return true
 }
 
@@ -209,7 +216,8 @@ func (g *Gateway) reserveBound(call *Call, rt *route, a *admission) bool {
 type earlyCount struct {
 	// state: earlyWaiting until the goroutine starts counting
 	// (earlyCounting) or the settlement takes the count over (earlyTaken);
-	// earlyDone once prompt and total are written.
+	// earlyDone once prompt and total are written and the reservation
+	// shrunk.
 	state         atomic.Int32
 	prompt, total int64
 }
@@ -221,15 +229,21 @@ const (
 	earlyTaken
 )
 
-// countBeside starts counting call's estimate on a goroutine of its own:
-// by the time the backend answers, the count is there.
-func (g *Gateway) countBeside(call *Call) *earlyCount {
+// countBeside starts counting call's estimate on a goroutine of its own,
+// which then shrinks res, the bound's reservation, to the estimate: from
+// microseconds after admission the window holds what counting first would
+// have reserved, not the bound, for the rest of the upstream call. By the
+// time the backend answers, the count is there. A reservation settled
+// first (a backend that answered before the count) is not shrunk: Shrink
+// and settling take each token once.
+func (g *Gateway) countBeside(call *Call, sr spareReserver, res quota.Reservation) *earlyCount {
 	ec := &earlyCount{}
 	go func() {
 		if !ec.state.CompareAndSwap(earlyWaiting, earlyCounting) {
 			return // the answer came first: settling counted it
 		}
 		ec.prompt, ec.total = g.estimate(call)
+		sr.Shrink(res, ec.total)
 		ec.state.Store(earlyDone)
 	}()
 	return ec
@@ -248,17 +262,32 @@ func (ec *earlyCount) result(g *Gateway, call *Call) (prompt, total int64) {
 }
 
 // estimate returns the admission's prompt estimate and its total
-// reservation, counting them now if admit deferred them.
+// reservation, counting them now if admit deferred them. A bounded
+// admission's remain becomes what reserving the estimate would have left
+// (the window holds the estimate once the early count has shrunk the
+// reservation, or once it is settled).
 func (x *exchange) estimate(g *Gateway) (prompt, total int64) {
 	switch {
 	case x.adm.deferred:
 		x.adm.prompt, x.adm.tokens = g.estimate(x.call)
 		x.adm.deferred = false
 	case x.adm.bounded:
+		bound := x.adm.tokens
 		x.adm.prompt, x.adm.tokens = x.adm.early.result(g, x.call)
+		x.adm.remain += bound - x.adm.tokens
 		x.adm.bounded = false
 	}
 	return x.adm.prompt, x.adm.tokens
+}
+
+// setHeaders writes the admission's TPM headers (see admission.setHeaders)
+// for an answer written before settling, as counting first would have
+// written them: a bounded admission's with its estimate's remaining.
+func (x *exchange) setHeaders(g *Gateway, h http.Header) {
+	if x.adm.bounded && x.adm.limit > 0 {
+		x.estimate(g)
+	}
+	x.adm.setHeaders(h)
 }
 
 // promptEstimate is the prompt part of estimate.
@@ -547,7 +576,13 @@ func (g *Gateway) settle(_ context.Context, x *exchange, u *usage) int64 {
 	}
 	// Queued even when the client has gone: the tokens were spent.
 	g.limiter.SettleAsync(x.adm.res, actual)
-	d := quota.Decision{Limit: x.adm.limit, Remaining: x.adm.remain}.AfterSettle(x.adm.res.Tokens(), actual)
+	reserved := x.adm.res.Tokens()
+	if x.adm.bound > 0 {
+		// remain is the bound's or, once estimate read the count, the
+		// estimate's: tokens is the matching one.
+		reserved = x.adm.tokens
+	}
+	d := quota.Decision{Limit: x.adm.limit, Remaining: x.adm.remain}.AfterSettle(reserved, actual)
 	x.adm.res, x.adm.reserved = quota.Reservation{}, false
 	x.adm.remain = d.Remaining
 	return actual

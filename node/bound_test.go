@@ -2,9 +2,12 @@ package node
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,9 +20,23 @@ import (
 // the prompt first, as before bounded admissions.
 type countFirst struct{ Limiter }
 
+// shrinkNothing is a spareReserver that reserves and shrinks nothing.
+type shrinkNothing struct{}
+
+func (shrinkNothing) ReserveSpare(string, string, int64) (quota.Reservation, quota.Decision, bool) {
+	return quota.Reservation{}, quota.Decision{}, false
+}
+func (shrinkNothing) Shrink(quota.Reservation, int64) bool { return false }
+
 // boundGateway is admitGateway with the limiter's clock stopped (its grants
 // last the whole test) and team-a's TPM tpm, its limiter wrapped by wrap.
 func boundGateway(t *testing.T, tpm int64, wrap func(*quota.Limiter) Limiter) (*Gateway, *quota.Limiter) {
+	t.Helper()
+	return boundGatewayVia(t, tpm, answerTransport{}, wrap)
+}
+
+// boundGatewayVia is boundGateway with its backend behind rt.
+func boundGatewayVia(t *testing.T, tpm int64, rt http.RoundTripper, wrap func(*quota.Limiter) Limiter) (*Gateway, *quota.Limiter) {
 	t.Helper()
 	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	l, err := quota.Open(quota.Options{Now: func() time.Time { return now }}, map[string]quota.Limits{"team-a": {TPM: tpm}})
@@ -33,7 +50,7 @@ func boundGateway(t *testing.T, tpm int64, wrap func(*quota.Limiter) Limiter) (*
 		Consumers: []config.Consumer{{Name: "team-a", Keys: []string{"k"}, TPM: tpm}},
 	}
 	cfg.ApplyDefaults()
-	g, err := New(cfg, Options{Limiter: wrap(l), Transport: answerTransport{}})
+	g, err := New(cfg, Options{Limiter: wrap(l), Transport: rt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,12 +121,12 @@ func TestEarlyCountIsTheEstimate(t *testing.T) {
 	wantPrompt, wantTotal := g.estimate(call)
 	// Read before, while or after the goroutine counts.
 	for range 50 {
-		ec := g.countBeside(call)
+		ec := g.countBeside(call, shrinkNothing{}, quota.Reservation{})
 		if p, total := ec.result(g, call); p != wantPrompt || total != wantTotal {
 			t.Fatalf("result = %d, %d; want %d, %d", p, total, wantPrompt, wantTotal)
 		}
 	}
-	ec := g.countBeside(call)
+	ec := g.countBeside(call, shrinkNothing{}, quota.Reservation{})
 	for ec.state.Load() != earlyDone {
 		time.Sleep(time.Millisecond)
 	}
@@ -205,4 +222,145 @@ func TestBoundedEmbeddingsChargeAsCounted(t *testing.T) {
 			t.Fatalf("%s: charged %d bounded, %d counted; want the estimate %d", body, charged[0], charged[1], want)
 		}
 	}
+}
+
+// failingTransport answers every request with a 500: no backend can serve.
+type failingTransport struct{}
+
+func (failingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_ = r.Body.Close()
+	}
+	body := `{"error":{"message":"boom","type":"server_error"}}`
+	return &http.Response{StatusCode: http.StatusInternalServerError, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)), Request: r}, nil
+}
+
+// TestBoundedAnswersCarryCountingFirstsHeaders: whatever the answer, one
+// written before settling (a 503: no backend could serve) or after, a node
+// that reserved a bound reports the x-ratelimit headers a node that counts
+// first reports.
+func TestBoundedAnswersCarryCountingFirstsHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rt     http.RoundTripper
+		status int
+	}{
+		{"no backend could serve: a 503 before settling", failingTransport{}, http.StatusServiceUnavailable},
+		{"a whole answer after settling", answerTransport{}, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const tpm = 1 << 30
+			bounded, _ := boundGatewayVia(t, tpm, tc.rt, func(l *quota.Limiter) Limiter { return l })
+			counted, _ := boundGatewayVia(t, tpm, tc.rt, func(l *quota.Limiter) Limiter { return countFirst{l} })
+			for i := range 4 {
+				var remain [2]string
+				for j, g := range []*Gateway{bounded, counted} {
+					call := prompt500(t)
+					call.Consumer = g.byName["team-a"]
+					w := httptest.NewRecorder()
+					if out := g.Serve(context.Background(), w, call); out.Status != tc.status {
+						t.Fatalf("status %d, want %d", out.Status, tc.status)
+					}
+					remain[j] = w.Header().Get(HeaderRemainTokens)
+				}
+				if remain[0] == "" || remain[0] != remain[1] {
+					t.Fatalf("request %d: %s %q from the bounding node, %q from the counting one", i, HeaderRemainTokens, remain[0], remain[1])
+				}
+			}
+			// The requests after the first were bounded: one more is.
+			call := prompt500(t)
+			call.Consumer = bounded.byName["team-a"]
+			a, e := bounded.admit(context.Background(), call)
+			if e != nil || !a.bounded {
+				t.Fatalf("a request after the first: bounded %v, refused %v", a.bounded, e)
+			}
+			bounded.settle(context.Background(), &exchange{call: call, adm: a}, nil)
+		})
+	}
+}
+
+// TestRequestBesideABoundedOneIsAdmittedAsCounted: once the early count of a
+// bounded request in flight is done, the window holds its estimate, not
+// its bound: a request of the same consumer admitted meanwhile is admitted
+// or refused, and told what remains and when to retry, as by a node that
+// counts first. The largest request that fits beside two in flight is
+// admitted; one token more is refused.
+func TestRequestBesideABoundedOneIsAdmittedAsCounted(t *testing.T) {
+	const tpm = 20000
+	for _, tc := range []struct {
+		name  string
+		extra int64 // tokens beyond what fills the window
+		admit bool
+	}{
+		{"the request that fills the window is admitted", 0, true},
+		{"one token more is refused", 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			type result struct {
+				allowed           bool
+				remain            int64
+				retryAfter, retry string
+			}
+			var got [2]result
+			for j, wrap := range []func(*quota.Limiter) Limiter{
+				func(l *quota.Limiter) Limiter { return l },
+				func(l *quota.Limiter) Limiter { return countFirst{l} },
+			} {
+				g, _ := boundGateway(t, tpm, wrap)
+				ctx := context.Background()
+				first := prompt500(t)
+				first.Consumer = g.byName["team-a"]
+				if _, e := g.admit(ctx, first); e != nil { // counted: makes the grant
+					t.Fatal(e)
+				}
+				inflight := prompt500(t)
+				inflight.Consumer = g.byName["team-a"]
+				a, e := g.admit(ctx, inflight)
+				if e != nil {
+					t.Fatal(e)
+				}
+				if a.bounded != (j == 0) {
+					t.Fatalf("node %d: second request bounded %v", j, a.bounded)
+				}
+				if a.bounded {
+					for a.early.state.Load() != earlyDone { // microseconds after admission
+						time.Sleep(time.Microsecond)
+					}
+				}
+				_, est := g.estimate(prompt500(t))
+				_, promptBig := g.estimate(bigCall(t, 1))
+				promptBig--
+				big := bigCall(t, tpm-2*est-promptBig+tc.extra)
+				big.Consumer = g.byName["team-a"]
+				if _, need := g.estimate(big); need != tpm-2*est+tc.extra {
+					t.Fatalf("the large request needs %d, want %d", need, tpm-2*est+tc.extra)
+				}
+				b, e := g.admit(ctx, big)
+				got[j] = result{allowed: e == nil, remain: b.remain}
+				if e != nil {
+					got[j].retryAfter, got[j].retry = e.Header.Get("Retry-After"), e.Header.Get("Retry-After-Ms")
+				}
+			}
+			if got[0] != got[1] || got[0].allowed != tc.admit {
+				t.Fatalf("beside a bounded request %+v, beside a counted one %+v; want admitted %v", got[0], got[1], tc.admit)
+			}
+		})
+	}
+}
+
+// bigCall is prompt500's prompt with max_tokens maxTokens.
+func bigCall(t *testing.T, maxTokens int64) *Call {
+	t.Helper()
+	call := prompt500(t)
+	text := strings.Repeat("The gateway counts every prompt before it forwards it, and settles after. ", 35)
+	body, _ := json.Marshal(map[string]any{"model": "gpt-4o", "max_tokens": maxTokens, "messages": []map[string]string{{"role": "system", "content": "You are terse."}, {"role": "user", "content": text}}})
+	r, e := openai.ParseChat(body)
+	if e != nil {
+		t.Fatal(e)
+	}
+	call.Body, call.Chat = body, r
+	return call
 }

@@ -25,6 +25,17 @@
 // (responses.go, implemented by package affinity): a follow-up on an id goes
 // to the backend holding it, and only for the consumer that created it.
 //
+// Bounded admission (admit.go, reserveBound): a call with a whole answer,
+// from a consumer far from its limits, reserves an upper bound of its
+// estimate from byte lengths alone instead of counting first, and its
+// prompt is counted on a goroutine of its own, which then shrinks the
+// reservation to the estimate (quota.Limiter.Shrink). Admissions, the
+// x-ratelimit headers of every answer and the settled charge are then
+// those of counting first, but for the microseconds between admission and
+// the count: a request of the same consumer admitted in between is decided
+// against the bound, not the estimate, in the window (the bound is taken
+// only while the window, with it, stays under half of the limit).
+//
 // Invariants: a client request is retried on another backend only before any
 // byte of the answer reached the client; the client's key is never sent
 // upstream; every upstream call carries a deadline.

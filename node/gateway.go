@@ -508,6 +508,7 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 		// only for the consumer that created it.
 		b, held, e := g.holder(ctx, call.Consumer, prev, "previous_response_id")
 		if e != nil {
+			x.setHeaders(g, w.Header())
 			g.settle(ctx, x, nil)
 			e.Write(w)
 			return Outcome{Status: e.Status, Cache: cp.state, Refusal: e.Code}
@@ -601,6 +602,7 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call
 			}
 			if ctx.Err() != nil {
 				// The client left or the overall deadline passed: no point trying others.
+				x.setHeaders(g, w.Header())
 				return g.giveUp(ctx, w, out, failures)
 			}
 			failures = append(failures, b.name+": "+res.reason)
@@ -619,6 +621,7 @@ func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, call *Call
 	// Every 503 says when to come back (at least a second), so clients back
 	// off instead of hammering the gateway.
 	e.Header = http.Header{"Retry-After": {retryAfterSeconds(max(wait, time.Second))}}
+	x.setHeaders(g, w.Header())
 	e.Write(w)
 	out.Status, out.Refusal = e.Status, e.Code
 	return out

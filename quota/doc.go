@@ -32,8 +32,10 @@
 //
 //   - A reservation is settled exactly once: Settle removes it from its
 //     shard's table of outstanding reservations, so a second Settle (or a copy
-//     of the Reservation) is a no-op. A reservation never settled keeps its
-//     estimate charged; it is forgotten after an hour.
+//     of the Reservation) is a no-op. A Shrink (see grants below) changes what
+//     a reservation taken from a grant holds, not how often it is settled. A
+//     reservation never settled keeps its estimate charged; it is forgotten
+//     after an hour.
 //   - A counter whose consumer has no limit at all (no TPM, no quota, no
 //     period; an unconfigured consumer) cannot refuse anything, so Reserve
 //     answers without its shard: the reservation is unmetered, charges
@@ -103,7 +105,14 @@
 // admission differs from the shard's own (see grant.go); one below its
 // estimate gives what it frees to the grant. A
 // reservation taken from a grant is settled through the mailbox, as an
-// unmetered one is.
+// unmetered one is. Such a reservation, made by ReserveSpare with an upper
+// bound of a caller's estimate, can be brought down to the estimate before
+// it is settled (Shrink): what it frees goes back to the grant, or through
+// the mailbox to the window and period, and one atomic word holds what it
+// still holds, so that a Shrink racing a Settle takes each token once. The
+// window holds the bound only from the reservation to the Shrink (the
+// caller counts the estimate in microseconds); a Reserve in between is
+// decided against the bound.
 //
 // A persister goroutine asks every shard, once per Options.SnapshotInterval,
 // for encoded copies of its changed counters and writes them in one Badger

@@ -125,9 +125,16 @@ func (g *grant) decision(left int64) Decision {
 // drawn is what settling a reservation taken from a grant needs besides
 // its bucket and period.
 type drawn struct {
-	at      int64       // Unix ns of the reservation
-	settled atomic.Bool // the first Settle or SettleAsync won
+	at int64 // Unix ns of the reservation
+	// held is what the reservation still holds: its tokens, less what a
+	// Shrink gave back; drawnSettled once the first Settle or SettleAsync of
+	// any copy won. One word, so that a Shrink and a Settle racing each
+	// other take each token exactly once.
+	held atomic.Int64
 }
+
+// drawnSettled is a settled drawn reservation's held.
+const drawnSettled = -1
 
 // give adds what settlement st frees (its estimate less its charge) to the
 // grant of its counter, if the counter has a live grant charged in the
@@ -209,6 +216,7 @@ func (s *shard) draw(consumer, key string, tokens int64, now time.Time, spare bo
 	}
 	r := Reservation{consumer: consumer, key: key, tokens: tokens, bucket: g.bucket, periodStart: g.periodStart,
 		drawn: &drawn{at: now.UnixNano()}}
+	r.drawn.held.Store(tokens)
 	return r, g.decision(left), g
 }
 

@@ -386,3 +386,105 @@ func TestSpareTakeFromARetiredGrantIsRefused(t *testing.T) {
 		t.Fatal("take(100, 0) from a retired grant succeeded")
 	}
 }
+
+// TestShrinkHoldsWhatCountingWouldHave: a reservation taken by ReserveSpare
+// and shrunk to its estimate holds the estimate in the window and the
+// period from then on, whether its grant is still live or retired, and its
+// settlement charges exactly the actual tokens, once.
+func TestShrinkHoldsWhatCountingWouldHave(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		later      time.Duration // between the reservation and Shrink
+		settleLast bool          // Settle before Shrink: Shrink changes nothing
+		actual     int64
+		wantShrunk bool
+		wantUsed   int64 // after the reservation of 1000 that made the grant
+		wantFinal  int64 // after settling
+	}{
+		{"a live grant takes the rest back", 0, false, 500, true, 1800, 1500},
+		{"a retired grant's window is refunded", 2 * time.Second, false, 500, true, 1800, 1500},
+		{"settled above the shrunk estimate", 0, false, 1200, true, 1800, 2200},
+		{"settled first: nothing to shrink", 0, true, 500, false, 1500, 1500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock(t0)
+			l := open(t, c, map[string]Limits{"a": {TPM: 100000, QuotaTokens: 1000000, Period: Daily}})
+			reserve(t, l, "a", "", 1000) // the shard's; a grant follows
+			r, _, ok := l.ReserveSpare("a", "", 3000)
+			if !ok {
+				t.Fatal("ReserveSpare(3000) far from the limits reserved nothing")
+			}
+			c.add(tc.later)
+			if tc.settleLast {
+				l.SettleAsync(r, tc.actual)
+			}
+			if got := l.Shrink(r, 800); got != tc.wantShrunk {
+				t.Fatalf("Shrink = %v, want %v", got, tc.wantShrunk)
+			}
+			if l.Shrink(r, 800) || l.Shrink(r, 900) {
+				t.Fatal("a second Shrink, not below what is held, shrank")
+			}
+			if st := status(t, l, "a"); st.TPMUsed != tc.wantUsed || st.QuotaUsed != tc.wantUsed {
+				t.Fatalf("after Shrink: used %d, quota %d; want %d", st.TPMUsed, st.QuotaUsed, tc.wantUsed)
+			}
+			l.SettleAsync(r, tc.actual)
+			l.SettleAsync(r, 0) // a copy settled again: nothing
+			if l.Shrink(r, 10) {
+				t.Fatal("Shrink of a settled reservation shrank")
+			}
+			if st := status(t, l, "a"); st.TPMUsed != tc.wantFinal || st.QuotaUsed != tc.wantFinal {
+				t.Fatalf("settled: used %d, quota %d; want %d", st.TPMUsed, st.QuotaUsed, tc.wantFinal)
+			}
+		})
+	}
+}
+
+// TestShrinkAdmitsAsCounting: once shrunk, the next reservation from the
+// grant is admitted, and told what remains, as if the estimate had been
+// reserved in the first place.
+func TestShrinkAdmitsAsCounting(t *testing.T) {
+	remaining := func(shrink bool) int64 {
+		l := open(t, newClock(t0), map[string]Limits{"a": {TPM: 100000}})
+		reserve(t, l, "a", "", 1000)
+		if shrink {
+			r, _, _ := l.ReserveSpare("a", "", 3000)
+			if !l.Shrink(r, 800) {
+				t.Fatal("Shrink(3000 -> 800) shrank nothing")
+			}
+		} else {
+			l.ReserveSpare("a", "", 800)
+		}
+		r, d := reserve(t, l, "a", "", 1000)
+		if r.drawn == nil {
+			t.Fatal("the next reservation was not taken from the grant")
+		}
+		return d.Remaining
+	}
+	if shrunk, counted := remaining(true), remaining(false); shrunk != counted {
+		t.Fatalf("remaining after a shrunk bound %d, after the estimate %d", shrunk, counted)
+	}
+}
+
+// TestShrinkRacingSettleCountsOnce: Shrink and Settle of the same
+// reservation from different goroutines charge the actual tokens exactly
+// once, whichever wins.
+func TestShrinkRacingSettleCountsOnce(t *testing.T) {
+	c := newClock(t0)
+	l := open(t, c, map[string]Limits{"a": {TPM: 1 << 40}})
+	reserve(t, l, "a", "", 100000) // a grant of 800000 follows
+	const n = 200
+	var wg sync.WaitGroup
+	for range n {
+		r, _, ok := l.ReserveSpare("a", "", 300)
+		if !ok {
+			t.Fatal("ReserveSpare(300) reserved nothing")
+		}
+		wg.Add(2)
+		go func() { defer wg.Done(); l.Shrink(r, 100) }()
+		go func() { defer wg.Done(); l.SettleAsync(r, 7) }()
+	}
+	wg.Wait()
+	if st := status(t, l, "a"); st.TPMUsed != 100000+7*n {
+		t.Fatalf("used %d, want %d", st.TPMUsed, 100000+7*n)
+	}
+}

@@ -131,7 +131,7 @@ type unmetered struct {
 	settled atomic.Bool // the first Settle or SettleAsync won
 }
 
-// Tokens returns the reserved estimate.
+// Tokens returns the reserved estimate, as reserved (before any Shrink).
 func (r Reservation) Tokens() int64 { return r.tokens }
 
 // Valid reports whether r holds a reservation (Settle has work to do).
@@ -449,6 +449,42 @@ func (l *Limiter) ReserveSpare(consumer, key string, tokens int64) (Reservation,
 	return r, d, g != nil
 }
 
+// Shrink brings what a reservation taken by ReserveSpare holds down to
+// tokens before it is settled, as a settlement to tokens would, without
+// settling it: what it frees goes back to the counter's grant when the
+// grant it was taken from is still live, else the shard refunds the window
+// and period through its mailbox (see SettleAsync). The later Settle or
+// SettleAsync then replaces tokens, not the original estimate, by the
+// actual charge. It is for a caller that reserved a bound of its estimate
+// and has counted the estimate since: the window then holds what counting
+// first would have reserved. It reports whether it shrank anything: false
+// for a reservation not taken from a grant, one already settled, or tokens
+// not below what it holds. Any goroutine; it never waits for the shard.
+func (l *Limiter) Shrink(r Reservation, tokens int64) bool {
+	if r.drawn == nil || tokens < 0 {
+		return false
+	}
+	select {
+	case <-l.closing:
+		return false
+	default:
+	}
+	for {
+		held := r.drawn.held.Load()
+		if held == drawnSettled || tokens >= held {
+			return false
+		}
+		if r.drawn.held.CompareAndSwap(held, tokens) {
+			// A settlement of held to tokens that leaves the reservation
+			// open: charges are additive, so it may be applied before or
+			// after the final one.
+			l.post(settlement{consumer: r.consumer, key: r.key, tokens: tokens, estimate: held,
+				bucket: r.bucket, periodStart: r.periodStart, drawn: true, at: r.drawn.at})
+			return true
+		}
+	}
+}
+
 // unlimited reports whether consumer's counters have no limit at all (no
 // TPM, no quota, no period): a Reserve cannot be refused and there is no
 // headroom to report, so neither needs a round trip to the shard.
@@ -585,10 +621,11 @@ func (r Reservation) settlement(actual int64) (settlement, bool) {
 		}
 		st.bucket, st.estimate = r.unmetered.bucket, 0 // nothing charged yet
 	case r.drawn != nil:
-		if !r.drawn.settled.CompareAndSwap(false, true) {
+		held := r.drawn.held.Swap(drawnSettled)
+		if held == drawnSettled {
 			return settlement{}, false
 		}
-		st.drawn, st.at = true, r.drawn.at
+		st.drawn, st.at, st.estimate = true, r.drawn.at, held
 	case r.settled != nil:
 		if !r.settled.CompareAndSwap(false, true) {
 			return settlement{}, false
