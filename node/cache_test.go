@@ -138,14 +138,17 @@ type nopCache struct{ Cache }
 // context ends; it records how many it was asked and stores nothing.
 type hangingCache struct {
 	nopCache
-	mu      sync.Mutex
-	lookups int
+	mu        sync.Mutex
+	lookups   int
+	deadlines []time.Time // of each look-up's context
 }
 
 func (h *hangingCache) Ready() bool { return true }
 func (h *hangingCache) wait(ctx context.Context) {
+	dl, _ := ctx.Deadline()
 	h.mu.Lock()
 	h.lookups++
+	h.deadlines = append(h.deadlines, dl)
 	h.mu.Unlock()
 	<-ctx.Done()
 }
@@ -195,9 +198,14 @@ func TestHangingCacheCostsOneLookupDeadline(t *testing.T) {
 	if hc.lookups != 2 {
 		t.Errorf("%d look-ups, want 2 (exact, then semantic)", hc.lookups)
 	}
-	// Both tiers share lookupTimeout: a deadline each would take twice as long.
-	if took < lookupTimeout || took >= 2*lookupTimeout {
-		t.Errorf("the request took %v with a hanging cache, want lookupTimeout (%v) and less than twice that", took, lookupTimeout)
+	// Both tiers share one deadline: a deadline each would take twice as
+	// long. The deadlines are compared rather than the request's time, which
+	// a loaded machine stretches.
+	if len(hc.deadlines) == 2 && (hc.deadlines[0].IsZero() || !hc.deadlines[1].Equal(hc.deadlines[0])) {
+		t.Errorf("the look-ups' deadlines were %v: want one deadline for both tiers", hc.deadlines)
+	}
+	if took < lookupTimeout {
+		t.Errorf("the request took %v with a hanging cache, want at least lookupTimeout (%v)", took, lookupTimeout)
 	}
 }
 
@@ -229,6 +237,7 @@ func (answerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // handed out once window has passed.
 func TestSharedDeadlineLeavesAtLeastItsDuration(t *testing.T) {
 	s := sharedDeadline{d: 200 * time.Millisecond, window: 40 * time.Millisecond}
+	firstAt := time.Now()
 	first := s.get()
 	for range 5 {
 		before := time.Now()
@@ -246,7 +255,9 @@ func TestSharedDeadlineLeavesAtLeastItsDuration(t *testing.T) {
 	if s.get() == first {
 		t.Fatal("a context was still handed out after its window")
 	}
-	if first.Err() != nil {
+	// Err first, then the clock: a loaded machine may have slept past d, and
+	// only an end before firstAt+d is early.
+	if first.Err() != nil && time.Since(firstAt) < s.d {
 		t.Fatal("a shared deadline ended early")
 	}
 	<-first.Done() // its own timer ends it
