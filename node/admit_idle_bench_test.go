@@ -42,26 +42,7 @@ func overheadCall(tb testing.TB, g *Gateway) *Call {
 func BenchmarkAdmitIdle(b *testing.B) {
 	for _, mode := range []string{"counted", "bounded"} {
 		b.Run(mode, func(b *testing.B) {
-			l, err := quota.Open(quota.Options{}, map[string]quota.Limits{"team-a": {TPM: 1 << 40}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer l.Close()
-			var lim Limiter = l
-			if mode == "counted" {
-				lim = countFirst{l}
-			}
-			cfg := &config.Config{
-				Backends:  []config.Backend{{Name: "b", Kind: "openai", URL: "http://127.0.0.1:1/v1"}},
-				Routes:    map[string]config.Route{"gpt-4o": {Pool: [][]string{{"b"}}}},
-				Consumers: []config.Consumer{{Name: "team-a", Keys: []string{"k"}, TPM: 1 << 40}},
-			}
-			cfg.ApplyDefaults()
-			g, err := New(cfg, Options{Limiter: lim})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer g.Close()
+			g := admitBenchGateway(b, mode)
 			ctx := context.Background()
 			u := &usage{Prompt: 23, Completion: 16, Total: 39}
 			var admits, settles []time.Duration
@@ -90,6 +71,33 @@ func BenchmarkAdmitIdle(b *testing.B) {
 	}
 }
 
+// admitBenchGateway is a node with one consumer whose TPM is never reached.
+// Its limiter counts first ("counted") or reserves a bound from a grant
+// ("bounded").
+func admitBenchGateway(b *testing.B, mode string) *Gateway {
+	l, err := quota.Open(quota.Options{}, map[string]quota.Limits{"team-a": {TPM: 1 << 40}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = l.Close() })
+	var lim Limiter = l
+	if mode == "counted" {
+		lim = countFirst{l}
+	}
+	cfg := &config.Config{
+		Backends:  []config.Backend{{Name: "b", Kind: "openai", URL: "http://127.0.0.1:1/v1"}},
+		Routes:    map[string]config.Route{"gpt-4o": {Pool: [][]string{{"b"}}}},
+		Consumers: []config.Consumer{{Name: "team-a", Keys: []string{"k"}, TPM: 1 << 40}},
+	}
+	cfg.ApplyDefaults()
+	g, err := New(cfg, Options{Limiter: lim})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(g.Close)
+	return g
+}
+
 func p50(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
@@ -103,26 +111,7 @@ func p50(d []time.Duration) time.Duration {
 func BenchmarkAdmitCPU(b *testing.B) {
 	for _, mode := range []string{"counted", "bounded"} {
 		b.Run(mode, func(b *testing.B) {
-			l, err := quota.Open(quota.Options{}, map[string]quota.Limits{"team-a": {TPM: 1 << 40}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer l.Close()
-			var lim Limiter = l
-			if mode == "counted" {
-				lim = countFirst{l}
-			}
-			cfg := &config.Config{
-				Backends:  []config.Backend{{Name: "b", Kind: "openai", URL: "http://127.0.0.1:1/v1"}},
-				Routes:    map[string]config.Route{"gpt-4o": {Pool: [][]string{{"b"}}}},
-				Consumers: []config.Consumer{{Name: "team-a", Keys: []string{"k"}, TPM: 1 << 40}},
-			}
-			cfg.ApplyDefaults()
-			g, err := New(cfg, Options{Limiter: lim})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer g.Close()
+			g := admitBenchGateway(b, mode)
 			ctx := context.Background()
 			u := &usage{Prompt: 23, Completion: 16, Total: 39}
 			call := overheadCall(b, g)

@@ -1,14 +1,10 @@
 package node
 
 import (
-	"context"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
 	"testing"
 
 	"github.com/llmgate/llmgate/internal/openai"
-	"github.com/llmgate/llmgate/quota"
 )
 
 // responsesBoundBodies are Responses creates whose bound must cover the
@@ -70,47 +66,9 @@ func FuzzResponsesBoundIsAtLeastTheEstimate(f *testing.F) {
 
 // TestResponsesBoundedAdmissionChargesAsCounted: Responses creates served
 // by a node whose limiter reserves the bound without counting first and by
-// one that counts first are charged the same tokens, and the first node
-// bounds them once its first request made a grant.
+// one that counts first are charged the same tokens (the answer's usage,
+// 23 + 16), and the first node bounds them once its first request made a
+// grant.
 func TestResponsesBoundedAdmissionChargesAsCounted(t *testing.T) {
-	const tpm = 1 << 30
-	bounded, lb := boundGateway(t, tpm, func(l *quota.Limiter) Limiter { return l })
-	counted, lc := boundGateway(t, tpm, func(l *quota.Limiter) Limiter { return countFirst{l} })
-	ctx := context.Background()
-	nBounded := 0
-	for i := range 8 {
-		var charged [2]string
-		for j, g := range []*Gateway{bounded, counted} {
-			call := responsesCall(t, benchResponsesBody)
-			call.Consumer = g.byName["team-a"]
-			a, e := g.admit(ctx, call)
-			if e != nil {
-				t.Fatal(e)
-			}
-			if a.bounded && (j == 1 || i == 0) {
-				t.Fatalf("request %d to the %s node was bounded", i, []string{"bounding", "counting"}[j])
-			}
-			if a.bounded {
-				nBounded++
-			}
-			g.settle(ctx, &exchange{call: call, adm: a}, nil) // not forwarded: nothing charged
-			w := httptest.NewRecorder()
-			if out := g.Serve(ctx, w, call); out.Status != http.StatusOK {
-				t.Fatalf("status %d: %s", out.Status, w.Body)
-			}
-			charged[j] = w.Header().Get(HeaderTokensConsumed)
-		}
-		// The answer's usage: 23 + 16 tokens.
-		if charged[0] != charged[1] || charged[0] != strconv.Itoa(39) {
-			t.Fatalf("request %d charged %s bounded, %s counted; want 39", i, charged[0], charged[1])
-		}
-	}
-	if nBounded < 4 {
-		t.Fatalf("%d of 7 admissions bounded", nBounded)
-	}
-	st, _ := lb.Status(ctx, "team-a")
-	sc, _ := lc.Status(ctx, "team-a")
-	if st.TPMUsed != 8*39 || sc.TPMUsed != 8*39 {
-		t.Fatalf("used %d bounded, %d counted; want %d", st.TPMUsed, sc.TPMUsed, 8*39)
-	}
+	chargesAsCounted(t, func(tb testing.TB) *Call { return responsesCall(tb, benchResponsesBody) }, func(*Gateway) int64 { return 39 })
 }

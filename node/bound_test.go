@@ -58,23 +58,36 @@ func boundGatewayVia(t *testing.T, tpm int64, rt http.RoundTripper, wrap func(*q
 	return g, l
 }
 
-// TestBoundedAdmissionChargesAsCounted serves the same requests through a
-// node whose limiter reserves a bound without counting first and one that
-// counts first: once the first request made a grant, the first node admits
-// requests with the bound while the grant holds it, and every answer is
-// charged the same tokens, which the consumer's status then holds.
+// TestBoundedAdmissionChargesAsCounted: chat calls served by a node whose
+// limiter reserves a bound without counting first and by one that counts
+// first are charged the same tokens. The answer reports 39 tokens, fewer
+// than the prompt: both charge the prompt estimate.
 func TestBoundedAdmissionChargesAsCounted(t *testing.T) {
+	chargesAsCounted(t, prompt500, func(counted *Gateway) int64 {
+		want, _ := counted.estimate(prompt500(t))
+		return want
+	})
+}
+
+// chargesAsCounted serves eight calls made by mkCall through a node whose
+// limiter reserves a bound without counting first and through one that
+// counts first. Every answer must be charged want(the counting node) tokens
+// on both, with a remaining allowance in range; the first node must bound
+// its admissions once its first request made a grant (and the second never);
+// both consumers' status must then hold the sum.
+func chargesAsCounted(t *testing.T, mkCall func(testing.TB) *Call, want func(counted *Gateway) int64) {
+	t.Helper()
 	const tpm = 1 << 30
 	bounded, lb := boundGateway(t, tpm, func(l *quota.Limiter) Limiter { return l })
 	counted, lc := boundGateway(t, tpm, func(l *quota.Limiter) Limiter { return countFirst{l} })
 	ctx := context.Background()
-	want, _ := counted.estimate(prompt500(t))
+	each := want(counted)
 	var sum int64
 	nBounded := 0
 	for i := range 8 {
 		var charged [2]string
 		for j, g := range []*Gateway{bounded, counted} {
-			call := prompt500(t)
+			call := mkCall(t)
 			call.Consumer = g.byName["team-a"]
 			a, e := g.admit(ctx, call)
 			if e != nil {
@@ -89,19 +102,17 @@ func TestBoundedAdmissionChargesAsCounted(t *testing.T) {
 			g.settle(ctx, &exchange{call: call, adm: a}, nil) // not forwarded: nothing charged
 			w := httptest.NewRecorder()
 			if out := g.Serve(ctx, w, call); out.Status != http.StatusOK {
-				t.Fatalf("status %d", out.Status)
+				t.Fatalf("status %d: %s", out.Status, w.Body)
 			}
 			charged[j] = w.Header().Get(HeaderTokensConsumed)
 			if rem, err := strconv.ParseInt(w.Header().Get(HeaderRemainTokens), 10, 64); err != nil || rem <= 0 || rem > tpm {
 				t.Fatalf("remaining %q", w.Header().Get(HeaderRemainTokens))
 			}
 		}
-		// The answer reports 39 tokens, fewer than the prompt: both charge
-		// the prompt estimate.
-		if charged[0] != charged[1] || charged[0] != strconv.FormatInt(want, 10) {
-			t.Fatalf("request %d charged %s bounded, %s counted; want %d", i, charged[0], charged[1], want)
+		if charged[0] != charged[1] || charged[0] != strconv.FormatInt(each, 10) {
+			t.Fatalf("request %d charged %s bounded, %s counted; want %d", i, charged[0], charged[1], each)
 		}
-		sum += want
+		sum += each
 	}
 	if nBounded < 4 {
 		t.Fatalf("%d of 7 admissions bounded", nBounded)
