@@ -544,7 +544,10 @@ func (g *Gateway) store(ctx context.Context, call *Call, cp cachePlan, body []by
 
 // cacheWaits are the shared deadlines of the cache's stages: a look-up
 // with the built-in embedder waits at most lookupTimeout for the cache's
-// actors, a store at most storeWait for its commit.
+// actors, a store at most storeWait for its commit. The request's own
+// context is not merged in (that would cost the context this saves): a
+// look-up whose client has gone still waits for a hanging cache until the
+// shared deadline, as the answer it then writes is discarded.
 type cacheWaits struct{ lookup, store sharedDeadline }
 
 func newCacheWaits(storeWait time.Duration) *cacheWaits {
