@@ -77,22 +77,36 @@ func serveMiss(tb testing.TB, g *Gateway, i int) Outcome {
 	return g.Serve(context.Background(), httptest.NewRecorder(), call)
 }
 
+// missModes are the cache-miss benchmarks' two nodes: the cache off (the
+// tpm feature) and on, every request a miss.
+var missModes = []struct {
+	name    string
+	cacheOn bool
+}{{"cache-off", false}, {"cache-miss", true}}
+
+// missFill is how many requests fill a miss benchmark's cache first, so
+// that the graph has the bench's size.
+const missFill = 2000
+
+// filledMissGateway is missGateway after missFill requests 0..missFill-1.
+func filledMissGateway(b *testing.B, cacheOn bool) *Gateway {
+	g := missGateway(b, cacheOn)
+	for i := range missFill {
+		serveMiss(b, g, i)
+	}
+	return g
+}
+
 // BenchmarkServeCacheMiss is one request of `llmgate bench overhead
 // --features cache-miss` in process (look up, embed, forward, store),
 // against the same node with its cache off (the tpm feature): the
 // difference is what a miss costs, allocations included. The cache is
 // filled first, so that the graph has the bench's size.
 func BenchmarkServeCacheMiss(b *testing.B) {
-	for _, bc := range []struct {
-		name    string
-		cacheOn bool
-	}{{"cache-off", false}, {"cache-miss", true}} {
+	for _, bc := range missModes {
 		b.Run(bc.name, func(b *testing.B) {
-			g := missGateway(b, bc.cacheOn)
-			i := 0
-			for ; i < 2000; i++ {
-				serveMiss(b, g, i)
-			}
+			g := filledMissGateway(b, bc.cacheOn)
+			i := missFill
 			b.ReportAllocs()
 			b.ResetTimer()
 			before := cputime.Process()
@@ -112,17 +126,11 @@ func BenchmarkServeCacheMiss(b *testing.B) {
 // them on two CPUs: concurrent misses share commits and the committer's
 // messages, which one request at a time never does.
 func BenchmarkServeCacheMissParallel(b *testing.B) {
-	for _, bc := range []struct {
-		name    string
-		cacheOn bool
-	}{{"cache-off", false}, {"cache-miss", true}} {
+	for _, bc := range missModes {
 		b.Run(bc.name, func(b *testing.B) {
-			g := missGateway(b, bc.cacheOn)
-			for i := range 2000 {
-				serveMiss(b, g, i)
-			}
+			g := filledMissGateway(b, bc.cacheOn)
 			var next atomic.Int64
-			next.Store(2000)
+			next.Store(missFill)
 			b.ReportAllocs()
 			b.SetParallelism(32)
 			b.ResetTimer()

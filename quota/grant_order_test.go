@@ -2,6 +2,7 @@ package quota
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -263,16 +264,7 @@ func TestGrantCountsRefunds(t *testing.T) {
 				}
 			}
 		}
-		h1, _ := with.Headroom(ctx, "a", "")
-		h2, _ := without.Headroom(ctx, "a", "")
-		if h1 != h2 {
-			t.Errorf("sync %v: Headroom %+v with grants, %+v without", sync, h1, h2)
-		}
-		r1, d1 := reserve(t, with, "a", "", 40)
-		_, d2 := reserve(t, without, "a", "", 40)
-		if r1.drawn == nil || d1 != d2 {
-			t.Errorf("sync %v: Reserve(40) = %+v (drawn %v) with grants, %+v without", sync, d1, r1.drawn != nil, d2)
-		}
+		answersAsWithoutGrants(t, fmt.Sprintf("sync %v", sync), with, without, 40)
 	}
 }
 
@@ -347,22 +339,13 @@ func TestGrantCountsEarlierRefunds(t *testing.T) {
 				l.SettleAsync(old[i], 50)
 			}
 		}
-		h1, _ := with.Headroom(ctx, "a", "")
-		h2, _ := without.Headroom(ctx, "a", "")
-		if h1 != h2 {
-			t.Errorf("%s: Headroom %+v with grants, %+v without", how, h1, h2)
-		}
-		r1, d1 := reserve(t, with, "a", "", 50)
-		_, d2 := reserve(t, without, "a", "", 50)
-		if r1.drawn == nil || d1 != d2 {
-			t.Errorf("%s: Reserve(50) = %+v (drawn %v) with grants, %+v without", how, d1, r1.drawn != nil, d2)
-		}
+		answersAsWithoutGrants(t, how, with, without, 50)
 		// Applied now (the Status), the refund is counted once.
 		if s1, s2 := status(t, with, "a"), status(t, without, "a"); s1.TPMRemaining != s2.TPMRemaining {
 			t.Errorf("%s: Status remaining %v with grants, %v without", how, s1.TPMRemaining, s2.TPMRemaining)
 		}
-		r1, d1 = reserve(t, with, "a", "", 50)
-		_, d2 = reserve(t, without, "a", "", 50)
+		r1, d1 := reserve(t, with, "a", "", 50)
+		_, d2 := reserve(t, without, "a", "", 50)
 		if d1 != d2 {
 			t.Errorf("%s: Reserve(50) after Status = %+v (drawn %v) with grants, %+v without", how, d1, r1.drawn != nil, d2)
 		}
@@ -371,5 +354,23 @@ func TestGrantCountsEarlierRefunds(t *testing.T) {
 		if d1 != d2 {
 			t.Errorf("%s: a second Reserve(50) after Status = %+v (drawn %v) with grants, %+v without", how, d1, r1.drawn != nil, d2)
 		}
+	}
+}
+
+// answersAsWithoutGrants checks that consumer "a" is told the same headroom
+// by a limiter with grants and one without, and that a Reserve of tokens is
+// decided the same by both, the first taking it from a grant.
+func answersAsWithoutGrants(t *testing.T, label string, with, without *Limiter, tokens int64) {
+	t.Helper()
+	ctx := context.Background()
+	h1, _ := with.Headroom(ctx, "a", "")
+	h2, _ := without.Headroom(ctx, "a", "")
+	if h1 != h2 {
+		t.Errorf("%s: Headroom %+v with grants, %+v without", label, h1, h2)
+	}
+	r1, d1 := reserve(t, with, "a", "", tokens)
+	_, d2 := reserve(t, without, "a", "", tokens)
+	if r1.drawn == nil || d1 != d2 {
+		t.Errorf("%s: Reserve(%d) = %+v (drawn %v) with grants, %+v without", label, tokens, d1, r1.drawn != nil, d2)
 	}
 }

@@ -2,7 +2,6 @@ package tokens
 
 import (
 	"encoding/json"
-	"os"
 	"testing"
 
 	"github.com/llmgate/llmgate/internal/openai"
@@ -59,14 +58,7 @@ func TestChatBoundIsAnUpperBound(t *testing.T) {
 		}
 		checkBound(t, c, msgs)
 	}
-	raw, err := os.ReadFile("../../index/testdata/gptcache_300.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pairs []struct{ Origin, Similar string }
-	if err := json.Unmarshal(raw, &pairs); err != nil {
-		t.Fatal(err)
-	}
+	pairs := labelledPairs(t)
 	for _, p := range pairs {
 		msgs := []openai.Message{
 			{Role: "system", Text: &openai.MessageText{Parts: []string{p.Origin}}},

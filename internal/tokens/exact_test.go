@@ -134,14 +134,7 @@ func clipText(s string) string {
 
 func TestExactOnLabelledPairs(t *testing.T) {
 	c := NewCounter()
-	raw, err := os.ReadFile("../../index/testdata/gptcache_300.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pairs []struct{ Origin, Similar string }
-	if err := json.Unmarshal(raw, &pairs); err != nil {
-		t.Fatal(err)
-	}
+	pairs := labelledPairs(t)
 	if len(pairs) < 100 {
 		t.Fatalf("only %d pairs", len(pairs))
 	}
@@ -426,4 +419,19 @@ func TestCountLongPieceIsClose(t *testing.T) {
 			}
 		})
 	}
+}
+
+// labelledPairs reads the labelled prompt pairs the index's tests use (a
+// 300-pair subset of the GPTCache mock data).
+func labelledPairs(t *testing.T) []struct{ Origin, Similar string } {
+	t.Helper()
+	raw, err := os.ReadFile("../../index/testdata/gptcache_300.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pairs []struct{ Origin, Similar string }
+	if err := json.Unmarshal(raw, &pairs); err != nil {
+		t.Fatal(err)
+	}
+	return pairs
 }
