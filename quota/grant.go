@@ -28,7 +28,11 @@ import (
 // decide, report or persist anything (Reserve, Status, a snapshot, a merge
 // of remote usage, a limit change, peers arriving), it retires the counter's
 // grant: it revokes it (nobody can take from it any more) and refunds what
-// was left, in the bucket and period it was charged to. Its decisions are
+// was left, in the bucket and period it was charged to. A read that admits
+// nothing and that a node alone makes every few tens of milliseconds (the
+// news for peers, a snapshot) then makes the counter a new grant, if the
+// retired one served anything (see regrant): otherwise a steady consumer's
+// next reservation after each would go to the shard. Its decisions are
 // thus exactly those it would make without grants; only the grant's own
 // takers admit against the headroom as it stood when it was made (and they
 // take at most that). A settlement above its estimate retires the grant
@@ -91,6 +95,9 @@ type grant struct {
 	// spare is what must be left of the credit after a ReserveSpare, so
 	// that the window and the period stay under half of their limits.
 	spare int64
+	// unit is the size of the reservation that the counter's grants were
+	// first made after: the smallest grant worth making (see regrant).
+	unit int64
 }
 
 // take removes tokens from the grant's credit, leaving at least floor, and
@@ -244,7 +251,7 @@ func (s *shard) offer(c *counter, lim Limits, cur, used, tokens int64, d Decisio
 		return // (or its totals would reach their caps, where retire could not take it back)
 	}
 	g := &grant{bucket: cur, periodStart: c.periodStart, size: size,
-		limit: lim.TPM, resetsAt: d.QuotaResetsAt}
+		limit: lim.TPM, resetsAt: d.QuotaResetsAt, unit: tokens}
 	g.remaining.Store(lim.remaining(used + size))
 	if lim.TPM > 0 {
 		g.spare = max(g.spare, (lim.TPM+1)/2-lim.remaining(used+size))
@@ -356,6 +363,24 @@ func (s *shard) retire(c *counter, now time.Time) {
 	if c.grantServed > 0 {
 		c.demand.add(now.UnixNano(), c.grantServed, s.halfLife)
 	}
+}
+
+// regrant offers c a grant again after a read of the counter retired g,
+// the grant it had (see retire), if g served anything: a steady consumer's
+// reservations keep being answered without the shard across the reads that
+// retire grants without admitting anything (the cluster's news every few
+// tens of milliseconds, which a node alone still collects, and snapshots).
+// The new grant is made as after an admission of g's unit: from the
+// headroom as it stands now, sized by what g served. It changes no
+// decision, as any grant (see grant.go); what was read was read without g.
+// c must be prepared at now.
+func (s *shard) regrant(c *counter, g *grant, lim Limits, now time.Time) {
+	if g == nil || c.grant != nil || c.grantServed <= 0 {
+		return
+	}
+	cur := bucketOf(now)
+	used := c.windowSum(cur)
+	s.offer(c, lim, cur, used, g.unit, decision(lim, c, used))
 }
 
 // retireAll retires the grants of consumer's counters ("" = every counter).

@@ -2,6 +2,8 @@ package quota
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -96,6 +98,14 @@ func TestGrantsChangeNoDecision(t *testing.T) {
 						t.Fatalf("seed %d step %d: Status(%s) keys %+v with grants, %+v without", seed, step, c, s1.Keys, s2.Keys)
 					}
 				}
+			case op < 19:
+				// The news a node sends peers (which retires grants and
+				// makes them again) holds what the node without grants
+				// reports, net of refunds, bucket by bucket.
+				n1, n2 := netNews(t, with, ck.now()), netNews(t, without, ck.now())
+				if !maps.Equal(n1, n2) {
+					t.Fatalf("seed %d step %d: news %v with grants, %v without", seed, step, n1, n2)
+				}
 			default:
 				ck.add(steps[rng.IntN(len(steps))])
 			}
@@ -104,6 +114,29 @@ func TestGrantsChangeNoDecision(t *testing.T) {
 			t.Fatalf("seed %d: no reservation was taken from a grant", seed)
 		}
 	}
+}
+
+// netNews is what l's Outgoing(true) holds, net of refunds: tokens by
+// counter and bucket of the window at now (bucket -1: the period). Buckets
+// that left the window count in no decision.
+func netNews(t *testing.T, l *Limiter, now time.Time) map[string]int64 {
+	t.Helper()
+	us, _, err := l.Outgoing(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net := map[string]int64{}
+	for _, u := range us {
+		for _, b := range u.Buckets {
+			if v := b.Added - b.Removed; v != 0 && b.Bucket >= bucketOf(now)-windowBack {
+				net[fmt.Sprintf("%s/%s/%d", u.Consumer, u.Key, b.Bucket)] += v
+			}
+		}
+		if v := u.PeriodAdded - u.PeriodRemoved; v != 0 {
+			net[fmt.Sprintf("%s/%s/%d/-1", u.Consumer, u.Key, u.PeriodStart)] += v
+		}
+	}
+	return net
 }
 
 // TestReserveFromAGrantNeedsNoShard: once a shard admitted a reservation of
@@ -486,5 +519,59 @@ func TestShrinkRacingSettleCountsOnce(t *testing.T) {
 	wg.Wait()
 	if st := status(t, l, "a"); st.TPMUsed != 100000+7*n {
 		t.Fatalf("used %d, want %d", st.TPMUsed, 100000+7*n)
+	}
+}
+
+// TestReadsThatRetireAGrantMakeAnother: the cluster's news (collected every
+// few tens of milliseconds even on a node alone) and snapshots retire a
+// counter's grant to read it; a grant that served reservations is made
+// again at once, so a steady consumer's next reservation needs no shard.
+// What they read holds only what was reserved, never the unused grant; an
+// idle counter (its grant served nothing) gets no new one.
+func TestReadsThatRetireAGrantMakeAnother(t *testing.T) {
+	ctx := context.Background()
+	for _, read := range []struct {
+		name string
+		do   func(l *Limiter)
+	}{
+		{"news", func(l *Limiter) {
+			if _, _, err := l.Outgoing(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"snapshot", func(l *Limiter) {
+			if _, err := l.snapshot(nil); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(read.name, func(t *testing.T) {
+			l := open(t, newClock(t0), map[string]Limits{"a": {TPM: 100000, QuotaTokens: 1000000, Period: Daily}})
+			reserve(t, l, "a", "", 100) // the shard's; it makes a grant
+			reserve(t, l, "a", "", 100) // from the grant
+			for i := range 3 {
+				read.do(l)
+				r, d, ok := l.ReserveSpare("a", "", 100)
+				if !ok || r.drawn == nil {
+					t.Fatalf("read %d: the next reservation needed the shard", i+1)
+				}
+				if want := int64(100000 - 100*(i+3)); d.Remaining != want {
+					t.Fatalf("read %d: remaining %d, want %d", i+1, d.Remaining, want)
+				}
+			}
+			us, _, err := l.Outgoing(ctx, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(us) != 1 || len(us[0].Buckets) != 1 || us[0].Buckets[0] != bucketAt(t0, 500, 0) || us[0].PeriodAdded != 500 {
+				t.Fatalf("outgoing %+v, want one bucket and a period of 500 added", us)
+			}
+			// Served nothing since the last read: no new grant.
+			read.do(l)
+			read.do(l)
+			if r, _ := reserve(t, l, "a", "", 100); r.drawn != nil {
+				t.Fatal("an idle counter's grant was made again")
+			}
+		})
 	}
 }

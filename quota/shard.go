@@ -561,35 +561,43 @@ func (s *shard) outgoing(full bool, now time.Time) []Usage {
 			continue // unlimited everywhere: nothing to enforce together
 		}
 		lo := s.prepare(c, lim, now) - mergeBack
+		g := c.grant
 		s.retire(c, now)
-		demand := int64(math.Round(c.demand.at(ns, s.halfLife)))
-		if full {
-			for i := range c.origins {
-				d := int64(-1) // a relayed origin's demand is not fresh
+		out = s.report(out, c, lo, full, ns)
+		s.regrant(c, g, lim, now)
+	}
+	return out
+}
+
+// report appends c's usage to out (see outgoing), its grant retired.
+func (s *shard) report(out []Usage, c *counter, lo int64, full bool, ns int64) []Usage {
+	demand := int64(math.Round(c.demand.at(ns, s.halfLife)))
+	if full {
+		for i := range c.origins {
+			d := int64(-1) // a relayed origin's demand is not fresh
+			if i == 0 {
+				d = demand
+			}
+			if u := c.usage(i, lo, 0, d); len(u.Buckets) > 0 || u.PeriodStart != 0 || u.Demand > 0 {
+				out = append(out, u)
 				if i == 0 {
-					d = demand
-				}
-				if u := c.usage(i, lo, 0, d); len(u.Buckets) > 0 || u.PeriodStart != 0 || u.Demand > 0 {
-					out = append(out, u)
-					if i == 0 {
-						c.sent.add(ns, float64(demand), s.lag)
-					}
+					c.sent.add(ns, float64(demand), s.lag)
 				}
 			}
-			continue
 		}
-		// Peers decay the demand they were sent; send it again only when
-		// it has moved away from what they now assume.
-		had := c.sent.last(ns, s.halfLife)
-		diff := math.Abs(float64(demand) - had)
-		moved := diff >= 1 && diff > 0.1*max(float64(demand), had)
-		since := s.round + 1 - min(s.round, resendRounds)
-		if c.round < since && !moved {
-			continue
-		}
-		out = append(out, c.usage(0, lo, since, demand))
-		c.sent.add(ns, float64(demand), s.lag)
+		return out
 	}
+	// Peers decay the demand they were sent; send it again only when
+	// it has moved away from what they now assume.
+	had := c.sent.last(ns, s.halfLife)
+	diff := math.Abs(float64(demand) - had)
+	moved := diff >= 1 && diff > 0.1*max(float64(demand), had)
+	since := s.round + 1 - min(s.round, resendRounds)
+	if c.round < since && !moved {
+		return out
+	}
+	out = append(out, c.usage(0, lo, since, demand))
+	c.sent.add(ns, float64(demand), s.lag)
 	return out
 }
 
@@ -665,7 +673,9 @@ func (s *shard) flush(now time.Time, encode bool) []kv {
 	ns := now.UnixNano()
 	var sets []kv
 	for k, c := range s.counters {
-		cur := s.prepare(c, s.limits[c.consumer], now)
+		lim := s.limits[c.consumer]
+		cur := s.prepare(c, lim, now)
+		g := c.grant
 		s.retire(c, now) // the snapshot holds no unused grant
 		c.flight.expire(ns, s.lag)
 		if c.idle(cur, ns, s.halfLife) {
@@ -680,6 +690,7 @@ func (s *shard) flush(now time.Time, encode bool) []kv {
 			c.stored = true
 		}
 		c.dirty = false
+		s.regrant(c, g, lim, now)
 	}
 	var out []kv
 	if encode {
