@@ -112,6 +112,19 @@ type Store struct {
 	// news are the local changes not yet taken by Outgoing; newsSpare is
 	// the array Outgoing took last, emptied, for the next news (as spare).
 	news, newsSpare []record
+	// alone is set while the cluster names no live peer (SetPeers): local
+	// changes are then not queued for Outgoing at all, since news reaches
+	// no one (a peer that comes later catches up by push/pull, as on
+	// whatever it missed while away).
+	alone bool
+
+	// Scratch arrays of commit, reused from batch to batch (guarded by
+	// written): the records kept, the keys and values, Badger's entries.
+	// Badger copies keys and values into its memtable and log before the
+	// transaction's Update returns, so nothing it keeps points into them.
+	keepBuf  []record
+	bytesBuf []byte
+	entryBuf []badger.Entry
 
 	// Owned by the actor goroutine.
 	mem map[string]record // the records, when there is no database
@@ -354,18 +367,25 @@ func (s *Store) writeQueue() {
 		s.mu.Lock()
 		n := min(len(s.queue), writeBatch)
 		batch := s.queue[:n:n]
-		s.queue = s.queue[n:]
-		if len(s.queue) == 0 {
+		// array is the queue's whole array when the batch takes it all, to
+		// be the next queue but one with its full capacity (the batch's
+		// is cut to its length): a queue that outgrows its array again
+		// after every batch allocates anew.
+		var array []record
+		if n == len(s.queue) {
+			array = s.queue[:0]
 			s.queue, s.spare = s.spare, nil
+		} else {
+			s.queue = s.queue[n:]
 		}
 		s.mu.Unlock()
 		if n == 0 {
 			return
 		}
 		s.writes.Add(1)
+		// written is held until keep, commit's scratch, is copied to news.
 		s.written.Lock()
 		keep, err := s.commit(ctx, batch)
-		s.written.Unlock()
 		if err != nil {
 			s.log.Warn("persisting response owners failed; follow-ups on these ids will be refused", "records", len(batch), "err", err)
 		}
@@ -376,9 +396,10 @@ func (s *Store) writeQueue() {
 		if err == nil {
 			s.addNews(keep)
 		}
-		if s.spare == nil && cap(batch) <= writeBatch {
+		s.written.Unlock()
+		if array != nil && s.spare == nil && cap(array) <= 4*writeBatch {
 			clear(batch) // its strings are not kept alive meanwhile
-			s.spare = batch[:0]
+			s.spare = array
 		}
 		if s.room != nil && len(s.pending) < s.maxPending {
 			close(s.room)
@@ -388,12 +409,33 @@ func (s *Store) writeQueue() {
 	}
 }
 
-// addNews queues local changes for Outgoing. The caller holds mu.
+// addNews queues local changes for Outgoing (none while alone). The
+// caller holds mu.
 func (s *Store) addNews(rs []record) {
+	if s.alone {
+		return
+	}
 	if s.news == nil {
 		s.news, s.newsSpare = s.newsSpare, nil
 	}
 	s.news = append(s.news, rs...)
+}
+
+// SetPeers names the cluster's other live members (cluster.QuotaState's
+// SetPeers, through node.SharedState). With none, local changes are no
+// longer queued for Outgoing, and those queued are dropped: they would be
+// encoded only to be discarded (the cluster drains its news even with no
+// peer). A peer that becomes live later learns them by push/pull, which
+// carries the last day's changes and every record page by page. Until the
+// first call, changes are queued.
+func (s *Store) SetPeers(names []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.alone = len(names) == 0
+	if s.alone {
+		clear(s.news)
+		s.news = s.news[:0]
+	}
 }
 
 // flush waits until the queue is persisted (tests).
@@ -595,7 +637,12 @@ func known(r, old record) bool { return old.Deleted || !r.Deleted }
 // The caller holds written.
 func (s *Store) commit(ctx context.Context, in []record) ([]record, error) {
 	now := s.now().UnixMilli()
-	keep := make([]record, 0, len(in))
+	keep := s.keepBuf[:0]
+	defer func() {
+		if cap(keep) <= maxScratch {
+			s.keepBuf = keep[:0] // cleared by the next commit's appends
+		}
+	}()
 	for _, r := range in {
 		if r.ID != "" && len(r.ID) <= maxIDLen && r.Expires > now {
 			keep = append(keep, r)
@@ -616,14 +663,29 @@ func (s *Store) commit(ctx context.Context, in []record) ([]record, error) {
 		return out, err
 	}
 	out := keep[:0] // filtered in place: the transaction runs once
-	// The keys and values share one array, the entries another: two
-	// allocations per batch rather than three per record.
+	// The keys and values share one array, the entries another, both
+	// kept for the next batch: no allocation per record or per batch.
 	size := 0
 	for _, r := range keep {
 		size += len(store.PrefixAffinity) + len(r.ID) + 32 + len(r.Consumer) + len(r.Backend) + len(r.Origin)
 	}
-	buf := make([]byte, 0, size)
-	entries := make([]badger.Entry, 0, len(keep))
+	buf := s.bytesBuf[:0]
+	if cap(buf) < size {
+		buf = make([]byte, 0, size)
+	}
+	entries := s.entryBuf[:0]
+	if cap(entries) < len(keep) {
+		entries = make([]badger.Entry, 0, len(keep))
+	}
+	defer func() {
+		if cap(buf) <= maxScratch*64 {
+			s.bytesBuf = buf[:0]
+		}
+		if cap(entries) <= maxScratch {
+			clear(entries) // no key or value is kept alive meanwhile
+			s.entryBuf = entries[:0]
+		}
+	}()
 	err := s.db.Update(func(txn *badger.Txn) error {
 		for _, r := range keep {
 			start := len(buf)
@@ -666,6 +728,10 @@ func (s *Store) commit(ctx context.Context, in []record) ([]record, error) {
 	}
 	return out, nil
 }
+
+// maxScratch bounds the records commit's scratch arrays are kept for
+// (a full batch, or a large payload from a peer).
+const maxScratch = 4 * writeBatch
 
 // loadFilter adds the ids the database holds to the filter, which spares
 // no read until they are all in (ready). Ids persisted meanwhile are added

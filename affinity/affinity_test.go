@@ -485,3 +485,95 @@ func TestReusedBuffersCarryEachChangeOnce(t *testing.T) {
 		}
 	}
 }
+
+func TestReusedScratchPersistsEachBatchAsGiven(t *testing.T) {
+	ctx := context.Background()
+	s, db, dir := onDisk(t)
+	// Batches of different sizes, with strings longer and shorter than
+	// the previous batch's: each record must persist as given, not with
+	// a byte or an entry of an earlier batch.
+	want := map[string]Owner{}
+	for round, size := range []int{40, 3, 17, 1, 60, 8} {
+		for i := range size {
+			id := fmt.Sprintf("resp_%02d_%0*d", round, 1+(i*7+round)%23, i)
+			o := Owner{Consumer: fmt.Sprintf("c%0*d", 1+(round*5+i)%19, round), Backend: fmt.Sprintf("b%0*d", 1+(i+round)%11, i)}
+			if i%4 == 1 {
+				o.Origin = fmt.Sprintf("resp_origin_%0*d", 1+i%9, round)
+			}
+			if err := s.Remember(ctx, id, o); err != nil {
+				t.Fatal(err)
+			}
+			want[id] = o
+		}
+		if err := s.flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Forget(ctx, "resp_00_1_0"); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "resp_00_1_0")
+	s = restart(t, s, db, dir) // every look-up reads the database
+	for id, o := range want {
+		if got, ok := s.Lookup(ctx, id); !ok || got != o {
+			t.Fatalf("%s: looked up as %+v %v, want %+v", id, got, ok, o)
+		}
+	}
+	if _, ok := s.Lookup(ctx, "resp_00_1_0"); ok {
+		t.Fatal("a forgotten id came back")
+	}
+}
+
+func TestAloneQueuesNoNewsAndPushPullStillCarriesAll(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := onDisk(t)
+	sentIDs := func(full bool) map[string]bool {
+		t.Helper()
+		ps, err := s.Outgoing(ctx, full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := map[string]bool{}
+		for _, p := range ps {
+			rs, err := decode(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rs {
+				ids[r.ID] = true
+			}
+		}
+		return ids
+	}
+	remember := func(ids ...string) {
+		t.Helper()
+		for _, id := range ids {
+			if err := s.Remember(ctx, id, Owner{Consumer: "team-a", Backend: "east"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	remember("resp_before")                  // no SetPeers yet: queued
+	s.SetPeers(nil)                          // alone: what was queued is dropped
+	remember("resp_alone_1", "resp_alone_2") // and nothing new is queued
+	if err := s.Forget(ctx, "resp_alone_2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := sentIDs(false); len(got) != 0 {
+		t.Fatalf("alone, news carried %v", got)
+	}
+	if got := sentIDs(true); !got["resp_before"] || !got["resp_alone_1"] || !got["resp_alone_2"] {
+		t.Fatalf("push/pull carried %v, want every id (the tombstone too)", got)
+	}
+	s.SetPeers([]string{"node-b"})
+	remember("resp_with_peer")
+	if got := sentIDs(false); len(got) != 1 || !got["resp_with_peer"] {
+		t.Fatalf("with a peer, news carried %v, want resp_with_peer", got)
+	}
+	if o, ok := s.Lookup(ctx, "resp_alone_1"); !ok || o.Consumer != "team-a" {
+		t.Fatalf("a record made while alone looked up as %+v %v", o, ok)
+	}
+}

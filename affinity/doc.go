@@ -11,7 +11,8 @@
 // id, and OpenAI's and Azure's ids begin with their creation time, so
 // successive records go into Badger's memtable next to each other, about a
 // third cheaper than ids in no order: BenchmarkWriteBatch), and
-// the queue of local changes not yet handed to the cluster. A deleted
+// the queue of local changes not yet handed to the cluster (none is kept
+// while the cluster names no live peer: SetPeers). A deleted
 // response leaves a tombstone for the same TTL, so a peer's late copy never
 // brings it back.
 //
@@ -21,7 +22,8 @@
 //
 // Local creations are queued in memory (found by look-ups at once) and
 // written by a writer goroutine, a batch per transaction (the creations of
-// 10 ms), off the request path; Close writes what is queued, a crash loses
+// 10 ms), off the request path, with no allocation per record of its own
+// (its arrays are reused from batch to batch); Close writes what is queued, a crash loses
 // at most those 10 ms and the write under way. Push/pull carries the last day's
 // changes and, page by page in id order, every unexpired record, so a node
 // away for any time learns every id.

@@ -266,5 +266,14 @@ func (s SharedState) Merge(ctx context.Context, payload []byte) error {
 	return s.Quota.Merge(ctx, payload)
 }
 
-// SetPeers implements cluster.QuotaState.
-func (s SharedState) SetPeers(names []string) { s.Quota.SetPeers(names) }
+// SetPeers implements cluster.QuotaState. The owners hear it too: with no
+// live peer they skip queueing and encoding their news (peerAware).
+func (s SharedState) SetPeers(names []string) {
+	s.Quota.SetPeers(names)
+	if p, ok := s.Owners.(peerAware); ok {
+		p.SetPeers(names)
+	}
+}
+
+// peerAware is a KeyState told which peers are live (*affinity.Store).
+type peerAware interface{ SetPeers(names []string) }

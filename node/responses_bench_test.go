@@ -72,6 +72,7 @@ func BenchmarkServeWire(b *testing.B) {
 			}
 			owners := affinity.Open(affinity.Options{DB: db.DB})
 			b.Cleanup(func() { _ = owners.Close(); _ = db.Close() })
+			loneCluster(b, owners)
 			l, cfg := oneRouteNode(b)
 			cfg.ApplyDefaults()
 			g, err := New(cfg, Options{Limiter: l, Transport: wireTransport{ids: ids}, Owners: owners})
@@ -103,4 +104,27 @@ func BenchmarkServeWire(b *testing.B) {
 			b.ReportMetric(float64((cputime.Process()-before).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 	}
+}
+
+// loneCluster does to owners what the cluster of a node without peers
+// does, as in `llmgate bench overhead`: it names no live peer, then takes
+// the owners' news every 50 ms (its flush interval) until the benchmark
+// ends. Without it, the news of every created response would pile up.
+func loneCluster(b *testing.B, owners *affinity.Store) {
+	owners.SetPeers(nil)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				_, _ = owners.Outgoing(context.Background(), false)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	b.Cleanup(func() { close(stop); <-done })
 }
