@@ -139,6 +139,9 @@ type Cluster struct {
 	applyIn  chan []byte
 	serveIn  chan inbound
 	sessions sessionTable
+	// aloneTicks counts the flush ticks skipped while the node has no live
+	// peer (see flushQuota); run's goroutine alone touches it.
+	aloneTicks int
 
 	closeOnce sync.Once
 }
@@ -523,12 +526,29 @@ func (c *Cluster) run() {
 	}
 }
 
+// aloneFlushTicks is how many flush ticks a node without live peers lets
+// pass between two collections of its quota news (1 s at the default
+// FlushInterval).
+const aloneFlushTicks = 20
+
 // flushQuota sends this node's quota news to every live peer.
 func (c *Cluster) flushQuota() {
 	if c.opts.Quota == nil {
 		return
 	}
 	peers := *c.peers.Load()
+	// Drained even with no peer: news is "since the last call", and a peer
+	// that joins later gets the whole state by push/pull instead. But only
+	// every aloneFlushTicks ticks: collecting it asks each of the quota's
+	// actors in turn, two goroutine wake-ups each, which a node alone would
+	// otherwise pay every tick for nothing (and news a joining peer gets
+	// from before that is merged like any other).
+	if len(peers) == 0 {
+		if c.aloneTicks++; c.aloneTicks < aloneFlushTicks {
+			return
+		}
+	}
+	c.aloneTicks = 0
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.Timeout)
 	defer cancel()
 	packets, reliable, err := c.opts.Quota.Outgoing(ctx, false, maxPacket)
@@ -536,8 +556,6 @@ func (c *Cluster) flushQuota() {
 		c.log.Warn("collecting quota news", "err", err)
 		return
 	}
-	// Drained even with no peer: news is "since the last call", and a peer
-	// that joins later gets the whole state by push/pull instead.
 	if len(peers) == 0 {
 		return
 	}

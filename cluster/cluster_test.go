@@ -514,3 +514,42 @@ func TestConfigHashIsSeenByPeers(t *testing.T) {
 	}
 	eventually(t, 20*time.Second, "b sees a's new hash", func() bool { return hashes(b.Cluster)["a"] == "hash-a2" })
 }
+
+// countingQuota is a fakeQuota that notes when Outgoing(false) is called.
+type countingQuota struct {
+	*fakeQuota
+	mu    sync.Mutex
+	calls []time.Time
+}
+
+func (q *countingQuota) Outgoing(ctx context.Context, full bool, maxPacket int) ([][]byte, [][]byte, error) {
+	if !full {
+		q.mu.Lock()
+		q.calls = append(q.calls, time.Now())
+		q.mu.Unlock()
+	}
+	return q.fakeQuota.Outgoing(ctx, full, maxPacket)
+}
+
+// TestAloneNodeCollectsQuotaNewsSeldom: a node without peers collects its
+// quota news (which costs its quota's actors a round trip each) only every
+// aloneFlushTicks flush ticks, not every tick; it still collects it.
+func TestAloneNodeCollectsQuotaNewsSeldom(t *testing.T) {
+	const interval = 2 * time.Millisecond
+	q := &countingQuota{fakeQuota: &fakeQuota{}}
+	start(t, "a", freeAddr(t), nil, func(o *Options) { o.Quota, o.FlushInterval = q, interval })
+	count := func() int {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return len(q.calls)
+	}
+	eventually(t, 20*time.Second, "two collections", func() bool { return count() >= 2 })
+	q.mu.Lock()
+	gap := q.calls[1].Sub(q.calls[0])
+	q.mu.Unlock()
+	// A ticker never ticks faster than its interval: every tick would
+	// collect 2 ms apart or so.
+	if gap < 10*interval {
+		t.Fatalf("collected %v apart, want at least 10 ticks of %v", gap, interval)
+	}
+}

@@ -12,7 +12,8 @@
 //   - quota news every FlushInterval as best-effort packets (UDP, each small
 //     enough for one datagram) straight to every live member, plus reliable
 //     messages for rare changes such as run-time limits; the full state rides
-//     memberlist's push/pull, which repairs whatever a lost packet missed;
+//     memberlist's push/pull, which repairs whatever a lost packet missed
+//     (a node without live peers only drains its news, every twentieth tick);
 //   - cache changes batched over a few milliseconds and sent over memberlist's
 //     reliable channel (TCP), never truncated;
 //   - catch-up as a pull: digests first, then versions of the buckets that
