@@ -190,11 +190,11 @@ func errorHandler(err error, c echo.Context) {
 // requestID echoes a sane client x-request-id or makes one.
 func (a *API) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id := c.Request().Header.Get(node.HeaderRequestID)
+		id := c.Request().Header.Get(headerRequestIDKey)
 		if !validRequestID(id) {
 			id = newRequestID()
 		}
-		c.Response().Header().Set(node.HeaderRequestID, id)
+		c.Response().Header().Set(headerRequestIDKey, id)
 		c.Set("request_id", id)
 		return next(c)
 	}

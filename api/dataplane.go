@@ -38,7 +38,7 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 	start := a.now()
 	req, w := c.Request(), c.Response()
 	label := routeLabel{op: op.String(), route: "unknown"}
-	w.Header().Set(node.HeaderCache, "off") // the node's look-up stage overrides it when it has a cache
+	w.Header().Set(headerCacheKey, "off") // the node's look-up stage overrides it when it has a cache
 	rec := telemetry.Request{Time: start, RequestID: c.Get("request_id").(string), Op: label.op, Cache: "off"}
 	ctx := req.Context()
 	if a.opts.Tracer != nil {
@@ -104,7 +104,9 @@ func (a *API) modelCall(c echo.Context, op openai.Operation, deployment string) 
 		}
 		call.Route, call.Model, call.Stream, call.Responses = r.Model, r.Model, r.Stream, r
 	}
-	call.APIVersion = req.URL.Query().Get("api-version")
+	if req.URL.RawQuery != "" { // (Query parses it into a new map)
+		call.APIVersion = req.URL.Query().Get("api-version")
+	}
 	if deployment != "" {
 		call.Route = deployment
 	} else if call.Route == "" {
@@ -188,7 +190,7 @@ func credentialLabel(c *node.Consumer) string {
 
 // consumerKey finds the consumer key in any of the three headers clients use.
 func consumerKey(h http.Header) string {
-	if k := h.Get("api-key"); k != "" {
+	if k := h.Get(headerAPIKey); k != "" {
 		return k
 	}
 	if v := h.Get("Authorization"); v != "" {
@@ -196,7 +198,7 @@ func consumerKey(h http.Header) string {
 			return strings.TrimSpace(k)
 		}
 	}
-	return h.Get("Ocp-Apim-Subscription-Key")
+	return h.Get(headerAPIMKey)
 }
 
 func cutPrefixFold(s, prefix string) (string, bool) {

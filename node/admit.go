@@ -92,8 +92,7 @@ func (a *admission) setHeaders(h http.Header) {
 	if a.limit <= 0 {
 		return
 	}
-	h.Set(HeaderLimitTokens, strconv.FormatInt(a.limit, 10))
-	h.Set(HeaderRemainTokens, strconv.FormatInt(max(a.remain, 0), 10))
+	setInts(h, []string{headerLimitTokensKey, headerRemainTokensKey}, a.limit, max(a.remain, 0))
 }
 
 // LimitHeaders writes the consumer's TPM headers (SPEC §4) for an answer

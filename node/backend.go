@@ -93,17 +93,17 @@ func (b *backend) newRequest(ctx context.Context, call *Call, defaultAPIVersion 
 		return nil, fmt.Errorf("building request to backend %s: %w", b.name, err)
 	}
 	req.ContentLength = int64(len(body))
-	h := req.Header
-	h.Set("Content-Type", "application/json")
+	// One slice for the values (the names are canonical already): what
+	// Header.Set would store, without a slice per header.
+	accept := "application/json"
 	if call.Stream {
-		h.Set("Accept", "text/event-stream")
-	} else {
-		h.Set("Accept", "application/json")
+		accept = "text/event-stream"
 	}
-	h.Set("User-Agent", "llmgate")
+	vs := []string{"application/json", accept, "llmgate", call.RequestID, call.RequestID}
+	h := req.Header
+	h["Content-Type"], h["Accept"], h["User-Agent"] = vs[0:1:1], vs[1:2:2], vs[2:3:3]
 	if call.RequestID != "" {
-		h.Set("x-ms-client-request-id", call.RequestID)
-		h.Set("x-request-id", call.RequestID)
+		h[headerMSRequestIDKey], h[headerRequestIDKey] = vs[3:4:4], vs[4:5:5]
 	}
 	if err := b.authorize(ctx, h); err != nil {
 		return nil, err

@@ -54,7 +54,7 @@ func (c *capacity) sent(tokens int64, now time.Time) {
 
 // observe reads the backend's remaining-tokens header, if any.
 func (c *capacity) observe(h http.Header, now time.Time) {
-	v := h.Get("x-ratelimit-remaining-tokens")
+	v := h.Get(headerRemainTokensKey)
 	if v == "" {
 		return
 	}

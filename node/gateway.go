@@ -533,8 +533,7 @@ func (g *Gateway) Serve(ctx context.Context, w http.ResponseWriter, call *Call) 
 		if call.Capture {
 			out.Answer = x.reply.body
 		}
-		x.adm.setHeaders(w.Header())
-		w.Header().Set(HeaderTokensConsumed, strconv.FormatInt(out.Tokens, 10))
+		x.adm.setHeadersCharged(w.Header(), out.Tokens)
 		if cp.state == cacheMiss && x.reply.cacheable() {
 			// Stored (for up to store_wait) before the client has the answer,
 			// so that its next request finds it.
@@ -754,7 +753,7 @@ func (g *Gateway) attempt(ctx context.Context, w http.ResponseWriter, call *Call
 	g.metrics.attempt(b.name, strconv.Itoa(resp.StatusCode), d)
 	h := w.Header()
 	copyHeaders(h, resp.Header)
-	h.Set(HeaderBackend, b.name)
+	h.Set(headerBackendKey, b.name)
 	x.reply = newReply(call, resp.StatusCode, body)
 	return attemptResult{done: true, status: resp.StatusCode, upstream: d}
 }
