@@ -378,6 +378,11 @@ func (s *shard) regrant(c *counter, g *grant, lim Limits, now time.Time) {
 	if g == nil || c.grant != nil || c.grantServed <= 0 {
 		return
 	}
+	select {
+	case <-s.closing: // Close's final snapshot leaves no grant behind
+		return
+	default:
+	}
 	cur := bucketOf(now)
 	used := c.windowSum(cur)
 	s.offer(c, lim, cur, used, g.unit, decision(lim, c, used))

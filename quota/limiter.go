@@ -264,6 +264,7 @@ func Open(opts Options, limits map[string]Limits) (*Limiter, error) {
 	l.shards = make([]*shard, nShards)
 	for i := range l.shards {
 		l.shards[i] = newShard(l.node, l.now, lag, halfLife, effective)
+		l.shards[i].closing = l.closing
 	}
 	if err := l.loadCounters(); err != nil {
 		return nil, err
@@ -445,8 +446,18 @@ func (l *Limiter) ReserveSpare(consumer, key string, tokens int64) (Reservation,
 	if tokens < 0 || tokens > MaxTokens || l.usable(context.Background()) != nil {
 		return Reservation{}, Decision{}, false
 	}
-	r, d, g := l.shardOf(consumer, key).draw(consumer, key, tokens, l.now(), true)
-	return r, d, g != nil
+	s := l.shardOf(consumer, key)
+	r, d, g := s.draw(consumer, key, tokens, l.now(), true)
+	if g == nil {
+		return Reservation{}, Decision{}, false
+	}
+	if l.usable(context.Background()) != nil {
+		// Taken while Close ran, which would drop its settlement (as in
+		// ReserveWithin): nothing is admitted.
+		s.giveBack(r, g)
+		return Reservation{}, Decision{}, false
+	}
+	return r, d, true
 }
 
 // Shrink brings what a reservation taken by ReserveSpare holds down to

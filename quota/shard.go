@@ -159,6 +159,9 @@ type shard struct {
 	// only run stores and deletes them.
 	grants   sync.Map // counterKey → *grant
 	noGrants bool     // tests: every Reserve asks the goroutine
+	// closing is the limiter's: once closed, reads make no new grant (the
+	// final snapshot must leave none behind).
+	closing <-chan struct{}
 }
 
 func newShard(node string, now func() time.Time, lag, halfLife time.Duration, limits map[string]Limits) *shard {
