@@ -39,9 +39,21 @@ func overheadCall(tb testing.TB, g *Gateway) *Call {
 // and counts beside the call. It reports the median admission and
 // settlement (what they add to the request's path) and the process's CPU
 // per request, the counting goroutine's and the runtime's included.
+//
+// prompt=short is a request of about 25 prompt tokens (150 bytes).
 func BenchmarkAdmitIdle(b *testing.B) {
 	for _, mode := range []string{"counted", "bounded"} {
-		b.Run(mode, func(b *testing.B) {
+		for _, prompt := range []string{"overhead", "short"} {
+			b.Run(mode+"/prompt="+prompt, func(b *testing.B) {
+				benchAdmitIdle(b, mode, prompt)
+			})
+		}
+	}
+}
+
+func benchAdmitIdle(b *testing.B, mode, prompt string) {
+	{
+		{
 			g := admitBenchGateway(b, mode)
 			ctx := context.Background()
 			u := &usage{Prompt: 23, Completion: 16, Total: 39}
@@ -51,6 +63,10 @@ func BenchmarkAdmitIdle(b *testing.B) {
 			for b.Loop() {
 				time.Sleep(time.Millisecond)
 				call := overheadCall(b, g)
+				if prompt == "short" {
+					call = benchCalls(b)["chat"]
+					call.Consumer, call.Header = g.byName["team-a"], http.Header{}
+				}
 				start := time.Now()
 				a, e := g.admit(ctx, call)
 				admits = append(admits, time.Since(start))
@@ -67,7 +83,7 @@ func BenchmarkAdmitIdle(b *testing.B) {
 			b.ReportMetric(float64((cputime.Process()-before).Nanoseconds())/float64(n)/1e3, "cpu-µs")
 			b.ReportMetric(float64(p50(admits).Nanoseconds())/1e3, "admit-p50-µs")
 			b.ReportMetric(float64(p50(settles).Nanoseconds())/1e3, "settle-p50-µs")
-		})
+		}
 	}
 }
 
