@@ -99,7 +99,9 @@
 // Reserve (and Headroom) to take from with a compare-and-swap, without the
 // shard. The shard retires a counter's grant (taking back what is left, in
 // the bucket and period it was charged to) before it reads the counter for
-// anything, and a settlement above its estimate (a Settle's too: it goes
+// anything; a read that admits nothing (Outgoing, a snapshot) sets one
+// aside again at once if the retired one served anything. A settlement
+// above its estimate (a Settle's too: it goes
 // through the mailbox) closes the grant until the shard has applied it, and
 // keeps the shard from publishing one while it waits in the mailbox, so no
 // admission differs from the shard's own (see grant.go); one below its
