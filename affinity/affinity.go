@@ -366,6 +366,10 @@ func (s *Store) writeQueue() {
 	for {
 		s.mu.Lock()
 		n := min(len(s.queue), writeBatch)
+		if n == 0 {
+			s.mu.Unlock()
+			return
+		}
 		batch := s.queue[:n:n]
 		// array is the queue's whole array when the batch takes it all, to
 		// be the next queue but one with its full capacity (the batch's
@@ -379,9 +383,6 @@ func (s *Store) writeQueue() {
 			s.queue = s.queue[n:]
 		}
 		s.mu.Unlock()
-		if n == 0 {
-			return
-		}
 		s.writes.Add(1)
 		// written is held until keep, commit's scratch, is copied to news.
 		s.written.Lock()
