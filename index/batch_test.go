@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -320,6 +321,72 @@ func TestCloseWhileABatchIsBeingAdded(t *testing.T) {
 		close(block)                     // the actor may now run the message
 		<-closed
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestCloseRacingStoresAnswersEachOnceAndKeepsWhatItAcknowledged: Stores
+// racing a Close are each answered exactly once, by the time Close returns
+// (or at once, for a Store after it), nil or ErrClosed; every entry
+// answered nil is on the disk for the next open.
+func TestCloseRacingStoresAnswersEachOnceAndKeepsWhatItAcknowledged(t *testing.T) {
+	for iter := range 10 {
+		db := memDB(t)
+		c, err := Open(context.Background(), Options{DB: db.DB, Shards: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const writers, each = 8, 40
+		var mu sync.Mutex
+		calls := map[string]int{}
+		acked := map[string]bool{}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				for i := range each {
+					e := entry(Space{fmt.Sprint("p", (w+i)%5), "r", "s"}, fmt.Sprint("q", iter, w, i), spread(iter*1000+w*each+i))
+					c.StoreAsync(e, func(err error) {
+						mu.Lock()
+						defer mu.Unlock()
+						calls[e.ID]++
+						switch {
+						case err == nil:
+							acked[e.ID] = true
+						case !errors.Is(err, ErrClosed):
+							t.Errorf("store %s: %v, want nil or ErrClosed", e.ID, err)
+						}
+					})
+				}
+			}()
+		}
+		close(start)
+		time.Sleep(time.Duration(iter%4) * 200 * time.Microsecond)
+		c.Close()
+		wg.Wait() // every Store made: the last ones after Close
+		mu.Lock()
+		if len(calls) != writers*each {
+			t.Fatalf("%d stores answered, want %d", len(calls), writers*each)
+		}
+		for id, n := range calls {
+			if n != 1 {
+				t.Fatalf("store %s answered %d times", id, n)
+			}
+		}
+		ids := make([]string, 0, len(acked))
+		for id := range acked {
+			ids = append(ids, id)
+		}
+		mu.Unlock()
+		again := open(t, Options{DB: db.DB})
+		for _, id := range ids {
+			if _, found := again.Get(context.Background(), id); !found {
+				t.Fatalf("entry %s was acknowledged, then lost", id)
+			}
+		}
+		again.Close()
 	}
 }
 
