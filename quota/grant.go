@@ -230,10 +230,10 @@ func (s *shard) draw(consumer, key string, tokens int64, now time.Time, spare bo
 // offer publishes a grant for c after the shard admitted a reservation of
 // tokens in bucket cur, leaving used tokens in the window: the headroom
 // left, up to twice what c's previous grant served (at least
-// grantMinReservations reservations of this size). Nothing when the shard
+// grantMinReservations reservations of this size, and at least minSize). Nothing when the shard
 // has peers (the share rule needs each reservation), when c has no limit,
 // or when the headroom would not hold another reservation like this one.
-func (s *shard) offer(c *counter, lim Limits, cur, used, tokens int64, d Decision) {
+func (s *shard) offer(c *counter, lim Limits, cur, used, tokens, minSize int64, d Decision) {
 	local := &c.origins[0]
 	if s.noGrants || len(s.peers) > 0 || lim.TPM <= 0 && lim.QuotaTokens <= 0 || local.w.head != cur || c.grant != nil {
 		return
@@ -245,7 +245,7 @@ func (s *shard) offer(c *counter, lim Limits, cur, used, tokens int64, d Decisio
 	if lim.QuotaTokens > 0 {
 		room = min(room, lim.QuotaTokens-c.periodSum())
 	}
-	size := min(room, max(2*c.grantServed, grantMinReservations*tokens))
+	size := min(room, max(2*c.grantServed, grantMinReservations*tokens, minSize))
 	slot := &local.w.v[cur&ringMask]
 	if size <= 0 || size < tokens || slot.added > MaxTokens-size || c.periodStart != 0 && local.period.added > periodCap-size {
 		return // (or its totals would reach their caps, where retire could not take it back)
@@ -368,12 +368,14 @@ func (s *shard) retire(c *counter, now time.Time) {
 // regrant offers c a grant again after a read of the counter retired g,
 // the grant it had (see retire), if g served anything: a steady consumer's
 // reservations keep being answered without the shard across the reads that
-// retire grants without admitting anything (the cluster's news every few
-// tens of milliseconds, which a node alone still collects, and snapshots).
-// The new grant is made as after an admission of g's unit: from the
-// headroom as it stands now, sized by what g served. It changes no
-// decision, as any grant (see grant.go); what was read was read without g.
-// c must be prepared at now.
+// retire grants without admitting anything (the cluster's news, which a
+// node alone still collects once a second, and snapshots). The new grant
+// is made as after an admission of g's unit: from the headroom as it
+// stands now, sized by what g served but no smaller than g (a read soon
+// after g was made finds that it served little; a smaller grant would soon
+// send reservations, and bounds larger than the unit, to the shard). It
+// changes no decision, as any grant (see grant.go); what was read was read
+// without g. c must be prepared at now.
 func (s *shard) regrant(c *counter, g *grant, lim Limits, now time.Time) {
 	if g == nil || c.grant != nil || c.grantServed <= 0 {
 		return
@@ -385,7 +387,7 @@ func (s *shard) regrant(c *counter, g *grant, lim Limits, now time.Time) {
 	}
 	cur := bucketOf(now)
 	used := c.windowSum(cur)
-	s.offer(c, lim, cur, used, g.unit, decision(lim, c, used))
+	s.offer(c, lim, cur, used, g.unit, g.size, decision(lim, c, used))
 }
 
 // retireAll retires the grants of consumer's counters ("" = every counter).

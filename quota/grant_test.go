@@ -547,24 +547,37 @@ func TestReadsThatRetireAGrantMakeAnother(t *testing.T) {
 	} {
 		t.Run(read.name, func(t *testing.T) {
 			l := open(t, newClock(t0), map[string]Limits{"a": {TPM: 100000, QuotaTokens: 1000000, Period: Daily}})
-			reserve(t, l, "a", "", 100) // the shard's; it makes a grant
-			reserve(t, l, "a", "", 100) // from the grant
+			reserve(t, l, "a", "", 100) // the shard's; it makes a grant of 8
+			for range 7 {
+				reserve(t, l, "a", "", 100) // from the grant
+			}
+			// It served 7: made again for 14.
+			read.do(l)
+			size := l.shardOf("a", "").grantOf("a", "", t0).size
+			if size != 1400 {
+				t.Fatalf("grant of %d tokens after the first read, want 1400", size)
+			}
 			for i := range 3 {
-				read.do(l)
 				r, d, ok := l.ReserveSpare("a", "", 100)
 				if !ok || r.drawn == nil {
 					t.Fatalf("read %d: the next reservation needed the shard", i+1)
 				}
-				if want := int64(100000 - 100*(i+3)); d.Remaining != want {
+				if want := int64(100000 - 100*(i+9)); d.Remaining != want {
 					t.Fatalf("read %d: remaining %d, want %d", i+1, d.Remaining, want)
+				}
+				read.do(l)
+				// Having served one since it was made, it is made again
+				// no smaller.
+				if g := l.shardOf("a", "").grantOf("a", "", t0); g == nil || g.size < size {
+					t.Fatalf("read %d: grant %+v, want one of at least %d tokens", i+1, g, size)
 				}
 			}
 			us, _, err := l.Outgoing(ctx, true)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(us) != 1 || len(us[0].Buckets) != 1 || us[0].Buckets[0] != bucketAt(t0, 500, 0) || us[0].PeriodAdded != 500 {
-				t.Fatalf("outgoing %+v, want one bucket and a period of 500 added", us)
+			if len(us) != 1 || len(us[0].Buckets) != 1 || us[0].Buckets[0] != bucketAt(t0, 1100, 0) || us[0].PeriodAdded != 1100 {
+				t.Fatalf("outgoing %+v, want one bucket and a period of 1100 added", us)
 			}
 			// Served nothing since the last read: no new grant.
 			read.do(l)

@@ -397,7 +397,7 @@ func (s *shard) reserve(m *message, now time.Time) result {
 	s.pending[s.nextID] = pending{c: c, bucket: b, periodStart: c.periodStart, tokens: m.tokens, at: ns}
 	d.Allowed = true
 	d.Remaining = lim.remaining(used + m.tokens)
-	s.offer(c, lim, cur, used+m.tokens, m.tokens, d)
+	s.offer(c, lim, cur, used+m.tokens, m.tokens, 0, d)
 	return result{
 		res: Reservation{consumer: m.consumer, key: m.key, id: s.nextID, tokens: m.tokens, bucket: b, periodStart: c.periodStart, settled: new(atomic.Bool)},
 		dec: d,
