@@ -121,7 +121,9 @@ type Store struct {
 	// Scratch arrays of commit, reused from batch to batch (guarded by
 	// written): the records kept, the keys and values, Badger's entries.
 	// Badger copies keys and values into its memtable and log before the
-	// transaction's Update returns, so nothing it keeps points into them.
+	// transaction's Update returns, so nothing it keeps points into them
+	// (only DB.Subscribe's publisher would read a write's entries later;
+	// the node subscribes to nothing).
 	keepBuf  []record
 	bytesBuf []byte
 	entryBuf []badger.Entry
@@ -641,7 +643,9 @@ func (s *Store) commit(ctx context.Context, in []record) ([]record, error) {
 	keep := s.keepBuf[:0]
 	defer func() {
 		if cap(keep) <= maxScratch {
-			s.keepBuf = keep[:0] // cleared by the next commit's appends
+			// Its records stay referenced until overwritten: at most
+			// maxScratch records' strings kept alive meanwhile.
+			s.keepBuf = keep[:0]
 		}
 	}()
 	for _, r := range in {
