@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -376,6 +377,11 @@ func (c *Cache) commitLoop() {
 				continue // closing: the drain above answers what is queued
 			}
 		}
+		// Let the goroutines that are ready run first: under load some
+		// of them are about to store, and join this commit instead of
+		// paying for one of their own. With nothing else ready it returns
+		// at once.
+		runtime.Gosched()
 		batch = c.queue.take(batch)
 		if c.opts.DB != nil {
 			c.commitBatch(batch)
