@@ -64,8 +64,9 @@
 //     in the exact map. Removal (expiry, eviction, Delete, Purge,
 //     replacement) takes it out of all of them, then off the disk.
 //   - Store returns only after the entry is committed to Badger (in a
-//     transaction shared with the Stores made meanwhile, which nothing
-//     waits to fill): an acknowledged entry survives a process crash. Entries from peers
+//     transaction shared with the Stores made meanwhile, which no timer
+//     waits to fill: the committer only lets the goroutines already ready
+//     run first): an acknowledged entry survives a process crash. Entries from peers
 //     (Apply, ApplyBatch) are committed before they are added, so no lookup
 //     returns an entry that a crash would lose. Badger's own TTL (expiry
 //     plus a minute) is a safety net behind the sweep.
