@@ -112,10 +112,12 @@ type Store struct {
 	// news are the local changes not yet taken by Outgoing; newsSpare is
 	// the array Outgoing took last, emptied, for the next news (as spare).
 	news, newsSpare []record
-	// alone is set while the cluster names no live peer (SetPeers): local
-	// changes are then not queued for Outgoing at all, since news reaches
-	// no one (a peer that comes later catches up by push/pull, as on
-	// whatever it missed while away).
+	// alone is set while the cluster names no live peer (SetPeers): the
+	// news then reaches no one, so Outgoing encodes none and keeps only
+	// the last aloneNewsKept of it. A peer that comes later catches up by
+	// push/pull on what is older, as on whatever it missed while away; what
+	// is kept covers the changes made while it was joining (after its
+	// push/pull read this node's state, before the join reached SetPeers).
 	alone bool
 
 	// Scratch arrays of commit, reused from batch to batch (guarded by
@@ -412,12 +414,8 @@ func (s *Store) writeQueue() {
 	}
 }
 
-// addNews queues local changes for Outgoing (none while alone). The
-// caller holds mu.
+// addNews queues local changes for Outgoing. The caller holds mu.
 func (s *Store) addNews(rs []record) {
-	if s.alone {
-		return
-	}
 	if s.news == nil {
 		s.news, s.newsSpare = s.newsSpare, nil
 	}
@@ -425,20 +423,40 @@ func (s *Store) addNews(rs []record) {
 }
 
 // SetPeers names the cluster's other live members (cluster.QuotaState's
-// SetPeers, through node.SharedState). With none, local changes are no
-// longer queued for Outgoing, and those queued are dropped: they would be
-// encoded only to be discarded (the cluster drains its news even with no
-// peer). A peer that becomes live later learns them by push/pull, which
-// carries the last day's changes and every record page by page. Until the
-// first call, changes are queued.
+// SetPeers, through node.SharedState). With none, Outgoing(false) encodes
+// no news (the cluster drains its news even with no peer, only to discard
+// it) and keeps only the last aloneNewsKept of it, for a peer that is
+// joining. A peer that becomes live later learns the rest by push/pull,
+// which carries the last day's changes and every record page by page.
+// Until the first call, Outgoing encodes its news as with peers.
 func (s *Store) SetPeers(names []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.alone = len(names) == 0
-	if s.alone {
-		clear(s.news)
-		s.news = s.news[:0]
+}
+
+// aloneNewsKept is how much of its news a node without live peers keeps
+// for a peer that is joining: far longer than the moments between the
+// join's push/pull and the join reaching SetPeers, far less memory than
+// the day push/pull carries.
+const aloneNewsKept = 5 * time.Second
+
+// trimAloneNews drops the news older than aloneNewsKept (Outgoing while
+// alone). News is appended in the order the changes were persisted, which
+// is nearly their time order; a straggler is kept until what follows it is
+// old. The caller holds mu.
+func (s *Store) trimAloneNews() {
+	since := s.now().Add(-aloneNewsKept).UnixMilli()
+	i := 0
+	for i < len(s.news) && s.news[i].At < since {
+		i++
 	}
+	if i == 0 {
+		return
+	}
+	n := copy(s.news, s.news[i:])
+	clear(s.news[n:])
+	s.news = s.news[:n]
 }
 
 // flush waits until the queue is persisted (tests).
@@ -800,6 +818,11 @@ func (s *Store) Outgoing(ctx context.Context, full bool) ([][]byte, error) {
 	var rs []record
 	if !full {
 		s.mu.Lock()
+		if s.alone {
+			s.trimAloneNews()
+			s.mu.Unlock()
+			return nil, nil
+		}
 		rs, s.news = s.news, nil
 		s.mu.Unlock()
 		if taken := rs; taken != nil && cap(taken) <= 4*writeBatch { // a burst's is not kept

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -524,27 +526,38 @@ func TestReusedScratchPersistsEachBatchAsGiven(t *testing.T) {
 	}
 }
 
-func TestAloneQueuesNoNewsAndPushPullStillCarriesAll(t *testing.T) {
-	ctx := context.Background()
-	s, _, _ := onDisk(t)
-	sentIDs := func(full bool) map[string]bool {
-		t.Helper()
-		ps, err := s.Outgoing(ctx, full)
+// sentIDs returns the ids (tombstones included) of what s's Outgoing hands
+// the cluster: the news, or with full the push/pull state.
+func sentIDs(t *testing.T, s *Store, full bool) map[string]bool {
+	t.Helper()
+	ps, err := s.Outgoing(context.Background(), full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, p := range ps {
+		rs, err := decode(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids := map[string]bool{}
-		for _, p := range ps {
-			rs, err := decode(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range rs {
-				ids[r.ID] = true
-			}
+		for _, r := range rs {
+			ids[r.ID] = true
 		}
-		return ids
 	}
+	return ids
+}
+
+func TestAloneEncodesNoNewsKeepsTheLastSecondsAndPushPullStillCarriesAll(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC).UnixNano())
+	s := Open(Options{DB: db.DB, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	t.Cleanup(func() { _ = s.Close(); _ = db.Close() })
 	remember := func(ids ...string) {
 		t.Helper()
 		for _, id := range ids {
@@ -556,24 +569,118 @@ func TestAloneQueuesNoNewsAndPushPullStillCarriesAll(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	remember("resp_before")                  // no SetPeers yet: queued
-	s.SetPeers(nil)                          // alone: what was queued is dropped
-	remember("resp_alone_1", "resp_alone_2") // and nothing new is queued
+	remember("resp_before") // no SetPeers yet: queued
+	s.SetPeers(nil)
+	remember("resp_alone_old")
+	if got := sentIDs(t, s, false); len(got) != 0 {
+		t.Fatalf("alone, news carried %v", got)
+	}
+	clock.Add(int64(aloneNewsKept + time.Second))
+	remember("resp_alone_1", "resp_alone_2")
 	if err := s.Forget(ctx, "resp_alone_2"); err != nil {
 		t.Fatal(err)
 	}
-	if got := sentIDs(false); len(got) != 0 {
+	if got := sentIDs(t, s, false); len(got) != 0 { // and drops what is older than aloneNewsKept
 		t.Fatalf("alone, news carried %v", got)
 	}
-	if got := sentIDs(true); !got["resp_before"] || !got["resp_alone_1"] || !got["resp_alone_2"] {
+	if got := sentIDs(t, s, true); !got["resp_before"] || !got["resp_alone_old"] || !got["resp_alone_1"] || !got["resp_alone_2"] {
 		t.Fatalf("push/pull carried %v, want every id (the tombstone too)", got)
 	}
 	s.SetPeers([]string{"node-b"})
 	remember("resp_with_peer")
-	if got := sentIDs(false); len(got) != 1 || !got["resp_with_peer"] {
-		t.Fatalf("with a peer, news carried %v, want resp_with_peer", got)
+	want := map[string]bool{"resp_alone_1": true, "resp_alone_2": true, "resp_with_peer": true}
+	if got := sentIDs(t, s, false); !maps.Equal(got, want) {
+		t.Fatalf("with a peer, news carried %v, want %v (the last seconds' while alone, and the new one)", got, want)
 	}
 	if o, ok := s.Lookup(ctx, "resp_alone_1"); !ok || o.Consumer != "team-a" {
 		t.Fatalf("a record made while alone looked up as %+v %v", o, ok)
 	}
+}
+
+// joinGapStore is a node alone that has served 25,000 responses in the
+// last day: more than push/pull's recent changes carry (fullMaxRecords, the
+// oldest first), so a newer change reaches a joining peer only by the news
+// or many exchanges later.
+func joinGapStore(t *testing.T, opts Options) *Store {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open("", store.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.DB = db.DB
+	s := Open(opts)
+	t.Cleanup(func() { _ = s.Close(); _ = db.Close() })
+	s.SetPeers(nil)
+	for i := range 25000 {
+		if err := s.Remember(ctx, fmt.Sprintf("resp_a%06d", i), Owner{Consumer: "team-a", Backend: "east"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// A peer joins a node alone: memberlist's push/pull reads the node's state,
+// then the join reaches SetPeers. A response persisted in between (queued
+// before, written after the push/pull read the database) must reach the
+// peer by the news sent once it is live.
+func TestRecordPersistedWhileAPeerJoinsIsInTheNews(t *testing.T) {
+	ctx := context.Background()
+	// A long gathering window orders the writer after the push/pull.
+	s := joinGapStore(t, Options{writeDelay: 300 * time.Millisecond})
+	const id = "resp_z_created_at_join" // the newest: sorts last, as time-ordered ids do
+	if err := s.Remember(ctx, id, Owner{Consumer: "team-a", Backend: "east"}); err != nil {
+		t.Fatal(err)
+	}
+	if sentIDs(t, s, true)[id] { // the join's push/pull
+		t.Fatal("precondition: the record was persisted before the join's push/pull")
+	}
+	_ = sentIDs(t, s, false) // a flush tick, still alone
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.SetPeers([]string{"node-b"})
+	if !sentIDs(t, s, false)[id] {
+		t.Fatalf("%s, persisted while the peer was joining, is not in the news once the peer is live", id)
+	}
+}
+
+// The same for a deletion made while the peer joins: its tombstone must be
+// in the news once the peer is live, or the peer keeps serving follow-ups
+// on a deleted response.
+func TestDeletionWhileAPeerJoinsIsInTheNews(t *testing.T) {
+	ctx := context.Background()
+	s := joinGapStore(t, Options{})
+	const id = "resp_z_deleted_at_join"
+	if err := s.Remember(ctx, id, Owner{Consumer: "team-a", Backend: "east"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_ = sentIDs(t, s, true)  // the join's push/pull: the record, live
+	_ = sentIDs(t, s, false) // a flush tick, still alone
+	if err := s.Forget(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	s.SetPeers([]string{"node-b"})
+	ps, err := s.Outgoing(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ps {
+		rs, err := decode(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.ID == id && r.Deleted {
+				return
+			}
+		}
+	}
+	t.Fatalf("the tombstone of %s, deleted while the peer was joining, is not in the news once the peer is live", id)
 }

@@ -11,8 +11,9 @@
 // id, and OpenAI's and Azure's ids begin with their creation time, so
 // successive records go into Badger's memtable next to each other, about a
 // third cheaper than ids in no order: BenchmarkWriteBatch), and
-// the queue of local changes not yet handed to the cluster (none is kept
-// while the cluster names no live peer: SetPeers). A deleted
+// the queue of local changes not yet handed to the cluster (while the
+// cluster names no live peer, none is encoded and only the last seconds'
+// are kept, for a peer that is joining: SetPeers). A deleted
 // response leaves a tombstone for the same TTL, so a peer's late copy never
 // brings it back.
 //

@@ -267,7 +267,8 @@ func (s SharedState) Merge(ctx context.Context, payload []byte) error {
 }
 
 // SetPeers implements cluster.QuotaState. The owners hear it too: with no
-// live peer they skip queueing and encoding their news (peerAware).
+// live peer they encode no news and keep only the last seconds' of it
+// (peerAware).
 func (s SharedState) SetPeers(names []string) {
 	s.Quota.SetPeers(names)
 	if p, ok := s.Owners.(peerAware); ok {
