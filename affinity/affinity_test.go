@@ -526,23 +526,31 @@ func TestReusedScratchPersistsEachBatchAsGiven(t *testing.T) {
 	}
 }
 
-// sentIDs returns the ids (tombstones included) of what s's Outgoing hands
-// the cluster: the news, or with full the push/pull state.
-func sentIDs(t *testing.T, s *Store, full bool) map[string]bool {
+// sentRecords returns the records (tombstones included) that s's Outgoing
+// hands the cluster: the news, or with full the push/pull state.
+func sentRecords(t *testing.T, s *Store, full bool) []record {
 	t.Helper()
 	ps, err := s.Outgoing(context.Background(), full)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids := map[string]bool{}
+	var out []record
 	for _, p := range ps {
 		rs, err := decode(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, r := range rs {
-			ids[r.ID] = true
-		}
+		out = append(out, rs...)
+	}
+	return out
+}
+
+// sentIDs is the set of sentRecords' ids.
+func sentIDs(t *testing.T, s *Store, full bool) map[string]bool {
+	t.Helper()
+	ids := map[string]bool{}
+	for _, r := range sentRecords(t, s, full) {
+		ids[r.ID] = true
 	}
 	return ids
 }
@@ -667,19 +675,9 @@ func TestDeletionWhileAPeerJoinsIsInTheNews(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.SetPeers([]string{"node-b"})
-	ps, err := s.Outgoing(ctx, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range ps {
-		rs, err := decode(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range rs {
-			if r.ID == id && r.Deleted {
-				return
-			}
+	for _, r := range sentRecords(t, s, false) {
+		if r.ID == id && r.Deleted {
+			return
 		}
 	}
 	t.Fatalf("the tombstone of %s, deleted while the peer was joining, is not in the news once the peer is live", id)
