@@ -75,8 +75,13 @@ type Store struct {
 	ops   chan func()
 	quit  chan struct{}
 	done  chan struct{}
-	// The writer persists local creations off the request path.
-	kick chan struct{}
+	// The writer persists local creations off the request path: the
+	// creation that finds the queue empty starts gather, and the writer
+	// writes when it fires (writeDelay later), or at once on kick (flush).
+	// Starting a timer wakes no goroutine on the request's path, as a
+	// message to the writer would.
+	gather *time.Timer
+	kick   chan struct{}
 	// written serialises reading what is persisted and writing what
 	// changes it (the writer's batches, Forget, Merge): a deletion cannot
 	// fall between a batch's check and its write and be overwritten.
@@ -159,8 +164,9 @@ func Open(opts Options) *Store {
 	}
 	s := &Store{db: opts.DB, ttl: opts.TTL, page: opts.Page, delay: opts.writeDelay, now: opts.Now, log: opts.Logger,
 		maxPending: opts.maxPending, ops: make(chan func()), quit: make(chan struct{}), done: make(chan struct{}),
-		kick: make(chan struct{}, 1), stopWriter: make(chan struct{}), writerDone: make(chan struct{}),
+		gather: time.NewTimer(time.Hour), kick: make(chan struct{}, 1), stopWriter: make(chan struct{}), writerDone: make(chan struct{}),
 		loaderDone: make(chan struct{}), pending: map[string]record{}}
+	s.gather.Stop()
 	if s.db == nil {
 		s.mem = map[string]record{}
 		close(s.writerDone)
@@ -309,18 +315,10 @@ func (s *Store) tryRemember(id string, o Owner) (done bool, room <-chan struct{}
 	s.queue = append(s.queue, r)
 	first := len(s.queue) == 1
 	s.mu.Unlock()
-	if first { // else the writer has been told, and takes the whole queue
-		s.kickWriter()
+	if first { // else the timer runs, and the writer takes the whole queue
+		s.gather.Reset(s.delay)
 	}
 	return true, nil, nil
-}
-
-// kickWriter tells the writer a creation is queued.
-func (s *Store) kickWriter() {
-	select {
-	case s.kick <- struct{}{}:
-	default: // a write is due already
-	}
 }
 
 // write persists the queued creations, a batch at a time: those that
@@ -328,21 +326,14 @@ func (s *Store) kickWriter() {
 // one transaction (and one message to the cluster).
 func (s *Store) write() {
 	defer close(s.writerDone)
-	gather := time.NewTimer(s.delay)
-	gather.Stop()
 	for {
 		select {
+		case <-s.gather.C:
+			s.writeQueue()
 		case <-s.kick:
-			gather.Reset(s.delay)
-			select {
-			case <-gather.C:
-			case <-s.stopWriter:
-				gather.Stop()
-				s.writeQueue()
-				return
-			}
 			s.writeQueue()
 		case <-s.stopWriter:
+			s.gather.Stop()
 			s.writeQueue()
 			return
 		}

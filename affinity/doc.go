@@ -38,8 +38,9 @@
 //
 // Concurrency: the creations not yet written and the changes not yet handed
 // to the cluster pass between the request goroutines, the writer and
-// Outgoing under a mutex (a creation costs a lock and an append, not a
-// goroutine's wake-up); the catch-up cursor (and, without a database, the
+// Outgoing under a mutex (a creation costs a lock and an append, and the
+// first of a batch starts the writer's timer: no goroutine's wake-up on the
+// request's path); the catch-up cursor (and, without a database, the
 // records) are owned by one goroutine and changed by messages to it;
 // look-ups read Badger, which is safe for concurrent use. One mutex orders each check-then-write on Badger
 // (a writer batch, Forget, Merge), so that a deletion is never overwritten
