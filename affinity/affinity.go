@@ -77,11 +77,10 @@ type Store struct {
 	done  chan struct{}
 	// The writer persists local creations off the request path: the
 	// creation that finds the queue empty starts gather, and the writer
-	// writes when it fires (writeDelay later), or at once on kick (flush).
+	// writes when it fires (writeDelay later; flush fires it at once).
 	// Starting a timer wakes no goroutine on the request's path, as a
 	// message to the writer would.
 	gather *time.Timer
-	kick   chan struct{}
 	// written serialises reading what is persisted and writing what
 	// changes it (the writer's batches, Forget, Merge): a deletion cannot
 	// fall between a batch's check and its write and be overwritten.
@@ -164,7 +163,7 @@ func Open(opts Options) *Store {
 	}
 	s := &Store{db: opts.DB, ttl: opts.TTL, page: opts.Page, delay: opts.writeDelay, now: opts.Now, log: opts.Logger,
 		maxPending: opts.maxPending, ops: make(chan func()), quit: make(chan struct{}), done: make(chan struct{}),
-		gather: time.NewTimer(time.Hour), kick: make(chan struct{}, 1), stopWriter: make(chan struct{}), writerDone: make(chan struct{}),
+		gather: time.NewTimer(time.Hour), stopWriter: make(chan struct{}), writerDone: make(chan struct{}),
 		loaderDone: make(chan struct{}), pending: map[string]record{}}
 	s.gather.Stop()
 	if s.db == nil {
@@ -330,8 +329,6 @@ func (s *Store) write() {
 		select {
 		case <-s.gather.C:
 			s.writeQueue()
-		case <-s.kick:
-			s.writeQueue()
 		case <-s.stopWriter:
 			s.gather.Stop()
 			s.writeQueue()
@@ -459,10 +456,7 @@ func (s *Store) flush(ctx context.Context) error {
 		if n == 0 {
 			return nil
 		}
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
+		s.gather.Reset(0)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
