@@ -139,7 +139,9 @@ func (p *refParser) object(out []byte, depth int) ([]byte, bool) {
 }
 
 // checkSameAsReference fails when Canonicalize(body) differs from the
-// reference in validity, canonical bytes or members.
+// reference in validity, canonical bytes or members, or, when body is
+// valid, CanonicalizeValid(body) differs from it (handed invalid JSON,
+// CanonicalizeValid must only not panic).
 func checkSameAsReference(t *testing.T, body []byte) {
 	t.Helper()
 	want, wantTop, ok := refCanonicalJSON(body)
@@ -147,8 +149,14 @@ func checkSameAsReference(t *testing.T, body []byte) {
 	if (err == nil) != ok {
 		t.Fatalf("%q: error %v, the reference accepts it: %v", body, err, ok)
 	}
+	trusted, terr := CanonicalizeValid(body)
 	if !ok {
 		return
+	}
+	if terr != nil || !bytes.Equal(trusted.canon, c.canon) || !slices.EqualFunc(trusted.Members, c.Members, func(a, b Member) bool {
+		return a.Name == b.Name && bytes.Equal(a.Value, b.Value)
+	}) {
+		t.Fatalf("%q: CanonicalizeValid gives %q %q (%v), Canonicalize %q %q", body, trusted.canon, trusted.Members, terr, c.canon, c.Members)
 	}
 	if !bytes.Equal(c.canon, want) {
 		t.Fatalf("%q:\n canonical %q\n reference %q", body, c.canon, want)
@@ -239,6 +247,12 @@ func BenchmarkCanonicalizeChat(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			_, _ = Canonicalize(body)
+		}
+	})
+	b.Run("canonicalize-valid", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = CanonicalizeValid(body)
 		}
 	})
 }

@@ -80,7 +80,7 @@ func FuzzCanonicalHash(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		canon, err := canonicalJSON([]byte(s), nil)
+		canon, err := canonicalJSON([]byte(s), nil, false)
 		h, herr := CanonicalHash(teamA, []byte(s))
 		if (err == nil) != (herr == nil) {
 			t.Fatal("CanonicalHash and canonicalJSON disagree on validity")
@@ -99,7 +99,7 @@ func FuzzCanonicalHash(f *testing.F) {
 		if !utf8.ValidString(s) {
 			return // the canonical form marks invalid bytes; it is no longer JSON
 		}
-		if again, err := canonicalJSON(canon, nil); err != nil || !bytes.Equal(again, canon) {
+		if again, err := canonicalJSON(canon, nil, false); err != nil || !bytes.Equal(again, canon) {
 			t.Fatalf("canonical form %q is not a fixed point: %q, %v", canon, again, err)
 		}
 		if dupKeys(s) {
@@ -241,7 +241,7 @@ func TestCanonicalJSONEscapes(t *testing.T) {
 		{`{"a":2,"a":1}`, `{"a":2,"a":1}`},
 	}
 	for _, tt := range tests {
-		got, err := canonicalJSON([]byte(tt.in), nil)
+		got, err := canonicalJSON([]byte(tt.in), nil, false)
 		if err != nil || string(got) != tt.want {
 			t.Errorf("canonicalJSON(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
@@ -326,7 +326,7 @@ func checkMembers(t *testing.T, body string, members []Member) {
 			t.Fatalf("member %q is not a key of %q", m.Name, body)
 		}
 		if i+1 == len(members) || members[i+1].Name != m.Name { // the last of its name: the one decoding keeps
-			want, err := canonicalJSON(top[m.Name], nil)
+			want, err := canonicalJSON(top[m.Name], nil, false)
 			if err != nil || !bytes.Equal(want, m.Value) {
 				t.Fatalf("member %q of %q: value %q, want %q", m.Name, body, m.Value, want)
 			}

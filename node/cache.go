@@ -127,8 +127,10 @@ func (g *Gateway) planCache(call *Call) cachePlan {
 		cp.ttl = time.Duration(min(secs, 1<<30)) * time.Second
 	}
 	// One pass over the body gives both the exact key and the members the
-	// shape is made of.
-	canon, err := index.Canonicalize(call.Body)
+	// shape is made of. A call with a dialog was parsed from its body
+	// (ParseChat, ParseResponses), which validated it as json.Valid does:
+	// the body is not validated a second time.
+	canon, err := index.CanonicalizeValid(call.Body)
 	if err != nil || canon.Members == nil {
 		return bypass
 	}
