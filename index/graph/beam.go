@@ -12,25 +12,28 @@ package graph
 //
 // The distances are an array of their own (d), beside the slots and flags
 // (m): the place of a new item is the count of distances no greater than
-// its own, which AVX-512 counts 16 at a time (countLE), and the copies that
-// make room move 8 bytes per item instead of 12.
+// its own, which AVX-512 counts 16 at a time (countLE). The flags live in
+// the top two bits of the slot (HNSW's slots stay below 2^30), so the
+// copies that make room move 8 bytes per item, not the 16 of a distance
+// beside a padded struct of slot and flags, nor 12 with a separate array of
+// them.
 //
 // A search that returns live nodes only (liveOnly) still walks through
 // tombstones: they sit in the beam flagged dead, expanded but not counted
 // among the ef results, and dropped once they lie beyond the farthest result.
 type beam struct {
-	d    []float32  // nearest first; ties in insertion order
-	m    []beamMeta // m[i] is d[i]'s
-	ef   int        // results kept
-	live int        // items not dead: the results
-	next int        // every item before next is expanded
+	d    []float32 // nearest first; ties in insertion order
+	m    []uint32  // m[i] is d[i]'s slot, with the flags beamDone and beamDead
+	ef   int       // results kept
+	live int       // items not dead: the results
+	next int       // every item before next is expanded
 }
 
-type beamMeta struct {
-	s    uint32
-	done bool // expanded
-	dead bool // a tombstone walked through by a liveOnly search: not a result
-}
+const (
+	beamDone  = 1 << 31 // expanded
+	beamDead  = 1 << 30 // a tombstone walked through by a liveOnly search: not a result
+	beamSlots = 1 << 30 // slots are below it: the bits above are the flags
+)
 
 func (b *beam) reset(ef int) { b.d, b.m, b.ef, b.live, b.next = b.d[:0], b.m[:0], ef, 0, 0 }
 
@@ -47,9 +50,13 @@ func (b *beam) add(it item, dead bool) {
 	b.d = append(b.d, 0)
 	copy(b.d[lo+1:], b.d[lo:])
 	b.d[lo] = it.d
-	b.m = append(b.m, beamMeta{})
+	b.m = append(b.m, 0)
 	copy(b.m[lo+1:], b.m[lo:])
-	b.m[lo] = beamMeta{s: it.s, dead: dead}
+	m := it.s
+	if dead {
+		m |= beamDead
+	}
+	b.m[lo] = m
 	b.next = min(b.next, lo)
 	if dead {
 		return
@@ -60,11 +67,11 @@ func (b *beam) add(it item, dead bool) {
 	}
 	n := len(b.m)
 	if b.live > b.ef {
-		for n--; b.m[n].dead; n-- { // the farthest result, and tombstones past it
+		for n--; b.m[n]&beamDead != 0; n-- { // the farthest result, and tombstones past it
 		}
 		b.live--
 	}
-	for n > 0 && b.m[n-1].dead {
+	for n > 0 && b.m[n-1]&beamDead != 0 {
 		n--
 	}
 	b.d, b.m = b.d[:n], b.m[:n]
@@ -107,23 +114,23 @@ func placeGeneric(a []float32, d float32) int {
 // take returns the nearest unexpanded item, flagged expanded; false when
 // every item is.
 func (b *beam) take() (item, bool) {
-	for b.next < len(b.m) && b.m[b.next].done {
+	for b.next < len(b.m) && b.m[b.next]&beamDone != 0 {
 		b.next++
 	}
 	if b.next >= len(b.m) {
 		return item{}, false
 	}
-	b.m[b.next].done = true
+	b.m[b.next] |= beamDone
 	b.next++
-	return item{b.d[b.next-1], b.m[b.next-1].s}, true
+	return item{b.d[b.next-1], b.m[b.next-1] % beamSlots}, true
 }
 
 // peek returns the item take would return next, without taking it; false
 // when there is none.
 func (b *beam) peek() (item, bool) {
 	for i := b.next; i < len(b.m); i++ {
-		if !b.m[i].done {
-			return item{b.d[i], b.m[i].s}, true
+		if b.m[i]&beamDone == 0 {
+			return item{b.d[i], b.m[i] % beamSlots}, true
 		}
 	}
 	return item{}, false
@@ -132,8 +139,8 @@ func (b *beam) peek() (item, bool) {
 // results appends the results, nearest first, to out.
 func (b *beam) results(out []item) []item {
 	for i, x := range b.m {
-		if !x.dead {
-			out = append(out, item{b.d[i], x.s})
+		if x&beamDead == 0 {
+			out = append(out, item{b.d[i], x % beamSlots})
 		}
 	}
 	return out

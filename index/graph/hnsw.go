@@ -17,12 +17,13 @@ const maxLevel = 16
 // "Efficient and robust approximate nearest neighbor search using
 // Hierarchical Navigable Small World graphs", 2016/2018).
 //
-// Layout: a node lives in an internal slot (uint32). Slot s owns row s of
-// the vector slab vecs, its int8 copy (row s of q8) with its scale qs[s]
-// (unless Params.Float32Walk; see quant.go), its external id ids[s], its
-// level, a fixed block of 1+2M links on layer 0 (count first; row s of the
-// slab links0, which leaves no growth slack) and, only when its level is
-// above 0, a block of level*(1+M) links in the small upper slab.
+// Layout: a node lives in an internal slot (a uint32 below 2^30: the beam
+// keeps two flags above a slot). Slot s owns row s of the vector slab vecs,
+// its int8 copy (row s of q8) with its scale qs[s] (unless
+// Params.Float32Walk; see quant.go), its external id ids[s], its level, a
+// fixed block of 1+2M links on layer 0 (count first; row s of the slab
+// links0, which leaves no growth slack) and, only when its level is above 0,
+// a block of level*(1+M) links in the small upper slab.
 // External ids map to slots through one map. This keeps the per-entry
 // overhead beyond the vector itself near 8 bytes per layer-0 link, instead of
 // the pointers and per-node maps of a node-object design.
@@ -286,8 +287,8 @@ func (h *HNSW) randomLevel() int {
 
 // newSlot appends a node without links and maps id to it.
 func (h *HNSW) newSlot(id uint64, vec []float32, level int) uint32 {
-	if len(h.ids) >= math.MaxUint32 {
-		panic("graph: HNSW is full (2^32-1 slots)")
+	if len(h.ids) >= beamSlots {
+		panic("graph: HNSW is full (2^30 slots)") // the beam keeps flags above them
 	}
 	s := uint32(len(h.ids))
 	if s == 0 {

@@ -444,8 +444,8 @@ func testBeamKeepsTheEfNearest(t *testing.T) {
 					}
 					taken[c.s] = true
 					for i, x := range b.m {
-						if !x.done && b.d[i] < c.d {
-							t.Fatalf("round %d: took %v before the nearer %v", round, c, item{b.d[i], x.s})
+						if x&beamDone == 0 && b.d[i] < c.d {
+							t.Fatalf("round %d: took %v before the nearer %v", round, c, item{b.d[i], x % beamSlots})
 						}
 					}
 				}
@@ -458,8 +458,8 @@ func testBeamKeepsTheEfNearest(t *testing.T) {
 			t.Fatalf("round %d (ef %d): results %v, want %v", round, ef, got, want)
 		}
 		for i, x := range b.m {
-			if x.dead && len(got) == ef && b.d[i] >= got[len(got)-1].d {
-				t.Fatalf("round %d: tombstone %v kept past the farthest result %v", round, item{b.d[i], x.s}, got[len(got)-1])
+			if x&beamDead != 0 && len(got) == ef && b.d[i] >= got[len(got)-1].d {
+				t.Fatalf("round %d: tombstone %v kept past the farthest result %v", round, item{b.d[i], x % beamSlots}, got[len(got)-1])
 			}
 		}
 	}
