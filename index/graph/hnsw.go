@@ -214,6 +214,17 @@ func (h *HNSW) prefetchVec(s uint32) {
 	prefetch(unsafe.Pointer(&v[0]), uintptr(len(v))*4)
 }
 
+// prefetchWalk asks for slot s's vector as the walk compares it (its int8
+// copy, or with Float32Walk the vector) without waiting for it.
+func (h *HNSW) prefetchWalk(s uint32) {
+	if h.p.Float32Walk {
+		h.prefetchVec(s)
+		return
+	}
+	r := h.q8.row(s)
+	prefetch(unsafe.Pointer(&r[0]), uintptr(len(r)))
+}
+
 // dist is the cosine distance of q to slot s. A zero vector on either side
 // has dot product 0 and so distance 1, never NaN.
 func (h *HNSW) dist(q []float32, s uint32) float32 { return 1 - Dot(q, h.vec(s)) }
@@ -480,9 +491,14 @@ func (h *HNSW) selectNeighbours(cands []item, m int) []item {
 	}
 	kept := cands[:0]
 	last := 0 // the kept node that rejected the last candidate rejected
-	for _, c := range cands {
+	for i, c := range cands {
 		if len(kept) >= m {
 			break
+		}
+		// The next candidate's vector (in no nearer cache than L2 after
+		// the search that found it) loads while this one is compared.
+		if i+1 < len(cands) {
+			h.prefetchWalk(cands[i+1].s)
 		}
 		cv := h.qvecOf(c.s)
 		// !(x < d), not x >= d: a NaN distance rejects nothing, as in the
