@@ -38,8 +38,8 @@
 // the shard's inbox and wait on a buffered(1) reply channel, giving up when
 // their ctx ends or the cache closes: a slow or departed caller never blocks
 // an actor. One thing callers read without a message: each shard's key set,
-// a bitmap of the exact and normalised hashes it holds that only its actor
-// writes (atomically, before the message that added them is answered), so
+// a Bloom filter (two bits per hash) of the exact and normalised hashes it
+// holds that only its actor writes (atomically, before the message that added them is answered), so
 // that a keyed look-up of hashes it does not hold misses without a round
 // trip. Calls that span shards (Get, Delete, Purge, List, unscoped
 // Search, eviction) message every shard in parallel.
