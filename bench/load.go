@@ -125,6 +125,8 @@ type LatencyResult struct {
 	LagP99, LagMax time.Duration
 	// Elapsed is the wall time from the first scheduled send to the last answer.
 	Elapsed time.Duration
+
+	latencies, lags []time.Duration // sorted: what Latency and LagP99 summarise, for mergeLatency
 }
 
 // OpenLoop sends req at a fixed rate (requests per second) for d, launching
@@ -198,13 +200,46 @@ schedule:
 	}
 	res.OK = len(lat)
 	res.Errors = sent - res.OK
-	res.Latency = Summarize(lat)
-	slices.Sort(lags)
-	res.LagP99 = Percentile(lags, 99)
-	if len(lags) > 0 {
-		res.LagMax = lags[len(lags)-1]
-	}
+	res.summarize(lat, lags)
 	return res, nil
+}
+
+// summarize sets r's percentiles from the latencies of its OK requests and
+// the lags of all it sent, and keeps both, sorted, for mergeLatency.
+func (r *LatencyResult) summarize(lat, lags []time.Duration) {
+	r.Latency = Summarize(lat) // sorts lat
+	slices.Sort(lags)
+	r.latencies, r.lags = lat, lags
+	r.LagP99 = Percentile(lags, 99)
+	r.LagMax = 0
+	if len(lags) > 0 {
+		r.LagMax = lags[len(lags)-1]
+	}
+}
+
+// mergeLatency is one LatencyResult of the open-loop runs parts, all at
+// the same rate, as if their requests had been one run: counts and
+// elapsed times add up, percentiles are over every request of every part.
+func mergeLatency(parts []*LatencyResult) *LatencyResult {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	m := &LatencyResult{}
+	var lat, lags []time.Duration
+	for _, p := range parts {
+		m.Rate = p.Rate
+		m.Sent += p.Sent
+		m.OK += p.OK
+		m.Errors += p.Errors
+		m.Elapsed += p.Elapsed
+		if m.FirstError == "" {
+			m.FirstError = p.FirstError
+		}
+		lat = append(lat, p.latencies...)
+		lags = append(lags, p.lags...)
+	}
+	m.summarize(lat, lags)
+	return m
 }
 
 // ThroughputResult is the outcome of one closed-loop run.
@@ -273,6 +308,29 @@ func ClosedLoop(ctx context.Context, c *http.Client, req *Request, workers int, 
 		res.FirstError = *p
 	}
 	return res, nil
+}
+
+// mergeThroughput is one ThroughputResult of the closed-loop runs parts, as
+// if they had been one run as long as all of them: requests and elapsed
+// times add up, and RPS is their quotient.
+func mergeThroughput(parts []*ThroughputResult) *ThroughputResult {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	m := &ThroughputResult{}
+	for _, p := range parts {
+		m.Workers = p.Workers
+		m.OK += p.OK
+		m.Errors += p.Errors
+		m.Elapsed += p.Elapsed
+		if m.FirstError == "" {
+			m.FirstError = p.FirstError
+		}
+	}
+	if m.Elapsed > 0 {
+		m.RPS = float64(m.OK) / m.Elapsed.Seconds()
+	}
+	return m
 }
 
 // Percentiles summarises a set of latencies.

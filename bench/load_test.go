@@ -267,3 +267,44 @@ func TestWriteTableShowsAddedLatencyAndRatios(t *testing.T) {
 		t.Log("\n" + out)
 	}
 }
+
+func TestMergedSlicesAreOneRunOverEveryRequest(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	part := func(lat, lags []time.Duration, errs int, first string) *LatencyResult {
+		r := &LatencyResult{Rate: 500, Sent: len(lat) + errs, OK: len(lat), Errors: errs, FirstError: first, Elapsed: time.Second}
+		r.summarize(lat, lags)
+		return r
+	}
+	// The slow slice alone has a p50 of 9ms, the fast one 1ms: one run over
+	// all ten requests has its median among the fast ones.
+	fast := part(ms(1, 1, 2, 1, 1, 1), ms(0, 0, 0, 0, 0, 0, 3), 1, "status 502")
+	slow := part(ms(9, 8, 9, 9), ms(5, 1, 1, 1), 0, "")
+	got := mergeLatency([]*LatencyResult{fast, slow})
+	whole := Summarize(ms(1, 1, 2, 1, 1, 1, 9, 8, 9, 9))
+	if got.Latency != whole {
+		t.Errorf("merged percentiles %+v, want those of every request %+v", got.Latency, whole)
+	}
+	if got.Sent != 11 || got.OK != 10 || got.Errors != 1 || got.FirstError != "status 502" || got.Elapsed != 2*time.Second || got.Rate != 500 {
+		t.Errorf("merged counts %+v", got)
+	}
+	if got.LagMax != 5*time.Millisecond || got.LagP99 != 5*time.Millisecond {
+		t.Errorf("merged lag p99 %v max %v, want 5ms and 5ms", got.LagP99, got.LagMax)
+	}
+	if one := mergeLatency([]*LatencyResult{slow}); one != slow {
+		t.Error("a single slice is not its own result")
+	}
+
+	tp := mergeThroughput([]*ThroughputResult{
+		{Workers: 64, OK: 3000, Errors: 2, FirstError: "timeout", Elapsed: time.Second, RPS: 3000},
+		{Workers: 64, OK: 1000, Elapsed: time.Second, RPS: 1000},
+	})
+	if tp.OK != 4000 || tp.Errors != 2 || tp.FirstError != "timeout" || tp.Elapsed != 2*time.Second || tp.RPS != 2000 || tp.Workers != 64 {
+		t.Errorf("merged throughput %+v, want 4000 requests in 2s, 2000 req/s", tp)
+	}
+}

@@ -115,6 +115,14 @@ type OverheadOptions struct {
 	Concurrency int
 	// ThroughputDuration is the length of one closed-loop run. Default 5s.
 	ThroughputDuration time.Duration
+	// Slices splits every run of a round (one target's open loop at one
+	// rate, one target's closed loop) into this many runs of an equal share
+	// of its length, the targets taking turns slice by slice, and measures
+	// each target over its slices together. The targets of a round are then
+	// measured over the same stretch of time instead of one after another,
+	// so that what else the machine does in that time weighs on each alike.
+	// Default 1: one run per target, rate and round.
+	Slices int
 	// Warmup is the length of the closed-loop warm-up each target gets before
 	// anything is measured. Default 1s.
 	Warmup time.Duration
@@ -148,6 +156,7 @@ func DefaultOverheadOptions() OverheadOptions {
 		Rounds:             3,
 		Concurrency:        64,
 		ThroughputDuration: 5 * time.Second,
+		Slices:             1,
 		Warmup:             time.Second,
 		StartTimeout:       30 * time.Second,
 		Features:           []Feature{FeatureKeys},
@@ -188,6 +197,7 @@ func (o OverheadOptions) withDefaults() (OverheadOptions, error) {
 	o.Rounds = cmp.Or(o.Rounds, def.Rounds)
 	o.Concurrency = cmp.Or(o.Concurrency, def.Concurrency)
 	o.ThroughputDuration = cmp.Or(o.ThroughputDuration, def.ThroughputDuration)
+	o.Slices = cmp.Or(o.Slices, def.Slices)
 	o.Warmup = cmp.Or(o.Warmup, def.Warmup)
 	o.StartTimeout = cmp.Or(o.StartTimeout, def.StartTimeout)
 	switch {
@@ -197,10 +207,12 @@ func (o OverheadOptions) withDefaults() (OverheadOptions, error) {
 		return o, fmt.Errorf("rounds %d is negative", o.Rounds)
 	case o.Concurrency < 0:
 		return o, fmt.Errorf("concurrency %d is negative", o.Concurrency)
+	case o.Slices < 0:
+		return o, fmt.Errorf("slices %d is negative", o.Slices)
 	}
 	for _, r := range o.Rates {
-		if float64(r)*o.Duration.Seconds() < 1 {
-			return o, fmt.Errorf("%v at %d req/s schedules no request", o.Duration, r)
+		if float64(r)*o.Duration.Seconds() < float64(o.Slices) {
+			return o, fmt.Errorf("%v at %d req/s in %d slices schedules no request in a slice", o.Duration, r, o.Slices)
 		}
 	}
 	return o, nil
@@ -217,6 +229,7 @@ type OverheadReport struct {
 	Rounds             int       `json:"rounds"`
 	Concurrency        int       `json:"concurrency"`
 	ThroughputDuration string    `json:"throughput_duration"`
+	Slices             int       `json:"slices,omitempty"` // see OverheadOptions.Slices; omitted when 1
 
 	// Latency has one row per rate and target (direct, llmgate, reverse-proxy).
 	Latency []LatencyRow `json:"latency"`
@@ -502,35 +515,54 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 			return nil
 		}
 	}
+	nSlices := time.Duration(opts.Slices)
 	for round := range opts.Rounds {
 		order := rotate(targets, round)
 		for _, rate := range opts.Rates {
+			parts := make(map[string][]*LatencyResult)
+			for range opts.Slices {
+				for _, t := range order {
+					if err := pause(); err != nil {
+						return nil, err
+					}
+					res, err := OpenLoop(ctx, client, t.req, float64(rate), opts.Duration/nSlices)
+					if err != nil {
+						return nil, fmt.Errorf("overhead: %s at %d/s: %w", t.name, rate, err)
+					}
+					parts[t.name] = append(parts[t.name], res)
+				}
+			}
 			for _, t := range order {
-				if err := pause(); err != nil {
-					return nil, err
-				}
-				res, err := OpenLoop(ctx, client, t.req, float64(rate), opts.Duration)
-				if err != nil {
-					return nil, fmt.Errorf("overhead: %s at %d/s: %w", t.name, rate, err)
-				}
+				res := mergeLatency(parts[t.name])
 				lat[key{t.name, rate}] = append(lat[key{t.name, rate}], res)
 				fmt.Fprintf(progress, "round %d/%d  %-13s %5d/s  p50 %s  p90 %s  p99 %s  errors %d%s\n",
 					round+1, opts.Rounds, t.name, rate, fmtMs(ms(res.Latency.P50)), fmtMs(ms(res.Latency.P90)),
 					fmtMs(ms(res.Latency.P99)), res.Errors, firstErrorNote(res.FirstError))
 			}
 		}
+		parts := make(map[string][]*ThroughputResult)
+		cpu := make(map[string]time.Duration)
+		for range opts.Slices {
+			for _, t := range order {
+				if err := pause(); err != nil {
+					return nil, err
+				}
+				cpu0 := cpuOf(t.proc)
+				res, err := ClosedLoop(ctx, client, t.req, opts.Concurrency, opts.ThroughputDuration/nSlices)
+				if err != nil {
+					return nil, fmt.Errorf("overhead: throughput of %s: %w", t.name, err)
+				}
+				if cpu1 := cpuOf(t.proc); cpu0 > 0 && cpu1 > cpu0 {
+					cpu[t.name] += cpu1 - cpu0
+				}
+				parts[t.name] = append(parts[t.name], res)
+			}
+		}
 		for _, t := range order {
-			if err := pause(); err != nil {
-				return nil, err
-			}
-			cpu0 := cpuOf(t.proc)
-			res, err := ClosedLoop(ctx, client, t.req, opts.Concurrency, opts.ThroughputDuration)
-			if err != nil {
-				return nil, fmt.Errorf("overhead: throughput of %s: %w", t.name, err)
-			}
+			res := mergeThroughput(parts[t.name])
 			perReq := 0.0
-			if cpu1 := cpuOf(t.proc); cpu0 > 0 && cpu1 > cpu0 && res.OK > 0 {
-				perReq = float64(cpu1-cpu0) / float64(time.Microsecond) / float64(res.OK)
+			if res.OK > 0 {
+				perReq = float64(cpu[t.name]) / float64(time.Microsecond) / float64(res.OK)
 			}
 			tput[t.name] = append(tput[t.name], res)
 			cpus[t.name] = append(cpus[t.name], perReq)
@@ -547,6 +579,9 @@ func Overhead(ctx context.Context, opts OverheadOptions, w io.Writer) (*Overhead
 		Rounds:             opts.Rounds,
 		Concurrency:        opts.Concurrency,
 		ThroughputDuration: opts.ThroughputDuration.String(),
+	}
+	if opts.Slices > 1 {
+		rep.Slices = opts.Slices
 	}
 	for _, t := range targets {
 		if t.proc == nil {
@@ -941,8 +976,12 @@ func throughputRow(target string, workers int, rounds []*ThroughputResult) Throu
 // WriteTable writes the report as aligned text tables.
 func (r *OverheadReport) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "llmgate bench overhead: %d round(s), %s per target and rate, medians across rounds, %d CPU(s)\n\n",
-		r.Rounds, r.Duration, r.CPUs)
+	interleaved := ""
+	if r.Slices > 1 {
+		interleaved = fmt.Sprintf(" (in %d slices, the targets taking turns)", r.Slices)
+	}
+	fmt.Fprintf(tw, "llmgate bench overhead: %d round(s), %s per target and rate%s, medians across rounds, %d CPU(s)\n\n",
+		r.Rounds, r.Duration, interleaved, r.CPUs)
 	// tabwriter right-aligns every column; names are padded to one width per
 	// section so that they read left-aligned.
 	pad := func(title string, names ...string) func(string) string {

@@ -218,3 +218,25 @@ func TestFeatureRowsAreRatiosToTheProxy(t *testing.T) {
 		}
 	}
 }
+
+func TestSlicesThatScheduleNoRequestAreRefused(t *testing.T) {
+	tests := []struct {
+		name   string
+		slices int
+		ok     bool
+	}{
+		{"one slice by default", 0, true},
+		{"a slice of a request or more", 5, true},
+		{"slices shorter than a request", 6, false},
+		{"negative slices", -1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// 5 requests in all: 10ms at 500 req/s.
+			_, err := OverheadOptions{Executable: "llmgate", Rates: []int{500}, Duration: 10 * time.Millisecond, Slices: tt.slices}.withDefaults()
+			if (err == nil) != tt.ok {
+				t.Errorf("slices %d: error %v, want ok %v", tt.slices, err, tt.ok)
+			}
+		})
+	}
+}

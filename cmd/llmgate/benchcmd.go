@@ -78,6 +78,7 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	rounds := fs.Int("rounds", def.Rounds, "rounds; every figure is the median across rounds")
 	concurrency := fs.Int("concurrency", def.Concurrency, "closed-loop workers for the throughput runs")
 	tputDuration := fs.Duration("throughput-duration", def.ThroughputDuration, "length of one closed-loop throughput run")
+	nSlices := fs.Int("slices", def.Slices, "split each target's run of a round into `N` slices, the targets taking turns slice by slice, so that they are measured over the same stretch of time")
 	features := fs.String("features", joinNames(def.Features), "llmgate targets, one node each, comma separated: "+joinNames(bench.OverheadFeatures)+" (keys only; + a TPM; + the cache, every prompt unique; the same with the graph walked on float32 vectors; + the cache, every request a hit; keys + request log and usage history; + OpenTelemetry to a loopback receiver; the same tracing one request in ten; keys replaced by an OIDC bearer token; tpm with the same request sent as the Responses API, compared with tpm)")
 	out := fs.String("out", "", "also write the report as JSON to `FILE`")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile (pprof) of every llmgate node to `DIR`/FEATURE.pprof")
@@ -108,6 +109,10 @@ func runBenchOverhead(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *concurrency < 1 {
 		return errors.New("bench overhead: --concurrency must be at least 1")
 	}
+	if *nSlices < 1 {
+		return errors.New("bench overhead: --slices must be at least 1")
+	}
+	opts.Slices = *nSlices
 	opts.Duration, opts.Rounds, opts.Concurrency, opts.ThroughputDuration = *duration, *rounds, *concurrency, *tputDuration
 	opts.Progress = stderr
 	if *cpuProfile != "" {
