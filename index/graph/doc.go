@@ -11,7 +11,8 @@
 // Params.Float32Walk walks the float32 vectors instead, without the copies.
 // An Add of a vector that was just searched for (a cache miss stores the
 // prompt it looked up) starts its neighbour search from the distances that
-// search computed instead of computing them again (seeds.go).
+// search computed instead of computing them again, with a narrower beam
+// where those distances show an easy neighbourhood (seeds.go).
 // No implementation is safe for concurrent use: each is owned by one actor
 // (a shard of the cache in package index) that serialises every call.
 // Implementations copy the vectors they are given; callers may reuse them.

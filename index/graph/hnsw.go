@@ -344,8 +344,12 @@ func (h *HNSW) insert(s uint32, hash uint64) {
 	}
 	q := h.qvecOf(s)
 	var seeds []item
+	ef0 := h.p.EfConstruction // the layer-0 beam
 	if hash != 0 {
-		seeds = h.seeds(hash, q)
+		var easy bool
+		if seeds, easy = h.seeds(hash, q); easy {
+			ef0 = h.p.easyBeam()
+		}
 	}
 	var eps []item
 	if len(seeds) > 0 && level == 0 {
@@ -360,7 +364,11 @@ func (h *HNSW) insert(s uint32, hash uint64) {
 		// Tombstones count in the construction beam (they are walked
 		// through), but links go to live nodes when there are any: a link
 		// to a tombstone is dropped at the next compaction.
-		found := h.searchLayer(q, eps, h.p.EfConstruction, l, false)
+		ef := h.p.EfConstruction
+		if l == 0 {
+			ef = ef0
+		}
+		found := h.searchLayer(q, eps, ef, l, false)
 		h.found = append(h.found[:0], found...)
 		h.pick = h.pick[:0]
 		for _, it := range h.found {

@@ -10,7 +10,8 @@ type Params struct {
 	// EfConstruction is the beam width of the search that finds a new node's
 	// neighbours. A wider beam builds a better graph, more slowly. Default
 	// 100: 200 gave the same recall at every EfSearch measured, building
-	// about a third slower.
+	// about a third slower. An Add seeded by its own Search whose
+	// neighbourhood is easy uses 16/25 of it on layer 0 (see easyContrast).
 	// The Coder adapter ignores it (coder/hnsw inserts with EfSearch).
 	EfConstruction int
 	// EfSearch is the beam width of Search on layer 0 (raised to k when k is

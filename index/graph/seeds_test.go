@@ -88,7 +88,7 @@ func TestHNSWSeedsSkipWhatChanged(t *testing.T) {
 	got := x.Search(q, 8)
 	x.Delete(got[0].ID)
 	x.Delete(got[1].ID)
-	seeds := x.seeds(vecHash(q), walkVec(q))
+	seeds, _ := x.seeds(vecHash(q), walkVec(q))
 	if len(seeds) == 0 {
 		t.Fatal("no seeds for the vector just searched")
 	}
@@ -100,23 +100,23 @@ func TestHNSWSeedsSkipWhatChanged(t *testing.T) {
 			t.Fatalf("seed slot %d has distance %v, the walk's is %v", it.s, it.d, want)
 		}
 	}
-	if again := x.seeds(vecHash(q), walkVec(q)); again != nil {
+	if again, _ := x.seeds(vecHash(q), walkVec(q)); again != nil {
 		t.Fatalf("a search was used twice: %v", again)
 	}
 
 	x.Search(q, 8)
-	if seeds := x.seeds(vecHash(q), walkVec(randUnit(r, 16))); seeds != nil {
+	if seeds, _ := x.seeds(vecHash(q), walkVec(randUnit(r, 16))); seeds != nil {
 		t.Fatalf("a search seeded the insert of another vector with its hash: %v", seeds)
 	}
 	x.Search(q, 8)
 	for id := range uint64(150) { // past a quarter: compacts
 		x.Delete(id)
 	}
-	if seeds := x.seeds(vecHash(q), walkVec(q)); seeds != nil {
+	if seeds, _ := x.seeds(vecHash(q), walkVec(q)); seeds != nil {
 		t.Fatalf("a search remembered before a compaction seeded after it: %v", seeds)
 	}
 	v := randUnit(r, 16)
-	if seeds := x.seeds(vecHash(v), walkVec(v)); seeds != nil {
+	if seeds, _ := x.seeds(vecHash(v), walkVec(v)); seeds != nil {
 		t.Fatalf("a vector never searched got seeds: %v", seeds)
 	}
 }
@@ -240,7 +240,7 @@ func TestHNSWSeedsOutliveConcurrentSearches(t *testing.T) {
 	for range 100 {
 		x.Search(randUnit(r, 8), 1)
 	}
-	if seeds := x.seeds(vecHash(q), walkVec(q)); len(seeds) == 0 {
+	if seeds, _ := x.seeds(vecHash(q), walkVec(q)); len(seeds) == 0 {
 		t.Fatal("a search 100 searches ago no longer seeds its insert")
 	}
 }
@@ -277,5 +277,85 @@ func BenchmarkVecHash384(b *testing.B) {
 	v := randUnit(rand.New(rand.NewPCG(32, 32)), 384)
 	for b.Loop() {
 		vecHashSink += vecHash(v)
+	}
+}
+
+// TestEasyNeighbourhoods: a seeded insert narrows its layer-0 beam only where
+// its look-up found the nearest entries clearly nearer than the rest:
+// near-duplicate clusters (templated prompts), never uniformly random 384-d
+// vectors, the documented worst case for recall; and never with too few
+// distances to judge by.
+func TestEasyNeighbourhoods(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 11))
+	walkVec := func(v []float32) qvec {
+		q := make([]int8, len(v))
+		return qvec{q: q, scale: quantize(q, v)}
+	}
+	centres := make([][]float32, 30)
+	for i := range centres {
+		centres[i] = randUnit(r, 384)
+	}
+	tests := []struct {
+		name     string
+		vec      func() []float32
+		entries  int
+		wantEasy bool
+	}{
+		{"random 384-d vectors are hard", func() []float32 { return randUnit(r, 384) }, 3000, false},
+		{"clusters of near duplicates are easy", func() []float32 { return nearDup(r, centres[r.IntN(len(centres))], 0.3) }, 3000, true},
+		{"a handful of distances says nothing", func() []float32 { return nearDup(r, centres[0], 0.3) }, 8, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			x := NewHNSW(Params{Seed: 3})
+			for id := range uint64(tt.entries) {
+				x.Add(id, tt.vec())
+			}
+			easy := 0
+			const queries = 200
+			for range queries {
+				q := tt.vec()
+				x.Search(q, 4)
+				if _, e := x.seeds(vecHash(q), walkVec(q)); e {
+					easy++
+				}
+			}
+			if tt.wantEasy && easy < queries*9/10 || !tt.wantEasy && easy > 0 {
+				t.Errorf("%d of %d inserts easy, want easy %v", easy, queries, tt.wantEasy)
+			}
+		})
+	}
+}
+
+// TestEasyInsertsKeepRecall: a graph of near-duplicate clusters built as
+// misses build it (each vector searched, then added: the easy inserts'
+// narrower beam) finds the exact nearest neighbour as often as one built
+// with the whole beam for every insert.
+func TestEasyInsertsKeepRecall(t *testing.T) {
+	r := rand.New(rand.NewPCG(12, 12))
+	centres := make([][]float32, 50)
+	for i := range centres {
+		centres[i] = randUnit(r, 384)
+	}
+	n := recallEntries() / 2
+	vecs := make([][]float32, n)
+	for i := range vecs {
+		vecs[i] = nearDup(r, centres[r.IntN(len(centres))], 0.4)
+	}
+	queries := make([][]float32, 500)
+	for i := range queries {
+		queries[i] = nearDup(r, vecs[r.IntN(n)], 0.15)
+	}
+	ref := NewFlat()
+	seeded, whole := NewHNSW(Params{Seed: 4}), NewHNSW(Params{Seed: 4})
+	for i, v := range vecs {
+		ref.Add(uint64(i), v)
+		seeded.Search(v, 4) // seeds the Add: easy in these clusters
+		seeded.Add(uint64(i), v)
+		whole.Add(uint64(i), v) // unseeded: the whole beam
+	}
+	got, want := recallAt1(seeded, ref, queries), recallAt1(whole, ref, queries)
+	if got < want-0.01 {
+		t.Errorf("recall@1 %.3f with easy inserts, %.3f with the whole beam", got, want)
 	}
 }
