@@ -11,14 +11,16 @@ import (
 	"time"
 )
 
-func TestPercentile(t *testing.T) {
-	ms := func(v ...int) []time.Duration {
-		out := make([]time.Duration, len(v))
-		for i, x := range v {
-			out[i] = time.Duration(x) * time.Millisecond
-		}
-		return out
+// millis is the durations of v milliseconds each.
+func millis(v ...int) []time.Duration {
+	out := make([]time.Duration, len(v))
+	for i, x := range v {
+		out[i] = time.Duration(x) * time.Millisecond
 	}
+	return out
+}
+
+func TestPercentile(t *testing.T) {
 	hundred := make([]time.Duration, 100)
 	for i := range hundred {
 		hundred[i] = time.Duration(i+1) * time.Millisecond
@@ -30,14 +32,14 @@ func TestPercentile(t *testing.T) {
 		want   time.Duration
 	}{
 		{"no samples is zero", nil, 50, 0},
-		{"one sample is every percentile", ms(7), 99, 7 * time.Millisecond},
+		{"one sample is every percentile", millis(7), 99, 7 * time.Millisecond},
 		{"p50 of 1..100 is 50", hundred, 50, 50 * time.Millisecond},
 		{"p90 of 1..100 is 90", hundred, 90, 90 * time.Millisecond},
 		{"p99 of 1..100 is 99", hundred, 99, 99 * time.Millisecond},
 		{"p100 is the maximum", hundred, 100, 100 * time.Millisecond},
 		{"p0 is the minimum", hundred, 0, time.Millisecond},
-		{"nearest rank rounds up", ms(1, 2, 3, 4), 50, 2 * time.Millisecond},
-		{"p99 of few samples is the maximum", ms(1, 2, 3), 99, 3 * time.Millisecond},
+		{"nearest rank rounds up", millis(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		{"p99 of few samples is the maximum", millis(1, 2, 3), 99, 3 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -269,13 +271,6 @@ func TestWriteTableShowsAddedLatencyAndRatios(t *testing.T) {
 }
 
 func TestMergedSlicesAreOneRunOverEveryRequest(t *testing.T) {
-	ms := func(v ...int) []time.Duration {
-		out := make([]time.Duration, len(v))
-		for i, x := range v {
-			out[i] = time.Duration(x) * time.Millisecond
-		}
-		return out
-	}
 	part := func(lat, lags []time.Duration, errs int, first string) *LatencyResult {
 		r := &LatencyResult{Rate: 500, Sent: len(lat) + errs, OK: len(lat), Errors: errs, FirstError: first, Elapsed: time.Second}
 		r.summarize(lat, lags)
@@ -283,10 +278,10 @@ func TestMergedSlicesAreOneRunOverEveryRequest(t *testing.T) {
 	}
 	// The slow slice alone has a p50 of 9ms, the fast one 1ms: one run over
 	// all ten requests has its median among the fast ones.
-	fast := part(ms(1, 1, 2, 1, 1, 1), ms(0, 0, 0, 0, 0, 0, 3), 1, "status 502")
-	slow := part(ms(9, 8, 9, 9), ms(5, 1, 1, 1), 0, "")
+	fast := part(millis(1, 1, 2, 1, 1, 1), millis(0, 0, 0, 0, 0, 0, 3), 1, "status 502")
+	slow := part(millis(9, 8, 9, 9), millis(5, 1, 1, 1), 0, "")
 	got := mergeLatency([]*LatencyResult{fast, slow})
-	whole := Summarize(ms(1, 1, 2, 1, 1, 1, 9, 8, 9, 9))
+	whole := Summarize(millis(1, 1, 2, 1, 1, 1, 9, 8, 9, 9))
 	if got.Latency != whole {
 		t.Errorf("merged percentiles %+v, want those of every request %+v", got.Latency, whole)
 	}
