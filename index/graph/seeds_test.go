@@ -320,7 +320,7 @@ func TestEasyNeighbourhoods(t *testing.T) {
 					easy++
 				}
 			}
-			if tt.wantEasy && easy < queries*9/10 || !tt.wantEasy && easy > 0 {
+			if tt.wantEasy && easy < queries*9/10 || !tt.wantEasy && easy > queries/100 { // random: about 4 in 10,000
 				t.Errorf("%d of %d inserts easy, want easy %v", easy, queries, tt.wantEasy)
 			}
 		})
