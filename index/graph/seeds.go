@@ -150,7 +150,10 @@ func (h *HNSW) seeds(hash uint64, q qvec) (eps []item, easy bool) {
 	if len(eps) == 0 || h.qdist(q, eps[0].s) != eps[0].d {
 		return nil, false // nothing left, or another vector's search
 	}
-	// !(x >= y), not x < y: NaN distances make no neighbourhood easy.
+	// Both comparisons are false for a NaN distance (min and the sum carry
+	// it): such a neighbourhood is never easy. A nearest distance below zero
+	// (int8 rounding of a duplicate) is not taken as easy either: the whole
+	// beam is only slower, never worse.
 	easy = len(eps) >= easyMinSeeds && nearest >= 0 && nearest < easyContrast*(sum/float32(len(eps)))
 	return eps, easy
 }
